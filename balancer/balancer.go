@@ -1,0 +1,365 @@
+// Package balancer picks the endpoint each request goes to.
+//
+// A policy is a [Builder] registered by name from an init function, one
+// policy a file, as grpc-go does. A policy's [Balancer] receives a service's
+// endpoint set and publishes [Picker]s: immutable snapshots that the data
+// path calls concurrently on every request. A pick never blocks and, for the
+// built-in policies, never allocates. After each request the data path
+// reports its outcome (latency and error class) through [PickResult.Finish],
+// which feeds load-aware policies, outlier detection and circuit breaking.
+//
+// [Cluster] is the glue a data path uses: it keeps one [Endpoint] per
+// address across discovery updates (so in-flight counts and latency
+// estimates survive them) and always holds the current picker. Every
+// registered policy is also registered with grpc-go under the name
+// "weft_" + Name(), so gRPC channels run the same code as HTTP clients.
+package balancer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/weftmesh/weft/resolver"
+)
+
+// ErrNoHealthyEndpoint is returned by a pick when the service has no
+// endpoint that may receive traffic.
+var ErrNoHealthyEndpoint = errors.New("balancer: no healthy endpoint")
+
+// Endpoint is one backend as policies see it: its discovery data and the
+// live figures the data path maintains. One Endpoint exists per address for
+// as long as discovery lists that address.
+//
+// An Endpoint is immutable but for its Load: when discovery changes an
+// address's data (its weight, say), the Cluster makes a new Endpoint that
+// shares the old one's Load, so figures survive and requests still in
+// flight on the old value are counted off correctly.
+type Endpoint struct {
+	resolver.Endpoint
+	load *Load
+}
+
+// Load holds the live figures of one address, shared by every Endpoint
+// value of that address.
+type Load struct {
+	inFlight atomic.Int64
+}
+
+// NewEndpoint returns an Endpoint for e with a fresh Load.
+func NewEndpoint(e resolver.Endpoint) *Endpoint { return &Endpoint{Endpoint: e, load: new(Load)} }
+
+// InFlight returns the number of requests picked for this endpoint that have
+// not finished.
+func (e *Endpoint) InFlight() int64 { return e.load.inFlight.Load() }
+
+// Outcome classifies how a request ended, in the terms Envoy's retry and
+// outlier-detection settings use.
+type Outcome uint8
+
+const (
+	// Success: a response that is not a server error.
+	Success Outcome = iota
+	// ServerError: HTTP 5xx other than 502-504; gRPC INTERNAL, UNKNOWN,
+	// DATA_LOSS.
+	ServerError
+	// GatewayError: HTTP 502, 503, 504; gRPC UNAVAILABLE.
+	GatewayError
+	// ConnectFailure: no connection could be made to the endpoint.
+	ConnectFailure
+	// Reset: the connection broke after the request was sent.
+	Reset
+	// Timeout: the request's deadline passed while waiting on the endpoint.
+	Timeout
+	// Canceled: the caller gave up; this says nothing about the endpoint.
+	Canceled
+)
+
+var outcomeNames = [...]string{"success", "server_error", "gateway_error", "connect_failure", "reset", "timeout", "canceled"}
+
+// String returns the outcome's snake_case name, as used in metrics.
+func (o Outcome) String() string {
+	if int(o) < len(outcomeNames) {
+		return outcomeNames[o]
+	}
+	return fmt.Sprintf("outcome(%d)", o)
+}
+
+// IsFailure reports whether the outcome counts against the endpoint.
+func (o Outcome) IsFailure() bool { return o != Success && o != Canceled }
+
+// DoneInfo is what the data path knows when a request finishes.
+type DoneInfo struct {
+	// Latency from the pick to the response headers (HTTP) or to the end of
+	// the call (gRPC).
+	Latency time.Duration
+	Outcome Outcome
+	// Err is the transport error, if any.
+	Err error
+}
+
+// PickInfo describes the request being placed.
+type PickInfo struct {
+	Ctx context.Context
+	// Hash is the request's hash from the route's hash policy, for
+	// consistent-hashing policies; valid when HasHash is true.
+	Hash    uint64
+	HasHash bool
+}
+
+// PickResult is a picked endpoint. The data path must call Finish exactly
+// once when the request ends.
+type PickResult struct {
+	Endpoint *Endpoint
+	// Done, when not nil, receives the request's outcome. Policies that
+	// need no feedback leave it nil. It must not block.
+	Done func(DoneInfo)
+}
+
+// Finish reports the request's outcome: it ends the request's in-flight
+// count and calls Done.
+func (r PickResult) Finish(d DoneInfo) {
+	r.Endpoint.load.inFlight.Add(-1)
+	if r.Done != nil {
+		r.Done(d)
+	}
+}
+
+// Picker chooses an endpoint for one request. Pickers are immutable
+// snapshots: Pick is called concurrently from every request goroutine, must
+// not block and should not allocate.
+type Picker interface {
+	Pick(PickInfo) (PickResult, error)
+}
+
+// BuildOptions is what a Balancer is built with.
+type BuildOptions struct {
+	// UpdatePicker installs the picker the data path uses from now on. A
+	// balancer calls it after each UpdateEndpoints and whenever its own
+	// state changes the choice (an ejection, a weight ramp). Calls are
+	// serialized by the balancer.
+	UpdatePicker func(Picker)
+	// Config is the policy's parsed configuration (from ConfigParser), or
+	// nil for the policy's defaults.
+	Config any
+}
+
+// Balancer turns a service's endpoint sets into pickers.
+// UpdateEndpoints and Close are never called concurrently.
+type Balancer interface {
+	// UpdateEndpoints hands over the complete endpoint set, including
+	// endpoints whose Health says they must not serve.
+	UpdateEndpoints([]*Endpoint)
+	Close()
+}
+
+// Builder creates Balancers of one policy.
+type Builder interface {
+	// Name is the policy's registered name, such as "round_robin".
+	Name() string
+	Build(BuildOptions) Balancer
+}
+
+// ConfigParser is implemented by Builders whose policy takes settings, as
+// JSON in the shape of grpc-go's load-balancing configuration.
+type ConfigParser interface {
+	ParseConfig(json.RawMessage) (any, error)
+}
+
+// PickerFunc builds a picker from the endpoints that may serve; it is never
+// given an empty slice. It is how a stateless policy is written.
+type PickerFunc func(serving []*Endpoint) Picker
+
+// NewPickerBuilder returns a Builder for a policy whose picker depends only
+// on the set of serving endpoints. When none may serve, the picker fails
+// with ErrNoHealthyEndpoint.
+func NewPickerBuilder(name string, build PickerFunc) Builder {
+	return pickerBuilder{name: name, build: build}
+}
+
+type pickerBuilder struct {
+	name  string
+	build PickerFunc
+}
+
+func (b pickerBuilder) Name() string { return b.name }
+
+func (b pickerBuilder) Build(opts BuildOptions) Balancer {
+	return &pickerBalancer{build: b.build, update: opts.UpdatePicker}
+}
+
+type pickerBalancer struct {
+	build  PickerFunc
+	update func(Picker)
+}
+
+func (b *pickerBalancer) UpdateEndpoints(eps []*Endpoint) {
+	serving := Serving(eps)
+	if len(serving) == 0 {
+		b.update(ErrPicker(ErrNoHealthyEndpoint))
+		return
+	}
+	b.update(b.build(serving))
+}
+
+func (b *pickerBalancer) Close() {}
+
+// Serving returns the endpoints whose health allows traffic, in order.
+func Serving(eps []*Endpoint) []*Endpoint {
+	out := make([]*Endpoint, 0, len(eps))
+	for _, e := range eps {
+		if e.Health.Serving() {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// ErrPicker returns a Picker whose every pick fails with err.
+func ErrPicker(err error) Picker { return errPicker{err} }
+
+type errPicker struct{ err error }
+
+func (p errPicker) Pick(PickInfo) (PickResult, error) { return PickResult{}, p.err }
+
+var (
+	registryMu sync.RWMutex
+	registry   = map[string]Builder{}
+)
+
+// Register makes a policy available by name to Weft's data paths and, as
+// "weft_" + name, to grpc-go. Call it from an init function; a second
+// registration of a name replaces the first.
+func Register(b Builder) {
+	registryMu.Lock()
+	registry[b.Name()] = b
+	registryMu.Unlock()
+	registerGRPC(b)
+}
+
+// Get returns the policy registered under name, or nil.
+func Get(name string) Builder {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	return registry[name]
+}
+
+// Names returns the registered policy names, sorted.
+func Names() []string {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	names := make([]string, 0, len(registry))
+	for n := range registry {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Cluster is one service's balancing state for a data path. It reuses an
+// Endpoint per address across updates and holds the current Picker.
+// Its methods are safe for concurrent use; Pick is lock-free.
+type Cluster struct {
+	picker atomic.Pointer[pickerBox]
+
+	mu        sync.Mutex // serializes updates into the balancer
+	bal       Balancer
+	endpoints []*Endpoint
+	byAddr    map[string]*Endpoint
+	onPicker  func(Picker)
+	closed    bool
+}
+
+type pickerBox struct{ p Picker }
+
+// ClusterOption configures NewCluster.
+type ClusterOption func(*Cluster)
+
+// OnPicker registers f to be called with each new picker, after the
+// Cluster has installed it; gRPC's adapter uses it to refresh its channel.
+func OnPicker(f func(Picker)) ClusterOption { return func(c *Cluster) { c.onPicker = f } }
+
+// NewCluster returns a Cluster balancing with policy b and its parsed
+// config (nil for defaults). Until the first Update, picks fail with
+// ErrNoHealthyEndpoint.
+func NewCluster(b Builder, config any, opts ...ClusterOption) *Cluster {
+	c := &Cluster{byAddr: map[string]*Endpoint{}}
+	for _, o := range opts {
+		o(c)
+	}
+	c.picker.Store(&pickerBox{ErrPicker(ErrNoHealthyEndpoint)})
+	c.bal = b.Build(BuildOptions{UpdatePicker: c.setPicker, Config: config})
+	return c
+}
+
+func (c *Cluster) setPicker(p Picker) {
+	c.picker.Store(&pickerBox{p})
+	if c.onPicker != nil {
+		c.onPicker(p)
+	}
+}
+
+// Update replaces the endpoint set. Endpoints keep their identity (and so
+// their in-flight count) across updates by address.
+func (c *Cluster) Update(eps []resolver.Endpoint) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	next := make([]*Endpoint, 0, len(eps))
+	byAddr := make(map[string]*Endpoint, len(eps))
+	for _, e := range eps {
+		if _, dup := byAddr[e.Addr]; dup {
+			continue // one address is one endpoint
+		}
+		ep := c.byAddr[e.Addr]
+		if ep == nil || ep.Endpoint != e {
+			// New address, or its discovery data changed: a new value,
+			// since pickers may still read the old one, sharing the Load.
+			nep := NewEndpoint(e)
+			if ep != nil {
+				nep.load = ep.load
+			}
+			ep = nep
+		}
+		byAddr[e.Addr] = ep
+		next = append(next, ep)
+	}
+	c.endpoints, c.byAddr = next, byAddr
+	c.bal.UpdateEndpoints(slices.Clone(next))
+}
+
+// Endpoints returns the current endpoint set.
+func (c *Cluster) Endpoints() []*Endpoint {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.endpoints)
+}
+
+// Pick picks an endpoint and counts the request as in flight on it until
+// the result's Finish is called.
+func (c *Cluster) Pick(info PickInfo) (PickResult, error) {
+	res, err := c.picker.Load().p.Pick(info)
+	if err != nil {
+		return PickResult{}, err
+	}
+	res.Endpoint.load.inFlight.Add(1)
+	return res, nil
+}
+
+// Close releases the balancer; later picks keep the last picker.
+func (c *Cluster) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.closed {
+		c.closed = true
+		c.bal.Close()
+	}
+}

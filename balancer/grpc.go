@@ -1,0 +1,320 @@
+package balancer
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	gbalancer "google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	gresolver "google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/serviceconfig"
+	"google.golang.org/grpc/status"
+
+	"github.com/weftmesh/weft/resolver"
+)
+
+// GRPCPrefix is prepended to a policy's name when it is registered with
+// grpc-go, so Weft's round_robin ("weft_round_robin") never shadows
+// grpc-go's own.
+const GRPCPrefix = "weft_"
+
+// GRPCName returns the name under which policy is registered with grpc-go.
+func GRPCName(policy string) string { return GRPCPrefix + policy }
+
+// GRPCServiceConfig returns a gRPC service config selecting policy, for
+// grpc.WithDefaultServiceConfig.
+func GRPCServiceConfig(policy string) string {
+	return fmt.Sprintf(`{"loadBalancingConfig":[{%q:{}}]}`, GRPCName(policy))
+}
+
+func registerGRPC(b Builder) { gbalancer.Register(grpcBuilder{b}) }
+
+type grpcBuilder struct{ b Builder }
+
+func (g grpcBuilder) Name() string { return GRPCName(g.b.Name()) }
+
+type grpcConfig struct {
+	serviceconfig.LoadBalancingConfig
+	cfg any
+}
+
+func (g grpcBuilder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
+	p, ok := g.b.(ConfigParser)
+	if !ok {
+		return grpcConfig{}, nil
+	}
+	cfg, err := p.ParseConfig(js)
+	if err != nil {
+		return nil, fmt.Errorf("balancer: %s: %w", g.b.Name(), err)
+	}
+	return grpcConfig{cfg: cfg}, nil
+}
+
+func (g grpcBuilder) Build(cc gbalancer.ClientConn, _ gbalancer.BuildOptions) gbalancer.Balancer {
+	return &grpcBalancer{builder: g.b, cc: cc, subConns: map[string]*grpcSubConn{}}
+}
+
+// grpcBalancer runs a Weft policy inside a gRPC channel: one SubConn per
+// serving address; the policy picks among the READY ones. grpc-go calls its
+// methods and the SubConn state listeners serially; mu guards what a
+// policy's own goroutine (publishing a picker on its own) also reads.
+type grpcBalancer struct {
+	builder Builder
+	cc      gbalancer.ClientConn
+	cluster *Cluster
+
+	subConns map[string]*grpcSubConn // by address; only touched serially
+	lastErr  error
+
+	mu     sync.Mutex
+	ready  map[string]gbalancer.SubConn
+	state  connectivity.State
+	closed bool
+}
+
+type grpcSubConn struct {
+	sc    gbalancer.SubConn
+	ep    resolver.Endpoint
+	state connectivity.State
+}
+
+func (b *grpcBalancer) UpdateClientConnState(ccs gbalancer.ClientConnState) error {
+	if b.cluster == nil {
+		var cfg any
+		if c, ok := ccs.BalancerConfig.(grpcConfig); ok {
+			cfg = c.cfg
+		}
+		b.cluster = NewCluster(b.builder, cfg, OnPicker(b.onPicker))
+	}
+	eps := endpointsFromState(ccs.ResolverState)
+	if len(eps) == 0 {
+		b.ResolverError(errors.New("resolver returned no serving endpoints"))
+		return gbalancer.ErrBadResolverState
+	}
+	seen := make(map[string]bool, len(eps))
+	for _, ep := range eps {
+		seen[ep.Addr] = true
+		if s, ok := b.subConns[ep.Addr]; ok {
+			s.ep = ep
+			continue
+		}
+		s := &grpcSubConn{ep: ep, state: connectivity.Idle}
+		// The deprecation notice warns that SubConns will carry one address
+		// each, which is how this balancer uses them; grpc-go offers
+		// policies outside its module no other way to open one.
+		//lint:ignore SA1019 one address per SubConn, as the notice asks
+		sc, err := b.cc.NewSubConn([]gresolver.Address{{Addr: ep.Addr}}, gbalancer.NewSubConnOptions{
+			StateListener: func(st gbalancer.SubConnState) { b.updateSubConnState(s, st) },
+		})
+		if err != nil {
+			continue
+		}
+		s.sc = sc
+		b.subConns[ep.Addr] = s
+		sc.Connect()
+	}
+	for addr, s := range b.subConns {
+		if !seen[addr] {
+			s.sc.Shutdown()
+			delete(b.subConns, addr)
+		}
+	}
+	b.regenerate()
+	return nil
+}
+
+// endpointsFromState reads the serving endpoints of a resolver state; Weft's
+// resolver attaches its Endpoint (weight, locality, health) to each one.
+func endpointsFromState(st gresolver.State) []resolver.Endpoint {
+	var out []resolver.Endpoint
+	add := func(addr gresolver.Address, attrs any) {
+		ep, ok := attrs.(resolver.Endpoint)
+		if !ok {
+			ep = resolver.Endpoint{Addr: addr.Addr}
+		}
+		if ep.Health.Serving() {
+			out = append(out, ep)
+		}
+	}
+	if len(st.Endpoints) > 0 {
+		for _, e := range st.Endpoints {
+			if len(e.Addresses) == 0 {
+				continue
+			}
+			var v any
+			if e.Attributes != nil {
+				v = e.Attributes.Value(resolver.GRPCEndpointKey)
+			}
+			add(e.Addresses[0], v)
+		}
+		return out
+	}
+	for _, a := range st.Addresses {
+		add(a, nil)
+	}
+	return out
+}
+
+func (b *grpcBalancer) updateSubConnState(s *grpcSubConn, st gbalancer.SubConnState) {
+	if cur, ok := b.subConns[s.ep.Addr]; !ok || cur != s {
+		return // a SubConn this balancer already shut down
+	}
+	s.state = st.ConnectivityState
+	switch st.ConnectivityState {
+	case connectivity.Idle:
+		s.sc.Connect() // keep every endpoint connected, as round_robin does
+	case connectivity.TransientFailure:
+		b.lastErr = st.ConnectionError
+		b.cc.ResolveNow(gresolver.ResolveNowOptions{})
+	case connectivity.Shutdown:
+		delete(b.subConns, s.ep.Addr)
+	}
+	b.regenerate()
+}
+
+// regenerate feeds the READY endpoints to the policy and works out the
+// channel's aggregate state, as grpc-go's round_robin does.
+func (b *grpcBalancer) regenerate() {
+	ready := map[string]gbalancer.SubConn{}
+	var eps []resolver.Endpoint
+	connecting := false
+	for addr, s := range b.subConns {
+		switch s.state {
+		case connectivity.Ready:
+			ready[addr] = s.sc
+			eps = append(eps, s.ep)
+		case connectivity.Idle, connectivity.Connecting:
+			connecting = true
+		}
+	}
+	b.mu.Lock()
+	b.ready = ready
+	switch {
+	case len(ready) > 0:
+		b.state = connectivity.Ready
+	case connecting:
+		b.state = connectivity.Connecting
+	default:
+		b.state = connectivity.TransientFailure
+	}
+	b.mu.Unlock()
+	// The policy answers through onPicker, which publishes to grpc-go.
+	b.cluster.Update(eps)
+}
+
+func (b *grpcBalancer) onPicker(p Picker) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return
+	}
+	var gp gbalancer.Picker
+	switch b.state {
+	case connectivity.Ready:
+		gp = &grpcPicker{p: p, ready: b.ready}
+	case connectivity.Connecting:
+		gp = errGRPCPicker{gbalancer.ErrNoSubConnAvailable}
+	default:
+		err := b.lastErr
+		if err == nil {
+			err = ErrNoHealthyEndpoint
+		}
+		gp = errGRPCPicker{status.Errorf(codes.Unavailable, "balancer: %s: %v", b.builder.Name(), err)}
+	}
+	b.cc.UpdateState(gbalancer.State{ConnectivityState: b.state, Picker: gp})
+}
+
+func (b *grpcBalancer) ResolverError(err error) {
+	b.lastErr = err
+	if len(b.subConns) > 0 {
+		return // keep using the endpoints we have
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.state = connectivity.TransientFailure
+	b.cc.UpdateState(gbalancer.State{
+		ConnectivityState: connectivity.TransientFailure,
+		Picker:            errGRPCPicker{status.Errorf(codes.Unavailable, "resolver: %v", err)},
+	})
+}
+
+func (b *grpcBalancer) UpdateSubConnState(gbalancer.SubConn, gbalancer.SubConnState) {
+	// Unused: every SubConn has a StateListener.
+}
+
+func (b *grpcBalancer) ExitIdle() {
+	for _, s := range b.subConns {
+		if s.state == connectivity.Idle {
+			s.sc.Connect()
+		}
+	}
+}
+
+func (b *grpcBalancer) Close() {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	for addr, s := range b.subConns {
+		s.sc.Shutdown()
+		delete(b.subConns, addr)
+	}
+	if b.cluster != nil {
+		b.cluster.Close()
+	}
+}
+
+type grpcPicker struct {
+	p     Picker
+	ready map[string]gbalancer.SubConn // never mutated after publication
+}
+
+func (p *grpcPicker) Pick(info gbalancer.PickInfo) (gbalancer.PickResult, error) {
+	res, err := p.p.Pick(PickInfo{Ctx: info.Ctx})
+	if err != nil {
+		return gbalancer.PickResult{}, status.Error(codes.Unavailable, err.Error())
+	}
+	sc, ok := p.ready[res.Endpoint.Addr]
+	if !ok {
+		// The policy's picker is a step behind the ready set; grpc-go will
+		// retry the pick with the next picker.
+		return gbalancer.PickResult{}, gbalancer.ErrNoSubConnAvailable
+	}
+	res.Endpoint.load.inFlight.Add(1)
+	start := time.Now()
+	return gbalancer.PickResult{SubConn: sc, Done: func(di gbalancer.DoneInfo) {
+		res.Finish(DoneInfo{Latency: time.Since(start), Outcome: GRPCOutcome(di.Err), Err: di.Err})
+	}}, nil
+}
+
+type errGRPCPicker struct{ err error }
+
+func (p errGRPCPicker) Pick(gbalancer.PickInfo) (gbalancer.PickResult, error) {
+	return gbalancer.PickResult{}, p.err
+}
+
+// GRPCOutcome classifies a finished RPC's error. Application errors
+// (NOT_FOUND, INVALID_ARGUMENT and the like) are a Success for the
+// endpoint: it answered.
+func GRPCOutcome(err error) Outcome {
+	if err == nil {
+		return Success
+	}
+	switch status.Code(err) {
+	case codes.OK:
+		return Success
+	case codes.Unavailable:
+		return GatewayError
+	case codes.DeadlineExceeded:
+		return Timeout
+	case codes.Canceled:
+		return Canceled
+	case codes.Internal, codes.Unknown, codes.DataLoss:
+		return ServerError
+	default:
+		return Success
+	}
+}

@@ -1,0 +1,80 @@
+package mesh_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/weftmesh/weft/mesh"
+)
+
+// benchPair returns a plain keep-alive client and a Weft client, both
+// pointed at the same loopback server, and the URLs each uses.
+func benchPair(b *testing.B) (plain *http.Client, plainURL string, weft *http.Client, weftURL string) {
+	b.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "k")
+	}))
+	b.Cleanup(srv.Close)
+	m, err := mesh.New(context.Background(), mesh.WithEndpoints("orders", srv.Listener.Addr().String()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { m.Close() })
+	plainTransport := http.DefaultTransport.(*http.Transport).Clone()
+	b.Cleanup(plainTransport.CloseIdleConnections)
+	return &http.Client{Transport: plainTransport}, srv.URL + "/items", m.HTTPClient(), "http://orders/items"
+}
+
+func doGET(b *testing.B, c *http.Client, url string) {
+	resp, err := c.Get(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+}
+
+// BenchmarkSequentialGET measures one keep-alive GET at a time over
+// loopback, through a plain net/http client and through the mesh.
+func BenchmarkSequentialGET(b *testing.B) {
+	plain, plainURL, weft, weftURL := benchPair(b)
+	b.Run("plain", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			doGET(b, plain, plainURL)
+		}
+	})
+	b.Run("weft", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			doGET(b, weft, weftURL)
+		}
+	})
+}
+
+// BenchmarkSequentialGETInterleaved alternates plain and mesh GETs in one
+// loop, so both see the same machine state, and reports the ratio of their
+// mean latencies as "weft/plain" (1.00 = no overhead).
+func BenchmarkSequentialGETInterleaved(b *testing.B) {
+	plain, plainURL, weft, weftURL := benchPair(b)
+	doGET(b, plain, plainURL) // open both connections before timing
+	doGET(b, weft, weftURL)
+	var tPlain, tWeft time.Duration
+	n := 0
+	for b.Loop() {
+		t0 := time.Now()
+		doGET(b, plain, plainURL)
+		t1 := time.Now()
+		doGET(b, weft, weftURL)
+		tWeft += time.Since(t1)
+		tPlain += t1.Sub(t0)
+		n++
+	}
+	b.ReportMetric(float64(tPlain.Nanoseconds())/float64(n), "plain-ns/req")
+	b.ReportMetric(float64(tWeft.Nanoseconds())/float64(n), "weft-ns/req")
+	b.ReportMetric(float64(tWeft)/float64(tPlain), "weft/plain")
+}

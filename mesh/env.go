@@ -1,0 +1,207 @@
+package mesh
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/resolver"
+	"github.com/weftmesh/weft/security"
+)
+
+// The environment variables New reads. A bad value is an error naming the
+// variable and the value.
+const (
+	EnvBootstrap       = "GRPC_XDS_BOOTSTRAP"
+	EnvBootstrapConfig = "GRPC_XDS_BOOTSTRAP_CONFIG"
+	EnvServiceName     = "WEFT_SERVICE_NAME"
+	EnvOTelServiceName = "OTEL_SERVICE_NAME"
+	EnvEndpoints       = "WEFT_ENDPOINTS"
+	EnvDNS             = "WEFT_DNS"
+	EnvDNSRefresh      = "WEFT_DNS_REFRESH"
+	EnvLBPolicy        = "WEFT_LB_POLICY"
+	EnvSPIFFESocket    = "SPIFFE_ENDPOINT_SOCKET"
+	EnvMTLS            = "WEFT_MTLS"
+	EnvAuthzPolicy     = "WEFT_AUTHZ_POLICY"
+	EnvAdminAddr       = "WEFT_ADMIN_ADDR"
+	EnvHTTPProtocol    = "WEFT_HTTP_PROTOCOL"
+	EnvShutdownTimeout = "WEFT_SHUTDOWN_TIMEOUT"
+)
+
+// EnvError is the error New returns for a bad environment variable.
+type EnvError struct {
+	Var, Value string
+	Err        error
+}
+
+func (e *EnvError) Error() string {
+	return fmt.Sprintf("mesh: %s=%q: %v", e.Var, e.Value, e.Err)
+}
+
+func (e *EnvError) Unwrap() error { return e.Err }
+
+// fromEnv fills c from the environment, read through lookupEnv
+// (os.LookupEnv outside tests).
+func (c *config) fromEnv(lookupEnv func(string) (string, bool)) error {
+	getenv := func(name string) string { v, _ := lookupEnv(name); return v }
+	bad := func(name string, err error) error { return &EnvError{Var: name, Value: getenv(name), Err: err} }
+
+	if path := getenv(EnvBootstrap); path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return bad(EnvBootstrap, fmt.Errorf("reading the bootstrap file: %w", err))
+		}
+		if err := checkBootstrap(b); err != nil {
+			return bad(EnvBootstrap, err)
+		}
+		c.bootstrap, c.bootstrapSource = b, EnvBootstrap
+	} else if js := getenv(EnvBootstrapConfig); js != "" {
+		if err := checkBootstrap([]byte(js)); err != nil {
+			return &EnvError{Var: EnvBootstrapConfig, Value: abbreviate(js), Err: err}
+		}
+		c.bootstrap, c.bootstrapSource = []byte(js), EnvBootstrapConfig
+	}
+
+	c.serviceName = getenv(EnvServiceName)
+	if c.serviceName == "" {
+		c.serviceName = getenv(EnvOTelServiceName)
+	}
+
+	if v, set := lookupEnv(EnvEndpoints); set {
+		eps, err := resolver.ParseEndpoints(v)
+		if err != nil {
+			return bad(EnvEndpoints, err)
+		}
+		c.endpoints = eps
+	}
+	if v, set := lookupEnv(EnvDNS); set {
+		m, err := parseDNSServices(v)
+		if err != nil {
+			return bad(EnvDNS, err)
+		}
+		c.dnsServices = m
+	}
+	if v := getenv(EnvDNSRefresh); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return bad(EnvDNSRefresh, errors.New("want a positive duration such as 30s"))
+		}
+		c.dnsRefresh = d
+	}
+	if v := getenv(EnvLBPolicy); v != "" {
+		if err := checkLBPolicy(v); err != nil {
+			return bad(EnvLBPolicy, err)
+		}
+		c.lbPolicy = v
+	}
+	if v := getenv(EnvMTLS); v != "" {
+		m, err := security.ParseMTLSMode(v)
+		if err != nil {
+			return bad(EnvMTLS, err)
+		}
+		c.mtls = m
+	}
+	c.spiffeSocket = getenv(EnvSPIFFESocket)
+	if v := getenv(EnvAuthzPolicy); v != "" {
+		if _, err := os.Stat(v); err != nil {
+			return bad(EnvAuthzPolicy, err)
+		}
+		c.authzPolicyFile = v
+	}
+	if v := getenv(EnvAdminAddr); v != "" {
+		if err := checkListenAddr(v); err != nil {
+			return bad(EnvAdminAddr, err)
+		}
+		c.adminAddr = v
+	}
+	switch v := strings.ToLower(getenv(EnvHTTPProtocol)); v {
+	case "", "http1", "http/1.1":
+	case "h2c":
+		c.h2c = true
+	default:
+		return bad(EnvHTTPProtocol, errors.New("want http1 or h2c"))
+	}
+	if v := getenv(EnvShutdownTimeout); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return bad(EnvShutdownTimeout, errors.New("want a positive duration such as 10s"))
+		}
+		c.shutdownTimeout = d
+	}
+	return nil
+}
+
+// parseDNSServices parses WEFT_DNS: "orders=orders.svc:8080;inv=_grpc._tcp.inv.svc".
+func parseDNSServices(s string) (map[string]string, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, errors.New("no services (want name=dns-name;...)")
+	}
+	out := map[string]string{}
+	for entry := range strings.SplitSeq(s, ";") {
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			continue
+		}
+		name, target, ok := strings.Cut(entry, "=")
+		name, target = strings.TrimSpace(name), strings.TrimSpace(target)
+		if !ok || name == "" || target == "" {
+			return nil, fmt.Errorf("entry %q: want name=dns-name", entry)
+		}
+		if _, dup := out[name]; dup {
+			return nil, fmt.Errorf("service %q is listed twice", name)
+		}
+		if err := resolver.ValidateDNSName(target); err != nil {
+			return nil, fmt.Errorf("service %q: %w", name, err)
+		}
+		out[name] = target
+	}
+	return out, nil
+}
+
+func checkLBPolicy(name string) error {
+	if balancer.Get(name) == nil {
+		return fmt.Errorf("unknown balancer %q (registered: %s)", name, strings.Join(balancer.Names(), ", "))
+	}
+	return nil
+}
+
+func checkListenAddr(addr string) error {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return fmt.Errorf("want host:port: %w", err)
+	}
+	return nil
+}
+
+// checkBootstrap checks what New relies on in a bootstrap: a JSON object
+// naming at least one xDS server with a URI.
+func checkBootstrap(b []byte) error {
+	var bs struct {
+		XDSServers []struct {
+			ServerURI string `json:"server_uri"`
+		} `json:"xds_servers"`
+	}
+	if err := json.Unmarshal(b, &bs); err != nil {
+		return fmt.Errorf("bootstrap is not valid JSON: %w", err)
+	}
+	if len(bs.XDSServers) == 0 {
+		return errors.New("bootstrap has no xds_servers")
+	}
+	for i, s := range bs.XDSServers {
+		if s.ServerURI == "" {
+			return fmt.Errorf("bootstrap xds_servers[%d] has no server_uri", i)
+		}
+	}
+	return nil
+}
+
+func abbreviate(s string) string {
+	if len(s) > 64 {
+		return s[:61] + "..."
+	}
+	return s
+}

@@ -1,0 +1,323 @@
+// Package mesh is Weft's façade: New reads the environment and options and
+// composes discovery, balancing, security and telemetry into one Mesh, whose
+// methods wrap a service's HTTP and gRPC clients and servers.
+//
+// A Mesh is safe for concurrent use. Close releases everything it started.
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	gresolver "google.golang.org/grpc/resolver"
+
+	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/resolver"
+	"github.com/weftmesh/weft/security"
+)
+
+const defaultShutdownTimeout = 10 * time.Second
+
+// Mesh is one service's view of the mesh.
+type Mesh struct {
+	cfg    config
+	log    *slog.Logger
+	policy balancer.Builder
+
+	static *resolver.Static
+	dns    *resolver.DNS
+	disc   *meshDiscovery
+	// names maps what a URL host or gRPC target may say ("orders",
+	// "orders:8080") to a mesh service name. Fixed at New.
+	names map[string]string
+
+	base     *http.Transport // the default transport behind Transport(nil)
+	client   *http.Client
+	grpcRes  gresolver.Builder
+	xdsOnce  sync.Once
+	xdsRes   gresolver.Builder
+	xdsErr   error
+	services atomic.Pointer[map[string]*service] // copy on write
+	mu       sync.Mutex                          // guards services writes, closed, admin
+
+	ctx    context.Context // ends at Close: stops servers started by ListenAndServe
+	cancel context.CancelFunc
+	admin  *http.Server
+	wg     sync.WaitGroup
+	closed bool
+	once   sync.Once
+}
+
+// New builds a Mesh from the environment (the variables documented in the
+// README), then applies opts, which override the variables. A bad value is
+// an error naming the variable or option and the value.
+func New(ctx context.Context, opts ...Option) (*Mesh, error) {
+	var cfg config
+	if err := cfg.fromEnv(os.LookupEnv); err != nil {
+		return nil, err
+	}
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o.apply(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.spiffeSocket != "" && cfg.mtls != security.MTLSDisable {
+		return nil, &EnvError{Var: EnvSPIFFESocket, Value: cfg.spiffeSocket,
+			Err: errors.New("SPIFFE identities are not supported by this version of Weft; unset it or set WEFT_MTLS=disable")}
+	}
+	if cfg.authzPolicyFile != "" {
+		return nil, &EnvError{Var: EnvAuthzPolicy, Value: cfg.authzPolicyFile,
+			Err: errors.New("authorization policies are not supported by this version of Weft; unset it")}
+	}
+	return newMesh(ctx, cfg)
+}
+
+func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
+	if cfg.logger == nil {
+		cfg.logger = slog.Default()
+	}
+	if cfg.tracerProvider == nil {
+		cfg.tracerProvider = otel.GetTracerProvider()
+	}
+	if cfg.meterProvider == nil {
+		cfg.meterProvider = otel.GetMeterProvider()
+	}
+	if cfg.lbPolicy == "" {
+		cfg.lbPolicy = balancer.RoundRobin
+	}
+	if cfg.shutdownTimeout == 0 {
+		cfg.shutdownTimeout = defaultShutdownTimeout
+	}
+	m := &Mesh{cfg: cfg, log: cfg.logger, policy: balancer.Get(cfg.lbPolicy)}
+	m.ctx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
+
+	var dnsOpts []resolver.DNSOption
+	if cfg.dnsRefresh > 0 {
+		dnsOpts = append(dnsOpts, resolver.WithRefreshInterval(cfg.dnsRefresh))
+	}
+	m.static = resolver.NewStatic(cfg.endpoints)
+	m.dns = resolver.NewDNS(dnsOpts...)
+	m.names = map[string]string{}
+	for name := range cfg.endpoints {
+		m.names[name] = name
+	}
+	for name := range cfg.dnsServices {
+		if _, dup := cfg.endpoints[name]; dup {
+			return nil, fmt.Errorf("mesh: service %q has both static endpoints and a DNS name", name)
+		}
+		m.names[name] = name
+	}
+	m.disc = &meshDiscovery{m: m}
+	m.grpcRes = resolver.NewGRPCBuilder(grpcScheme, m.disc, m.grpcServiceName)
+	empty := map[string]*service{}
+	m.services.Store(&empty)
+
+	m.base = newBaseTransport(cfg.h2c)
+	m.client = &http.Client{Transport: m.Transport(nil)}
+
+	if cfg.adminAddr != "" {
+		if err := m.startAdmin(cfg.adminAddr); err != nil {
+			m.Close()
+			return nil, &EnvError{Var: EnvAdminAddr, Value: cfg.adminAddr, Err: err}
+		}
+	}
+	m.log.Debug("weft: mesh ready", "service", cfg.serviceName, "static_services", m.static.Services(),
+		"lb_policy", cfg.lbPolicy, "xds", cfg.bootstrap != nil)
+	return m, nil
+}
+
+// newBaseTransport is the transport behind Transport(nil): net/http's
+// defaults, with an idle pool sized for a mesh, where every request to a
+// service lands on one of few endpoint addresses (net/http keeps only 2 idle
+// connections per host by default, which churns connections under load).
+func newBaseTransport(h2c bool) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 1024
+	t.MaxIdleConnsPerHost = 256
+	if h2c {
+		var p http.Protocols
+		p.SetUnencryptedHTTP2(true)
+		t.Protocols = &p
+	}
+	return t
+}
+
+// Close stops the mesh: discovery watches, the admin endpoint, servers
+// started by ListenAndServe (gracefully, within the shutdown timeout) and
+// idle pooled connections. It is idempotent; clients and handlers made by
+// the mesh must not be used afterwards.
+func (m *Mesh) Close() error {
+	m.once.Do(func() {
+		m.mu.Lock()
+		m.closed = true
+		services := *m.services.Load()
+		empty := map[string]*service{}
+		m.services.Store(&empty)
+		admin := m.admin
+		m.mu.Unlock()
+
+		m.cancel()
+		for _, s := range services {
+			s.close()
+		}
+		if admin != nil {
+			admin.Close()
+		}
+		m.wg.Wait()
+		m.static.Close()
+		m.dns.Close()
+		m.base.CloseIdleConnections()
+	})
+	return nil
+}
+
+// service is a mesh service in use by the HTTP path: its discovery watch
+// and balancing state, created on first use.
+type service struct {
+	name    string
+	cluster *balancer.Cluster
+	cancel  func()
+	ready   chan struct{} // closed at the first discovery update
+	once    sync.Once
+	lastErr atomic.Pointer[error]
+}
+
+func (s *service) close() {
+	s.cancel()
+	s.cluster.Close()
+}
+
+// waitReady blocks until discovery has answered once for s, or ctx ends.
+func (s *service) waitReady(ctx context.Context) error {
+	select {
+	case <-s.ready:
+		return nil
+	default:
+	}
+	select {
+	case <-s.ready:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("weft: service %q: waiting for discovery: %w", s.name, ctx.Err())
+	}
+}
+
+// lookup returns the mesh service a URL host names, or nil when the host
+// is not a mesh service. The hot path is two map reads and no lock.
+func (m *Mesh) lookup(host string) *service {
+	name, ok := m.serviceName(host)
+	if !ok {
+		return nil
+	}
+	if s := (*m.services.Load())[name]; s != nil {
+		return s
+	}
+	return m.addService(name)
+}
+
+// serviceName maps a host or gRPC target ("orders", "orders:8080") to a
+// configured mesh service: the exact name first, then the host alone.
+func (m *Mesh) serviceName(host string) (string, bool) {
+	if name, ok := m.names[host]; ok {
+		return name, true
+	}
+	h, port := resolver.SplitHostPort(host)
+	if port == "" {
+		return "", false
+	}
+	name, ok := m.names[h]
+	return name, ok
+}
+
+func (m *Mesh) addService(name string) *service {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur := *m.services.Load()
+	if s := cur[name]; s != nil {
+		return s
+	}
+	if m.closed {
+		return nil
+	}
+	s := &service{name: name, ready: make(chan struct{}), cluster: balancer.NewCluster(m.policy, nil)}
+	s.cancel = m.disc.Watch(name, resolver.WatcherFunc(func(st resolver.State) {
+		if st.Err != nil {
+			err := st.Err
+			s.lastErr.Store(&err)
+			m.log.Warn("weft: discovery error", "service", name, "error", st.Err)
+		} else {
+			s.lastErr.Store(nil)
+		}
+		if st.Err == nil || len(st.Endpoints) > 0 {
+			s.cluster.Update(st.Endpoints)
+		}
+		s.once.Do(func() { close(s.ready) })
+	}))
+	next := make(map[string]*service, len(cur)+1)
+	for k, v := range cur {
+		next[k] = v
+	}
+	next[name] = s
+	m.services.Store(&next)
+	return s
+}
+
+// meshDiscovery routes a service name to the discovery that owns it:
+// static entries, configured DNS names, and otherwise DNS on the name
+// itself (how a gRPC target that is no mesh service still resolves).
+type meshDiscovery struct{ m *Mesh }
+
+func (d *meshDiscovery) route(name string) (resolver.Discovery, string) {
+	if d.m.static.Has(name) {
+		return d.m.static, name
+	}
+	if target, ok := d.m.cfg.dnsServices[name]; ok {
+		return d.m.dns, target
+	}
+	return d.m.dns, name
+}
+
+func (d *meshDiscovery) Watch(name string, w resolver.Watcher) func() {
+	disc, target := d.route(name)
+	return disc.Watch(target, w)
+}
+
+func (d *meshDiscovery) ResolveNow(name string) {
+	disc, target := d.route(name)
+	disc.ResolveNow(target)
+}
+
+func (d *meshDiscovery) Close() error { return nil } // the Mesh closes the parts
+
+// listen opens a TCP listener, with the error naming the address.
+func listen(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("weft: listen on %s: %w", addr, err)
+	}
+	return ln, nil
+}
+
+// ServiceNames returns the mesh services configured without xDS (static and
+// DNS), sorted.
+func (m *Mesh) ServiceNames() []string {
+	names := make([]string, 0, len(m.names))
+	for n := range m.names {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}

@@ -1,0 +1,209 @@
+package mesh
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/weftmesh/weft/resolver"
+	"github.com/weftmesh/weft/security"
+)
+
+// An Option configures New. Options are applied after the environment, so
+// an option overrides the variable it corresponds to.
+type Option interface{ apply(*config) error }
+
+type optionFunc func(*config) error
+
+func (f optionFunc) apply(c *config) error { return f(c) }
+
+// config is everything New needs, from the environment and options.
+type config struct {
+	serviceName     string
+	endpoints       map[string][]resolver.Endpoint // static discovery
+	dnsServices     map[string]string              // service -> DNS name
+	dnsRefresh      time.Duration
+	bootstrap       []byte // xDS bootstrap JSON; nil = no control plane
+	bootstrapSource string // the variable or option it came from, for errors
+	lbPolicy        string
+	mtls            security.MTLSMode
+	spiffeSocket    string
+	authzPolicyFile string
+	adminAddr       string
+	h2c             bool
+	shutdownTimeout time.Duration
+	logger          *slog.Logger
+	tracerProvider  trace.TracerProvider
+	meterProvider   metric.MeterProvider
+}
+
+// WithServiceName names this service, for telemetry and identity; it
+// overrides WEFT_SERVICE_NAME.
+func WithServiceName(name string) Option {
+	return optionFunc(func(c *config) error {
+		if name == "" {
+			return fmt.Errorf("mesh: WithServiceName: empty name")
+		}
+		c.serviceName = name
+		return nil
+	})
+}
+
+// WithEndpoints adds a static service: requests to http://service/... and
+// gRPC dials of "service" are balanced over addrs (host:port each). It
+// replaces the service's entry from WEFT_ENDPOINTS, if any; call it once
+// per service.
+func WithEndpoints(service string, addrs ...string) Option {
+	return optionFunc(func(c *config) error {
+		spec := service + "=" + joinComma(addrs)
+		parsed, err := resolver.ParseEndpoints(spec)
+		if err != nil {
+			return fmt.Errorf("mesh: WithEndpoints(%q): %w", service, err)
+		}
+		if c.endpoints == nil {
+			c.endpoints = map[string][]resolver.Endpoint{}
+		}
+		for k, v := range parsed {
+			c.endpoints[k] = v
+		}
+		return nil
+	})
+}
+
+// WithDNS makes service a mesh service discovered through DNS: dnsName is
+// host:port (A and AAAA records) or an SRV name such as
+// "_grpc._tcp.inventory.default.svc.cluster.local". It overrides the
+// service's entry in WEFT_DNS.
+func WithDNS(service, dnsName string) Option {
+	return optionFunc(func(c *config) error {
+		if service == "" {
+			return fmt.Errorf("mesh: WithDNS: empty service name")
+		}
+		if err := resolver.ValidateDNSName(dnsName); err != nil {
+			return fmt.Errorf("mesh: WithDNS(%q, %q): %w", service, dnsName, err)
+		}
+		if c.dnsServices == nil {
+			c.dnsServices = map[string]string{}
+		}
+		c.dnsServices[service] = dnsName
+		return nil
+	})
+}
+
+// WithBootstrap sets the xDS bootstrap (gRPC's JSON format), as
+// GRPC_XDS_BOOTSTRAP_CONFIG would; it overrides both bootstrap variables.
+func WithBootstrap(bootstrapJSON []byte) Option {
+	return optionFunc(func(c *config) error {
+		if err := checkBootstrap(bootstrapJSON); err != nil {
+			return fmt.Errorf("mesh: WithBootstrap: %w", err)
+		}
+		c.bootstrap, c.bootstrapSource = bootstrapJSON, "WithBootstrap"
+		return nil
+	})
+}
+
+// WithLBPolicy sets the balancer for services not configured by xDS
+// (a registered balancer name such as "round_robin"); it overrides
+// WEFT_LB_POLICY.
+func WithLBPolicy(name string) Option {
+	return optionFunc(func(c *config) error {
+		if err := checkLBPolicy(name); err != nil {
+			return fmt.Errorf("mesh: WithLBPolicy: %w", err)
+		}
+		c.lbPolicy = name
+		return nil
+	})
+}
+
+// WithMTLS sets the mutual-TLS mode; it overrides WEFT_MTLS.
+func WithMTLS(mode security.MTLSMode) Option {
+	return optionFunc(func(c *config) error {
+		if mode > security.MTLSDisable {
+			return fmt.Errorf("mesh: WithMTLS: unknown mode %d", mode)
+		}
+		c.mtls = mode
+		return nil
+	})
+}
+
+// WithHTTP2Cleartext makes the default client transport speak HTTP/2
+// without TLS (h2c with prior knowledge) to mesh endpoints; it overrides
+// WEFT_HTTP_PROTOCOL. Servers started by ListenAndServe always accept both
+// HTTP/1.1 and h2c. Over TLS, HTTP/2 is negotiated by ALPN regardless.
+func WithHTTP2Cleartext(on bool) Option {
+	return optionFunc(func(c *config) error { c.h2c = on; return nil })
+}
+
+// WithAdminAddr serves the admin endpoint (/healthz, /readyz, /clusters) on
+// addr; it overrides WEFT_ADMIN_ADDR. "" turns it off.
+func WithAdminAddr(addr string) Option {
+	return optionFunc(func(c *config) error {
+		if addr != "" {
+			if err := checkListenAddr(addr); err != nil {
+				return fmt.Errorf("mesh: WithAdminAddr: %w", err)
+			}
+		}
+		c.adminAddr = addr
+		return nil
+	})
+}
+
+// WithShutdownTimeout bounds how long ListenAndServe waits for in-flight
+// requests after its context ends (default 10 s); it overrides
+// WEFT_SHUTDOWN_TIMEOUT.
+func WithShutdownTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("mesh: WithShutdownTimeout: %v is not positive", d)
+		}
+		c.shutdownTimeout = d
+		return nil
+	})
+}
+
+// WithLogger sets the logger for the mesh's own events; nil keeps
+// slog.Default().
+func WithLogger(l *slog.Logger) Option {
+	return optionFunc(func(c *config) error {
+		if l != nil {
+			c.logger = l
+		}
+		return nil
+	})
+}
+
+// WithTracerProvider sets the provider of the mesh's spans; nil keeps the
+// global provider (otel.GetTracerProvider()).
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return optionFunc(func(c *config) error {
+		if tp != nil {
+			c.tracerProvider = tp
+		}
+		return nil
+	})
+}
+
+// WithMeterProvider sets the provider of the mesh's metrics; nil keeps the
+// global provider (otel.GetMeterProvider()).
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return optionFunc(func(c *config) error {
+		if mp != nil {
+			c.meterProvider = mp
+		}
+		return nil
+	})
+}
+
+func joinComma(ss []string) string {
+	out := ""
+	for i, s := range ss {
+		if i > 0 {
+			out += ","
+		}
+		out += s
+	}
+	return out
+}

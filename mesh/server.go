@@ -1,0 +1,152 @@
+package mesh
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/xds"
+
+	"github.com/weftmesh/weft/security"
+)
+
+// Handler wraps h with the mesh's inbound chain. The chain, outermost
+// first: the caller's verified SPIFFE ID into the request context (see
+// security.PeerID), then h.
+func (m *Mesh) Handler(h http.Handler) http.Handler {
+	for _, mw := range m.inboundChain() {
+		h = mw(h)
+	}
+	return h
+}
+
+// inboundChain lists the server middleware innermost first, so Handler
+// wraps them in order. The order is the mesh's decision, not the user's:
+// identity must be known before anything that authorizes or records by it.
+func (m *Mesh) inboundChain() []func(http.Handler) http.Handler {
+	return []func(http.Handler) http.Handler{peerIdentity}
+}
+
+// peerIdentity puts the TLS peer's SPIFFE ID into the request context.
+// Plaintext requests pass through untouched, at no cost.
+func peerIdentity(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS != nil {
+			if id, ok := security.PeerIDFromTLS(r.TLS); ok {
+				r = r.WithContext(security.ContextWithPeerID(r.Context(), id))
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// ServerTLSConfig returns the TLS config servers of this service must use:
+// mutual TLS from the service's SPIFFE identity. It is nil when mTLS is off,
+// as it is when the service has no identity.
+func (m *Mesh) ServerTLSConfig() *tls.Config { return nil }
+
+// ListenAndServe serves h, wrapped by Handler, on addr until ctx ends or
+// the mesh is closed; then it stops accepting, waits for requests in flight
+// up to the shutdown timeout, and returns nil. Plaintext listeners accept
+// HTTP/1.1 and cleartext HTTP/2 (h2c) alike.
+func (m *Mesh) ListenAndServe(ctx context.Context, addr string, h http.Handler) error {
+	ln, err := listen(addr)
+	if err != nil {
+		return err
+	}
+	return m.Serve(ctx, ln, h)
+}
+
+// Serve is ListenAndServe on a listener the caller opened (one on port 0,
+// a unix socket, an inherited descriptor). Serve closes ln.
+func (m *Mesh) Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	srv := &http.Server{
+		Handler:           m.Handler(h),
+		ReadHeaderTimeout: 10 * time.Second, // bounds a slowloris; bodies are the handler's business
+		Protocols:         &protocols,
+		ErrorLog:          slog.NewLogLogger(m.log.Handler(), slog.LevelWarn),
+	}
+	if tc := m.ServerTLSConfig(); tc != nil {
+		srv.TLSConfig = tc
+		ln = tls.NewListener(ln, tc)
+	}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		ln.Close()
+		return errors.New("weft: mesh is closed")
+	}
+	m.wg.Add(1)
+	m.mu.Unlock()
+	defer m.wg.Done()
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	case <-m.ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), m.cfg.shutdownTimeout)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if err != nil {
+		srv.Close() // the timeout passed: cut the stragglers
+	}
+	<-errc
+	return err
+}
+
+// GRPCServer is a gRPC server made by the mesh: it registers services like
+// *grpc.Server and serves, stops and drains like it.
+type GRPCServer interface {
+	grpc.ServiceRegistrar
+	Serve(net.Listener) error
+	GracefulStop()
+	Stop()
+}
+
+// NewGRPCServer returns a gRPC server with the mesh's credentials and
+// interceptors; opts are applied after them. When the xDS bootstrap names a
+// server_listener_resource_name_template, the server is grpc-go's
+// xDS-managed server, configured by the control plane's inbound listener.
+func (m *Mesh) NewGRPCServer(opts ...grpc.ServerOption) (GRPCServer, error) {
+	base := []grpc.ServerOption{grpc.Creds(insecure.NewCredentials())}
+	if m.serverListenerTemplate() != "" {
+		// grpc-go reads GRPC_XDS_BOOTSTRAP once per process; handing it the
+		// bootstrap New read keeps the server on the same control plane as
+		// the clients, whether the bootstrap came from a variable or an
+		// option. This is grpc-go's only per-server bootstrap hook.
+		base = append(base, xds.BootstrapContentsForTesting(m.cfg.bootstrap))
+		srv, err := xds.NewGRPCServer(append(base, opts...)...)
+		if err != nil {
+			return nil, err
+		}
+		return srv, nil
+	}
+	return grpc.NewServer(append(base, opts...)...), nil
+}
+
+func (m *Mesh) serverListenerTemplate() string {
+	if m.cfg.bootstrap == nil {
+		return ""
+	}
+	var bs struct {
+		Template string `json:"server_listener_resource_name_template"`
+	}
+	if json.Unmarshal(m.cfg.bootstrap, &bs) != nil {
+		return ""
+	}
+	return bs.Template
+}

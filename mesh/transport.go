@@ -1,0 +1,157 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/url"
+	"syscall"
+	"time"
+
+	"github.com/weftmesh/weft/balancer"
+)
+
+// HTTPClient returns the mesh's shared HTTP client: requests to mesh
+// services (http://orders/..., http://orders:8080/...) are balanced over the
+// service's endpoints; other hosts pass through to the default transport.
+// The client has no overall timeout of its own; use request contexts.
+func (m *Mesh) HTTPClient() *http.Client { return m.client }
+
+// Transport wraps base so that requests to mesh services go to an endpoint
+// the mesh picks, over base's pooled connections to that endpoint. base nil
+// means the mesh's default transport (net/http's defaults with a larger idle
+// pool). Requests to hosts that are not mesh services go to base unchanged.
+func (m *Mesh) Transport(base http.RoundTripper) http.RoundTripper {
+	if base == nil {
+		base = m.base
+	}
+	return &transport{m: m, base: base}
+}
+
+type transport struct {
+	m    *Mesh
+	base http.RoundTripper
+}
+
+var _ http.RoundTripper = (*transport)(nil)
+
+// outbound is the request sent to the endpoint and its URL, allocated
+// together: the copy is what makes the caller's request untouched.
+type outbound struct {
+	req http.Request
+	url url.URL
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	svc := t.m.lookup(req.URL.Host)
+	if svc == nil {
+		return t.base.RoundTrip(req)
+	}
+	ctx := req.Context()
+	if err := svc.waitReady(ctx); err != nil {
+		closeBody(req)
+		return nil, err
+	}
+	res, err := svc.cluster.Pick(balancer.PickInfo{Ctx: ctx})
+	if err != nil {
+		closeBody(req)
+		if p := svc.lastErr.Load(); p != nil {
+			return nil, &ServiceError{Service: svc.name, Err: err, Discovery: *p}
+		}
+		return nil, &ServiceError{Service: svc.name, Err: err}
+	}
+
+	out := &outbound{req: *req, url: *req.URL}
+	out.url.Host = res.Endpoint.Addr
+	out.req.URL = &out.url
+	if out.req.Host == "" {
+		// The Host header keeps the name the caller wrote, as a sidecar
+		// would send it: servers route and log by service, not by address.
+		out.req.Host = req.URL.Host
+	}
+
+	start := time.Now()
+	resp, err := t.base.RoundTrip(&out.req)
+	outcome := httpOutcome(ctx, resp, err)
+	res.Finish(balancer.DoneInfo{Latency: time.Since(start), Outcome: outcome, Err: err})
+	if outcome == balancer.ConnectFailure {
+		// The endpoint may be gone; ask discovery (DNS) to look again.
+		t.m.disc.ResolveNow(svc.name)
+	}
+	if resp != nil {
+		resp.Request = req
+	}
+	return resp, err
+}
+
+// CloseIdleConnections closes idle connections of the wrapped transport,
+// so http.Client.CloseIdleConnections reaches the pool.
+func (t *transport) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// ServiceError is the error of a request the mesh could not place on an
+// endpoint of a mesh service.
+type ServiceError struct {
+	Service string
+	// Err is the balancer's error, such as balancer.ErrNoHealthyEndpoint.
+	Err error
+	// Discovery is the last discovery error for the service, if any: the
+	// likely reason it has no endpoints.
+	Discovery error
+}
+
+func (e *ServiceError) Error() string {
+	s := "weft: service " + `"` + e.Service + `": ` + e.Err.Error()
+	if e.Discovery != nil {
+		s += " (discovery: " + e.Discovery.Error() + ")"
+	}
+	return s
+}
+
+func (e *ServiceError) Unwrap() error { return e.Err }
+
+// closeBody honours RoundTrip's contract to close the body even on error.
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		req.Body.Close()
+	}
+}
+
+// httpOutcome classifies a round trip for the balancer.
+func httpOutcome(ctx context.Context, resp *http.Response, err error) balancer.Outcome {
+	if err != nil {
+		switch {
+		case errors.Is(err, context.DeadlineExceeded):
+			return balancer.Timeout
+		case ctx.Err() != nil, errors.Is(err, context.Canceled):
+			return balancer.Canceled
+		case isConnectFailure(err):
+			return balancer.ConnectFailure
+		default:
+			return balancer.Reset
+		}
+	}
+	switch {
+	case resp.StatusCode == http.StatusBadGateway, resp.StatusCode == http.StatusServiceUnavailable,
+		resp.StatusCode == http.StatusGatewayTimeout:
+		return balancer.GatewayError
+	case resp.StatusCode >= 500:
+		return balancer.ServerError
+	}
+	return balancer.Success
+}
+
+// isConnectFailure reports whether err happened while dialing, before any
+// byte of the request could have reached the endpoint.
+func isConnectFailure(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	return errors.Is(err, syscall.ECONNREFUSED)
+}
