@@ -215,17 +215,24 @@ func (s *service) waitReady(ctx context.Context) error {
 	}
 }
 
-// lookup returns the mesh service a URL host names, or nil when the host
-// is not a mesh service. The hot path is two map reads and no lock.
-func (m *Mesh) lookup(host string) *service {
+// errClosed is returned for requests to mesh services after Close: they
+// must fail rather than leak out to whatever DNS says the name is.
+var errClosed = errors.New("weft: mesh is closed")
+
+// lookup returns the mesh service a URL host names; ok is false when the
+// host is not a mesh service. The hot path is two map reads and no lock.
+func (m *Mesh) lookup(host string) (s *service, ok bool, err error) {
 	name, ok := m.serviceName(host)
 	if !ok {
-		return nil
+		return nil, false, nil
 	}
 	if s := (*m.services.Load())[name]; s != nil {
-		return s
+		return s, true, nil
 	}
-	return m.addService(name)
+	if s := m.addService(name); s != nil {
+		return s, true, nil
+	}
+	return nil, true, errClosed
 }
 
 // serviceName maps a host or gRPC target ("orders", "orders:8080") to a

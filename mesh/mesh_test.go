@@ -535,3 +535,19 @@ func TestCloseIsIdempotentAndStopsServers(t *testing.T) {
 		t.Fatal("ListenAndServe still running after Close")
 	}
 }
+
+func TestRequestsToMeshServicesFailAfterClose(t *testing.T) {
+	addrs, hits := backends(t, 1)
+	m, err := mesh.New(context.Background(), mesh.WithEndpoints("orders", addrs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := m.HTTPClient()
+	m.Close()
+	if _, err := c.Get("http://orders/"); err == nil || !strings.Contains(err.Error(), "closed") {
+		t.Errorf("GET after Close: err = %v, want the mesh-is-closed error", err)
+	}
+	if got := hits()[addrs[0]]; got != 0 {
+		t.Errorf("backend got %d requests after Close", got)
+	}
+}

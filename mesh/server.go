@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -84,7 +83,7 @@ func (m *Mesh) Serve(ctx context.Context, ln net.Listener, h http.Handler) error
 	if m.closed {
 		m.mu.Unlock()
 		ln.Close()
-		return errors.New("weft: mesh is closed")
+		return errClosed
 	}
 	m.wg.Add(1)
 	m.mu.Unlock()

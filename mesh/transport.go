@@ -45,9 +45,13 @@ type outbound struct {
 
 // RoundTrip implements http.RoundTripper.
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	svc := t.m.lookup(req.URL.Host)
-	if svc == nil {
+	svc, isMesh, err := t.m.lookup(req.URL.Host)
+	if !isMesh {
 		return t.base.RoundTrip(req)
+	}
+	if err != nil {
+		closeBody(req)
+		return nil, err
 	}
 	ctx := req.Context()
 	if err := svc.waitReady(ctx); err != nil {
