@@ -26,6 +26,9 @@ const (
 	EnvDNSRefresh      = "WEFT_DNS_REFRESH"
 	EnvLBPolicy        = "WEFT_LB_POLICY"
 	EnvSPIFFESocket    = "SPIFFE_ENDPOINT_SOCKET"
+	EnvSVIDCertFile    = "WEFT_SVID_CERT_FILE"
+	EnvSVIDKeyFile     = "WEFT_SVID_KEY_FILE"
+	EnvBundleFile      = "WEFT_BUNDLE_FILE"
 	EnvMTLS            = "WEFT_MTLS"
 	EnvAuthzPolicy     = "WEFT_AUTHZ_POLICY"
 	EnvAdminAddr       = "WEFT_ADMIN_ADDR"
@@ -107,12 +110,8 @@ func (c *config) fromEnv(lookupEnv func(string) (string, bool)) error {
 		c.mtls = m
 	}
 	c.spiffeSocket = getenv(EnvSPIFFESocket)
-	if v := getenv(EnvAuthzPolicy); v != "" {
-		if _, err := os.Stat(v); err != nil {
-			return bad(EnvAuthzPolicy, err)
-		}
-		c.authzPolicyFile = v
-	}
+	c.svidCertFile, c.svidKeyFile, c.bundleFile = getenv(EnvSVIDCertFile), getenv(EnvSVIDKeyFile), getenv(EnvBundleFile)
+	c.authzPolicyFile = getenv(EnvAuthzPolicy)
 	if v := getenv(EnvAdminAddr); v != "" {
 		if err := checkListenAddr(v); err != nil {
 			return bad(EnvAdminAddr, err)

@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	gresolver "google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/xds"
 
@@ -32,7 +31,7 @@ func (m *Mesh) DialGRPC(target string, opts ...grpc.DialOption) (*grpc.ClientCon
 	if target == "" {
 		return nil, errors.New("weft: DialGRPC: empty target")
 	}
-	base := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	base := []grpc.DialOption{grpc.WithTransportCredentials(m.grpcClientCreds())}
 	switch {
 	case strings.HasPrefix(target, "xds:"):
 		res, err := m.xdsResolver()

@@ -41,8 +41,11 @@ type Mesh struct {
 	// "orders:8080") to a mesh service name. Fixed at New.
 	names map[string]string
 
-	base     *http.Transport // the default transport behind Transport(nil)
+	base     *http.Transport   // the default transport behind Transport(nil)
+	meshBase http.RoundTripper // base, secured by mTLS when the mesh has an identity
 	client   *http.Client
+	id       *identity               // nil: mTLS off
+	authz    *security.PolicyWatcher // nil: no authorization policy
 	grpcRes  gresolver.Builder
 	xdsOnce  sync.Once
 	xdsRes   gresolver.Builder
@@ -74,14 +77,6 @@ func New(ctx context.Context, opts ...Option) (*Mesh, error) {
 			return nil, err
 		}
 	}
-	if cfg.spiffeSocket != "" && cfg.mtls != security.MTLSDisable {
-		return nil, &EnvError{Var: EnvSPIFFESocket, Value: cfg.spiffeSocket,
-			Err: errors.New("SPIFFE identities are not supported by this version of Weft; unset it or set WEFT_MTLS=disable")}
-	}
-	if cfg.authzPolicyFile != "" {
-		return nil, &EnvError{Var: EnvAuthzPolicy, Value: cfg.authzPolicyFile,
-			Err: errors.New("authorization policies are not supported by this version of Weft; unset it")}
-	}
 	return newMesh(ctx, cfg)
 }
 
@@ -102,6 +97,19 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 		cfg.shutdownTimeout = defaultShutdownTimeout
 	}
 	m := &Mesh{cfg: cfg, log: cfg.logger, policy: balancer.Get(cfg.lbPolicy)}
+	id, err := setupIdentity(ctx, &cfg)
+	if err != nil {
+		return nil, err
+	}
+	m.id = id
+	if cfg.authzPolicyFile != "" {
+		w, err := security.WatchPolicyFile(cfg.authzPolicyFile, security.WithLogger(cfg.logger))
+		if err != nil {
+			id.close()
+			return nil, &EnvError{Var: EnvAuthzPolicy, Value: cfg.authzPolicyFile, Err: err}
+		}
+		m.authz = w
+	}
 	m.ctx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
 
 	var dnsOpts []resolver.DNSOption
@@ -126,6 +134,7 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 	m.services.Store(&empty)
 
 	m.base = newBaseTransport(cfg.h2c)
+	m.meshBase = m.meshTransport(m.base)
 	m.client = &http.Client{Transport: m.Transport(nil)}
 
 	if cfg.adminAddr != "" {
@@ -135,7 +144,7 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 		}
 	}
 	m.log.Debug("weft: mesh ready", "service", cfg.serviceName, "static_services", m.static.Services(),
-		"lb_policy", cfg.lbPolicy, "xds", cfg.bootstrap != nil)
+		"lb_policy", cfg.lbPolicy, "xds", cfg.bootstrap != nil, "mtls", m.mtlsMode().String())
 	return m, nil
 }
 
@@ -153,6 +162,14 @@ func newBaseTransport(h2c bool) *http.Transport {
 		t.Protocols = &p
 	}
 	return t
+}
+
+// mtlsMode is the mode in force: MTLSDisable when the mesh has no identity.
+func (m *Mesh) mtlsMode() security.MTLSMode {
+	if m.id == nil {
+		return security.MTLSDisable
+	}
+	return m.id.mode
 }
 
 // Close stops the mesh: discovery watches, the admin endpoint, servers
@@ -180,6 +197,13 @@ func (m *Mesh) Close() error {
 		m.static.Close()
 		m.dns.Close()
 		m.base.CloseIdleConnections()
+		if t, ok := m.meshBase.(*http.Transport); ok {
+			t.CloseIdleConnections()
+		}
+		if m.authz != nil {
+			m.authz.Close()
+		}
+		m.id.close()
 	})
 	return nil
 }

@@ -31,6 +31,10 @@ type config struct {
 	lbPolicy        string
 	mtls            security.MTLSMode
 	spiffeSocket    string
+	source          security.Source // set by WithX509Source; owned by the caller
+	svidCertFile    string
+	svidKeyFile     string
+	bundleFile      string
 	authzPolicyFile string
 	adminAddr       string
 	h2c             bool
@@ -125,6 +129,33 @@ func WithMTLS(mode security.MTLSMode) Option {
 			return fmt.Errorf("mesh: WithMTLS: unknown mode %d", mode)
 		}
 		c.mtls = mode
+		return nil
+	})
+}
+
+// WithX509Source gives the service its SPIFFE identity from src (a
+// security.NewFileSource, a Workload API source, or your own), instead of
+// SPIFFE_ENDPOINT_SOCKET or the SVID file variables. The mesh does not
+// close src.
+func WithX509Source(src security.Source) Option {
+	return optionFunc(func(c *config) error {
+		if src == nil {
+			return fmt.Errorf("mesh: WithX509Source: nil source")
+		}
+		c.source = src
+		return nil
+	})
+}
+
+// WithAuthorizationPolicyFile enforces the Istio AuthorizationPolicy
+// documents in path on the mesh's servers, reloading the file when it
+// changes; it overrides WEFT_AUTHZ_POLICY.
+func WithAuthorizationPolicyFile(path string) Option {
+	return optionFunc(func(c *config) error {
+		if path == "" {
+			return fmt.Errorf("mesh: WithAuthorizationPolicyFile: empty path")
+		}
+		c.authzPolicyFile = path
 		return nil
 	})
 }

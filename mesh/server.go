@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/xds"
 
 	"github.com/weftmesh/weft/security"
@@ -18,7 +17,8 @@ import (
 
 // Handler wraps h with the mesh's inbound chain. The chain, outermost
 // first: the caller's verified SPIFFE ID into the request context (see
-// security.PeerID), then h.
+// security.PeerID); the authorization policy (WEFT_AUTHZ_POLICY), which
+// answers 403 to a denied request; then h.
 func (m *Mesh) Handler(h http.Handler) http.Handler {
 	for _, mw := range m.inboundChain() {
 		h = mw(h)
@@ -30,7 +30,11 @@ func (m *Mesh) Handler(h http.Handler) http.Handler {
 // wraps them in order. The order is the mesh's decision, not the user's:
 // identity must be known before anything that authorizes or records by it.
 func (m *Mesh) inboundChain() []func(http.Handler) http.Handler {
-	return []func(http.Handler) http.Handler{peerIdentity}
+	chain := []func(http.Handler) http.Handler{}
+	if m.authz != nil {
+		chain = append(chain, m.authorization)
+	}
+	return append(chain, peerIdentity)
 }
 
 // peerIdentity puts the TLS peer's SPIFFE ID into the request context.
@@ -49,7 +53,14 @@ func peerIdentity(next http.Handler) http.Handler {
 // ServerTLSConfig returns the TLS config servers of this service must use:
 // mutual TLS from the service's SPIFFE identity. It is nil when mTLS is off,
 // as it is when the service has no identity.
-func (m *Mesh) ServerTLSConfig() *tls.Config { return nil }
+// In permissive mode the same config serves the TLS side of each port.
+// Callers must not modify it.
+func (m *Mesh) ServerTLSConfig() *tls.Config {
+	if m.id == nil {
+		return nil
+	}
+	return m.id.server
+}
 
 // ListenAndServe serves h, wrapped by Handler, on addr until ctx ends or
 // the mesh is closed; then it stops accepting, waits for requests in flight
@@ -77,7 +88,7 @@ func (m *Mesh) Serve(ctx context.Context, ln net.Listener, h http.Handler) error
 	}
 	if tc := m.ServerTLSConfig(); tc != nil {
 		srv.TLSConfig = tc
-		ln = tls.NewListener(ln, tc)
+		ln = m.secureListener(ln)
 	}
 	m.mu.Lock()
 	if m.closed {
@@ -121,7 +132,7 @@ type GRPCServer interface {
 // server_listener_resource_name_template, the server is grpc-go's
 // xDS-managed server, configured by the control plane's inbound listener.
 func (m *Mesh) NewGRPCServer(opts ...grpc.ServerOption) (GRPCServer, error) {
-	base := []grpc.ServerOption{grpc.Creds(insecure.NewCredentials())}
+	base := append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds())}, m.authzServerOptions()...)
 	if m.serverListenerTemplate() != "" {
 		// grpc-go reads GRPC_XDS_BOOTSTRAP once per process; handing it the
 		// bootstrap New read keeps the server on the same control plane as

@@ -22,16 +22,22 @@ func (m *Mesh) HTTPClient() *http.Client { return m.client }
 // the mesh picks, over base's pooled connections to that endpoint. base nil
 // means the mesh's default transport (net/http's defaults with a larger idle
 // pool). Requests to hosts that are not mesh services go to base unchanged.
+//
+// With mTLS on, requests to mesh services leave over mutual TLS (the URL
+// names the service; the mesh secures the hop), through a copy of base that
+// carries the service's SVID, so base must then be nil or an
+// *http.Transport.
 func (m *Mesh) Transport(base http.RoundTripper) http.RoundTripper {
 	if base == nil {
-		base = m.base
+		return &transport{m: m, base: m.base, mesh: m.meshBase}
 	}
-	return &transport{m: m, base: base}
+	return &transport{m: m, base: base, mesh: m.meshTransport(base)}
 }
 
 type transport struct {
 	m    *Mesh
-	base http.RoundTripper
+	base http.RoundTripper // pass-through traffic
+	mesh http.RoundTripper // traffic to mesh endpoints
 }
 
 var _ http.RoundTripper = (*transport)(nil)
@@ -69,6 +75,9 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 	out := &outbound{req: *req, url: *req.URL}
 	out.url.Host = res.Endpoint.Addr
+	if t.m.id != nil {
+		out.url.Scheme = "https"
+	}
 	out.req.URL = &out.url
 	if out.req.Host == "" {
 		// The Host header keeps the name the caller wrote, as a sidecar
@@ -77,7 +86,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 
 	start := time.Now()
-	resp, err := t.base.RoundTrip(&out.req)
+	resp, err := t.mesh.RoundTrip(&out.req)
 	outcome := httpOutcome(ctx, resp, err)
 	res.Finish(balancer.DoneInfo{Latency: time.Since(start), Outcome: outcome, Err: err})
 	if outcome == balancer.ConnectFailure {
@@ -93,8 +102,10 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 // CloseIdleConnections closes idle connections of the wrapped transport,
 // so http.Client.CloseIdleConnections reaches the pool.
 func (t *transport) CloseIdleConnections() {
-	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
-		c.CloseIdleConnections()
+	for _, rt := range []http.RoundTripper{t.base, t.mesh} {
+		if c, ok := rt.(interface{ CloseIdleConnections() }); ok {
+			c.CloseIdleConnections()
+		}
 	}
 }
 

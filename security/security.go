@@ -1,9 +1,3 @@
-// Package security gives a Weft service its SPIFFE identity, secures every
-// hop with mutual TLS, and tells handlers who called them.
-//
-// Inside an HTTP handler wrapped by the mesh, or a gRPC method served by the
-// mesh's server, [PeerID] returns the caller's SPIFFE ID as verified during
-// the TLS handshake.
 package security
 
 import (
@@ -13,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 )
@@ -90,15 +83,15 @@ func PeerID(ctx context.Context) (spiffeid.ID, bool) {
 
 // PeerIDFromTLS returns the SPIFFE ID in the leaf certificate of a TLS
 // connection's peer. It trusts the handshake: call it only on connections
-// whose config verified the peer (Weft's mTLS configs always do; go-spiffe's
-// verifiers leave VerifiedChains empty, so that field cannot be the test).
+// whose config verified the peer, as [ServerTLSConfig] and [ClientTLSConfig]
+// do on full and resumed handshakes alike (go-spiffe's verifiers and these
+// configs leave VerifiedChains empty, so that field cannot be the test). It
+// reports false for an incomplete handshake, a peer without certificates,
+// and a leaf that could not be an X509-SVID (a CA certificate, not exactly
+// one URI SAN, or a SPIFFE ID without a path).
 func PeerIDFromTLS(cs *tls.ConnectionState) (spiffeid.ID, bool) {
-	if cs == nil || !cs.HandshakeComplete || len(cs.PeerCertificates) == 0 {
+	if cs == nil || !cs.HandshakeComplete {
 		return spiffeid.ID{}, false
 	}
-	id, err := x509svid.IDFromCert(cs.PeerCertificates[0])
-	if err != nil {
-		return spiffeid.ID{}, false
-	}
-	return id, true
+	return peerIDFromChain(cs.PeerCertificates)
 }

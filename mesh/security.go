@@ -1,0 +1,171 @@
+package mesh
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/weftmesh/weft/security"
+)
+
+// spiffeWait bounds how long New waits for the Workload API's first SVID:
+// an agent that is down must fail New with a clear error, not hang it.
+const spiffeWait = 15 * time.Second
+
+// identity is the service's SPIFFE identity and the TLS configs made from
+// it. A nil *identity means mTLS is off.
+type identity struct {
+	src    security.Source
+	owned  bool // the mesh opened src and closes it
+	td     spiffeid.TrustDomain
+	mode   security.MTLSMode
+	client *tls.Config
+	server *tls.Config
+}
+
+// setupIdentity opens the identity source the configuration names and
+// decides the mTLS mode. Errors name the variable or option at fault.
+func setupIdentity(ctx context.Context, cfg *config) (*identity, error) {
+	id := &identity{src: cfg.source}
+	switch {
+	case cfg.source != nil:
+	case cfg.svidCertFile != "" || cfg.svidKeyFile != "" || cfg.bundleFile != "":
+		if cfg.svidCertFile == "" || cfg.svidKeyFile == "" || cfg.bundleFile == "" {
+			return nil, &EnvError{Var: EnvSVIDCertFile, Value: cfg.svidCertFile,
+				Err: fmt.Errorf("%s, %s and %s must be set together", EnvSVIDCertFile, EnvSVIDKeyFile, EnvBundleFile)}
+		}
+		src, err := security.NewFileSource(cfg.svidCertFile, cfg.svidKeyFile, cfg.bundleFile, security.WithLogger(cfg.logger))
+		if err != nil {
+			return nil, &EnvError{Var: EnvSVIDCertFile, Value: cfg.svidCertFile, Err: err}
+		}
+		id.src, id.owned = src, true
+	case cfg.spiffeSocket != "" && cfg.mtls != security.MTLSDisable:
+		wctx, cancel := context.WithTimeout(ctx, spiffeWait)
+		defer cancel()
+		src, err := security.NewWorkloadAPISource(wctx, cfg.spiffeSocket)
+		if err != nil {
+			return nil, &EnvError{Var: EnvSPIFFESocket, Value: cfg.spiffeSocket, Err: err}
+		}
+		id.src, id.owned = src, true
+	}
+
+	mode := cfg.mtls
+	if id.src == nil {
+		if mode == security.MTLSStrict || mode == security.MTLSPermissive {
+			return nil, &EnvError{Var: EnvMTLS, Value: mode.String(),
+				Err: fmt.Errorf("mTLS needs an identity: set %s (or the SVID files), or use WithX509Source", EnvSPIFFESocket)}
+		}
+		return nil, nil
+	}
+	if mode == security.MTLSDisable {
+		id.close()
+		return nil, nil
+	}
+	if mode == security.MTLSAuto {
+		mode = security.MTLSStrict
+	}
+	svid, err := id.src.GetX509SVID()
+	if err != nil {
+		id.close()
+		return nil, fmt.Errorf("mesh: reading this service's SVID: %w", err)
+	}
+	id.mode, id.td = mode, svid.ID.TrustDomain()
+	// Inside the mesh, a peer is trusted by trust domain membership; finer
+	// rules (which callers may do what) are authorization's job.
+	authz := security.AuthorizeMemberOf(id.td)
+	id.client = security.ClientTLSConfig(id.src, authz)
+	id.server = security.ServerTLSConfig(id.src, authz)
+	id.server.NextProtos = []string{"h2", "http/1.1"}
+	return id, nil
+}
+
+func (id *identity) close() {
+	if id != nil && id.owned && id.src != nil {
+		id.src.Close()
+	}
+}
+
+// meshTransport returns the transport that carries requests to mesh
+// endpoints, given the one that carries everything else. With mTLS on it
+// is a copy of base that presents this service's SVID and verifies the
+// peer's, so external HTTPS hosts never meet SPIFFE verification.
+func (m *Mesh) meshTransport(base http.RoundTripper) http.RoundTripper {
+	if m.id == nil {
+		return base
+	}
+	t, ok := base.(*http.Transport)
+	if !ok {
+		return errRoundTripper{errors.New("weft: with mTLS on, Transport's base must be nil or an *http.Transport, so the mesh can secure its copy")}
+	}
+	t = t.Clone()
+	t.TLSClientConfig = m.id.client.Clone()
+	t.ForceAttemptHTTP2 = true
+	t.Protocols = nil // h2c makes no sense over TLS; ALPN picks HTTP/2
+	return t
+}
+
+type errRoundTripper struct{ err error }
+
+func (e errRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
+	closeBody(req)
+	return nil, e.err
+}
+
+// grpcClientCreds are the transport credentials of the mesh's gRPC clients.
+func (m *Mesh) grpcClientCreds() credentials.TransportCredentials {
+	if m.id == nil {
+		return insecure.NewCredentials()
+	}
+	return credentials.NewTLS(m.id.client)
+}
+
+// grpcServerCreds are the transport credentials of the mesh's gRPC servers.
+func (m *Mesh) grpcServerCreds() credentials.TransportCredentials {
+	switch {
+	case m.id == nil:
+		return insecure.NewCredentials()
+	case m.id.mode == security.MTLSPermissive:
+		return security.PermissiveCredentials(m.id.server)
+	default:
+		return credentials.NewTLS(m.id.server)
+	}
+}
+
+// secureListener wraps a listener for the mesh's mode: TLS only (strict),
+// TLS or plaintext by the first byte (permissive), or as is (off).
+func (m *Mesh) secureListener(ln net.Listener) net.Listener {
+	switch {
+	case m.id == nil:
+		return ln
+	case m.id.mode == security.MTLSPermissive:
+		return security.PermissiveListener(ln, m.id.server)
+	default:
+		return tls.NewListener(ln, m.id.server)
+	}
+}
+
+// authzServerOptions are the gRPC interceptors enforcing the authorization
+// policy, if one is configured.
+func (m *Mesh) authzServerOptions() []grpc.ServerOption {
+	if m.authz == nil {
+		return nil
+	}
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(security.UnaryServerInterceptor(m.authz, security.WithLogger(m.log))),
+		grpc.ChainStreamInterceptor(security.StreamServerInterceptor(m.authz, security.WithLogger(m.log))),
+	}
+}
+
+// authorization is the HTTP middleware enforcing the policy.
+func (m *Mesh) authorization(next http.Handler) http.Handler {
+	return security.AuthorizationHandler(m.authz, next, security.WithLogger(m.log))
+}

@@ -1,0 +1,550 @@
+package security
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"reflect"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// maxPolicyDocuments bounds how many YAML documents one policy file may hold.
+const maxPolicyDocuments = 10000
+
+// Policy actions (spec.action).
+const (
+	actionAllow = "ALLOW"
+	actionDeny  = "DENY"
+	actionAudit = "AUDIT"
+)
+
+// PolicySet is a parsed, immutable set of Istio AuthorizationPolicies.
+// Evaluate follows Istio's order: DENY policies first (any match denies);
+// then, if any ALLOW policy exists, the request must match one; with no
+// ALLOW policy it is allowed. AUDIT policies never change the outcome, they
+// mark the decision.
+//
+// A PolicySet is safe for concurrent use. The zero PolicySet (and a nil
+// *PolicySet) holds no policies and allows every request.
+type PolicySet struct {
+	allow, deny, audit []*policy
+}
+
+// PolicyEvaluator decides requests. *PolicySet and *PolicyWatcher implement
+// it. Evaluate must be safe for concurrent use and must not block.
+type PolicyEvaluator interface {
+	Evaluate(r *Request) Decision
+}
+
+var (
+	_ PolicyEvaluator = (*PolicySet)(nil)
+	_ PolicyEvaluator = (*PolicyWatcher)(nil)
+)
+
+type policy struct {
+	name  string // "namespace/name", or "#<document>" without a name
+	rules []*rule
+}
+
+type rule struct {
+	from []*sourceMatch
+	to   []*operationMatch
+	when []*condition
+}
+
+type sourceMatch struct {
+	principals, notPrincipals []strMatch
+	namespaces, notNamespaces []strMatch
+	ipBlocks, notIPBlocks     []netip.Prefix
+}
+
+type operationMatch struct {
+	hosts, notHosts     []strMatch
+	methods, notMethods []strMatch
+	paths, notPaths     []strMatch
+	ports, notPorts     []uint16
+}
+
+type condKind uint8
+
+const (
+	condHeader condKind = iota + 1
+	condSourceIP
+	condSourceNamespace
+	condSourcePrincipal
+	condDestinationPort
+)
+
+type condition struct {
+	kind              condKind
+	header            string // canonical header name for condHeader
+	values, notValues []strMatch
+	ips, notIPs       []netip.Prefix
+	ports, notPorts   []uint16
+}
+
+// The YAML shape of an AuthorizationPolicy (security.istio.io/v1).
+type policyDoc struct {
+	APIVersion string         `yaml:"apiVersion"`
+	Kind       string         `yaml:"kind"`
+	Metadata   metadataDoc    `yaml:"metadata"`
+	Spec       specDoc        `yaml:"spec"`
+	Status     map[string]any `yaml:"status"`
+}
+
+type metadataDoc struct {
+	Name      string         `yaml:"name"`
+	Namespace string         `yaml:"namespace"`
+	Rest      map[string]any `yaml:",inline"`
+}
+
+type specDoc struct {
+	Selector   map[string]any   `yaml:"selector"`
+	TargetRef  map[string]any   `yaml:"targetRef"`
+	TargetRefs []map[string]any `yaml:"targetRefs"`
+	Action     string           `yaml:"action"`
+	Provider   map[string]any   `yaml:"provider"`
+	Rules      []ruleDoc        `yaml:"rules"`
+}
+
+type ruleDoc struct {
+	From []fromDoc      `yaml:"from"`
+	To   []toDoc        `yaml:"to"`
+	When []conditionDoc `yaml:"when"`
+}
+
+type fromDoc struct {
+	Source *sourceDoc `yaml:"source"`
+}
+
+type toDoc struct {
+	Operation *operationDoc `yaml:"operation"`
+}
+
+type sourceDoc struct {
+	Principals           []string `yaml:"principals"`
+	NotPrincipals        []string `yaml:"notPrincipals"`
+	RequestPrincipals    []string `yaml:"requestPrincipals"`
+	NotRequestPrincipals []string `yaml:"notRequestPrincipals"`
+	Namespaces           []string `yaml:"namespaces"`
+	NotNamespaces        []string `yaml:"notNamespaces"`
+	IPBlocks             []string `yaml:"ipBlocks"`
+	NotIPBlocks          []string `yaml:"notIpBlocks"`
+	RemoteIPBlocks       []string `yaml:"remoteIpBlocks"`
+	NotRemoteIPBlocks    []string `yaml:"notRemoteIpBlocks"`
+	ServiceAccounts      []string `yaml:"serviceAccounts"`
+	NotServiceAccounts   []string `yaml:"notServiceAccounts"`
+}
+
+type operationDoc struct {
+	Hosts      []string `yaml:"hosts"`
+	NotHosts   []string `yaml:"notHosts"`
+	Ports      []string `yaml:"ports"`
+	NotPorts   []string `yaml:"notPorts"`
+	Methods    []string `yaml:"methods"`
+	NotMethods []string `yaml:"notMethods"`
+	Paths      []string `yaml:"paths"`
+	NotPaths   []string `yaml:"notPaths"`
+}
+
+type conditionDoc struct {
+	Key       string   `yaml:"key"`
+	Values    []string `yaml:"values"`
+	NotValues []string `yaml:"notValues"`
+}
+
+// ParseAuthorizationPolicies parses one or more Istio AuthorizationPolicy
+// documents (YAML, separated by "---"; empty documents are skipped) of
+// apiVersion security.istio.io/v1 or v1beta1.
+//
+// Supported: actions ALLOW (the default), DENY and AUDIT; from.source
+// principals, namespaces and ipBlocks with their not- forms; to.operation
+// hosts, ports, methods and paths with their not- forms; when conditions on
+// request.headers[NAME], source.ip, source.namespace, source.principal and
+// destination.port. Principals use Istio's form without "spiffe://"
+// ("cluster.local/ns/default/sa/web"; a "spiffe://" prefix is tolerated and
+// dropped), and string values may use one "*" as a prefix or suffix
+// wildcard, or be "*" alone. Fields Weft cannot enforce (CUSTOM action,
+// request principals, remote IP blocks, request.auth conditions) and
+// unknown fields are errors, so a policy is never silently weakened.
+//
+// An error names the document (counting from 1) and the field.
+func ParseAuthorizationPolicies(data []byte) (*PolicySet, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	set := &PolicySet{}
+	for n := 1; ; n++ {
+		if n > maxPolicyDocuments {
+			return nil, fmt.Errorf("security: authorization policies: more than %d documents", maxPolicyDocuments)
+		}
+		var doc policyDoc
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			return set, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("security: authorization policy document %d: %w", n, err)
+		}
+		if reflect.ValueOf(doc).IsZero() {
+			continue
+		}
+		p, action, err := compilePolicy(n, &doc)
+		if err != nil {
+			return nil, fmt.Errorf("security: authorization policy document %d%s: %w", n, docName(&doc), err)
+		}
+		switch action {
+		case actionAllow:
+			set.allow = append(set.allow, p)
+		case actionDeny:
+			set.deny = append(set.deny, p)
+		case actionAudit:
+			set.audit = append(set.audit, p)
+		}
+	}
+}
+
+func docName(doc *policyDoc) string {
+	switch {
+	case doc.Metadata.Name == "":
+		return ""
+	case doc.Metadata.Namespace == "":
+		return " (" + doc.Metadata.Name + ")"
+	}
+	return " (" + doc.Metadata.Namespace + "/" + doc.Metadata.Name + ")"
+}
+
+func compilePolicy(n int, doc *policyDoc) (*policy, string, error) {
+	switch doc.APIVersion {
+	case "security.istio.io/v1", "security.istio.io/v1beta1":
+	default:
+		return nil, "", fmt.Errorf("apiVersion: %q is not security.istio.io/v1 or v1beta1", doc.APIVersion)
+	}
+	if doc.Kind != "AuthorizationPolicy" {
+		return nil, "", fmt.Errorf("kind: %q is not AuthorizationPolicy", doc.Kind)
+	}
+	action := doc.Spec.Action
+	switch action {
+	case "":
+		action = actionAllow
+	case actionAllow, actionDeny, actionAudit:
+	case "CUSTOM":
+		return nil, "", errors.New("spec.action: CUSTOM (external authorization) is not supported")
+	default:
+		return nil, "", fmt.Errorf("spec.action: unknown action %q (want ALLOW, DENY or AUDIT)", action)
+	}
+	if doc.Spec.Provider != nil {
+		return nil, "", errors.New("spec.provider: only valid with the CUSTOM action, which is not supported")
+	}
+	p := &policy{name: strings.TrimPrefix(docName(doc), " ")}
+	if p.name == "" {
+		p.name = "#" + strconv.Itoa(n)
+	} else {
+		p.name = strings.Trim(p.name, "()")
+	}
+	for i := range doc.Spec.Rules {
+		r, err := compileRule(&doc.Spec.Rules[i])
+		if err != nil {
+			return nil, "", fmt.Errorf("spec.rules[%d].%w", i, err)
+		}
+		p.rules = append(p.rules, r)
+	}
+	return p, action, nil
+}
+
+var errEmptyMatch = errors.New("must not be empty")
+
+// fieldError is an error located at a field path relative to the caller.
+func fieldError(field string, err error) error { return fmt.Errorf("%s: %w", field, err) }
+
+func compileRule(rd *ruleDoc) (*rule, error) {
+	r := &rule{}
+	for i, f := range rd.From {
+		if f.Source == nil {
+			return nil, fieldError(fmt.Sprintf("from[%d].source", i), errors.New("must be set"))
+		}
+		s, err := compileSource(f.Source)
+		if errors.Is(err, errEmptyMatch) {
+			return nil, fieldError(fmt.Sprintf("from[%d].source", i), err)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("from[%d].source.%w", i, err)
+		}
+		r.from = append(r.from, s)
+	}
+	for i, t := range rd.To {
+		if t.Operation == nil {
+			return nil, fieldError(fmt.Sprintf("to[%d].operation", i), errors.New("must be set"))
+		}
+		o, err := compileOperation(t.Operation)
+		if errors.Is(err, errEmptyMatch) {
+			return nil, fieldError(fmt.Sprintf("to[%d].operation", i), err)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("to[%d].operation.%w", i, err)
+		}
+		r.to = append(r.to, o)
+	}
+	for i := range rd.When {
+		c, err := compileCondition(&rd.When[i])
+		if err != nil {
+			return nil, fmt.Errorf("when[%d].%w", i, err)
+		}
+		r.when = append(r.when, c)
+	}
+	return r, nil
+}
+
+func compileSource(sd *sourceDoc) (*sourceMatch, error) {
+	unsupported := []struct {
+		field string
+		v     []string
+	}{
+		{"requestPrincipals", sd.RequestPrincipals},
+		{"notRequestPrincipals", sd.NotRequestPrincipals},
+		{"remoteIpBlocks", sd.RemoteIPBlocks},
+		{"notRemoteIpBlocks", sd.NotRemoteIPBlocks},
+		{"serviceAccounts", sd.ServiceAccounts},
+		{"notServiceAccounts", sd.NotServiceAccounts},
+	}
+	for _, u := range unsupported {
+		if len(u.v) > 0 {
+			return nil, fieldError(u.field, errors.New("not supported"))
+		}
+	}
+	s := &sourceMatch{}
+	var err error
+	if s.principals, err = compileStrings("principals", sd.Principals, trimSPIFFE); err != nil {
+		return nil, err
+	}
+	if s.notPrincipals, err = compileStrings("notPrincipals", sd.NotPrincipals, trimSPIFFE); err != nil {
+		return nil, err
+	}
+	if s.namespaces, err = compileStrings("namespaces", sd.Namespaces, nil); err != nil {
+		return nil, err
+	}
+	if s.notNamespaces, err = compileStrings("notNamespaces", sd.NotNamespaces, nil); err != nil {
+		return nil, err
+	}
+	if s.ipBlocks, err = compilePrefixes("ipBlocks", sd.IPBlocks); err != nil {
+		return nil, err
+	}
+	if s.notIPBlocks, err = compilePrefixes("notIpBlocks", sd.NotIPBlocks); err != nil {
+		return nil, err
+	}
+	if reflect.ValueOf(*s).IsZero() {
+		return nil, errEmptyMatch
+	}
+	return s, nil
+}
+
+func compileOperation(od *operationDoc) (*operationMatch, error) {
+	o := &operationMatch{}
+	var err error
+	if o.hosts, err = compileStrings("hosts", od.Hosts, strings.ToLower); err != nil {
+		return nil, err
+	}
+	if o.notHosts, err = compileStrings("notHosts", od.NotHosts, strings.ToLower); err != nil {
+		return nil, err
+	}
+	if o.methods, err = compileStrings("methods", od.Methods, nil); err != nil {
+		return nil, err
+	}
+	if o.notMethods, err = compileStrings("notMethods", od.NotMethods, nil); err != nil {
+		return nil, err
+	}
+	if o.paths, err = compilePaths("paths", od.Paths); err != nil {
+		return nil, err
+	}
+	if o.notPaths, err = compilePaths("notPaths", od.NotPaths); err != nil {
+		return nil, err
+	}
+	if o.ports, err = compilePorts("ports", od.Ports); err != nil {
+		return nil, err
+	}
+	if o.notPorts, err = compilePorts("notPorts", od.NotPorts); err != nil {
+		return nil, err
+	}
+	if reflect.ValueOf(*o).IsZero() {
+		return nil, errEmptyMatch
+	}
+	return o, nil
+}
+
+func compileCondition(cd *conditionDoc) (*condition, error) {
+	if len(cd.Values) == 0 && len(cd.NotValues) == 0 {
+		return nil, fieldError("values", fmt.Errorf("one of values or notValues must be set for key %q", cd.Key))
+	}
+	c := &condition{}
+	var err error
+	key := cd.Key
+	switch {
+	case strings.HasPrefix(key, "request.headers[") && strings.HasSuffix(key, "]"):
+		name := key[len("request.headers[") : len(key)-1]
+		if name == "" || strings.ContainsAny(name, " \t[]") {
+			return nil, fieldError("key", fmt.Errorf("bad header name in %q", key))
+		}
+		c.kind, c.header = condHeader, http.CanonicalHeaderKey(name)
+		if c.values, err = compileStrings("values", cd.Values, nil); err != nil {
+			return nil, err
+		}
+		c.notValues, err = compileStrings("notValues", cd.NotValues, nil)
+	case key == "source.ip":
+		c.kind = condSourceIP
+		if c.ips, err = compilePrefixes("values", cd.Values); err != nil {
+			return nil, err
+		}
+		c.notIPs, err = compilePrefixes("notValues", cd.NotValues)
+	case key == "source.namespace":
+		c.kind = condSourceNamespace
+		if c.values, err = compileStrings("values", cd.Values, nil); err != nil {
+			return nil, err
+		}
+		c.notValues, err = compileStrings("notValues", cd.NotValues, nil)
+	case key == "source.principal":
+		c.kind = condSourcePrincipal
+		if c.values, err = compileStrings("values", cd.Values, trimSPIFFE); err != nil {
+			return nil, err
+		}
+		c.notValues, err = compileStrings("notValues", cd.NotValues, trimSPIFFE)
+	case key == "destination.port":
+		c.kind = condDestinationPort
+		if c.ports, err = compilePorts("values", cd.Values); err != nil {
+			return nil, err
+		}
+		c.notPorts, err = compilePorts("notValues", cd.NotValues)
+	default:
+		return nil, fieldError("key", fmt.Errorf("unsupported condition key %q", key))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func trimSPIFFE(s string) string { return strings.TrimPrefix(s, "spiffe://") }
+
+func compileStrings(field string, vals []string, transform func(string) string) ([]strMatch, error) {
+	var out []strMatch
+	for i, v := range vals {
+		if transform != nil {
+			v = transform(v)
+		}
+		m, err := newStrMatch(v)
+		if err != nil {
+			return nil, fieldError(fmt.Sprintf("%s[%d]", field, i), err)
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+func compilePaths(field string, vals []string) ([]strMatch, error) {
+	for i, v := range vals {
+		if strings.ContainsAny(v, "{}") {
+			return nil, fieldError(fmt.Sprintf("%s[%d]", field, i), fmt.Errorf("path templates are not supported in %q", v))
+		}
+		if v != "*" && !strings.HasPrefix(v, "/") && !strings.HasPrefix(v, "*") {
+			return nil, fieldError(fmt.Sprintf("%s[%d]", field, i), fmt.Errorf("path %q must start with / or *", v))
+		}
+	}
+	return compileStrings(field, vals, nil)
+}
+
+func compilePrefixes(field string, vals []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for i, v := range vals {
+		var p netip.Prefix
+		var err error
+		if strings.Contains(v, "/") {
+			p, err = netip.ParsePrefix(v)
+			p = p.Masked()
+		} else {
+			var a netip.Addr
+			a, err = netip.ParseAddr(v)
+			if err == nil {
+				p = netip.PrefixFrom(a, a.BitLen())
+			}
+		}
+		if err != nil {
+			return nil, fieldError(fmt.Sprintf("%s[%d]", field, i), fmt.Errorf("not an IP address or CIDR block: %q", v))
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func compilePorts(field string, vals []string) ([]uint16, error) {
+	var out []uint16
+	for i, v := range vals {
+		n, err := strconv.ParseUint(v, 10, 16)
+		if err != nil || n == 0 {
+			return nil, fieldError(fmt.Sprintf("%s[%d]", field, i), fmt.Errorf("not a port number: %q", v))
+		}
+		out = append(out, uint16(n))
+	}
+	return out, nil
+}
+
+type matchKind uint8
+
+const (
+	matchExact matchKind = iota
+	matchPrefix
+	matchSuffix
+	matchAny
+)
+
+// strMatch is Istio's string match: exact, "prefix*", "*suffix" or "*".
+type strMatch struct {
+	kind matchKind
+	s    string
+}
+
+func newStrMatch(v string) (strMatch, error) {
+	switch {
+	case v == "":
+		return strMatch{}, errors.New("empty value")
+	case v == "*":
+		return strMatch{kind: matchAny}, nil
+	case strings.Count(v, "*") > 1:
+		return strMatch{}, fmt.Errorf("more than one wildcard in %q", v)
+	case strings.HasSuffix(v, "*"):
+		return strMatch{kind: matchPrefix, s: v[:len(v)-1]}, nil
+	case strings.HasPrefix(v, "*"):
+		return strMatch{kind: matchSuffix, s: v[1:]}, nil
+	case strings.Contains(v, "*"):
+		return strMatch{}, fmt.Errorf("wildcard in the middle of %q", v)
+	}
+	return strMatch{kind: matchExact, s: v}, nil
+}
+
+func (m strMatch) match(v string) bool {
+	switch m.kind {
+	case matchAny:
+		return true
+	case matchPrefix:
+		return strings.HasPrefix(v, m.s)
+	case matchSuffix:
+		return strings.HasSuffix(v, m.s)
+	}
+	return v == m.s
+}
+
+// matchFold is match for case-insensitive values; m.s is lower case.
+func (m strMatch) matchFold(v string) bool {
+	switch m.kind {
+	case matchAny:
+		return true
+	case matchPrefix:
+		return len(v) >= len(m.s) && strings.EqualFold(v[:len(m.s)], m.s)
+	case matchSuffix:
+		return len(v) >= len(m.s) && strings.EqualFold(v[len(v)-len(m.s):], m.s)
+	}
+	return strings.EqualFold(v, m.s)
+}

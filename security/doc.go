@@ -1,0 +1,38 @@
+// Package security gives a Weft service its SPIFFE identity, secures every
+// hop with mutual TLS, and decides which callers may do what.
+//
+// # Identity
+//
+// A [Source] supplies this service's X.509-SVID and the trust bundles used
+// to verify peers. [NewWorkloadAPISource] follows a SPIFFE Workload API
+// (SPIRE, or spiffetest in tests) through every rotation; [NewFileSource]
+// reads PEM files and reloads them when they change; [NewStaticSource]
+// holds values set in code.
+//
+// # Mutual TLS
+//
+// [ServerTLSConfig] and [ClientTLSConfig] build tls.Configs that present the
+// source's current SVID on every handshake (so rotation needs no restart)
+// and verify the peer's X509-SVID against the bundle of the peer's own trust
+// domain only, on full and resumed handshakes alike, before an [Authorizer]
+// decides whether that peer ID may connect. [PermissiveListener] serves
+// mutual TLS and plaintext on one port, for WEFT_MTLS=permissive.
+//
+// Inside an HTTP handler wrapped by the mesh, or a gRPC method served by the
+// mesh's server, [PeerID] returns the caller's SPIFFE ID as verified during
+// the handshake; [PeerIDFromTLS] reads it from a connection state.
+//
+// # Authorization
+//
+// [ParseAuthorizationPolicies] reads Istio AuthorizationPolicy documents
+// (security.istio.io/v1) into a [PolicySet], evaluated in Istio's order:
+// any matching DENY policy denies; then, when ALLOW policies exist, a
+// request must match one of them; AUDIT policies only mark a request.
+// [AuthorizationHandler] and the gRPC interceptors ([UnaryServerInterceptor],
+// [StreamServerInterceptor]) enforce a policy set, and [WatchPolicyFile]
+// keeps one in step with a file (WEFT_AUTHZ_POLICY).
+//
+// Policies are workload-local: the selector and targetRefs fields are
+// accepted but not interpreted, so every policy in the file applies to the
+// service that loads it.
+package security
