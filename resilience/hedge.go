@@ -1,0 +1,240 @@
+package resilience
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Hedging defaults.
+const (
+	DefaultHedgeAttempts = 2
+	DefaultHedgeDelay    = 100 * time.Millisecond
+	minHedgeSamples      = 20
+	hedgeSamples         = 256
+)
+
+// HedgePolicy says when a request is sent again while the first attempt is
+// still out, to cut tail latency. The zero value sends at most two
+// attempts, the second after the observed 95th percentile latency
+// (DefaultHedgeDelay until enough requests have been seen). It is a
+// value, read once by NewHedgeTransport.
+type HedgePolicy struct {
+	// MaxAttempts is the most attempts in flight for one request, the
+	// first included; zero means DefaultHedgeAttempts, and it is capped at
+	// the package's MaxAttempts.
+	MaxAttempts int
+	// Delay is the wait before each further attempt. Zero means the 95th
+	// percentile of recent response latencies.
+	Delay time.Duration
+}
+
+// hedgeTransport is safe for concurrent use: per-request state lives on
+// RoundTrip's stack and the latency window has its own lock.
+type hedgeTransport struct {
+	base   http.RoundTripper
+	policy HedgePolicy
+	max    int
+	cfg    config
+
+	mu      sync.Mutex
+	samples []time.Duration // ring of recent winning latencies
+	next    int
+}
+
+// NewHedgeTransport returns a RoundTripper that hedges idempotent requests
+// (see NewRetryTransport for which those are) under policy: when no
+// response has arrived after the delay, another attempt goes out, up to
+// policy.MaxAttempts in flight. The first response, whatever its status,
+// wins; the other attempts are cancelled and their responses closed. An
+// attempt that fails with an error does not end the request while another
+// is in flight; when none is, the next attempt starts at once.
+//
+// Bodies are replayed as NewRetryTransport replays them; a request whose
+// body cannot be replayed is sent once. Extra attempts count against the
+// budget and retry threshold given with WithBudget and WithThresholds.
+// Attempts run in their own goroutines, so the transport below must be
+// safe for concurrent use (http.Transport is). A nil base means
+// http.DefaultTransport.
+func NewHedgeTransport(base http.RoundTripper, policy HedgePolicy, opts ...Option) http.RoundTripper {
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	n := policy.MaxAttempts
+	if n <= 0 {
+		n = DefaultHedgeAttempts
+	}
+	return &hedgeTransport{base: base, policy: policy, max: min(n, MaxAttempts), cfg: newConfig(opts)}
+}
+
+func (h *hedgeTransport) delay() time.Duration {
+	if h.policy.Delay > 0 {
+		return h.policy.Delay
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.samples) < minHedgeSamples {
+		return DefaultHedgeDelay
+	}
+	s := slices.Clone(h.samples)
+	slices.Sort(s)
+	return s[len(s)*95/100]
+}
+
+func (h *hedgeTransport) observe(d time.Duration) {
+	if h.policy.Delay > 0 {
+		return
+	}
+	h.mu.Lock()
+	if len(h.samples) < hedgeSamples {
+		h.samples = append(h.samples, d)
+	} else {
+		h.samples[h.next] = d
+		h.next = (h.next + 1) % hedgeSamples
+	}
+	h.mu.Unlock()
+}
+
+type hedgeResult struct {
+	n       int // which attempt
+	resp    *http.Response
+	err     error
+	cancel  context.CancelFunc
+	latency time.Duration
+}
+
+func (h *hedgeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if h.max < 2 || !idempotent(req) {
+		return h.base.RoundTrip(req)
+	}
+	var buf []byte
+	switch {
+	case req.Body == nil || req.Body == http.NoBody || req.GetBody != nil:
+	case h.cfg.bodyLimit < 0 || req.ContentLength > h.cfg.bodyLimit:
+		return h.base.RoundTrip(req)
+	default:
+		var err error
+		buf, err = io.ReadAll(io.LimitReader(req.Body, h.cfg.bodyLimit+1))
+		if err != nil {
+			req.Body.Close()
+			return nil, fmt.Errorf("resilience: reading request body: %w", err)
+		}
+		if int64(len(buf)) > h.cfg.bodyLimit {
+			r := req.WithContext(req.Context())
+			r.Body = readCloser{io.MultiReader(bytes.NewReader(buf), req.Body), req.Body}
+			return h.base.RoundTrip(r)
+		}
+		req.Body.Close()
+	}
+
+	ctx, att := withAttempts(req.Context())
+	if b := h.cfg.budget; b != nil {
+		b.RequestStarted()
+		defer b.RequestDone()
+	}
+	results := make(chan hedgeResult, h.max)
+	cancels := make([]context.CancelFunc, 0, h.max)
+	launch := func(n int) error {
+		var body io.ReadCloser
+		switch {
+		case buf != nil:
+			body = io.NopCloser(bytes.NewReader(buf))
+		case n == 0 || req.GetBody == nil:
+			body = req.Body
+		default:
+			var err error
+			if body, err = req.GetBody(); err != nil {
+				return fmt.Errorf("resilience: replaying request body: %w", err)
+			}
+		}
+		actx, cancel := context.WithCancel(ctx)
+		cancels = append(cancels, cancel)
+		r := req.WithContext(actx)
+		r.Body = body
+		if buf != nil {
+			r.ContentLength = int64(len(buf))
+			r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
+		}
+		att.begin()
+		go func() {
+			start := time.Now()
+			resp, err := h.base.RoundTrip(r)
+			if n > 0 {
+				releaseRetry(h.cfg)
+			}
+			results <- hedgeResult{n: n, resp: resp, err: err, cancel: cancel, latency: time.Since(start)}
+		}()
+		return nil
+	}
+
+	if err := launch(0); err != nil {
+		return nil, err
+	}
+	launched, inFlight := 1, 1
+	timer := time.NewTimer(h.delay())
+	defer timer.Stop()
+	var lastErr error
+	for {
+		select {
+		case res := <-results:
+			inFlight--
+			if res.err == nil {
+				h.observe(res.latency)
+				// Cancel the losers and close whatever they still return.
+				for i, c := range cancels {
+					if i != res.n {
+						c()
+					}
+				}
+				go reap(results, inFlight)
+				if res.resp.Body == nil {
+					res.cancel()
+				} else {
+					res.resp.Body = &cancelBody{ReadCloser: res.resp.Body, cancelRoute: res.cancel}
+				}
+				return res.resp, nil
+			}
+			res.cancel()
+			lastErr = res.err
+			if inFlight > 0 {
+				continue
+			}
+			if launched < h.max && ctx.Err() == nil && acquireRetry(h.cfg) == nil {
+				if err := launch(launched); err != nil {
+					releaseRetry(h.cfg)
+					return nil, err
+				}
+				launched++
+				inFlight++
+				continue
+			}
+			return nil, lastErr
+		case <-timer.C:
+			if launched < h.max && acquireRetry(h.cfg) == nil {
+				if err := launch(launched); err != nil {
+					releaseRetry(h.cfg)
+					continue // the attempts in flight may still answer
+				}
+				launched++
+				inFlight++
+				timer.Reset(h.delay())
+			}
+		}
+	}
+}
+
+// reap closes the responses of n cancelled attempts as they come back.
+func reap(results <-chan hedgeResult, n int) {
+	for range n {
+		r := <-results
+		if r.resp != nil {
+			drain(r.resp)
+		}
+		r.cancel()
+	}
+}

@@ -1,0 +1,365 @@
+package resilience
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/weftmesh/weft/balancer"
+)
+
+// maxDrain bounds how much of a failed attempt's response body is read so
+// that its connection can be reused; past it, closing is cheaper.
+const maxDrain = 64 << 10
+
+var errPerTryTimeout = errors.New("resilience: per-try timeout")
+
+// retryTransport is safe for concurrent use, as http.RoundTripper requires;
+// all per-request state lives on RoundTrip's stack.
+type retryTransport struct {
+	base        http.RoundTripper
+	policy      RetryPolicy
+	retryOn     RetryOn
+	maxAttempts int
+	timeout     time.Duration
+	cfg         config
+}
+
+var _ http.RoundTripper = (*retryTransport)(nil)
+
+// NewRetryTransport returns a RoundTripper that sends each request through
+// base and retries it under policy. A nil base means http.DefaultTransport.
+//
+// Only idempotent requests are retried (GET, HEAD, OPTIONS, TRACE, PUT,
+// DELETE, or any request with an Idempotency-Key header) unless
+// policy.RetryNonIdempotent is set. A request body is replayed through
+// req.GetBody or, failing that, from a buffer (WithBodyBufferLimit); a
+// larger body is sent once. The caller's request is never modified: each
+// attempt is a shallow copy with its own context and body. A failed
+// attempt's response body is drained (bounded) and closed before the
+// retry. Request headers cannot change the policy.
+//
+// The route timeout covers the whole logical request until the returned
+// response's body is closed. When a retry is possible, the attempt's
+// context carries an Attempts tracker (see AttemptsFromContext).
+//
+// When the budget (WithBudget) or the retry threshold (WithThresholds)
+// refuses a retry, the last attempt's response is returned as it is, or its
+// error wrapped with ErrBudgetExhausted or ErrOverflow.
+func NewRetryTransport(base http.RoundTripper, policy RetryPolicy, opts ...Option) http.RoundTripper {
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	return &retryTransport{
+		base:        base,
+		policy:      policy,
+		retryOn:     policy.retryOn(),
+		maxAttempts: policy.maxAttempts(),
+		timeout:     policy.routeTimeout(),
+		cfg:         newConfig(opts),
+	}
+}
+
+// idempotent reports whether req may be sent twice with the same effect as
+// once (RFC 9110 section 9.2.2), or the client vouches for it with an
+// Idempotency-Key.
+func idempotent(req *http.Request) bool {
+	switch req.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	_, ok := req.Header["Idempotency-Key"]
+	return ok
+}
+
+// body kinds of a retried request.
+const (
+	bodyNone    = iota // no body: every attempt sends none
+	bodyGetBody        // attempts after the first call req.GetBody
+	bodyBuffer         // the body was read into a buffer that every attempt replays
+)
+
+func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if t.maxAttempts < 2 || (!t.policy.RetryNonIdempotent && !idempotent(req)) {
+		return t.once(req, req.Body)
+	}
+	kind := bodyNone
+	var buf []byte
+	switch {
+	case req.Body == nil || req.Body == http.NoBody:
+	case req.GetBody != nil:
+		kind = bodyGetBody
+	case t.cfg.bodyLimit < 0 || req.ContentLength > t.cfg.bodyLimit:
+		return t.once(req, req.Body)
+	default:
+		var err error
+		buf, err = io.ReadAll(io.LimitReader(req.Body, t.cfg.bodyLimit+1))
+		if err != nil {
+			req.Body.Close()
+			return nil, fmt.Errorf("resilience: reading request body: %w", err)
+		}
+		if int64(len(buf)) > t.cfg.bodyLimit {
+			// Too large to replay: send what was read, then the rest.
+			return t.once(req, readCloser{io.MultiReader(bytes.NewReader(buf), req.Body), req.Body})
+		}
+		req.Body.Close()
+		kind = bodyBuffer
+	}
+	return t.retry(req, kind, buf)
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// once sends req a single time with body, under the route timeout.
+func (t *retryTransport) once(req *http.Request, body io.ReadCloser) (*http.Response, error) {
+	ctx, cancel := t.routeContext(req.Context())
+	if cancel == nil && body == req.Body {
+		return t.base.RoundTrip(req)
+	}
+	r := req.WithContext(ctx)
+	r.Body = body
+	resp, err := t.base.RoundTrip(r)
+	return finish(resp, err, nil, cancel)
+}
+
+// routeContext applies the route timeout unless ctx already ends sooner.
+func (t *retryTransport) routeContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if t.timeout <= 0 {
+		return ctx, nil
+	}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= t.timeout {
+		return ctx, nil
+	}
+	return context.WithTimeout(ctx, t.timeout)
+}
+
+func (t *retryTransport) retry(req *http.Request, kind int, buf []byte) (*http.Response, error) {
+	ctx, cancelRoute := t.routeContext(req.Context())
+	ctx, att := withAttempts(ctx)
+	if b := t.cfg.budget; b != nil {
+		b.RequestStarted()
+		defer b.RequestDone()
+	}
+	var (
+		bo       backoff.BackOff
+		body     = req.Body
+		retrying bool // this attempt holds a retry slot
+	)
+	if kind == bodyBuffer {
+		body = io.NopCloser(bytes.NewReader(buf))
+	}
+	for attempt := 1; ; attempt++ {
+		att.begin()
+		actx := ctx
+		var cancelTry context.CancelCauseFunc
+		var timer *time.Timer
+		if d := t.policy.PerTryTimeout; d > 0 {
+			actx, cancelTry = context.WithCancelCause(ctx)
+			timer = time.AfterFunc(d, func() { cancelTry(errPerTryTimeout) })
+		}
+		r := req.WithContext(actx)
+		r.Body = body
+		if kind == bodyBuffer {
+			r.ContentLength = int64(len(buf))
+			r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
+		}
+		resp, err := t.base.RoundTrip(r)
+		perTryFired := false
+		if timer != nil {
+			// The per-try timeout bounds the wait for response headers only.
+			timer.Stop()
+			perTryFired = err != nil && context.Cause(actx) == errPerTryTimeout
+		}
+		if retrying {
+			releaseRetry(t.cfg)
+			retrying = false
+		}
+		if perTryFired {
+			err = fmt.Errorf("%w after %v (%v): %w", errPerTryTimeout, t.policy.PerTryTimeout, err, context.DeadlineExceeded)
+		}
+		if attempt >= t.maxAttempts || ctx.Err() != nil || !t.retriable(resp, err, perTryFired) {
+			return finish(resp, err, cancelTry, cancelRoute)
+		}
+		if bo == nil {
+			bo = t.policy.newBackOff(t.cfg.clock)
+		}
+		wait, ok := t.wait(ctx, resp, bo)
+		if !ok {
+			return finish(resp, err, cancelTry, cancelRoute)
+		}
+		var next io.ReadCloser
+		switch kind {
+		case bodyGetBody:
+			var gerr error
+			if next, gerr = req.GetBody(); gerr != nil {
+				// Without a body to send there is no retry; the last
+				// attempt's result is still the answer.
+				return finish(resp, err, cancelTry, cancelRoute)
+			}
+		case bodyBuffer:
+			next = io.NopCloser(bytes.NewReader(buf))
+		}
+		if refusal := acquireRetry(t.cfg); refusal != nil {
+			if next != nil {
+				next.Close()
+			}
+			if err != nil {
+				err = fmt.Errorf("%w: %w", refusal, err)
+			}
+			return finish(resp, err, cancelTry, cancelRoute)
+		}
+		retrying = true
+		body = next
+		drain(resp)
+		if cancelTry != nil {
+			cancelTry(nil)
+		}
+		if err := t.cfg.clock.sleep(ctx, wait); err != nil {
+			releaseRetry(t.cfg)
+			if body != nil {
+				body.Close()
+			}
+			if cancelRoute != nil {
+				cancelRoute()
+			}
+			return nil, fmt.Errorf("resilience: waiting to retry: %w", err)
+		}
+	}
+}
+
+// retriable reports whether the policy retries this attempt's result.
+func (t *retryTransport) retriable(resp *http.Response, err error, perTryFired bool) bool {
+	on := t.retryOn
+	if perTryFired {
+		return on&(Retry5xx|RetryGatewayError|RetryReset) != 0
+	}
+	if err != nil {
+		if isRefusedStream(err) {
+			return on&(RetryRefusedStream|Retry5xx|RetryReset) != 0
+		}
+		switch errorOutcome(err) {
+		case balancer.ConnectFailure:
+			return on&(RetryConnectFailure|RetryReset|Retry5xx) != 0
+		case balancer.Reset, balancer.Timeout:
+			return on&(RetryReset|Retry5xx) != 0
+		}
+		return false
+	}
+	code := resp.StatusCode
+	switch {
+	case on&Retry5xx != 0 && code >= 500 && code <= 599:
+		return true
+	case on&RetryGatewayError != 0 && statusOutcome(code) == balancer.GatewayError:
+		return true
+	case on&RetryRetriable4xx != 0 && code == http.StatusConflict:
+		return true
+	case on&RetryRetriableStatusCodes != 0 && slices.Contains(t.policy.RetriableStatusCodes, code):
+		return true
+	}
+	return false
+}
+
+// wait returns how long to wait before the next attempt: the server's
+// Retry-After when it sent one, the backoff otherwise. ok is false when
+// the wait would not end before the route deadline.
+func (t *retryTransport) wait(ctx context.Context, resp *http.Response, bo backoff.BackOff) (time.Duration, bool) {
+	d := bo.NextBackOff()
+	limit := maxRetryAfterNoRoute
+	if dl, ok := ctx.Deadline(); ok {
+		limit = time.Until(dl)
+	}
+	if resp != nil {
+		if v := resp.Header.Get("Retry-After"); v != "" {
+			if ra, ok := ParseRetryAfter(v, t.cfg.clock.now()); ok {
+				d = ra
+			}
+		}
+	}
+	if d == backoff.Stop {
+		return 0, false
+	}
+	return d, d < limit
+}
+
+// acquireRetry reserves a retry with the thresholds and the budget, or
+// returns the error that refused it.
+func acquireRetry(c config) error {
+	if th := c.thresholds; th != nil {
+		if err := th.AcquireRetry(); err != nil {
+			return err
+		}
+	}
+	if b := c.budget; b != nil && !b.TryRetry() {
+		if th := c.thresholds; th != nil {
+			th.ReleaseRetry()
+		}
+		return ErrBudgetExhausted
+	}
+	return nil
+}
+
+func releaseRetry(c config) {
+	if th := c.thresholds; th != nil {
+		th.ReleaseRetry()
+	}
+	if b := c.budget; b != nil {
+		b.RetryDone()
+	}
+}
+
+// drain reads what is left of a discarded response, up to maxDrain, so the
+// connection can carry the retry, and closes it.
+func drain(resp *http.Response) {
+	if resp == nil || resp.Body == nil {
+		return
+	}
+	io.CopyN(io.Discard, resp.Body, maxDrain)
+	resp.Body.Close()
+}
+
+// finish hands the final attempt's result to the caller. Its contexts stay
+// alive until the response body is closed, because cancelling them would
+// cut the body off.
+func finish(resp *http.Response, err error, cancelTry context.CancelCauseFunc, cancelRoute context.CancelFunc) (*http.Response, error) {
+	if cancelTry == nil && cancelRoute == nil {
+		return resp, err
+	}
+	if err != nil || resp == nil || resp.Body == nil {
+		cancelBoth(cancelTry, cancelRoute)
+		return resp, err
+	}
+	resp.Body = &cancelBody{ReadCloser: resp.Body, cancelTry: cancelTry, cancelRoute: cancelRoute}
+	return resp, nil
+}
+
+func cancelBoth(cancelTry context.CancelCauseFunc, cancelRoute context.CancelFunc) {
+	if cancelTry != nil {
+		cancelTry(nil)
+	}
+	if cancelRoute != nil {
+		cancelRoute()
+	}
+}
+
+// cancelBody releases the request's contexts when the caller closes the
+// body.
+type cancelBody struct {
+	io.ReadCloser
+	cancelTry   context.CancelCauseFunc
+	cancelRoute context.CancelFunc
+}
+
+func (b *cancelBody) Close() error {
+	err := b.ReadCloser.Close()
+	cancelBoth(b.cancelTry, b.cancelRoute)
+	return err
+}
