@@ -50,6 +50,9 @@ type Endpoint struct {
 // value of that address.
 type Load struct {
 	inFlight atomic.Int64
+	// ewma is the peak-EWMA latency estimate that p2c_ewma keeps; it lives
+	// here so that it survives picker rebuilds and endpoint updates.
+	ewma ewmaState
 }
 
 // NewEndpoint returns an Endpoint for e with a fresh Load.
@@ -111,6 +114,10 @@ type PickInfo struct {
 	// consistent-hashing policies; valid when HasHash is true.
 	Hash    uint64
 	HasHash bool
+	// Tried, when set, reports the endpoints this request already tried;
+	// Cluster.Pick then picks again, a few times, to send a retry to
+	// another endpoint where one exists (Envoy's previous_hosts).
+	Tried interface{ Tried(addr string) bool }
 }
 
 // PickResult is a picked endpoint. The data path must call Finish exactly
@@ -262,6 +269,10 @@ func Names() []string {
 	return names
 }
 
+// retryPickAttempts bounds the extra picks spent looking for an endpoint a
+// retry has not tried; past it, the retry goes where the policy says.
+const retryPickAttempts = 3
+
 // Cluster is one service's balancing state for a data path. It reuses an
 // Endpoint per address across updates and holds the current Picker.
 // Its methods are safe for concurrent use; Pick is lock-free.
@@ -346,9 +357,19 @@ func (c *Cluster) Endpoints() []*Endpoint {
 // Pick picks an endpoint and counts the request as in flight on it until
 // the result's Finish is called.
 func (c *Cluster) Pick(info PickInfo) (PickResult, error) {
-	res, err := c.picker.Load().p.Pick(info)
+	p := c.picker.Load().p
+	res, err := p.Pick(info)
 	if err != nil {
 		return PickResult{}, err
+	}
+	if info.Tried != nil {
+		for i := 0; i < retryPickAttempts && info.Tried.Tried(res.Endpoint.Addr); i++ {
+			again, err := p.Pick(info)
+			if err != nil {
+				break
+			}
+			res = again
+		}
 	}
 	res.Endpoint.load.inFlight.Add(1)
 	return res, nil

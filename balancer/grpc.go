@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,9 +49,9 @@ func (g grpcBuilder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancin
 	if !ok {
 		return grpcConfig{}, nil
 	}
-	cfg, err := p.ParseConfig(js)
+	cfg, err := p.ParseConfig(js) // its errors already name the policy
 	if err != nil {
-		return nil, fmt.Errorf("balancer: %s: %w", g.b.Name(), err)
+		return nil, err
 	}
 	return grpcConfig{cfg: cfg}, nil
 }
@@ -202,6 +204,9 @@ func (b *grpcBalancer) regenerate() {
 		b.state = connectivity.TransientFailure
 	}
 	b.mu.Unlock()
+	// Map order is random; a stable order keeps rotations stable across
+	// rebuilds.
+	slices.SortFunc(eps, func(a, b resolver.Endpoint) int { return strings.Compare(a.Addr, b.Addr) })
 	// The policy answers through onPicker, which publishes to grpc-go.
 	b.cluster.Update(eps)
 }

@@ -34,6 +34,10 @@ const (
 	EnvAdminAddr       = "WEFT_ADMIN_ADDR"
 	EnvHTTPProtocol    = "WEFT_HTTP_PROTOCOL"
 	EnvShutdownTimeout = "WEFT_SHUTDOWN_TIMEOUT"
+	EnvRetryOn         = "WEFT_RETRY_ON"
+	EnvRetries         = "WEFT_RETRIES"
+	EnvPerTryTimeout   = "WEFT_PER_TRY_TIMEOUT"
+	EnvTimeout         = "WEFT_TIMEOUT"
 )
 
 // EnvError is the error New returns for a bad environment variable.
@@ -68,6 +72,11 @@ func (c *config) fromEnv(lookupEnv func(string) (string, bool)) error {
 			return &EnvError{Var: EnvBootstrapConfig, Value: abbreviate(js), Err: err}
 		}
 		c.bootstrap, c.bootstrapSource = []byte(js), EnvBootstrapConfig
+	}
+
+	c.retry = defaultRetryPolicy()
+	if err := retryFromEnv(getenv, &c.retry); err != nil {
+		return err
 	}
 
 	c.serviceName = getenv(EnvServiceName)

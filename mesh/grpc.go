@@ -44,7 +44,8 @@ func (m *Mesh) DialGRPC(target string, opts ...grpc.DialOption) (*grpc.ClientCon
 		target = grpcScheme + ":///" + target
 		base = append(base,
 			grpc.WithResolvers(m.grpcRes),
-			grpc.WithDefaultServiceConfig(balancer.GRPCServiceConfig(m.cfg.lbPolicy)))
+			grpc.WithDefaultServiceConfig(balancer.GRPCServiceConfig(m.cfg.lbPolicy)),
+			m.grpcResilience())
 	}
 	cc, err := grpc.NewClient(target, append(base, opts...)...)
 	if err != nil {

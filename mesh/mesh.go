@@ -217,6 +217,7 @@ type service struct {
 	ready   chan struct{} // closed at the first discovery update
 	once    sync.Once
 	lastErr atomic.Pointer[error]
+	res     serviceResilience
 }
 
 func (s *service) close() {
@@ -283,7 +284,7 @@ func (m *Mesh) addService(name string) *service {
 	if m.closed {
 		return nil
 	}
-	s := &service{name: name, ready: make(chan struct{}), cluster: balancer.NewCluster(m.policy, nil)}
+	s := &service{name: name, ready: make(chan struct{}), cluster: balancer.NewCluster(m.policy, nil), res: m.newServiceResilience()}
 	s.cancel = m.disc.Watch(name, resolver.WatcherFunc(func(st resolver.State) {
 		if st.Err != nil {
 			err := st.Err

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -425,6 +426,10 @@ func TestNewRejectsBadEnvironment(t *testing.T) {
 		{"bad HTTP protocol", "WEFT_HTTP_PROTOCOL", "spdy"},
 		{"bad shutdown timeout", "WEFT_SHUTDOWN_TIMEOUT", "soon"},
 		{"bad DNS refresh", "WEFT_DNS_REFRESH", "-1s"},
+		{"unknown retry condition", "WEFT_RETRY_ON", "5xx,sometimes"},
+		{"too many retries", "WEFT_RETRIES", "9"},
+		{"bad per-try timeout", "WEFT_PER_TRY_TIMEOUT", "fast"},
+		{"bad route timeout", "WEFT_TIMEOUT", "0s"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -549,5 +554,55 @@ func TestRequestsToMeshServicesFailAfterClose(t *testing.T) {
 	}
 	if got := hits()[addrs[0]]; got != 0 {
 		t.Errorf("backend got %d requests after Close", got)
+	}
+}
+
+func TestRetriesAvoidAFailingEndpoint(t *testing.T) {
+	addrs, hits := backends(t, 2)
+	var failed atomic.Int64
+	broken := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		failed.Add(1)
+		http.Error(w, "always failing", http.StatusServiceUnavailable)
+	}))
+	defer broken.Close()
+	m := newMesh(t, mesh.WithEndpoints("orders", append(addrs, broken.Listener.Addr().String())...))
+	c := m.HTTPClient()
+	for i := 0; i < 300; i++ {
+		get(t, c, "http://orders/items") // fails the test on any non-200
+	}
+	if failed.Load() == 0 {
+		t.Error("the failing endpoint was never picked; the test proves nothing")
+	}
+	got := hits()
+	if got[addrs[0]]+got[addrs[1]] != 300 {
+		t.Errorf("healthy endpoints served %v, want 300 in all", got)
+	}
+}
+
+func TestNonIdempotentRequestsAreNotRetried(t *testing.T) {
+	var calls atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		io.Copy(io.Discard, r.Body)
+		http.Error(w, "failed after doing the work", http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	m := newMesh(t, mesh.WithEndpoints("orders", srv.Listener.Addr().String()))
+	resp, err := m.HTTPClient().Post("http://orders/charge", "text/plain", strings.NewReader("pay 10"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if n := calls.Load(); n != 1 {
+		t.Errorf("a failing POST reached the backend %d times, want exactly 1", n)
+	}
+	calls.Store(0)
+	resp, err = m.HTTPClient().Get("http://orders/items")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if n := calls.Load(); n != 3 {
+		t.Errorf("a failing GET reached the backend %d times, want 3 (two retries)", n)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/weftmesh/weft/resilience"
 	"github.com/weftmesh/weft/resolver"
 	"github.com/weftmesh/weft/security"
 )
@@ -38,6 +39,8 @@ type config struct {
 	authzPolicyFile string
 	adminAddr       string
 	h2c             bool
+	retry           resilience.RetryPolicy
+	limits          resilience.Limits
 	shutdownTimeout time.Duration
 	logger          *slog.Logger
 	tracerProvider  trace.TracerProvider

@@ -39,9 +39,13 @@ func setupIdentity(ctx context.Context, cfg *config) (*identity, error) {
 	switch {
 	case cfg.source != nil:
 	case cfg.svidCertFile != "" || cfg.svidKeyFile != "" || cfg.bundleFile != "":
-		if cfg.svidCertFile == "" || cfg.svidKeyFile == "" || cfg.bundleFile == "" {
-			return nil, &EnvError{Var: EnvSVIDCertFile, Value: cfg.svidCertFile,
-				Err: fmt.Errorf("%s, %s and %s must be set together", EnvSVIDCertFile, EnvSVIDKeyFile, EnvBundleFile)}
+		for _, v := range []struct{ name, value string }{
+			{EnvSVIDCertFile, cfg.svidCertFile}, {EnvSVIDKeyFile, cfg.svidKeyFile}, {EnvBundleFile, cfg.bundleFile},
+		} {
+			if v.value == "" {
+				return nil, &EnvError{Var: v.name, Value: "",
+					Err: fmt.Errorf("%s, %s and %s must be set together", EnvSVIDCertFile, EnvSVIDKeyFile, EnvBundleFile)}
+			}
 		}
 		src, err := security.NewFileSource(cfg.svidCertFile, cfg.svidKeyFile, cfg.bundleFile, security.WithLogger(cfg.logger))
 		if err != nil {

@@ -6,10 +6,12 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/resilience"
 )
 
 // HTTPClient returns the mesh's shared HTTP client: requests to mesh
@@ -38,6 +40,7 @@ type transport struct {
 	m    *Mesh
 	base http.RoundTripper // pass-through traffic
 	mesh http.RoundTripper // traffic to mesh endpoints
+	rts  sync.Map          // *service -> its retrying round tripper
 }
 
 var _ http.RoundTripper = (*transport)(nil)
@@ -59,23 +62,47 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeBody(req)
 		return nil, err
 	}
+	resp, err := t.serviceRoundTripper(svc).RoundTrip(req)
+	if resp != nil {
+		resp.Request = req
+	}
+	return resp, err
+}
+
+// pickTransport sends one attempt of a request to a mesh service: it picks
+// an endpoint (another one than earlier attempts tried, where possible),
+// sends a copy of the request there and reports the outcome to the
+// balancer.
+type pickTransport struct {
+	t   *transport
+	svc *service
+}
+
+func (p *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	svc := p.svc
 	ctx := req.Context()
 	if err := svc.waitReady(ctx); err != nil {
 		closeBody(req)
 		return nil, err
 	}
-	res, err := svc.cluster.Pick(balancer.PickInfo{Ctx: ctx})
+	info := balancer.PickInfo{Ctx: ctx}
+	attempts := resilience.AttemptsFromContext(ctx)
+	if attempts != nil {
+		info.Tried = attempts
+	}
+	res, err := svc.cluster.Pick(info)
 	if err != nil {
 		closeBody(req)
-		if p := svc.lastErr.Load(); p != nil {
-			return nil, &ServiceError{Service: svc.name, Err: err, Discovery: *p}
+		if e := svc.lastErr.Load(); e != nil {
+			return nil, &ServiceError{Service: svc.name, Err: err, Discovery: *e}
 		}
 		return nil, &ServiceError{Service: svc.name, Err: err}
 	}
+	attempts.Record(res.Endpoint.Addr)
 
 	out := &outbound{req: *req, url: *req.URL}
 	out.url.Host = res.Endpoint.Addr
-	if t.m.id != nil {
+	if p.t.m.id != nil {
 		out.url.Scheme = "https"
 	}
 	out.req.URL = &out.url
@@ -86,15 +113,12 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 
 	start := time.Now()
-	resp, err := t.mesh.RoundTrip(&out.req)
+	resp, err := p.t.mesh.RoundTrip(&out.req)
 	outcome := httpOutcome(ctx, resp, err)
 	res.Finish(balancer.DoneInfo{Latency: time.Since(start), Outcome: outcome, Err: err})
 	if outcome == balancer.ConnectFailure {
 		// The endpoint may be gone; ask discovery (DNS) to look again.
-		t.m.disc.ResolveNow(svc.name)
-	}
-	if resp != nil {
-		resp.Request = req
+		p.t.m.disc.ResolveNow(svc.name)
 	}
 	return resp, err
 }

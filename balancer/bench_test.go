@@ -1,0 +1,109 @@
+package balancer_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/resolver"
+)
+
+var benchSizes = []int{3, 100, 10_000}
+
+// weighted returns n endpoints with weights 1 to 4.
+func weighted(n int) []resolver.Endpoint {
+	eps := equal(n)
+	for i := range eps {
+		eps[i].Weight = uint32(1 + i%4)
+	}
+	return eps
+}
+
+// BenchmarkPick measures what a request costs the balancer: a pick from
+// the Cluster and its Finish (with feedback, for p2c_ewma), over endpoints
+// of equal weight, from all cores at once.
+func BenchmarkPick(b *testing.B) { benchmarkPick(b, equal) }
+
+// BenchmarkPickWeighted is BenchmarkPick over unequal weights, which takes
+// the weighted paths of random and least_request.
+func BenchmarkPickWeighted(b *testing.B) { benchmarkPick(b, weighted) }
+
+func benchmarkPick(b *testing.B, mk func(int) []resolver.Endpoint) {
+	for _, name := range allPolicies {
+		for _, n := range benchSizes {
+			b.Run(fmt.Sprintf("%s/%d", name, n), func(b *testing.B) {
+				c := newCluster(b, balancer.Get(name), "", mk(n))
+				b.ReportAllocs()
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					var h uint64
+					for pb.Next() {
+						h += 0x9e3779b97f4a7c15
+						r, err := c.Pick(balancer.PickInfo{Hash: h, HasHash: true})
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						r.Finish(balancer.DoneInfo{Latency: time.Millisecond})
+					}
+				})
+			})
+		}
+	}
+}
+
+// BenchmarkPicker measures a policy's Picker.Pick alone, without the
+// Cluster's in-flight count and without Finish, over endpoints of equal
+// weight, from all cores at once.
+func BenchmarkPicker(b *testing.B) {
+	for _, name := range allPolicies {
+		for _, n := range benchSizes {
+			b.Run(fmt.Sprintf("%s/%d", name, n), func(b *testing.B) {
+				var eps []*balancer.Endpoint
+				for _, e := range equal(n) {
+					eps = append(eps, balancer.NewEndpoint(e))
+				}
+				var picker balancer.Picker
+				bal := balancer.Get(name).Build(balancer.BuildOptions{UpdatePicker: func(p balancer.Picker) { picker = p }})
+				defer bal.Close()
+				bal.UpdateEndpoints(eps)
+				b.ReportAllocs()
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					var h uint64
+					for pb.Next() {
+						h += 0x9e3779b97f4a7c15
+						if _, err := picker.Pick(balancer.PickInfo{Hash: h, HasHash: true}); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			})
+		}
+	}
+}
+
+// BenchmarkBuild measures building a picker for a new endpoint set, for
+// the policies that precompute a table.
+func BenchmarkBuild(b *testing.B) {
+	for _, name := range []string{balancer.WeightedRoundRobin, balancer.RingHash, balancer.Maglev} {
+		for _, n := range benchSizes {
+			b.Run(fmt.Sprintf("%s/%d", name, n), func(b *testing.B) {
+				var eps []*balancer.Endpoint
+				for _, e := range weighted(n) {
+					eps = append(eps, balancer.NewEndpoint(e))
+				}
+				var picker balancer.Picker
+				bal := balancer.Get(name).Build(balancer.BuildOptions{UpdatePicker: func(p balancer.Picker) { picker = p }})
+				defer bal.Close()
+				b.ReportAllocs()
+				for b.Loop() {
+					bal.UpdateEndpoints(eps)
+				}
+				_ = picker
+			})
+		}
+	}
+}

@@ -1,0 +1,115 @@
+package mesh
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/weftmesh/weft/resilience"
+)
+
+// defaultRetryPolicy is what mesh services get without xDS: Istio's
+// default of two retries on connection failures, resets and gateway errors,
+// for idempotent requests only, and no route timeout (a long download must
+// not be cut by a mesh default nobody asked for).
+func defaultRetryPolicy() resilience.RetryPolicy {
+	return resilience.RetryPolicy{NumRetries: 2, Timeout: -1}
+}
+
+// WithRetryPolicy sets the retry policy of mesh services not configured by
+// xDS; it overrides the WEFT_RETRY_* variables and WEFT_TIMEOUT.
+func WithRetryPolicy(p resilience.RetryPolicy) Option {
+	return optionFunc(func(c *config) error {
+		c.retry = p
+		return nil
+	})
+}
+
+// WithCircuitBreaker sets Envoy-style per-service thresholds (max requests,
+// pending requests and retries in flight; zero fields are Envoy's
+// defaults) for services not configured by xDS. Requests over a threshold
+// fail at once with resilience.ErrOverflow instead of queueing.
+func WithCircuitBreaker(l resilience.Limits) Option {
+	return optionFunc(func(c *config) error {
+		c.limits = l
+		return nil
+	})
+}
+
+// retryFromEnv reads WEFT_RETRY_ON, WEFT_RETRIES, WEFT_PER_TRY_TIMEOUT and
+// WEFT_TIMEOUT over the default policy.
+func retryFromEnv(getenv func(string) string, p *resilience.RetryPolicy) error {
+	if v := getenv(EnvRetryOn); v != "" {
+		on, err := resilience.ParseRetryOn(v)
+		if err != nil {
+			return &EnvError{Var: EnvRetryOn, Value: v, Err: err}
+		}
+		p.RetryOn = on
+	}
+	if v := getenv(EnvRetries); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n >= resilience.MaxAttempts {
+			return &EnvError{Var: EnvRetries, Value: v, Err: fmt.Errorf("want 0..%d", resilience.MaxAttempts-1)}
+		}
+		p.NumRetries = n
+		if n == 0 {
+			p.NumRetries = -1 // the policy's "none"
+		}
+	}
+	for _, d := range []struct {
+		name string
+		dst  *time.Duration
+	}{{EnvPerTryTimeout, &p.PerTryTimeout}, {EnvTimeout, &p.Timeout}} {
+		if v := getenv(d.name); v != "" {
+			t, err := time.ParseDuration(v)
+			if err != nil || t <= 0 {
+				return &EnvError{Var: d.name, Value: v, Err: errors.New("want a positive duration such as 2s")}
+			}
+			*d.dst = t
+		}
+	}
+	return nil
+}
+
+// serviceResilience is a service's shared resilience state: one retry
+// budget and one set of thresholds per service, as Envoy keeps per cluster.
+type serviceResilience struct {
+	budget     *resilience.ConcurrencyBudget
+	thresholds *resilience.Thresholds
+}
+
+func (m *Mesh) newServiceResilience() serviceResilience {
+	return serviceResilience{
+		budget:     resilience.NewConcurrencyBudget(0.2, 3), // Envoy's retry budget defaults
+		thresholds: resilience.NewThresholds(m.cfg.limits),
+	}
+}
+
+// serviceRoundTripper returns the round tripper for s through this
+// transport: retries outside, so each attempt picks an endpoint again.
+func (t *transport) serviceRoundTripper(s *service) http.RoundTripper {
+	if rt, ok := t.rts.Load(s); ok {
+		return rt.(http.RoundTripper)
+	}
+	rt := resilience.NewRetryTransport(&pickTransport{t: t, svc: s}, t.m.cfg.retry,
+		resilience.WithBudget(s.res.budget), resilience.WithThresholds(s.res.thresholds))
+	actual, _ := t.rts.LoadOrStore(s, rt)
+	return actual.(http.RoundTripper)
+}
+
+// grpcResilience are the interceptors of channels to mesh services: the
+// same retry policy as HTTP (gRPC codes: UNAVAILABLE by default; only
+// methods known to be idempotent unless the policy says otherwise) and the
+// same thresholds, one budget and one set per channel.
+func (m *Mesh) grpcResilience() grpc.DialOption {
+	th := resilience.NewThresholds(m.cfg.limits)
+	return grpc.WithChainUnaryInterceptor(
+		resilience.RetryUnaryClientInterceptor(m.cfg.retry,
+			resilience.WithBudget(resilience.NewConcurrencyBudget(0.2, 3)), resilience.WithThresholds(th)),
+		resilience.ThresholdsUnaryClientInterceptor(th),
+	)
+}
