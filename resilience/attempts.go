@@ -19,6 +19,9 @@ type Attempts struct {
 	mu        sync.Mutex
 	count     int
 	endpoints []string
+	// inline holds the first endpoints, so recording them allocates
+	// nothing: a request seldom makes more attempts than this.
+	inline [MaxAttempts]string
 }
 
 type attemptsKey struct{}
@@ -41,6 +44,7 @@ func (c *attemptsCtx) Value(key any) any {
 
 func withAttempts(ctx context.Context) (context.Context, *Attempts) {
 	c := &attemptsCtx{Context: ctx}
+	c.a.endpoints = c.a.inline[:0]
 	return c, &c.a
 }
 
