@@ -37,7 +37,9 @@ func run(ctx context.Context, out io.Writer) error {
 	defer server.Close()
 	var replicas []string
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	// Stop the servers (cancel) before waiting for them; deferred calls run
+	// in reverse, so both go in one deferred func.
+	defer func() { cancel(); wg.Wait() }()
 	for i := 0; i < 3; i++ {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
