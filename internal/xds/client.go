@@ -1,0 +1,791 @@
+package xds
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/google"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// Defaults of the client's options.
+const (
+	// DefaultResourceTimeout is how long a subscribed resource may go
+	// unanswered before it is reported as not existing (gRFC A27).
+	DefaultResourceTimeout = 15 * time.Second
+	// DefaultMaxRecvMsgSize is the largest DiscoveryResponse accepted.
+	DefaultMaxRecvMsgSize = 4 << 20
+)
+
+// Re-NACK pacing: a control plane that answers every NACK with the same
+// rejected version (go-control-plane does) would otherwise keep the client
+// busy re-rejecting it.
+const (
+	nackDelayBase = 100 * time.Millisecond
+	nackDelayMax  = 2 * time.Second
+)
+
+// Watcher receives the state of one watched resource. Calls to all watchers
+// of a Client are serialized and in order, and never made under the
+// client's locks, so a watcher may call Watch or a cancel func; a watcher
+// must not block for long, because it holds up every other watcher.
+type Watcher interface {
+	// OnUpdate delivers a new version of the resource.
+	OnUpdate(Resource)
+	// OnError reports that the resource was rejected (NACKed) or that the
+	// control plane is unreachable while no version of it is known. A
+	// version delivered earlier stays valid: the data path keeps using it.
+	OnError(error)
+	// OnDoesNotExist reports that the control plane says the resource
+	// does not exist, or did not send it within the resource timeout.
+	OnDoesNotExist()
+}
+
+// Option configures a Client.
+type Option interface{ apply(*config) }
+
+type optionFunc func(*config)
+
+func (f optionFunc) apply(c *config) { f(c) }
+
+type config struct {
+	dialOpts        []grpc.DialOption
+	resourceTimeout time.Duration
+	maxRecvMsgSize  int
+	newBackoff      func() backoff.BackOff
+	clock           clock
+}
+
+// WithDialOptions adds grpc.DialOptions used to reach the management
+// servers, after the credentials the bootstrap selects.
+func WithDialOptions(opts ...grpc.DialOption) Option {
+	return optionFunc(func(c *config) { c.dialOpts = append(c.dialOpts, opts...) })
+}
+
+// WithResourceTimeout sets the does-not-exist timeout; d <= 0 keeps
+// DefaultResourceTimeout.
+func WithResourceTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) {
+		if d > 0 {
+			c.resourceTimeout = d
+		}
+	})
+}
+
+// WithMaxRecvMsgSize sets the largest response accepted; n <= 0 keeps
+// DefaultMaxRecvMsgSize. A larger response fails the stream, which is then
+// retried with backoff.
+func WithMaxRecvMsgSize(n int) Option {
+	return optionFunc(func(c *config) {
+		if n > 0 {
+			c.maxRecvMsgSize = n
+		}
+	})
+}
+
+// WithBackoff sets the reconnect backoff; nil keeps the default
+// (exponential from 1 s to 120 s, factor 1.6, jitter 0.2, as gRPC
+// connection backoff). The function is called once per client.
+func WithBackoff(f func() backoff.BackOff) Option {
+	return optionFunc(func(c *config) {
+		if f != nil {
+			c.newBackoff = f
+		}
+	})
+}
+
+func withClock(cl clock) Option { return optionFunc(func(c *config) { c.clock = cl }) }
+
+// ResourceState is where a watched resource stands.
+type ResourceState string
+
+// Resource states, as in a config dump (gRFC A40).
+const (
+	StateRequested    ResourceState = "REQUESTED"
+	StateACKed        ResourceState = "ACKED"
+	StateNACKed       ResourceState = "NACKED"
+	StateDoesNotExist ResourceState = "DOES_NOT_EXIST"
+)
+
+// ResourceStatus is one entry of a config dump.
+type ResourceStatus struct {
+	Type  ResourceType
+	Name  string
+	State ResourceState
+	// Version is the version the current Resource was accepted at.
+	Version string
+	// Resource is the version in use, nil if none.
+	Resource Resource
+	// Error is why the latest version was rejected, "" if it was not.
+	Error string
+	// Unapplied lists fields of Resource that Weft does not apply.
+	Unapplied []string
+}
+
+// Client is an xDS client keeping one ADS stream (state of the world) to
+// the first reachable management server of a bootstrap. It is safe for
+// concurrent use; Close releases everything it started.
+type Client struct {
+	cfg     config
+	servers []ServerConfig
+	node    *corev3.Node
+	conns   []*grpc.ClientConn
+	seed    maphash.Seed
+	ctx     context.Context
+	cancel  context.CancelFunc
+	done    chan struct{}
+	ser     *serializer
+	// wake tells the send loop that a type is dirty; subWake tells the
+	// run loop, idle until something is watched, to connect.
+	wake    chan struct{}
+	subWake chan struct{}
+
+	mu        sync.Mutex
+	closed    bool
+	resources [numTypes]map[string]*resourceState
+	versions  [numTypes]string
+	nonces    [numTypes]string
+	last      [numTypes]lastResponse
+	dirty     [numTypes]bool
+	nackErr   [numTypes]string
+	nackTimer [numTypes]timer
+	// subEpoch counts resources added to each type's subscriptions: a
+	// resent response is skipped only if no resource was added since, or
+	// a server that sends unrequested resources would starve a new
+	// watcher of one it already sent.
+	subEpoch [numTypes]uint64
+	// streamGen counts streams; timers armed for an older stream do
+	// nothing when they fire.
+	streamGen      uint64
+	ignoreDeletion bool
+	nextWatcherID  uint64
+}
+
+type resourceState struct {
+	watchers map[uint64]*watcherEntry
+	res      Resource
+	raw      []byte // bytes of res's proto, to skip unchanged resends
+	version  string
+	dne      bool
+	err      error
+	dneTimer timer
+}
+
+type watcherEntry struct {
+	w        Watcher
+	canceled atomic.Bool
+}
+
+type lastResponse struct {
+	valid     bool
+	digest    uint64
+	nacked    bool
+	errDetail string
+	nackDelay time.Duration
+	epoch     uint64
+}
+
+// New starts a client for the servers of b. It does not connect until the
+// first Watch. The client must be closed.
+func New(b *Bootstrap, opts ...Option) (*Client, error) {
+	if b == nil || len(b.Servers) == 0 {
+		return nil, errors.New("xds: bootstrap has no xds_servers")
+	}
+	cfg := config{resourceTimeout: DefaultResourceTimeout, maxRecvMsgSize: DefaultMaxRecvMsgSize, clock: realClock{}}
+	for _, o := range opts {
+		o.apply(&cfg)
+	}
+	if cfg.newBackoff == nil {
+		cl := cfg.clock
+		cfg.newBackoff = func() backoff.BackOff {
+			eb := backoff.NewExponentialBackOff()
+			eb.InitialInterval, eb.Multiplier, eb.RandomizationFactor = time.Second, 1.6, 0.2
+			eb.MaxInterval, eb.MaxElapsedTime = 120*time.Second, 0
+			eb.Clock = cl
+			eb.Reset()
+			return eb
+		}
+	}
+	c := &Client{cfg: cfg, servers: b.Servers, node: b.Node.Proto(), seed: maphash.MakeSeed(),
+		done: make(chan struct{}), wake: make(chan struct{}, 1), subWake: make(chan struct{}, 1)}
+	for i := range c.resources {
+		c.resources[i] = make(map[string]*resourceState)
+	}
+	for i, s := range b.Servers {
+		var tc credentials.TransportCredentials
+		switch s.CredsType {
+		case CredsInsecure:
+			tc = insecure.NewCredentials()
+		case CredsTLS:
+			tc = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12})
+		case CredsGoogleDefault:
+			tc = google.NewDefaultCredentials().TransportCredentials()
+		default:
+			c.closeConns()
+			return nil, fmt.Errorf("xds: xds_servers[%d]: unsupported channel creds %q", i, s.CredsType)
+		}
+		dopts := append([]grpc.DialOption{
+			grpc.WithTransportCredentials(tc),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(cfg.maxRecvMsgSize)),
+		}, cfg.dialOpts...)
+		cc, err := grpc.NewClient(s.URI, dopts...)
+		if err != nil {
+			c.closeConns()
+			return nil, fmt.Errorf("xds: xds_servers[%d].server_uri %q: %w", i, s.URI, err)
+		}
+		c.conns = append(c.conns, cc)
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.ser = newSerializer()
+	go c.run()
+	return c, nil
+}
+
+func (c *Client) closeConns() {
+	for _, cc := range c.conns {
+		cc.Close()
+	}
+}
+
+// Close stops the stream, the timers and the callbacks. No watcher is
+// called after Close returns. It is idempotent. It waits for a running
+// watcher callback to return, so a watcher must not call it.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	c.stopTimersLocked()
+	for _, t := range c.nackTimer {
+		if t != nil {
+			t.Stop()
+		}
+	}
+	c.mu.Unlock()
+	c.cancel()
+	<-c.done
+	c.ser.close()
+	c.closeConns()
+	return nil
+}
+
+func (c *Client) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Watch subscribes to the resource of type t named name and reports it to
+// w: at once if it is cached, then on every change. The subscription is
+// opened on demand and dropped when the last watcher of the resource
+// cancels. After cancel returns, no new call to w starts. Watch on a
+// closed client does nothing and returns a no-op cancel.
+func (c *Client) Watch(t ResourceType, name string, w Watcher) (cancel func()) {
+	if t < 0 || t >= numTypes {
+		panic(fmt.Sprintf("xds: Watch: unknown resource type %d", t))
+	}
+	we := &watcherEntry{w: w}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return func() {}
+	}
+	rs := c.resources[t][name]
+	if rs == nil {
+		rs = &resourceState{watchers: make(map[uint64]*watcherEntry)}
+		c.resources[t][name] = rs
+		c.subEpoch[t]++
+		c.dirty[t] = true
+		defer func() {
+			c.signal()
+			select {
+			case c.subWake <- struct{}{}:
+			default:
+			}
+		}()
+	}
+	id := c.nextWatcherID
+	c.nextWatcherID++
+	rs.watchers[id] = we
+	switch {
+	case rs.res != nil:
+		r := rs.res
+		c.ser.schedule(func() { deliver(we, func(w Watcher) { w.OnUpdate(r) }) })
+	case rs.dne:
+		c.ser.schedule(func() { deliver(we, Watcher.OnDoesNotExist) })
+	case rs.err != nil:
+		err := rs.err
+		c.ser.schedule(func() { deliver(we, func(w Watcher) { w.OnError(err) }) })
+	}
+	c.mu.Unlock()
+	return sync.OnceFunc(func() {
+		we.canceled.Store(true)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		delete(rs.watchers, id)
+		if len(rs.watchers) > 0 || c.resources[t][name] != rs {
+			return
+		}
+		if rs.dneTimer != nil {
+			rs.dneTimer.Stop()
+		}
+		delete(c.resources[t], name)
+		if !c.closed {
+			c.dirty[t] = true
+			c.signal()
+		}
+	})
+}
+
+func deliver(we *watcherEntry, f func(Watcher)) {
+	if !we.canceled.Load() {
+		f(we.w)
+	}
+}
+
+// notifyLocked schedules f for every watcher of rs.
+func (c *Client) notifyLocked(rs *resourceState, f func(Watcher)) {
+	for _, we := range rs.watchers {
+		c.ser.schedule(func() { deliver(we, f) })
+	}
+}
+
+// Dump returns the state of every watched resource, sorted by type and
+// name.
+func (c *Client) Dump() []ResourceStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []ResourceStatus
+	for t := range numTypes {
+		for name, rs := range c.resources[t] {
+			s := ResourceStatus{Type: t, Name: name, Version: rs.version, Resource: rs.res, State: StateRequested}
+			switch {
+			case rs.err != nil:
+				s.State, s.Error = StateNACKed, rs.err.Error()
+			case rs.dne:
+				s.State = StateDoesNotExist
+			case rs.res != nil:
+				s.State = StateACKed
+			}
+			if rs.res != nil {
+				s.Unapplied = rs.res.UnappliedFields()
+			}
+			out = append(out, s)
+		}
+	}
+	slices.SortFunc(out, func(a, b ResourceStatus) int {
+		if a.Type != b.Type {
+			return int(a.Type) - int(b.Type)
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	return out
+}
+
+// run keeps a stream up until Close: it tries the servers in order (the
+// primary first, then fallbacks, gRFC A71) and waits a jittered
+// exponential backoff between failed rounds, reset by any response.
+func (c *Client) run() {
+	defer close(c.done)
+	bo := c.cfg.newBackoff()
+	for c.ctx.Err() == nil {
+		if !c.hasSubscriptions() {
+			// Connect only once something is watched.
+			select {
+			case <-c.ctx.Done():
+				return
+			case <-c.subWake:
+				continue
+			}
+		}
+		received, err := c.connectOnce()
+		if c.ctx.Err() != nil {
+			return
+		}
+		if received {
+			bo.Reset()
+		}
+		c.streamFailed(err)
+		d := bo.NextBackOff()
+		if d == backoff.Stop {
+			d = 120 * time.Second
+		}
+		fired := make(chan struct{})
+		t := c.cfg.clock.AfterFunc(d, func() { close(fired) })
+		select {
+		case <-c.ctx.Done():
+			t.Stop()
+			return
+		case <-fired:
+		}
+	}
+}
+
+func (c *Client) hasSubscriptions() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for t := range numTypes {
+		if len(c.resources[t]) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Client) connectOnce() (received bool, err error) {
+	var errs []error
+	for i, cc := range c.conns {
+		ctx, cancel := context.WithCancel(c.ctx)
+		stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+		if err != nil {
+			cancel()
+			errs = append(errs, fmt.Errorf("xds: ADS stream to %s: %w", c.servers[i].URI, err))
+			continue
+		}
+		var wg sync.WaitGroup
+		if i > 0 {
+			// gRFC A71: on a fallback server, return to the primary as
+			// soon as it is reachable again.
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c.awaitPrimary(ctx, cancel)
+			}()
+		}
+		received, err := c.runStream(ctx, cancel, stream, c.servers[i])
+		wg.Wait()
+		return received, fmt.Errorf("xds: ADS stream to %s: %w", c.servers[i].URI, err)
+	}
+	return false, errors.Join(errs...)
+}
+
+// awaitPrimary ends the current stream (through cancel) when the primary
+// server's channel becomes ready; it returns when ctx ends. Each turn of
+// its loop waits for a state change, so it never spins.
+func (c *Client) awaitPrimary(ctx context.Context, cancel context.CancelFunc) {
+	cc := c.conns[0]
+	for {
+		s := cc.GetState()
+		switch s {
+		case connectivity.Ready:
+			cancel()
+			return
+		case connectivity.Idle:
+			cc.Connect()
+		}
+		if !cc.WaitForStateChange(ctx, s) {
+			return
+		}
+	}
+}
+
+type adsStream = grpc.BidiStreamingClient[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]
+
+func (c *Client) runStream(ctx context.Context, cancel context.CancelFunc, stream adsStream, srv ServerConfig) (received bool, err error) {
+	c.mu.Lock()
+	c.streamGen++
+	gen := c.streamGen
+	c.ignoreDeletion = srv.IgnoreResourceDeletion()
+	for t := range numTypes {
+		c.nonces[t] = ""
+		c.last[t] = lastResponse{}
+		c.nackErr[t] = ""
+		if len(c.resources[t]) > 0 {
+			c.dirty[t] = true
+		}
+	}
+	c.mu.Unlock()
+	c.signal()
+
+	sendDone := make(chan error, 1)
+	go func() { sendDone <- c.sendLoop(ctx, stream, gen) }()
+	defer func() {
+		cancel()
+		<-sendDone
+	}()
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			return received, err
+		}
+		received = true
+		c.handleResponse(resp, gen)
+	}
+}
+
+// sendLoop sends a request for every type whose subscriptions, ACK or NACK
+// changed, until the stream's context ends.
+func (c *Client) sendLoop(ctx context.Context, stream adsStream, gen uint64) error {
+	first := true
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.wake:
+		}
+		c.mu.Lock()
+		var reqs []*discoveryv3.DiscoveryRequest
+		for t := range numTypes {
+			if !c.dirty[t] {
+				continue
+			}
+			c.dirty[t] = false
+			names := make([]string, 0, len(c.resources[t]))
+			for n := range c.resources[t] {
+				names = append(names, n)
+			}
+			slices.Sort(names)
+			req := &discoveryv3.DiscoveryRequest{TypeUrl: t.TypeURL(), VersionInfo: c.versions[t], ResponseNonce: c.nonces[t], ResourceNames: names}
+			if e := c.nackErr[t]; e != "" {
+				req.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: e}
+				c.nackErr[t] = ""
+			}
+			reqs = append(reqs, req)
+		}
+		c.mu.Unlock()
+		for _, req := range reqs {
+			if first {
+				req.Node, first = c.node, false
+			}
+			if err := stream.Send(req); err != nil {
+				return err
+			}
+			c.armTimers(req, gen)
+		}
+	}
+}
+
+// armTimers starts the does-not-exist timer of every resource req asked
+// for that has no version yet: only now has the server been asked for it.
+func (c *Client) armTimers(req *discoveryv3.DiscoveryRequest, gen uint64) {
+	t := typeOf(req.GetTypeUrl())
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.streamGen != gen || c.closed {
+		return
+	}
+	for _, name := range req.GetResourceNames() {
+		rs := c.resources[t][name]
+		if rs == nil {
+			continue
+		}
+		if rs.res != nil || rs.dne || rs.dneTimer != nil {
+			continue
+		}
+		rs.dneTimer = c.cfg.clock.AfterFunc(c.cfg.resourceTimeout, func() { c.resourceTimedOut(t, name, rs, gen) })
+	}
+}
+
+func (c *Client) resourceTimedOut(t ResourceType, name string, rs *resourceState, gen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.streamGen != gen || c.resources[t][name] != rs || rs.dneTimer == nil || rs.res != nil {
+		return
+	}
+	rs.dneTimer = nil
+	rs.dne = true
+	c.notifyLocked(rs, Watcher.OnDoesNotExist)
+}
+
+func typeOf(url string) ResourceType {
+	for t := range numTypes {
+		if t.TypeURL() == url {
+			return t
+		}
+	}
+	return numTypes
+}
+
+// streamFailed stops the does-not-exist timers (a resource is not missing
+// because the server is away) and reports err to watchers that have no
+// version to keep serving (gRFC A57).
+func (c *Client) streamFailed(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stopTimersLocked()
+	if err == nil {
+		return
+	}
+	for t := range numTypes {
+		for _, rs := range c.resources[t] {
+			if rs.res == nil && !rs.dne {
+				c.notifyLocked(rs, func(w Watcher) { w.OnError(err) })
+			}
+		}
+	}
+}
+
+func (c *Client) stopTimersLocked() {
+	for t := range numTypes {
+		for _, rs := range c.resources[t] {
+			if rs.dneTimer != nil {
+				rs.dneTimer.Stop()
+				rs.dneTimer = nil
+			}
+		}
+	}
+}
+
+type decoded struct {
+	name string
+	res  Resource
+	raw  []byte
+	err  error
+}
+
+// handleResponse applies a response and queues its ACK or NACK.
+func (c *Client) handleResponse(resp *discoveryv3.DiscoveryResponse, gen uint64) {
+	t := typeOf(resp.GetTypeUrl())
+	if t == numTypes {
+		return // a type never asked for; grpc-go ignores these too
+	}
+	// The digest ignores resource order: go-control-plane iterates a map,
+	// so a resend of one version lists its resources in any order.
+	digest := maphash.String(c.seed, resp.GetVersionInfo())
+	for _, r := range resp.GetResources() {
+		digest += maphash.Bytes(c.seed, r.GetValue()) ^ maphash.String(c.seed, r.GetTypeUrl())
+	}
+
+	c.mu.Lock()
+	if c.streamGen != gen {
+		c.mu.Unlock()
+		return
+	}
+	c.nonces[t] = resp.GetNonce()
+	if l := &c.last[t]; l.valid && l.digest == digest && l.epoch == c.subEpoch[t] {
+		// The same version with the same bytes: nothing to apply again.
+		if l.nacked {
+			delay := l.nackDelay
+			l.nackDelay = min(2*l.nackDelay, nackDelayMax)
+			errDetail := l.errDetail
+			if c.nackTimer[t] != nil {
+				c.nackTimer[t].Stop()
+			}
+			c.nackTimer[t] = c.cfg.clock.AfterFunc(delay, func() {
+				c.mu.Lock()
+				if c.streamGen == gen && !c.closed {
+					c.nackErr[t], c.dirty[t] = errDetail, true
+				}
+				c.mu.Unlock()
+				c.signal()
+			})
+		} else {
+			c.dirty[t] = true
+			c.signal()
+		}
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+
+	// Decode outside the lock: a 10,000-endpoint assignment takes a while.
+	res := make([]decoded, len(resp.GetResources()))
+	seen := make(map[string]int, len(res))
+	var dup string
+	unnamed := false
+	for i, a := range resp.GetResources() {
+		name, r, err := Decode(t, a)
+		res[i] = decoded{name: name, res: r, raw: a.GetValue(), err: err}
+		if name == "" {
+			unnamed = true
+			continue
+		}
+		if _, ok := seen[name]; ok && dup == "" {
+			dup = name
+		}
+		seen[name] = i
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.streamGen != gen || c.closed {
+		return
+	}
+	var errs []string
+	if dup != "" {
+		// Which copy is meant is unknowable: reject the whole response.
+		errs = append(errs, fmt.Sprintf("xds: %s response version %q: resource %q appears more than once", t, resp.GetVersionInfo(), dup))
+	} else {
+		for _, d := range res {
+			if d.err != nil {
+				errs = append(errs, d.err.Error())
+			}
+			rs := c.resources[t][d.name]
+			if rs == nil {
+				continue // not subscribed (or a wildcard answer): ignore
+			}
+			if d.err != nil {
+				// The resource exists, even if unusable: it is no longer
+				// awaited.
+				if rs.dneTimer != nil {
+					rs.dneTimer.Stop()
+					rs.dneTimer = nil
+				}
+				rs.err = d.err
+				err := d.err
+				c.notifyLocked(rs, func(w Watcher) { w.OnError(err) })
+				continue
+			}
+			if rs.dneTimer != nil {
+				rs.dneTimer.Stop()
+				rs.dneTimer = nil
+			}
+			rs.err, rs.dne, rs.version = nil, false, resp.GetVersionInfo()
+			if rs.res != nil && string(rs.raw) == string(d.raw) {
+				continue // unchanged: watchers already have it
+			}
+			rs.res, rs.raw = d.res, d.raw
+			r := d.res
+			c.notifyLocked(rs, func(w Watcher) { w.OnUpdate(r) })
+		}
+		// In LDS and CDS every response is complete: a resource we had
+		// that is missing now was deleted.
+		if t.allStateOfTheWorld() && !unnamed {
+			for name, rs := range c.resources[t] {
+				if _, ok := seen[name]; ok || rs.res == nil {
+					continue
+				}
+				if c.ignoreDeletion {
+					continue // gRFC A53: keep serving the last version
+				}
+				rs.res, rs.raw, rs.err, rs.dne = nil, nil, nil, true
+				c.notifyLocked(rs, Watcher.OnDoesNotExist)
+			}
+		}
+	}
+	if c.nackTimer[t] != nil {
+		c.nackTimer[t].Stop()
+		c.nackTimer[t] = nil
+	}
+	c.nackErr[t] = ""
+	l := &c.last[t]
+	*l = lastResponse{valid: true, digest: digest, epoch: c.subEpoch[t]}
+	if len(errs) > 0 {
+		detail := strings.Join(errs, "; ")
+		l.nacked, l.errDetail, l.nackDelay = true, detail, nackDelayBase
+		c.nackErr[t] = detail
+	} else {
+		c.versions[t] = resp.GetVersionInfo()
+	}
+	c.dirty[t] = true
+	c.signal()
+}

@@ -1,0 +1,304 @@
+package xds
+
+import (
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// Request is what route matching reads from a request. Match only reads
+// it and never retains it; building one from an *http.Request copies
+// strings and the header map reference only, so matching does not
+// allocate. The caller must not modify Header during Match.
+type Request struct {
+	Method string
+	// Path is the request path as sent, without the query.
+	Path     string
+	RawQuery string
+	Header   http.Header
+	// Scheme is "http" or "https"; it answers a ":scheme" header matcher.
+	Scheme string
+	// FractionSample is a number in [0, 1_000_000) drawn per request by
+	// the caller; a route with a runtime fraction matches when it is below
+	// the route's share. Taking it as input keeps matching deterministic.
+	FractionSample uint32
+}
+
+// RequestFromHTTP returns the matching inputs of r.
+func RequestFromHTTP(r *http.Request) Request {
+	p := r.URL.RawPath
+	if p == "" {
+		p = r.URL.Path
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return Request{Method: r.Method, Path: p, RawQuery: r.URL.RawQuery, Header: r.Header, Scheme: scheme}
+}
+
+// Match returns the first route of the virtual host that best matches host
+// (see MatchVirtualHost) whose criteria r meets. It does not allocate
+// (except to join a header sent several times) and is safe to call
+// concurrently.
+func (rc *RouteConfig) Match(host string, r *Request) (*Route, bool) {
+	vh := rc.MatchVirtualHost(host)
+	if vh == nil {
+		return nil, false
+	}
+	for _, rt := range vh.Routes {
+		if rt.Match.matches(host, r) {
+			return rt, true
+		}
+	}
+	return nil, false
+}
+
+type domainKind uint8
+
+const (
+	domainExact  domainKind = iota
+	domainSuffix            // "*.example.com": matches any host ending in ".example.com"
+	domainPrefix            // "example.*"
+	domainAny               // "*"
+)
+
+type domainMatcher struct {
+	kind domainKind
+	// s is the domain without its wildcard, e.g. ".example.com".
+	s string
+}
+
+func compileDomain(d string) domainMatcher {
+	switch {
+	case d == "*":
+		return domainMatcher{kind: domainAny}
+	case strings.HasPrefix(d, "*"):
+		return domainMatcher{kind: domainSuffix, s: d[1:]}
+	case strings.HasSuffix(d, "*"):
+		return domainMatcher{kind: domainPrefix, s: d[:len(d)-1]}
+	}
+	return domainMatcher{kind: domainExact, s: d}
+}
+
+// match reports whether host matches and how specific the match is; a
+// wildcard needs at least one character in its place, as in Envoy.
+func (d domainMatcher) match(host string) bool {
+	switch d.kind {
+	case domainExact:
+		return strings.EqualFold(host, d.s)
+	case domainSuffix:
+		return len(host) > len(d.s) && strings.EqualFold(host[len(host)-len(d.s):], d.s)
+	case domainPrefix:
+		return len(host) > len(d.s) && strings.EqualFold(host[:len(d.s)], d.s)
+	}
+	return true
+}
+
+// MatchVirtualHost returns the virtual host whose domains best match host,
+// compared case-insensitively and including any port as written. As in
+// Envoy and grpc-go, an exact domain beats a suffix wildcard ("*.b.com"),
+// which beats a prefix wildcard ("b.*"), which beats "*"; among wildcards
+// of one kind the longest wins, and among equals the first.
+func (rc *RouteConfig) MatchVirtualHost(host string) *VirtualHost {
+	var (
+		best     *VirtualHost
+		bestKind = domainAny + 1
+		bestLen  = -1
+	)
+	for _, vh := range rc.VirtualHosts {
+		for _, d := range vh.domains {
+			if d.kind > bestKind || (d.kind == bestKind && len(d.s) <= bestLen) {
+				continue
+			}
+			if d.match(host) {
+				best, bestKind, bestLen = vh, d.kind, len(d.s)
+			}
+		}
+	}
+	return best
+}
+
+func (m *RouteMatch) matches(host string, r *Request) bool {
+	switch m.Kind {
+	case PathPrefix:
+		if len(r.Path) < len(m.Path) {
+			return false
+		}
+		if m.CaseSensitive {
+			if r.Path[:len(m.Path)] != m.Path {
+				return false
+			}
+		} else if !strings.EqualFold(r.Path[:len(m.Path)], m.Path) {
+			return false
+		}
+	case PathExact:
+		if m.CaseSensitive {
+			if r.Path != m.Path {
+				return false
+			}
+		} else if !strings.EqualFold(r.Path, m.Path) {
+			return false
+		}
+	case PathRegex:
+		if !m.regex.MatchString(r.Path) {
+			return false
+		}
+	}
+	for i := range m.Headers {
+		if !m.Headers[i].matches(host, r) {
+			return false
+		}
+	}
+	for i := range m.QueryParams {
+		if !m.QueryParams[i].matches(r.RawQuery) {
+			return false
+		}
+	}
+	if m.HasFraction && r.FractionSample >= m.FractionPerMillion {
+		return false
+	}
+	return true
+}
+
+type pseudoHeader uint8
+
+const (
+	notPseudo pseudoHeader = iota
+	pseudoMethod
+	pseudoPath
+	pseudoAuthority
+	pseudoScheme
+)
+
+// value returns the header's value, with several values joined by ",".
+// Joining allocates; it happens only for repeated headers.
+func (h *HeaderMatcher) value(host string, r *Request) (string, bool) {
+	switch h.pseudo {
+	case pseudoMethod:
+		return r.Method, true
+	case pseudoPath:
+		if r.RawQuery != "" {
+			return r.Path + "?" + r.RawQuery, true
+		}
+		return r.Path, true
+	case pseudoAuthority:
+		return host, true
+	case pseudoScheme:
+		return r.Scheme, r.Scheme != ""
+	}
+	vs := r.Header[h.key]
+	switch len(vs) {
+	case 0:
+		return "", false
+	case 1:
+		return vs[0], true
+	}
+	return strings.Join(vs, ","), true
+}
+
+func (h *HeaderMatcher) matches(host string, r *Request) bool {
+	v, ok := h.value(host, r)
+	var res bool
+	if h.Kind == MatchPresent {
+		res = ok == h.Present
+	} else if !ok {
+		// An absent header fails every matcher, inverted or not, as in
+		// grpc-go and Envoy.
+		return false
+	} else {
+		res = matchString(h.Kind, v, h.Value, h.IgnoreCase, h.regex, h.RangeStart, h.RangeEnd)
+	}
+	return res != h.Invert
+}
+
+func matchString(kind StringMatchKind, v, want string, ignoreCase bool, re interface{ MatchString(string) bool }, lo, hi int64) bool {
+	switch kind {
+	case MatchExact:
+		if ignoreCase {
+			return strings.EqualFold(v, want)
+		}
+		return v == want
+	case MatchPrefix:
+		if len(v) < len(want) {
+			return false
+		}
+		if ignoreCase {
+			return strings.EqualFold(v[:len(want)], want)
+		}
+		return v[:len(want)] == want
+	case MatchSuffix:
+		if len(v) < len(want) {
+			return false
+		}
+		if ignoreCase {
+			return strings.EqualFold(v[len(v)-len(want):], want)
+		}
+		return v[len(v)-len(want):] == want
+	case MatchContains:
+		if ignoreCase {
+			return containsFold(v, want)
+		}
+		return strings.Contains(v, want)
+	case MatchRegex:
+		return re.MatchString(v)
+	case MatchRange:
+		n, err := strconv.ParseInt(v, 10, 64)
+		return err == nil && n >= lo && n < hi
+	case MatchPresent:
+		return true
+	}
+	return false
+}
+
+// containsFold is strings.Contains under Unicode case folding, without
+// allocating lowered copies.
+func containsFold(s, sub string) bool {
+	if sub == "" {
+		return true
+	}
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if strings.EqualFold(s[i:i+len(sub)], sub) {
+			return true
+		}
+	}
+	return false
+}
+
+// matches scans the raw query for the parameter without building a
+// url.Values; only a percent-encoded value is decoded (and allocates).
+func (q *QueryParamMatcher) matches(rawQuery string) bool {
+	for rest := rawQuery; rest != ""; {
+		var pair string
+		pair, rest, _ = strings.Cut(rest, "&")
+		k, v, _ := strings.Cut(pair, "=")
+		if strings.ContainsAny(k, "%+") {
+			dk, err := url.QueryUnescape(k)
+			if err != nil {
+				continue
+			}
+			k = dk
+		}
+		if k != q.Name {
+			continue
+		}
+		if q.Kind == MatchPresent {
+			return true
+		}
+		if strings.ContainsAny(v, "%+") {
+			dv, err := url.QueryUnescape(v)
+			if err != nil {
+				return false
+			}
+			v = dv
+		}
+		return matchString(q.Kind, v, q.Value, q.IgnoreCase, q.regex, 0, 0)
+	}
+	return false
+}
+
+// Match reports whether v matches the string matcher.
+func (s *StringMatcher) Match(v string) bool {
+	return matchString(s.Kind, v, s.Value, s.IgnoreCase, s.Regex, 0, 0)
+}

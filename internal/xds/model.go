@@ -1,0 +1,408 @@
+package xds
+
+import (
+	"regexp"
+	"time"
+
+	"github.com/weftmesh/weft/resolver"
+)
+
+// The model. Every type here is an immutable snapshot: the client builds a
+// new value for each accepted resource version and never mutates one it has
+// delivered, so the data path reads them from any goroutine without locks.
+
+// ResourceType is one of the four xDS resource types the client watches.
+// It is a value.
+type ResourceType int
+
+// The resource types, in the order LDS -> RDS -> CDS -> EDS a request
+// flows through them.
+const (
+	ListenerType ResourceType = iota
+	RouteConfigType
+	ClusterType
+	EndpointsType
+	numTypes
+)
+
+// Type URLs of the v3 resources.
+const (
+	ListenerTypeURL    = "type.googleapis.com/envoy.config.listener.v3.Listener"
+	RouteConfigTypeURL = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+	ClusterTypeURL     = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+	EndpointsTypeURL   = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+)
+
+// TypeURL returns the v3 type URL of t.
+func (t ResourceType) TypeURL() string {
+	switch t {
+	case ListenerType:
+		return ListenerTypeURL
+	case RouteConfigType:
+		return RouteConfigTypeURL
+	case ClusterType:
+		return ClusterTypeURL
+	case EndpointsType:
+		return EndpointsTypeURL
+	}
+	return ""
+}
+
+// String returns the xDS short name (LDS, RDS, CDS, EDS).
+func (t ResourceType) String() string {
+	switch t {
+	case ListenerType:
+		return "LDS"
+	case RouteConfigType:
+		return "RDS"
+	case ClusterType:
+		return "CDS"
+	case EndpointsType:
+		return "EDS"
+	}
+	return "unknown"
+}
+
+// allStateOfTheWorld reports whether a response of type t carries every
+// subscribed resource, so that a missing one has been deleted (LDS and CDS).
+func (t ResourceType) allStateOfTheWorld() bool { return t == ListenerType || t == ClusterType }
+
+// Resource is a translated resource: *Listener, *RouteConfig, *Cluster or
+// *Endpoints. Resources are immutable.
+type Resource interface {
+	// ResourceName is the xDS name the resource was delivered under.
+	ResourceName() string
+	// UnappliedFields lists, as dotted proto field paths, the fields the
+	// resource sets that Weft does not apply.
+	UnappliedFields() []string
+}
+
+// meta is what every resource carries besides its content.
+type meta struct {
+	Name string
+	// Unapplied lists fields set in the resource that Weft ignores.
+	Unapplied []string
+}
+
+// ResourceName implements Resource.
+func (m *meta) ResourceName() string { return m.Name }
+
+// UnappliedFields implements Resource.
+func (m *meta) UnappliedFields() []string { return m.Unapplied }
+
+func (m *meta) setUnapplied(f []string) { m.Unapplied = f }
+
+// Listener is a client-side (API) Listener: it names the route
+// configuration requests to it use, by RDS name or inline. Immutable once
+// delivered; safe for concurrent reads.
+type Listener struct {
+	meta
+	// RouteConfigName is the RDS resource to watch; "" when RouteConfig is
+	// inline.
+	RouteConfigName string
+	RouteConfig     *RouteConfig
+	// MaxStreamDuration is the HttpConnectionManager's default request
+	// timeout (0 = none); a route's Timeout overrides it.
+	MaxStreamDuration time.Duration
+}
+
+// RouteConfig is a RouteConfiguration: virtual hosts chosen by Host. Immutable once
+// delivered; safe for concurrent reads.
+type RouteConfig struct {
+	meta
+	VirtualHosts []*VirtualHost
+}
+
+// VirtualHost is a set of domains and the ordered routes serving them.
+type VirtualHost struct {
+	Name    string
+	Domains []string
+	Routes  []*Route
+	// domains precompiled for matching without allocations.
+	domains []domainMatcher
+}
+
+// Route is one route: the first whose Match matches a request wins.
+type Route struct {
+	Name   string
+	Match  RouteMatch
+	Action RouteAction
+}
+
+// PathMatchKind says how RouteMatch.Path is compared with a request path.
+type PathMatchKind uint8
+
+// Path match kinds.
+const (
+	PathPrefix PathMatchKind = iota
+	PathExact
+	PathRegex
+)
+
+// RouteMatch is a route's match criteria; all must hold.
+type RouteMatch struct {
+	Kind PathMatchKind
+	// Path is the prefix or exact path, or the regex source for PathRegex.
+	Path          string
+	CaseSensitive bool
+	Headers       []HeaderMatcher
+	QueryParams   []QueryParamMatcher
+	// FractionPerMillion, when HasFraction, is the share of requests (out
+	// of 1,000,000) the route takes, drawn from Request.FractionSample.
+	FractionPerMillion uint32
+	HasFraction        bool
+
+	regex *regexp.Regexp
+}
+
+// StringMatchKind is how a header or query value is compared.
+type StringMatchKind uint8
+
+// String match kinds.
+const (
+	MatchExact StringMatchKind = iota
+	MatchPrefix
+	MatchSuffix
+	MatchContains
+	MatchRegex
+	MatchPresent
+	MatchRange
+)
+
+// HeaderMatcher matches one request header. Multiple values of a header are
+// joined with "," before matching, as Envoy and grpc-go do.
+type HeaderMatcher struct {
+	Name       string
+	Kind       StringMatchKind
+	Value      string
+	IgnoreCase bool
+	// Present is the wanted presence for MatchPresent.
+	Present bool
+	// RangeStart and RangeEnd bound MatchRange: start <= v < end.
+	RangeStart, RangeEnd int64
+	Invert               bool
+
+	key    string // canonical MIME key, or the pseudo-header name
+	pseudo pseudoHeader
+	regex  *regexp.Regexp
+}
+
+// QueryParamMatcher matches one query parameter. A parameter present
+// several times matches when its first value matches.
+type QueryParamMatcher struct {
+	Name string
+	// Kind is MatchExact, MatchPrefix, MatchSuffix, MatchContains,
+	// MatchRegex or MatchPresent.
+	Kind       StringMatchKind
+	Value      string
+	IgnoreCase bool
+
+	regex *regexp.Regexp
+}
+
+// ActionKind is what a matched route does.
+type ActionKind uint8
+
+// Action kinds. A route whose action Weft does not implement (redirect,
+// direct response) is ActionNonForwarding: it matches and fails the request,
+// as grpc-go does, rather than letting a later route take the request.
+const (
+	ActionForward ActionKind = iota
+	ActionNonForwarding
+)
+
+// RouteAction is where and how a matched request is sent.
+type RouteAction struct {
+	Kind ActionKind
+	// Cluster is the single target; empty when WeightedClusters is set.
+	Cluster          string
+	WeightedClusters []WeightedCluster
+	// TotalWeight is the sum of WeightedClusters' weights (> 0).
+	TotalWeight uint64
+	// Timeout is the request timeout; 0 means the listener default, and
+	// HasTimeout false means the route did not set one.
+	Timeout      time.Duration
+	HasTimeout   bool
+	RetryPolicy  *RetryPolicy
+	HashPolicies []HashPolicy
+
+	PrefixRewrite string
+	// RegexRewrite replaces the whole-path matches of Pattern with
+	// Substitution when Pattern is non-nil.
+	RegexRewrite *RegexRewrite
+	HostRewrite  string
+
+	RequestHeadersToAdd     []HeaderValueOption
+	RequestHeadersToRemove  []string
+	ResponseHeadersToAdd    []HeaderValueOption
+	ResponseHeadersToRemove []string
+}
+
+// WeightedCluster is one target of a weighted split.
+type WeightedCluster struct {
+	Name   string
+	Weight uint32
+}
+
+// RetryPolicy is a route's retry policy with grpc-go's defaults applied.
+type RetryPolicy struct {
+	// RetryOn is retry_on split on commas, as written.
+	RetryOn              []string
+	NumRetries           uint32
+	PerTryTimeout        time.Duration
+	BaseInterval         time.Duration
+	MaxInterval          time.Duration
+	RetriableStatusCodes []uint32
+}
+
+// HashPolicyKind is what a hash policy hashes.
+type HashPolicyKind uint8
+
+// Hash policy kinds.
+const (
+	HashHeader HashPolicyKind = iota
+	HashChannelID
+	HashSourceIP
+	HashCookie
+	HashQueryParam
+)
+
+// HashPolicy is one entry of a route's hash_policy.
+type HashPolicy struct {
+	Kind HashPolicyKind
+	// Name is the header, cookie or query parameter name.
+	Name     string
+	Terminal bool
+	// Rewrite, when non-nil, rewrites the header value before hashing.
+	Rewrite *RegexRewrite
+}
+
+// RegexRewrite is a RegexMatchAndSubstitute.
+type RegexRewrite struct {
+	Pattern      *regexp.Regexp
+	Substitution string
+}
+
+// HeaderValueOption is a header to add; Append false replaces the value.
+type HeaderValueOption struct {
+	Name, Value string
+	Append      bool
+}
+
+// ClusterKind is a cluster's discovery type.
+type ClusterKind uint8
+
+// Cluster kinds.
+const (
+	ClusterEDS ClusterKind = iota
+	ClusterLogicalDNS
+	ClusterStatic
+)
+
+// String returns the Envoy name of the kind.
+func (k ClusterKind) String() string {
+	switch k {
+	case ClusterEDS:
+		return "EDS"
+	case ClusterLogicalDNS:
+		return "LOGICAL_DNS"
+	case ClusterStatic:
+		return "STATIC"
+	}
+	return "unknown"
+}
+
+// Cluster is a Cluster resource. Immutable once
+// delivered; safe for concurrent reads.
+type Cluster struct {
+	meta
+	Kind ClusterKind
+	// EDSServiceName is the EDS resource to watch for ClusterEDS: the
+	// cluster name when eds_service_name is empty.
+	EDSServiceName string
+	// DNSHostPort is the address of a LOGICAL_DNS cluster.
+	DNSHostPort string
+	// StaticEndpoints is the inline load assignment of a STATIC cluster.
+	StaticEndpoints *Endpoints
+	// LBPolicy names the balancer (round_robin, ring_hash, least_request,
+	// or a custom policy's type name); LBConfig is its configuration.
+	LBPolicy string
+	LBConfig any
+	// CircuitBreaker holds the DEFAULT-priority thresholds.
+	CircuitBreaker   CircuitBreaker
+	OutlierDetection *OutlierDetection
+	// TLS is the upstream TLS configuration, nil for plaintext.
+	TLS *UpstreamTLS
+}
+
+// RingHashConfig configures ring_hash.
+type RingHashConfig struct{ MinRingSize, MaxRingSize uint64 }
+
+// LeastRequestConfig configures least_request.
+type LeastRequestConfig struct{ ChoiceCount uint32 }
+
+// CircuitBreaker is a cluster's thresholds; the defaults are Envoy's.
+type CircuitBreaker struct {
+	MaxConnections, MaxPendingRequests, MaxRequests, MaxRetries uint32
+}
+
+// OutlierDetection is a cluster's outlier detection config (gRFC A50) with
+// defaults applied. A nil SuccessRate or FailurePercentage disables that
+// algorithm.
+type OutlierDetection struct {
+	Interval           time.Duration
+	BaseEjectionTime   time.Duration
+	MaxEjectionTime    time.Duration
+	MaxEjectionPercent uint32
+	SuccessRate        *SuccessRateEjection
+	FailurePercentage  *FailurePercentageEjection
+}
+
+// SuccessRateEjection is the success-rate algorithm's parameters.
+type SuccessRateEjection struct {
+	StdevFactor, EnforcementPercentage, MinimumHosts, RequestVolume uint32
+}
+
+// FailurePercentageEjection is the failure-percentage algorithm's
+// parameters.
+type FailurePercentageEjection struct {
+	Threshold, EnforcementPercentage, MinimumHosts, RequestVolume uint32
+}
+
+// UpstreamTLS is a cluster's UpstreamTlsContext, reduced to what a
+// proxyless client applies.
+type UpstreamTLS struct {
+	SNI string
+	// RootProviderInstance and IdentityProviderInstance name bootstrap
+	// certificate_providers.
+	RootProviderInstance     string
+	IdentityProviderInstance string
+	// SANMatchers are the allowed server identities; empty = any.
+	SANMatchers []StringMatcher
+}
+
+// StringMatcher is an envoy.type.matcher.v3.StringMatcher.
+type StringMatcher struct {
+	Kind       StringMatchKind
+	Value      string
+	IgnoreCase bool
+	Regex      *regexp.Regexp
+}
+
+// Endpoints is a ClusterLoadAssignment. Immutable once
+// delivered; safe for concurrent reads.
+type Endpoints struct {
+	meta
+	Localities []LocalityEndpoints
+	// All is every endpoint of every locality, flattened, with Locality,
+	// Priority and LocalityWeight filled in: the form resolver.State takes.
+	All []resolver.Endpoint
+}
+
+// LocalityEndpoints is one locality of a load assignment.
+type LocalityEndpoints struct {
+	Locality  resolver.Locality
+	Priority  uint32
+	Weight    uint32
+	Endpoints []resolver.Endpoint
+}

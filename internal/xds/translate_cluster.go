@@ -1,0 +1,335 @@
+package xds
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	leastrequestv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/least_request/v3"
+	ringhashv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/ring_hash/v3"
+	roundrobinv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/round_robin/v3"
+	wrrlocalityv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/wrr_locality/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// defaultCircuitBreaker returns Envoy's default thresholds.
+func defaultCircuitBreaker() CircuitBreaker {
+	return CircuitBreaker{MaxConnections: 1024, MaxPendingRequests: 1024, MaxRequests: 1024, MaxRetries: 3}
+}
+
+// Ring sizes grpc-go accepts (gRFC A42).
+const (
+	defaultMinRingSize = 1024
+	defaultMaxRingSize = 8 * 1024 * 1024
+)
+
+// TranslateCluster validates a Cluster. An error is a *ResourceError.
+func TranslateCluster(c *clusterv3.Cluster) (*Cluster, error) {
+	out, err := finish(translateCluster(c))(c, nil, clusterApplied)
+	if err != nil {
+		return nil, resourceErr(ClusterType, c.GetName(), err)
+	}
+	return out, nil
+}
+
+func translateCluster(c *clusterv3.Cluster) (*Cluster, error) {
+	out := &Cluster{meta: meta{Name: c.GetName()}, CircuitBreaker: defaultCircuitBreaker()}
+	switch ct := c.GetClusterDiscoveryType().(type) {
+	case *clusterv3.Cluster_Type:
+		switch ct.Type {
+		case clusterv3.Cluster_EDS:
+			out.Kind = ClusterEDS
+			if err := checkConfigSource(c.GetEdsClusterConfig().GetEdsConfig()); err != nil {
+				return nil, prefixed("eds_cluster_config.eds_config", err)
+			}
+			out.EDSServiceName = c.GetEdsClusterConfig().GetServiceName()
+			if out.EDSServiceName == "" {
+				out.EDSServiceName = c.GetName()
+			}
+		case clusterv3.Cluster_LOGICAL_DNS:
+			out.Kind = ClusterLogicalDNS
+			eps := c.GetLoadAssignment().GetEndpoints()
+			if len(eps) != 1 || len(eps[0].GetLbEndpoints()) != 1 {
+				return nil, ferr("load_assignment", "a LOGICAL_DNS cluster needs exactly one locality with one endpoint")
+			}
+			sa := eps[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetSocketAddress()
+			if sa.GetAddress() == "" || sa.GetPortValue() == 0 {
+				return nil, ferr("load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address", "address and port_value are required")
+			}
+			out.DNSHostPort = net.JoinHostPort(sa.GetAddress(), strconv.FormatUint(uint64(sa.GetPortValue()), 10))
+		case clusterv3.Cluster_STATIC:
+			out.Kind = ClusterStatic
+			la := c.GetLoadAssignment()
+			if la == nil {
+				return nil, ferr("load_assignment", "required for a STATIC cluster")
+			}
+			eps, err := translateEndpoints(la)
+			if err != nil {
+				return nil, prefixed("load_assignment", err)
+			}
+			out.StaticEndpoints = eps
+		default:
+			return nil, ferr("type", "unsupported cluster type %v", ct.Type)
+		}
+	default:
+		return nil, ferr("cluster_discovery_type", "unsupported %T", ct)
+	}
+	if err := translateLB(c, out); err != nil {
+		return nil, err
+	}
+	for _, t := range c.GetCircuitBreakers().GetThresholds() {
+		if t.GetPriority() != corev3.RoutingPriority_DEFAULT {
+			continue
+		}
+		if v := t.GetMaxConnections(); v != nil {
+			out.CircuitBreaker.MaxConnections = v.GetValue()
+		}
+		if v := t.GetMaxPendingRequests(); v != nil {
+			out.CircuitBreaker.MaxPendingRequests = v.GetValue()
+		}
+		if v := t.GetMaxRequests(); v != nil {
+			out.CircuitBreaker.MaxRequests = v.GetValue()
+		}
+		if v := t.GetMaxRetries(); v != nil {
+			out.CircuitBreaker.MaxRetries = v.GetValue()
+		}
+		break
+	}
+	if od := c.GetOutlierDetection(); od != nil {
+		o, err := translateOutlier(od)
+		if err != nil {
+			return nil, prefixed("outlier_detection", err)
+		}
+		out.OutlierDetection = o
+	}
+	if ts := c.GetTransportSocket(); ts != nil {
+		t, err := translateUpstreamTLS(ts)
+		if err != nil {
+			return nil, prefixed("transport_socket", err)
+		}
+		out.TLS = t
+	}
+	return out, nil
+}
+
+func translateLB(c *clusterv3.Cluster, out *Cluster) error {
+	if lp := c.GetLoadBalancingPolicy(); lp != nil {
+		// The first policy this client knows wins (gRFC A52).
+		for _, p := range lp.GetPolicies() {
+			if ok, err := knownPolicy(p.GetTypedExtensionConfig().GetTypedConfig(), out); err != nil {
+				return prefixed("load_balancing_policy.policies["+p.GetTypedExtensionConfig().GetName()+"]", err)
+			} else if ok {
+				return nil
+			}
+		}
+		return ferr("load_balancing_policy", "no supported policy")
+	}
+	switch c.GetLbPolicy() {
+	case clusterv3.Cluster_ROUND_ROBIN:
+		out.LBPolicy = "round_robin"
+	case clusterv3.Cluster_RING_HASH:
+		rh := c.GetRingHashLbConfig()
+		if rh.GetHashFunction() != clusterv3.Cluster_RingHashLbConfig_XX_HASH {
+			return ferr("ring_hash_lb_config.hash_function", "only XX_HASH is supported")
+		}
+		cfg, err := ringHash(rh.GetMinimumRingSize().GetValue(), rh.GetMaximumRingSize().GetValue())
+		if err != nil {
+			return prefixed("ring_hash_lb_config", err)
+		}
+		out.LBPolicy, out.LBConfig = "ring_hash", cfg
+	case clusterv3.Cluster_LEAST_REQUEST:
+		cc := c.GetLeastRequestLbConfig().GetChoiceCount()
+		cfg, err := leastRequest(cc.GetValue(), cc != nil)
+		if err != nil {
+			return prefixed("least_request_lb_config", err)
+		}
+		out.LBPolicy, out.LBConfig = "least_request", cfg
+	default:
+		return ferr("lb_policy", "unsupported %v", c.GetLbPolicy())
+	}
+	return nil
+}
+
+func ringHash(minSize, maxSize uint64) (RingHashConfig, error) {
+	cfg := RingHashConfig{MinRingSize: defaultMinRingSize, MaxRingSize: defaultMaxRingSize}
+	if minSize != 0 {
+		cfg.MinRingSize = minSize
+	}
+	if maxSize != 0 {
+		cfg.MaxRingSize = maxSize
+	}
+	if cfg.MaxRingSize > defaultMaxRingSize {
+		return cfg, ferr("maximum_ring_size", "%d is above %d", cfg.MaxRingSize, defaultMaxRingSize)
+	}
+	if cfg.MinRingSize > cfg.MaxRingSize {
+		return cfg, ferr("minimum_ring_size", "%d is above maximum_ring_size %d", cfg.MinRingSize, cfg.MaxRingSize)
+	}
+	return cfg, nil
+}
+
+func leastRequest(n uint32, set bool) (LeastRequestConfig, error) {
+	if !set {
+		return LeastRequestConfig{ChoiceCount: 2}, nil
+	}
+	if n < 2 {
+		return LeastRequestConfig{}, ferr("choice_count", "%d is below 2", n)
+	}
+	return LeastRequestConfig{ChoiceCount: min(n, 10)}, nil
+}
+
+func knownPolicy(a *anypb.Any, out *Cluster) (bool, error) {
+	switch {
+	case a.MessageIs((*roundrobinv3.RoundRobin)(nil)):
+		out.LBPolicy = "round_robin"
+		return true, nil
+	case a.MessageIs((*ringhashv3.RingHash)(nil)):
+		rh := &ringhashv3.RingHash{}
+		if err := a.UnmarshalTo(rh); err != nil {
+			return false, err
+		}
+		cfg, err := ringHash(rh.GetMinimumRingSize().GetValue(), rh.GetMaximumRingSize().GetValue())
+		if err != nil {
+			return false, err
+		}
+		out.LBPolicy, out.LBConfig = "ring_hash", cfg
+		return true, nil
+	case a.MessageIs((*leastrequestv3.LeastRequest)(nil)):
+		lr := &leastrequestv3.LeastRequest{}
+		if err := a.UnmarshalTo(lr); err != nil {
+			return false, err
+		}
+		cfg, err := leastRequest(lr.GetChoiceCount().GetValue(), lr.GetChoiceCount() != nil)
+		if err != nil {
+			return false, err
+		}
+		out.LBPolicy, out.LBConfig = "least_request", cfg
+		return true, nil
+	case a.MessageIs((*wrrlocalityv3.WrrLocality)(nil)):
+		// Locality weighting is always on in Weft's balancer; the child
+		// policy is what picks within a locality.
+		w := &wrrlocalityv3.WrrLocality{}
+		if err := a.UnmarshalTo(w); err != nil {
+			return false, err
+		}
+		for _, p := range w.GetEndpointPickingPolicy().GetPolicies() {
+			if ok, err := knownPolicy(p.GetTypedExtensionConfig().GetTypedConfig(), out); ok || err != nil {
+				return ok, err
+			}
+		}
+		return false, errors.New("wrr_locality: no supported endpoint_picking_policy")
+	}
+	return false, nil
+}
+
+// Outlier detection defaults (gRFC A50, Envoy).
+func translateOutlier(od *clusterv3.OutlierDetection) (*OutlierDetection, error) {
+	o := &OutlierDetection{Interval: 10 * time.Second, BaseEjectionTime: 30 * time.Second, MaxEjectionTime: 300 * time.Second, MaxEjectionPercent: 10}
+	for _, d := range []struct {
+		name string
+		in   *durationpb.Duration
+		out  *time.Duration
+	}{{"interval", od.GetInterval(), &o.Interval}, {"base_ejection_time", od.GetBaseEjectionTime(), &o.BaseEjectionTime}, {"max_ejection_time", od.GetMaxEjectionTime(), &o.MaxEjectionTime}} {
+		if d.in == nil {
+			continue
+		}
+		v, err := duration(d.in)
+		if err != nil {
+			return nil, prefixed(d.name, err)
+		}
+		*d.out = v
+	}
+	pct := func(name string, v interface{ GetValue() uint32 }, def uint32, isNil bool) (uint32, error) {
+		if isNil {
+			return def, nil
+		}
+		if v.GetValue() > 100 {
+			return 0, ferr(name, "%d is above 100", v.GetValue())
+		}
+		return v.GetValue(), nil
+	}
+	u32 := func(v interface{ GetValue() uint32 }, def uint32, isNil bool) uint32 {
+		if isNil {
+			return def
+		}
+		return v.GetValue()
+	}
+	var err error
+	if o.MaxEjectionPercent, err = pct("max_ejection_percent", od.GetMaxEjectionPercent(), 10, od.GetMaxEjectionPercent() == nil); err != nil {
+		return nil, err
+	}
+	sr := &SuccessRateEjection{
+		StdevFactor:   u32(od.GetSuccessRateStdevFactor(), 1900, od.GetSuccessRateStdevFactor() == nil),
+		MinimumHosts:  u32(od.GetSuccessRateMinimumHosts(), 5, od.GetSuccessRateMinimumHosts() == nil),
+		RequestVolume: u32(od.GetSuccessRateRequestVolume(), 100, od.GetSuccessRateRequestVolume() == nil),
+	}
+	if sr.EnforcementPercentage, err = pct("enforcing_success_rate", od.GetEnforcingSuccessRate(), 100, od.GetEnforcingSuccessRate() == nil); err != nil {
+		return nil, err
+	}
+	fp := &FailurePercentageEjection{
+		MinimumHosts:  u32(od.GetFailurePercentageMinimumHosts(), 5, od.GetFailurePercentageMinimumHosts() == nil),
+		RequestVolume: u32(od.GetFailurePercentageRequestVolume(), 50, od.GetFailurePercentageRequestVolume() == nil),
+	}
+	if fp.Threshold, err = pct("failure_percentage_threshold", od.GetFailurePercentageThreshold(), 85, od.GetFailurePercentageThreshold() == nil); err != nil {
+		return nil, err
+	}
+	if fp.EnforcementPercentage, err = pct("enforcing_failure_percentage", od.GetEnforcingFailurePercentage(), 0, od.GetEnforcingFailurePercentage() == nil); err != nil {
+		return nil, err
+	}
+	// An algorithm whose enforcement is 0 can never eject (gRFC A50).
+	if sr.EnforcementPercentage != 0 {
+		o.SuccessRate = sr
+	}
+	if fp.EnforcementPercentage != 0 {
+		o.FailurePercentage = fp
+	}
+	return o, nil
+}
+
+func translateUpstreamTLS(ts *corev3.TransportSocket) (*UpstreamTLS, error) {
+	tc := ts.GetTypedConfig()
+	if tc == nil {
+		return nil, ferr("typed_config", "missing")
+	}
+	utc := &tlsv3.UpstreamTlsContext{}
+	if err := tc.UnmarshalTo(utc); err != nil {
+		return nil, ferr("typed_config", "not an UpstreamTlsContext: %v", err)
+	}
+	out := &UpstreamTLS{SNI: utc.GetSni()}
+	ctc := utc.GetCommonTlsContext()
+	out.IdentityProviderInstance = ctc.GetTlsCertificateProviderInstance().GetInstanceName()
+	if out.IdentityProviderInstance == "" {
+		out.IdentityProviderInstance = ctc.GetTlsCertificateCertificateProviderInstance().GetInstanceName()
+	}
+	var vc *tlsv3.CertificateValidationContext
+	switch v := ctc.GetValidationContextType().(type) {
+	case *tlsv3.CommonTlsContext_ValidationContext:
+		vc = v.ValidationContext
+	case *tlsv3.CommonTlsContext_CombinedValidationContext:
+		vc = v.CombinedValidationContext.GetDefaultValidationContext()
+		if out.RootProviderInstance == "" {
+			out.RootProviderInstance = v.CombinedValidationContext.GetValidationContextCertificateProviderInstance().GetInstanceName()
+		}
+	case *tlsv3.CommonTlsContext_ValidationContextCertificateProviderInstance:
+		out.RootProviderInstance = v.ValidationContextCertificateProviderInstance.GetInstanceName()
+	case nil:
+	default:
+		return nil, ferr("typed_config.common_tls_context.validation_context_type", "unsupported %T", v)
+	}
+	if p := vc.GetCaCertificateProviderInstance().GetInstanceName(); p != "" {
+		out.RootProviderInstance = p
+	}
+	for i, m := range vc.GetMatchSubjectAltNames() {
+		sm, err := translateStringMatcher(m)
+		if err != nil {
+			return nil, prefixed(fmt.Sprintf("typed_config.common_tls_context.validation_context.match_subject_alt_names[%d]", i), err)
+		}
+		out.SANMatchers = append(out.SANMatchers, sm)
+	}
+	return out, nil
+}

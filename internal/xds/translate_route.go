@@ -1,0 +1,390 @@
+package xds
+
+import (
+	"fmt"
+	"math"
+	"net/textproto"
+	"regexp"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+)
+
+// TranslateRouteConfig validates a RouteConfiguration and precompiles its
+// matchers. An error is a *ResourceError.
+func TranslateRouteConfig(rc *routev3.RouteConfiguration) (*RouteConfig, error) {
+	out, err := finish(translateRouteConfig(rc))(rc, nil, routeConfigApplied)
+	if err != nil {
+		return nil, resourceErr(RouteConfigType, rc.GetName(), err)
+	}
+	return out, nil
+}
+
+func translateRouteConfig(rc *routev3.RouteConfiguration) (*RouteConfig, error) {
+	out := &RouteConfig{meta: meta{Name: rc.GetName()}}
+	for i, vh := range rc.GetVirtualHosts() {
+		f := fmt.Sprintf("virtual_hosts[%d]", i)
+		v := &VirtualHost{Name: vh.GetName(), Domains: vh.GetDomains()}
+		if len(v.Domains) == 0 {
+			return nil, ferr(f+".domains", "empty")
+		}
+		for j, d := range v.Domains {
+			if d == "" || (strings.Count(d, "*") > 1) || (strings.Contains(d, "*") && d != "*" && !strings.HasPrefix(d, "*") && !strings.HasSuffix(d, "*")) {
+				return nil, ferr(fmt.Sprintf("%s.domains[%d]", f, j), "invalid domain %q", d)
+			}
+			v.domains = append(v.domains, compileDomain(d))
+		}
+		for j, r := range vh.GetRoutes() {
+			rt, err := translateRoute(r)
+			if err != nil {
+				return nil, prefixed(fmt.Sprintf("%s.routes[%d]", f, j), err)
+			}
+			if rt != nil {
+				v.Routes = append(v.Routes, rt)
+			}
+		}
+		out.VirtualHosts = append(out.VirtualHosts, v)
+	}
+	return out, nil
+}
+
+// compileRE2 compiles a safe_regex for whole-string matching, as Envoy's
+// RE2 matchers match the whole value.
+func compileRE2(m *matcherv3.RegexMatcher) (*regexp.Regexp, error) {
+	re, err := regexp.Compile("^(?:" + m.GetRegex() + ")$")
+	if err != nil {
+		return nil, fmt.Errorf("invalid RE2 regex %q: %w", m.GetRegex(), err)
+	}
+	return re, nil
+}
+
+func translateRoute(r *routev3.Route) (*Route, error) {
+	m := r.GetMatch()
+	rt := &Route{Name: r.GetName()}
+	rm := &rt.Match
+	rm.CaseSensitive = m.GetCaseSensitive() == nil || m.GetCaseSensitive().GetValue()
+	switch ps := m.GetPathSpecifier().(type) {
+	case *routev3.RouteMatch_Prefix:
+		rm.Kind, rm.Path = PathPrefix, ps.Prefix
+	case *routev3.RouteMatch_Path:
+		rm.Kind, rm.Path = PathExact, ps.Path
+	case *routev3.RouteMatch_SafeRegex:
+		re, err := compileRE2(ps.SafeRegex)
+		if err != nil {
+			return nil, &fieldError{field: "match.safe_regex.regex", err: err}
+		}
+		if !rm.CaseSensitive {
+			re = regexp.MustCompile("(?i)" + re.String())
+		}
+		rm.Kind, rm.Path, rm.regex = PathRegex, ps.SafeRegex.GetRegex(), re
+	case nil:
+		return nil, ferr("match.path_specifier", "missing")
+	default:
+		// grpc-go skips routes whose path specifier it cannot evaluate;
+		// doing the same keeps both protocols routing alike.
+		return nil, nil
+	}
+	for i, h := range m.GetHeaders() {
+		hm, err := translateHeaderMatcher(h)
+		if err != nil {
+			return nil, prefixed(fmt.Sprintf("match.headers[%d]", i), err)
+		}
+		rm.Headers = append(rm.Headers, hm)
+	}
+	for i, q := range m.GetQueryParameters() {
+		qm, err := translateQueryMatcher(q)
+		if err != nil {
+			return nil, prefixed(fmt.Sprintf("match.query_parameters[%d]", i), err)
+		}
+		rm.QueryParams = append(rm.QueryParams, qm)
+	}
+	if rf := m.GetRuntimeFraction(); rf != nil {
+		dv := rf.GetDefaultValue()
+		n := uint64(dv.GetNumerator())
+		switch dv.GetDenominator() {
+		case typev3.FractionalPercent_HUNDRED:
+			n *= 10_000
+		case typev3.FractionalPercent_TEN_THOUSAND:
+			n *= 100
+		case typev3.FractionalPercent_MILLION:
+		default:
+			return nil, ferr("match.runtime_fraction.default_value.denominator", "unknown %v", dv.GetDenominator())
+		}
+		rm.HasFraction, rm.FractionPerMillion = true, uint32(min(n, 1_000_000))
+	}
+	if err := translateAction(r, &rt.Action); err != nil {
+		return nil, err
+	}
+	return rt, nil
+}
+
+func translateHeaderMatcher(h *routev3.HeaderMatcher) (HeaderMatcher, error) {
+	out := HeaderMatcher{Name: h.GetName(), Invert: h.GetInvertMatch()}
+	if out.Name == "" {
+		return out, ferr("name", "empty")
+	}
+	switch strings.ToLower(out.Name) {
+	case ":method":
+		out.pseudo = pseudoMethod
+	case ":path":
+		out.pseudo = pseudoPath
+	case ":authority", "host":
+		out.pseudo = pseudoAuthority
+	case ":scheme":
+		out.pseudo = pseudoScheme
+	default:
+		out.key = textproto.CanonicalMIMEHeaderKey(out.Name)
+	}
+	switch s := h.GetHeaderMatchSpecifier().(type) {
+	case *routev3.HeaderMatcher_ExactMatch:
+		out.Kind, out.Value = MatchExact, s.ExactMatch
+	case *routev3.HeaderMatcher_PrefixMatch:
+		out.Kind, out.Value = MatchPrefix, s.PrefixMatch
+	case *routev3.HeaderMatcher_SuffixMatch:
+		out.Kind, out.Value = MatchSuffix, s.SuffixMatch
+	case *routev3.HeaderMatcher_ContainsMatch:
+		out.Kind, out.Value = MatchContains, s.ContainsMatch
+	case *routev3.HeaderMatcher_SafeRegexMatch:
+		re, err := compileRE2(s.SafeRegexMatch)
+		if err != nil {
+			return out, &fieldError{field: "safe_regex_match.regex", err: err}
+		}
+		out.Kind, out.Value, out.regex = MatchRegex, s.SafeRegexMatch.GetRegex(), re
+	case *routev3.HeaderMatcher_PresentMatch:
+		out.Kind, out.Present = MatchPresent, s.PresentMatch
+	case *routev3.HeaderMatcher_RangeMatch:
+		if s.RangeMatch.GetStart() > s.RangeMatch.GetEnd() {
+			return out, ferr("range_match", "start %d > end %d", s.RangeMatch.GetStart(), s.RangeMatch.GetEnd())
+		}
+		out.Kind, out.RangeStart, out.RangeEnd = MatchRange, s.RangeMatch.GetStart(), s.RangeMatch.GetEnd()
+	case *routev3.HeaderMatcher_StringMatch:
+		sm, err := translateStringMatcher(s.StringMatch)
+		if err != nil {
+			return out, prefixed("string_match", err)
+		}
+		out.Kind, out.Value, out.IgnoreCase, out.regex = sm.Kind, sm.Value, sm.IgnoreCase, sm.Regex
+	case nil:
+		// No specifier: Envoy treats the matcher as presence.
+		out.Kind, out.Present = MatchPresent, true
+	default:
+		return out, ferr("header_match_specifier", "unsupported %T", s)
+	}
+	return out, nil
+}
+
+func translateStringMatcher(s *matcherv3.StringMatcher) (StringMatcher, error) {
+	out := StringMatcher{IgnoreCase: s.GetIgnoreCase()}
+	switch p := s.GetMatchPattern().(type) {
+	case *matcherv3.StringMatcher_Exact:
+		out.Kind, out.Value = MatchExact, p.Exact
+	case *matcherv3.StringMatcher_Prefix:
+		out.Kind, out.Value = MatchPrefix, p.Prefix
+	case *matcherv3.StringMatcher_Suffix:
+		out.Kind, out.Value = MatchSuffix, p.Suffix
+	case *matcherv3.StringMatcher_Contains:
+		out.Kind, out.Value = MatchContains, p.Contains
+	case *matcherv3.StringMatcher_SafeRegex:
+		re, err := compileRE2(p.SafeRegex)
+		if err != nil {
+			return out, &fieldError{field: "safe_regex.regex", err: err}
+		}
+		out.Kind, out.Value, out.Regex = MatchRegex, p.SafeRegex.GetRegex(), re
+	default:
+		return out, ferr("match_pattern", "unsupported %T", p)
+	}
+	return out, nil
+}
+
+func translateQueryMatcher(q *routev3.QueryParameterMatcher) (QueryParamMatcher, error) {
+	out := QueryParamMatcher{Name: q.GetName()}
+	if out.Name == "" {
+		return out, ferr("name", "empty")
+	}
+	switch s := q.GetQueryParameterMatchSpecifier().(type) {
+	case *routev3.QueryParameterMatcher_StringMatch:
+		sm, err := translateStringMatcher(s.StringMatch)
+		if err != nil {
+			return out, prefixed("string_match", err)
+		}
+		out.Kind, out.Value, out.IgnoreCase, out.regex = sm.Kind, sm.Value, sm.IgnoreCase, sm.Regex
+	case *routev3.QueryParameterMatcher_PresentMatch:
+		if !s.PresentMatch {
+			return out, ferr("present_match", "false is not supported")
+		}
+		out.Kind = MatchPresent
+	default:
+		out.Kind = MatchPresent
+	}
+	return out, nil
+}
+
+// grpc-go's retry defaults (gRFC A44).
+const (
+	defaultRetryBase = 25 * time.Millisecond
+	defaultRetries   = 1
+)
+
+func translateAction(r *routev3.Route, out *RouteAction) error {
+	a := r.GetRoute()
+	if a == nil {
+		out.Kind = ActionNonForwarding
+		return nil
+	}
+	switch cs := a.GetClusterSpecifier().(type) {
+	case *routev3.RouteAction_Cluster:
+		if cs.Cluster == "" {
+			return ferr("route.cluster", "empty")
+		}
+		out.Cluster = cs.Cluster
+	case *routev3.RouteAction_WeightedClusters:
+		var total uint64
+		for i, c := range cs.WeightedClusters.GetClusters() {
+			w := c.GetWeight().GetValue()
+			if c.GetName() == "" {
+				return ferr(fmt.Sprintf("route.weighted_clusters.clusters[%d].name", i), "empty")
+			}
+			if w == 0 {
+				continue
+			}
+			total += uint64(w)
+			out.WeightedClusters = append(out.WeightedClusters, WeightedCluster{Name: c.GetName(), Weight: w})
+		}
+		if total == 0 {
+			return ferr("route.weighted_clusters", "weights sum to 0")
+		}
+		if total > math.MaxUint32 {
+			return ferr("route.weighted_clusters", "weights sum to %d, above the uint32 maximum", total)
+		}
+		out.TotalWeight = total
+	default:
+		return ferr("route.cluster_specifier", "unsupported %T", cs)
+	}
+	if t := a.GetTimeout(); t != nil {
+		d, err := duration(t)
+		if err != nil {
+			return prefixed("route.timeout", err)
+		}
+		out.Timeout, out.HasTimeout = d, true
+	} else if t := a.GetMaxStreamDuration().GetMaxStreamDuration(); t != nil {
+		d, err := duration(t)
+		if err != nil {
+			return prefixed("route.max_stream_duration.max_stream_duration", err)
+		}
+		out.Timeout, out.HasTimeout = d, true
+	}
+	if rp := a.GetRetryPolicy(); rp != nil {
+		p, err := translateRetry(rp)
+		if err != nil {
+			return prefixed("route.retry_policy", err)
+		}
+		out.RetryPolicy = p
+	}
+	for i, hp := range a.GetHashPolicy() {
+		f := fmt.Sprintf("route.hash_policy[%d]", i)
+		h := HashPolicy{Terminal: hp.GetTerminal()}
+		switch p := hp.GetPolicySpecifier().(type) {
+		case *routev3.RouteAction_HashPolicy_Header_:
+			h.Kind, h.Name = HashHeader, p.Header.GetHeaderName()
+			if rw := p.Header.GetRegexRewrite(); rw != nil {
+				re, err := regexp.Compile(rw.GetPattern().GetRegex())
+				if err != nil {
+					return ferr(f+".header.regex_rewrite.pattern.regex", "%v", err)
+				}
+				h.Rewrite = &RegexRewrite{Pattern: re, Substitution: rw.GetSubstitution()}
+			}
+		case *routev3.RouteAction_HashPolicy_FilterState_:
+			if p.FilterState.GetKey() != "io.grpc.channel_id" {
+				continue // grpc-go ignores other filter-state keys
+			}
+			h.Kind = HashChannelID
+		case *routev3.RouteAction_HashPolicy_ConnectionProperties_:
+			h.Kind = HashSourceIP
+		case *routev3.RouteAction_HashPolicy_Cookie_:
+			h.Kind, h.Name = HashCookie, p.Cookie.GetName()
+		case *routev3.RouteAction_HashPolicy_QueryParameter_:
+			h.Kind, h.Name = HashQueryParam, p.QueryParameter.GetName()
+		default:
+			continue
+		}
+		out.HashPolicies = append(out.HashPolicies, h)
+	}
+	out.PrefixRewrite = a.GetPrefixRewrite()
+	if rw := a.GetRegexRewrite(); rw != nil {
+		re, err := regexp.Compile(rw.GetPattern().GetRegex())
+		if err != nil {
+			return ferr("route.regex_rewrite.pattern.regex", "%v", err)
+		}
+		out.RegexRewrite = &RegexRewrite{Pattern: re, Substitution: rw.GetSubstitution()}
+	}
+	out.HostRewrite = a.GetHostRewriteLiteral()
+	out.RequestHeadersToAdd = headerOptions(r.GetRequestHeadersToAdd())
+	out.RequestHeadersToRemove = r.GetRequestHeadersToRemove()
+	out.ResponseHeadersToAdd = headerOptions(r.GetResponseHeadersToAdd())
+	out.ResponseHeadersToRemove = r.GetResponseHeadersToRemove()
+	return nil
+}
+
+func headerOptions(hs []*corev3.HeaderValueOption) []HeaderValueOption {
+	var out []HeaderValueOption
+	for _, h := range hs {
+		app := h.GetAppendAction() == corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
+		if h.GetAppend() != nil { // the deprecated field wins when set
+			app = h.GetAppend().GetValue()
+		}
+		out = append(out, HeaderValueOption{Name: h.GetHeader().GetKey(), Value: h.GetHeader().GetValue(), Append: app})
+	}
+	return out
+}
+
+func translateRetry(rp *routev3.RetryPolicy) (*RetryPolicy, error) {
+	p := &RetryPolicy{NumRetries: defaultRetries, BaseInterval: defaultRetryBase, MaxInterval: 10 * defaultRetryBase}
+	for _, s := range strings.Split(rp.GetRetryOn(), ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			p.RetryOn = append(p.RetryOn, s)
+		}
+	}
+	if n := rp.GetNumRetries(); n != nil {
+		if n.GetValue() == 0 {
+			return nil, ferr("num_retries", "0 is not allowed")
+		}
+		p.NumRetries = n.GetValue()
+	}
+	if t := rp.GetPerTryTimeout(); t != nil {
+		d, err := duration(t)
+		if err != nil {
+			return nil, prefixed("per_try_timeout", err)
+		}
+		p.PerTryTimeout = d
+	}
+	if b := rp.GetRetryBackOff(); b != nil {
+		base, err := duration(b.GetBaseInterval())
+		if err != nil {
+			return nil, prefixed("retry_back_off.base_interval", err)
+		}
+		if base == 0 {
+			return nil, ferr("retry_back_off.base_interval", "must be positive")
+		}
+		p.BaseInterval, p.MaxInterval = base, 10*base
+		if m := b.GetMaxInterval(); m != nil {
+			max, err := duration(m)
+			if err != nil {
+				return nil, prefixed("retry_back_off.max_interval", err)
+			}
+			if max < base {
+				return nil, ferr("retry_back_off.max_interval", "%v is below base_interval %v", max, base)
+			}
+			p.MaxInterval = max
+		}
+	}
+	for i, c := range rp.GetRetriableStatusCodes() {
+		if c < 100 || c > 599 {
+			return nil, ferr(fmt.Sprintf("retriable_status_codes[%d]", i), "%d is not an HTTP status", c)
+		}
+	}
+	p.RetriableStatusCodes = rp.GetRetriableStatusCodes()
+	return p, nil
+}

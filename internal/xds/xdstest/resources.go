@@ -1,0 +1,127 @@
+package xdstest
+
+import (
+	"net"
+	"strconv"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+func typeURLOf(r types.Resource) string {
+	switch r.(type) {
+	case *listenerv3.Listener:
+		return resource.ListenerType
+	case *routev3.RouteConfiguration:
+		return resource.RouteType
+	case *clusterv3.Cluster:
+		return resource.ClusterType
+	case *endpointv3.ClusterLoadAssignment:
+		return resource.EndpointType
+	}
+	return ""
+}
+
+func mustAny(m proto.Message) *anypb.Any {
+	a, err := anypb.New(m)
+	if err != nil {
+		panic("xdstest: " + err.Error()) // only for messages built here
+	}
+	return a
+}
+
+func ads() *corev3.ConfigSource {
+	return &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}, ResourceApiVersion: corev3.ApiVersion_V3}
+}
+
+// HCM returns an HttpConnectionManager with only the router filter, using
+// route configuration routeName over ADS, or rc inline when rc is non-nil.
+func HCM(routeName string, rc *routev3.RouteConfiguration) *hcmv3.HttpConnectionManager {
+	h := &hcmv3.HttpConnectionManager{
+		StatPrefix:  "weft",
+		HttpFilters: []*hcmv3.HttpFilter{{Name: "router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}}},
+	}
+	if rc != nil {
+		h.RouteSpecifier = &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: rc}
+	} else {
+		h.RouteSpecifier = &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{ConfigSource: ads(), RouteConfigName: routeName}}
+	}
+	return h
+}
+
+// APIListener returns a client-side listener wrapping hcm.
+func APIListener(name string, hcm *hcmv3.HttpConnectionManager) *listenerv3.Listener {
+	return &listenerv3.Listener{Name: name, ApiListener: &listenerv3.ApiListener{ApiListener: mustAny(hcm)}}
+}
+
+// Listener returns an API listener whose routes come from RDS routeName.
+func Listener(name, routeName string) *listenerv3.Listener {
+	return APIListener(name, HCM(routeName, nil))
+}
+
+// InlineListener returns an API listener carrying rc inline.
+func InlineListener(name string, rc *routev3.RouteConfiguration) *listenerv3.Listener {
+	return APIListener(name, HCM("", rc))
+}
+
+// RouteConfig returns a route configuration with one virtual host for
+// domain whose single prefix "/" route sends to cluster.
+func RouteConfig(name, domain, cluster string) *routev3.RouteConfiguration {
+	return &routev3.RouteConfiguration{Name: name, VirtualHosts: []*routev3.VirtualHost{{
+		Name: domain, Domains: []string{domain},
+		Routes: []*routev3.Route{{
+			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster}}},
+		}},
+	}}}
+}
+
+// Cluster returns a round-robin EDS cluster reading EDS resource
+// edsService over ADS ("" = the cluster's name).
+func Cluster(name, edsService string) *clusterv3.Cluster {
+	return &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: ads(), ServiceName: edsService},
+		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+	}
+}
+
+// Endpoints returns a load assignment for cluster with one locality
+// (region "r", zone "z", weight 1, priority 0) holding addrs (host:port).
+func Endpoints(cluster string, addrs ...string) *endpointv3.ClusterLoadAssignment {
+	var lbs []*endpointv3.LbEndpoint
+	for _, a := range addrs {
+		host, port, err := net.SplitHostPort(a)
+		if err != nil {
+			panic("xdstest: Endpoints: " + err.Error())
+		}
+		p, err := strconv.ParseUint(port, 10, 32)
+		if err != nil {
+			panic("xdstest: Endpoints: " + err.Error())
+		}
+		lbs = append(lbs, &endpointv3.LbEndpoint{
+			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: &corev3.Address{
+				Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+					Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(p)},
+				}},
+			}}},
+			HealthStatus: corev3.HealthStatus_HEALTHY,
+		})
+	}
+	return &endpointv3.ClusterLoadAssignment{ClusterName: cluster, Endpoints: []*endpointv3.LocalityLbEndpoints{{
+		Locality:            &corev3.Locality{Region: "r", Zone: "z"},
+		LoadBalancingWeight: wrapperspb.UInt32(1),
+		LbEndpoints:         lbs,
+	}}}
+}
