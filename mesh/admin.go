@@ -29,6 +29,16 @@ func (m *Mesh) startAdmin(addr string) error {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /clusters", m.serveClusters)
+	mux.HandleFunc("GET /config_dump", func(w http.ResponseWriter, _ *http.Request) {
+		var dump any = []any{}
+		if m.xds != nil {
+			dump = m.xds.configDump()
+		}
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(dump)
+	})
 	srv := &http.Server{Handler: mux}
 	m.admin = srv
 	m.wg.Add(1)
@@ -57,17 +67,28 @@ type EndpointStatus struct {
 	InFlight int64  `json:"in_flight"`
 }
 
-// Clusters returns the live state of every mesh service the HTTP path has
-// used, sorted by name.
+// Clusters returns the live state of every mesh service and xDS cluster
+// the HTTP path has used, sorted by name.
 func (m *Mesh) Clusters() []ClusterStatus {
-	services := *m.services.Load()
+	services := map[string]*service{} // a copy: the published map is shared
+	policy := map[string]string{}
+	for name, s := range *m.services.Load() {
+		services[name], policy[name] = s, m.cfg.lbPolicy
+	}
+	if m.xds != nil {
+		m.xds.mu.Lock()
+		for name, s := range m.xds.clusters {
+			services[name], policy[name] = s, "xds"
+		}
+		m.xds.mu.Unlock()
+	}
 	out := make([]ClusterStatus, 0, len(services))
 	for name, s := range services {
-		cs := ClusterStatus{Service: name, Policy: m.cfg.lbPolicy, Endpoints: []EndpointStatus{}}
+		cs := ClusterStatus{Service: name, Policy: policy[name], Endpoints: []EndpointStatus{}}
 		if p := s.lastErr.Load(); p != nil {
 			cs.Error = (*p).Error()
 		}
-		for _, e := range s.cluster.Endpoints() {
+		for _, e := range s.balancer().Endpoints() {
 			cs.Endpoints = append(cs.Endpoints, EndpointStatus{
 				Addr: e.Addr, Weight: e.EffectiveWeight(), Locality: e.Locality.String(),
 				Priority: e.Priority, Health: e.Health.String(), InFlight: e.InFlight(),

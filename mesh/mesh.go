@@ -44,6 +44,7 @@ type Mesh struct {
 	base     *http.Transport   // the default transport behind Transport(nil)
 	meshBase http.RoundTripper // base, secured by mTLS when the mesh has an identity
 	client   *http.Client
+	xds      *xdsPath                // nil: no control plane
 	id       *identity               // nil: mTLS off
 	authz    *security.PolicyWatcher // nil: no authorization policy
 	grpcRes  gresolver.Builder
@@ -133,6 +134,14 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 	empty := map[string]*service{}
 	m.services.Store(&empty)
 
+	if cfg.bootstrap != nil {
+		x, err := newXDSPath(m, cfg.bootstrap, cfg.bootstrapSource)
+		if err != nil {
+			m.Close()
+			return nil, err
+		}
+		m.xds = x
+	}
 	m.base = newBaseTransport(cfg.h2c)
 	m.meshBase = m.meshTransport(m.base)
 	m.client = &http.Client{Transport: m.Transport(nil)}
@@ -164,6 +173,12 @@ func newBaseTransport(h2c bool) *http.Transport {
 	return t
 }
 
+func (m *Mesh) isClosed() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.closed
+}
+
 // mtlsMode is the mode in force: MTLSDisable when the mesh has no identity.
 func (m *Mesh) mtlsMode() security.MTLSMode {
 	if m.id == nil {
@@ -190,6 +205,9 @@ func (m *Mesh) Close() error {
 		for _, s := range services {
 			s.close()
 		}
+		if m.xds != nil {
+			m.xds.close()
+		}
 		if admin != nil {
 			admin.Close()
 		}
@@ -208,21 +226,49 @@ func (m *Mesh) Close() error {
 	return nil
 }
 
-// service is a mesh service in use by the HTTP path: its discovery watch
-// and balancing state, created on first use.
+// service is a set of endpoints the HTTP path balances over: a mesh
+// service from static or DNS discovery, or an xDS cluster. It is created on
+// first use; its balancer and resilience state can be replaced when the
+// control plane changes the cluster's policy.
 type service struct {
 	name    string
-	cluster *balancer.Cluster
+	bal     atomic.Pointer[balancer.Cluster]
+	res     atomic.Pointer[serviceResilience]
 	cancel  func()
-	ready   chan struct{} // closed at the first discovery update
+	ready   chan struct{} // closed at the first endpoint update (or failure)
 	once    sync.Once
 	lastErr atomic.Pointer[error]
-	res     serviceResilience
+	// resolveNow asks discovery to look again after a connection failure.
+	resolveNow func()
+}
+
+func newService(name string, policy balancer.Builder, config any, res serviceResilience) *service {
+	s := &service{name: name, ready: make(chan struct{})}
+	s.bal.Store(balancer.NewCluster(policy, config))
+	s.res.Store(&res)
+	return s
+}
+
+// balancer returns the service's current balancing state.
+func (s *service) balancer() *balancer.Cluster { return s.bal.Load() }
+
+// markReady lets requests waiting for the service's first update go on.
+func (s *service) markReady() { s.once.Do(func() { close(s.ready) }) }
+
+// setErr records the latest discovery error (nil clears it).
+func (s *service) setErr(err error) {
+	if err == nil {
+		s.lastErr.Store(nil)
+		return
+	}
+	s.lastErr.Store(&err)
 }
 
 func (s *service) close() {
-	s.cancel()
-	s.cluster.Close()
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.balancer().Close()
 }
 
 // waitReady blocks until discovery has answered once for s, or ctx ends.
@@ -284,19 +330,17 @@ func (m *Mesh) addService(name string) *service {
 	if m.closed {
 		return nil
 	}
-	s := &service{name: name, ready: make(chan struct{}), cluster: balancer.NewCluster(m.policy, nil), res: m.newServiceResilience()}
+	s := newService(name, m.policy, nil, m.newServiceResilience())
+	s.resolveNow = func() { m.disc.ResolveNow(name) }
 	s.cancel = m.disc.Watch(name, resolver.WatcherFunc(func(st resolver.State) {
+		s.setErr(st.Err)
 		if st.Err != nil {
-			err := st.Err
-			s.lastErr.Store(&err)
 			m.log.Warn("weft: discovery error", "service", name, "error", st.Err)
-		} else {
-			s.lastErr.Store(nil)
 		}
 		if st.Err == nil || len(st.Endpoints) > 0 {
-			s.cluster.Update(st.Endpoints)
+			s.balancer().Update(st.Endpoints)
 		}
-		s.once.Do(func() { close(s.ready) })
+		s.markReady()
 	}))
 	next := make(map[string]*service, len(cur)+1)
 	for k, v := range cur {

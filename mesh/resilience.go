@@ -95,8 +95,9 @@ func (t *transport) serviceRoundTripper(s *service) http.RoundTripper {
 	if rt, ok := t.rts.Load(s); ok {
 		return rt.(http.RoundTripper)
 	}
+	res := s.res.Load()
 	rt := resilience.NewRetryTransport(&pickTransport{t: t, svc: s}, t.m.cfg.retry,
-		resilience.WithBudget(s.res.budget), resilience.WithThresholds(s.res.thresholds))
+		resilience.WithBudget(res.budget), resilience.WithThresholds(res.thresholds))
 	actual, _ := t.rts.LoadOrStore(s, rt)
 	return actual.(http.RoundTripper)
 }

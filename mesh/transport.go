@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/internal/xds"
 	"github.com/weftmesh/weft/resilience"
 )
 
@@ -56,6 +57,15 @@ type outbound struct {
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	svc, isMesh, err := t.m.lookup(req.URL.Host)
 	if !isMesh {
+		if t.m.xds != nil {
+			resp, handled, err := t.m.xds.roundTrip(t, req)
+			if handled {
+				if resp != nil {
+					resp.Request = req
+				}
+				return resp, err
+			}
+		}
 		return t.base.RoundTrip(req)
 	}
 	if err != nil {
@@ -76,6 +86,10 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 type pickTransport struct {
 	t   *transport
 	svc *service
+	// route and plan are set on the xDS path: rewrites, header changes
+	// and hash policies come from the route.
+	route *xds.Route
+	plan  *routePlan
 }
 
 func (p *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -86,11 +100,14 @@ func (p *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	info := balancer.PickInfo{Ctx: ctx}
+	if p.route != nil && len(p.route.Action.HashPolicies) > 0 {
+		info.Hash, info.HasHash = requestHash(req, p.route.Action.HashPolicies)
+	}
 	attempts := resilience.AttemptsFromContext(ctx)
 	if attempts != nil {
 		info.Tried = attempts
 	}
-	res, err := svc.cluster.Pick(info)
+	res, err := svc.balancer().Pick(info)
 	if err != nil {
 		closeBody(req)
 		if e := svc.lastErr.Load(); e != nil {
@@ -111,14 +128,17 @@ func (p *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// would send it: servers route and log by service, not by address.
 		out.req.Host = req.URL.Host
 	}
+	if p.plan != nil && p.plan.mutates {
+		rewrite(out, &p.route.Action, p.route)
+	}
 
 	start := time.Now()
 	resp, err := p.t.mesh.RoundTrip(&out.req)
 	outcome := httpOutcome(ctx, resp, err)
 	res.Finish(balancer.DoneInfo{Latency: time.Since(start), Outcome: outcome, Err: err})
-	if outcome == balancer.ConnectFailure {
+	if outcome == balancer.ConnectFailure && svc.resolveNow != nil {
 		// The endpoint may be gone; ask discovery (DNS) to look again.
-		p.t.m.disc.ResolveNow(svc.name)
+		svc.resolveNow()
 	}
 	return resp, err
 }

@@ -758,10 +758,24 @@ func (c *Client) handleResponse(resp *discoveryv3.DiscoveryResponse, gen uint64)
 			c.notifyLocked(rs, func(w Watcher) { w.OnUpdate(r) })
 		}
 		// In LDS and CDS every response is complete: a resource we had
-		// that is missing now was deleted.
+		// that is missing now was deleted, and one never received that a
+		// request already sent on this stream named (its does-not-exist
+		// timer is armed) does not exist. Deciding that at once, not after
+		// the 15 s timer, is what lets the HTTP path pass a host that is
+		// not a mesh service through after one round trip. A response that
+		// crossed the request can make this wrong; the watch stays open,
+		// so the resource is delivered as soon as it is sent.
 		if t.allStateOfTheWorld() && !unnamed {
 			for name, rs := range c.resources[t] {
-				if _, ok := seen[name]; ok || rs.res == nil {
+				if _, ok := seen[name]; ok {
+					continue
+				}
+				if rs.res == nil {
+					if rs.dneTimer != nil && !rs.dne {
+						rs.dneTimer.Stop()
+						rs.dneTimer, rs.dne = nil, true
+						c.notifyLocked(rs, Watcher.OnDoesNotExist)
+					}
 					continue
 				}
 				if c.ignoreDeletion {

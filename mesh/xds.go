@@ -1,0 +1,603 @@
+package mesh
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/internal/xds"
+	"github.com/weftmesh/weft/resilience"
+	"github.com/weftmesh/weft/resolver"
+)
+
+// maxXDSHosts bounds the listener watches the HTTP path opens for hosts it
+// meets. A program that calls thousands of external hosts must not turn
+// each into a subscription; past the bound, unknown hosts pass through.
+const maxXDSHosts = 4096
+
+// ErrNoRoute is returned for a request to a mesh service whose route
+// configuration has no route for it: the mesh's 404, never a random cluster.
+var ErrNoRoute = errors.New("weft: no route matches the request")
+
+// xdsPath routes HTTP requests by the control plane's configuration.
+type xdsPath struct {
+	m        *Mesh
+	client   *xds.Client
+	template string // client_default_listener_resource_name_template
+
+	hosts atomic.Pointer[map[string]*xdsHost] // by URL host; copy on write
+	mu    sync.Mutex                          // guards writes to hosts and clusters
+	// clusters are created on first use and live until Close: a cluster
+	// many routes share keeps one balancer, budget and set of thresholds.
+	clusters map[string]*service
+	warned   bool
+}
+
+func newXDSPath(m *Mesh, raw []byte, source string) (*xdsPath, error) {
+	b, err := xds.ParseBootstrap(raw)
+	if err != nil {
+		return nil, &EnvError{Var: source, Value: abbreviate(string(raw)), Err: err}
+	}
+	c, err := xds.New(b)
+	if err != nil {
+		return nil, &EnvError{Var: source, Value: abbreviate(string(raw)), Err: err}
+	}
+	x := &xdsPath{m: m, client: c, template: b.ClientDefaultListenerResourceNameTemplate, clusters: map[string]*service{}}
+	empty := map[string]*xdsHost{}
+	x.hosts.Store(&empty)
+	return x, nil
+}
+
+func (x *xdsPath) close() {
+	x.mu.Lock()
+	hosts := *x.hosts.Load()
+	clusters := x.clusters
+	x.clusters = map[string]*service{}
+	x.mu.Unlock()
+	for _, h := range hosts {
+		h.cancel()
+	}
+	for _, c := range clusters {
+		c.close()
+	}
+	x.client.Close()
+}
+
+// xdsHost is the listener a URL host names and its current routes.
+type xdsHost struct {
+	name                 string // the Listener resource name
+	ready                chan struct{}
+	once                 sync.Once
+	state                atomic.Pointer[hostState]
+	mu                   sync.Mutex // guards the watches; callbacks are serialized anyway
+	rds                  string
+	cancelLDS, cancelRDS func()
+}
+
+// hostState is what one listener version says; immutable.
+type hostState struct {
+	exists bool
+	err    error
+	routes *xds.RouteConfig
+	// plans holds the per-route work done once at config time.
+	plans map[*xds.Route]*routePlan
+	// defaultTimeout is the listener's max_stream_duration.
+	defaultTimeout time.Duration
+}
+
+// routePlan is a route's action made ready for the hot path.
+type routePlan struct {
+	retry resilience.RetryPolicy
+	// rewrites or header changes to apply; false means none, so the
+	// request needs no header copy.
+	mutates bool
+}
+
+func (h *xdsHost) markReady() { h.once.Do(func() { close(h.ready) }) }
+
+func (h *xdsHost) cancel() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.cancelRDS != nil {
+		h.cancelRDS()
+	}
+	if h.cancelLDS != nil {
+		h.cancelLDS()
+	}
+}
+
+// host returns the watch of the listener urlHost names, starting it on
+// first use; nil when the bound on watched hosts is reached.
+func (x *xdsPath) host(urlHost string) *xdsHost {
+	if h := (*x.hosts.Load())[urlHost]; h != nil {
+		return h
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	cur := *x.hosts.Load()
+	if h := cur[urlHost]; h != nil {
+		return h
+	}
+	if len(cur) >= maxXDSHosts {
+		if !x.warned {
+			x.warned = true
+			x.m.log.Warn("weft: xDS host limit reached; further unknown hosts pass through", "limit", maxXDSHosts)
+		}
+		return nil
+	}
+	name := urlHost
+	if x.template != "" {
+		name = strings.ReplaceAll(x.template, "%s", urlHost)
+	}
+	h := &xdsHost{name: name, ready: make(chan struct{})}
+	next := make(map[string]*xdsHost, len(cur)+1)
+	for k, v := range cur {
+		next[k] = v
+	}
+	next[urlHost] = h
+	x.hosts.Store(&next)
+	h.cancelLDS = x.client.Watch(xds.ListenerType, name, &listenerWatcher{x: x, h: h})
+	return h
+}
+
+type listenerWatcher struct {
+	x *xdsPath
+	h *xdsHost
+}
+
+func (w *listenerWatcher) OnUpdate(r xds.Resource) {
+	l := r.(*xds.Listener)
+	h := w.h
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if l.RouteConfig != nil {
+		if h.cancelRDS != nil {
+			h.cancelRDS()
+			h.cancelRDS, h.rds = nil, ""
+		}
+		w.x.publish(h, l.RouteConfig, l.MaxStreamDuration)
+		return
+	}
+	if l.RouteConfigName != h.rds {
+		if h.cancelRDS != nil {
+			h.cancelRDS()
+		}
+		h.rds = l.RouteConfigName
+		h.cancelRDS = w.x.client.Watch(xds.RouteConfigType, l.RouteConfigName, &routeWatcher{x: w.x, h: h, timeout: l.MaxStreamDuration})
+	}
+}
+
+func (w *listenerWatcher) OnError(err error) {
+	if w.h.state.Load() == nil {
+		w.h.state.Store(&hostState{exists: true, err: fmt.Errorf("weft: listener %q: %w", w.h.name, err)})
+		w.h.markReady()
+	}
+}
+
+// OnDoesNotExist: the host is not a mesh service; requests pass through.
+func (w *listenerWatcher) OnDoesNotExist() {
+	w.h.state.Store(&hostState{exists: false})
+	w.h.markReady()
+}
+
+type routeWatcher struct {
+	x       *xdsPath
+	h       *xdsHost
+	timeout time.Duration
+}
+
+func (w *routeWatcher) OnUpdate(r xds.Resource) {
+	w.x.publish(w.h, r.(*xds.RouteConfig), w.timeout)
+}
+
+func (w *routeWatcher) OnError(err error) {
+	if w.h.state.Load() == nil {
+		w.h.state.Store(&hostState{exists: true, err: fmt.Errorf("weft: route configuration %q: %w", w.h.rds, err)})
+		w.h.markReady()
+	}
+}
+
+func (w *routeWatcher) OnDoesNotExist() {
+	w.h.state.Store(&hostState{exists: true, err: fmt.Errorf("weft: route configuration %q does not exist", w.h.rds)})
+	w.h.markReady()
+}
+
+// publish installs a route configuration, planning each route once.
+func (x *xdsPath) publish(h *xdsHost, rc *xds.RouteConfig, listenerTimeout time.Duration) {
+	st := &hostState{exists: true, routes: rc, plans: map[*xds.Route]*routePlan{}, defaultTimeout: listenerTimeout}
+	for _, vh := range rc.VirtualHosts {
+		for _, r := range vh.Routes {
+			st.plans[r] = planRoute(r, listenerTimeout)
+		}
+	}
+	h.state.Store(st)
+	h.markReady()
+}
+
+// planRoute turns a route's action into Weft's policies. Where the route is
+// silent, Envoy's defaults hold: a 15 s route timeout covering all attempts
+// (the listener's max_stream_duration when set) and no retries.
+func planRoute(r *xds.Route, listenerTimeout time.Duration) *routePlan {
+	a := &r.Action
+	p := &routePlan{retry: resilience.RetryPolicy{NumRetries: -1}}
+	switch {
+	case a.HasTimeout && a.Timeout == 0:
+		p.retry.Timeout = -1 // xDS: 0 disables the timeout
+	case a.HasTimeout:
+		p.retry.Timeout = a.Timeout
+	case listenerTimeout > 0:
+		p.retry.Timeout = listenerTimeout
+	}
+	if rp := a.RetryPolicy; rp != nil {
+		on, err := resilience.ParseRetryOn(strings.Join(rp.RetryOn, ","))
+		if err == nil && on != 0 {
+			p.retry.RetryOn = on
+			p.retry.NumRetries = int(rp.NumRetries)
+			if rp.NumRetries == 0 {
+				p.retry.NumRetries = 1 // Envoy's default when retry_on is set
+			}
+			p.retry.PerTryTimeout = rp.PerTryTimeout
+			p.retry.BaseInterval, p.retry.MaxInterval = rp.BaseInterval, rp.MaxInterval
+			for _, c := range rp.RetriableStatusCodes {
+				p.retry.RetriableStatusCodes = append(p.retry.RetriableStatusCodes, int(c))
+			}
+		}
+	}
+	p.mutates = a.PrefixRewrite != "" || a.RegexRewrite != nil || a.HostRewrite != "" ||
+		len(a.RequestHeadersToAdd) > 0 || len(a.RequestHeadersToRemove) > 0
+	return p
+}
+
+// roundTrip sends a request to the mesh service its host names. handled is
+// false when the control plane says the host is not a mesh service.
+func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Response, handled bool, err error) {
+	h := x.host(req.URL.Host)
+	if h == nil {
+		return nil, false, nil
+	}
+	ctx := req.Context()
+	select {
+	case <-h.ready:
+	default:
+		select {
+		case <-h.ready:
+		case <-ctx.Done():
+			closeBody(req)
+			return nil, true, fmt.Errorf("weft: waiting for listener %q: %w", h.name, ctx.Err())
+		}
+	}
+	st := h.state.Load()
+	if !st.exists {
+		return nil, false, nil
+	}
+	if st.err != nil && st.routes == nil {
+		closeBody(req)
+		return nil, true, st.err
+	}
+	mreq := xds.RequestFromHTTP(req)
+	mreq.FractionSample = rand.Uint32N(1_000_000)
+	route, ok := st.routes.Match(req.URL.Host, &mreq)
+	if !ok || route.Action.Kind != xds.ActionForward {
+		closeBody(req)
+		return nil, true, fmt.Errorf("%w: host %q path %q (listener %q)", ErrNoRoute, req.URL.Host, req.URL.Path, h.name)
+	}
+	clusterName := route.Action.Cluster
+	if ws := route.Action.WeightedClusters; len(ws) > 0 {
+		n := rand.Uint64N(route.Action.TotalWeight)
+		for _, w := range ws {
+			if n < uint64(w.Weight) {
+				clusterName = w.Name
+				break
+			}
+			n -= uint64(w.Weight)
+		}
+	}
+	svc := x.cluster(clusterName)
+	if svc == nil {
+		closeBody(req)
+		return nil, true, errClosed
+	}
+	plan := st.plans[route]
+	res := svc.res.Load()
+	rt := resilience.NewRetryTransport(&pickTransport{t: t, svc: svc, route: route, plan: plan}, plan.retry,
+		resilience.WithBudget(res.budget), resilience.WithThresholds(res.thresholds))
+	resp, err = rt.RoundTrip(req)
+	if resp != nil && len(route.Action.ResponseHeadersToAdd)+len(route.Action.ResponseHeadersToRemove) > 0 {
+		applyHeaders(resp.Header, route.Action.ResponseHeadersToAdd, route.Action.ResponseHeadersToRemove)
+	}
+	return resp, true, err
+}
+
+// cluster returns the balancing state of an xDS cluster, watching its CDS
+// (and EDS) resources from first use.
+func (x *xdsPath) cluster(name string) *service {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if s := x.clusters[name]; s != nil {
+		return s
+	}
+	if x.m.isClosed() {
+		return nil
+	}
+	s := newService(name, balancer.Get(balancer.RoundRobin), nil, x.m.newServiceResilience())
+	cw := &clusterWatcher{x: x, s: s}
+	cancelCDS := x.client.Watch(xds.ClusterType, name, cw)
+	s.cancel = func() {
+		cancelCDS()
+		cw.stopEndpoints()
+	}
+	x.clusters[name] = s
+	return s
+}
+
+// clusterWatcher follows a Cluster and the endpoints it names.
+type clusterWatcher struct {
+	x *xdsPath
+	s *service
+
+	mu          sync.Mutex
+	policy      string
+	lbConfig    any
+	limits      xds.CircuitBreaker
+	endpoints   string // what the endpoint watch is on: "eds:<name>" or "dns:<host:port>"
+	cancelEndpt func()
+}
+
+func (w *clusterWatcher) stopEndpoints() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.cancelEndpt != nil {
+		w.cancelEndpt()
+		w.cancelEndpt, w.endpoints = nil, ""
+	}
+}
+
+func (w *clusterWatcher) OnUpdate(r xds.Resource) {
+	c := r.(*xds.Cluster)
+	s := w.s
+	w.mu.Lock()
+	defer w.mu.Unlock()
+
+	if c.LBPolicy != w.policy || fmt.Sprint(c.LBConfig) != fmt.Sprint(w.lbConfig) {
+		w.policy, w.lbConfig = c.LBPolicy, c.LBConfig
+		b, cfg := w.x.balancerFor(c)
+		old := s.balancer()
+		nb := balancer.NewCluster(b, cfg)
+		var eps []resolver.Endpoint
+		for _, e := range old.Endpoints() {
+			eps = append(eps, e.Endpoint)
+		}
+		if len(eps) > 0 {
+			nb.Update(eps)
+		}
+		s.bal.Store(nb)
+		old.Close()
+	}
+	if c.CircuitBreaker != w.limits {
+		w.limits = c.CircuitBreaker
+		res := serviceResilience{
+			budget:     resilience.NewConcurrencyBudget(0.2, 3),
+			thresholds: resilience.NewThresholds(limitsFrom(c.CircuitBreaker)),
+		}
+		s.res.Store(&res)
+	}
+
+	switch c.Kind {
+	case xds.ClusterEDS:
+		key := "eds:" + c.EDSServiceName
+		if key != w.endpoints {
+			if w.cancelEndpt != nil {
+				w.cancelEndpt()
+			}
+			w.endpoints = key
+			w.cancelEndpt = w.x.client.Watch(xds.EndpointsType, c.EDSServiceName, &endpointsWatcher{s: s})
+		}
+	case xds.ClusterLogicalDNS:
+		key := "dns:" + c.DNSHostPort
+		if key != w.endpoints {
+			if w.cancelEndpt != nil {
+				w.cancelEndpt()
+			}
+			w.endpoints = key
+			target := c.DNSHostPort
+			s.resolveNow = func() { w.x.m.dns.ResolveNow(target) }
+			w.cancelEndpt = w.x.m.dns.Watch(target, resolver.WatcherFunc(func(st resolver.State) {
+				s.setErr(st.Err)
+				if st.Err == nil || len(st.Endpoints) > 0 {
+					s.balancer().Update(st.Endpoints)
+				}
+				s.markReady()
+			}))
+		}
+	case xds.ClusterStatic:
+		if w.cancelEndpt != nil {
+			w.cancelEndpt()
+			w.cancelEndpt = nil
+		}
+		w.endpoints = ""
+		if c.StaticEndpoints != nil {
+			s.balancer().Update(c.StaticEndpoints.All)
+		}
+		s.setErr(nil)
+		s.markReady()
+	}
+}
+
+func (w *clusterWatcher) OnError(err error) {
+	if w.s.lastErr.Load() == nil && len(w.s.balancer().Endpoints()) == 0 {
+		w.s.setErr(fmt.Errorf("cluster %q: %w", w.s.name, err))
+		w.s.markReady()
+	}
+}
+
+func (w *clusterWatcher) OnDoesNotExist() {
+	w.s.balancer().Update(nil)
+	w.s.setErr(fmt.Errorf("cluster %q does not exist", w.s.name))
+	w.s.markReady()
+}
+
+type endpointsWatcher struct{ s *service }
+
+func (w *endpointsWatcher) OnUpdate(r xds.Resource) {
+	w.s.balancer().Update(r.(*xds.Endpoints).All)
+	w.s.setErr(nil)
+	w.s.markReady()
+}
+
+func (w *endpointsWatcher) OnError(err error) {
+	if len(w.s.balancer().Endpoints()) == 0 {
+		w.s.setErr(fmt.Errorf("endpoints of %q: %w", w.s.name, err))
+		w.s.markReady()
+	}
+}
+
+func (w *endpointsWatcher) OnDoesNotExist() {
+	w.s.balancer().Update(nil)
+	w.s.setErr(fmt.Errorf("endpoints of cluster %q do not exist", w.s.name))
+	w.s.markReady()
+}
+
+// balancerFor maps a cluster's lb policy to a registered Weft policy. A
+// custom policy (A52) is found by the last segment of its type name, so a
+// control plane can ask for p2c_ewma; an unknown one falls back to
+// round_robin, with a warning naming it.
+func (x *xdsPath) balancerFor(c *xds.Cluster) (balancer.Builder, any) {
+	name := c.LBPolicy
+	if i := strings.LastIndexAny(name, "./"); i >= 0 && balancer.Get(name) == nil {
+		name = name[i+1:]
+	}
+	b := balancer.Get(name)
+	if b == nil {
+		x.m.log.Warn("weft: cluster asks for an unknown balancer; using round_robin", "cluster", c.Name, "lb_policy", c.LBPolicy)
+		return balancer.Get(balancer.RoundRobin), nil
+	}
+	var js []byte
+	switch cfg := c.LBConfig.(type) {
+	case *xds.RingHashConfig:
+		js, _ = json.Marshal(map[string]uint64{"minRingSize": cfg.MinRingSize, "maxRingSize": cfg.MaxRingSize})
+	case *xds.LeastRequestConfig:
+		js, _ = json.Marshal(map[string]uint32{"choiceCount": cfg.ChoiceCount})
+	case json.RawMessage:
+		js = cfg
+	}
+	if p, ok := b.(balancer.ConfigParser); ok && js != nil {
+		parsed, err := p.ParseConfig(js)
+		if err != nil {
+			x.m.log.Warn("weft: cluster's balancer config rejected; using the policy's defaults", "cluster", c.Name, "error", err)
+			return b, nil
+		}
+		return b, parsed
+	}
+	return b, nil
+}
+
+// limitsFrom reads xDS thresholds; 0 (unset) keeps Envoy's defaults.
+func limitsFrom(cb xds.CircuitBreaker) resilience.Limits {
+	return resilience.Limits{
+		MaxPendingRequests: int64(cb.MaxPendingRequests),
+		MaxRequests:        int64(cb.MaxRequests),
+		MaxRetries:         int64(cb.MaxRetries),
+	}
+}
+
+// rewrite applies a route's rewrites and request header changes to the
+// outgoing copy of a request, whose Header it may replace but not modify.
+func rewrite(out *outbound, a *xds.RouteAction, route *xds.Route) {
+	if a.PrefixRewrite != "" && route.Match.Kind == xds.PathPrefix {
+		out.url.Path = a.PrefixRewrite + strings.TrimPrefix(out.url.Path, route.Match.Path)
+		out.url.RawPath = ""
+	}
+	if a.RegexRewrite != nil {
+		out.url.Path = a.RegexRewrite.Pattern.ReplaceAllString(out.url.Path, a.RegexRewrite.Substitution)
+		out.url.RawPath = ""
+	}
+	if a.HostRewrite != "" {
+		out.req.Host = a.HostRewrite
+	}
+	if len(a.RequestHeadersToAdd)+len(a.RequestHeadersToRemove) > 0 {
+		out.req.Header = out.req.Header.Clone()
+		if out.req.Header == nil {
+			out.req.Header = http.Header{}
+		}
+		applyHeaders(out.req.Header, a.RequestHeadersToAdd, a.RequestHeadersToRemove)
+	}
+}
+
+func applyHeaders(h http.Header, add []xds.HeaderValueOption, remove []string) {
+	for _, name := range remove {
+		h.Del(name)
+	}
+	for _, o := range add {
+		if o.Append {
+			h.Add(o.Name, o.Value)
+		} else {
+			h.Set(o.Name, o.Value)
+		}
+	}
+}
+
+// requestHash computes the route's hash policies over a request, for
+// consistent-hashing balancers, combining them as Envoy does.
+func requestHash(req *http.Request, policies []xds.HashPolicy) (uint64, bool) {
+	var hash uint64
+	found := false
+	for _, p := range policies {
+		var v string
+		var ok bool
+		switch p.Kind {
+		case xds.HashHeader:
+			vs := req.Header.Values(p.Name)
+			v, ok = strings.Join(vs, ","), len(vs) > 0
+		case xds.HashCookie:
+			if c, err := req.Cookie(p.Name); err == nil {
+				v, ok = c.Value, true
+			}
+		case xds.HashQueryParam:
+			q := req.URL.Query()
+			v, ok = q.Get(p.Name), q.Has(p.Name)
+		}
+		if !ok {
+			continue
+		}
+		if p.Rewrite != nil {
+			v = p.Rewrite.Pattern.ReplaceAllString(v, p.Rewrite.Substitution)
+		}
+		h := xxhash.Sum64String(v)
+		hash = (hash<<1 | hash>>63) ^ h
+		found = true
+		if p.Terminal {
+			break
+		}
+	}
+	return hash, found
+}
+
+// configDump is the admin endpoint's view of the xDS state, like Envoy's
+// /config_dump: every resource asked for, its state and version, the last
+// NACK, and the fields received but not applied.
+func (x *xdsPath) configDump() []map[string]any {
+	var out []map[string]any
+	for _, r := range x.client.Dump() {
+		e := map[string]any{"type": r.Type.String(), "name": r.Name, "state": string(r.State), "version": r.Version}
+		if r.Error != "" {
+			e["last_nack"] = r.Error
+		}
+		if len(r.Unapplied) > 0 {
+			e["unapplied_fields"] = r.Unapplied
+		}
+		if r.Resource != nil {
+			e["resource"] = r.Resource
+		}
+		out = append(out, e)
+	}
+	return out
+}

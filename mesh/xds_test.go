@@ -1,0 +1,300 @@
+package mesh_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/weftmesh/weft/internal/xds/xdstest"
+	"github.com/weftmesh/weft/mesh"
+)
+
+const xdsNode = "weft-test"
+
+// dualBackend serves HTTP and gRPC on one loopback port (gRPC over h2c),
+// so one xDS configuration can feed Weft's HTTP path and grpc-go's own xDS
+// client, and it counts what each protocol delivered.
+type dualBackend struct {
+	addr      string
+	mu        sync.Mutex
+	http, rpc int
+}
+
+func (b *dualBackend) counts() (httpN, rpcN int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.http, b.rpc
+}
+
+func startDualBackend(t *testing.T, name string) *dualBackend {
+	t.Helper()
+	b := &dualBackend{}
+	gs := grpc.NewServer()
+	healthpb.RegisterHealthServer(gs, healthFunc(func() {
+		b.mu.Lock()
+		b.rpc++
+		b.mu.Unlock()
+	}))
+	srvMesh := newMesh(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.addr = ln.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- srvMesh.Serve(ctx, ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+				gs.ServeHTTP(w, r)
+				return
+			}
+			b.mu.Lock()
+			b.http++
+			b.mu.Unlock()
+			fmt.Fprintf(w, "%s path=%s host=%s x-added=%s", name, r.URL.Path, r.Host, r.Header.Get("x-added"))
+		}))
+	}()
+	t.Cleanup(func() { cancel(); gs.Stop(); <-done })
+	return b
+}
+
+type healthFunc func()
+
+func (f healthFunc) Check(context.Context, *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	f()
+	return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
+}
+func (f healthFunc) List(context.Context, *healthpb.HealthListRequest) (*healthpb.HealthListResponse, error) {
+	return &healthpb.HealthListResponse{}, nil
+}
+func (f healthFunc) Watch(*healthpb.HealthCheckRequest, grpc.ServerStreamingServer[healthpb.HealthCheckResponse]) error {
+	return nil
+}
+
+// ordersConfig is the control plane's view of "orders:8080": a header
+// route for testers (x-canary: true -> v2) and a weighted split otherwise.
+func ordersConfig(v1, v2 string, w1, w2 uint32) []types.Resource {
+	route := &routev3.RouteConfiguration{Name: "orders-routes", VirtualHosts: []*routev3.VirtualHost{{
+		Name: "orders", Domains: []string{"orders:8080", "orders"},
+		Routes: []*routev3.Route{
+			{
+				Match: &routev3.RouteMatch{
+					PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"},
+					Headers: []*routev3.HeaderMatcher{{Name: "x-canary", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
+						StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "true"}}}}},
+				},
+				Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "orders-v2"}}},
+			},
+			{
+				Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+				Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_WeightedClusters{
+					WeightedClusters: &routev3.WeightedCluster{Clusters: []*routev3.WeightedCluster_ClusterWeight{
+						{Name: "orders-v1", Weight: wrapperspb.UInt32(w1)},
+						{Name: "orders-v2", Weight: wrapperspb.UInt32(w2)},
+					}}}}},
+			},
+		},
+	}}}
+	return []types.Resource{
+		xdstest.Listener("orders:8080", "orders-routes"),
+		route,
+		xdstest.Cluster("orders-v1", ""), xdstest.Cluster("orders-v2", ""),
+		xdstest.Endpoints("orders-v1", v1), xdstest.Endpoints("orders-v2", v2),
+	}
+}
+
+// sendHTTP sends n GETs to http://orders:8080/ through the mesh and returns
+// how many reached v2.
+func sendHTTP(t *testing.T, c *http.Client, n int, canary bool) (toV2 int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		req, _ := http.NewRequest("GET", "http://orders:8080/items", nil)
+		if canary {
+			req.Header.Set("x-canary", "true")
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("request %d: %d %s", i, resp.StatusCode, body)
+		}
+		if strings.HasPrefix(string(body), "v2 ") {
+			toV2++
+		}
+	}
+	return toV2
+}
+
+func TestXDSRoutingMatchesGRPCGo(t *testing.T) {
+	v1, v2 := startDualBackend(t, "v1"), startDualBackend(t, "v2")
+	cp := xdstest.NewServer(t)
+	cp.SetSnapshot(t, xdsNode, "1", ordersConfig(v1.addr, v2.addr, 80, 20)...)
+	m := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)))
+
+	cc, err := m.DialGRPC("xds:///orders:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	hc := healthpb.NewHealthClient(cc)
+	sendGRPC := func(n int, canary bool) (toV2 int) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if canary {
+			ctx = metadata.AppendToOutgoingContext(ctx, "x-canary", "true")
+		}
+		_, before := v2.counts()
+		for i := 0; i < n; i++ {
+			if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+				t.Fatalf("gRPC call %d: %v", i, err)
+			}
+		}
+		_, after := v2.counts()
+		return after - before
+	}
+
+	const n = 1000
+	tests := []struct {
+		name         string
+		canary       bool
+		wantV2       float64 // share of requests
+		tolerancePts float64
+	}{
+		{"weighted split 80/20", false, 0.20, 5},
+		{"header route x-canary: true", true, 1.00, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			gotHTTP := float64(sendHTTP(t, m.HTTPClient(), n, tt.canary)) / n
+			gotGRPC := float64(sendGRPC(n, tt.canary)) / n
+			for _, r := range []struct {
+				client string
+				got    float64
+			}{{"weft HTTP", gotHTTP}, {"grpc-go xDS", gotGRPC}} {
+				if diff := 100 * (r.got - tt.wantV2); diff > tt.tolerancePts || diff < -tt.tolerancePts {
+					t.Errorf("%s: %.1f%% to v2, want %.0f%% ± %.0f points", r.client, 100*r.got, 100*tt.wantV2, tt.tolerancePts)
+				}
+			}
+			t.Logf("share to v2: weft HTTP %.1f%%, grpc-go %.1f%%", 100*gotHTTP, 100*gotGRPC)
+		})
+	}
+}
+
+func TestXDSConfigChangePropagates(t *testing.T) {
+	v1, v2 := startDualBackend(t, "v1"), startDualBackend(t, "v2")
+	cp := xdstest.NewServer(t)
+	cp.SetSnapshot(t, xdsNode, "1", ordersConfig(v1.addr, v2.addr, 100, 0)...)
+	m := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)))
+	c := m.HTTPClient()
+	if got := sendHTTP(t, c, 20, false); got != 0 {
+		t.Fatalf("%d of 20 requests reached v2 with weights 100/0", got)
+	}
+	start := time.Now()
+	cp.SetSnapshot(t, xdsNode, "2", ordersConfig(v1.addr, v2.addr, 0, 100)...)
+	deadline := start.Add(10 * time.Second)
+	for sendHTTP(t, c, 1, false) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("traffic did not move to v2 within 10s of the new snapshot")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Logf("propagation: SetSnapshot to the first request routed by the new config: %v", time.Since(start))
+	if got := sendHTTP(t, c, 50, false); got != 50 {
+		t.Errorf("after the change %d of 50 requests reached v2, want all", got)
+	}
+}
+
+func TestXDSKeepsServingWhileTheControlPlaneIsAway(t *testing.T) {
+	v1, v2 := startDualBackend(t, "v1"), startDualBackend(t, "v2")
+	cp := xdstest.NewServer(t)
+	cp.SetSnapshot(t, xdsNode, "1", ordersConfig(v1.addr, v2.addr, 100, 0)...)
+	m := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)))
+	c := m.HTTPClient()
+	sendHTTP(t, c, 10, false)
+	cp.Stop()
+	if got := sendHTTP(t, c, 200, false); got != 0 {
+		t.Errorf("while the control plane was away %d requests went to v2", got)
+	} // sendHTTP fails the test on any failed request
+	cp.Restart(t)
+	cp.SetSnapshot(t, xdsNode, "2", ordersConfig(v1.addr, v2.addr, 0, 100)...)
+	deadline := time.Now().Add(20 * time.Second)
+	for sendHTTP(t, c, 1, false) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the restarted control plane's config was not picked up within 20s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestXDSBadUpdateIsNACKedAndTheLastGoodConfigServes(t *testing.T) {
+	v1, v2 := startDualBackend(t, "v1"), startDualBackend(t, "v2")
+	cp := xdstest.NewServer(t)
+	good := ordersConfig(v1.addr, v2.addr, 100, 0)
+	cp.SetSnapshot(t, xdsNode, "1", good...)
+	admin := freeAddr(t)
+	m := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)), mesh.WithAdminAddr(admin))
+	c := m.HTTPClient()
+	sendHTTP(t, c, 5, false)
+
+	// v2 of the config: cluster orders-v1 with an unknown discovery type.
+	bad := ordersConfig(v1.addr, v2.addr, 100, 0)
+	for i, r := range bad {
+		if cl, ok := r.(*clusterv3.Cluster); ok && cl.Name == "orders-v1" {
+			broken := xdstest.Cluster("orders-v1", "")
+			broken.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}
+			broken.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED
+			bad[i] = broken
+		}
+	}
+	cp.SetSnapshot(t, xdsNode, "2", bad...)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	nack, err := cp.WaitRequest(ctx, func(r *discoveryv3.DiscoveryRequest) bool { return r.GetErrorDetail() != nil })
+	if err != nil {
+		t.Fatalf("no NACK reached the control plane: %v", err)
+	}
+	if msg := nack.GetErrorDetail().GetMessage(); !strings.Contains(msg, "orders-v1") {
+		t.Errorf("NACK message %q does not name the cluster", msg)
+	}
+	if got := sendHTTP(t, c, 50, false); got != 0 {
+		t.Errorf("%d requests went to v2 after a rejected update", got)
+	}
+	dump := get(t, http.DefaultClient, "http://"+admin+"/config_dump")
+	http.DefaultClient.CloseIdleConnections()
+	for _, want := range []string{`"last_nack"`, "orders-v1", `"NACKED"`} {
+		if !strings.Contains(dump, want) {
+			t.Errorf("/config_dump lacks %s:\n%.2000s", want, dump)
+		}
+	}
+}
+
+func TestXDSUnknownHostPassesThrough(t *testing.T) {
+	addrs, hits := backends(t, 1)
+	cp := xdstest.NewServer(t)
+	cp.SetSnapshot(t, xdsNode, "1", xdstest.Listener("other:1", "r"))
+	m := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)))
+	get(t, m.HTTPClient(), "http://"+addrs[0]+"/")
+	if hits()[addrs[0]] != 1 {
+		t.Errorf("a host the control plane does not know did not pass through")
+	}
+}
