@@ -29,6 +29,9 @@ func (m *Mesh) startAdmin(addr string) error {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /clusters", m.serveClusters)
+	if h := m.tel.MetricsHandler(); h != nil {
+		mux.Handle("GET /metrics", h)
+	}
 	mux.HandleFunc("GET /config_dump", func(w http.ResponseWriter, _ *http.Request) {
 		var dump any = []any{}
 		if m.xds != nil {

@@ -31,7 +31,7 @@ func (m *Mesh) DialGRPC(target string, opts ...grpc.DialOption) (*grpc.ClientCon
 	if target == "" {
 		return nil, errors.New("weft: DialGRPC: empty target")
 	}
-	base := []grpc.DialOption{grpc.WithTransportCredentials(m.grpcClientCreds())}
+	base := []grpc.DialOption{grpc.WithTransportCredentials(m.grpcClientCreds()), m.grpcClientTelemetry()}
 	switch {
 	case strings.HasPrefix(target, "xds:"):
 		res, err := m.xdsResolver()

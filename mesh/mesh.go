@@ -18,12 +18,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.opentelemetry.io/otel"
 	gresolver "google.golang.org/grpc/resolver"
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/resolver"
 	"github.com/weftmesh/weft/security"
+	"github.com/weftmesh/weft/telemetry"
 )
 
 const defaultShutdownTimeout = 10 * time.Second
@@ -44,6 +44,7 @@ type Mesh struct {
 	base     *http.Transport   // the default transport behind Transport(nil)
 	meshBase http.RoundTripper // base, secured by mTLS when the mesh has an identity
 	client   *http.Client
+	tel      *telemetry.Telemetry
 	xds      *xdsPath                // nil: no control plane
 	id       *identity               // nil: mTLS off
 	authz    *security.PolicyWatcher // nil: no authorization policy
@@ -85,21 +86,23 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 	if cfg.logger == nil {
 		cfg.logger = slog.Default()
 	}
-	if cfg.tracerProvider == nil {
-		cfg.tracerProvider = otel.GetTracerProvider()
-	}
-	if cfg.meterProvider == nil {
-		cfg.meterProvider = otel.GetMeterProvider()
-	}
 	if cfg.lbPolicy == "" {
 		cfg.lbPolicy = balancer.RoundRobin
 	}
 	if cfg.shutdownTimeout == 0 {
 		cfg.shutdownTimeout = defaultShutdownTimeout
 	}
+	// Lines the mesh logs inside a request carry its trace and span IDs.
+	cfg.logger = slog.New(telemetry.NewLogHandler(cfg.logger.Handler()))
 	m := &Mesh{cfg: cfg, log: cfg.logger, policy: balancer.Get(cfg.lbPolicy)}
+	tel, err := setupTelemetry(ctx, &cfg)
+	if err != nil {
+		return nil, err
+	}
+	m.tel = tel
 	id, err := setupIdentity(ctx, &cfg)
 	if err != nil {
+		m.shutdownTelemetry()
 		return nil, err
 	}
 	m.id = id
@@ -107,6 +110,7 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 		w, err := security.WatchPolicyFile(cfg.authzPolicyFile, security.WithLogger(cfg.logger))
 		if err != nil {
 			id.close()
+			m.shutdownTelemetry()
 			return nil, &EnvError{Var: EnvAuthzPolicy, Value: cfg.authzPolicyFile, Err: err}
 		}
 		m.authz = w
@@ -222,6 +226,7 @@ func (m *Mesh) Close() error {
 			m.authz.Close()
 		}
 		m.id.close()
+		m.shutdownTelemetry()
 	})
 	return nil
 }

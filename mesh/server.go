@@ -16,7 +16,8 @@ import (
 )
 
 // Handler wraps h with the mesh's inbound chain. The chain, outermost
-// first: the caller's verified SPIFFE ID into the request context (see
+// first: the server span and metrics (OpenTelemetry, trace context taken
+// from the request); the caller's verified SPIFFE ID into the request context (see
 // security.PeerID); the authorization policy (WEFT_AUTHZ_POLICY), which
 // answers 403 to a denied request; then h.
 func (m *Mesh) Handler(h http.Handler) http.Handler {
@@ -34,7 +35,7 @@ func (m *Mesh) inboundChain() []func(http.Handler) http.Handler {
 	if m.authz != nil {
 		chain = append(chain, m.authorization)
 	}
-	return append(chain, peerIdentity)
+	return append(chain, peerIdentity, m.instrumentServer)
 }
 
 // peerIdentity puts the TLS peer's SPIFFE ID into the request context.
@@ -132,7 +133,7 @@ type GRPCServer interface {
 // server_listener_resource_name_template, the server is grpc-go's
 // xDS-managed server, configured by the control plane's inbound listener.
 func (m *Mesh) NewGRPCServer(opts ...grpc.ServerOption) (GRPCServer, error) {
-	base := append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds())}, m.authzServerOptions()...)
+	base := append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds()), m.grpcServerTelemetry()}, m.authzServerOptions()...)
 	if m.serverListenerTemplate() != "" {
 		// grpc-go reads GRPC_XDS_BOOTSTRAP once per process; handing it the
 		// bootstrap New read keeps the server on the same control plane as

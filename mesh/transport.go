@@ -13,6 +13,7 @@ import (
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/internal/xds"
 	"github.com/weftmesh/weft/resilience"
+	"github.com/weftmesh/weft/telemetry"
 )
 
 // HTTPClient returns the mesh's shared HTTP client: requests to mesh
@@ -32,9 +33,9 @@ func (m *Mesh) HTTPClient() *http.Client { return m.client }
 // *http.Transport.
 func (m *Mesh) Transport(base http.RoundTripper) http.RoundTripper {
 	if base == nil {
-		return &transport{m: m, base: m.base, mesh: m.meshBase}
+		return m.instrumentClient(&transport{m: m, base: m.base, mesh: m.meshBase})
 	}
-	return &transport{m: m, base: base, mesh: m.meshTransport(base)}
+	return m.instrumentClient(&transport{m: m, base: base, mesh: m.meshTransport(base)})
 }
 
 type transport struct {
@@ -116,6 +117,11 @@ func (p *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, &ServiceError{Service: svc.name, Err: err}
 	}
 	attempts.Record(res.Endpoint.Addr)
+	attempt := max(attempts.Count(), 1) // 0 when the request cannot be retried
+	if attempt > 1 {
+		telemetry.RecordRetry(ctx, attempt, "")
+	}
+	telemetry.AnnotateEndpoint(ctx, svc.name, res.Endpoint.Addr, res.Endpoint.Locality.String(), attempt)
 
 	out := &outbound{req: *req, url: *req.URL}
 	out.url.Host = res.Endpoint.Addr

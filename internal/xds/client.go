@@ -161,6 +161,11 @@ type Client struct {
 	resources [numTypes]map[string]*resourceState
 	versions  [numTypes]string
 	nonces    [numTypes]string
+	// sentNames and outstanding tell which response answers the latest
+	// change of subscriptions: a server replies once to each request that
+	// changes the names it asks for, in order, and not to a bare ACK.
+	sentNames   [numTypes][]string
+	outstanding [numTypes]int
 	last      [numTypes]lastResponse
 	dirty     [numTypes]bool
 	nackErr   [numTypes]string
@@ -507,6 +512,7 @@ func (c *Client) runStream(ctx context.Context, cancel context.CancelFunc, strea
 	c.ignoreDeletion = srv.IgnoreResourceDeletion()
 	for t := range numTypes {
 		c.nonces[t] = ""
+		c.sentNames[t], c.outstanding[t] = nil, 0
 		c.last[t] = lastResponse{}
 		c.nackErr[t] = ""
 		if len(c.resources[t]) > 0 {
@@ -554,6 +560,10 @@ func (c *Client) sendLoop(ctx context.Context, stream adsStream, gen uint64) err
 				names = append(names, n)
 			}
 			slices.Sort(names)
+			if !slices.Equal(names, c.sentNames[t]) {
+				c.sentNames[t] = names
+				c.outstanding[t]++
+			}
 			req := &discoveryv3.DiscoveryRequest{TypeUrl: t.TypeURL(), VersionInfo: c.versions[t], ResponseNonce: c.nonces[t], ResourceNames: names}
 			if e := c.nackErr[t]; e != "" {
 				req.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: e}
@@ -671,6 +681,13 @@ func (c *Client) handleResponse(resp *discoveryv3.DiscoveryResponse, gen uint64)
 		return
 	}
 	c.nonces[t] = resp.GetNonce()
+	// replyToLatest: this response answers the last change of the names
+	// asked for, so it reflects every name in that request.
+	replyToLatest := false
+	if c.outstanding[t] > 0 {
+		c.outstanding[t]--
+		replyToLatest = c.outstanding[t] == 0
+	}
 	if l := &c.last[t]; l.valid && l.digest == digest && l.epoch == c.subEpoch[t] {
 		// The same version with the same bytes: nothing to apply again.
 		if l.nacked {
@@ -758,20 +775,21 @@ func (c *Client) handleResponse(resp *discoveryv3.DiscoveryResponse, gen uint64)
 			c.notifyLocked(rs, func(w Watcher) { w.OnUpdate(r) })
 		}
 		// In LDS and CDS every response is complete: a resource we had
-		// that is missing now was deleted, and one never received that a
-		// request already sent on this stream named (its does-not-exist
-		// timer is armed) does not exist. Deciding that at once, not after
-		// the 15 s timer, is what lets the HTTP path pass a host that is
-		// not a mesh service through after one round trip. A response that
-		// crossed the request can make this wrong; the watch stays open,
-		// so the resource is delivered as soon as it is sent.
+		// that is missing now was deleted. A listener never received that
+		// the answered request named (its does-not-exist timer is armed)
+		// does not exist: deciding that at once, not after the 15 s timer,
+		// lets the HTTP path pass a host that is not a mesh service
+		// through after one round trip. Only the reply to the latest
+		// change of names may decide it: an earlier reply crossing a new
+		// subscription says nothing about the new name. Clusters keep
+		// grpc-go's timer.
 		if t.allStateOfTheWorld() && !unnamed {
 			for name, rs := range c.resources[t] {
 				if _, ok := seen[name]; ok {
 					continue
 				}
 				if rs.res == nil {
-					if rs.dneTimer != nil && !rs.dne {
+					if t == ListenerType && replyToLatest && rs.dneTimer != nil && !rs.dne {
 						rs.dneTimer.Stop()
 						rs.dneTimer, rs.dne = nil, true
 						c.notifyLocked(rs, Watcher.OnDoesNotExist)

@@ -1,0 +1,57 @@
+package mesh
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/weftmesh/weft/telemetry"
+)
+
+// setupTelemetry builds the mesh's providers: the ones given by option,
+// otherwise OpenTelemetry's OTEL_* variables (nothing set: no-op providers,
+// so a service without telemetry pays almost nothing). To use providers
+// installed globally with otel.SetTracerProvider, pass them with
+// WithTracerProvider(otel.GetTracerProvider()).
+func setupTelemetry(ctx context.Context, cfg *config) (*telemetry.Telemetry, error) {
+	opts := []telemetry.Option{
+		telemetry.WithServiceName(cfg.serviceName),
+		telemetry.WithTracerProvider(cfg.tracerProvider), // nil is ignored
+		telemetry.WithMeterProvider(cfg.meterProvider),
+	}
+	if cfg.adminAddr != "" {
+		// The admin endpoint serves /metrics; no second port for it.
+		opts = append(opts, telemetry.WithPrometheusListener(false))
+	}
+	return telemetry.Setup(ctx, opts...)
+}
+
+// instrumentClient wraps a mesh transport with a client span per logical
+// request, above the retry layer: attempts and retries appear on that span.
+func (m *Mesh) instrumentClient(rt http.RoundTripper) http.RoundTripper {
+	return telemetry.NewHTTPTransport(rt, m.tel.Options()...)
+}
+
+// instrumentServer is the outermost inbound middleware: the server span
+// covers everything the mesh does, authorization denials included.
+func (m *Mesh) instrumentServer(next http.Handler) http.Handler {
+	return telemetry.NewHTTPHandler(next, m.tel.Options()...)
+}
+
+func (m *Mesh) grpcClientTelemetry() grpc.DialOption {
+	return grpc.WithStatsHandler(telemetry.ClientStatsHandler(m.tel.Options()...))
+}
+
+func (m *Mesh) grpcServerTelemetry() grpc.ServerOption {
+	return grpc.StatsHandler(telemetry.ServerStatsHandler(m.tel.Options()...))
+}
+
+func (m *Mesh) shutdownTelemetry() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := m.tel.Shutdown(ctx); err != nil {
+		m.log.Warn("weft: flushing telemetry", "error", err)
+	}
+}

@@ -1,0 +1,92 @@
+package mesh_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/weftmesh/weft/mesh"
+)
+
+// A request crossing two Weft services (client -> A -> B) is one trace:
+// the client span, A's server span, A's client span and B's server span,
+// each the parent of the next.
+func TestTraceCrossesTwoServices(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	defer tp.Shutdown(context.Background())
+
+	serve := func(m *mesh.Mesh, h http.Handler) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- m.Serve(ctx, ln, h) }()
+		t.Cleanup(func() { cancel(); <-done })
+		return ln.Addr().String()
+	}
+	b := newMesh(t, mesh.WithServiceName("b"), mesh.WithTracerProvider(tp))
+	bAddr := serve(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "from b") }))
+	a := newMesh(t, mesh.WithServiceName("a"), mesh.WithTracerProvider(tp), mesh.WithEndpoints("b", bAddr))
+	aAddr := serve(a, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req, _ := http.NewRequestWithContext(r.Context(), "GET", "http://b/inner", nil)
+		resp, err := a.HTTPClient().Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), 502)
+			return
+		}
+		defer resp.Body.Close()
+		io.Copy(w, resp.Body)
+	}))
+	client := newMesh(t, mesh.WithServiceName("client"), mesh.WithTracerProvider(tp), mesh.WithEndpoints("a", aAddr))
+	if got := get(t, client.HTTPClient(), "http://a/outer"); got != "from b" {
+		t.Fatalf("body %q", got)
+	}
+
+	spans := rec.Ended()
+	if len(spans) != 4 {
+		for _, s := range spans {
+			t.Logf("span %s kind %v", s.Name(), s.SpanKind())
+		}
+		t.Fatalf("got %d spans, want 4 (client, A server, A client, B server)", len(spans))
+	}
+	trace := spans[0].SpanContext().TraceID()
+	byID := map[string]sdktrace.ReadOnlySpan{}
+	for _, s := range spans {
+		if s.SpanContext().TraceID() != trace {
+			t.Errorf("span %q is in trace %s, want %s", s.Name(), s.SpanContext().TraceID(), trace)
+		}
+		byID[s.SpanContext().SpanID().String()] = s
+	}
+	roots := 0
+	for _, s := range spans {
+		if !s.Parent().IsValid() {
+			roots++
+			continue
+		}
+		if _, ok := byID[s.Parent().SpanID().String()]; !ok {
+			t.Errorf("span %q has a parent outside the trace", s.Name())
+		}
+	}
+	if roots != 1 {
+		t.Errorf("%d root spans, want 1", roots)
+	}
+	var annotated bool
+	for _, s := range spans {
+		for _, kv := range s.Attributes() {
+			if kv.Key == "weft.cluster" && kv.Value.AsString() == "b" {
+				annotated = true
+			}
+		}
+	}
+	if !annotated {
+		t.Error("no span carries weft.cluster=b for the hop to service b")
+	}
+}
