@@ -166,10 +166,10 @@ type Client struct {
 	// changes the names it asks for, in order, and not to a bare ACK.
 	sentNames   [numTypes][]string
 	outstanding [numTypes]int
-	last      [numTypes]lastResponse
-	dirty     [numTypes]bool
-	nackErr   [numTypes]string
-	nackTimer [numTypes]timer
+	last        [numTypes]lastResponse
+	dirty       [numTypes]bool
+	nackErr     [numTypes]string
+	nackTimer   [numTypes]timer
 	// subEpoch counts resources added to each type's subscriptions: a
 	// resent response is skipped only if no resource was added since, or
 	// a server that sends unrequested resources would starve a new
