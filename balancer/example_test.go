@@ -49,7 +49,8 @@ func Example_ringHash() {
 		return r.Endpoint.Addr
 	}
 	const session = 0x5eed
-	fmt.Println(pick(session) == pick(session))
+	first, again := pick(session), pick(session)
+	fmt.Println(first == again)
 	// Output: true
 }
 

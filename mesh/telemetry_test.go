@@ -39,7 +39,7 @@ func TestTraceCrossesTwoServices(t *testing.T) {
 		req, _ := http.NewRequestWithContext(r.Context(), "GET", "http://b/inner", nil)
 		resp, err := a.HTTPClient().Do(req)
 		if err != nil {
-			http.Error(w, err.Error(), 502)
+			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
 		}
 		defer resp.Body.Close()

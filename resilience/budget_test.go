@@ -60,7 +60,9 @@ func TestRateBudgetWindowSlides(t *testing.T) {
 	for range 4 {
 		b.RequestStarted()
 	}
-	if !b.TryRetry() || !b.TryRetry() {
+	first := b.TryRetry()
+	second := b.TryRetry()
+	if !first || !second {
 		t.Fatal("TryRetry: got false, want two retries for four requests at ratio 0.5")
 	}
 	if b.TryRetry() {

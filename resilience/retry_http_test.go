@@ -197,7 +197,8 @@ func TestRetryTransportDrainsAndDoesNotMutate(t *testing.T) {
 	var s sleeps
 	rt := resilience.NewRetryTransport(inner, resilience.RetryPolicy{NumRetries: 2}, resilience.WithTestClock(nil, s.sleep, nil))
 
-	ctx := context.WithValue(context.Background(), struct{}{}, "caller")
+	type callerKey struct{}
+	ctx := context.WithValue(context.Background(), callerKey{}, "caller")
 	req, _ := http.NewRequestWithContext(ctx, "PUT", "http://orders/", &opaqueReader{strings.NewReader("payload")})
 	before := *req
 	beforeHeader := req.Header.Clone()

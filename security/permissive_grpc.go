@@ -55,7 +55,9 @@ func (c *permissiveCreds) Clone() credentials.TransportCredentials {
 	return &permissiveCreds{tls: c.tls.Clone(), plain: c.plain.Clone(), timeout: c.timeout}
 }
 
-//nolint:staticcheck // part of the TransportCredentials interface
+// OverrideServerName is part of the TransportCredentials interface, so it
+// stays, delegating to the TLS side.
 func (c *permissiveCreds) OverrideServerName(name string) error {
-	return c.tls.OverrideServerName(name) //nolint:staticcheck // delegated
+	//lint:ignore SA1019 the interface still requires it; gRPC no longer calls it
+	return c.tls.OverrideServerName(name)
 }

@@ -181,7 +181,7 @@ func TestHTTPTraceAcrossServices(t *testing.T) {
 	}
 	for _, kv := range retries[0].Attributes {
 		if want, ok := wantEvent[kv.Key]; ok && kv.Value != want {
-			t.Errorf("retry event %s = %v, want %v", kv.Key, kv.Value.Emit(), want.Emit())
+			t.Errorf("retry event %s = %v, want %v", kv.Key, kv.Value.String(), want.String())
 		}
 		delete(wantEvent, kv.Key)
 	}
@@ -199,7 +199,7 @@ func TestHTTPTraceAcrossServices(t *testing.T) {
 	}
 	for _, w := range wantAttrs {
 		if got, ok := attrOf(clientAGet, w.key); !ok || got != w.want {
-			t.Errorf("A's client span %s = %v (present %v), want %v", w.key, got.Emit(), ok, w.want.Emit())
+			t.Errorf("A's client span %s = %v (present %v), want %v", w.key, got.String(), ok, w.want.String())
 		}
 	}
 

@@ -204,7 +204,7 @@ func ParseBootstrap(data []byte) (*Bootstrap, error) {
 			if cp.PluginName == "" {
 				return nil, fmt.Errorf("xds: bootstrap: certificate_providers[%q].plugin_name: required", name)
 			}
-			b.CertificateProviders[name] = CertificateProvider{PluginName: cp.PluginName, Config: cp.Config}
+			b.CertificateProviders[name] = CertificateProvider(cp)
 		}
 	}
 	if len(jb.Authorities) > 0 {

@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 control planes still send these deprecated xDS fields, and grpc-go reads them too
+
 package xds
 
 import (
