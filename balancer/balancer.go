@@ -53,6 +53,11 @@ type Load struct {
 	// ewma is the peak-EWMA latency estimate that p2c_ewma keeps; it lives
 	// here so that it survives picker rebuilds and endpoint updates.
 	ewma ewmaState
+	// outlier is the outlier detector's record of this address, nil when
+	// no detector watches it. Finish counts outcomes into it, so counting
+	// costs a pointer load when outlier detection is off and needs no
+	// closure per pick when it is on.
+	outlier atomic.Pointer[outlierHost]
 }
 
 // NewEndpoint returns an Endpoint for e with a fresh Load.
@@ -61,6 +66,14 @@ func NewEndpoint(e resolver.Endpoint) *Endpoint { return &Endpoint{Endpoint: e, 
 // InFlight returns the number of requests picked for this endpoint that have
 // not finished.
 func (e *Endpoint) InFlight() int64 { return e.load.inFlight.Load() }
+
+// Ejected reports whether outlier detection (see [NewOutlierDetection]) has
+// currently ejected the endpoint's address. It is false when no detector
+// watches the address. It is safe for concurrent use.
+func (e *Endpoint) Ejected() bool {
+	h := e.load.outlier.Load()
+	return h != nil && h.ejected.Load()
+}
 
 // Outcome classifies how a request ended, in the terms Envoy's retry and
 // outlier-detection settings use.
@@ -130,9 +143,13 @@ type PickResult struct {
 }
 
 // Finish reports the request's outcome: it ends the request's in-flight
-// count and calls Done.
+// count, counts the outcome for outlier detection when a detector watches
+// the endpoint, and calls Done.
 func (r PickResult) Finish(d DoneInfo) {
 	r.Endpoint.load.inFlight.Add(-1)
+	if h := r.Endpoint.load.outlier.Load(); h != nil {
+		h.record(d.Outcome)
+	}
 	if r.Done != nil {
 		r.Done(d)
 	}

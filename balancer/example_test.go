@@ -91,3 +91,63 @@ func ExampleErrNoHealthyEndpoint() {
 	fmt.Println(err)
 	// Output: balancer: no healthy endpoint
 }
+
+// Outlier detection wraps any policy: an endpoint that fails
+// ConsecutiveErrors requests in a row is ejected at once, for
+// BaseEjectionTime, and the policy picks among the others meanwhile.
+func ExampleNewOutlierDetection() {
+	b := balancer.NewOutlierDetection(balancer.Get(balancer.RoundRobin), balancer.OutlierConfig{
+		ConsecutiveErrors: 3,
+		BaseEjectionTime:  time.Minute,
+	})
+	c := balancer.NewCluster(b, nil)
+	defer c.Close()
+	c.Update([]resolver.Endpoint{{Addr: "10.0.0.1:8080"}, {Addr: "10.0.0.2:8080"}})
+	for range 10 {
+		r, err := c.Pick(balancer.PickInfo{})
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		d := balancer.DoneInfo{Outcome: balancer.Success}
+		if r.Endpoint.Addr == "10.0.0.2:8080" {
+			d.Outcome = balancer.GatewayError // say, HTTP 503
+		}
+		r.Finish(d)
+	}
+	for _, e := range c.Endpoints() {
+		fmt.Println(e.Addr, "ejected:", e.Ejected())
+	}
+	// Output:
+	// 10.0.0.1:8080 ejected: false
+	// 10.0.0.2:8080 ejected: true
+}
+
+// With priorities, traffic stays in priority 0 while at least 1/1.4 of its
+// endpoints are healthy, and spills to priority 1 in proportion below
+// that: here one of P0's two endpoints is unhealthy, so P0's health is
+// 1.4 × 1/2 = 70% and P1 takes the other 30%.
+func ExampleNewPriorityLocality() {
+	c := balancer.NewCluster(balancer.NewPriorityLocality(balancer.Get(balancer.RoundRobin)), nil)
+	defer c.Close()
+	c.Update([]resolver.Endpoint{
+		{Addr: "10.0.0.1:8080", Priority: 0},
+		{Addr: "10.0.0.2:8080", Priority: 0, Health: resolver.Unhealthy},
+		{Addr: "10.1.0.1:8080", Priority: 1},
+	})
+	counts := map[string]int{}
+	const picks = 100_000
+	for i := range picks {
+		// A request with a hash (here its number) is placed by the hash,
+		// so this example's counts are the same on every run.
+		r, err := c.Pick(balancer.PickInfo{Hash: uint64(i), HasHash: true})
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		counts[r.Endpoint.Addr]++
+		r.Finish(balancer.DoneInfo{})
+	}
+	fmt.Printf("P0 %.0f%%, P1 %.0f%%\n", 100*float64(counts["10.0.0.1:8080"])/picks, 100*float64(counts["10.1.0.1:8080"])/picks)
+	// Output: P0 70%, P1 30%
+}

@@ -1,6 +1,10 @@
 package balancer
 
-import "time"
+import (
+	"slices"
+	"sync"
+	"time"
+)
 
 // Constructors with injected randomness and time, for deterministic tests.
 var (
@@ -44,3 +48,76 @@ func MaglevTable(p Picker) []string {
 	}
 	return out
 }
+
+// FakeClock is a manual clock for outlier detection. Advance runs the
+// timers that fall due, in order, on the caller's goroutine. It is safe for
+// concurrent use.
+type FakeClock struct {
+	mu     sync.Mutex
+	t      time.Duration
+	timers []*fakeTimer
+}
+
+type fakeTimer struct {
+	at      time.Duration
+	f       func()
+	stopped bool
+}
+
+func (c *FakeClock) now() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *FakeClock) afterFunc(d time.Duration, f func()) func() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := &fakeTimer{at: c.t + d, f: f}
+	c.timers = append(c.timers, t)
+	return func() {
+		c.mu.Lock()
+		t.stopped = true
+		c.mu.Unlock()
+	}
+}
+
+// Now returns the time since the clock's origin.
+func (c *FakeClock) Now() time.Duration { return c.now() }
+
+// Advance moves the clock d forward, running each timer as its time comes.
+func (c *FakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	end := c.t + d
+	c.mu.Unlock()
+	for range 1 << 20 {
+		c.mu.Lock()
+		next := -1
+		for i, t := range c.timers {
+			if !t.stopped && t.at <= end && (next < 0 || t.at < c.timers[next].at) {
+				next = i
+			}
+		}
+		if next < 0 {
+			c.t = end
+			c.timers = slices.DeleteFunc(c.timers, func(t *fakeTimer) bool { return t.stopped })
+			c.mu.Unlock()
+			return
+		}
+		t := c.timers[next]
+		c.timers = slices.Delete(c.timers, next, next+1)
+		c.t = t.at
+		c.mu.Unlock()
+		t.f()
+	}
+	panic("FakeClock: timers keep falling due; does one re-arm with no delay?")
+}
+
+// NewOutlierDetectionForTest is NewOutlierDetection with the clock c and
+// enforcement draws from rng.
+func NewOutlierDetectionForTest(child Builder, cfg OutlierConfig, c *FakeClock, rng func() uint64) Builder {
+	return newOutlierDetection(child, cfg, c, rng)
+}
+
+// NewPriorityLocalityForTest is NewPriorityLocality drawing from rng.
+var NewPriorityLocalityForTest = newPriorityLocality

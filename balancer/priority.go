@@ -1,0 +1,403 @@
+package balancer
+
+import (
+	"cmp"
+	"encoding/json"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"sync/atomic"
+
+	"github.com/weftmesh/weft/resolver"
+)
+
+const (
+	// overprovisioningFactor is Envoy's default, in percent: a priority or
+	// locality with 1/1.4 (71%) of its endpoints healthy still counts as
+	// fully healthy, and below that hands traffic on in proportion.
+	overprovisioningFactor = 140
+	// panicThreshold is Envoy's default healthy panic threshold, in
+	// percent.
+	panicThreshold = 50
+)
+
+// NewPriorityLocality returns a Builder that spreads requests over the
+// endpoints' priorities and localities as Envoy does, and hands each
+// request to an instance of child running over one locality's endpoints.
+// Its name is "priority_locality:" followed by the child's; settings given
+// as JSON are the child's and go to every instance of it.
+//
+// Draining endpoints are excluded from everything below, as Envoy
+// excludes hosts that EDS marks DRAINING. An endpoint is healthy when its
+// Health serves (an endpoint that outlier detection has ejected does not).
+//
+// Priorities (resolver.Endpoint.Priority, lower preferred; the values
+// present are taken in order, gaps ignored):
+//   - A priority's health is min(100, 140 × healthy / endpoints), in whole
+//     percent rounded down (overprovisioning factor 1.4).
+//   - Load goes to priorities in order: each takes
+//     min(what is left, health × 100 / min(100, Σ health)) percent; the
+//     rounding remainder goes to the first priority that took any. So a
+//     priority with 80% of its endpoints healthy keeps all its traffic,
+//     and one with 50% healthy keeps 70% and spills 30% to a healthy
+//     next priority.
+//   - A priority is in panic when fewer than 50% of its endpoints are
+//     healthy, unless the sum of health reaches 100. A priority in panic
+//     sends its share to all its endpoints, healthy or not, ignoring
+//     localities. When every priority is in panic, shares follow endpoint
+//     counts instead of health.
+//
+// Localities (resolver.Endpoint.Locality, weighted by LocalityWeight, read
+// from the locality's first endpoint) within a priority not in panic: a
+// locality is chosen with probability proportional to LocalityWeight ×
+// min(1, 1.4 × healthy / endpoints), then the child picks within it.
+// Endpoint counts do not matter: two localities of weight 1 share equally
+// whatever their sizes, as in Envoy's locality-weighted balancing.
+//
+// A pick draws one random number (or, for a request with a hash, mixes the
+// hash, so that a stable endpoint set sends a hash to one locality) and
+// finds its locality by binary search in a table built with the picker; it
+// takes no lock and allocates nothing. Child instances live as long as
+// their (priority, locality) does, so stateful children keep their state
+// across updates.
+//
+// The Builder is immutable and safe for concurrent use; its Balancer
+// follows the Balancer contract. A child instance that publishes a picker
+// on its own goroutine changes only what its locality picks, not the
+// shares, which depend only on the endpoint set.
+func NewPriorityLocality(child Builder) Builder {
+	return newPriorityLocality(child, rand.Uint64)
+}
+
+func newPriorityLocality(child Builder, rng func() uint64) Builder {
+	return &plBuilder{child: child, rng: rng}
+}
+
+// plBuilder is immutable.
+type plBuilder struct {
+	child Builder
+	rng   func() uint64
+}
+
+func (b *plBuilder) Name() string { return "priority_locality:" + b.child.Name() }
+
+// ParseConfig implements ConfigParser for the child's settings.
+func (b *plBuilder) ParseConfig(js json.RawMessage) (any, error) {
+	return parseChildConfig(b.child, js)
+}
+
+func (b *plBuilder) Build(opts BuildOptions) Balancer {
+	return &plBalancer{
+		child:  b.child,
+		config: opts.Config,
+		update: opts.UpdatePicker,
+		rng:    b.rng,
+		leaves: map[plKey]*plLeaf{},
+		panics: map[uint32]*plLeaf{},
+	}
+}
+
+// plKey names a child instance: one locality of one priority.
+type plKey struct {
+	priority uint32
+	locality resolver.Locality
+}
+
+// plLeaf is one child instance and its latest picker, which the child's
+// UpdatePicker stores and picks load.
+type plLeaf struct {
+	bal    Balancer
+	picker atomic.Pointer[pickerBox]
+}
+
+// plBalancer is a Balancer; its methods are serialized by the Balancer
+// contract, so its maps need no lock.
+type plBalancer struct {
+	child  Builder
+	config any
+	update func(Picker)
+	rng    func() uint64
+	leaves map[plKey]*plLeaf  // per locality, for priorities not in panic
+	panics map[uint32]*plLeaf // per priority in panic: all its endpoints
+	closed bool
+}
+
+func (b *plBalancer) newLeaf() *plLeaf {
+	l := &plLeaf{}
+	l.picker.Store(&pickerBox{ErrPicker(ErrNoHealthyEndpoint)})
+	l.bal = b.child.Build(BuildOptions{
+		UpdatePicker: func(p Picker) { l.picker.Store(&pickerBox{p}) },
+		Config:       b.config,
+	})
+	return l
+}
+
+// plLocality is one locality of one priority, as an update sees it.
+type plLocality struct {
+	key            plKey
+	weight         uint64
+	healthy, total uint64
+	eps            []*Endpoint
+}
+
+// plPriority is one priority, as an update sees it.
+type plPriority struct {
+	value          uint32
+	localities     []*plLocality
+	healthy, total uint64
+	health         uint64 // percent
+	load           uint64 // percent
+	panic          bool
+}
+
+// groupEndpoints groups eps by priority, ascending, then by locality in
+// order of first appearance, leaving Draining endpoints out.
+func groupEndpoints(eps []*Endpoint) []*plPriority {
+	var prios []*plPriority
+	byKey := map[plKey]*plLocality{}
+	byPrio := map[uint32]*plPriority{}
+	for _, e := range eps {
+		if e.Health == resolver.Draining {
+			continue
+		}
+		p := byPrio[e.Priority]
+		if p == nil {
+			p = &plPriority{value: e.Priority}
+			byPrio[e.Priority] = p
+			prios = append(prios, p)
+		}
+		k := plKey{e.Priority, e.Locality}
+		l := byKey[k]
+		if l == nil {
+			l = &plLocality{key: k, weight: uint64(max(e.LocalityWeight, 1))}
+			byKey[k] = l
+			p.localities = append(p.localities, l)
+		}
+		l.eps = append(l.eps, e)
+		l.total++
+		p.total++
+		if e.Health.Serving() {
+			l.healthy++
+			p.healthy++
+		}
+	}
+	slices.SortFunc(prios, func(a, b *plPriority) int { return cmp.Compare(a.value, b.value) })
+	return prios
+}
+
+// priorityLoads sets each priority's health, load and panic flag by
+// Envoy's rules (LoadBalancerBase::recalculatePerPriorityState and
+// recalculatePerPriorityPanic), in whole percent.
+func priorityLoads(prios []*plPriority) {
+	var sum, hosts uint64
+	for _, p := range prios {
+		p.health = 0
+		if p.total > 0 {
+			p.health = min(100, overprovisioningFactor*p.healthy/p.total)
+		}
+		sum += p.health
+		hosts += p.total
+	}
+	normalized := min(100, sum)
+	totalPanic := len(prios) > 0
+	for _, p := range prios {
+		healthyPercent := uint64(0)
+		if p.total > 0 {
+			healthyPercent = 100 * p.healthy / p.total
+		}
+		p.panic = normalized < 100 && healthyPercent < panicThreshold
+		totalPanic = totalPanic && p.panic
+	}
+	left := uint64(100)
+	first := -1
+	switch {
+	case totalPanic && hosts == 0:
+		return // nothing to route to
+	case totalPanic:
+		// Every priority in panic: shares by endpoint count.
+		for i, p := range prios {
+			p.load = 100 * p.total / hosts
+			left -= p.load
+			if first < 0 && p.total > 0 {
+				first = i
+			}
+		}
+	default:
+		for i, p := range prios {
+			p.load = min(left, p.health*100/normalized)
+			left -= p.load
+			if first < 0 && p.load > 0 {
+				first = i
+			}
+		}
+	}
+	if first >= 0 {
+		prios[first].load += left
+	}
+}
+
+// localityWeight is Envoy's effective locality weight: LocalityWeight ×
+// min(1, 1.4 × healthy / endpoints).
+func localityWeight(l *plLocality) float64 {
+	if l.total == 0 {
+		return 0
+	}
+	avail := math.Min(1, float64(overprovisioningFactor)/100*float64(l.healthy)/float64(l.total))
+	return float64(l.weight) * avail
+}
+
+func (b *plBalancer) UpdateEndpoints(eps []*Endpoint) {
+	if b.closed {
+		return
+	}
+	prios := groupEndpoints(eps)
+	priorityLoads(prios)
+
+	var (
+		leaves []*plLeaf
+		shares []float64
+	)
+	seen := make(map[plKey]bool)
+	inPanic := make(map[uint32]bool)
+	for _, p := range prios {
+		// Every locality's instance is kept up to date, even one that gets
+		// no share now, so that its state is current when it does.
+		var total float64
+		for _, l := range p.localities {
+			seen[l.key] = true
+			lf := b.leaves[l.key]
+			if lf == nil {
+				lf = b.newLeaf()
+				b.leaves[l.key] = lf
+			}
+			lf.bal.UpdateEndpoints(l.eps)
+			total += localityWeight(l)
+		}
+		if p.load == 0 {
+			continue
+		}
+		share := float64(p.load) / 100
+		if p.panic {
+			inPanic[p.value] = true
+			var all []*Endpoint
+			for _, l := range p.localities {
+				for _, e := range l.eps {
+					if !e.Health.Serving() {
+						c := *e
+						c.Health = resolver.Healthy
+						e = &c
+					}
+					all = append(all, e)
+				}
+			}
+			pl := b.panics[p.value]
+			if pl == nil {
+				pl = b.newLeaf()
+				b.panics[p.value] = pl
+			}
+			pl.bal.UpdateEndpoints(all)
+			leaves = append(leaves, pl)
+			shares = append(shares, share)
+			continue
+		}
+		if total == 0 {
+			continue // unreachable: a priority with load has a healthy endpoint
+		}
+		for _, l := range p.localities {
+			if w := localityWeight(l); w > 0 {
+				leaves = append(leaves, b.leaves[l.key])
+				shares = append(shares, share*w/total)
+			}
+		}
+	}
+	for k, l := range b.leaves {
+		if !seen[k] {
+			l.bal.Close()
+			delete(b.leaves, k)
+		}
+	}
+	for k, l := range b.panics {
+		if !inPanic[k] {
+			l.bal.Close()
+			delete(b.panics, k)
+		}
+	}
+	if len(leaves) == 0 {
+		b.update(ErrPicker(ErrNoHealthyEndpoint))
+		return
+	}
+	b.update(newPLPicker(leaves, shares, b.rng))
+}
+
+func (b *plBalancer) Close() {
+	if b.closed {
+		return
+	}
+	b.closed = true
+	for _, l := range b.leaves {
+		l.bal.Close()
+	}
+	for _, l := range b.panics {
+		l.bal.Close()
+	}
+}
+
+// plPicker is immutable; Pick is safe for concurrent use and lock-free.
+type plPicker struct {
+	leaves []*plLeaf
+	// bounds[i] is the upper end, exclusive, of the draws that go to
+	// leaves[i], as a fraction of 2^64; the last leaf takes every draw
+	// above the one before it.
+	bounds []uint64
+	rng    func() uint64
+}
+
+func newPLPicker(leaves []*plLeaf, shares []float64, rng func() uint64) *plPicker {
+	var total float64
+	for _, s := range shares {
+		total += s
+	}
+	bounds := make([]uint64, len(shares))
+	var acc float64
+	for i, s := range shares {
+		acc += s
+		f := acc / total
+		if f >= 1 || i == len(shares)-1 {
+			bounds[i] = math.MaxUint64
+		} else {
+			bounds[i] = uint64(math.Ldexp(f, 64))
+		}
+	}
+	return &plPicker{leaves: leaves, bounds: bounds, rng: rng}
+}
+
+func (p *plPicker) Pick(info PickInfo) (PickResult, error) {
+	var r uint64
+	if info.HasHash {
+		r = mix64(info.Hash)
+	} else {
+		r = p.rng()
+	}
+	lo, hi := 0, len(p.bounds)-1
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		if r < p.bounds[mid] {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return p.leaves[lo].picker.Load().p.Pick(info)
+}
+
+// mix64 is splitmix64's finalizer: it spreads a request hash so that the
+// locality chosen from it is independent of the endpoint a hashing child
+// chooses from the same hash.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
+}
