@@ -68,6 +68,7 @@ type EndpointStatus struct {
 	Priority uint32 `json:"priority"`
 	Health   string `json:"health"`
 	InFlight int64  `json:"in_flight"`
+	Ejected  bool   `json:"ejected"`
 }
 
 // Clusters returns the live state of every mesh service and xDS cluster
@@ -94,7 +95,7 @@ func (m *Mesh) Clusters() []ClusterStatus {
 		for _, e := range s.balancer().Endpoints() {
 			cs.Endpoints = append(cs.Endpoints, EndpointStatus{
 				Addr: e.Addr, Weight: e.EffectiveWeight(), Locality: e.Locality.String(),
-				Priority: e.Priority, Health: e.Health.String(), InFlight: e.InFlight(),
+				Priority: e.Priority, Health: e.Health.String(), InFlight: e.InFlight(), Ejected: e.Ejected(),
 			})
 		}
 		out = append(out, cs)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,6 +39,7 @@ const (
 	EnvRetries         = "WEFT_RETRIES"
 	EnvPerTryTimeout   = "WEFT_PER_TRY_TIMEOUT"
 	EnvTimeout         = "WEFT_TIMEOUT"
+	EnvOutlierErrors   = "WEFT_OUTLIER_CONSECUTIVE_ERRORS"
 )
 
 // EnvError is the error New returns for a bad environment variable.
@@ -77,6 +79,17 @@ func (c *config) fromEnv(lookupEnv func(string) (string, bool)) error {
 	c.retry = defaultRetryPolicy()
 	if err := retryFromEnv(getenv, &c.retry); err != nil {
 		return err
+	}
+
+	if v := getenv(EnvOutlierErrors); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return bad(EnvOutlierErrors, errors.New("want a count of consecutive errors, 0 to turn ejection off"))
+		}
+		c.outlier.ConsecutiveErrors = n
+		if n == 0 {
+			c.outlier.ConsecutiveErrors = -1 // the config's "off"
+		}
 	}
 
 	c.serviceName = getenv(EnvServiceName)

@@ -94,7 +94,10 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 	}
 	// Lines the mesh logs inside a request carry its trace and span IDs.
 	cfg.logger = slog.New(telemetry.NewLogHandler(cfg.logger.Handler()))
-	m := &Mesh{cfg: cfg, log: cfg.logger, policy: balancer.Get(cfg.lbPolicy)}
+	// Services without xDS get locality/priority failover (DNS SRV
+	// priorities) and outlier detection around the chosen policy.
+	m := &Mesh{cfg: cfg, log: cfg.logger,
+		policy: balancer.NewOutlierDetection(balancer.NewPriorityLocality(balancer.Get(cfg.lbPolicy)), cfg.outlier)}
 	tel, err := setupTelemetry(ctx, &cfg)
 	if err != nil {
 		return nil, err

@@ -430,6 +430,7 @@ func TestNewRejectsBadEnvironment(t *testing.T) {
 		{"too many retries", "WEFT_RETRIES", "9"},
 		{"bad per-try timeout", "WEFT_PER_TRY_TIMEOUT", "fast"},
 		{"bad route timeout", "WEFT_TIMEOUT", "0s"},
+		{"bad outlier threshold", "WEFT_OUTLIER_CONSECUTIVE_ERRORS", "-2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -572,6 +573,11 @@ func TestRetriesAvoidAFailingEndpoint(t *testing.T) {
 	}
 	if failed.Load() == 0 {
 		t.Error("the failing endpoint was never picked; the test proves nothing")
+	}
+	// Outlier detection ejects it after five consecutive errors (Envoy's
+	// default), so it sees a handful of the 300 requests, not a third.
+	if n := failed.Load(); n > 10 {
+		t.Errorf("the failing endpoint received %d requests; outlier detection should have ejected it after 5", n)
 	}
 	got := hits()
 	if got[addrs[0]]+got[addrs[1]] != 300 {

@@ -8,6 +8,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/resilience"
 	"github.com/weftmesh/weft/resolver"
 	"github.com/weftmesh/weft/security"
@@ -40,6 +41,7 @@ type config struct {
 	adminAddr       string
 	h2c             bool
 	retry           resilience.RetryPolicy
+	outlier         balancer.OutlierConfig
 	limits          resilience.Limits
 	shutdownTimeout time.Duration
 	logger          *slog.Logger
@@ -159,6 +161,17 @@ func WithAuthorizationPolicyFile(path string) Option {
 			return fmt.Errorf("mesh: WithAuthorizationPolicyFile: empty path")
 		}
 		c.authzPolicyFile = path
+		return nil
+	})
+}
+
+// WithOutlierDetection sets how endpoints of services not configured by
+// xDS are ejected after failing (the zero value is Envoy's defaults: five
+// consecutive errors, 30 s growing with each ejection, at most 10% of a
+// service's endpoints); it overrides WEFT_OUTLIER_CONSECUTIVE_ERRORS.
+func WithOutlierDetection(cfg balancer.OutlierConfig) Option {
+	return optionFunc(func(c *config) error {
+		c.outlier = cfg
 		return nil
 	})
 }

@@ -347,6 +347,7 @@ type clusterWatcher struct {
 	mu          sync.Mutex
 	policy      string
 	lbConfig    any
+	outlier     string // the outlier detection config in force, printed
 	limits      xds.CircuitBreaker
 	endpoints   string // what the endpoint watch is on: "eds:<name>" or "dns:<host:port>"
 	cancelEndpt func()
@@ -367,8 +368,8 @@ func (w *clusterWatcher) OnUpdate(r xds.Resource) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 
-	if c.LBPolicy != w.policy || fmt.Sprint(c.LBConfig) != fmt.Sprint(w.lbConfig) {
-		w.policy, w.lbConfig = c.LBPolicy, c.LBConfig
+	if c.LBPolicy != w.policy || fmt.Sprint(c.LBConfig) != fmt.Sprint(w.lbConfig) || fmt.Sprint(c.OutlierDetection) != w.outlier {
+		w.policy, w.lbConfig, w.outlier = c.LBPolicy, c.LBConfig, fmt.Sprint(c.OutlierDetection)
 		b, cfg := w.x.balancerFor(c)
 		old := s.balancer()
 		nb := balancer.NewCluster(b, cfg)
@@ -466,11 +467,46 @@ func (w *endpointsWatcher) OnDoesNotExist() {
 	w.s.markReady()
 }
 
-// balancerFor maps a cluster's lb policy to a registered Weft policy. A
+// balancerFor builds a cluster's balancer: its lb policy inside Envoy's
+// locality/priority failover, inside outlier detection when the cluster
+// asks for it.
+func (x *xdsPath) balancerFor(c *xds.Cluster) (balancer.Builder, any) {
+	b, cfg := x.policyFor(c)
+	b = balancer.NewPriorityLocality(b)
+	if od := c.OutlierDetection; od != nil {
+		b = balancer.NewOutlierDetection(b, outlierConfig(od))
+	}
+	return b, cfg
+}
+
+// outlierConfig maps the xDS outlier detection to the balancer's. Fields
+// the control plane left unset already hold Envoy's defaults.
+func outlierConfig(od *xds.OutlierDetection) balancer.OutlierConfig {
+	cfg := balancer.OutlierConfig{
+		Interval: od.Interval, BaseEjectionTime: od.BaseEjectionTime, MaxEjectionTime: od.MaxEjectionTime,
+		MaxEjectionPercent: od.MaxEjectionPercent,
+		ConsecutiveErrors:  int(od.Consecutive5xx), ConsecutiveGatewayErrors: int(od.ConsecutiveGatewayFailure),
+		SuccessRate: balancer.SuccessRateEjection{Disabled: true},
+	}
+	if od.Consecutive5xx == 0 {
+		cfg.ConsecutiveErrors = -1
+	}
+	if sr := od.SuccessRate; sr != nil {
+		cfg.SuccessRate = balancer.SuccessRateEjection{StdevFactor: sr.StdevFactor, MinimumHosts: sr.MinimumHosts,
+			RequestVolume: sr.RequestVolume, EnforcementPercentage: sr.EnforcementPercentage}
+	}
+	if fp := od.FailurePercentage; fp != nil {
+		cfg.FailurePercentage = balancer.FailurePercentageEjection{Enabled: true, Threshold: fp.Threshold,
+			MinimumHosts: fp.MinimumHosts, RequestVolume: fp.RequestVolume, EnforcementPercentage: fp.EnforcementPercentage}
+	}
+	return cfg
+}
+
+// policyFor maps a cluster's lb policy to a registered Weft policy. A
 // custom policy (A52) is found by the last segment of its type name, so a
 // control plane can ask for p2c_ewma; an unknown one falls back to
 // round_robin, with a warning naming it.
-func (x *xdsPath) balancerFor(c *xds.Cluster) (balancer.Builder, any) {
+func (x *xdsPath) policyFor(c *xds.Cluster) (balancer.Builder, any) {
 	name := c.LBPolicy
 	if i := strings.LastIndexAny(name, "./"); i >= 0 && balancer.Get(name) == nil {
 		name = name[i+1:]

@@ -354,8 +354,14 @@ type OutlierDetection struct {
 	BaseEjectionTime   time.Duration
 	MaxEjectionTime    time.Duration
 	MaxEjectionPercent uint32
-	SuccessRate        *SuccessRateEjection
-	FailurePercentage  *FailurePercentageEjection
+	// Consecutive5xx and ConsecutiveGatewayFailure are Envoy's
+	// consecutive-error ejections (0: off). grpc-go does not read them;
+	// Weft's HTTP path does, with Envoy's defaults (5 and enforced for
+	// 5xx; gateway failures enforced only when asked).
+	Consecutive5xx            uint32
+	ConsecutiveGatewayFailure uint32
+	SuccessRate               *SuccessRateEjection
+	FailurePercentage         *FailurePercentageEjection
 }
 
 // SuccessRateEjection is the success-rate algorithm's parameters.

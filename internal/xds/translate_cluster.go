@@ -283,6 +283,16 @@ func translateOutlier(od *clusterv3.OutlierDetection) (*OutlierDetection, error)
 	if fp.EnforcementPercentage, err = pct("enforcing_failure_percentage", od.GetEnforcingFailurePercentage(), 0, od.GetEnforcingFailurePercentage() == nil); err != nil {
 		return nil, err
 	}
+	if e, err := pct("enforcing_consecutive_5xx", od.GetEnforcingConsecutive_5Xx(), 100, od.GetEnforcingConsecutive_5Xx() == nil); err != nil {
+		return nil, err
+	} else if e > 0 {
+		o.Consecutive5xx = u32(od.GetConsecutive_5Xx(), 5, od.GetConsecutive_5Xx() == nil)
+	}
+	if e, err := pct("enforcing_consecutive_gateway_failure", od.GetEnforcingConsecutiveGatewayFailure(), 0, od.GetEnforcingConsecutiveGatewayFailure() == nil); err != nil {
+		return nil, err
+	} else if e > 0 {
+		o.ConsecutiveGatewayFailure = u32(od.GetConsecutiveGatewayFailure(), 5, od.GetConsecutiveGatewayFailure() == nil)
+	}
 	// An algorithm whose enforcement is 0 can never eject (gRFC A50).
 	if sr.EnforcementPercentage != 0 {
 		o.SuccessRate = sr
