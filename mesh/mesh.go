@@ -246,6 +246,7 @@ type service struct {
 	ready   chan struct{} // closed at the first endpoint update (or failure)
 	once    sync.Once
 	lastErr atomic.Pointer[error]
+	used    atomic.Bool // xDS clusters: set by requests, cleared by the idle sweep
 	// resolveNow asks discovery to look again after a connection failure.
 	resolveNow func()
 }

@@ -42,6 +42,7 @@ type config struct {
 	h2c             bool
 	retry           resilience.RetryPolicy
 	outlier         balancer.OutlierConfig
+	xdsIdle         time.Duration
 	limits          resilience.Limits
 	shutdownTimeout time.Duration
 	logger          *slog.Logger
@@ -172,6 +173,19 @@ func WithAuthorizationPolicyFile(path string) Option {
 func WithOutlierDetection(cfg balancer.OutlierConfig) Option {
 	return optionFunc(func(c *config) error {
 		c.outlier = cfg
+		return nil
+	})
+}
+
+// WithXDSIdleTimeout sets how long an xDS-configured host or cluster may go
+// unused before the mesh unsubscribes from its resources (default 5 min);
+// the next request subscribes again, waiting one round trip.
+func WithXDSIdleTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("mesh: WithXDSIdleTimeout: %v is not positive", d)
+		}
+		c.xdsIdle = d
 		return nil
 	})
 }

@@ -40,6 +40,59 @@ type xdsPath struct {
 	// many routes share keeps one balancer, budget and set of thresholds.
 	clusters map[string]*service
 	warned   bool
+
+	idle time.Duration
+	stop chan struct{}
+	done chan struct{}
+}
+
+// defaultXDSIdleTimeout is how long a host or cluster may go unused before
+// its subscriptions are closed; the next request opens them again.
+const defaultXDSIdleTimeout = 5 * time.Minute
+
+// sweep closes the subscriptions of hosts and clusters no request used in
+// the last idle period, so a program that talked to a service once does
+// not follow its configuration forever.
+func (x *xdsPath) sweep() {
+	defer close(x.done)
+	t := time.NewTicker(x.idle)
+	defer t.Stop()
+	for {
+		select {
+		case <-x.stop:
+			return
+		case <-t.C:
+		}
+		var idleHosts []*xdsHost
+		var idleClusters []*service
+		x.mu.Lock()
+		cur := *x.hosts.Load()
+		next := make(map[string]*xdsHost, len(cur))
+		for k, h := range cur {
+			if h.used.Swap(false) {
+				next[k] = h
+			} else {
+				idleHosts = append(idleHosts, h)
+			}
+		}
+		x.hosts.Store(&next)
+		for name, s := range x.clusters {
+			if !s.used.Swap(false) {
+				idleClusters = append(idleClusters, s)
+				delete(x.clusters, name)
+			}
+		}
+		x.mu.Unlock()
+		for _, h := range idleHosts {
+			h.cancel()
+		}
+		for _, s := range idleClusters {
+			s.close()
+		}
+		if len(idleHosts)+len(idleClusters) > 0 {
+			x.m.log.Debug("weft: closed idle xDS subscriptions", "hosts", len(idleHosts), "clusters", len(idleClusters))
+		}
+	}
 }
 
 func newXDSPath(m *Mesh, raw []byte, source string) (*xdsPath, error) {
@@ -51,13 +104,20 @@ func newXDSPath(m *Mesh, raw []byte, source string) (*xdsPath, error) {
 	if err != nil {
 		return nil, &EnvError{Var: source, Value: abbreviate(string(raw)), Err: err}
 	}
-	x := &xdsPath{m: m, client: c, template: b.ClientDefaultListenerResourceNameTemplate, clusters: map[string]*service{}}
+	x := &xdsPath{m: m, client: c, template: b.ClientDefaultListenerResourceNameTemplate, clusters: map[string]*service{},
+		idle: m.cfg.xdsIdle, stop: make(chan struct{}), done: make(chan struct{})}
+	if x.idle <= 0 {
+		x.idle = defaultXDSIdleTimeout
+	}
 	empty := map[string]*xdsHost{}
 	x.hosts.Store(&empty)
+	go x.sweep()
 	return x, nil
 }
 
 func (x *xdsPath) close() {
+	close(x.stop)
+	<-x.done
 	x.mu.Lock()
 	hosts := *x.hosts.Load()
 	clusters := x.clusters
@@ -74,7 +134,8 @@ func (x *xdsPath) close() {
 
 // xdsHost is the listener a URL host names and its current routes.
 type xdsHost struct {
-	name                 string // the Listener resource name
+	name                 string      // the Listener resource name
+	used                 atomic.Bool // set by requests, cleared by the idle sweep
 	ready                chan struct{}
 	once                 sync.Once
 	state                atomic.Pointer[hostState]
@@ -154,7 +215,17 @@ type listenerWatcher struct {
 	h *xdsHost
 }
 
+// logUnapplied says once per resource version which received fields Weft
+// does not apply: grpc-go ignores such fields silently, and a user should
+// not have to test whether a config took effect.
+func (x *xdsPath) logUnapplied(kind string, r xds.Resource) {
+	if f := r.UnappliedFields(); len(f) > 0 {
+		x.m.log.Info("weft: xDS resource has fields Weft does not apply", "type", kind, "name", r.ResourceName(), "fields", f)
+	}
+}
+
 func (w *listenerWatcher) OnUpdate(r xds.Resource) {
+	w.x.logUnapplied("Listener", r)
 	l := r.(*xds.Listener)
 	h := w.h
 	h.mu.Lock()
@@ -196,6 +267,7 @@ type routeWatcher struct {
 }
 
 func (w *routeWatcher) OnUpdate(r xds.Resource) {
+	w.x.logUnapplied("RouteConfiguration", r)
 	w.x.publish(w.h, r.(*xds.RouteConfig), w.timeout)
 }
 
@@ -264,6 +336,7 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 	if h == nil {
 		return nil, false, nil
 	}
+	h.used.Store(true)
 	ctx := req.Context()
 	select {
 	case <-h.ready:
@@ -306,6 +379,7 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 		closeBody(req)
 		return nil, true, errClosed
 	}
+	svc.used.Store(true)
 	plan := st.plans[route]
 	res := svc.res.Load()
 	rt := resilience.NewRetryTransport(&pickTransport{t: t, svc: svc, route: route, plan: plan}, plan.retry,
@@ -363,6 +437,7 @@ func (w *clusterWatcher) stopEndpoints() {
 }
 
 func (w *clusterWatcher) OnUpdate(r xds.Resource) {
+	w.x.logUnapplied("Cluster", r)
 	c := r.(*xds.Cluster)
 	s := w.s
 	w.mu.Lock()

@@ -2,16 +2,20 @@ package mesh_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -296,5 +300,99 @@ func TestXDSUnknownHostPassesThrough(t *testing.T) {
 	get(t, m.HTTPClient(), "http://"+addrs[0]+"/")
 	if hits()[addrs[0]] != 1 {
 		t.Errorf("a host the control plane does not know did not pass through")
+	}
+}
+
+func TestXDSUnusedSubscriptionsAreClosed(t *testing.T) {
+	v1, v2 := startDualBackend(t, "v1"), startDualBackend(t, "v2")
+	cp := xdstest.NewServer(t)
+	cp.SetSnapshot(t, xdsNode, "1", ordersConfig(v1.addr, v2.addr, 100, 0)...)
+	m := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)), mesh.WithXDSIdleTimeout(100*time.Millisecond))
+	c := m.HTTPClient()
+	sendHTTP(t, c, 1, false)
+
+	names := func(r *discoveryv3.DiscoveryRequest, typ string) ([]string, bool) {
+		return r.GetResourceNames(), strings.HasSuffix(r.GetTypeUrl(), typ)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	subscribed := false
+	_, err := cp.WaitRequest(ctx, func(r *discoveryv3.DiscoveryRequest) bool {
+		ns, ok := names(r, "Listener")
+		if !ok {
+			return false
+		}
+		has := slices.Contains(ns, "orders:8080")
+		if has {
+			subscribed = true
+		}
+		return subscribed && !has
+	})
+	if err != nil {
+		t.Fatalf("the idle listener was never unsubscribed: %v", err)
+	}
+	if got := sendHTTP(t, c, 5, false); got != 0 {
+		t.Errorf("after resubscribing, %d requests went to v2", got)
+	}
+}
+
+func TestXDSUnappliedFieldsAreLogged(t *testing.T) {
+	v1, v2 := startDualBackend(t, "v1"), startDualBackend(t, "v2")
+	cp := xdstest.NewServer(t)
+	res := ordersConfig(v1.addr, v2.addr, 100, 0)
+	for _, r := range res {
+		if rc, ok := r.(*routev3.RouteConfiguration); ok {
+			rc.VirtualHosts[0].RequestHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-vh", Value: "1"}}}
+		}
+	}
+	cp.SetSnapshot(t, xdsNode, "1", res...)
+	var logs syncBuffer
+	m := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)), mesh.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	sendHTTP(t, m.HTTPClient(), 1, false)
+	out := logs.String()
+	if !strings.Contains(out, "fields Weft does not apply") || !strings.Contains(out, "request_headers_to_add") || !strings.Contains(out, "orders-routes") {
+		t.Errorf("no log line naming the unapplied field of orders-routes:\n%s", out)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestNewGRPCServerIsXDSManagedWithAServerTemplate(t *testing.T) {
+	cp := xdstest.NewServer(t)
+	var bs map[string]any
+	if err := json.Unmarshal(cp.Bootstrap(xdsNode), &bs); err != nil {
+		t.Fatal(err)
+	}
+	bs["server_listener_resource_name_template"] = "grpc/server?xds.resource.listening_address=%s"
+	b, _ := json.Marshal(bs)
+	m := newMesh(t, mesh.WithBootstrap(b))
+	srv, err := m.NewGRPCServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop()
+	if got := fmt.Sprintf("%T", srv); got != "*xds.GRPCServer" {
+		t.Errorf("NewGRPCServer with a server listener template made a %s, want grpc-go's *xds.GRPCServer", got)
+	}
+	plain := newMesh(t)
+	srv2, _ := plain.NewGRPCServer()
+	defer srv2.Stop()
+	if got := fmt.Sprintf("%T", srv2); got != "*grpc.Server" {
+		t.Errorf("NewGRPCServer without xDS made a %s, want *grpc.Server", got)
 	}
 }
