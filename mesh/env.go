@@ -33,6 +33,7 @@ const (
 	EnvMTLS            = "WEFT_MTLS"
 	EnvAuthzPolicy     = "WEFT_AUTHZ_POLICY"
 	EnvAdminAddr       = "WEFT_ADMIN_ADDR"
+	EnvAdminPprof      = "WEFT_ADMIN_PPROF"
 	EnvHTTPProtocol    = "WEFT_HTTP_PROTOCOL"
 	EnvShutdownTimeout = "WEFT_SHUTDOWN_TIMEOUT"
 	EnvRetryOn         = "WEFT_RETRY_ON"
@@ -139,6 +140,13 @@ func (c *config) fromEnv(lookupEnv func(string) (string, bool)) error {
 			return bad(EnvAdminAddr, err)
 		}
 		c.adminAddr = v
+	}
+	if v := getenv(EnvAdminPprof); v != "" {
+		on, err := strconv.ParseBool(v)
+		if err != nil {
+			return bad(EnvAdminPprof, errors.New("want true or false"))
+		}
+		c.adminPprof = on
 	}
 	switch v := strings.ToLower(getenv(EnvHTTPProtocol)); v {
 	case "", "http1", "http/1.1":

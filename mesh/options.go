@@ -39,6 +39,7 @@ type config struct {
 	bundleFile      string
 	authzPolicyFile string
 	adminAddr       string
+	adminPprof      bool
 	h2c             bool
 	retry           resilience.RetryPolicy
 	outlier         balancer.OutlierConfig
@@ -210,6 +211,13 @@ func WithAdminAddr(addr string) Option {
 		c.adminAddr = addr
 		return nil
 	})
+}
+
+// WithAdminPprof serves net/http/pprof under /debug/pprof/ on the admin
+// endpoint; it overrides WEFT_ADMIN_PPROF. Off by default: profiles show
+// internals an operator should ask for.
+func WithAdminPprof(on bool) Option {
+	return optionFunc(func(c *config) error { c.adminPprof = on; return nil })
 }
 
 // WithShutdownTimeout bounds how long ListenAndServe waits for in-flight
