@@ -41,19 +41,21 @@ type Mesh struct {
 	// "orders:8080") to a mesh service name. Fixed at New.
 	names map[string]string
 
-	base     *http.Transport   // the default transport behind Transport(nil)
-	meshBase http.RoundTripper // base, secured by mTLS when the mesh has an identity
-	client   *http.Client
-	tel      *telemetry.Telemetry
-	xds      *xdsPath                // nil: no control plane
-	id       *identity               // nil: mTLS off
-	authz    *security.PolicyWatcher // nil: no authorization policy
-	grpcRes  gresolver.Builder
-	xdsOnce  sync.Once
-	xdsRes   gresolver.Builder
-	xdsErr   error
-	services atomic.Pointer[map[string]*service] // copy on write
-	mu       sync.Mutex                          // guards services writes, closed, admin
+	base      *http.Transport   // the default transport behind Transport(nil)
+	meshBase  http.RoundTripper // base, secured by mTLS when the mesh has an identity
+	client    *http.Client
+	tel       *telemetry.Telemetry
+	metrics   *telemetry.Metrics
+	unobserve func() error            // stops the endpoint gauge callback
+	xds       *xdsPath                // nil: no control plane
+	id        *identity               // nil: mTLS off
+	authz     *security.PolicyWatcher // nil: no authorization policy
+	grpcRes   gresolver.Builder
+	xdsOnce   sync.Once
+	xdsRes    gresolver.Builder
+	xdsErr    error
+	services  atomic.Pointer[map[string]*service] // copy on write
+	mu        sync.Mutex                          // guards services writes, closed, admin
 
 	ctx    context.Context // ends at Close: stops servers started by ListenAndServe
 	cancel context.CancelFunc
@@ -103,6 +105,10 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 		return nil, err
 	}
 	m.tel = tel
+	if m.metrics, err = telemetry.NewMetrics(tel.Options()...); err != nil {
+		m.shutdownTelemetry()
+		return nil, err
+	}
 	id, err := setupIdentity(ctx, &cfg)
 	if err != nil {
 		m.shutdownTelemetry()
@@ -153,6 +159,10 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 	m.meshBase = m.meshTransport(m.base)
 	m.client = &http.Client{Transport: m.Transport(nil)}
 
+	if m.unobserve, err = m.metrics.ObserveEndpoints(m.observeEndpoints); err != nil {
+		m.Close()
+		return nil, err
+	}
 	if cfg.adminAddr != "" {
 		if err := m.startAdmin(cfg.adminAddr); err != nil {
 			m.Close()
@@ -229,6 +239,9 @@ func (m *Mesh) Close() error {
 			m.authz.Close()
 		}
 		m.id.close()
+		if m.unobserve != nil {
+			m.unobserve()
+		}
 		m.shutdownTelemetry()
 	})
 	return nil
@@ -247,6 +260,9 @@ type service struct {
 	once    sync.Once
 	lastErr atomic.Pointer[error]
 	used    atomic.Bool // xDS clusters: set by requests, cleared by the idle sweep
+	// requests counts finished requests, for the admin page's rates.
+	requests atomic.Uint64
+	stats    *telemetry.ClusterMetrics
 	// resolveNow asks discovery to look again after a connection failure.
 	resolveNow func()
 }
@@ -340,6 +356,7 @@ func (m *Mesh) addService(name string) *service {
 		return nil
 	}
 	s := newService(name, m.policy, nil, m.newServiceResilience())
+	s.stats = m.metrics.Cluster(name)
 	s.resolveNow = func() { m.disc.ResolveNow(name) }
 	s.cancel = m.disc.Watch(name, resolver.WatcherFunc(func(st resolver.State) {
 		s.setErr(st.Err)

@@ -55,3 +55,24 @@ func (m *Mesh) shutdownTelemetry() {
 		m.log.Warn("weft: flushing telemetry", "error", err)
 	}
 }
+
+// observeEndpoints reports each cluster's endpoints by state for the
+// weft.cluster.endpoints gauge, at collection time only.
+func (m *Mesh) observeEndpoints(observe func(cluster, state string, count int64)) {
+	for _, c := range m.Clusters() {
+		counts := map[string]int64{"healthy": 0, "ejected": 0, "unhealthy": 0}
+		for _, e := range c.Endpoints {
+			switch {
+			case e.Ejected:
+				counts["ejected"]++
+			case e.Health == "UNHEALTHY" || e.Health == "DRAINING":
+				counts["unhealthy"]++
+			default:
+				counts["healthy"]++
+			}
+		}
+		for state, n := range counts {
+			observe(c.Service, state, n)
+		}
+	}
+}

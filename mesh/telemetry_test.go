@@ -5,8 +5,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
@@ -88,5 +91,51 @@ func TestTraceCrossesTwoServices(t *testing.T) {
 	}
 	if !annotated {
 		t.Error("no span carries weft.cluster=b for the hop to service b")
+	}
+}
+
+// The mesh's own metrics, read through the OpenTelemetry SDK: endpoints by
+// state (the failing one ejected) and the retries it caused.
+func TestMeshMetrics(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	defer mp.Shutdown(context.Background())
+
+	addrs, _ := backends(t, 2)
+	broken := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	}))
+	defer broken.Close()
+	m := newMesh(t, mesh.WithMeterProvider(mp), mesh.WithEndpoints("orders", append(addrs, broken.Listener.Addr().String())...))
+	for i := 0; i < 30; i++ {
+		get(t, m.HTTPClient(), "http://orders/")
+	}
+
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	gauge := map[string]int64{}
+	var retries int64
+	for _, sm := range rm.ScopeMetrics {
+		for _, mt := range sm.Metrics {
+			switch mt.Name {
+			case "weft.cluster.endpoints":
+				for _, dp := range mt.Data.(metricdata.Gauge[int64]).DataPoints {
+					state, _ := dp.Attributes.Value("weft.endpoint.state")
+					gauge[state.AsString()] += dp.Value
+				}
+			case "weft.client.retries":
+				for _, dp := range mt.Data.(metricdata.Sum[int64]).DataPoints {
+					retries += dp.Value
+				}
+			}
+		}
+	}
+	if gauge["healthy"] != 2 || gauge["ejected"] != 1 {
+		t.Errorf("weft.cluster.endpoints by state = %v, want 2 healthy and 1 ejected", gauge)
+	}
+	if retries == 0 {
+		t.Error("weft.client.retries stayed at 0 though a failing endpoint forced retries")
 	}
 }

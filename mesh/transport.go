@@ -74,6 +74,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	resp, err := t.serviceRoundTripper(svc).RoundTrip(req)
+	countOverflow(req.Context(), svc, err)
 	if resp != nil {
 		resp.Request = req
 	}
@@ -120,6 +121,7 @@ func (p *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	attempt := max(attempts.Count(), 1) // 0 when the request cannot be retried
 	if attempt > 1 {
 		telemetry.RecordRetry(ctx, attempt, "")
+		svc.stats.Retry(ctx, "")
 	}
 	telemetry.AnnotateEndpoint(ctx, svc.name, res.Endpoint.Addr, res.Endpoint.Locality.String(), attempt)
 
@@ -142,6 +144,7 @@ func (p *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := p.t.mesh.RoundTrip(&out.req)
 	outcome := httpOutcome(ctx, resp, err)
 	res.Finish(balancer.DoneInfo{Latency: time.Since(start), Outcome: outcome, Err: err})
+	svc.requests.Add(1)
 	if outcome == balancer.ConnectFailure && svc.resolveNow != nil {
 		// The endpoint may be gone; ask discovery (DNS) to look again.
 		svc.resolveNow()
@@ -219,4 +222,11 @@ func isConnectFailure(err error) bool {
 		return true
 	}
 	return errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// countOverflow records a request the service's thresholds refused.
+func countOverflow(ctx context.Context, svc *service, err error) {
+	if err != nil && errors.Is(err, resilience.ErrOverflow) {
+		svc.stats.Overflow(ctx, "thresholds")
+	}
 }

@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -219,6 +220,7 @@ type listenerWatcher struct {
 // does not apply: grpc-go ignores such fields silently, and a user should
 // not have to test whether a config took effect.
 func (x *xdsPath) logUnapplied(kind string, r xds.Resource) {
+	x.m.metrics.XDSUpdate(context.Background(), kind, true)
 	if f := r.UnappliedFields(); len(f) > 0 {
 		x.m.log.Info("weft: xDS resource has fields Weft does not apply", "type", kind, "name", r.ResourceName(), "fields", f)
 	}
@@ -247,7 +249,17 @@ func (w *listenerWatcher) OnUpdate(r xds.Resource) {
 	}
 }
 
+// countRejected records a NACKed resource; an unreachable control plane
+// is no rejection.
+func (x *xdsPath) countRejected(kind string, err error) {
+	var re *xds.ResourceError
+	if errors.As(err, &re) {
+		x.m.metrics.XDSUpdate(context.Background(), kind, false)
+	}
+}
+
 func (w *listenerWatcher) OnError(err error) {
+	w.x.countRejected("Listener", err)
 	if w.h.state.Load() == nil {
 		w.h.state.Store(&hostState{exists: true, err: fmt.Errorf("weft: listener %q: %w", w.h.name, err)})
 		w.h.markReady()
@@ -272,6 +284,7 @@ func (w *routeWatcher) OnUpdate(r xds.Resource) {
 }
 
 func (w *routeWatcher) OnError(err error) {
+	w.x.countRejected("RouteConfiguration", err)
 	if w.h.state.Load() == nil {
 		w.h.state.Store(&hostState{exists: true, err: fmt.Errorf("weft: route configuration %q: %w", w.h.rds, err)})
 		w.h.markReady()
@@ -385,6 +398,7 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 	rt := resilience.NewRetryTransport(&pickTransport{t: t, svc: svc, route: route, plan: plan}, plan.retry,
 		resilience.WithBudget(res.budget), resilience.WithThresholds(res.thresholds))
 	resp, err = rt.RoundTrip(req)
+	countOverflow(ctx, svc, err)
 	if resp != nil && len(route.Action.ResponseHeadersToAdd)+len(route.Action.ResponseHeadersToRemove) > 0 {
 		applyHeaders(resp.Header, route.Action.ResponseHeadersToAdd, route.Action.ResponseHeadersToRemove)
 	}
@@ -403,6 +417,7 @@ func (x *xdsPath) cluster(name string) *service {
 		return nil
 	}
 	s := newService(name, balancer.Get(balancer.RoundRobin), nil, x.m.newServiceResilience())
+	s.stats = x.m.metrics.Cluster(name)
 	cw := &clusterWatcher{x: x, s: s}
 	cancelCDS := x.client.Watch(xds.ClusterType, name, cw)
 	s.cancel = func() {
@@ -509,6 +524,7 @@ func (w *clusterWatcher) OnUpdate(r xds.Resource) {
 }
 
 func (w *clusterWatcher) OnError(err error) {
+	w.x.countRejected("Cluster", err)
 	if w.s.lastErr.Load() == nil && len(w.s.balancer().Endpoints()) == 0 {
 		w.s.setErr(fmt.Errorf("cluster %q: %w", w.s.name, err))
 		w.s.markReady()
