@@ -612,3 +612,65 @@ func TestNonIdempotentRequestsAreNotRetried(t *testing.T) {
 		t.Errorf("a failing GET reached the backend %d times, want 3 (two retries)", n)
 	}
 }
+
+// A request entering a service with a deadline leaves for the next hop with
+// what is left of it: B sees a deadline no later than A's.
+func TestDeadlinePropagatesAcrossHops(t *testing.T) {
+	deadlines := make(chan time.Time, 2)
+	serve := func(m *mesh.Mesh, h http.HandlerFunc) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- m.Serve(ctx, ln, h) }()
+		t.Cleanup(func() { cancel(); <-done })
+		return ln.Addr().String()
+	}
+	bAddr := serve(newMesh(t), func(w http.ResponseWriter, r *http.Request) {
+		d, _ := r.Context().Deadline()
+		deadlines <- d
+	})
+	a := newMesh(t, mesh.WithEndpoints("b", bAddr))
+	aAddr := serve(newMesh(t), func(w http.ResponseWriter, r *http.Request) {
+		d, ok := r.Context().Deadline()
+		if !ok {
+			http.Error(w, "no deadline reached A", http.StatusInternalServerError)
+			return
+		}
+		deadlines <- d
+		time.Sleep(20 * time.Millisecond) // time spent in A comes off B's budget
+		req, _ := http.NewRequestWithContext(r.Context(), "GET", "http://b/", nil)
+		resp, err := a.HTTPClient().Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		resp.Body.Close()
+	})
+	client := newMesh(t, mesh.WithEndpoints("a", aAddr))
+	ctx, cancel := context.WithTimeout(context.Background(), 800*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://a/", nil)
+	resp, err := client.HTTPClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	// The budget travels as whole milliseconds and, as with grpc-timeout,
+	// a hop's own transit is not subtracted; on loopback that is well
+	// under 5 ms, so no hop may gain more than that.
+	const transit = 5 * time.Millisecond
+	dA, dB := <-deadlines, <-deadlines
+	if left := dA.Sub(start); left > 800*time.Millisecond+transit || left < 500*time.Millisecond {
+		t.Errorf("A's deadline is %v after the call started, want about 800ms", left)
+	}
+	if gain := dB.Sub(dA); gain > transit {
+		t.Errorf("B's deadline is %v later than A's, want at most the transit time", gain)
+	}
+}

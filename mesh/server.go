@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"google.golang.org/grpc"
@@ -15,11 +16,16 @@ import (
 	"github.com/weftmesh/weft/security"
 )
 
-// Handler wraps h with the mesh's inbound chain. The chain, outermost
-// first: the server span and metrics (OpenTelemetry, trace context taken
-// from the request); the caller's verified SPIFFE ID into the request context (see
-// security.PeerID); the authorization policy (WEFT_AUTHZ_POLICY), which
-// answers 403 to a denied request; then h.
+// Handler wraps h with the mesh's inbound chain, outermost first:
+//   - the server span and metrics (OpenTelemetry; trace context taken from
+//     the request);
+//   - the caller's verified SPIFFE ID into the request context (see
+//     security.PeerID);
+//   - the caller's remaining time budget (TimeoutHeader) as the context
+//     deadline;
+//   - the authorization policy (WEFT_AUTHZ_POLICY), answering 403 to a
+//     denied request;
+//   - then h.
 func (m *Mesh) Handler(h http.Handler) http.Handler {
 	for _, mw := range m.inboundChain() {
 		h = mw(h)
@@ -35,7 +41,23 @@ func (m *Mesh) inboundChain() []func(http.Handler) http.Handler {
 	if m.authz != nil {
 		chain = append(chain, m.authorization)
 	}
-	return append(chain, peerIdentity, m.instrumentServer)
+	return append(chain, deadlineFromHeader, peerIdentity, m.instrumentServer)
+}
+
+// deadlineFromHeader bounds the request's context by the caller's
+// remaining budget (TimeoutHeader). It can only shorten a deadline: a
+// caller cannot buy more time than the server gives.
+func deadlineFromHeader(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if v := r.Header.Get(TimeoutHeader); v != "" {
+			if ms, err := strconv.ParseInt(v, 10, 64); err == nil && ms > 0 {
+				ctx, cancel := context.WithTimeout(r.Context(), time.Duration(ms)*time.Millisecond)
+				defer cancel()
+				r = r.WithContext(ctx)
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // peerIdentity puts the TLS peer's SPIFFE ID into the request context.

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -139,6 +140,9 @@ func (p *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if p.plan != nil && p.plan.mutates {
 		rewrite(out, &p.route.Action, p.route)
 	}
+	if deadline, ok := ctx.Deadline(); ok {
+		setTimeoutHeader(&out.req, deadline)
+	}
 
 	start := time.Now()
 	resp, err := p.t.mesh.RoundTrip(&out.req)
@@ -229,4 +233,26 @@ func countOverflow(ctx context.Context, svc *service, err error) {
 	if err != nil && errors.Is(err, resilience.ErrOverflow) {
 		svc.stats.Overflow(ctx, "thresholds")
 	}
+}
+
+// TimeoutHeader carries a request's remaining time budget, in milliseconds,
+// from a mesh client to a mesh server, which turns it back into a context
+// deadline: a chain of services cannot outlive its caller. A duration, not
+// a point in time, so clock skew between hosts does not matter; gRPC's
+// grpc-timeout works the same way.
+const TimeoutHeader = "Weft-Timeout"
+
+// setTimeoutHeader writes the time left until deadline on the outgoing
+// copy, replacing a value the caller may have set.
+func setTimeoutHeader(req *http.Request, deadline time.Time) {
+	ms := time.Until(deadline).Milliseconds()
+	if ms < 1 {
+		ms = 1 // already late: the server fails fast rather than running unbounded
+	}
+	h := req.Header.Clone()
+	if h == nil {
+		h = http.Header{}
+	}
+	h[TimeoutHeader] = []string{strconv.FormatInt(ms, 10)}
+	req.Header = h
 }
