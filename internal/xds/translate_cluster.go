@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"time"
 
+	"encoding/json"
+	xdstypev3 "github.com/cncf/xds/go/xds/type/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	leastrequestv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/least_request/v3"
@@ -16,8 +18,10 @@ import (
 	roundrobinv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/round_robin/v3"
 	wrrlocalityv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/wrr_locality/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"strings"
 )
 
 // defaultCircuitBreaker returns Envoy's default thresholds.
@@ -225,9 +229,37 @@ func knownPolicy(a *anypb.Any, out *Cluster) (bool, error) {
 			}
 		}
 		return false, errors.New("wrr_locality: no supported endpoint_picking_policy")
+	case a.MessageIs((*xdstypev3.TypedStruct)(nil)):
+		// A custom policy (gRFC A52) named by its type URL. Weft's own
+		// policies are published as "weft_<name>", the name they carry in
+		// grpc-go's registry, so a control plane can ask for p2c_ewma,
+		// which only Envoy's contrib build knows.
+		ts := &xdstypev3.TypedStruct{}
+		if err := a.UnmarshalTo(ts); err != nil {
+			return false, err
+		}
+		url := ts.GetTypeUrl()
+		name := url[strings.LastIndexByte(url, '/')+1:]
+		if !strings.HasPrefix(name, WeftPolicyPrefix) || len(name) == len(WeftPolicyPrefix) {
+			return false, nil // someone else's custom policy: try the next one
+		}
+		cfg := json.RawMessage("{}")
+		if v := ts.GetValue(); v != nil {
+			b, err := protojson.Marshal(v)
+			if err != nil {
+				return false, err
+			}
+			cfg = b
+		}
+		out.LBPolicy, out.LBConfig = strings.TrimPrefix(name, WeftPolicyPrefix), cfg
+		return true, nil
 	}
 	return false, nil
 }
+
+// WeftPolicyPrefix marks a custom load-balancing policy's type URL as one
+// of Weft's balancers ("type.googleapis.com/weft_p2c_ewma").
+const WeftPolicyPrefix = "weft_"
 
 // Outlier detection defaults (gRFC A50, Envoy).
 func translateOutlier(od *clusterv3.OutlierDetection) (*OutlierDetection, error) {

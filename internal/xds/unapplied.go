@@ -87,6 +87,8 @@ var (
 		"outlier_detection.success_rate_request_volume", "outlier_detection.failure_percentage_threshold",
 		"outlier_detection.enforcing_failure_percentage", "outlier_detection.failure_percentage_minimum_hosts",
 		"outlier_detection.failure_percentage_request_volume",
+		"outlier_detection.consecutive_5xx", "outlier_detection.enforcing_consecutive_5xx",
+		"outlier_detection.consecutive_gateway_failure", "outlier_detection.enforcing_consecutive_gateway_failure",
 		"transport_socket")
 	// A STATIC or LOGICAL_DNS cluster's inline assignment is applied as an
 	// EDS one is.
