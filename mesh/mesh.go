@@ -263,6 +263,9 @@ type service struct {
 	// requests counts finished requests, for the admin page's rates.
 	requests atomic.Uint64
 	stats    *telemetry.ClusterMetrics
+	// upstream is set for xDS clusters with upstream TLS: the transport
+	// that verifies the cluster's allowed SPIFFE IDs, or why there is none.
+	upstream atomic.Pointer[upstreamTLS]
 	// resolveNow asks discovery to look again after a connection failure.
 	resolveNow func()
 }
@@ -292,6 +295,9 @@ func (s *service) setErr(err error) {
 func (s *service) close() {
 	if s.cancel != nil {
 		s.cancel()
+	}
+	if up := s.upstream.Load(); up != nil && up.rt != nil {
+		up.rt.CloseIdleConnections()
 	}
 	s.balancer().Close()
 }

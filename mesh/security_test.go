@@ -11,9 +11,15 @@ import (
 	"testing"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/weftmesh/weft/internal/xds/xdstest"
 	"github.com/weftmesh/weft/mesh"
 	"github.com/weftmesh/weft/security"
 	"github.com/weftmesh/weft/security/spiffetest"
@@ -244,6 +250,82 @@ func TestIdentityErrorsNameTheVariable(t *testing.T) {
 		_, err := mesh.New(context.Background())
 		if err == nil || !strings.Contains(err.Error(), "WEFT_SVID_KEY_FILE") {
 			t.Errorf("err = %v, want one naming the missing variables", err)
+		}
+	})
+}
+
+// tlsCluster is an xDS cluster asking for upstream TLS whose server must
+// present the SPIFFE ID san.
+func tlsCluster(t *testing.T, name, san string) *clusterv3.Cluster {
+	t.Helper()
+	c := xdstest.Cluster(name, "")
+	utc := &tlsv3.UpstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
+		TlsCertificateProviderInstance: &tlsv3.CertificateProviderPluginInstance{InstanceName: "default"},
+		ValidationContextType: &tlsv3.CommonTlsContext_CombinedValidationContext{
+			CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
+				DefaultValidationContext: &tlsv3.CertificateValidationContext{
+					MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
+						SanType: tlsv3.SubjectAltNameMatcher_URI,
+						Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: san}},
+					}},
+				},
+				ValidationContextCertificateProviderInstance: &tlsv3.CommonTlsContext_CertificateProviderInstance{InstanceName: "default"},
+			},
+		},
+	}}
+	a, err := anypb.New(utc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.TransportSocket = &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: a}}
+	return c
+}
+
+// The cluster's SAN matchers from xDS decide which server identities the
+// client accepts, not mere trust-domain membership.
+func TestXDSClusterSANMatchersPickTheServerIdentity(t *testing.T) {
+	ca := newCA(t, shop)
+	server := workloadAPI(t, ca, ordersID)
+	client := workloadAPI(t, ca, frontendID)
+	t.Setenv("SPIFFE_ENDPOINT_SOCKET", server.Addr())
+	addr := serveWhoami(t, newMesh(t))
+
+	cp := xdstest.NewServer(t)
+	snapshot := func(version, san string) {
+		cp.SetSnapshot(t, xdsNode, version,
+			xdstest.Listener("orders:8080", "orders-routes"),
+			xdstest.RouteConfig("orders-routes", "*", "orders"),
+			tlsCluster(t, "orders", san),
+			xdstest.Endpoints("orders", addr))
+	}
+	snapshot("1", ordersID.String())
+	t.Setenv("SPIFFE_ENDPOINT_SOCKET", client.Addr())
+	m := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)))
+	if got := get(t, m.HTTPClient(), "http://orders:8080/"); got != frontendID.String() {
+		t.Fatalf("server saw %q, want %q", got, frontendID)
+	}
+
+	snapshot("2", "spiffe://shop.example/ns/shop/sa/payments")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := m.HTTPClient().Get("http://orders:8080/")
+		if err != nil {
+			break // refused: orders is not the identity the cluster now allows
+		}
+		resp.Body.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("requests still reach a server whose identity the cluster's SAN matchers no longer allow")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	t.Run("a TLS cluster needs an identity", func(t *testing.T) {
+		t.Setenv("SPIFFE_ENDPOINT_SOCKET", "")
+		snapshot("3", ordersID.String())
+		plain := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)))
+		_, err := plain.HTTPClient().Get("http://orders:8080/")
+		if err == nil || !strings.Contains(err.Error(), `cluster "orders" requires TLS`) {
+			t.Errorf("err = %v, want the error naming the TLS cluster", err)
 		}
 	})
 }

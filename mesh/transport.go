@@ -34,16 +34,19 @@ func (m *Mesh) HTTPClient() *http.Client { return m.client }
 // *http.Transport.
 func (m *Mesh) Transport(base http.RoundTripper) http.RoundTripper {
 	if base == nil {
-		return m.instrumentClient(&transport{m: m, base: m.base, mesh: m.meshBase})
+		return m.instrumentClient(&transport{m: m, base: m.base, mesh: m.meshBase, defaultBase: true})
 	}
 	return m.instrumentClient(&transport{m: m, base: base, mesh: m.meshTransport(base)})
 }
 
 type transport struct {
-	m    *Mesh
-	base http.RoundTripper // pass-through traffic
-	mesh http.RoundTripper // traffic to mesh endpoints
-	rts  sync.Map          // *service -> its retrying round tripper
+	m *Mesh
+	// defaultBase: base is the mesh's own transport, so per-cluster TLS
+	// transports (cloned from it) may stand in for mesh.
+	defaultBase bool
+	base        http.RoundTripper // pass-through traffic
+	mesh        http.RoundTripper // traffic to mesh endpoints
+	rts         sync.Map          // *service -> its retrying round tripper
 }
 
 var _ http.RoundTripper = (*transport)(nil)
@@ -126,6 +129,18 @@ func (p *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	telemetry.AnnotateEndpoint(ctx, svc.name, res.Endpoint.Addr, res.Endpoint.Locality.String(), attempt)
 
+	rt := p.t.mesh
+	if up := svc.upstream.Load(); up != nil {
+		if up.err != nil {
+			res.Finish(balancer.DoneInfo{Outcome: balancer.Canceled})
+			closeBody(req)
+			return nil, up.err
+		}
+		if p.t.defaultBase {
+			rt = up.rt
+		}
+	}
+
 	out := &outbound{req: *req, url: *req.URL}
 	out.url.Host = res.Endpoint.Addr
 	if p.t.m.id != nil {
@@ -145,7 +160,7 @@ func (p *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 
 	start := time.Now()
-	resp, err := p.t.mesh.RoundTrip(&out.req)
+	resp, err := rt.RoundTrip(&out.req)
 	outcome := httpOutcome(ctx, resp, err)
 	res.Finish(balancer.DoneInfo{Latency: time.Since(start), Outcome: outcome, Err: err})
 	svc.requests.Add(1)

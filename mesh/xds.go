@@ -13,11 +13,13 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/internal/xds"
 	"github.com/weftmesh/weft/resilience"
 	"github.com/weftmesh/weft/resolver"
+	"github.com/weftmesh/weft/security"
 )
 
 // maxXDSHosts bounds the listener watches the HTTP path opens for hosts it
@@ -437,6 +439,7 @@ type clusterWatcher struct {
 	policy      string
 	lbConfig    any
 	outlier     string // the outlier detection config in force, printed
+	tls         string // the upstream TLS config in force, printed
 	limits      xds.CircuitBreaker
 	endpoints   string // what the endpoint watch is on: "eds:<name>" or "dns:<host:port>"
 	cancelEndpt func()
@@ -472,6 +475,13 @@ func (w *clusterWatcher) OnUpdate(r xds.Resource) {
 		}
 		s.bal.Store(nb)
 		old.Close()
+	}
+	if tls := fmt.Sprint(c.TLS); tls != w.tls {
+		w.tls = tls
+		old := s.upstream.Swap(w.x.upstreamFor(c))
+		if old != nil && old.rt != nil {
+			old.rt.CloseIdleConnections()
+		}
 	}
 	if c.CircuitBreaker != w.limits {
 		w.limits = c.CircuitBreaker
@@ -727,4 +737,41 @@ func (x *xdsPath) configDump() []map[string]any {
 		out = append(out, e)
 	}
 	return out
+}
+
+// upstreamTLS is how requests reach a cluster that asks for upstream TLS.
+type upstreamTLS struct {
+	rt  *http.Transport
+	err error
+}
+
+// upstreamFor builds a cluster's TLS transport: mutual TLS from the
+// service's identity, accepting only servers whose SPIFFE ID matches one
+// of the cluster's SAN matchers (any member of this trust domain when it
+// lists none). A cluster that asks for TLS from a service without an
+// identity fails its requests rather than sending plaintext.
+func (x *xdsPath) upstreamFor(c *xds.Cluster) *upstreamTLS {
+	if c.TLS == nil {
+		return nil
+	}
+	id := x.m.id
+	if id == nil {
+		return &upstreamTLS{err: fmt.Errorf("weft: cluster %q requires TLS (its CDS resource has a transport socket) but this service has no SPIFFE identity", c.Name)}
+	}
+	authorize := security.AuthorizeMemberOf(id.td)
+	if sans := c.TLS.SANMatchers; len(sans) > 0 {
+		authorize = func(peer spiffeid.ID) error {
+			for _, m := range sans {
+				if m.Match(peer.String()) {
+					return nil
+				}
+			}
+			return fmt.Errorf("weft: %s is not an allowed identity of cluster %q", peer, c.Name)
+		}
+	}
+	t := x.m.base.Clone()
+	t.TLSClientConfig = security.ClientTLSConfig(id.src, authorize)
+	t.ForceAttemptHTTP2 = true
+	t.Protocols = nil
+	return &upstreamTLS{rt: t}
 }

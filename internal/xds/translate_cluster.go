@@ -375,5 +375,18 @@ func translateUpstreamTLS(ts *corev3.TransportSocket) (*UpstreamTLS, error) {
 		}
 		out.SANMatchers = append(out.SANMatchers, sm)
 	}
+	// The typed form replaced the field above; SPIFFE IDs are URI SANs, so
+	// matchers of other SAN types can never match a peer and are refused.
+	for i, m := range vc.GetMatchTypedSubjectAltNames() {
+		field := fmt.Sprintf("typed_config.common_tls_context.validation_context.match_typed_subject_alt_names[%d]", i)
+		if t := m.GetSanType(); t != tlsv3.SubjectAltNameMatcher_URI {
+			return nil, ferr(field+".san_type", "%v is not supported (SPIFFE IDs are URI SANs)", t)
+		}
+		sm, err := translateStringMatcher(m.GetMatcher())
+		if err != nil {
+			return nil, prefixed(field+".matcher", err)
+		}
+		out.SANMatchers = append(out.SANMatchers, sm)
+	}
 	return out, nil
 }
