@@ -251,44 +251,78 @@ func TestXDSKeepsServingWhileTheControlPlaneIsAway(t *testing.T) {
 }
 
 func TestXDSBadUpdateIsNACKedAndTheLastGoodConfigServes(t *testing.T) {
-	v1, v2 := startDualBackend(t, "v1"), startDualBackend(t, "v2")
-	cp := xdstest.NewServer(t)
-	good := ordersConfig(v1.addr, v2.addr, 100, 0)
-	cp.SetSnapshot(t, xdsNode, "1", good...)
-	admin := freeAddr(t)
-	m := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)), mesh.WithAdminAddr(admin))
-	c := m.HTTPClient()
-	sendHTTP(t, c, 5, false)
+	// Each case breaks one resource of the good config in a way grpc-go
+	// also rejects; the NACK must name it and traffic must keep flowing to
+	// v1 as the last good config says.
+	tests := []struct {
+		name    string
+		w1, w2  uint32 // the weights of the broken snapshot
+		break_  func(res []types.Resource)
+		culprit string
+	}{
+		// A rejected route configuration would have moved traffic to v2.
+		{"bad RE2 regex in a header route", 0, 100, func(res []types.Resource) {
+			for _, r := range res {
+				if rc, ok := r.(*routev3.RouteConfiguration); ok {
+					rc.VirtualHosts[0].Routes[0].Match.Headers[0].HeaderMatchSpecifier = &routev3.HeaderMatcher_StringMatch{
+						StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{
+							SafeRegex: &matcherv3.RegexMatcher{Regex: "(unclosed"}}}}
+				}
+			}
+		}, "orders-routes"},
+		{"weighted clusters summing to 0", 0, 100, func(res []types.Resource) {
+			for _, r := range res {
+				if rc, ok := r.(*routev3.RouteConfiguration); ok {
+					wc := rc.VirtualHosts[0].Routes[1].GetRoute().GetWeightedClusters()
+					for _, c := range wc.Clusters {
+						c.Weight = wrapperspb.UInt32(0)
+					}
+				}
+			}
+		}, "orders-routes"},
+		// A rejected cluster keeps its last good version: v1 still serves.
+		{"unknown cluster type", 100, 0, func(res []types.Resource) {
+			for _, r := range res {
+				if cl, ok := r.(*clusterv3.Cluster); ok && cl.Name == "orders-v1" {
+					cl.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}
+					cl.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED
+				}
+			}
+		}, "orders-v1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v1, v2 := startDualBackend(t, "v1"), startDualBackend(t, "v2")
+			cp := xdstest.NewServer(t)
+			cp.SetSnapshot(t, xdsNode, "1", ordersConfig(v1.addr, v2.addr, 100, 0)...)
+			admin := freeAddr(t)
+			m := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)), mesh.WithAdminAddr(admin))
+			c := m.HTTPClient()
+			sendHTTP(t, c, 5, false)
 
-	// v2 of the config: cluster orders-v1 with an unknown discovery type.
-	bad := ordersConfig(v1.addr, v2.addr, 100, 0)
-	for i, r := range bad {
-		if cl, ok := r.(*clusterv3.Cluster); ok && cl.Name == "orders-v1" {
-			broken := xdstest.Cluster("orders-v1", "")
-			broken.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}
-			broken.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED
-			bad[i] = broken
-		}
-	}
-	cp.SetSnapshot(t, xdsNode, "2", bad...)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	nack, err := cp.WaitRequest(ctx, func(r *discoveryv3.DiscoveryRequest) bool { return r.GetErrorDetail() != nil })
-	if err != nil {
-		t.Fatalf("no NACK reached the control plane: %v", err)
-	}
-	if msg := nack.GetErrorDetail().GetMessage(); !strings.Contains(msg, "orders-v1") {
-		t.Errorf("NACK message %q does not name the cluster", msg)
-	}
-	if got := sendHTTP(t, c, 50, false); got != 0 {
-		t.Errorf("%d requests went to v2 after a rejected update", got)
-	}
-	dump := get(t, http.DefaultClient, "http://"+admin+"/config_dump")
-	http.DefaultClient.CloseIdleConnections()
-	for _, want := range []string{`"last_nack"`, "orders-v1", `"NACKED"`} {
-		if !strings.Contains(dump, want) {
-			t.Errorf("/config_dump lacks %s:\n%.2000s", want, dump)
-		}
+			bad := ordersConfig(v1.addr, v2.addr, tt.w1, tt.w2)
+			tt.break_(bad)
+			cp.SetSnapshot(t, xdsNode, "2", bad...)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			nack, err := cp.WaitRequest(ctx, func(r *discoveryv3.DiscoveryRequest) bool { return r.GetErrorDetail() != nil })
+			if err != nil {
+				t.Fatalf("no NACK reached the control plane: %v", err)
+			}
+			if msg := nack.GetErrorDetail().GetMessage(); !strings.Contains(msg, tt.culprit) {
+				t.Errorf("NACK message %q does not name %s", msg, tt.culprit)
+			}
+			if got := sendHTTP(t, c, 50, false); got != 0 {
+				t.Errorf("%d requests went to v2 after a rejected update", got)
+			}
+			dump := get(t, http.DefaultClient, "http://"+admin+"/config_dump")
+			http.DefaultClient.CloseIdleConnections()
+			for _, want := range []string{`"last_nack"`, tt.culprit, `"NACKED"`} {
+				if !strings.Contains(dump, want) {
+					t.Errorf("/config_dump lacks %s:\n%.2000s", want, dump)
+				}
+			}
+		})
 	}
 }
 
