@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 )
 
 // The admin endpoint is for operators, on its own listener (WEFT_ADMIN_ADDR),
@@ -29,20 +30,40 @@ func (m *Mesh) startAdmin(addr string) error {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /clusters", m.serveClusters)
+	mux.HandleFunc("GET /routes", m.serveRoutes)
+	mux.HandleFunc("GET /stats", m.serveStats)
 	if h := m.tel.MetricsHandler(); h != nil {
 		mux.Handle("GET /metrics", h)
 	}
-	mux.HandleFunc("GET /config_dump", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /config_dump", func(w http.ResponseWriter, r *http.Request) {
 		var dump any = []any{}
 		if m.xds != nil {
-			dump = m.xds.configDump()
+			d := m.xds.configDump()
+			// The admin page polls without the resources: an EDS
+			// resource can hold thousands of endpoints it does not show.
+			if r.URL.Query().Get("resources") == "false" {
+				for _, e := range d {
+					delete(e, "resource")
+				}
+			}
+			if d != nil {
+				dump = d
+			}
 		}
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		enc.Encode(dump)
+		writeJSON(w, dump)
 	})
-	srv := &http.Server{Handler: mux}
+	page, err := newAdminPage()
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	// "/{$}" is the root alone: other unknown paths stay 404s rather
+	// than serving the page.
+	mux.Handle("GET /{$}", page)
+	if m.cfg.adminPprof {
+		mountPprof(mux)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	m.admin = srv
 	m.wg.Add(1)
 	go func() {
@@ -50,6 +71,15 @@ func (m *Mesh) startAdmin(addr string) error {
 		srv.Serve(ln)
 	}()
 	return nil
+}
+
+// writeJSON writes v indented, for people reading the endpoint with curl.
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
 }
 
 // ClusterStatus is one service's live state, as /clusters reports it.
@@ -74,18 +104,7 @@ type EndpointStatus struct {
 // Clusters returns the live state of every mesh service and xDS cluster
 // the HTTP path has used, sorted by name.
 func (m *Mesh) Clusters() []ClusterStatus {
-	services := map[string]*service{} // a copy: the published map is shared
-	policy := map[string]string{}
-	for name, s := range *m.services.Load() {
-		services[name], policy[name] = s, m.cfg.lbPolicy
-	}
-	if m.xds != nil {
-		m.xds.mu.Lock()
-		for name, s := range m.xds.clusters {
-			services[name], policy[name] = s, "xds"
-		}
-		m.xds.mu.Unlock()
-	}
+	services, policy := m.allServices()
 	out := make([]ClusterStatus, 0, len(services))
 	for name, s := range services {
 		cs := ClusterStatus{Service: name, Policy: policy[name], Endpoints: []EndpointStatus{}}
@@ -105,8 +124,22 @@ func (m *Mesh) Clusters() []ClusterStatus {
 }
 
 func (m *Mesh) serveClusters(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(m.Clusters())
+	writeJSON(w, m.Clusters())
+}
+
+// allServices returns every mesh service and xDS cluster the HTTP path has
+// used, with the balancer policy each is configured with.
+func (m *Mesh) allServices() (services map[string]*service, policy map[string]string) {
+	services, policy = map[string]*service{}, map[string]string{} // copies: the published maps are shared
+	for name, s := range *m.services.Load() {
+		services[name], policy[name] = s, m.cfg.lbPolicy
+	}
+	if m.xds != nil {
+		m.xds.mu.Lock()
+		for name, s := range m.xds.clusters {
+			services[name], policy[name] = s, "xds"
+		}
+		m.xds.mu.Unlock()
+	}
+	return services, policy
 }

@@ -1,0 +1,196 @@
+package mesh_test
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/weftmesh/weft/internal/xds/xdstest"
+	"github.com/weftmesh/weft/mesh"
+)
+
+// The admin page is JavaScript rendering JSON; only a browser shows that
+// it works. These tests run Debian's chromium headless against a live mesh
+// and read the DOM the script built. They skip where chromium is missing.
+
+// chromiumPath returns the browser to run, or skips the test naming what
+// is missing.
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: skipping the admin page's browser test")
+	}
+	for _, name := range []string{"chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Skip("chromium is not installed (no chromium or chromium-browser on PATH; on Debian: apt-get install -y chromium): skipping the admin page's browser test")
+	return ""
+}
+
+// runChromium runs headless chromium with args after the common flags and
+// returns its standard output. Its profile and home are temporary
+// directories, so it reads and leaves nothing outside them.
+func runChromium(t *testing.T, args ...string) string {
+	t.Helper()
+	bin := chromiumPath(t)
+	home := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, append([]string{
+		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync",
+		"--disable-dev-shm-usage", "--user-data-dir=" + filepath.Join(home, "profile"),
+	}, args...)...)
+	cmd.Env = append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+home, "XDG_CACHE_HOME="+home)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	// Chromium's helper processes may hold the pipes after it exits.
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s %s: %v\nstderr:\n%s", bin, strings.Join(args, " "), err, tail(stderr.String(), 3000))
+	}
+	return stdout.String()
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}
+
+// render loads url in chromium, lets its script run for 5 s of virtual
+// time and returns the DOM it built. It also saves a screenshot as name
+// into $WEFT_ARTIFACTS when set (for CI to keep), else into the test's
+// temporary directory, and logs the path.
+func render(t *testing.T, url, name string) string {
+	t.Helper()
+	dir := os.Getenv("WEFT_ARTIFACTS")
+	if dir == "" {
+		dir = t.TempDir()
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, name)
+	dom := runChromium(t, "--virtual-time-budget=5000", "--dump-dom",
+		"--hide-scrollbars", "--window-size=1280,900", "--screenshot="+path, url)
+	if fi, err := os.Stat(path); err != nil || fi.Size() == 0 {
+		t.Errorf("no screenshot at %s: %v", path, err)
+	} else {
+		t.Logf("screenshot of the admin page: %s", path)
+	}
+	return dom
+}
+
+// traffic sends requests through c until the test ends, so the page has
+// rates to show while the browser reads it.
+func traffic(t *testing.T, c *http.Client, urls ...string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			req, _ := http.NewRequestWithContext(ctx, "GET", urls[i%len(urls)], nil)
+			if resp, err := c.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+}
+
+// statusText is what the page's status line says.
+func statusText(dom string) string {
+	m := regexp.MustCompile(`<span id="status-text">([^<]*)</span>`).FindStringSubmatch(dom)
+	if m == nil {
+		return ""
+	}
+	return m[1]
+}
+
+func wantInDOM(t *testing.T, dom string, wants ...string) {
+	t.Helper()
+	for _, w := range wants {
+		if !strings.Contains(dom, w) {
+			t.Errorf("the rendered page does not show %q", w)
+		}
+	}
+	if t.Failed() {
+		t.Logf("DOM:\n%s", tail(dom, 6000))
+	}
+}
+
+func TestAdminPageInABrowser(t *testing.T) {
+	chromiumPath(t)
+	addrs, _ := backends(t, 3)
+	inv, _ := backends(t, 1)
+	admin := freeAddr(t)
+	m := newMesh(t, mesh.WithServiceName("checkout-frontend"), mesh.WithEndpoints("orders", addrs...),
+		mesh.WithEndpoints("inventory", inv...), mesh.WithLBPolicy("least_request"), mesh.WithAdminAddr(admin))
+	c := m.HTTPClient()
+	for range 20 {
+		get(t, c, "http://orders/items")
+		get(t, c, "http://inventory/stock")
+	}
+	traffic(t, c, "http://orders/items", "http://orders/items", "http://inventory/stock")
+	url := "http://" + admin + "/"
+
+	dom := render(t, url, "admin-static.png")
+	// The service name and endpoint addresses reach the page only through
+	// the script's fetches: their presence proves it ran and rendered.
+	wantInDOM(t, dom, append([]string{`<h1 id="service">checkout-frontend</h1>`, "orders", "inventory",
+		"least_request", "HEALTHY", "req/s", "No xDS control plane"}, append(addrs, inv...)...)...)
+	if status := statusText(dom); !strings.HasPrefix(status, "live ·") {
+		t.Errorf("the page's status is %q, want live", status)
+	}
+	// A rate needs two samples of the counters: the page kept polling.
+	rate := regexp.MustCompile(`<div class="k">requests / s</div><div class="v">([0-9.,]+)<`).FindStringSubmatch(dom)
+	if rate == nil {
+		t.Errorf("the page shows no request rate")
+	}
+}
+
+func TestAdminPageInABrowserShowsXDSRoutes(t *testing.T) {
+	chromiumPath(t)
+	v1, v2 := startDualBackend(t, "v1"), startDualBackend(t, "v2")
+	cp := xdstest.NewServer(t)
+	cp.SetSnapshot(t, xdsNode, "1", ordersConfig(v1.addr, v2.addr, 80, 20)...)
+	admin := freeAddr(t)
+	// Names reach the page from configuration and the control plane: one
+	// written as markup must show as text, not become an element.
+	name := `checkout-frontend<img src=x id=injected>`
+	m := newMesh(t, mesh.WithServiceName(name), mesh.WithBootstrap(cp.Bootstrap(xdsNode)), mesh.WithAdminAddr(admin))
+	sendHTTP(t, m.HTTPClient(), 20, false)
+	sendHTTP(t, m.HTTPClient(), 2, true)
+	traffic(t, m.HTTPClient(), "http://orders:8080/items")
+	url := "http://" + admin + "/"
+
+	dom := render(t, url, "admin-xds.png")
+	if strings.Contains(dom, `id="injected"`) {
+		t.Errorf("a service name became markup on the page")
+	}
+	wantInDOM(t, dom, `<h1 id="service">checkout-frontend&lt;img src=x id=injected&gt;</h1>`, "xDS control plane", "orders:8080", "orders-routes",
+		"orders-v1", "orders-v2", "80%", "20%", `header x-canary = "true"`, "ACKED", v1.addr, v2.addr)
+	if status := statusText(dom); !strings.HasPrefix(status, "live ·") {
+		t.Errorf("the page's status is %q, want live", status)
+	}
+}

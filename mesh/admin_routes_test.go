@@ -1,0 +1,104 @@
+package mesh_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/weftmesh/weft/internal/xds/xdstest"
+	"github.com/weftmesh/weft/mesh"
+)
+
+type routesJSON []struct {
+	Host         string `json:"host"`
+	Listener     string `json:"listener"`
+	RouteConfig  string `json:"route_config"`
+	State        string `json:"state"`
+	Error        string `json:"error"`
+	VirtualHosts []struct {
+		Name    string   `json:"name"`
+		Domains []string `json:"domains"`
+		Routes  []struct {
+			Match            string `json:"match"`
+			Cluster          string `json:"cluster"`
+			Timeout          string `json:"timeout"`
+			WeightedClusters []struct {
+				Name    string  `json:"name"`
+				Weight  uint32  `json:"weight"`
+				Percent float64 `json:"percent"`
+			} `json:"weighted_clusters"`
+		} `json:"routes"`
+	} `json:"virtual_hosts"`
+}
+
+func TestAdminRoutesShowTheXDSRoutesAndSplits(t *testing.T) {
+	v1, v2 := startDualBackend(t, "v1"), startDualBackend(t, "v2")
+	cp := xdstest.NewServer(t)
+	cp.SetSnapshot(t, xdsNode, "1", ordersConfig(v1.addr, v2.addr, 90, 10)...)
+	admin := freeAddr(t)
+	m := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)), mesh.WithAdminAddr(admin))
+	sendHTTP(t, m.HTTPClient(), 3, false)
+	c := adminClient(t)
+
+	code, h, body := fetch(t, c, "http://"+admin+"/routes")
+	if code != http.StatusOK || h.Get("Content-Type") != "application/json" {
+		t.Fatalf("/routes: status %d, Content-Type %q", code, h.Get("Content-Type"))
+	}
+	var got routesJSON
+	if err := json.Unmarshal([]byte(body), &got); err != nil {
+		t.Fatalf("/routes: %v\n%s", err, body)
+	}
+	if len(got) != 1 {
+		t.Fatalf("/routes has %d hosts, want orders:8080 alone:\n%s", len(got), body)
+	}
+	hr := got[0]
+	if hr.Host != "orders:8080" || hr.Listener != "orders:8080" || hr.RouteConfig != "orders-routes" || hr.State != "ACTIVE" || hr.Error != "" {
+		t.Errorf("host = %+v, want orders:8080 on listener orders:8080, route configuration orders-routes, ACTIVE", hr)
+	}
+	if len(hr.VirtualHosts) != 1 || hr.VirtualHosts[0].Name != "orders" || len(hr.VirtualHosts[0].Routes) != 2 ||
+		strings.Join(hr.VirtualHosts[0].Domains, ",") != "orders:8080,orders" {
+		t.Fatalf("virtual hosts = %+v, want orders (orders:8080, orders) with 2 routes", hr.VirtualHosts)
+	}
+	canary, split := hr.VirtualHosts[0].Routes[0], hr.VirtualHosts[0].Routes[1]
+	if canary.Match != `prefix "/" and header x-canary = "true"` || canary.Cluster != "orders-v2" || len(canary.WeightedClusters) != 0 {
+		t.Errorf("first route = %+v, want the x-canary header match to orders-v2", canary)
+	}
+	if canary.Timeout != "15s" {
+		t.Errorf("first route's timeout = %q, want Envoy's default 15s", canary.Timeout)
+	}
+	if split.Match != `prefix "/"` || split.Cluster != "" || len(split.WeightedClusters) != 2 {
+		t.Fatalf("second route = %+v, want a weighted split on prefix /", split)
+	}
+	for i, want := range []struct {
+		name    string
+		weight  uint32
+		percent float64
+	}{{"orders-v1", 90, 90}, {"orders-v2", 10, 10}} {
+		w := split.WeightedClusters[i]
+		if w.Name != want.name || w.Weight != want.weight || w.Percent != want.percent {
+			t.Errorf("split[%d] = %+v, want %s weight %d (%v%%)", i, w, want.name, want.weight, want.percent)
+		}
+	}
+
+	// The page polls the xDS state without the resources themselves.
+	_, _, dump := fetch(t, c, "http://"+admin+"/config_dump?resources=false")
+	if !strings.Contains(dump, `"ACKED"`) || !strings.Contains(dump, "orders-routes") || strings.Contains(dump, `"resource"`) {
+		t.Errorf("/config_dump?resources=false:\n%.2000s", dump)
+	}
+	if _, _, full := fetch(t, c, "http://"+admin+"/config_dump"); !strings.Contains(full, `"resource"`) {
+		t.Errorf("/config_dump lost the resources:\n%.2000s", full)
+	}
+}
+
+func TestAdminRoutesWithoutAControlPlaneIsEmpty(t *testing.T) {
+	admin := freeAddr(t)
+	newMesh(t, mesh.WithAdminAddr(admin))
+	c := adminClient(t)
+	if code, _, body := fetch(t, c, "http://"+admin+"/routes"); code != http.StatusOK || strings.TrimSpace(body) != "[]" {
+		t.Errorf("/routes without xDS: status %d, body %q, want []", code, body)
+	}
+	if code, _, body := fetch(t, c, "http://"+admin+"/config_dump"); code != http.StatusOK || strings.TrimSpace(body) != "[]" {
+		t.Errorf("/config_dump without xDS: status %d, body %q, want []", code, body)
+	}
+}
