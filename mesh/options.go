@@ -199,8 +199,10 @@ func WithHTTP2Cleartext(on bool) Option {
 	return optionFunc(func(c *config) error { c.h2c = on; return nil })
 }
 
-// WithAdminAddr serves the admin endpoint (/healthz, /readyz, /clusters) on
-// addr; it overrides WEFT_ADMIN_ADDR. "" turns it off.
+// WithAdminAddr serves the admin endpoint on addr: a live HTML page at /,
+// /healthz, /readyz, /clusters, /routes, /stats, /config_dump, /metrics
+// (with the Prometheus exporter) and /debug/pprof/ (with WithAdminPprof);
+// it overrides WEFT_ADMIN_ADDR. "" turns it off.
 func WithAdminAddr(addr string) Option {
 	return optionFunc(func(c *config) error {
 		if addr != "" {

@@ -268,8 +268,8 @@ func tlsCluster(t *testing.T, name, san string) *clusterv3.Cluster {
 						SanType: tlsv3.SubjectAltNameMatcher_URI,
 						Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: san}},
 					}},
+					CaCertificateProviderInstance: &tlsv3.CertificateProviderPluginInstance{InstanceName: "default"},
 				},
-				ValidationContextCertificateProviderInstance: &tlsv3.CommonTlsContext_CertificateProviderInstance{InstanceName: "default"},
 			},
 		},
 	}}
