@@ -266,7 +266,11 @@ func cluster(s *service, v *version, certProvider string) *clusterv3.Cluster {
 			CaCertificateProviderInstance: &tlsv3.CertificateProviderPluginInstance{InstanceName: certProvider},
 		}
 		for _, id := range s.spiffe {
-			vc.MatchSubjectAltNames = append(vc.MatchSubjectAltNames, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: id}})
+			// SPIFFE IDs are URI SANs; the typed matcher says so.
+			vc.MatchTypedSubjectAltNames = append(vc.MatchTypedSubjectAltNames, &tlsv3.SubjectAltNameMatcher{
+				SanType: tlsv3.SubjectAltNameMatcher_URI,
+				Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: id}},
+			})
 		}
 		utc := &tlsv3.UpstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
 			TlsCertificateProviderInstance: &tlsv3.CertificateProviderPluginInstance{InstanceName: certProvider},
