@@ -163,13 +163,27 @@ func (m *Mesh) authzServerOptions() []grpc.ServerOption {
 	if m.authz == nil {
 		return nil
 	}
+	e := countedPolicy{m.authz, m}
 	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(security.UnaryServerInterceptor(m.authz, security.WithLogger(m.log))),
-		grpc.ChainStreamInterceptor(security.StreamServerInterceptor(m.authz, security.WithLogger(m.log))),
+		grpc.ChainUnaryInterceptor(security.UnaryServerInterceptor(e, security.WithLogger(m.log))),
+		grpc.ChainStreamInterceptor(security.StreamServerInterceptor(e, security.WithLogger(m.log))),
 	}
 }
 
 // authorization is the HTTP middleware enforcing the policy.
 func (m *Mesh) authorization(next http.Handler) http.Handler {
-	return security.AuthorizationHandler(m.authz, next, security.WithLogger(m.log))
+	return security.AuthorizationHandler(countedPolicy{m.authz, m}, next, security.WithLogger(m.log))
+}
+
+// countedPolicy records each authorization decision in the
+// weft.authz.decisions metric on its way to the enforcing middleware.
+type countedPolicy struct {
+	e security.PolicyEvaluator
+	m *Mesh
+}
+
+func (c countedPolicy) Evaluate(r *security.Request) security.Decision {
+	d := c.e.Evaluate(r)
+	c.m.metrics.AuthzDecision(context.Background(), d.Allow, d.Policy)
+	return d
 }

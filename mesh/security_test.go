@@ -16,6 +16,8 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -201,7 +203,10 @@ spec:
 `), 0o600)
 	t.Setenv("SPIFFE_ENDPOINT_SOCKET", server.Addr())
 	t.Setenv("WEFT_AUTHZ_POLICY", policy)
-	addr := serveWhoami(t, newMesh(t))
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	defer mp.Shutdown(context.Background())
+	addr := serveWhoami(t, newMesh(t, mesh.WithMeterProvider(mp)))
 	t.Setenv("WEFT_AUTHZ_POLICY", "")
 	t.Setenv("SPIFFE_ENDPOINT_SOCKET", client.Addr())
 	c := newMesh(t, mesh.WithEndpoints("orders", addr)).HTTPClient()
@@ -218,6 +223,29 @@ spec:
 		if resp.StatusCode != tt.want {
 			t.Errorf("GET %s: status %d, want %d", tt.path, resp.StatusCode, tt.want)
 		}
+	}
+
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	decisions := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, mt := range sm.Metrics {
+			if mt.Name != "weft.authz.decisions" {
+				continue
+			}
+			for _, dp := range mt.Data.(metricdata.Sum[int64]).DataPoints {
+				for _, kv := range dp.Attributes.ToSlice() {
+					if v := kv.Value.AsString(); v == "allow" || v == "deny" {
+						decisions[v] += dp.Value
+					}
+				}
+			}
+		}
+	}
+	if decisions["allow"] != 1 || decisions["deny"] != 2 {
+		t.Errorf("weft.authz.decisions = %v, want 1 allow and 2 deny", decisions)
 	}
 }
 
