@@ -194,13 +194,6 @@ func TestBreakerUnaryClientInterceptor(t *testing.T) {
 }
 
 func TestThresholdsOverflowFailsFast(t *testing.T) {
-	release := make(chan struct{})
-	be := newBackend(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-release:
-		case <-time.After(10 * time.Second):
-		}
-	})
 	tests := []struct {
 		name   string
 		limits resilience.Limits
@@ -211,6 +204,18 @@ func TestThresholdsOverflowFailsFast(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			// A backend of its own per case, whose handlers return when
+			// released or when their request is cancelled, so no case's
+			// parked requests or hit count leak into the next.
+			release := make(chan struct{})
+			defer close(release)
+			be := newBackend(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
+				select {
+				case <-release:
+				case <-r.Context().Done():
+				case <-time.After(10 * time.Second):
+				}
+			})
 			th := resilience.NewThresholds(tt.limits)
 			base := newTransport(t)
 			base.MaxConnsPerHost = tt.conns
@@ -259,7 +264,6 @@ func TestThresholdsOverflowFailsFast(t *testing.T) {
 			}
 		})
 	}
-	close(release)
 }
 
 // An open breaker beneath the retries stops them: the refused attempt is
