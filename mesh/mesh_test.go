@@ -22,6 +22,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/weftmesh/weft/mesh"
+	"github.com/weftmesh/weft/resilience"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -672,5 +673,54 @@ func TestDeadlinePropagatesAcrossHops(t *testing.T) {
 	}
 	if gain := dB.Sub(dA); gain > transit {
 		t.Errorf("B's deadline is %v later than A's, want at most the transit time", gain)
+	}
+}
+
+// Envoy's max_requests on a mesh service: past the limit a request fails at
+// once with resilience.ErrOverflow instead of queueing.
+func TestMaxRequestsFailsFast(t *testing.T) {
+	release := make(chan struct{})
+	var inHandler atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inHandler.Add(1)
+		defer inHandler.Add(-1)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	m := newMesh(t, mesh.WithEndpoints("orders", srv.Listener.Addr().String()),
+		mesh.WithCircuitBreaker(resilience.Limits{MaxRequests: 2}))
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	for i := 0; i < 2; i++ {
+		wg.Go(func() {
+			req, _ := http.NewRequestWithContext(ctx, "GET", "http://orders/slow", nil)
+			if resp, err := m.HTTPClient().Do(req); err == nil {
+				resp.Body.Close()
+			}
+		})
+	}
+	// Both slots are taken once both requests wait in the handler.
+	for i := 0; i < 500 && inHandler.Load() < 2; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if inHandler.Load() < 2 {
+		t.Fatal("the two slow requests never reached the backend")
+	}
+	tctx, tcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer tcancel()
+	req, _ := http.NewRequestWithContext(tctx, "GET", "http://orders/third", nil)
+	start := time.Now()
+	_, err := m.HTTPClient().Do(req)
+	took := time.Since(start)
+	if !errors.Is(err, resilience.ErrOverflow) {
+		t.Fatalf("a third request over MaxRequests 2: err = %v, want resilience.ErrOverflow", err)
+	}
+	if took > 50*time.Millisecond {
+		t.Errorf("the overflowing request took %v, want a fast failure", took)
 	}
 }

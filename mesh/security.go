@@ -146,14 +146,14 @@ func (m *Mesh) grpcServerCreds() credentials.TransportCredentials {
 
 // secureListener wraps a listener for the mesh's mode: TLS only (strict),
 // TLS or plaintext by the first byte (permissive), or as is (off).
-func (m *Mesh) secureListener(ln net.Listener) net.Listener {
+func (m *Mesh) secureListener(ln net.Listener, cfg *tls.Config) net.Listener {
 	switch {
 	case m.id == nil:
 		return ln
 	case m.id.mode == security.MTLSPermissive:
-		return security.PermissiveListener(ln, m.id.server)
+		return security.PermissiveListener(ln, cfg)
 	default:
-		return tls.NewListener(ln, m.id.server)
+		return tls.NewListener(ln, cfg)
 	}
 }
 

@@ -357,3 +357,21 @@ func TestXDSClusterSANMatchersPickTheServerIdentity(t *testing.T) {
 		}
 	})
 }
+
+// Several TLS servers of one mesh each get their own copy of the server
+// config: net/http's HTTP/2 set-up writes to it (the race detector watches).
+func TestTLSServersOfOneMeshDoNotShareConfigWrites(t *testing.T) {
+	ca := newCA(t, shop)
+	server := workloadAPI(t, ca, ordersID)
+	client := workloadAPI(t, ca, frontendID)
+	t.Setenv("SPIFFE_ENDPOINT_SOCKET", server.Addr())
+	srvMesh := newMesh(t)
+	a, b := serveWhoami(t, srvMesh), serveWhoami(t, srvMesh)
+	t.Setenv("SPIFFE_ENDPOINT_SOCKET", client.Addr())
+	m := newMesh(t, mesh.WithEndpoints("orders", a, b))
+	for i := 0; i < 4; i++ {
+		if got := get(t, m.HTTPClient(), "http://orders/"); got != frontendID.String() {
+			t.Fatalf("server saw %q", got)
+		}
+	}
+}

@@ -110,8 +110,11 @@ func (m *Mesh) Serve(ctx context.Context, ln net.Listener, h http.Handler) error
 		ErrorLog:          slog.NewLogLogger(m.log.Handler(), slog.LevelWarn),
 	}
 	if tc := m.ServerTLSConfig(); tc != nil {
+		// A copy per server: net/http's HTTP/2 set-up writes to the config,
+		// and several servers of one mesh must not share those writes.
+		tc = tc.Clone()
 		srv.TLSConfig = tc
-		ln = m.secureListener(ln)
+		ln = m.secureListener(ln, tc)
 	}
 	m.mu.Lock()
 	if m.closed {

@@ -113,8 +113,17 @@ func (p *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if attempts != nil {
 		info.Tried = attempts
 	}
+	// max_requests, counted per attempt as Envoy counts active requests.
+	// (net/http dials rather than queues, so there is no pending queue to
+	// bound unless the transport limits connections.)
+	th := svc.res.Load().thresholds
+	if err := th.AcquireRequest(); err != nil {
+		closeBody(req)
+		return nil, err
+	}
 	res, err := svc.balancer().Pick(info)
 	if err != nil {
+		th.ReleaseRequest()
 		closeBody(req)
 		if e := svc.lastErr.Load(); e != nil {
 			return nil, &ServiceError{Service: svc.name, Err: err, Discovery: *e}
@@ -133,6 +142,7 @@ func (p *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if up := svc.upstream.Load(); up != nil {
 		if up.err != nil {
 			res.Finish(balancer.DoneInfo{Outcome: balancer.Canceled})
+			th.ReleaseRequest()
 			closeBody(req)
 			return nil, up.err
 		}
@@ -164,6 +174,11 @@ func (p *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	outcome := httpOutcome(ctx, resp, err)
 	res.Finish(balancer.DoneInfo{Latency: time.Since(start), Outcome: outcome, Err: err})
 	svc.requests.Add(1)
+	if err != nil || resp.Body == nil {
+		th.ReleaseRequest()
+	} else {
+		resp.Body = th.ReleaseRequestOnClose(resp.Body)
+	}
 	if outcome == balancer.ConnectFailure && svc.resolveNow != nil {
 		// The endpoint may be gone; ask discovery (DNS) to look again.
 		svc.resolveNow()

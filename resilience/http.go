@@ -90,6 +90,13 @@ func (p *pendingRelease) release() {
 }
 
 // releaseBody ends a request's in-flight count when the body is closed.
+// ReleaseRequestOnClose wraps a response body so that closing it releases,
+// once, the request slot taken with AcquireRequest: a request counts
+// against max requests until its response has been read, as in Envoy.
+func (t *Thresholds) ReleaseRequestOnClose(body io.ReadCloser) io.ReadCloser {
+	return &releaseBody{ReadCloser: body, t: t}
+}
+
 type releaseBody struct {
 	io.ReadCloser
 	t    *Thresholds
