@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"log/slog"
+	"math"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -12,25 +15,124 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func TestQuickstartSpreadsEveryService(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+// TestStory runs the whole story headless and checks what each step
+// measured, not what it printed.
+func TestStory(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var out bytes.Buffer
-	sum, err := story(ctx, &out, 300, "round_robin")
+	var out, logs bytes.Buffer
+	o := options{duration: 10 * time.Second, rate: 200,
+		log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	start := time.Now()
+	sum, err := story(ctx, &out, o)
+	t.Logf("story took %v\n%s", time.Since(start).Round(time.Millisecond), out.String())
+	if logs.Len() > 0 {
+		t.Logf("logs:\n%s", logs.String())
+	}
 	if err != nil {
-		t.Fatalf("quickstart failed: %v\n%s", err, out.String())
+		t.Fatalf("story failed: %v", err)
 	}
-	for name, hits := range map[string]map[string]int{"HTTP": sum.httpHits, "gRPC": sum.grpcHits} {
-		if len(hits) != 3 {
-			t.Errorf("%s reached %d replicas, want 3: %v", name, len(hits), hits)
+	if len(sum.Steps) != numSteps {
+		t.Fatalf("%d steps ran, want %d", len(sum.Steps), numSteps)
+	}
+	step := func(i int) stepResult {
+		r := sum.Steps[i]
+		if r.Requests < 50 {
+			t.Errorf("%s: only %d requests measured", r.Name, r.Requests)
 		}
-		for addr, n := range hits {
-			if n < 80 || n > 120 {
-				t.Errorf("%s replica %s took %d of 300, want 80..120", name, addr, n)
-			}
+		return r
+	}
+	// near checks a split: the share of v2 answers, within points of want.
+	near := func(r stepResult, want, points float64) {
+		t.Helper()
+		got := pct(r.V2, r.V1+r.V2)
+		if math.Abs(got-want) > points {
+			t.Errorf("%s: v2 took %.1f%% of %d answers, want %.0f±%.0f", r.Name, got, r.V1+r.V2, want, points)
 		}
 	}
-	if !strings.Contains(out.String(), "600 of 600 requests succeeded") {
-		t.Errorf("summary line missing:\n%s", out.String())
+	allOK := func(r stepResult) {
+		t.Helper()
+		if r.OK != r.Requests {
+			t.Errorf("%s: %d of %d requests succeeded, want all", r.Name, r.OK, r.Requests)
+		}
+	}
+
+	canary := step(stepCanary)
+	near(canary, 10, 7)
+	allOK(canary)
+
+	testers := step(stepTesters)
+	if testers.Testers == 0 || testers.TestersV2 != testers.Testers {
+		t.Errorf("testers: %d of %d answered by v2, want all", testers.TestersV2, testers.Testers)
+	}
+	near(testers, 10, 9) // the others still see the canary split
+	allOK(testers)
+
+	shift := step(stepShift)
+	near(shift, 50, 15)
+	allOK(shift)
+
+	failing := step(stepFailing)
+	allOK(failing)
+	if failing.FailingHits == 0 || failing.Retries == 0 {
+		t.Errorf("failing replica: %d 503s, %d retries; want some of each", failing.FailingHits, failing.Retries)
+	}
+	if failing.MaxEjected == 0 {
+		t.Errorf("failing replica was never ejected")
+	}
+
+	slow := step(stepSlow)
+	if slow.Overflow == 0 {
+		t.Errorf("slow inventory: no request failed fast (%d timed out, %d other)", slow.Timeout, slow.Other)
+	}
+	if slow.Overflow > 0 && slow.OverflowP99 >= routeTimeout {
+		t.Errorf("slow inventory: fast failures took %v at p99, not below the %v timeout", slow.OverflowP99, routeTimeout)
+	}
+	if slow.Timeout > 0 && slow.TimeoutP50 > 2*routeTimeout {
+		t.Errorf("slow inventory: timeouts took %v at p50, want about %v", slow.TimeoutP50, routeTimeout)
+	}
+
+	denied := step(stepDenied)
+	if len(denied.Denied) != 1 || denied.Denied[http.StatusForbidden] == 0 {
+		t.Errorf("reports was answered %v, want 403 only", denied.Denied)
+	}
+	allOK(denied)
+
+	rollback := step(stepRollback)
+	if rollback.V2 != 0 || rollback.V1 == 0 {
+		t.Errorf("rollback: v1 %d, v2 %d answers; want v1 only", rollback.V1, rollback.V2)
+	}
+	allOK(rollback)
+
+	if strings.Contains(out.String(), "\x1b") {
+		t.Errorf("escape sequences written to a non-terminal")
+	}
+	if !strings.Contains(out.String(), "Summary") {
+		t.Errorf("no summary printed")
+	}
+}
+
+// TestStoryStopsWhenCancelled checks that an interrupt ends the story
+// promptly and cleanly (goleak checks the goroutines after all tests).
+func TestStoryStopsWhenCancelled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(3*time.Second, cancel)
+	var out bytes.Buffer
+	start := time.Now()
+	_, err := story(ctx, &out, options{duration: time.Minute, rate: 100,
+		log: slog.New(slog.DiscardHandler)})
+	if err != errInterrupted {
+		t.Fatalf("story returned %v, want errInterrupted\n%s", err, out.String())
+	}
+	if d := time.Since(start); d > 8*time.Second {
+		t.Errorf("story took %v to stop", d)
+	}
+}
+
+func TestOptionsChecked(t *testing.T) {
+	for _, o := range []options{{duration: time.Second, rate: 100}, {duration: 20 * time.Second, rate: 0}} {
+		if _, err := story(context.Background(), &bytes.Buffer{}, o); err == nil {
+			t.Errorf("%+v accepted", o)
+		}
 	}
 }
