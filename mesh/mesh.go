@@ -266,8 +266,12 @@ type service struct {
 	// upstream is set for xDS clusters with upstream TLS: the transport
 	// that verifies the cluster's allowed SPIFFE IDs, or why there is none.
 	upstream atomic.Pointer[upstreamTLS]
-	// resolveNow asks discovery to look again after a connection failure.
+	// resolveNow asks discovery to look again after a connection failure;
+	// set before the service is published, never changed.
 	resolveNow func()
+	// dnsTarget is the DNS name of an xDS LOGICAL_DNS cluster, which CDS
+	// may change while requests read it.
+	dnsTarget atomic.Pointer[string]
 }
 
 func newService(name string, policy balancer.Builder, config any, res serviceResilience) *service {

@@ -39,10 +39,12 @@ type xdsPath struct {
 
 	hosts atomic.Pointer[map[string]*xdsHost] // by URL host; copy on write
 	mu    sync.Mutex                          // guards writes to hosts and clusters
-	// clusters are created on first use and live until Close: a cluster
+	// clusters are created on first use and live until unused: a cluster
 	// many routes share keeps one balancer, budget and set of thresholds.
-	clusters map[string]*service
-	warned   bool
+	// clusterSnap is a copy the request path reads without locking.
+	clusters    map[string]*service
+	clusterSnap atomic.Pointer[map[string]*service]
+	warned      bool
 
 	idle time.Duration
 	stop chan struct{}
@@ -85,6 +87,9 @@ func (x *xdsPath) sweep() {
 				delete(x.clusters, name)
 			}
 		}
+		if len(idleClusters) > 0 {
+			x.publishClustersLocked()
+		}
 		x.mu.Unlock()
 		for _, h := range idleHosts {
 			h.cancel()
@@ -114,6 +119,7 @@ func newXDSPath(m *Mesh, raw []byte, source string) (*xdsPath, error) {
 	}
 	empty := map[string]*xdsHost{}
 	x.hosts.Store(&empty)
+	x.publishClustersLocked()
 	go x.sweep()
 	return x, nil
 }
@@ -125,6 +131,7 @@ func (x *xdsPath) close() {
 	hosts := *x.hosts.Load()
 	clusters := x.clusters
 	x.clusters = map[string]*service{}
+	x.publishClustersLocked()
 	x.mu.Unlock()
 	for _, h := range hosts {
 		h.cancel()
@@ -410,6 +417,9 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 // cluster returns the balancing state of an xDS cluster, watching its CDS
 // (and EDS) resources from first use.
 func (x *xdsPath) cluster(name string) *service {
+	if s := (*x.clusterSnap.Load())[name]; s != nil {
+		return s
+	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if s := x.clusters[name]; s != nil {
@@ -420,6 +430,11 @@ func (x *xdsPath) cluster(name string) *service {
 	}
 	s := newService(name, balancer.Get(balancer.RoundRobin), nil, x.m.newServiceResilience())
 	s.stats = x.m.metrics.Cluster(name)
+	s.resolveNow = func() {
+		if target := s.dnsTarget.Load(); target != nil {
+			x.m.dns.ResolveNow(*target)
+		}
+	}
 	cw := &clusterWatcher{x: x, s: s}
 	cancelCDS := x.client.Watch(xds.ClusterType, name, cw)
 	s.cancel = func() {
@@ -427,7 +442,17 @@ func (x *xdsPath) cluster(name string) *service {
 		cw.stopEndpoints()
 	}
 	x.clusters[name] = s
+	x.publishClustersLocked()
 	return s
+}
+
+// publishClustersLocked copies the cluster map for the request path.
+func (x *xdsPath) publishClustersLocked() {
+	snap := make(map[string]*service, len(x.clusters))
+	for k, v := range x.clusters {
+		snap[k] = v
+	}
+	x.clusterSnap.Store(&snap)
 }
 
 // clusterWatcher follows a Cluster and the endpoints it names.
@@ -510,7 +535,7 @@ func (w *clusterWatcher) OnUpdate(r xds.Resource) {
 			}
 			w.endpoints = key
 			target := c.DNSHostPort
-			s.resolveNow = func() { w.x.m.dns.ResolveNow(target) }
+			s.dnsTarget.Store(&target)
 			w.cancelEndpt = w.x.m.dns.Watch(target, resolver.WatcherFunc(func(st resolver.State) {
 				s.setErr(st.Err)
 				if st.Err == nil || len(st.Endpoints) > 0 {
