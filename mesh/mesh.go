@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -421,15 +420,4 @@ func listen(addr string) (net.Listener, error) {
 		return nil, fmt.Errorf("weft: listen on %s: %w", addr, err)
 	}
 	return ln, nil
-}
-
-// ServiceNames returns the mesh services configured without xDS (static and
-// DNS), sorted.
-func (m *Mesh) ServiceNames() []string {
-	names := make([]string, 0, len(m.names))
-	for n := range m.names {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
 }

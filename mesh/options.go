@@ -3,6 +3,7 @@ package mesh
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
@@ -69,7 +70,7 @@ func WithServiceName(name string) Option {
 // per service.
 func WithEndpoints(service string, addrs ...string) Option {
 	return optionFunc(func(c *config) error {
-		spec := service + "=" + joinComma(addrs)
+		spec := service + "=" + strings.Join(addrs, ",")
 		parsed, err := resolver.ParseEndpoints(spec)
 		if err != nil {
 			return fmt.Errorf("mesh: WithEndpoints(%q): %w", service, err)
@@ -266,15 +267,4 @@ func WithMeterProvider(mp metric.MeterProvider) Option {
 		}
 		return nil
 	})
-}
-
-func joinComma(ss []string) string {
-	out := ""
-	for i, s := range ss {
-		if i > 0 {
-			out += ","
-		}
-		out += s
-	}
-	return out
 }
