@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftmesh/weft/internal/xds/xdstest"
 	"github.com/weftmesh/weft/mesh"
 )
 
@@ -77,4 +78,30 @@ func BenchmarkSequentialGETInterleaved(b *testing.B) {
 	b.ReportMetric(float64(tPlain.Nanoseconds())/float64(n), "plain-ns/req")
 	b.ReportMetric(float64(tWeft.Nanoseconds())/float64(n), "weft-ns/req")
 	b.ReportMetric(float64(tWeft)/float64(tPlain), "weft/plain")
+}
+
+// BenchmarkSequentialGETXDS measures one keep-alive GET at a time routed by
+// xDS (listener, route match, cluster, endpoint) over loopback.
+func BenchmarkSequentialGETXDS(b *testing.B) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "k")
+	}))
+	b.Cleanup(srv.Close)
+	cp := xdstest.NewServer(b)
+	cp.SetSnapshot(b, "bench", "1",
+		xdstest.Listener("orders:8080", "orders-routes"),
+		xdstest.RouteConfig("orders-routes", "*", "orders"),
+		xdstest.Cluster("orders", ""),
+		xdstest.Endpoints("orders", srv.Listener.Addr().String()))
+	m, err := mesh.New(context.Background(), mesh.WithBootstrap(cp.Bootstrap("bench")))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { m.Close() })
+	c := m.HTTPClient()
+	doGET(b, c, "http://orders:8080/items")
+	b.ReportAllocs()
+	for b.Loop() {
+		doGET(b, c, "http://orders:8080/items")
+	}
 }

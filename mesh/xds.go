@@ -171,6 +171,35 @@ type routePlan struct {
 	// rewrites or header changes to apply; false means none, so the
 	// request needs no header copy.
 	mutates bool
+	// rts caches the retrying round tripper of each (transport, cluster)
+	// this route sends to, so a request builds none. It lives as long as
+	// the route configuration version that made the plan.
+	rts sync.Map // planKey -> *plannedRT
+}
+
+type planKey struct {
+	t *transport
+	s *service
+}
+
+// plannedRT is a route's round tripper to one cluster, valid while the
+// cluster's resilience state (replaced when CDS changes thresholds) is res.
+type plannedRT struct {
+	res *serviceResilience
+	rt  http.RoundTripper
+}
+
+// roundTripper returns the route's round tripper to svc through t.
+func (p *routePlan) roundTripper(t *transport, svc *service, route *xds.Route) http.RoundTripper {
+	res := svc.res.Load()
+	key := planKey{t, svc}
+	if v, ok := p.rts.Load(key); ok && v.(*plannedRT).res == res {
+		return v.(*plannedRT).rt
+	}
+	rt := resilience.NewRetryTransport(&pickTransport{t: t, svc: svc, route: route, plan: p}, p.retry,
+		resilience.WithBudget(res.budget), resilience.WithThresholds(res.thresholds))
+	p.rts.Store(key, &plannedRT{res: res, rt: rt})
+	return rt
 }
 
 func (h *xdsHost) markReady() { h.once.Do(func() { close(h.ready) }) }
@@ -402,11 +431,7 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 		return nil, true, errClosed
 	}
 	svc.used.Store(true)
-	plan := st.plans[route]
-	res := svc.res.Load()
-	rt := resilience.NewRetryTransport(&pickTransport{t: t, svc: svc, route: route, plan: plan}, plan.retry,
-		resilience.WithBudget(res.budget), resilience.WithThresholds(res.thresholds))
-	resp, err = rt.RoundTrip(req)
+	resp, err = st.plans[route].roundTripper(t, svc, route).RoundTrip(req)
 	countOverflow(ctx, svc, err)
 	if resp != nil && len(route.Action.ResponseHeadersToAdd)+len(route.Action.ResponseHeadersToRemove) > 0 {
 		applyHeaders(resp.Header, route.Action.ResponseHeadersToAdd, route.Action.ResponseHeadersToRemove)
