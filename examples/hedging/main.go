@@ -32,13 +32,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"slices"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/examples/internal/openloop"
 	"github.com/weftmesh/weft/mesh"
 	"github.com/weftmesh/weft/resilience"
 )
@@ -279,78 +278,32 @@ func (c client) get(ctx context.Context) error {
 	return nil
 }
 
-// measure sends rate × duration requests through each client at a constant
-// overall rate, the clients' requests in random order, each from its own
-// goroutine at its scheduled time, and times each from that scheduled
-// time: a client that waited for slow answers before sending more would
-// hide the very latency being measured (coordinated omission).
+// measure sends rate × duration requests through each client, open-loop
+// (see openloop), and counts what reached the backends.
 func measure(ctx context.Context, o options, backends []*backend, clients []client) []result {
-	k := len(clients)
-	n := int(o.rate * o.duration.Seconds())
-	order := make([]int, n*k)
-	for j := range order {
-		order[j] = j % k
-	}
-	rand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
-	interval := time.Duration(float64(time.Second) / (o.rate * float64(k)))
 	for _, b := range backends {
-		for c := range k {
+		for c := range clients {
 			b.hits[c].Store(0)
 		}
 	}
-	lat := make([][]time.Duration, k)
-	for c := range lat {
-		lat[c] = make([]time.Duration, n)
-	}
-	sent := make([]int, k)
-	errs := make([]atomic.Int64, k)
-
-	var wg sync.WaitGroup
-	start := time.Now()
-	for j, c := range order {
-		intended := start.Add(time.Duration(j) * interval)
-		if d := time.Until(intended); d > 0 {
-			time.Sleep(d)
-		}
-		slot := &lat[c][sent[c]]
-		sent[c]++
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rctx, cancel := context.WithTimeout(ctx, requestCap)
-			defer cancel()
-			if err := clients[c].get(rctx); err != nil {
-				errs[c].Add(1)
-			}
-			*slot = time.Since(intended)
-		}()
-	}
-	wg.Wait()
+	runs := openloop.Run(ctx, len(clients), o.rate, o.duration, requestCap, nil,
+		func(ctx context.Context, c int) error { return clients[c].get(ctx) })
 	// A hedge's cancelled loser may still be on its way into a handler
 	// when the winner returns; give those a moment to land, so the count
 	// of backend requests is complete.
 	time.Sleep(50 * time.Millisecond)
 
-	results := make([]result, k)
-	for c := range k {
-		r := result{name: clients[c].name, requests: n, errors: errs[c].Load()}
+	results := make([]result, len(clients))
+	for c, run := range runs {
+		r := result{name: clients[c].name, requests: len(run.Latencies), errors: run.Errors}
 		for _, b := range backends {
 			r.hits += b.hits[c].Load()
 		}
-		l := lat[c]
-		slices.Sort(l)
-		r.p50, r.p95 = quantile(l, 0.50), quantile(l, 0.95)
-		r.p99, r.p999 = quantile(l, 0.99), quantile(l, 0.999)
-		r.max = l[n-1]
+		r.p50, r.p95 = run.Quantile(0.50), run.Quantile(0.95)
+		r.p99, r.p999, r.max = run.Quantile(0.99), run.Quantile(0.999), run.Max()
 		results[c] = r
 	}
 	return results
-}
-
-// quantile is the nearest-rank q-quantile of sorted.
-func quantile(sorted []time.Duration, q float64) time.Duration {
-	i := int(float64(len(sorted))*q+0.999999) - 1
-	return sorted[min(max(i, 0), len(sorted)-1)]
 }
 
 func printTable(out io.Writer, results []result) {

@@ -35,7 +35,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -46,6 +45,7 @@ import (
 	"google.golang.org/grpc/resolver/manual"
 
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/examples/internal/openloop"
 	"github.com/weftmesh/weft/mesh"
 	"github.com/weftmesh/weft/resilience"
 )
@@ -361,78 +361,36 @@ func grpcClient(index int, backends []*backend) (client, error) {
 // hide the very latency being measured (coordinated omission). With slow
 // set, backend 0 is slowed for the middle half of the run.
 func measure(ctx context.Context, o options, backends []*backend, slow bool, clients []client) []result {
-	k := len(clients)
-	n := int(o.rate * o.duration.Seconds())
-	order := make([]int, n*k)
-	for j := range order {
-		order[j] = j % k
-	}
-	rand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
-	interval := time.Duration(float64(time.Second) / (o.rate * float64(k)))
 	for _, b := range backends {
-		for c := range k {
+		for c := range clients {
 			b.hits[c].Store(0)
 			b.slowed[c].Store(0)
 		}
 	}
-	lat := make([][]time.Duration, k)
-	for c := range lat {
-		lat[c] = make([]time.Duration, n)
-	}
-	sent := make([]int, k)
-	errs := make([]atomic.Int64, k)
-
-	start := time.Now()
-	if slow {
-		base := int64(start.Sub(epoch))
-		backends[0].slowFrom.Store(base + int64(o.duration/4))
-		backends[0].slowTo.Store(base + int64(3*o.duration/4))
-	}
-	var wg sync.WaitGroup
-	for j, c := range order {
-		intended := start.Add(time.Duration(j) * interval)
-		if d := time.Until(intended); d > 0 {
-			time.Sleep(d)
+	runs := openloop.Run(ctx, len(clients), o.rate, o.duration, requestCap, func(start time.Time) {
+		if slow {
+			base := int64(start.Sub(epoch))
+			backends[0].slowFrom.Store(base + int64(o.duration/4))
+			backends[0].slowTo.Store(base + int64(3*o.duration/4))
 		}
-		slot := &lat[c][sent[c]]
-		sent[c]++
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rctx, cancel := context.WithTimeout(ctx, requestCap)
-			defer cancel()
-			if err := clients[c].send(rctx); err != nil {
-				errs[c].Add(1)
-			}
-			*slot = time.Since(intended)
-		}()
-	}
-	wg.Wait()
+	}, func(ctx context.Context, c int) error { return clients[c].send(ctx) })
 	backends[0].slowFrom.Store(0)
 	backends[0].slowTo.Store(0)
 
-	results := make([]result, k)
-	for c := range k {
-		r := result{name: clients[c].name, slow: slow, requests: n, errors: errs[c].Load(),
+	results := make([]result, len(clients))
+	for c, run := range runs {
+		n := len(run.Latencies)
+		r := result{name: clients[c].name, slow: slow, requests: n, errors: run.Errors,
 			slowHits: backends[0].hits[c].Load(), slowed: backends[0].slowed[c].Load()}
 		for _, b := range backends {
 			r.hits += b.hits[c].Load()
 		}
-		l := lat[c]
-		slices.Sort(l)
-		r.p50, r.p99, r.p999 = quantile(l, 0.50), quantile(l, 0.99), quantile(l, 0.999)
-		r.max = l[n-1]
-		under, _ := slices.BinarySearch(l, o.timeout)
+		r.p50, r.p99, r.p999, r.max = run.Quantile(0.50), run.Quantile(0.99), run.Quantile(0.999), run.Max()
+		under, _ := slices.BinarySearch(run.Latencies, o.timeout)
 		r.under = float64(under) / float64(n)
 		results[c] = r
 	}
 	return results
-}
-
-// quantile is the nearest-rank q-quantile of sorted.
-func quantile(sorted []time.Duration, q float64) time.Duration {
-	i := int(float64(len(sorted))*q+0.999999) - 1
-	return sorted[min(max(i, 0), len(sorted)-1)]
 }
 
 func printTable(out io.Writer, o options, results []result) {
