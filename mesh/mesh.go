@@ -47,6 +47,7 @@ type Mesh struct {
 	metrics   *telemetry.Metrics
 	unobserve func() error            // stops the endpoint gauge callback
 	xds       *xdsPath                // nil: no control plane
+	inbound   *inboundXDS             // nil: servers not managed by xDS
 	id        *identity               // nil: mTLS off
 	authz     *security.PolicyWatcher // nil: no authorization policy
 	grpcRes   gresolver.Builder
@@ -153,6 +154,9 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 			return nil, err
 		}
 		m.xds = x
+		if t := m.serverListenerTemplate(); t != "" {
+			m.inbound = newInboundXDS(x, t)
+		}
 	}
 	m.base = newBaseTransport(cfg.h2c)
 	m.meshBase = m.meshTransport(m.base)
@@ -220,6 +224,9 @@ func (m *Mesh) Close() error {
 		m.cancel()
 		for _, s := range services {
 			s.close()
+		}
+		if m.inbound != nil {
+			m.inbound.close()
 		}
 		if m.xds != nil {
 			m.xds.close()

@@ -23,6 +23,9 @@ import (
 //     security.PeerID);
 //   - the caller's remaining time budget (TimeoutHeader) as the context
 //     deadline;
+//   - under xDS with a server_listener_resource_name_template, the
+//     control plane's inbound listener for the server's address: its
+//     filter chain, inbound routes and RBAC filters (403 when denied);
 //   - the authorization policy (WEFT_AUTHZ_POLICY), answering 403 to a
 //     denied request;
 //   - then h.
@@ -40,6 +43,9 @@ func (m *Mesh) inboundChain() []func(http.Handler) http.Handler {
 	chain := []func(http.Handler) http.Handler{}
 	if m.authz != nil {
 		chain = append(chain, m.authorization)
+	}
+	if m.inbound != nil {
+		chain = append(chain, m.xdsInbound)
 	}
 	return append(chain, deadlineFromHeader, peerIdentity, m.instrumentServer)
 }
@@ -108,6 +114,7 @@ func (m *Mesh) Serve(ctx context.Context, ln net.Listener, h http.Handler) error
 		ReadHeaderTimeout: 10 * time.Second, // bounds a slowloris; bodies are the handler's business
 		Protocols:         &protocols,
 		ErrorLog:          slog.NewLogLogger(m.log.Handler(), slog.LevelWarn),
+		BaseContext:       withServerAddr(ln),
 	}
 	if tc := m.ServerTLSConfig(); tc != nil {
 		// A copy per server: net/http's HTTP/2 set-up writes to the config,

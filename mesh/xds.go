@@ -267,6 +267,10 @@ func (x *xdsPath) logUnapplied(kind string, r xds.Resource) {
 func (w *listenerWatcher) OnUpdate(r xds.Resource) {
 	w.x.logUnapplied("Listener", r)
 	l := r.(*xds.Listener)
+	if l.Server != nil {
+		w.OnError(errors.New("is a server listener (filter_chains), not an API listener"))
+		return
+	}
 	h := w.h
 	h.mu.Lock()
 	defer h.mu.Unlock()

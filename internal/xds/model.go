@@ -93,10 +93,14 @@ func (m *meta) UnappliedFields() []string { return m.Unapplied }
 func (m *meta) setUnapplied(f []string) { m.Unapplied = f }
 
 // Listener is a client-side (API) Listener: it names the route
-// configuration requests to it use, by RDS name or inline. Immutable once
-// delivered; safe for concurrent reads.
+// configuration requests to it use, by RDS name or inline. A server-side
+// (inbound) listener has Server set instead. Immutable once delivered; safe
+// for concurrent reads.
 type Listener struct {
 	meta
+	// Server is set for an inbound listener, and then the fields below
+	// are unset.
+	Server *ServerListener
 	// RouteConfigName is the RDS resource to watch; "" when RouteConfig is
 	// inline.
 	RouteConfigName string
@@ -204,11 +208,15 @@ type QueryParamMatcher struct {
 type ActionKind uint8
 
 // Action kinds. A route whose action Weft does not implement (redirect,
-// direct response) is ActionNonForwarding: it matches and fails the request,
+// direct response) is ActionUnsupported: it matches and fails the request,
 // as grpc-go does, rather than letting a later route take the request.
 const (
 	ActionForward ActionKind = iota
+	// ActionNonForwarding is the route action of inbound (server)
+	// routes: the request is served here.
 	ActionNonForwarding
+	// ActionUnsupported is a redirect or a direct response.
+	ActionUnsupported
 )
 
 // RouteAction is where and how a matched request is sent.

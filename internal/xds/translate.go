@@ -175,7 +175,10 @@ func translateListener(l *listenerv3.Listener) (*Listener, error) {
 	out := &Listener{meta: meta{Name: l.GetName()}}
 	api := l.GetApiListener().GetApiListener()
 	if api == nil {
-		return nil, ferr("api_listener", "missing: only client-side API listeners are supported")
+		if len(l.GetFilterChains()) > 0 || l.GetDefaultFilterChain() != nil {
+			return out, translateServerListener(l, out)
+		}
+		return nil, ferr("api_listener", "missing, and no filter_chains: neither a client nor a server listener")
 	}
 	hcm := &hcmv3.HttpConnectionManager{}
 	if err := api.UnmarshalTo(hcm); err != nil {

@@ -233,7 +233,10 @@ const (
 func translateAction(r *routev3.Route, out *RouteAction) error {
 	a := r.GetRoute()
 	if a == nil {
-		out.Kind = ActionNonForwarding
+		out.Kind = ActionUnsupported
+		if r.GetNonForwardingAction() != nil {
+			out.Kind = ActionNonForwarding
+		}
 		return nil
 	}
 	switch cs := a.GetClusterSpecifier().(type) {

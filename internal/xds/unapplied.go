@@ -44,7 +44,9 @@ func graft(fs fieldSet, name protoreflect.Name, sub fieldSet) fieldSet {
 }
 
 var (
-	listenerApplied = newFieldSet("name", "api_listener.api_listener")
+	// A server listener's filter chains are walked by translateServerListener,
+	// which reports what it skips.
+	listenerApplied = newFieldSet("name", "api_listener.api_listener", "address", "filter_chains", "default_filter_chain")
 	// HttpConnectionManager fields; http_filters are reported by
 	// translateListener itself.
 	hcmApplied = graft(newFieldSet("rds.route_config_name", "rds.config_source", "http_filters",
@@ -57,7 +59,7 @@ var (
 		"virtual_hosts.routes.match.safe_regex.regex", "virtual_hosts.routes.match.case_sensitive",
 		"virtual_hosts.routes.match.headers", "virtual_hosts.routes.match.query_parameters",
 		"virtual_hosts.routes.match.runtime_fraction.default_value",
-		"virtual_hosts.routes.route.cluster",
+		"virtual_hosts.routes.route.cluster", "virtual_hosts.routes.non_forwarding_action",
 		"virtual_hosts.routes.route.weighted_clusters.clusters.name",
 		"virtual_hosts.routes.route.weighted_clusters.clusters.weight",
 		"virtual_hosts.routes.route.weighted_clusters.total_weight",

@@ -1,0 +1,326 @@
+package xds
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+)
+
+// ServerListener is an inbound (server-side) Listener, named by the
+// bootstrap's server_listener_resource_name_template: the filter chains
+// that say, per connection, which route configuration and RBAC policies
+// apply to the requests it carries. Immutable once delivered; safe for
+// concurrent reads.
+type ServerListener struct {
+	// Address is the socket address the listener describes (may be
+	// invalid when the control plane leaves it out).
+	Address      netip.AddrPort
+	FilterChains []*FilterChain
+	// Default serves connections no filter chain matches; nil = refuse
+	// them.
+	Default *FilterChain
+}
+
+// FilterChain is one filter chain of an inbound listener, holding an
+// HttpConnectionManager.
+type FilterChain struct {
+	Name  string
+	Match FilterChainMatch
+	// RouteConfigName is the RDS resource to watch; "" when RouteConfig
+	// is inline.
+	RouteConfigName string
+	RouteConfig     *RouteConfig
+	// RBAC are the chain's RBAC filters in order; a request must pass
+	// each.
+	RBAC []*RBAC
+}
+
+// SourceType is FilterChainMatch.source_type.
+type SourceType uint8
+
+// Source types.
+const (
+	SourceAny SourceType = iota
+	// SourceLocal: the caller's address is a local one (loopback, or
+	// the same as the destination).
+	SourceLocal
+	SourceExternal
+)
+
+// FilterChainMatch is the subset of Envoy's FilterChainMatch Weft applies.
+// Fields are matched most-specific-first in Envoy's order.
+type FilterChainMatch struct {
+	DestinationPort uint32 // 0 = any
+	PrefixRanges    []netip.Prefix
+	// TransportProtocol is "", "raw_buffer" (plaintext) or "tls".
+	TransportProtocol string
+	SourceType        SourceType
+	SourcePrefixes    []netip.Prefix
+	SourcePorts       []uint32
+	// never is set for chains whose criteria Weft cannot evaluate
+	// (server_names, application_protocols): such a chain never
+	// matches, as in grpc-go.
+	never bool
+}
+
+// ConnInfo is what filter chain selection reads about a connection.
+type ConnInfo struct {
+	Local, Remote netip.AddrPort
+	TLS           bool
+}
+
+// Select returns the filter chain for a connection, Envoy's way: each
+// criterion in turn keeps only the chains that match it most specifically,
+// and a chain that does not set a criterion matches it least specifically.
+// It returns the default chain when none matches, and nil when there is no
+// default either.
+func (l *ServerListener) Select(c ConnInfo) *FilterChain {
+	cands := make([]*FilterChain, 0, len(l.FilterChains))
+	for _, fc := range l.FilterChains {
+		if !fc.Match.never {
+			cands = append(cands, fc)
+		}
+	}
+	local, remote := c.Local.Addr().Unmap(), c.Remote.Addr().Unmap()
+	steps := []func(m *FilterChainMatch) int{
+		func(m *FilterChainMatch) int {
+			return portScore(m.DestinationPort != 0, m.DestinationPort, c.Local.Port())
+		},
+		func(m *FilterChainMatch) int { return prefixScore(m.PrefixRanges, local) },
+		func(m *FilterChainMatch) int {
+			switch m.TransportProtocol {
+			case "":
+				return 0
+			case "tls":
+				return boolScore(c.TLS)
+			default: // raw_buffer
+				return boolScore(!c.TLS)
+			}
+		},
+		func(m *FilterChainMatch) int {
+			switch m.SourceType {
+			case SourceAny:
+				return 0
+			case SourceLocal:
+				return boolScore(isLocal(local, remote))
+			default:
+				return boolScore(!isLocal(local, remote))
+			}
+		},
+		func(m *FilterChainMatch) int { return prefixScore(m.SourcePrefixes, remote) },
+		func(m *FilterChainMatch) int {
+			if len(m.SourcePorts) == 0 {
+				return 0
+			}
+			return boolScore(slices.Contains(m.SourcePorts, uint32(c.Remote.Port())))
+		},
+	}
+	for _, score := range steps {
+		best, kept := -1, cands[:0:0]
+		for _, fc := range cands {
+			s := score(&fc.Match)
+			switch {
+			case s < 0:
+			case s > best:
+				best, kept = s, append(kept[:0], fc)
+			case s == best:
+				kept = append(kept, fc)
+			}
+		}
+		cands = kept
+		if len(cands) == 0 {
+			break
+		}
+	}
+	if len(cands) > 0 {
+		return cands[0]
+	}
+	return l.Default
+}
+
+func boolScore(ok bool) int {
+	if ok {
+		return 1
+	}
+	return -1
+}
+
+func portScore(set bool, want uint32, got uint16) int {
+	if !set {
+		return 0
+	}
+	return boolScore(want == uint32(got))
+}
+
+// prefixScore is 0 when no ranges are set, -1 when a is in none of them,
+// and 1 + the longest matching prefix length otherwise.
+func prefixScore(ranges []netip.Prefix, a netip.Addr) int {
+	if len(ranges) == 0 {
+		return 0
+	}
+	best := -1
+	for _, p := range ranges {
+		if p.Contains(a) && p.Bits()+1 > best {
+			best = p.Bits() + 1
+		}
+	}
+	return best
+}
+
+func isLocal(local, remote netip.Addr) bool {
+	return remote.IsLoopback() || remote == local
+}
+
+// translateServerListener translates a Listener with filter chains. The
+// network filter of every chain must be the HttpConnectionManager; its
+// HTTP filters may be RBAC (applied), the router (last), and filters marked
+// optional (skipped, and reported). Any other filter rejects the listener:
+// an inbound filter Weft would skip could be a security control.
+func translateServerListener(l *listenerv3.Listener, out *Listener) error {
+	sl := &ServerListener{}
+	if sa := l.GetAddress().GetSocketAddress(); sa != nil {
+		if a, err := netip.ParseAddr(sa.GetAddress()); err == nil {
+			sl.Address = netip.AddrPortFrom(a, uint16(sa.GetPortValue()))
+		}
+	}
+	seen := map[string]int{}
+	for i, fc := range l.GetFilterChains() {
+		field := fmt.Sprintf("filter_chains[%d]", i)
+		c, err := translateFilterChain(fc, out)
+		if err != nil {
+			return prefixed(field, err)
+		}
+		// Two chains with one match are ambiguous: Envoy rejects them.
+		key := fmt.Sprint(fc.GetFilterChainMatch())
+		if j, dup := seen[key]; dup {
+			return ferr(field+".filter_chain_match", "same match as filter_chains[%d]", j)
+		}
+		seen[key] = i
+		sl.FilterChains = append(sl.FilterChains, c)
+	}
+	if d := l.GetDefaultFilterChain(); d != nil {
+		c, err := translateFilterChain(d, out)
+		if err != nil {
+			return prefixed("default_filter_chain", err)
+		}
+		sl.Default = c
+	}
+	if len(sl.FilterChains) == 0 && sl.Default == nil {
+		return ferr("filter_chains", "empty, and no default_filter_chain")
+	}
+	out.Server = sl
+	return nil
+}
+
+func translateFilterChain(fc *listenerv3.FilterChain, out *Listener) (*FilterChain, error) {
+	c := &FilterChain{Name: fc.GetName()}
+	if err := translateChainMatch(fc.GetFilterChainMatch(), &c.Match); err != nil {
+		return nil, prefixed("filter_chain_match", err)
+	}
+	if fc.GetTransportSocket() != nil {
+		// The server's TLS is the mesh's own SPIFFE identity.
+		out.Unapplied = append(out.Unapplied, "filter_chains.transport_socket")
+	}
+	filters := fc.GetFilters()
+	if len(filters) != 1 {
+		return nil, ferr("filters", "%d network filters; want exactly one HttpConnectionManager", len(filters))
+	}
+	hcm := &hcmv3.HttpConnectionManager{}
+	if err := filters[0].GetTypedConfig().UnmarshalTo(hcm); err != nil {
+		return nil, ferr("filters[0].typed_config", "not an HttpConnectionManager: %v", err)
+	}
+	const hp = "filters[0].typed_config"
+	switch rs := hcm.GetRouteSpecifier().(type) {
+	case *hcmv3.HttpConnectionManager_Rds:
+		if err := checkConfigSource(rs.Rds.GetConfigSource()); err != nil {
+			return nil, prefixed(hp+".rds.config_source", err)
+		}
+		if rs.Rds.GetRouteConfigName() == "" {
+			return nil, ferr(hp+".rds.route_config_name", "empty")
+		}
+		c.RouteConfigName = rs.Rds.GetRouteConfigName()
+	case *hcmv3.HttpConnectionManager_RouteConfig:
+		rc, err := translateRouteConfig(rs.RouteConfig)
+		if err != nil {
+			return nil, prefixed(hp+".route_config", err)
+		}
+		c.RouteConfig = rc
+	default:
+		return nil, ferr(hp+".route_specifier", "neither rds nor route_config is set")
+	}
+	hf := hcm.GetHttpFilters()
+	if len(hf) == 0 || !hf[len(hf)-1].GetTypedConfig().MessageIs((*routerv3.Router)(nil)) {
+		return nil, ferr(hp+".http_filters", "the router filter must be last")
+	}
+	for i, f := range hf[:len(hf)-1] {
+		field := fmt.Sprintf("%s.http_filters[%d]", hp, i)
+		tc := f.GetTypedConfig()
+		switch {
+		case tc.MessageIs((*rbacfilterv3.RBAC)(nil)):
+			cfg := &rbacfilterv3.RBAC{}
+			if err := tc.UnmarshalTo(cfg); err != nil {
+				return nil, ferr(field+".typed_config", "%v", err)
+			}
+			r, err := translateRBACFilter(f.GetName(), cfg)
+			if err != nil {
+				return nil, prefixed(field+".typed_config", err)
+			}
+			if r != nil {
+				c.RBAC = append(c.RBAC, r)
+			}
+		case tc.MessageIs((*routerv3.Router)(nil)):
+			return nil, ferr(field, "router filter %q is not last", f.GetName())
+		case f.GetIsOptional():
+			out.Unapplied = append(out.Unapplied, fmt.Sprintf("filter_chains.http_filters[%s]", f.GetName()))
+		default:
+			return nil, ferr(field, "filter %q (%s) is not supported on a server and not optional", f.GetName(), tc.GetTypeUrl())
+		}
+	}
+	return c, nil
+}
+
+func translateChainMatch(m *listenerv3.FilterChainMatch, out *FilterChainMatch) error {
+	if m == nil {
+		return nil
+	}
+	out.DestinationPort = m.GetDestinationPort().GetValue()
+	for i, r := range m.GetPrefixRanges() {
+		p, err := cidr(r)
+		if err != nil {
+			return prefixed(fmt.Sprintf("prefix_ranges[%d]", i), err)
+		}
+		out.PrefixRanges = append(out.PrefixRanges, p)
+	}
+	for i, r := range m.GetSourcePrefixRanges() {
+		p, err := cidr(r)
+		if err != nil {
+			return prefixed(fmt.Sprintf("source_prefix_ranges[%d]", i), err)
+		}
+		out.SourcePrefixes = append(out.SourcePrefixes, p)
+	}
+	out.SourcePorts = m.GetSourcePorts()
+	switch m.GetSourceType() {
+	case listenerv3.FilterChainMatch_ANY:
+	case listenerv3.FilterChainMatch_SAME_IP_OR_LOOPBACK:
+		out.SourceType = SourceLocal
+	case listenerv3.FilterChainMatch_EXTERNAL:
+		out.SourceType = SourceExternal
+	default:
+		return ferr("source_type", "unknown %v", m.GetSourceType())
+	}
+	switch tp := m.GetTransportProtocol(); tp {
+	case "", "raw_buffer", "tls":
+		out.TransportProtocol = tp
+	default:
+		out.never = true
+	}
+	if len(m.GetServerNames()) > 0 || len(m.GetApplicationProtocols()) > 0 || len(m.GetDirectSourcePrefixRanges()) > 0 {
+		out.never = true
+	}
+	return nil
+}

@@ -1,0 +1,256 @@
+package xds
+
+import (
+	"crypto/x509"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	exprpb "google.golang.org/genproto/googleapis/api/expr/v1alpha1"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/weftmesh/weft/internal/xds/xdstest"
+)
+
+// Builders for the RBAC shapes istiod emits for AuthorizationPolicy.
+func exact(s string) *matcherv3.StringMatcher {
+	return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: s}}
+}
+
+func prefixSM(s string) *matcherv3.StringMatcher {
+	return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: s}}
+}
+
+func permPath(m *matcherv3.StringMatcher) *rbacv3.Permission {
+	return &rbacv3.Permission{Rule: &rbacv3.Permission_UrlPath{UrlPath: &matcherv3.PathMatcher{Rule: &matcherv3.PathMatcher_Path{Path: m}}}}
+}
+
+func permMethod(m string) *rbacv3.Permission {
+	return &rbacv3.Permission{Rule: &rbacv3.Permission_Header{Header: &routev3.HeaderMatcher{Name: ":method",
+		HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: exact(m)}}}}
+}
+
+func permAnd(ps ...*rbacv3.Permission) *rbacv3.Permission {
+	return &rbacv3.Permission{Rule: &rbacv3.Permission_AndRules{AndRules: &rbacv3.Permission_Set{Rules: ps}}}
+}
+
+func permNot(p *rbacv3.Permission) *rbacv3.Permission {
+	return &rbacv3.Permission{Rule: &rbacv3.Permission_NotRule{NotRule: p}}
+}
+
+var permAny = &rbacv3.Permission{Rule: &rbacv3.Permission_Any{Any: true}}
+
+var principalAny = &rbacv3.Principal{Identifier: &rbacv3.Principal_Any{Any: true}}
+
+func principalName(m *matcherv3.StringMatcher) *rbacv3.Principal {
+	return &rbacv3.Principal{Identifier: &rbacv3.Principal_Authenticated_{Authenticated: &rbacv3.Principal_Authenticated{PrincipalName: m}}}
+}
+
+func principalIP(p string, bits uint32) *rbacv3.Principal {
+	return &rbacv3.Principal{Identifier: &rbacv3.Principal_DirectRemoteIp{DirectRemoteIp: &corev3.CidrRange{AddressPrefix: p, PrefixLen: wrapperspb.UInt32(bits)}}}
+}
+
+func rbacRules(action rbacv3.RBAC_Action, pols map[string]*rbacv3.Policy) *rbacv3.RBAC {
+	return &rbacv3.RBAC{Action: action, Policies: pols}
+}
+
+func cert(uris ...string) *x509.Certificate {
+	c := &x509.Certificate{}
+	for _, u := range uris {
+		p, _ := url.Parse(u)
+		c.URIs = append(c.URIs, p)
+	}
+	return c
+}
+
+func decodeServer(t *testing.T, l *listenerv3.Listener) *Listener {
+	t.Helper()
+	_, r, err := Decode(ListenerType, mustAny(t, l))
+	if err != nil {
+		t.Fatalf("Decode(server listener) = %v", err)
+	}
+	sl := r.(*Listener)
+	if sl.Server == nil {
+		t.Fatal("Decode: Server is nil for a listener with filter chains")
+	}
+	return sl
+}
+
+// The policies mirror Istio's AuthorizationPolicy examples as istiod
+// translates them to RBAC: a DENY filter first, then an ALLOW filter.
+func TestRBACIstioShapes(t *testing.T) {
+	deny := xdstest.RBACFilter("deny", rbacRules(rbacv3.RBAC_DENY, map[string]*rbacv3.Policy{
+		"ns[default]-policy[deny-admin]-rule[0]": {Permissions: []*rbacv3.Permission{permPath(prefixSM("/admin"))}, Principals: []*rbacv3.Principal{principalAny}},
+		"ns[default]-policy[deny-delete]-rule[0]": {Permissions: []*rbacv3.Permission{permMethod("DELETE")},
+			Principals: []*rbacv3.Principal{principalIP("10.0.0.0", 8)}},
+	}))
+	allow := xdstest.RBACFilter("allow", rbacRules(rbacv3.RBAC_ALLOW, map[string]*rbacv3.Policy{
+		"ns[default]-policy[frontend]-rule[0]": {
+			Permissions: []*rbacv3.Permission{permAnd(permMethod("GET"), permNot(permPath(exact("/private"))))},
+			Principals:  []*rbacv3.Principal{principalName(exact("spiffe://td/ns/default/sa/frontend"))},
+		},
+		"ns[default]-policy[health]-rule[0]": {Permissions: []*rbacv3.Permission{permPath(exact("/healthz"))}, Principals: []*rbacv3.Principal{principalAny}},
+	}))
+	l := decodeServer(t, xdstest.ServerListener("inbound", netip.MustParseAddrPort("0.0.0.0:8080"), nil,
+		xdstest.FilterChain("main", xdstest.InboundRoutes("in"), deny, allow)))
+	fc := l.Server.Select(ConnInfo{Local: netip.MustParseAddrPort("127.0.0.1:8080"), Remote: netip.MustParseAddrPort("127.0.0.1:5000")})
+	if fc == nil || len(fc.RBAC) != 2 {
+		t.Fatalf("Select = %+v, want the main chain with two RBAC filters", fc)
+	}
+	frontend := cert("spiffe://td/ns/default/sa/frontend")
+	other := cert("spiffe://td/ns/default/sa/other")
+	cases := []struct {
+		name, method, path, remote string
+		peer                       *x509.Certificate
+		want                       bool
+		policy                     string // the deciding policy of the failing filter, or of the ALLOW one
+	}{
+		{"frontend GET", "GET", "/items", "127.0.0.1:1", frontend, true, "ns[default]-policy[frontend]-rule[0]"},
+		{"frontend POST: no ALLOW policy matches", "POST", "/items", "127.0.0.1:1", frontend, false, ""},
+		{"notPaths /private", "GET", "/private", "127.0.0.1:1", frontend, false, ""},
+		{"other identity", "GET", "/items", "127.0.0.1:1", other, false, ""},
+		{"plaintext never matches a principal", "GET", "/items", "127.0.0.1:1", nil, false, ""},
+		{"health from anyone", "GET", "/healthz", "127.0.0.1:1", nil, true, "ns[default]-policy[health]-rule[0]"},
+		{"DENY before ALLOW", "GET", "/admin/x", "127.0.0.1:1", frontend, false, "ns[default]-policy[deny-admin]-rule[0]"},
+		{"DELETE from 10/8 denied", "DELETE", "/items", "10.1.2.3:1", frontend, false, "ns[default]-policy[deny-delete]-rule[0]"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			req := &Request{Method: c.method, Path: c.path, Header: http.Header{}}
+			in := &RBACInput{Host: "orders", Request: req, PeerCert: c.peer,
+				Local: netip.MustParseAddrPort("127.0.0.1:8080"), Remote: netip.MustParseAddrPort(c.remote)}
+			allowed, policy := true, ""
+			for _, r := range fc.RBAC {
+				ok, p := r.Allowed(in)
+				policy = p
+				if !ok {
+					allowed = false
+					break
+				}
+			}
+			if allowed != c.want || policy != c.policy {
+				t.Errorf("allowed, policy = %v, %q; want %v, %q", allowed, policy, c.want, c.policy)
+			}
+		})
+	}
+}
+
+func TestServerListenerSelect(t *testing.T) {
+	tlsChain := xdstest.FilterChain("tls", xdstest.InboundRoutes("a"))
+	tlsChain.FilterChainMatch = &listenerv3.FilterChainMatch{TransportProtocol: "tls"}
+	plainChain := xdstest.FilterChain("plain", xdstest.InboundRoutes("b"))
+	plainChain.FilterChainMatch = &listenerv3.FilterChainMatch{TransportProtocol: "raw_buffer"}
+	narrow := xdstest.FilterChain("narrow", xdstest.InboundRoutes("c"))
+	narrow.FilterChainMatch = &listenerv3.FilterChainMatch{SourcePrefixRanges: []*corev3.CidrRange{
+		{AddressPrefix: "192.168.1.0", PrefixLen: wrapperspb.UInt32(24)}}, TransportProtocol: "raw_buffer"}
+	sni := xdstest.FilterChain("sni", xdstest.InboundRoutes("d"))
+	sni.FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: []string{"x"}}
+	otherPort := xdstest.FilterChain("port9", xdstest.InboundRoutes("e"))
+	otherPort.FilterChainMatch = &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(9), TransportProtocol: "tls"}
+	def := xdstest.FilterChain("default", xdstest.InboundRoutes("f"))
+	l := decodeServer(t, xdstest.ServerListener("in", netip.MustParseAddrPort("[::]:8080"), def, tlsChain, plainChain, narrow, sni, otherPort))
+	if got := l.Server.Address.String(); got != "[::]:8080" {
+		t.Errorf("Address = %s", got)
+	}
+	cases := []struct {
+		remote string
+		port   uint16
+		tls    bool
+		want   string
+	}{
+		{"127.0.0.1:1", 8080, true, "tls"},
+		{"127.0.0.1:1", 8080, false, "plain"},
+		{"192.168.1.7:1", 8080, false, "narrow"}, // a source range is more specific
+		{"192.168.1.7:1", 8080, true, "tls"},
+		{"127.0.0.1:1", 9, true, "port9"}, // a destination port is the first criterion
+	}
+	for _, c := range cases {
+		local := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), c.port)
+		fc := l.Server.Select(ConnInfo{Local: local, Remote: netip.MustParseAddrPort(c.remote), TLS: c.tls})
+		if fc == nil || fc.Name != c.want {
+			t.Errorf("Select(%s -> %s, tls %v) = %v, want %s", c.remote, local, c.tls, fc, c.want)
+		}
+	}
+	// Nothing but the unmatchable SNI chain: the default serves.
+	only := decodeServer(t, xdstest.ServerListener("in", netip.MustParseAddrPort("[::]:8080"), def, sni))
+	if fc := only.Server.Select(ConnInfo{Local: netip.MustParseAddrPort("127.0.0.1:8080"), Remote: netip.MustParseAddrPort("127.0.0.1:1")}); fc == nil || fc.Name != "default" {
+		t.Errorf("Select with only an SNI chain = %v, want default", fc)
+	}
+	none := decodeServer(t, xdstest.ServerListener("in", netip.MustParseAddrPort("[::]:8080"), nil, sni))
+	if fc := none.Server.Select(ConnInfo{Local: netip.MustParseAddrPort("127.0.0.1:8080"), Remote: netip.MustParseAddrPort("127.0.0.1:1")}); fc != nil {
+		t.Errorf("Select without a default = %v, want nil", fc)
+	}
+}
+
+func TestServerListenerErrors(t *testing.T) {
+	withFilter := func(f *hcmv3.HttpFilter) *listenerv3.Listener {
+		return xdstest.ServerListener("in", netip.MustParseAddrPort("0.0.0.0:1"), nil, xdstest.FilterChain("c", xdstest.InboundRoutes("r"), f))
+	}
+	unknown := &hcmv3.HttpFilter{Name: "ext_authz", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(t, &emptypb.Empty{})}}
+	cel := xdstest.RBACFilter("rbac", rbacRules(rbacv3.RBAC_ALLOW, map[string]*rbacv3.Policy{
+		"p": {Permissions: []*rbacv3.Permission{permAny}, Principals: []*rbacv3.Principal{principalAny}, Condition: &exprpb.Expr{}},
+	}))
+	badCIDR := xdstest.RBACFilter("rbac", rbacRules(rbacv3.RBAC_DENY, map[string]*rbacv3.Policy{
+		"p": {Permissions: []*rbacv3.Permission{permAny}, Principals: []*rbacv3.Principal{principalIP("10.0.0.0", 33)}},
+	}))
+	deep := permAny
+	for range maxRBACDepth + 2 {
+		deep = permNot(deep)
+	}
+	tooDeep := xdstest.RBACFilter("rbac", rbacRules(rbacv3.RBAC_DENY, map[string]*rbacv3.Policy{
+		"p": {Permissions: []*rbacv3.Permission{deep}, Principals: []*rbacv3.Principal{principalAny}},
+	}))
+	dup := xdstest.ServerListener("in", netip.MustParseAddrPort("0.0.0.0:1"), nil,
+		xdstest.FilterChain("a", xdstest.InboundRoutes("r")), xdstest.FilterChain("b", xdstest.InboundRoutes("r")))
+	empty := xdstest.ServerListener("in", netip.MustParseAddrPort("0.0.0.0:1"), nil)
+	empty.FilterChains = []*listenerv3.FilterChain{}
+	cases := []struct {
+		name  string
+		l     *listenerv3.Listener
+		field string
+	}{
+		{"unknown filter", withFilter(unknown), "filter_chains[0].filters[0].typed_config.http_filters[0]"},
+		{"CEL condition", withFilter(cel), "filter_chains[0].filters[0].typed_config.http_filters[0].typed_config.rules.policies[p].condition"},
+		{"bad CIDR", withFilter(badCIDR), "filter_chains[0].filters[0].typed_config.http_filters[0].typed_config.rules.policies[p].principals[0].direct_remote_ip.prefix_len"},
+		{"too deep", withFilter(tooDeep), "filter_chains[0].filters[0].typed_config.http_filters[0].typed_config.rules.policies[p].permissions[0]"},
+		{"duplicate match", dup, "filter_chains[1].filter_chain_match"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			re := decodeErr(t, ListenerType, c.l)
+			if !strings.HasPrefix(re.Field, c.field) || re.Name != "in" {
+				t.Errorf("error field %q (resource %q), want prefix %q: %v", re.Field, re.Name, c.field, re)
+			}
+		})
+	}
+	if re := decodeErr(t, ListenerType, empty); !strings.Contains(re.Error(), "neither a client nor a server listener") {
+		t.Errorf("empty listener: %v", re)
+	}
+}
+
+func TestServerListenerOptionalFilterReported(t *testing.T) {
+	opt := &hcmv3.HttpFilter{Name: "fault", IsOptional: true, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: &anypb.Any{TypeUrl: "type.googleapis.com/some.Filter"}}}
+	noRules := &hcmv3.HttpFilter{Name: "empty-rbac", ConfigType: xdstest.RBACFilter("x", nil).ConfigType}
+	l := decodeServer(t, xdstest.ServerListener("in", netip.MustParseAddrPort("0.0.0.0:1"), nil,
+		xdstest.FilterChain("c", xdstest.InboundRoutes("r"), opt, noRules)))
+	if !slices.Contains(l.UnappliedFields(), "filter_chains.http_filters[fault]") {
+		t.Errorf("unapplied = %v, want the optional filter", l.UnappliedFields())
+	}
+	if fc := l.Server.FilterChains[0]; len(fc.RBAC) != 0 {
+		t.Errorf("an RBAC filter without rules enforces nothing; got %d filters", len(fc.RBAC))
+	}
+	if rt, ok := l.Server.FilterChains[0].RouteConfig.Match("any", &Request{Path: "/x"}); !ok || rt.Action.Kind != ActionNonForwarding {
+		t.Errorf("inbound route = %v %v, want a non-forwarding match", rt, ok)
+	}
+}

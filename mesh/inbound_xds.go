@@ -1,0 +1,349 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/weftmesh/weft/internal/xds"
+	"github.com/weftmesh/weft/security"
+)
+
+// Inbound HTTP under xDS: when the bootstrap names a
+// server_listener_resource_name_template, an HTTP server of the mesh follows
+// the control plane's inbound Listener for its address, as grpc-go's
+// xDS-managed gRPC server does: the filter chain for the connection, its
+// inbound routes, and its RBAC filters (what istiod sends for
+// AuthorizationPolicy and PeerAuthentication) decide every request, before
+// the local WEFT_AUTHZ_POLICY, which must allow it as well.
+//
+// Until the listener is known a request waits for it, bounded by the
+// request's context and the xDS client's resource timeout. When the control
+// plane says the listener does not exist, the server has no xDS policy and
+// serves with its local one. When the control plane cannot be reached and
+// no version is known, requests are refused (503): an unknown policy is not
+// an empty one.
+
+// serverAddrKey carries the address of the listener a Mesh server accepted
+// a connection on, as its server listener resource name needs it.
+type serverAddrKey struct{}
+
+// inboundXDS holds the server listeners the mesh's HTTP servers follow, by
+// listening address.
+type inboundXDS struct {
+	x         *xdsPath
+	template  string
+	listeners atomic.Pointer[map[string]*inboundListener] // copy on write
+	mu        sync.Mutex
+	closed    bool
+}
+
+// inboundListener is one server Listener and the route configurations its
+// filter chains name over RDS.
+type inboundListener struct {
+	in    *inboundXDS
+	name  string
+	ready chan struct{}
+	once  sync.Once
+	state atomic.Pointer[inboundState]
+
+	mu        sync.Mutex // guards the watches
+	cancelLDS func()
+	rds       map[string]func() // route configuration name -> cancel
+	routes    map[string]*xds.RouteConfig
+	listener  *xds.ServerListener
+}
+
+// inboundState is what requests read: immutable once published.
+type inboundState struct {
+	exists   bool
+	err      error // no version known and the control plane failed
+	listener *xds.ServerListener
+	routes   map[string]*xds.RouteConfig
+}
+
+func newInboundXDS(x *xdsPath, template string) *inboundXDS {
+	in := &inboundXDS{x: x, template: template}
+	empty := map[string]*inboundListener{}
+	in.listeners.Store(&empty)
+	return in
+}
+
+// listener returns the watch of the server listener for addr, starting it
+// on first use; nil once closed.
+func (in *inboundXDS) listener(addr string) *inboundListener {
+	if l := (*in.listeners.Load())[addr]; l != nil {
+		return l
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	cur := *in.listeners.Load()
+	if l := cur[addr]; l != nil || in.closed {
+		return l
+	}
+	name := strings.ReplaceAll(in.template, "%s", addr)
+	l := &inboundListener{in: in, name: name, ready: make(chan struct{}), rds: map[string]func(){}, routes: map[string]*xds.RouteConfig{}}
+	next := make(map[string]*inboundListener, len(cur)+1)
+	for k, v := range cur {
+		next[k] = v
+	}
+	next[addr] = l
+	in.listeners.Store(&next)
+	l.cancelLDS = in.x.client.Watch(xds.ListenerType, name, &inboundWatcher{l: l})
+	return l
+}
+
+func (in *inboundXDS) close() {
+	in.mu.Lock()
+	in.closed = true
+	ls := *in.listeners.Load()
+	in.mu.Unlock()
+	for _, l := range ls {
+		l.mu.Lock()
+		l.cancelLDS()
+		for _, cancel := range l.rds {
+			cancel()
+		}
+		l.rds = nil
+		l.mu.Unlock()
+	}
+}
+
+// publishLocked makes the current listener and routes what requests see,
+// once every route configuration the listener names has arrived.
+func (l *inboundListener) publishLocked() {
+	if l.listener == nil {
+		return
+	}
+	for name := range l.rds {
+		if l.routes[name] == nil {
+			return // the previous state serves until the set is complete
+		}
+	}
+	routes := make(map[string]*xds.RouteConfig, len(l.routes))
+	for k, v := range l.routes {
+		routes[k] = v
+	}
+	l.state.Store(&inboundState{exists: true, listener: l.listener, routes: routes})
+	l.once.Do(func() { close(l.ready) })
+}
+
+type inboundWatcher struct{ l *inboundListener }
+
+func (w *inboundWatcher) OnUpdate(r xds.Resource) {
+	l := w.l
+	x := l.in.x
+	x.logUnapplied("Listener", r)
+	lis := r.(*xds.Listener)
+	if lis.Server == nil {
+		w.OnError(errors.New("is a client (API) listener, not a server listener"))
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.rds == nil {
+		return // closed
+	}
+	want := map[string]bool{}
+	chains := append([]*xds.FilterChain{lis.Server.Default}, lis.Server.FilterChains...)
+	for _, fc := range chains {
+		if fc != nil && fc.RouteConfigName != "" {
+			want[fc.RouteConfigName] = true
+		}
+	}
+	for name, cancel := range l.rds {
+		if !want[name] {
+			cancel()
+			delete(l.rds, name)
+			delete(l.routes, name)
+		}
+	}
+	l.listener = lis.Server
+	for name := range want {
+		if l.rds[name] == nil {
+			l.rds[name] = x.client.Watch(xds.RouteConfigType, name, &inboundRouteWatcher{l: l, name: name})
+		}
+	}
+	l.publishLocked()
+}
+
+func (w *inboundWatcher) OnError(err error) {
+	l := w.l
+	l.in.x.countRejected("Listener", err)
+	l.in.x.m.log.Warn("weft: inbound listener", "name", l.name, "error", err)
+	if l.state.Load() == nil {
+		l.state.Store(&inboundState{exists: true, err: fmt.Errorf("weft: inbound listener %q: %w", l.name, err)})
+		l.once.Do(func() { close(l.ready) })
+	}
+}
+
+// OnDoesNotExist: the control plane has no inbound configuration for this
+// server, so the server keeps its local policy only.
+func (w *inboundWatcher) OnDoesNotExist() {
+	l := w.l
+	l.in.x.m.log.Info("weft: no inbound listener from the control plane; serving with the local policy only", "name", l.name)
+	l.mu.Lock()
+	l.listener = nil
+	l.mu.Unlock()
+	l.state.Store(&inboundState{exists: false})
+	l.once.Do(func() { close(l.ready) })
+}
+
+type inboundRouteWatcher struct {
+	l    *inboundListener
+	name string
+}
+
+func (w *inboundRouteWatcher) OnUpdate(r xds.Resource) {
+	w.l.in.x.logUnapplied("RouteConfiguration", r)
+	w.l.mu.Lock()
+	defer w.l.mu.Unlock()
+	if w.l.rds == nil || w.l.rds[w.name] == nil {
+		return
+	}
+	w.l.routes[w.name] = r.(*xds.RouteConfig)
+	w.l.publishLocked()
+}
+
+func (w *inboundRouteWatcher) OnError(err error) {
+	w.l.in.x.countRejected("RouteConfiguration", err)
+}
+
+func (w *inboundRouteWatcher) OnDoesNotExist() {
+	w.l.mu.Lock()
+	defer w.l.mu.Unlock()
+	delete(w.l.routes, w.name)
+}
+
+// xdsInbound is the inbound middleware enforcing the control plane's
+// server listener.
+func (m *Mesh) xdsInbound(next http.Handler) http.Handler {
+	in := m.inbound
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		addr, _ := r.Context().Value(serverAddrKey{}).(string)
+		local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+		if addr == "" && local != nil {
+			addr = local.String()
+		}
+		if addr == "" {
+			// Not served by net/http (a test calling ServeHTTP): there is
+			// no listener to look up.
+			next.ServeHTTP(w, r)
+			return
+		}
+		l := in.listener(addr)
+		if l == nil {
+			http.Error(w, "server closing", http.StatusServiceUnavailable)
+			return
+		}
+		select {
+		case <-l.ready:
+		case <-r.Context().Done():
+			http.Error(w, "inbound configuration pending", http.StatusServiceUnavailable)
+			return
+		}
+		st := l.state.Load()
+		switch {
+		case st.err != nil:
+			http.Error(w, "inbound configuration unavailable", http.StatusServiceUnavailable)
+			return
+		case !st.exists:
+			next.ServeHTTP(w, r)
+			return
+		}
+		if status, msg := m.inboundDecision(st, r, local); status != 0 {
+			if status == http.StatusMisdirectedRequest {
+				// No filter chain: Envoy would not have accepted the
+				// connection at all.
+				w.Header().Set("Connection", "close")
+			}
+			http.Error(w, msg, status)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// inboundDecision applies the listener's filter chain, routes and RBAC to
+// r; status 0 admits it.
+func (m *Mesh) inboundDecision(st *inboundState, r *http.Request, local net.Addr) (status int, msg string) {
+	ci := xds.ConnInfo{TLS: r.TLS != nil}
+	if local != nil {
+		ci.Local = addrPortOf(local)
+	}
+	ci.Remote, _ = netip.ParseAddrPort(r.RemoteAddr)
+	fc := st.listener.Select(ci)
+	if fc == nil {
+		return http.StatusMisdirectedRequest, "no inbound filter chain for this connection"
+	}
+	rc := fc.RouteConfig
+	if rc == nil {
+		rc = st.routes[fc.RouteConfigName]
+	}
+	req := xds.RequestFromHTTP(r)
+	// Rules are matched against the normalized path, so "//admin" or
+	// "/%2Fadmin" cannot slip past a rule for "/admin"; a path that does
+	// not normalize is refused.
+	p, err := security.NormalizePath(req.Path)
+	if err != nil {
+		return http.StatusBadRequest, "bad request path"
+	}
+	req.Path = p
+	if rc == nil {
+		return http.StatusServiceUnavailable, "inbound routes pending"
+	}
+	rt, ok := rc.Match(r.Host, &req)
+	switch {
+	case !ok:
+		return http.StatusNotFound, "no inbound route"
+	case rt.Action.Kind != xds.ActionNonForwarding:
+		return http.StatusServiceUnavailable, "inbound route is not a non-forwarding route"
+	}
+	if len(fc.RBAC) == 0 {
+		return 0, ""
+	}
+	in := xds.RBACInput{Host: r.Host, Request: &req, Local: ci.Local, Remote: ci.Remote}
+	if r.TLS != nil {
+		in.ServerName = r.TLS.ServerName
+		if len(r.TLS.PeerCertificates) > 0 {
+			in.PeerCert = r.TLS.PeerCertificates[0]
+		}
+	}
+	for _, f := range fc.RBAC {
+		allowed, policy := f.Allowed(&in)
+		if f.Action == xds.RBACLog {
+			continue
+		}
+		m.metrics.AuthzDecision(r.Context(), allowed, policy)
+		if !allowed {
+			src, _ := security.PeerID(r.Context())
+			m.log.InfoContext(r.Context(), "weft: request denied by xDS RBAC", "filter", f.FilterName, "action", f.Action.String(),
+				"policy", policy, "method", r.Method, "path", p, "source_id", src.String(), "source_ip", ci.Remote.Addr().String())
+			return http.StatusForbidden, "RBAC: access denied"
+		}
+	}
+	return 0, ""
+}
+
+func addrPortOf(a net.Addr) netip.AddrPort {
+	if t, ok := a.(*net.TCPAddr); ok {
+		return t.AddrPort()
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+// withServerAddr is an http.Server BaseContext recording the listener's
+// address for xdsInbound.
+func withServerAddr(ln net.Listener) func(net.Listener) context.Context {
+	addr := ln.Addr().String()
+	return func(net.Listener) context.Context {
+		return context.WithValue(context.Background(), serverAddrKey{}, addr)
+	}
+}
