@@ -32,6 +32,12 @@ const (
 	EnvBundleFile      = "WEFT_BUNDLE_FILE"
 	EnvMTLS            = "WEFT_MTLS"
 	EnvAuthzPolicy     = "WEFT_AUTHZ_POLICY"
+	// EnvNamespace and EnvWorkloadLabels place the workload for the
+	// authorization policy file: policies of other namespaces, and those
+	// whose selector or targetRefs name other workloads, do not apply.
+	EnvNamespace      = "WEFT_NAMESPACE"
+	EnvPodNamespace   = "POD_NAMESPACE"
+	EnvWorkloadLabels = "WEFT_WORKLOAD_LABELS"
 	EnvAdminAddr       = "WEFT_ADMIN_ADDR"
 	EnvAdminPprof      = "WEFT_ADMIN_PPROF"
 	EnvHTTPProtocol    = "WEFT_HTTP_PROTOCOL"
@@ -135,6 +141,17 @@ func (c *config) fromEnv(lookupEnv func(string) (string, bool)) error {
 	c.spiffeSocket = getenv(EnvSPIFFESocket)
 	c.svidCertFile, c.svidKeyFile, c.bundleFile = getenv(EnvSVIDCertFile), getenv(EnvSVIDKeyFile), getenv(EnvBundleFile)
 	c.authzPolicyFile = getenv(EnvAuthzPolicy)
+	c.workload.Namespace = getenv(EnvNamespace)
+	if c.workload.Namespace == "" {
+		c.workload.Namespace = getenv(EnvPodNamespace)
+	}
+	if v := getenv(EnvWorkloadLabels); v != "" {
+		labels, err := parseLabels(v)
+		if err != nil {
+			return bad(EnvWorkloadLabels, err)
+		}
+		c.workload.Labels = labels
+	}
 	if v := getenv(EnvAdminAddr); v != "" {
 		if err := checkListenAddr(v); err != nil {
 			return bad(EnvAdminAddr, err)
@@ -233,4 +250,32 @@ func abbreviate(s string) string {
 		return s[:61] + "..."
 	}
 	return s
+}
+
+// parseLabels reads "app=orders,version=v2". Keys and values follow
+// Kubernetes' label syntax loosely: a key is required, and neither holds
+// '=' or ','.
+func parseLabels(v string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, kv := range strings.Split(v, ",") {
+		kv = strings.TrimSpace(kv)
+		if kv == "" {
+			continue
+		}
+		k, val, ok := strings.Cut(kv, "=")
+		k, val = strings.TrimSpace(k), strings.TrimSpace(val)
+		switch {
+		case !ok:
+			return nil, fmt.Errorf("%q: want key=value", kv)
+		case k == "" || strings.ContainsAny(k, " \t"):
+			return nil, fmt.Errorf("%q: bad label key", kv)
+		case strings.Contains(val, "="):
+			return nil, fmt.Errorf("%q: a value holds '='", kv)
+		}
+		if _, dup := out[k]; dup {
+			return nil, fmt.Errorf("label %q given twice", k)
+		}
+		out[k] = val
+	}
+	return out, nil
 }

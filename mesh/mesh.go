@@ -116,7 +116,11 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 	}
 	m.id = id
 	if cfg.authzPolicyFile != "" {
-		w, err := security.WatchPolicyFile(cfg.authzPolicyFile, security.WithLogger(cfg.logger))
+		wl := cfg.workload
+		if wl.Service == "" {
+			wl.Service = cfg.serviceName
+		}
+		w, err := security.WatchPolicyFile(cfg.authzPolicyFile, security.WithLogger(cfg.logger), security.WithWorkload(wl))
 		if err != nil {
 			id.close()
 			m.shutdownTelemetry()

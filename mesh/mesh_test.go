@@ -418,6 +418,8 @@ func TestNewRejectsBadEnvironment(t *testing.T) {
 		{"service listed twice", "WEFT_ENDPOINTS", "orders=10.0.0.1:80;orders=10.0.0.2:80"},
 		{"unknown balancer", "WEFT_LB_POLICY", "fastest"},
 		{"bad mTLS mode", "WEFT_MTLS", "sometimes"},
+		{"workload label without =", "WEFT_WORKLOAD_LABELS", "app=orders,v2"},
+		{"workload label twice", "WEFT_WORKLOAD_LABELS", "app=orders,app=billing"},
 		{"missing bootstrap file", "GRPC_XDS_BOOTSTRAP", filepath.Join(dir, "missing.json")},
 		{"bootstrap file is not JSON", "GRPC_XDS_BOOTSTRAP", notJSON},
 		{"inline bootstrap is not JSON", "GRPC_XDS_BOOTSTRAP_CONFIG", "{"},

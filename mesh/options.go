@@ -39,6 +39,7 @@ type config struct {
 	svidKeyFile     string
 	bundleFile      string
 	authzPolicyFile string
+	workload        security.Workload // Service is filled in by New
 	adminAddr       string
 	adminPprof      bool
 	h2c             bool
@@ -164,6 +165,19 @@ func WithAuthorizationPolicyFile(path string) Option {
 			return fmt.Errorf("mesh: WithAuthorizationPolicyFile: empty path")
 		}
 		c.authzPolicyFile = path
+		return nil
+	})
+}
+
+// WithWorkload places this service for the authorization policy file:
+// its namespace and labels (Service defaults to the mesh's service name).
+// Policies of other namespaces, and those whose selector or targetRefs
+// name other workloads, then do not apply, so one file can hold a
+// namespace's policies as istiod serves them. It overrides WEFT_NAMESPACE
+// and WEFT_WORKLOAD_LABELS.
+func WithWorkload(w security.Workload) Option {
+	return optionFunc(func(c *config) error {
+		c.workload = w
 		return nil
 	})
 }

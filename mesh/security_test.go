@@ -375,3 +375,55 @@ func TestTLSServersOfOneMeshDoNotShareConfigWrites(t *testing.T) {
 		}
 	}
 }
+
+// TestAuthorizationPolicyWorkloadScope: one file with a namespace's
+// policies; the workload's namespace and labels pick those that apply.
+func TestAuthorizationPolicyWorkloadScope(t *testing.T) {
+	policy := filepath.Join(t.TempDir(), "authz.yaml")
+	os.WriteFile(policy, []byte(`apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: orders-v2, namespace: shop}
+spec:
+  selector: {matchLabels: {app: orders, version: v2}}
+  action: DENY
+  rules: [{to: [{operation: {paths: ["/v2-only"]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: shop-wide, namespace: shop}
+spec:
+  action: DENY
+  rules: [{to: [{operation: {paths: ["/nobody"]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: billing, namespace: billing}
+spec:
+  action: DENY
+  rules: [{to: [{operation: {paths: ["/billing-only"]}}]}]
+`), 0o600)
+	t.Setenv("WEFT_AUTHZ_POLICY", policy)
+	t.Setenv("WEFT_NAMESPACE", "shop")
+	for _, tt := range []struct {
+		labels string
+		deny   map[string]bool
+	}{
+		{"app=orders, version=v1", map[string]bool{"/nobody": true}},
+		{"app=orders,version=v2", map[string]bool{"/nobody": true, "/v2-only": true}},
+	} {
+		t.Run(tt.labels, func(t *testing.T) {
+			t.Setenv("WEFT_WORKLOAD_LABELS", tt.labels)
+			addr := serveWhoami(t, newMesh(t))
+			for _, p := range []string{"/nobody", "/v2-only", "/billing-only", "/items"} {
+				want := http.StatusOK
+				if tt.deny[p] {
+					want = http.StatusForbidden
+				}
+				if got := status(t, http.DefaultClient, "GET", "http://"+addr+p); got != want {
+					t.Errorf("GET %s = %d, want %d", p, got, want)
+				}
+			}
+			http.DefaultClient.CloseIdleConnections()
+		})
+	}
+}

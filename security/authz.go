@@ -50,6 +50,15 @@ var (
 type policy struct {
 	name  string // "namespace/name", or "#<document>" without a name
 	rules []*rule
+	scope policyScope
+}
+
+// policyScope is which workloads a policy applies to, from its namespace,
+// spec.selector and spec.targetRefs.
+type policyScope struct {
+	namespace  string
+	selector   map[string]string // nil: no selector
+	targetRefs []targetRefDoc
 }
 
 type rule struct {
@@ -105,12 +114,25 @@ type metadataDoc struct {
 }
 
 type specDoc struct {
-	Selector   map[string]any   `yaml:"selector"`
-	TargetRef  map[string]any   `yaml:"targetRef"`
-	TargetRefs []map[string]any `yaml:"targetRefs"`
-	Action     string           `yaml:"action"`
-	Provider   map[string]any   `yaml:"provider"`
-	Rules      []ruleDoc        `yaml:"rules"`
+	Selector   *selectorDoc   `yaml:"selector"`
+	TargetRef  *targetRefDoc  `yaml:"targetRef"`
+	TargetRefs []targetRefDoc `yaml:"targetRefs"`
+	Action     string         `yaml:"action"`
+	Provider   map[string]any `yaml:"provider"`
+	Rules      []ruleDoc      `yaml:"rules"`
+}
+
+// selectorDoc is Istio's WorkloadSelector.
+type selectorDoc struct {
+	MatchLabels map[string]string `yaml:"matchLabels"`
+}
+
+// targetRefDoc is Istio's PolicyTargetReference.
+type targetRefDoc struct {
+	Group     string `yaml:"group"`
+	Kind      string `yaml:"kind"`
+	Name      string `yaml:"name"`
+	Namespace string `yaml:"namespace"`
 }
 
 type ruleDoc struct {
@@ -241,7 +263,11 @@ func compilePolicy(n int, doc *policyDoc) (*policy, string, error) {
 	if doc.Spec.Provider != nil {
 		return nil, "", errors.New("spec.provider: only valid with the CUSTOM action, which is not supported")
 	}
-	p := &policy{name: strings.TrimPrefix(docName(doc), " ")}
+	scope, err := compileScope(doc)
+	if err != nil {
+		return nil, "", err
+	}
+	p := &policy{name: strings.TrimPrefix(docName(doc), " "), scope: scope}
 	if p.name == "" {
 		p.name = "#" + strconv.Itoa(n)
 	} else {
@@ -255,6 +281,36 @@ func compilePolicy(n int, doc *policyDoc) (*policy, string, error) {
 		p.rules = append(p.rules, r)
 	}
 	return p, action, nil
+}
+
+func compileScope(doc *policyDoc) (policyScope, error) {
+	sc := policyScope{namespace: doc.Metadata.Namespace}
+	refs := doc.Spec.TargetRefs
+	if doc.Spec.TargetRef != nil {
+		if len(refs) > 0 {
+			return sc, errors.New("spec.targetRef: set together with spec.targetRefs")
+		}
+		refs = []targetRefDoc{*doc.Spec.TargetRef}
+	}
+	if doc.Spec.Selector != nil && len(refs) > 0 {
+		return sc, errors.New("spec.selector: set together with spec.targetRefs; Istio allows only one")
+	}
+	if doc.Spec.Selector != nil {
+		sc.selector = doc.Spec.Selector.MatchLabels
+		if sc.selector == nil {
+			sc.selector = map[string]string{}
+		}
+	}
+	for i, r := range refs {
+		if r.Kind == "" || r.Name == "" {
+			return sc, fmt.Errorf("spec.targetRefs[%d]: kind and name are required", i)
+		}
+		if r.Namespace != "" && r.Namespace != doc.Metadata.Namespace {
+			return sc, fmt.Errorf("spec.targetRefs[%d].namespace: %q differs from the policy's namespace %q", i, r.Namespace, doc.Metadata.Namespace)
+		}
+	}
+	sc.targetRefs = refs
+	return sc, nil
 }
 
 var errEmptyMatch = errors.New("must not be empty")

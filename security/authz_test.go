@@ -3,6 +3,7 @@ package security_test
 import (
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -457,5 +458,89 @@ status: {}
 	r := getReq("/", spiffeid.ID{})
 	if d := nilSet.Evaluate(&r); !d.Allow {
 		t.Error("nil PolicySet denied a request, want allow")
+	}
+}
+
+func TestPolicySetForWorkload(t *testing.T) {
+	const docs = `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: mesh-wide, namespace: istio-system}
+spec: {action: DENY, rules: [{to: [{operation: {paths: ["/mesh-deny"]}}]}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ns-wide, namespace: shop}
+spec: {action: DENY, rules: [{to: [{operation: {paths: ["/ns-deny"]}}]}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: orders-v2-only, namespace: shop}
+spec:
+  selector: {matchLabels: {app: orders, version: v2}}
+  action: DENY
+  rules: [{to: [{operation: {paths: ["/v2-deny"]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: orders-service, namespace: shop}
+spec:
+  targetRefs: [{kind: Service, group: "", name: orders}]
+  action: DENY
+  rules: [{to: [{operation: {paths: ["/svc-deny"]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: gateway, namespace: shop}
+spec:
+  targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: orders}]
+  action: DENY
+  rules: [{to: [{operation: {paths: ["/gw-deny"]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: other-ns, namespace: billing}
+spec: {action: DENY, rules: [{to: [{operation: {paths: ["/billing-deny"]}}]}]}
+`
+	set := mustParse(t, docs)
+	denied := func(s *security.PolicySet, path string) bool {
+		r := getReq(path, spiffeid.ID{})
+		return !s.Evaluate(&r).Allow
+	}
+	paths := []string{"/mesh-deny", "/ns-deny", "/v2-deny", "/svc-deny", "/gw-deny", "/billing-deny"}
+	cases := []struct {
+		name string
+		w    security.Workload
+		deny []string
+	}{
+		{"unknown namespace: the whole file applies", security.Workload{}, paths},
+		{"orders v1", security.Workload{Namespace: "shop", Service: "orders", Labels: map[string]string{"app": "orders", "version": "v1"}},
+			[]string{"/mesh-deny", "/ns-deny", "/svc-deny"}},
+		{"orders v2", security.Workload{Namespace: "shop", Service: "orders", Labels: map[string]string{"app": "orders", "version": "v2"}},
+			[]string{"/mesh-deny", "/ns-deny", "/v2-deny", "/svc-deny"}},
+		{"billing", security.Workload{Namespace: "billing", Service: "billing"}, []string{"/mesh-deny", "/billing-deny"}},
+		{"another root namespace", security.Workload{Namespace: "billing", RootNamespace: "mesh-root"}, []string{"/billing-deny"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := set.For(c.w)
+			for _, p := range paths {
+				if got, want := denied(s, p), slices.Contains(c.deny, p); got != want {
+					t.Errorf("%s denied = %v, want %v", p, got, want)
+				}
+			}
+		})
+	}
+	for _, bad := range []struct{ name, spec, want string }{
+		{"selector and targetRefs", "{selector: {matchLabels: {a: b}}, targetRefs: [{kind: Service, name: x}]}", "spec.selector"},
+		{"targetRef without a name", "{targetRefs: [{kind: Service}]}", "spec.targetRefs[0]"},
+		{"targetRef in another namespace", "{targetRefs: [{kind: Service, name: x, namespace: other}]}", "spec.targetRefs[0].namespace"},
+		{"unknown selector field", "{selector: {matchExpressions: []}}", "matchExpressions"},
+	} {
+		t.Run(bad.name, func(t *testing.T) {
+			_, err := security.ParseAuthorizationPolicies([]byte("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: shop}\nspec: " + bad.spec + "\n"))
+			if err == nil || !strings.Contains(err.Error(), bad.want) {
+				t.Errorf("error = %v, want one naming %s", err, bad.want)
+			}
+		})
 	}
 }

@@ -16,10 +16,11 @@ import (
 //
 // A PolicyWatcher is safe for concurrent use; Close is idempotent.
 type PolicyWatcher struct {
-	path    string
-	logger  *slog.Logger
-	current atomic.Pointer[PolicySet]
-	updated chan struct{}
+	path     string
+	logger   *slog.Logger
+	workload Workload
+	current  atomic.Pointer[PolicySet]
+	updated  chan struct{}
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -28,22 +29,23 @@ type PolicyWatcher struct {
 
 // WatchPolicyFile parses the policies in path and watches it for changes.
 // It fails if the first read or parse fails. Options: [WithPollInterval],
-// [WithLogger]. The caller must Close the watcher.
+// [WithLogger], [WithWorkload]. The caller must Close the watcher.
 func WatchPolicyFile(path string, opts ...Option) (*PolicyWatcher, error) {
 	o := newOptions(opts)
 	w := &PolicyWatcher{
-		path:    path,
-		logger:  o.logger,
-		updated: make(chan struct{}, 1),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
+		path:     path,
+		logger:   o.logger,
+		workload: o.workload,
+		updated:  make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 	stamp := statFile(path)
 	set, err := loadPolicyFile(path)
 	if err != nil {
 		return nil, err
 	}
-	w.current.Store(set)
+	w.current.Store(set.For(w.workload))
 	go w.watch(o.pollInterval, stamp)
 	return w, nil
 }
@@ -88,7 +90,7 @@ func (w *PolicyWatcher) watch(interval time.Duration, last fileStamp) {
 			w.logger.Error("security: keeping the last good authorization policies", "err", err)
 			continue
 		}
-		w.current.Store(set)
+		w.current.Store(set.For(w.workload))
 		select {
 		case w.updated <- struct{}{}:
 		default:

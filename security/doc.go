@@ -32,7 +32,9 @@
 // [StreamServerInterceptor]) enforce a policy set, and [WatchPolicyFile]
 // keeps one in step with a file (WEFT_AUTHZ_POLICY).
 //
-// Policies are workload-local: the selector and targetRefs fields are
-// accepted but not interpreted, so every policy in the file applies to the
-// service that loads it.
+// A file may hold the policies of a whole namespace or mesh, as istiod
+// serves them: given the loading [Workload] (its namespace, service and
+// labels), [PolicySet.For] and [WithWorkload] keep only the policies whose
+// namespace, spec.selector and spec.targetRefs select it. Without a
+// namespace, every policy in the file applies to the service that loads it.
 package security

@@ -29,6 +29,7 @@ type options struct {
 	pollInterval time.Duration
 	peekTimeout  time.Duration
 	logger       *slog.Logger
+	workload     Workload
 }
 
 func newOptions(opts []Option) options {
