@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -16,6 +17,12 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	grpcstatus "google.golang.org/grpc/status"
 	exprpb "google.golang.org/genproto/googleapis/api/expr/v1alpha1"
 
 	"github.com/weftmesh/weft/internal/xds/xdstest"
@@ -158,4 +165,59 @@ func TestXDSInboundAbsentListenerServesLocally(t *testing.T) {
 	}
 	http.DefaultClient.CloseIdleConnections()
 	t.Logf("first request answered after %v", time.Since(start))
+}
+
+// TestXDSInboundRBACOnGRPC: the same RBAC reaches an xDS-managed gRPC
+// server, where grpc-go's xDS server enforces it.
+func TestXDSInboundRBACOnGRPC(t *testing.T) {
+	cp := xdstest.NewServer(t)
+	var bs map[string]any
+	if err := json.Unmarshal(cp.Bootstrap(xdsNode), &bs); err != nil {
+		t.Fatal(err)
+	}
+	bs["server_listener_resource_name_template"] = inboundTemplate
+	bootstrap, _ := json.Marshal(bs)
+	srv := newMesh(t, mesh.WithBootstrap(bootstrap))
+	gs, err := srv.NewGRPCServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	healthpb.RegisterHealthServer(gs, health.NewServer())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	denyWatch := &rbacv3.Permission{Rule: &rbacv3.Permission_UrlPath{UrlPath: &matcherv3.PathMatcher{Rule: &matcherv3.PathMatcher_Path{
+		Path: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "/grpc.health.v1.Health/List"}}}}}}
+	l := xdstest.ServerListener(strings.ReplaceAll(inboundTemplate, "%s", addr), netip.MustParseAddrPort(addr), nil,
+		xdstest.FilterChain("inbound", xdstest.InboundRoutes("inbound"),
+			xdstest.RBACFilter("deny", &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: map[string]*rbacv3.Policy{
+				"deny-list": {Permissions: []*rbacv3.Permission{denyWatch}, Principals: []*rbacv3.Principal{{Identifier: &rbacv3.Principal_Any{Any: true}}}}}})))
+	cp.SetSnapshot(t, xdsNode, "1", l)
+	go gs.Serve(ln)
+	defer gs.Stop()
+
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	hc := healthpb.NewHealthClient(cc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// The server serves once its listener arrived; wait for it.
+	for {
+		_, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true))
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the xDS-managed server never served: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := hc.List(ctx, &healthpb.HealthListRequest{}); grpcstatus.Code(err) != codes.PermissionDenied {
+		t.Errorf("List = %v, want PermissionDenied from the RBAC filter", err)
+	}
 }
