@@ -51,8 +51,8 @@ func inboundRBAC(name, caller string) *listenerv3.Listener {
 	return xdstest.ServerListener(name, netip.AddrPort{}, nil, xdstest.FilterChain("inbound", xdstest.InboundRoutes("inbound"), deny, allow))
 }
 
-// status sends method to url and returns the status code.
-func status(t *testing.T, c *http.Client, method, url string) int {
+// statusOf sends method to url and returns the status code.
+func statusOf(t *testing.T, c *http.Client, method, url string) int {
 	t.Helper()
 	req, _ := http.NewRequest(method, url, nil)
 	resp, err := c.Do(req)
@@ -106,7 +106,7 @@ func TestXDSInboundRBACOnHTTP(t *testing.T) {
 			{"DENY on the normalized path", frontend, "GET", "/%2Fadmin/users", 403},
 			{"DENY on the normalized path (dot segments)", frontend, "GET", "/x/../admin", 403},
 		} {
-			if got := status(t, c.c, c.method, "http://orders"+c.path); got != c.want {
+			if got := statusOf(t, c.c, c.method, "http://orders"+c.path); got != c.want {
 				t.Errorf("%s: %s %s = %d, want %d", c.name, c.method, c.path, got, c.want)
 			}
 		}
@@ -134,13 +134,13 @@ func TestXDSInboundRBACOnHTTP(t *testing.T) {
 	// A good change takes effect.
 	cp.SetSnapshot(t, xdsNode, "3", inboundRBAC(name, otherID.String()))
 	deadline := time.Now().Add(10 * time.Second)
-	for status(t, other, "GET", "http://orders/items") != 200 {
+	for statusOf(t, other, "GET", "http://orders/items") != 200 {
 		if time.Now().After(deadline) {
 			t.Fatal("the new policy did not take effect within 10s")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if got := status(t, frontend, "GET", "http://orders/items"); got != 403 {
+	if got := statusOf(t, frontend, "GET", "http://orders/items"); got != 403 {
 		t.Errorf("after the change, frontend got %d, want 403", got)
 	}
 }

@@ -419,7 +419,7 @@ spec:
 				if tt.deny[p] {
 					want = http.StatusForbidden
 				}
-				if got := status(t, http.DefaultClient, "GET", "http://"+addr+p); got != want {
+				if got := statusOf(t, http.DefaultClient, "GET", "http://"+addr+p); got != want {
 					t.Errorf("GET %s = %d, want %d", p, got, want)
 				}
 			}
