@@ -104,8 +104,11 @@ func (a *Attempts) Endpoints() []string {
 	return slices.Clone(a.endpoints)
 }
 
-// begin counts a new attempt.
+// begin counts a new attempt; nil counts nothing.
 func (a *Attempts) begin() {
+	if a == nil {
+		return
+	}
 	a.mu.Lock()
 	a.count++
 	a.mu.Unlock()

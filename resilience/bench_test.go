@@ -19,8 +19,19 @@ func (c *cannedTransport) RoundTrip(*http.Request) (*http.Response, error) {
 	return &r, nil
 }
 
+// cannedEndpoints is cannedTransport as an endpoint-picking transport,
+// the kind the mesh puts beneath the retry middleware.
+type cannedEndpoints struct{ cannedTransport }
+
+func (c *cannedEndpoints) RoundTripAttempt(req *http.Request, a *resilience.Attempts) (*http.Response, string, error) {
+	a.Record("10.0.0.1:8080")
+	resp, err := c.RoundTrip(req)
+	return resp, "10.0.0.1:8080", err
+}
+
 func BenchmarkRetryTransportNoRetry(b *testing.B) {
 	canned := &cannedTransport{resp: http.Response{StatusCode: 200, Body: http.NoBody, Header: http.Header{}}}
+	picker := &cannedEndpoints{*canned}
 	cases := []struct {
 		name   string
 		rt     http.RoundTripper
@@ -32,6 +43,9 @@ func BenchmarkRetryTransportNoRetry(b *testing.B) {
 		{"retry/not-retriable", resilience.NewRetryTransport(canned, resilience.RetryPolicy{Timeout: -1}), "POST"},
 		{"retry/disabled", resilience.NewRetryTransport(canned, resilience.RetryPolicy{NumRetries: -1, Timeout: -1}), "GET"},
 		{"retry/budget", resilience.NewRetryTransport(canned, resilience.RetryPolicy{Timeout: -1}, resilience.WithBudget(resilience.NewConcurrencyBudget(0, 0))), "GET"},
+		{"endpoints/bare", picker, "GET"},
+		{"endpoints/retry/no-route-timeout", resilience.NewRetryTransport(picker, resilience.RetryPolicy{Timeout: -1}), "GET"},
+		{"endpoints/retry/budget", resilience.NewRetryTransport(picker, resilience.RetryPolicy{Timeout: -1}, resilience.WithBudget(resilience.NewConcurrencyBudget(0, 0))), "GET"},
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {

@@ -32,6 +32,50 @@ type HedgePolicy struct {
 	// Delay is the wait before each further attempt. Zero means the 95th
 	// percentile of recent response latencies.
 	Delay time.Duration
+	// InitialAttempts is how many attempts go out at once, before any
+	// delay (Envoy's hedge_policy initial_requests); zero means one.
+	InitialAttempts int
+	// AdditionalChance is the probability, in [0, 1], that one more
+	// attempt joins the initial ones (Envoy's additional_request_chance).
+	AdditionalChance float64
+	// RetryOn, when not zero, makes a response or error this retry
+	// condition covers lose the race: the request waits for the attempts
+	// still in flight, or starts the next one at once when none is, and
+	// returns the last such response only when no attempt is left. Zero
+	// means the first response wins whatever its status, as in "The Tail
+	// at Scale". RetriableStatusCodes serves RetryRetriableStatusCodes.
+	RetryOn              RetryOn
+	RetriableStatusCodes []int
+}
+
+type hedgeKey struct{}
+
+// IsHedge reports whether ctx is the context of an attempt that a hedging
+// middleware (NewHedgeTransport, HedgeUnaryClientInterceptor) started
+// while an earlier attempt of the same request was still in flight, so a
+// transport beneath can count hedges apart from retries.
+func IsHedge(ctx context.Context) bool {
+	_, ok := ctx.Value(hedgeKey{}).(struct{})
+	return ok
+}
+
+// hedgeContext marks an attempt's context as a hedge.
+type hedgeContext struct{ context.Context }
+
+func (c hedgeContext) Value(key any) any {
+	if key == (hedgeKey{}) {
+		return struct{}{}
+	}
+	return c.Context.Value(key)
+}
+
+// initial returns how many attempts to start at once, at most max.
+func (p HedgePolicy) initial(limit int, draw func(int64) int64) int {
+	n := max(p.InitialAttempts, 1)
+	if c := p.AdditionalChance; c > 0 && (c >= 1 || float64(draw(1_000_000)) < c*1_000_000) {
+		n++
+	}
+	return min(n, limit)
 }
 
 // hedgeTransport is safe for concurrent use: per-request state lives on
@@ -108,8 +152,20 @@ type hedgeResult struct {
 	latency time.Duration
 }
 
+// loses reports whether an attempt's result should not end the request
+// while another attempt may still do better.
+func (h *hedgeTransport) loses(res hedgeResult) bool {
+	if res.err != nil {
+		return true
+	}
+	if h.policy.RetryOn == 0 {
+		return false
+	}
+	return retriableResult(h.policy.RetryOn, h.policy.RetriableStatusCodes, res.resp, nil, false)
+}
+
 func (h *hedgeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if h.max < 2 || !idempotent(req) {
+	if h.max < 2 || !Idempotent(req) {
 		return h.base.RoundTrip(req)
 	}
 	var buf []byte
@@ -139,7 +195,7 @@ func (h *hedgeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	results := make(chan hedgeResult, h.max)
 	cancels := make([]context.CancelFunc, 0, h.max)
-	launch := func(n int) error {
+	launch := func(n int, hedge bool) error {
 		var body io.ReadCloser
 		switch {
 		case buf != nil:
@@ -152,7 +208,11 @@ func (h *hedgeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 				return fmt.Errorf("resilience: replaying request body: %w", err)
 			}
 		}
-		actx, cancel := context.WithCancel(ctx)
+		var actx context.Context = ctx
+		if hedge {
+			actx = hedgeContext{ctx}
+		}
+		actx, cancel := context.WithCancel(actx)
 		cancels = append(cancels, cancel)
 		r := req.WithContext(actx)
 		r.Body = body
@@ -171,61 +231,97 @@ func (h *hedgeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}()
 		return nil
 	}
+	// more starts one more attempt when the limits allow it.
+	launched, inFlight := 0, 0
+	more := func(hedge bool) (bool, error) {
+		if launched >= h.max || ctx.Err() != nil {
+			return false, nil
+		}
+		if launched > 0 {
+			if acquireRetry(h.cfg) != nil {
+				return false, nil
+			}
+		}
+		if err := launch(launched, hedge); err != nil {
+			if launched > 0 {
+				releaseRetry(h.cfg)
+			}
+			return false, err
+		}
+		launched++
+		inFlight++
+		return true, nil
+	}
 
-	if err := launch(0); err != nil {
+	if _, err := more(false); err != nil {
 		return nil, err
 	}
-	launched, inFlight := 1, 1
+	for range h.policy.initial(h.max, h.cfg.clock.jitter) - 1 {
+		if ok, _ := more(true); !ok {
+			break
+		}
+	}
 	timer := time.NewTimer(h.delay())
 	defer timer.Stop()
-	var lastErr error
+	var last *hedgeResult // the latest losing result, kept as the answer of last resort
+	keep := func(res hedgeResult) {
+		if last != nil {
+			if last.resp != nil {
+				drain(last.resp)
+			}
+			last.cancel()
+		}
+		last = &res
+	}
 	for {
 		select {
 		case res := <-results:
 			inFlight--
-			if res.err == nil {
+			if !h.loses(res) {
 				h.observe(res.latency)
-				// Cancel the losers and close whatever they still return.
-				for i, c := range cancels {
-					if i != res.n {
-						c()
-					}
+				if last != nil && last.resp != nil {
+					drain(last.resp)
+					last.cancel()
 				}
-				go reap(results, inFlight)
-				if res.resp.Body == nil {
-					res.cancel()
-				} else {
-					res.resp.Body = &cancelBody{ReadCloser: res.resp.Body, cancelRoute: res.cancel}
-				}
-				return res.resp, nil
+				return h.win(res, cancels, results, inFlight)
 			}
-			res.cancel()
-			lastErr = res.err
+			keep(res)
 			if inFlight > 0 {
 				continue
 			}
-			if launched < h.max && ctx.Err() == nil && acquireRetry(h.cfg) == nil {
-				if err := launch(launched); err != nil {
-					releaseRetry(h.cfg)
-					return nil, err
-				}
-				launched++
-				inFlight++
+			if ok, err := more(false); ok {
 				continue
+			} else if err != nil {
+				last.cancel()
+				return nil, err
 			}
-			return nil, lastErr
+			return h.win(*last, cancels, results, 0)
 		case <-timer.C:
-			if launched < h.max && acquireRetry(h.cfg) == nil {
-				if err := launch(launched); err != nil {
-					releaseRetry(h.cfg)
-					continue // the attempts in flight may still answer
-				}
-				launched++
-				inFlight++
+			if ok, _ := more(true); ok {
 				timer.Reset(h.delay())
 			}
 		}
 	}
+}
+
+// win returns res as the request's answer: the other attempts are
+// cancelled and whatever they still return is closed; res's context lives
+// until its body is closed.
+func (h *hedgeTransport) win(res hedgeResult, cancels []context.CancelFunc, results <-chan hedgeResult, inFlight int) (*http.Response, error) {
+	for i, c := range cancels {
+		if i != res.n {
+			c()
+		}
+	}
+	if inFlight > 0 {
+		go reap(results, inFlight)
+	}
+	if res.err != nil || res.resp.Body == nil {
+		res.cancel()
+		return res.resp, res.err
+	}
+	res.resp.Body = &cancelBody{ReadCloser: res.resp.Body, cancelRoute: res.cancel}
+	return res.resp, nil
 }
 
 // reap closes the responses of n cancelled attempts as they come back.

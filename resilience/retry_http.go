@@ -66,10 +66,12 @@ func NewRetryTransport(base http.RoundTripper, policy RetryPolicy, opts ...Optio
 	}
 }
 
-// idempotent reports whether req may be sent twice with the same effect as
-// once (RFC 9110 section 9.2.2), or the client vouches for it with an
-// Idempotency-Key.
-func idempotent(req *http.Request) bool {
+// Idempotent reports whether req may be sent twice with the same effect as
+// once: its method is idempotent (RFC 9110 section 9.2.2: GET, HEAD,
+// OPTIONS, TRACE, PUT, DELETE) or the client vouches for it with an
+// Idempotency-Key header. It is the rule this package's retries and hedges
+// follow.
+func Idempotent(req *http.Request) bool {
 	switch req.Method {
 	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
 		return true
@@ -86,7 +88,7 @@ const (
 )
 
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if t.maxAttempts < 2 || (!t.policy.RetryNonIdempotent && !idempotent(req)) {
+	if t.maxAttempts < 2 || (!t.policy.RetryNonIdempotent && !Idempotent(req)) {
 		return t.once(req, req.Body)
 	}
 	kind := bodyNone
@@ -142,9 +144,29 @@ func (t *retryTransport) routeContext(ctx context.Context) (context.Context, con
 	return context.WithTimeout(ctx, t.timeout)
 }
 
+// EndpointTransport is a RoundTripper that picks an endpoint for each
+// request, as the mesh's transport does. The retry middleware calls
+// RoundTripAttempt instead of RoundTrip: it hands the request's Attempts
+// over directly and learns which endpoint an attempt used, so a request
+// that needs no retry carries no tracker and costs no allocation, while a
+// retry still avoids the endpoints already tried.
+type EndpointTransport interface {
+	http.RoundTripper
+	// RoundTripAttempt sends one attempt of a request. attempts is nil on
+	// a first attempt that no retry has needed yet; otherwise it holds the
+	// endpoints earlier attempts used, and the transport should record
+	// the one it picks. endpoint is that endpoint's address, "" when none
+	// was picked.
+	RoundTripAttempt(req *http.Request, attempts *Attempts) (resp *http.Response, endpoint string, err error)
+}
+
 func (t *retryTransport) retry(req *http.Request, kind int, buf []byte) (*http.Response, error) {
 	ctx, cancelRoute := t.routeContext(req.Context())
-	ctx, att := withAttempts(ctx)
+	et, _ := t.base.(EndpointTransport)
+	var att *Attempts
+	if et == nil {
+		ctx, att = withAttempts(ctx)
+	}
 	if b := t.cfg.budget; b != nil {
 		b.RequestStarted()
 		defer b.RequestDone()
@@ -152,12 +174,21 @@ func (t *retryTransport) retry(req *http.Request, kind int, buf []byte) (*http.R
 	var (
 		bo       backoff.BackOff
 		body     = req.Body
-		retrying bool // this attempt holds a retry slot
+		retrying bool   // this attempt holds a retry slot
+		first    string // the endpoint of the first attempt, while att is nil
 	)
 	if kind == bodyBuffer {
 		body = io.NopCloser(bytes.NewReader(buf))
 	}
 	for attempt := 1; ; attempt++ {
+		if att == nil && attempt > 1 {
+			// The first retry: from here on the attempts are tracked.
+			ctx, att = withAttempts(ctx)
+			att.begin()
+			if first != "" {
+				att.Record(first)
+			}
+		}
 		att.begin()
 		actx := ctx
 		var cancelTry context.CancelCauseFunc
@@ -166,13 +197,26 @@ func (t *retryTransport) retry(req *http.Request, kind int, buf []byte) (*http.R
 			actx, cancelTry = context.WithCancelCause(ctx)
 			timer = time.AfterFunc(d, func() { cancelTry(errPerTryTimeout) })
 		}
-		r := req.WithContext(actx)
-		r.Body = body
-		if kind == bodyBuffer {
-			r.ContentLength = int64(len(buf))
-			r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
+		r := req
+		if actx != req.Context() || body != req.Body || kind == bodyBuffer {
+			r = req.WithContext(actx)
+			r.Body = body
+			if kind == bodyBuffer {
+				r.ContentLength = int64(len(buf))
+				r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
+			}
 		}
-		resp, err := t.base.RoundTrip(r)
+		var resp *http.Response
+		var err error
+		if et != nil {
+			var endpoint string
+			resp, endpoint, err = et.RoundTripAttempt(r, att)
+			if att == nil {
+				first = endpoint
+			}
+		} else {
+			resp, err = t.base.RoundTrip(r)
+		}
 		perTryFired := false
 		if timer != nil {
 			// The per-try timeout bounds the wait for response headers only.
@@ -238,7 +282,12 @@ func (t *retryTransport) retry(req *http.Request, kind int, buf []byte) (*http.R
 
 // retriable reports whether the policy retries this attempt's result.
 func (t *retryTransport) retriable(resp *http.Response, err error, perTryFired bool) bool {
-	on := t.retryOn
+	return retriableResult(t.retryOn, t.policy.RetriableStatusCodes, resp, err, perTryFired)
+}
+
+// retriableResult reports whether the conditions on cover an attempt's
+// result.
+func retriableResult(on RetryOn, statusCodes []int, resp *http.Response, err error, perTryFired bool) bool {
 	if perTryFired {
 		return on&(Retry5xx|RetryGatewayError|RetryReset) != 0
 	}
@@ -262,7 +311,7 @@ func (t *retryTransport) retriable(resp *http.Response, err error, perTryFired b
 		return true
 	case on&RetryRetriable4xx != 0 && code == http.StatusConflict:
 		return true
-	case on&RetryRetriableStatusCodes != 0 && slices.Contains(t.policy.RetriableStatusCodes, code):
+	case on&RetryRetriableStatusCodes != 0 && slices.Contains(statusCodes, code):
 		return true
 	}
 	return false

@@ -558,3 +558,56 @@ func TestRetryTransportErrorClasses(t *testing.T) {
 		})
 	}
 }
+
+// pickTwo is an endpoint-picking transport over real backends: it sends
+// each attempt to the first backend the request has not tried, as the
+// mesh's balancer does.
+type pickTwo struct {
+	base  http.RoundTripper
+	addrs []string
+	seen  []*resilience.Attempts // the tracker each attempt got
+}
+
+func (p *pickTwo) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, _, err := p.RoundTripAttempt(req, resilience.AttemptsFromContext(req.Context()))
+	return resp, err
+}
+
+func (p *pickTwo) RoundTripAttempt(req *http.Request, a *resilience.Attempts) (*http.Response, string, error) {
+	p.seen = append(p.seen, a)
+	addr := p.addrs[0]
+	for _, x := range p.addrs {
+		if !a.Tried(x) {
+			addr = x
+			break
+		}
+	}
+	a.Record(addr)
+	r := req.Clone(req.Context())
+	r.URL.Host = addr
+	resp, err := p.base.RoundTrip(r)
+	return resp, addr, err
+}
+
+func TestRetryThroughAnEndpointTransportAvoidsTheFirstEndpoint(t *testing.T) {
+	failing := newBackend(t, answer(http.StatusServiceUnavailable))
+	healthy := newBackend(t, answer(http.StatusOK))
+	p := &pickTwo{base: newTransport(t), addrs: []string{failing.Listener.Addr().String(), healthy.Listener.Addr().String()}}
+	rt := resilience.NewRetryTransport(p, resilience.RetryPolicy{NumRetries: 2, Timeout: -1},
+		resilience.WithTestClock(nil, (&sleeps{}).sleep, nil))
+	req, _ := http.NewRequest("GET", "http://orders/", nil)
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("status %d, want 200 from the second endpoint", resp.StatusCode)
+	}
+	if f, h := failing.hits.Load(), healthy.hits.Load(); f != 1 || h != 1 {
+		t.Errorf("hits: failing %d, healthy %d; want 1 and 1 (the retry avoids the endpoint tried)", f, h)
+	}
+	if len(p.seen) != 2 || p.seen[0] != nil || p.seen[1] == nil || p.seen[1].Count() != 2 {
+		t.Errorf("trackers handed over: %v; want none on the first attempt, one counting 2 attempts on the retry", p.seen)
+	}
+}
