@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"slices"
-	"sync"
 	"time"
 )
 
@@ -85,10 +84,7 @@ type hedgeTransport struct {
 	policy HedgePolicy
 	max    int
 	cfg    config
-
-	mu      sync.Mutex
-	samples []time.Duration // ring of recent winning latencies
-	next    int
+	lat    latencyWindow // recent winning latencies
 }
 
 // NewHedgeTransport returns a RoundTripper that hedges idempotent requests
@@ -113,35 +109,22 @@ func NewHedgeTransport(base http.RoundTripper, policy HedgePolicy, opts ...Optio
 	if n <= 0 {
 		n = DefaultHedgeAttempts
 	}
-	return &hedgeTransport{base: base, policy: policy, max: min(n, MaxAttempts), cfg: newConfig(opts)}
+	return &hedgeTransport{base: base, policy: policy, max: min(n, MaxAttempts), cfg: newConfig(opts), lat: latencyWindow{fixed: policy.Delay}}
 }
 
-func (h *hedgeTransport) delay() time.Duration {
-	if h.policy.Delay > 0 {
-		return h.policy.Delay
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if len(h.samples) < minHedgeSamples {
+func (h *hedgeTransport) delay() time.Duration { return h.lat.delay() }
+
+func (h *hedgeTransport) observe(d time.Duration) { h.lat.observe(d) }
+
+// percentile95 returns the 95th percentile of samples, or DefaultHedgeDelay
+// while there are too few of them.
+func percentile95(samples []time.Duration) time.Duration {
+	if len(samples) < minHedgeSamples {
 		return DefaultHedgeDelay
 	}
-	s := slices.Clone(h.samples)
+	s := slices.Clone(samples)
 	slices.Sort(s)
 	return s[len(s)*95/100]
-}
-
-func (h *hedgeTransport) observe(d time.Duration) {
-	if h.policy.Delay > 0 {
-		return
-	}
-	h.mu.Lock()
-	if len(h.samples) < hedgeSamples {
-		h.samples = append(h.samples, d)
-	} else {
-		h.samples[h.next] = d
-		h.next = (h.next + 1) % hedgeSamples
-	}
-	h.mu.Unlock()
 }
 
 type hedgeResult struct {

@@ -131,6 +131,48 @@ type RetryPolicy struct {
 	// that are safe to retry, in addition to methods whose protobuf
 	// descriptor declares an idempotency level.
 	IdempotentMethods []string
+	// ResetHeaders are response headers that say when a rate limit resets
+	// (Envoy's rate_limited_retry_back_off): the first one present whose
+	// wait is at most MaxResetInterval replaces the backoff and
+	// Retry-After. Nil means Retry-After alone.
+	ResetHeaders []ResetHeader
+	// MaxResetInterval bounds the waits ResetHeaders may ask for; zero
+	// means 300 s, Envoy's default.
+	MaxResetInterval time.Duration
+}
+
+// ResetHeader names a response header carrying a rate limit's reset: a
+// number of seconds to wait, or a Unix time in seconds when UnixTimestamp
+// is set (X-RateLimit-Reset takes either form, depending on the server).
+type ResetHeader struct {
+	Name          string
+	UnixTimestamp bool
+}
+
+// resetWait returns the wait a response's reset headers ask for.
+func (p RetryPolicy) resetWait(h http.Header, now time.Time) (time.Duration, bool) {
+	limit := p.MaxResetInterval
+	if limit <= 0 {
+		limit = 300 * time.Second
+	}
+	for _, rh := range p.ResetHeaders {
+		v := strings.TrimSpace(h.Get(rh.Name))
+		if v == "" {
+			continue
+		}
+		n, err := strconv.ParseFloat(v, 64)
+		if err != nil || n < 0 || n > 1e12 {
+			continue
+		}
+		d := time.Duration(n * float64(time.Second))
+		if rh.UnixTimestamp {
+			d = max(time.Unix(0, 0).Add(d).Sub(now), 0)
+		}
+		if d <= limit {
+			return d, true
+		}
+	}
+	return 0, false
 }
 
 func (p RetryPolicy) retryOn() RetryOn {

@@ -327,7 +327,9 @@ func (t *retryTransport) wait(ctx context.Context, resp *http.Response, bo backo
 		limit = time.Until(dl)
 	}
 	if resp != nil {
-		if v := resp.Header.Get("Retry-After"); v != "" {
+		if rd, ok := t.policy.resetWait(resp.Header, t.cfg.clock.now()); ok {
+			d = rd
+		} else if v := resp.Header.Get("Retry-After"); v != "" {
 			if ra, ok := ParseRetryAfter(v, t.cfg.clock.now()); ok {
 				d = ra
 			}

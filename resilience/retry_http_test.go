@@ -611,3 +611,45 @@ func TestRetryThroughAnEndpointTransportAvoidsTheFirstEndpoint(t *testing.T) {
 		t.Errorf("trackers handed over: %v; want none on the first attempt, one counting 2 attempts on the retry", p.seen)
 	}
 }
+
+// Envoy's rate_limited_retry_back_off: a reset header replaces the
+// backoff, in seconds or as a Unix time, unless it asks for more than the
+// cap.
+func TestRetryWaitsForTheRateLimitReset(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	tests := []struct {
+		name   string
+		header string
+		want   time.Duration
+	}{
+		{"seconds", "X-RateLimit-Reset: 3", 3 * time.Second},
+		{"unix time", "X-RateLimit-Reset-At: 1700000002", 2 * time.Second},
+		{"over the cap: backoff", "X-RateLimit-Reset: 999", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			name, value, _ := strings.Cut(tt.header, ": ")
+			be := newBackend(t, func(n int64, w http.ResponseWriter, r *http.Request) {
+				if n == 1 {
+					w.Header().Set(name, value)
+					w.WriteHeader(http.StatusTooManyRequests)
+				}
+			})
+			var s sleeps
+			rt := resilience.NewRetryTransport(newTransport(t), resilience.RetryPolicy{
+				RetryOn: resilience.RetryRetriableStatusCodes, RetriableStatusCodes: []int{429}, Timeout: -1,
+				ResetHeaders:     []resilience.ResetHeader{{Name: "X-RateLimit-Reset"}, {Name: "X-RateLimit-Reset-At", UnixTimestamp: true}},
+				MaxResetInterval: time.Minute,
+			}, resilience.WithTestClock(func() time.Time { return now }, s.sleep, func(int64) int64 { return 0 }))
+			req, _ := http.NewRequest("GET", be.URL, nil)
+			resp, err := rt.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if w := s.waits(); len(w) != 1 || w[0] != tt.want {
+				t.Errorf("waits %v, want [%v]", w, tt.want)
+			}
+		})
+	}
+}

@@ -229,9 +229,12 @@ type RouteAction struct {
 	TotalWeight uint64
 	// Timeout is the request timeout; 0 means the listener default, and
 	// HasTimeout false means the route did not set one.
-	Timeout      time.Duration
-	HasTimeout   bool
-	RetryPolicy  *RetryPolicy
+	Timeout     time.Duration
+	HasTimeout  bool
+	RetryPolicy *RetryPolicy
+	// HedgePolicy is the route's or its virtual host's hedge_policy; nil
+	// for none.
+	HedgePolicy  *HedgePolicy
 	HashPolicies []HashPolicy
 
 	PrefixRewrite string
@@ -261,6 +264,17 @@ type RetryPolicy struct {
 	BaseInterval         time.Duration
 	MaxInterval          time.Duration
 	RetriableStatusCodes []uint32
+	// ResetHeaders and MaxResetInterval are rate_limited_retry_back_off:
+	// headers whose value, when a response carries one, replaces the
+	// back-off (values above MaxResetInterval are ignored).
+	ResetHeaders     []ResetHeader
+	MaxResetInterval time.Duration
+	// RetriableRequestHeaders, when set, limit retries to requests that
+	// match one of them.
+	RetriableRequestHeaders []HeaderMatcher
+	// PreviousHosts is the previous_hosts retry host predicate. Weft's
+	// retries avoid the endpoints already tried whether it is set or not.
+	PreviousHosts bool
 }
 
 // HashPolicyKind is what a hash policy hashes.
@@ -352,6 +366,9 @@ type LeastRequestConfig struct{ ChoiceCount uint32 }
 // CircuitBreaker is a cluster's thresholds; the defaults are Envoy's.
 type CircuitBreaker struct {
 	MaxConnections, MaxPendingRequests, MaxRequests, MaxRetries uint32
+	// RetryBudget holds the thresholds' retry_budget when HasRetryBudget.
+	RetryBudget    RetryBudget
+	HasRetryBudget bool
 }
 
 // OutlierDetection is a cluster's outlier detection config (gRFC A50) with

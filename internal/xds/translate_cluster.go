@@ -105,6 +105,9 @@ func translateCluster(c *clusterv3.Cluster) (*Cluster, error) {
 		if v := t.GetMaxRetries(); v != nil {
 			out.CircuitBreaker.MaxRetries = v.GetValue()
 		}
+		if err := translateRetryBudget(t, &out.CircuitBreaker); err != nil {
+			return nil, prefixed("circuit_breakers.thresholds", err)
+		}
 		break
 	}
 	if od := c.GetOutlierDetection(); od != nil {

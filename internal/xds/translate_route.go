@@ -49,6 +49,9 @@ func translateRouteConfig(rc *routev3.RouteConfiguration) (*RouteConfig, error) 
 				v.Routes = append(v.Routes, rt)
 			}
 		}
+		if err := inheritVirtualHostPolicies(vh, v); err != nil {
+			return nil, prefixed(f, err)
+		}
 		out.VirtualHosts = append(out.VirtualHosts, v)
 	}
 	return out, nil
@@ -288,6 +291,9 @@ func translateAction(r *routev3.Route, out *RouteAction) error {
 		}
 		out.RetryPolicy = p
 	}
+	if err := translateRouteResilience(a, out); err != nil {
+		return err
+	}
 	for i, hp := range a.GetHashPolicy() {
 		f := fmt.Sprintf("route.hash_policy[%d]", i)
 		h := HashPolicy{Terminal: hp.GetTerminal()}
@@ -391,5 +397,8 @@ func translateRetry(rp *routev3.RetryPolicy) (*RetryPolicy, error) {
 		}
 	}
 	p.RetriableStatusCodes = rp.GetRetriableStatusCodes()
+	if err := translateRetryExtras(rp, p); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
