@@ -87,6 +87,9 @@ func (c *config) fromEnv(lookupEnv func(string) (string, bool)) error {
 	if err := retryFromEnv(getenv, &c.retry); err != nil {
 		return err
 	}
+	if err := resilienceFromEnv(getenv, c); err != nil {
+		return err
+	}
 
 	if v := getenv(EnvOutlierErrors); v != "" {
 		n, err := strconv.Atoi(v)

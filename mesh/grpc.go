@@ -8,8 +8,6 @@ import (
 	"google.golang.org/grpc"
 	gresolver "google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/xds"
-
-	"github.com/weftmesh/weft/balancer"
 )
 
 // grpcScheme is the resolver scheme of Weft's discovery inside gRPC. It is
@@ -41,11 +39,11 @@ func (m *Mesh) DialGRPC(target string, opts ...grpc.DialOption) (*grpc.ClientCon
 		base = append(base, grpc.WithResolvers(res))
 	case hasScheme(target):
 	default:
+		base = append(base, m.grpcClientResilience(target)...)
 		target = grpcScheme + ":///" + target
 		base = append(base,
 			grpc.WithResolvers(m.grpcRes),
-			grpc.WithDefaultServiceConfig(balancer.GRPCServiceConfig(m.cfg.lbPolicy)),
-			m.grpcResilience())
+			grpc.WithDefaultServiceConfig(m.grpcServiceConfig()))
 	}
 	cc, err := grpc.NewClient(target, append(base, opts...)...)
 	if err != nil {

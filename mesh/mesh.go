@@ -377,6 +377,7 @@ func (m *Mesh) addService(name string) *service {
 	}
 	s := newService(name, m.policy, nil, m.newServiceResilience())
 	s.stats = m.metrics.Cluster(name)
+	m.addBreaker(s)
 	s.resolveNow = func() { m.disc.ResolveNow(name) }
 	s.cancel = m.disc.Watch(name, resolver.WatcherFunc(func(st resolver.State) {
 		s.setErr(st.Err)

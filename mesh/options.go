@@ -47,6 +47,9 @@ type config struct {
 	outlier         balancer.OutlierConfig
 	xdsIdle         time.Duration
 	limits          resilience.Limits
+	hedge           *resilience.HedgePolicy     // nil: no hedging
+	breaker         *resilience.BreakerSettings // nil: no classic breaker
+	rateLimit       *rateLimit                  // nil: no inbound rate limit
 	shutdownTimeout time.Duration
 	logger          *slog.Logger
 	tracerProvider  trace.TracerProvider

@@ -7,8 +7,6 @@ import (
 	"strconv"
 	"time"
 
-	"google.golang.org/grpc"
-
 	"github.com/weftmesh/weft/resilience"
 )
 
@@ -78,8 +76,9 @@ func retryFromEnv(getenv func(string) string, p *resilience.RetryPolicy) error {
 // serviceResilience is a service's shared resilience state: one retry
 // budget and one set of thresholds per service, as Envoy keeps per cluster.
 type serviceResilience struct {
-	budget     *resilience.ConcurrencyBudget
+	budget     *resilience.ConcurrencyBudget // nil: no retry budget
 	thresholds *resilience.Thresholds
+	breaker    *resilience.Breaker // nil: no classic breaker
 }
 
 func (m *Mesh) newServiceResilience() serviceResilience {
@@ -96,21 +95,7 @@ func (t *transport) serviceRoundTripper(s *service) http.RoundTripper {
 		return rt.(http.RoundTripper)
 	}
 	res := s.res.Load()
-	rt := resilience.NewRetryTransport(&pickTransport{t: t, svc: s}, t.m.cfg.retry,
-		resilience.WithBudget(res.budget), resilience.WithThresholds(res.thresholds))
+	rt := stack(breakerBase(&pickTransport{t: t, svc: s}, res), t.m.cfg.retry, t.m.cfg.hedge, res)
 	actual, _ := t.rts.LoadOrStore(s, rt)
 	return actual.(http.RoundTripper)
-}
-
-// grpcResilience are the interceptors of channels to mesh services: the
-// same retry policy as HTTP (gRPC codes: UNAVAILABLE by default; only
-// methods known to be idempotent unless the policy says otherwise) and the
-// same thresholds, one budget and one set per channel.
-func (m *Mesh) grpcResilience() grpc.DialOption {
-	th := resilience.NewThresholds(m.cfg.limits)
-	return grpc.WithChainUnaryInterceptor(
-		resilience.RetryUnaryClientInterceptor(m.cfg.retry,
-			resilience.WithBudget(resilience.NewConcurrencyBudget(0.2, 3)), resilience.WithThresholds(th)),
-		resilience.ThresholdsUnaryClientInterceptor(th),
-	)
 }

@@ -47,7 +47,7 @@ func (m *Mesh) inboundChain() []func(http.Handler) http.Handler {
 	if m.inbound != nil {
 		chain = append(chain, m.xdsInbound)
 	}
-	return append(chain, deadlineFromHeader, peerIdentity, m.instrumentServer)
+	return append(chain, deadlineFromHeader, peerIdentity, m.inboundRateLimit, m.instrumentServer)
 }
 
 // deadlineFromHeader bounds the request's context by the caller's
@@ -166,6 +166,7 @@ type GRPCServer interface {
 // xDS-managed server, configured by the control plane's inbound listener.
 func (m *Mesh) NewGRPCServer(opts ...grpc.ServerOption) (GRPCServer, error) {
 	base := append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds()), m.grpcServerTelemetry()}, m.authzServerOptions()...)
+	base = append(base, m.grpcServerResilience()...)
 	if m.serverListenerTemplate() != "" {
 		// grpc-go reads GRPC_XDS_BOOTSTRAP once per process; handing it the
 		// bootstrap New read keeps the server on the same control plane as

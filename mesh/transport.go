@@ -99,17 +99,25 @@ type pickTransport struct {
 }
 
 func (p *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, _, err := p.RoundTripAttempt(req, resilience.AttemptsFromContext(req.Context()))
+	return resp, err
+}
+
+// RoundTripAttempt implements resilience.EndpointTransport: the retry
+// layer hands over the request's attempts (nil on a first attempt) and
+// learns the endpoint picked, so a request that needs no retry carries no
+// tracker.
+func (p *pickTransport) RoundTripAttempt(req *http.Request, attempts *resilience.Attempts) (*http.Response, string, error) {
 	svc := p.svc
 	ctx := req.Context()
 	if err := svc.waitReady(ctx); err != nil {
 		closeBody(req)
-		return nil, err
+		return nil, "", err
 	}
 	info := balancer.PickInfo{Ctx: ctx}
 	if p.route != nil && len(p.route.Action.HashPolicies) > 0 {
 		info.Hash, info.HasHash = requestHash(req, p.route.Action.HashPolicies)
 	}
-	attempts := resilience.AttemptsFromContext(ctx)
 	if attempts != nil {
 		info.Tried = attempts
 	}
@@ -119,22 +127,27 @@ func (p *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	th := svc.res.Load().thresholds
 	if err := th.AcquireRequest(); err != nil {
 		closeBody(req)
-		return nil, err
+		return nil, "", err
 	}
 	res, err := svc.balancer().Pick(info)
 	if err != nil {
 		th.ReleaseRequest()
 		closeBody(req)
 		if e := svc.lastErr.Load(); e != nil {
-			return nil, &ServiceError{Service: svc.name, Err: err, Discovery: *e}
+			return nil, "", &ServiceError{Service: svc.name, Err: err, Discovery: *e}
 		}
-		return nil, &ServiceError{Service: svc.name, Err: err}
+		return nil, "", &ServiceError{Service: svc.name, Err: err}
 	}
 	attempts.Record(res.Endpoint.Addr)
 	attempt := max(attempts.Count(), 1) // 0 when the request cannot be retried
 	if attempt > 1 {
-		telemetry.RecordRetry(ctx, attempt, "")
-		svc.stats.Retry(ctx, "")
+		if resilience.IsHedge(ctx) {
+			telemetry.RecordHedge(ctx, attempt)
+			svc.stats.Hedge(ctx)
+		} else {
+			telemetry.RecordRetry(ctx, attempt, "")
+			svc.stats.Retry(ctx, "")
+		}
 	}
 	telemetry.AnnotateEndpoint(ctx, svc.name, res.Endpoint.Addr, res.Endpoint.Locality.String(), attempt)
 
@@ -144,7 +157,7 @@ func (p *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			res.Finish(balancer.DoneInfo{Outcome: balancer.Canceled})
 			th.ReleaseRequest()
 			closeBody(req)
-			return nil, up.err
+			return nil, res.Endpoint.Addr, up.err
 		}
 		if p.t.defaultBase {
 			rt = up.rt
@@ -183,7 +196,7 @@ func (p *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// The endpoint may be gone; ask discovery (DNS) to look again.
 		svc.resolveNow()
 	}
-	return resp, err
+	return resp, res.Endpoint.Addr, err
 }
 
 // CloseIdleConnections closes idle connections of the wrapped transport,

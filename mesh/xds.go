@@ -196,8 +196,7 @@ func (p *routePlan) roundTripper(t *transport, svc *service, route *xds.Route) h
 	if v, ok := p.rts.Load(key); ok && v.(*plannedRT).res == res {
 		return v.(*plannedRT).rt
 	}
-	rt := resilience.NewRetryTransport(&pickTransport{t: t, svc: svc, route: route, plan: p}, p.retry,
-		resilience.WithBudget(res.budget), resilience.WithThresholds(res.thresholds))
+	rt := p.xdsRoundTripper(&pickTransport{t: t, svc: svc, route: route, plan: p}, route, res)
 	p.rts.Store(key, &plannedRT{res: res, rt: rt})
 	return rt
 }
@@ -539,10 +538,7 @@ func (w *clusterWatcher) OnUpdate(r xds.Resource) {
 	}
 	if c.CircuitBreaker != w.limits {
 		w.limits = c.CircuitBreaker
-		res := serviceResilience{
-			budget:     resilience.NewConcurrencyBudget(0.2, 3),
-			thresholds: resilience.NewThresholds(limitsFrom(c.CircuitBreaker)),
-		}
+		res := clusterResilience(c.CircuitBreaker)
 		s.res.Store(&res)
 	}
 

@@ -1,0 +1,204 @@
+package mesh
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/internal/xds"
+	"github.com/weftmesh/weft/resilience"
+)
+
+// How the retry, hedging and breaker middleware are stacked on a
+// service's requests, for xDS routes and for services without xDS.
+
+// options returns the retry middleware's options for the service's shared
+// state: its thresholds and, when it has one, its retry budget.
+func (r *serviceResilience) options() []resilience.Option {
+	opts := []resilience.Option{resilience.WithThresholds(r.thresholds)}
+	if r.budget != nil {
+		opts = append(opts, resilience.WithBudget(r.budget))
+	}
+	return opts
+}
+
+// clusterResilience is an xDS cluster's shared state. As in Envoy, a
+// retry_budget replaces the max_retries threshold, and without one only
+// max_retries (default 3) bounds retries.
+func clusterResilience(cb xds.CircuitBreaker) serviceResilience {
+	limits := limitsFrom(cb)
+	var budget *resilience.ConcurrencyBudget
+	if cb.HasRetryBudget {
+		budget = resilience.NewConcurrencyBudget(cb.RetryBudget.BudgetPercent/100, int(cb.RetryBudget.MinRetryConcurrency))
+		limits.MaxRetries = -1
+	}
+	return serviceResilience{budget: budget, thresholds: resilience.NewThresholds(limits)}
+}
+
+// stack builds the round tripper of one service: hedging for idempotent
+// requests when hedge is set, retries under policy otherwise, both above
+// base, which picks the endpoint of each attempt.
+func stack(base resilience.EndpointTransport, policy resilience.RetryPolicy, hedge *resilience.HedgePolicy, res *serviceResilience) http.RoundTripper {
+	opts := res.options()
+	retry := resilience.NewRetryTransport(base, policy, opts...)
+	if hedge == nil {
+		return retry
+	}
+	h := *hedge
+	if h.RetryOn == 0 {
+		h.RetryOn, h.RetriableStatusCodes = policy.RetryOn, policy.RetriableStatusCodes
+		if h.RetryOn == 0 {
+			h.RetryOn = resilience.DefaultRetryOn
+		}
+	}
+	// The route timeout bounds the hedged request as a whole.
+	hedged := resilience.NewRetryTransport(resilience.NewHedgeTransport(base, h, opts...),
+		resilience.RetryPolicy{NumRetries: -1, Timeout: policy.Timeout})
+	return hedgeGate{hedge: hedged, retry: retry}
+}
+
+// hedgeGate sends idempotent requests through the hedging stack and the
+// others through the retry stack, which retries them only when its
+// policy allows.
+type hedgeGate struct{ hedge, retry http.RoundTripper }
+
+func (g hedgeGate) RoundTrip(req *http.Request) (*http.Response, error) {
+	if resilience.Idempotent(req) {
+		return g.hedge.RoundTrip(req)
+	}
+	return g.retry.RoundTrip(req)
+}
+
+// planHedge turns a route's hedge_policy into Weft's, next to the route's
+// retry policy p: with hedge_on_per_try_timeout, the per-try timeout is
+// the hedging delay and the attempt that timed out keeps running; the
+// retry policy's attempts bound the attempts in all. Nil when the route
+// does not hedge.
+func planHedge(hp *xds.HedgePolicy, p resilience.RetryPolicy) *resilience.HedgePolicy {
+	if hp == nil {
+		return nil
+	}
+	h := &resilience.HedgePolicy{
+		InitialAttempts:      int(min(hp.InitialRequests, resilience.MaxAttempts)),
+		AdditionalChance:     hp.AdditionalRequestChance,
+		RetryOn:              p.RetryOn,
+		RetriableStatusCodes: p.RetriableStatusCodes,
+		// Without hedge_on_per_try_timeout only the initial attempts race;
+		// a later attempt follows a failure.
+		Delay: 24 * time.Hour,
+	}
+	if h.RetryOn == 0 {
+		h.RetryOn = resilience.DefaultRetryOn
+	}
+	attempts := 1
+	if p.NumRetries > 0 {
+		attempts = min(p.NumRetries+1, resilience.MaxAttempts)
+	}
+	initial := h.InitialAttempts
+	if h.AdditionalChance > 0 {
+		initial++
+	}
+	h.MaxAttempts = max(attempts, initial)
+	if hp.HedgeOnPerTryTimeout && p.PerTryTimeout > 0 {
+		h.Delay = p.PerTryTimeout
+	} else if h.InitialAttempts <= 1 && hp.AdditionalRequestChance == 0 {
+		return nil // nothing would ever race
+	}
+	if h.MaxAttempts > resilience.MaxAttempts {
+		h.MaxAttempts = resilience.MaxAttempts
+	}
+	return h
+}
+
+// xdsRoundTripper builds a route's round tripper to one cluster: the
+// route's retries or hedging, and retries only for requests matching the
+// policy's retriable_request_headers when it lists some.
+func (p *routePlan) xdsRoundTripper(base resilience.EndpointTransport, route *xds.Route, res *serviceResilience) http.RoundTripper {
+	policy := p.retry
+	if hp := planHedge(route.Action.HedgePolicy, policy); hp != nil {
+		// While hedging, a per-try timeout starts the next attempt rather
+		// than cutting the current one.
+		policy.PerTryTimeout = 0
+		return stack(base, policy, hp, res)
+	}
+	rt := stack(base, policy, nil, res)
+	rp := route.Action.RetryPolicy
+	if rp == nil || len(rp.RetriableRequestHeaders) == 0 || policy.NumRetries < 0 {
+		return rt
+	}
+	once := policy
+	once.NumRetries = -1
+	return retryGate{rp: rp, retry: rt, once: stack(base, once, nil, res)}
+}
+
+// retryGate retries only requests that match the retry policy's
+// retriable_request_headers.
+type retryGate struct {
+	rp          *xds.RetryPolicy
+	retry, once http.RoundTripper
+}
+
+func (g retryGate) RoundTrip(req *http.Request) (*http.Response, error) {
+	mreq := xds.RequestFromHTTP(req)
+	if g.rp.RetryableRequest(req.URL.Host, &mreq) {
+		return g.retry.RoundTrip(req)
+	}
+	return g.once.RoundTrip(req)
+}
+
+// breakerBase is the endpoint transport beneath a service's retries: the
+// picker, behind the service's breaker when it has one.
+func breakerBase(p *pickTransport, res *serviceResilience) resilience.EndpointTransport {
+	if res.breaker == nil {
+		return p
+	}
+	return &breakerTransport{next: p, breaker: res.breaker, svc: p.svc}
+}
+
+// grpcServiceConfig is the default service config of a channel to a mesh
+// service: the balancer and, for streams, grpc-go's retries under the
+// mesh's policy (unary calls are retried by Weft's interceptor).
+func (m *Mesh) grpcServiceConfig() string {
+	sc := balancer.GRPCServiceConfig(m.cfg.lbPolicy)
+	rp, ok := resilience.GRPCRetryPolicy(m.cfg.retry)
+	if !ok {
+		return sc
+	}
+	var obj map[string]any
+	if err := json.Unmarshal([]byte(sc), &obj); err != nil {
+		return sc
+	}
+	obj["methodConfig"] = []any{map[string]any{"name": []any{map[string]any{}}, "retryPolicy": rp}}
+	b, err := json.Marshal(obj)
+	if err != nil {
+		return sc
+	}
+	return string(b)
+}
+
+// grpcClientResilience are the interceptors of a channel to a mesh
+// service, outermost first: grpc-go's own retries kept off unary calls;
+// hedging (when configured) or retries; the classic breaker (when
+// configured); the thresholds. Streams get grpc-go's retries, for methods
+// safe to retry.
+func (m *Mesh) grpcClientResilience(target string) []grpc.DialOption {
+	th := resilience.NewThresholds(m.cfg.limits)
+	opts := []resilience.Option{resilience.WithBudget(resilience.NewConcurrencyBudget(0.2, 3)), resilience.WithThresholds(th)}
+	unary := []grpc.UnaryClientInterceptor{resilience.NoChannelRetryUnaryClientInterceptor()}
+	if h := m.cfg.hedge; h != nil {
+		unary = append(unary, resilience.HedgeUnaryClientInterceptor(*h, m.cfg.retry, opts...))
+	} else {
+		unary = append(unary, resilience.RetryUnaryClientInterceptor(m.cfg.retry, opts...))
+	}
+	if m.cfg.breaker != nil {
+		unary = append(unary, resilience.BreakerUnaryClientInterceptor(m.newBreaker(m.grpcServiceName(target))))
+	}
+	unary = append(unary, resilience.ThresholdsUnaryClientInterceptor(th))
+	return []grpc.DialOption{
+		grpc.WithChainUnaryInterceptor(unary...),
+		grpc.WithChainStreamInterceptor(resilience.RetryStreamClientInterceptor(m.cfg.retry)),
+	}
+}
