@@ -434,6 +434,12 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 		return nil, true, errClosed
 	}
 	svc.used.Store(true)
+	// The cluster's thresholds and budget come with CDS, before its
+	// endpoints: wait for them so the first requests obey them too.
+	if err := svc.waitReady(ctx); err != nil {
+		closeBody(req)
+		return nil, true, err
+	}
 	resp, err = st.plans[route].roundTripper(t, svc, route).RoundTrip(req)
 	countOverflow(ctx, svc, err)
 	if resp != nil && len(route.Action.ResponseHeadersToAdd)+len(route.Action.ResponseHeadersToRemove) > 0 {
