@@ -7,8 +7,10 @@
 // [NewBreakerTransport], [NewThresholdsTransport], [NewRateLimitTransport]);
 // HTTP servers wrap an [http.Handler] ([NewRateLimitHandler]); gRPC clients
 // and servers add interceptors ([RetryUnaryClientInterceptor],
-// [BreakerUnaryClientInterceptor], [ThresholdsUnaryClientInterceptor],
-// [RateLimitUnaryServerInterceptor]).
+// [HedgeUnaryClientInterceptor], [BreakerUnaryClientInterceptor],
+// [ThresholdsUnaryClientInterceptor], [RateLimitUnaryServerInterceptor]);
+// streams are retried by grpc-go itself under [GRPCRetryPolicy], with
+// [RetryStreamClientInterceptor] keeping unsafe methods out.
 //
 // The semantics follow Envoy's, because that is what xDS route and cluster
 // configuration means: [RetryPolicy] takes Envoy's retry_on names and
