@@ -9,6 +9,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -31,7 +32,7 @@ func TestTranslateHedgeAndRetryExtras(t *testing.T) {
 				RetryPolicy: &routev3.RetryPolicy{RetryOn: "5xx", PerTryTimeout: durationpb.New(50 * time.Millisecond),
 					RateLimitedRetryBackOff: &routev3.RetryPolicy_RateLimitedRetryBackOff{
 						ResetHeaders: []*routev3.RetryPolicy_ResetHeader{{Name: "x-ratelimit-reset", Format: routev3.RetryPolicy_UNIX_TIMESTAMP}}},
-					RetriableRequestHeaders: []*routev3.HeaderMatcher{{Name: ":method", HeaderMatchSpecifier: &routev3.HeaderMatcher_ExactMatch{ExactMatch: "GET"}}},
+					RetriableRequestHeaders: []*routev3.HeaderMatcher{{Name: ":method", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "GET"}}}}},
 					RetryHostPredicate:      []*routev3.RetryPolicy_RetryHostPredicate{{Name: "envoy.retry_host_predicates.previous_hosts"}},
 				}}),
 			route(&routev3.RouteAction{}),
