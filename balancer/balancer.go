@@ -58,7 +58,17 @@ type Load struct {
 	// costs a pointer load when outlier detection is off and needs no
 	// closure per pick when it is on.
 	outlier atomic.Pointer[outlierHost]
+	// rampStart is slow start's record of a new address (see
+	// NewSlowStart): 0 when the address is not new (it came with the
+	// Cluster's first endpoint set), rampPending when the Cluster added it
+	// later and no slow-start balancer has seen it yet, and otherwise the
+	// slow-start clock's reading when one first did, plus one.
+	rampStart atomic.Int64
 }
+
+// rampPending marks a Load whose address joined after the Cluster's first
+// endpoint set and whose ramp has not started.
+const rampPending = -1
 
 // NewEndpoint returns an Endpoint for e with a fresh Load.
 func NewEndpoint(e resolver.Endpoint) *Endpoint { return &Endpoint{Endpoint: e, load: new(Load)} }
@@ -131,6 +141,13 @@ type PickInfo struct {
 	// Cluster.Pick then picks again, a few times, to send a retry to
 	// another endpoint where one exists (Envoy's previous_hosts).
 	Tried interface{ Tried(addr string) bool }
+	// Override, when not empty, is the address a session names (a
+	// session-affinity cookie, gRFC A55): Cluster.Pick returns that
+	// endpoint, bypassing the policy, priorities and localities, as long
+	// as it is in the endpoint set, its health serves, outlier detection
+	// has not ejected it and Tried does not report it; otherwise the
+	// policy picks as usual.
+	Override string
 }
 
 // PickResult is a picked endpoint. The data path must call Finish exactly
@@ -296,12 +313,19 @@ const retryPickAttempts = 3
 type Cluster struct {
 	picker atomic.Pointer[pickerBox]
 
+	// addrs is byAddr as of the last Update, for lock-free overrides.
+	addrs atomic.Pointer[map[string]*Endpoint]
+
 	mu        sync.Mutex // serializes updates into the balancer
 	bal       Balancer
 	endpoints []*Endpoint
 	byAddr    map[string]*Endpoint
 	onPicker  func(Picker)
 	closed    bool
+	// seeded is set by the first Update with endpoints: addresses that
+	// appear after it are new, for slow start, except those in initial.
+	seeded  bool
+	initial map[string]bool
 }
 
 type pickerBox struct{ p Picker }
@@ -348,20 +372,40 @@ func (c *Cluster) Update(eps []resolver.Endpoint) {
 			continue // one address is one endpoint
 		}
 		ep := c.byAddr[e.Addr]
-		if ep == nil || ep.Endpoint != e {
-			// New address, or its discovery data changed: a new value,
-			// since pickers may still read the old one, sharing the Load.
-			nep := NewEndpoint(e)
-			if ep != nil {
-				nep.load = ep.load
+		if ep == nil {
+			ep = NewEndpoint(e)
+			if c.seeded && !c.initial[e.Addr] {
+				ep.load.rampStart.Store(rampPending)
 			}
-			ep = nep
+			delete(c.initial, e.Addr)
+		} else if ep.Endpoint != e {
+			// Its discovery data changed: a new value, since pickers may
+			// still read the old one, sharing the Load.
+			ep = &Endpoint{Endpoint: e, load: ep.load}
 		}
 		byAddr[e.Addr] = ep
 		next = append(next, ep)
 	}
 	c.endpoints, c.byAddr = next, byAddr
+	c.seeded = c.seeded || len(next) > 0
+	c.addrs.Store(&byAddr)
 	c.bal.UpdateEndpoints(slices.Clone(next))
+}
+
+// setInitial names addresses that count as part of the first endpoint set
+// although they reach Update later: gRPC's adapter hands over endpoints
+// as their connections become ready, one by one, and the first resolver
+// update's addresses are no more new than the first to connect.
+func (c *Cluster) setInitial(addrs []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.seeded || c.initial != nil {
+		return
+	}
+	c.initial = make(map[string]bool, len(addrs))
+	for _, a := range addrs {
+		c.initial[a] = true
+	}
 }
 
 // Endpoints returns the current endpoint set.
@@ -374,6 +418,12 @@ func (c *Cluster) Endpoints() []*Endpoint {
 // Pick picks an endpoint and counts the request as in flight on it until
 // the result's Finish is called.
 func (c *Cluster) Pick(info PickInfo) (PickResult, error) {
+	if info.Override != "" {
+		if e := c.override(info); e != nil {
+			e.load.inFlight.Add(1)
+			return PickResult{Endpoint: e}, nil
+		}
+	}
 	p := c.picker.Load().p
 	res, err := p.Pick(info)
 	if err != nil {
@@ -390,6 +440,23 @@ func (c *Cluster) Pick(info PickInfo) (PickResult, error) {
 	}
 	res.Endpoint.load.inFlight.Add(1)
 	return res, nil
+}
+
+// override returns the endpoint info.Override names when it may take the
+// request, else nil.
+func (c *Cluster) override(info PickInfo) *Endpoint {
+	m := c.addrs.Load()
+	if m == nil {
+		return nil
+	}
+	e := (*m)[info.Override]
+	if e == nil || !e.Health.Serving() || e.Ejected() {
+		return nil
+	}
+	if info.Tried != nil && info.Tried.Tried(e.Addr) {
+		return nil // a retry of a failed attempt goes elsewhere
+	}
+	return e
 }
 
 // Close releases the balancer; later picks keep the last picker.

@@ -121,3 +121,14 @@ func NewOutlierDetectionForTest(child Builder, cfg OutlierConfig, c *FakeClock, 
 
 // NewPriorityLocalityForTest is NewPriorityLocality drawing from rng.
 var NewPriorityLocalityForTest = newPriorityLocality
+
+// NewSlowStartForTest is NewSlowStart reading time from c.
+func NewSlowStartForTest(child Builder, cfg SlowStartConfig, c *FakeClock) Builder {
+	return newSlowStart(child, cfg, c)
+}
+
+// SlowStartFactor is the factor of an endpoint elapsed into its ramp.
+func SlowStartFactor(cfg SlowStartConfig, elapsed time.Duration) float64 {
+	s := cfg.settings()
+	return s.factor(elapsed)
+}

@@ -93,6 +93,11 @@ func (b *grpcBalancer) UpdateClientConnState(ccs gbalancer.ClientConnState) erro
 		b.cluster = NewCluster(b.builder, cfg, OnPicker(b.onPicker))
 	}
 	eps := endpointsFromState(ccs.ResolverState)
+	addrs := make([]string, len(eps))
+	for i, ep := range eps {
+		addrs[i] = ep.Addr
+	}
+	b.cluster.setInitial(addrs)
 	if len(eps) == 0 {
 		b.ResolverError(errors.New("resolver returned no serving endpoints"))
 		return gbalancer.ErrBadResolverState
