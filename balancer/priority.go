@@ -54,6 +54,27 @@ const (
 // Endpoint counts do not matter: two localities of weight 1 share equally
 // whatever their sizes, as in Envoy's locality-weighted balancing.
 //
+// Zone-aware routing (WithZoneAware; Envoy's zone-aware load balancing)
+// replaces locality weights within a priority not in panic when the
+// priority has at least two localities, at least MinClusterSize healthy
+// endpoints, and the caller's locality (ZoneAwareConfig.Local) among its
+// localities: requests stay in the caller's locality while it holds at
+// least its share of the healthy endpoints, and the excess spills over to
+// the localities that hold more than their share, in proportion to the
+// excess, by the formula zoneAware.shares documents. Envoy compares the
+// upstream's healthy endpoints with the spread of the caller's own
+// service (its "local cluster"), which a proxyless client does not know.
+// Unless ZoneAwareConfig.LocalWeights says otherwise, Weft assumes that
+// the callers are spread over localities as the upstream's endpoints are
+// (all of them, healthy or not, draining aside): with equal spreads this
+// is Envoy's behaviour, "stay local while the local locality has its
+// proportional share of healthy endpoints; spill in proportion to the
+// other localities' spare share otherwise". Envoy applies zone-aware
+// routing to priority 0 only; Weft applies it to every priority that
+// receives traffic, since with failover in progress a request is still
+// best kept in the caller's locality. A RoutingEnabledPercent below 100
+// routes that share zone-aware and the rest by locality weight.
+//
 // A pick draws one random number (or, for a request with a hash, mixes the
 // hash, so that a stable endpoint set sends a hash to one locality) and
 // finds its locality by binary search in a table built with the picker; it
@@ -65,18 +86,25 @@ const (
 // follows the Balancer contract. A child instance that publishes a picker
 // on its own goroutine changes only what its locality picks, not the
 // shares, which depend only on the endpoint set.
-func NewPriorityLocality(child Builder) Builder {
-	return newPriorityLocality(child, rand.Uint64)
+func NewPriorityLocality(child Builder, opts ...PriorityOption) Builder {
+	return newPriorityLocality(child, rand.Uint64, opts...)
 }
 
-func newPriorityLocality(child Builder, rng func() uint64) Builder {
-	return &plBuilder{child: child, rng: rng}
+func newPriorityLocality(child Builder, rng func() uint64, opts ...PriorityOption) Builder {
+	b := &plBuilder{child: child, rng: rng}
+	for _, o := range opts {
+		if o != nil {
+			o(b)
+		}
+	}
+	return b
 }
 
-// plBuilder is immutable.
+// plBuilder is immutable once built.
 type plBuilder struct {
 	child Builder
 	rng   func() uint64
+	zone  *zoneAware // nil: locality weights only
 }
 
 func (b *plBuilder) Name() string { return "priority_locality:" + b.child.Name() }
@@ -92,6 +120,7 @@ func (b *plBuilder) Build(opts BuildOptions) Balancer {
 		config: opts.Config,
 		update: opts.UpdatePicker,
 		rng:    b.rng,
+		zone:   b.zone,
 		leaves: map[plKey]*plLeaf{},
 		panics: map[uint32]*plLeaf{},
 	}
@@ -117,6 +146,7 @@ type plBalancer struct {
 	config any
 	update func(Picker)
 	rng    func() uint64
+	zone   *zoneAware
 	leaves map[plKey]*plLeaf  // per locality, for priorities not in panic
 	panics map[uint32]*plLeaf // per priority in panic: all its endpoints
 	closed bool
@@ -277,6 +307,11 @@ func (b *plBalancer) UpdateEndpoints(eps []*Endpoint) {
 			continue
 		}
 		share := float64(p.load) / 100
+		if p.panic && b.zone != nil && b.zone.cfg.FailTrafficOnPanic {
+			leaves = append(leaves, failLeaf)
+			shares = append(shares, share)
+			continue
+		}
 		if p.panic {
 			inPanic[p.value] = true
 			var all []*Endpoint
@@ -303,10 +338,18 @@ func (b *plBalancer) UpdateEndpoints(eps []*Endpoint) {
 		if total == 0 {
 			continue // unreachable: a priority with load has a healthy endpoint
 		}
-		for _, l := range p.localities {
-			if w := localityWeight(l); w > 0 {
+		var zone []float64
+		if b.zone != nil {
+			zone = b.zone.shares(p)
+		}
+		for i, l := range p.localities {
+			w := localityWeight(l) / total
+			if zone != nil {
+				w = b.zone.routing*zone[i] + (1-b.zone.routing)*w
+			}
+			if w > 0 {
 				leaves = append(leaves, b.leaves[l.key])
-				shares = append(shares, share*w/total)
+				shares = append(shares, share*w)
 			}
 		}
 	}
@@ -341,6 +384,13 @@ func (b *plBalancer) Close() {
 		l.bal.Close()
 	}
 }
+
+// failLeaf takes the share of a priority in panic when traffic must fail.
+var failLeaf = func() *plLeaf {
+	l := &plLeaf{}
+	l.picker.Store(&pickerBox{ErrPicker(ErrNoHealthyEndpoint)})
+	return l
+}()
 
 // plPicker is immutable; Pick is safe for concurrent use and lock-free.
 type plPicker struct {
