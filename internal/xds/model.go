@@ -108,6 +108,9 @@ type Listener struct {
 	// MaxStreamDuration is the HttpConnectionManager's default request
 	// timeout (0 = none); a route's Timeout overrides it.
 	MaxStreamDuration time.Duration
+	// StatefulSession is the stateful session filter's cookie (gRFC A55),
+	// nil when the filter is absent or has no session state.
+	StatefulSession *SessionCookie
 }
 
 // RouteConfig is a RouteConfiguration: virtual hosts chosen by Host. Immutable once
@@ -131,6 +134,8 @@ type Route struct {
 	Name   string
 	Match  RouteMatch
 	Action RouteAction
+	// Session is the route's StatefulSessionPerRoute; nil: the listener's.
+	Session *RouteSession
 }
 
 // PathMatchKind says how RouteMatch.Path is compared with a request path.
@@ -355,6 +360,9 @@ type Cluster struct {
 	OutlierDetection *OutlierDetection
 	// TLS is the upstream TLS configuration, nil for plaintext.
 	TLS *UpstreamTLS
+	// ZoneAware and SlowStart are nil when the cluster does not ask.
+	ZoneAware *ZoneAwareConfig
+	SlowStart *SlowStartConfig
 }
 
 // RingHashConfig configures ring_hash.

@@ -221,6 +221,16 @@ func translateListener(l *listenerv3.Listener) (*Listener, error) {
 			return nil, ferr(fmt.Sprintf("%s.http_filters[%d]", hp, i), "router filter %q is not last", f.GetName())
 		case !isRouter && last:
 			return nil, ferr(fmt.Sprintf("%s.http_filters[%d]", hp, i), "last filter %q is not the router", f.GetName())
+		case isStatefulSession(f.GetTypedConfig()):
+			field := fmt.Sprintf("%s.http_filters[%d]", hp, i)
+			c, unapplied, err := translateStatefulSession(f.GetTypedConfig())
+			if err != nil {
+				return nil, prefixed(field+".typed_config", err)
+			}
+			for _, u := range unapplied {
+				out.Unapplied = append(out.Unapplied, fmt.Sprintf("%s.http_filters[%s].%s", hp, f.GetName(), u))
+			}
+			out.StatefulSession = c
 		case !isRouter:
 			out.Unapplied = append(out.Unapplied, fmt.Sprintf("%s.http_filters[%s]", hp, f.GetName()))
 		}

@@ -131,13 +131,22 @@ func translateLB(c *clusterv3.Cluster, out *Cluster) error {
 	if lp := c.GetLoadBalancingPolicy(); lp != nil {
 		// The first policy this client knows wins (gRFC A52).
 		for _, p := range lp.GetPolicies() {
-			if ok, err := knownPolicy(p.GetTypedExtensionConfig().GetTypedConfig(), out); err != nil {
-				return prefixed("load_balancing_policy.policies["+p.GetTypedExtensionConfig().GetName()+"]", err)
-			} else if ok {
+			tc := p.GetTypedExtensionConfig()
+			ok, err := knownPolicy(tc.GetTypedConfig(), out)
+			if err == nil && ok {
+				err = typedLBExtras(tc.GetTypedConfig(), out)
+			}
+			if err != nil {
+				return prefixed("load_balancing_policy.policies["+tc.GetName()+"]", err)
+			}
+			if ok {
 				return nil
 			}
 		}
 		return ferr("load_balancing_policy", "no supported policy")
+	}
+	if err := legacyLBExtras(c, out); err != nil {
+		return err
 	}
 	switch c.GetLbPolicy() {
 	case clusterv3.Cluster_ROUND_ROBIN:

@@ -46,6 +46,9 @@ func translateRouteConfig(rc *routev3.RouteConfiguration) (*RouteConfig, error) 
 				return nil, prefixed(fmt.Sprintf("%s.routes[%d]", f, j), err)
 			}
 			if rt != nil {
+				if rt.Session, err = routeSessionOf(r, vh, fmt.Sprintf("%s.routes[%d]", f, j), f, out); err != nil {
+					return nil, err
+				}
 				v.Routes = append(v.Routes, rt)
 			}
 		}

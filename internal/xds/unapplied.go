@@ -87,10 +87,16 @@ var (
 		"virtual_hosts.routes.route.host_rewrite_literal",
 		"virtual_hosts.routes.request_headers_to_add", "virtual_hosts.routes.request_headers_to_remove",
 		"virtual_hosts.routes.response_headers_to_add", "virtual_hosts.routes.response_headers_to_remove",
+		// Reported entry by entry when not a stateful session's.
+		"virtual_hosts.typed_per_filter_config", "virtual_hosts.routes.typed_per_filter_config",
 	)
 	clusterFields = newFieldSet("name", "type",
 		"eds_cluster_config.eds_config", "eds_cluster_config.service_name",
 		"lb_policy", "ring_hash_lb_config", "least_request_lb_config", "load_balancing_policy",
+		"round_robin_lb_config.slow_start_config.slow_start_window",
+		"round_robin_lb_config.slow_start_config.aggression.default_value",
+		"round_robin_lb_config.slow_start_config.min_weight_percent",
+		"common_lb_config.zone_aware_lb_config",
 		"circuit_breakers.thresholds.priority", "circuit_breakers.thresholds.max_connections",
 		"circuit_breakers.thresholds.max_pending_requests", "circuit_breakers.thresholds.max_requests",
 		"circuit_breakers.thresholds.max_retries", "circuit_breakers.thresholds.retry_budget",
