@@ -175,6 +175,9 @@ func (c *config) fromEnv(lookupEnv func(string) (string, bool)) error {
 	default:
 		return bad(EnvHTTPProtocol, errors.New("want http1 or h2c"))
 	}
+	if err := lbFromEnv(getenv, c); err != nil {
+		return err
+	}
 	if v := getenv(EnvShutdownTimeout); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {

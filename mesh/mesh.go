@@ -94,12 +94,14 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 	if cfg.shutdownTimeout == 0 {
 		cfg.shutdownTimeout = defaultShutdownTimeout
 	}
+	if err := cfg.checkSlowStart(); err != nil {
+		return nil, err
+	}
 	// Lines the mesh logs inside a request carry its trace and span IDs.
 	cfg.logger = slog.New(telemetry.NewLogHandler(cfg.logger.Handler()))
 	// Services without xDS get locality/priority failover (DNS SRV
 	// priorities) and outlier detection around the chosen policy.
-	m := &Mesh{cfg: cfg, log: cfg.logger,
-		policy: balancer.NewOutlierDetection(balancer.NewPriorityLocality(balancer.Get(cfg.lbPolicy)), cfg.outlier)}
+	m := &Mesh{cfg: cfg, log: cfg.logger, policy: cfg.servicePolicy()}
 	tel, err := setupTelemetry(ctx, &cfg)
 	if err != nil {
 		return nil, err

@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/internal/xds"
 	"github.com/weftmesh/weft/resilience"
 	"github.com/weftmesh/weft/resolver"
 	"github.com/weftmesh/weft/security"
@@ -45,6 +46,10 @@ type config struct {
 	h2c             bool
 	retry           resilience.RetryPolicy
 	outlier         balancer.OutlierConfig
+	zone            balancer.ZoneAwareConfig
+	slowStart       balancer.SlowStartConfig
+	slowStartSource string             // the variable or option that set it, for errors
+	session         *xds.SessionCookie // nil: no session affinity
 	xdsIdle         time.Duration
 	limits          resilience.Limits
 	hedge           *resilience.HedgePolicy     // nil: no hedging

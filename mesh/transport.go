@@ -115,6 +115,8 @@ func (p *pickTransport) RoundTripAttempt(req *http.Request, attempts *resilience
 		return nil, "", err
 	}
 	info := balancer.PickInfo{Ctx: ctx}
+	sess := p.session(req)
+	pickInfoSession(&info, req, sess)
 	if p.route != nil && len(p.route.Action.HashPolicies) > 0 {
 		info.Hash, info.HasHash = requestHash(req, p.route.Action.HashPolicies)
 	}
@@ -184,6 +186,9 @@ func (p *pickTransport) RoundTripAttempt(req *http.Request, attempts *resilience
 
 	start := time.Now()
 	resp, err := rt.RoundTrip(&out.req)
+	if sess != nil && err == nil {
+		setSessionCookie(resp, sess, info.Override, res.Endpoint.Addr)
+	}
 	outcome := httpOutcome(ctx, resp, err)
 	res.Finish(balancer.DoneInfo{Latency: time.Since(start), Outcome: outcome, Err: err})
 	svc.requests.Add(1)

@@ -36,6 +36,11 @@ type xdsPath struct {
 	m        *Mesh
 	client   *xds.Client
 	template string // client_default_listener_resource_name_template
+	// locality is the bootstrap node's, the caller's for zone-aware
+	// routing; sessions is set once any listener or route has a
+	// stateful session, so requests before that skip the lookup.
+	locality resolver.Locality
+	sessions atomic.Bool
 
 	hosts atomic.Pointer[map[string]*xdsHost] // by URL host; copy on write
 	mu    sync.Mutex                          // guards writes to hosts and clusters
@@ -112,7 +117,7 @@ func newXDSPath(m *Mesh, raw []byte, source string) (*xdsPath, error) {
 	if err != nil {
 		return nil, &EnvError{Var: source, Value: abbreviate(string(raw)), Err: err}
 	}
-	x := &xdsPath{m: m, client: c, template: b.ClientDefaultListenerResourceNameTemplate, clusters: map[string]*service{},
+	x := &xdsPath{m: m, client: c, template: b.ClientDefaultListenerResourceNameTemplate, clusters: map[string]*service{}, locality: b.Node.Locality,
 		idle: m.cfg.xdsIdle, stop: make(chan struct{}), done: make(chan struct{})}
 	if x.idle <= 0 {
 		x.idle = defaultXDSIdleTimeout
@@ -152,6 +157,7 @@ type xdsHost struct {
 	mu                   sync.Mutex // guards the watches; callbacks are serialized anyway
 	rds                  string
 	cancelLDS, cancelRDS func()
+	session              atomic.Pointer[xds.SessionCookie] // the listener's stateful session
 }
 
 // hostState is what one listener version says; immutable.
@@ -271,6 +277,8 @@ func (w *listenerWatcher) OnUpdate(r xds.Resource) {
 		return
 	}
 	h := w.h
+	w.x.noteSession(l.StatefulSession != nil)
+	h.session.Store(l.StatefulSession)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if l.RouteConfig != nil {
@@ -343,6 +351,7 @@ func (x *xdsPath) publish(h *xdsHost, rc *xds.RouteConfig, listenerTimeout time.
 	for _, vh := range rc.VirtualHosts {
 		for _, r := range vh.Routes {
 			st.plans[r] = planRoute(r, listenerTimeout)
+			x.noteSession(r.Session != nil)
 		}
 	}
 	h.state.Store(st)
@@ -440,6 +449,9 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 		closeBody(req)
 		return nil, true, err
 	}
+	if x.sessions.Load() {
+		req = withSession(req, xdsSession(h.session.Load(), route))
+	}
 	resp, err = st.plans[route].roundTripper(t, svc, route).RoundTrip(req)
 	countOverflow(ctx, svc, err)
 	if resp != nil && len(route.Action.ResponseHeadersToAdd)+len(route.Action.ResponseHeadersToRemove) > 0 {
@@ -498,6 +510,7 @@ type clusterWatcher struct {
 	policy      string
 	lbConfig    any
 	outlier     string // the outlier detection config in force, printed
+	lbExtras    string // zone-aware and slow start configs in force, printed
 	tls         string // the upstream TLS config in force, printed
 	limits      xds.CircuitBreaker
 	endpoints   string // what the endpoint watch is on: "eds:<name>" or "dns:<host:port>"
@@ -520,8 +533,9 @@ func (w *clusterWatcher) OnUpdate(r xds.Resource) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 
-	if c.LBPolicy != w.policy || fmt.Sprint(c.LBConfig) != fmt.Sprint(w.lbConfig) || fmt.Sprint(c.OutlierDetection) != w.outlier {
-		w.policy, w.lbConfig, w.outlier = c.LBPolicy, c.LBConfig, fmt.Sprint(c.OutlierDetection)
+	if c.LBPolicy != w.policy || fmt.Sprint(c.LBConfig) != fmt.Sprint(w.lbConfig) || fmt.Sprint(c.OutlierDetection) != w.outlier ||
+		lbExtras(c) != w.lbExtras {
+		w.policy, w.lbConfig, w.outlier, w.lbExtras = c.LBPolicy, c.LBConfig, fmt.Sprint(c.OutlierDetection), lbExtras(c)
 		b, cfg := w.x.balancerFor(c)
 		old := s.balancer()
 		nb := balancer.NewCluster(b, cfg)
@@ -629,7 +643,7 @@ func (w *endpointsWatcher) OnDoesNotExist() {
 // asks for it.
 func (x *xdsPath) balancerFor(c *xds.Cluster) (balancer.Builder, any) {
 	b, cfg := x.policyFor(c)
-	b = balancer.NewPriorityLocality(b)
+	b = x.priorityLocality(c, b)
 	if od := c.OutlierDetection; od != nil {
 		b = balancer.NewOutlierDetection(b, outlierConfig(od))
 	}

@@ -11,6 +11,7 @@
 package resolver
 
 import (
+	"fmt"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -171,4 +172,28 @@ func validHost(h string) bool {
 		}
 	}
 	return true
+}
+
+// ParseLocality parses a locality written region/zone/subzone; zone and
+// subzone may be left out ("us-east1/us-east1-b"). Parts are non-empty
+// and hold no spaces or the separators of WEFT_ENDPOINTS.
+func ParseLocality(s string) (Locality, error) {
+	parts := strings.Split(s, "/")
+	if len(parts) > 3 {
+		return Locality{}, fmt.Errorf("locality %q: want region[/zone[/subzone]]", s)
+	}
+	for _, p := range parts {
+		if p == "" || strings.ContainsAny(p, " \t,;=@") {
+			return Locality{}, fmt.Errorf("locality %q: want region[/zone[/subzone]] of non-empty names", s)
+		}
+	}
+	var l Locality
+	l.Region = parts[0]
+	if len(parts) > 1 {
+		l.Zone = parts[1]
+	}
+	if len(parts) > 2 {
+		l.SubZone = parts[2]
+	}
+	return l, nil
 }

@@ -17,7 +17,9 @@ var ErrUnknownService = errors.New("resolver: unknown service")
 //	orders=10.0.0.1:8080,10.0.0.2:8080;users=127.0.0.1:9000
 //
 // Services are separated by ';', endpoints by ','; spaces around either are
-// ignored. Every endpoint is host:port (an IPv6 host in brackets). An empty
+// ignored. Every endpoint is host:port (an IPv6 host in brackets),
+// optionally followed by @region/zone[/subzone], its locality, for
+// zone-aware routing: 10.0.0.1:8080@us-east1/us-east1-b. An empty
 // string, a service with no endpoints, a service named twice or an endpoint
 // without a valid port is an error naming the culprit.
 func ParseEndpoints(s string) (map[string][]Endpoint, error) {
@@ -47,10 +49,18 @@ func ParseEndpoints(s string) (map[string][]Endpoint, error) {
 			if addr == "" {
 				continue
 			}
-			if err := validEndpointAddr(addr); err != nil {
+			ep := Endpoint{Addr: addr}
+			if a, loc, ok := strings.Cut(addr, "@"); ok {
+				l, err := ParseLocality(loc)
+				if err != nil {
+					return nil, fmt.Errorf("service %q: endpoint %q: %w", name, addr, err)
+				}
+				ep.Addr, ep.Locality = strings.TrimSpace(a), l
+			}
+			if err := validEndpointAddr(ep.Addr); err != nil {
 				return nil, fmt.Errorf("service %q: endpoint %q: %w", name, addr, err)
 			}
-			eps = append(eps, Endpoint{Addr: addr})
+			eps = append(eps, ep)
 		}
 		if len(eps) == 0 {
 			return nil, fmt.Errorf("service %q has no endpoints", name)

@@ -31,6 +31,10 @@ func TestParseEndpoints(t *testing.T) {
 		{" orders = a.svc:80 , b.svc:81 ; ", map[string][]resolver.Endpoint{"orders": ep("a.svc:80", "b.svc:81")}},
 		{"v6=[::1]:9000,[2001:db8::1]:443", map[string][]resolver.Endpoint{"v6": ep("[::1]:9000", "[2001:db8::1]:443")}},
 		{"orders:8080=127.0.0.1:1", map[string][]resolver.Endpoint{"orders:8080": ep("127.0.0.1:1")}},
+		{"orders=10.0.0.1:80@us/us-b, [::1]:81@us/us-c/rack1,10.0.0.3:80", map[string][]resolver.Endpoint{"orders": {
+			{Addr: "10.0.0.1:80", Locality: resolver.Locality{Region: "us", Zone: "us-b"}},
+			{Addr: "[::1]:81", Locality: resolver.Locality{Region: "us", Zone: "us-c", SubZone: "rack1"}},
+			{Addr: "10.0.0.3:80"}}}},
 	}
 	for _, tt := range good {
 		got, err := resolver.ParseEndpoints(tt.in)
@@ -56,6 +60,10 @@ func TestParseEndpoints(t *testing.T) {
 		{"orders=bad host:80", `"bad host:80"`},
 		{"orders=10.0.0.1:80;orders=10.0.0.2:80", `"orders" is listed twice`},
 		{"or ders=10.0.0.1:80", `"or ders"`},
+		{"orders=10.0.0.1:80@", `"10.0.0.1:80@"`},
+		{"orders=10.0.0.1:80@a//c", `"10.0.0.1:80@a//c"`},
+		{"orders=10.0.0.1:80@a/b/c/d", "region[/zone[/subzone]]"},
+		{"orders=10.0.0.1@a/b", `"10.0.0.1@a/b"`},
 	}
 	for _, tt := range bad {
 		_, err := resolver.ParseEndpoints(tt.in)
