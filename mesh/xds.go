@@ -689,9 +689,9 @@ func (x *xdsPath) policyFor(c *xds.Cluster) (balancer.Builder, any) {
 	}
 	var js []byte
 	switch cfg := c.LBConfig.(type) {
-	case *xds.RingHashConfig:
+	case xds.RingHashConfig:
 		js, _ = json.Marshal(map[string]uint64{"minRingSize": cfg.MinRingSize, "maxRingSize": cfg.MaxRingSize})
-	case *xds.LeastRequestConfig:
+	case xds.LeastRequestConfig:
 		js, _ = json.Marshal(map[string]uint32{"choiceCount": cfg.ChoiceCount})
 	case json.RawMessage:
 		js = cfg
