@@ -361,6 +361,25 @@ func (x *xdsPath) publish(h *xdsHost, rc *xds.RouteConfig, listenerTimeout time.
 // planRoute turns a route's action into Weft's policies. Where the route is
 // silent, Envoy's defaults hold: a 15 s route timeout covering all attempts
 // (the listener's max_stream_duration when set) and no retries.
+// httpRetryOn reads a route's retry_on for the HTTP path. istiod's default
+// policy mixes HTTP and gRPC conditions ("connect-failure,refused-stream,
+// unavailable,cancelled,retriable-status-codes"); Envoy applies the gRPC
+// ones only to gRPC responses, which this path does not carry, so they and
+// other names Weft does not know are skipped rather than costing the route
+// its whole retry policy. reset-before-request is read as the failures
+// that happen before a request is sent.
+func httpRetryOn(names []string) resilience.RetryOn {
+	var on resilience.RetryOn
+	for _, n := range names {
+		if c, err := resilience.ParseRetryOn(n); err == nil {
+			on |= c
+		} else if strings.TrimSpace(n) == "reset-before-request" {
+			on |= resilience.RetryConnectFailure | resilience.RetryRefusedStream
+		}
+	}
+	return on
+}
+
 func planRoute(r *xds.Route, listenerTimeout time.Duration) *routePlan {
 	a := &r.Action
 	p := &routePlan{retry: resilience.RetryPolicy{NumRetries: -1}}
@@ -373,8 +392,7 @@ func planRoute(r *xds.Route, listenerTimeout time.Duration) *routePlan {
 		p.retry.Timeout = listenerTimeout
 	}
 	if rp := a.RetryPolicy; rp != nil {
-		on, err := resilience.ParseRetryOn(strings.Join(rp.RetryOn, ","))
-		if err == nil && on != 0 {
+		if on := httpRetryOn(rp.RetryOn); on != 0 {
 			p.retry.RetryOn = on
 			p.retry.NumRetries = int(rp.NumRetries)
 			if rp.NumRetries == 0 {
