@@ -136,6 +136,9 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 	if cfg.dnsRefresh > 0 {
 		dnsOpts = append(dnsOpts, resolver.WithRefreshInterval(cfg.dnsRefresh))
 	}
+	if cfg.netResolver != nil {
+		dnsOpts = append(dnsOpts, resolver.WithNetResolver(cfg.netResolver))
+	}
 	m.static = resolver.NewStatic(cfg.endpoints)
 	m.dns = resolver.NewDNS(dnsOpts...)
 	m.names = map[string]string{}

@@ -3,6 +3,7 @@ package mesh
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
@@ -30,8 +31,9 @@ type config struct {
 	endpoints       map[string][]resolver.Endpoint // static discovery
 	dnsServices     map[string]string              // service -> DNS name
 	dnsRefresh      time.Duration
-	bootstrap       []byte // xDS bootstrap JSON; nil = no control plane
-	bootstrapSource string // the variable or option it came from, for errors
+	netResolver     *net.Resolver // nil: net.DefaultResolver; set only by tests
+	bootstrap       []byte        // xDS bootstrap JSON; nil = no control plane
+	bootstrapSource string        // the variable or option it came from, for errors
 	lbPolicy        string
 	mtls            security.MTLSMode
 	spiffeSocket    string
