@@ -21,6 +21,7 @@ package mesh_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -42,6 +43,7 @@ import (
 
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 	"github.com/weftmesh/weft/mesh"
+	"github.com/weftmesh/weft/resilience"
 )
 
 // requestIDHeader carries the load generator's id of a logical request, so
@@ -87,6 +89,9 @@ type chaosBackend struct {
 	// cap requests per connection do.
 	closeEvery int64
 
+	// inflight counts requests inside the handler.
+	inflight atomic.Int64
+
 	srv    *http.Server
 	ln     net.Listener
 	served chan struct{}
@@ -118,6 +123,8 @@ func startChaosBackend(t *testing.T, name string, led *ledger, opts ...backendOp
 
 func (b *chaosBackend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	n := b.hits.Add(1)
+	b.inflight.Add(1)
+	defer b.inflight.Add(-1)
 	if id := r.Header.Get(requestIDHeader); id != "" {
 		b.led.record(id, b.name)
 	}
@@ -175,6 +182,9 @@ type loadRun struct {
 	sent       atomic.Int64
 	failedIdem atomic.Int64
 	failedPost atomic.Int64
+	// refused counts idempotent failures where a retry was wanted but
+	// the retry limits (max_retries, the retry budget) refused it.
+	refused atomic.Int64
 
 	mu      sync.Mutex
 	started map[string]time.Time // request id -> when the client sent it
@@ -262,6 +272,9 @@ func (r *loadRun) work() {
 		if err != nil {
 			if idempotent {
 				r.failedIdem.Add(1)
+				if errors.Is(err, resilience.ErrOverflow) || errors.Is(err, resilience.ErrBudgetExhausted) {
+					r.refused.Add(1)
+				}
 			} else {
 				r.failedPost.Add(1)
 			}
@@ -321,6 +334,21 @@ func (r *loadRun) checkNoIdempotentFailure(t *testing.T) {
 	}
 }
 
+// checkNoIdempotentFailureButRetryLimits is the first invariant where the
+// fault makes many requests retry at once: a failure the retry limits
+// refused (Envoy's max_retries of 3 and retry budget floor of 3
+// concurrent retries, the mesh's defaults) is counted and reported, not
+// failed on; any other idempotent failure is.
+func (r *loadRun) checkNoIdempotentFailureButRetryLimits(t *testing.T) {
+	t.Helper()
+	if n := r.failedIdem.Load() - r.refused.Load(); n > 0 {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		t.Errorf("%d idempotent requests failed with a healthy endpoint left, not counting %d refused by the retry limits; first: %v",
+			n, r.refused.Load(), r.errs)
+	}
+}
+
 // checkNoFailure: where no endpoint is harmed, nothing may fail at all.
 func (r *loadRun) checkNoFailure(t *testing.T) {
 	t.Helper()
@@ -372,8 +400,14 @@ func checkNotSentAfter(t *testing.T, r *loadRun, led *ledger, after time.Time, r
 func report(t *testing.T, fault string, l *load, r *loadRun, invariant string) {
 	t.Helper()
 	failed := fmt.Sprint(r.failed())
-	if p := r.failedPost.Load(); p > 0 {
-		failed = fmt.Sprintf("%d (%d idempotent, %d POST without key)", r.failed(), r.failedIdem.Load(), p)
+	if r.failed() > 0 {
+		failed = fmt.Sprintf("%d (%d idempotent, %d POST without key)", r.failed(), r.failedIdem.Load(), r.failedPost.Load())
+		if n := r.refused.Load(); n > 0 {
+			failed = fmt.Sprintf("%d (%d idempotent, all refused by the retry limits; %d POST without key)", r.failed(), n, r.failedPost.Load())
+			if n != r.failedIdem.Load() {
+				failed = fmt.Sprintf("%d (%d idempotent, %d of them refused by the retry limits; %d POST without key)", r.failed(), r.failedIdem.Load(), n, r.failedPost.Load())
+			}
+		}
 	}
 	verdict := "holds"
 	if t.Failed() {
