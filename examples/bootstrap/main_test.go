@@ -6,8 +6,12 @@ import (
 	"strings"
 	"testing"
 
+	"go.uber.org/goleak"
+
 	"github.com/weftmesh/weft/internal/xds"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestWritesAnIstioBootstrap(t *testing.T) {
 	t.Setenv("POD_NAME", "orders-7f9c")
