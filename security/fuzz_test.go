@@ -3,6 +3,7 @@ package security_test
 import (
 	"net/http"
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -76,4 +77,64 @@ func FuzzPathNormalize(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzAuthorizationEvaluate parses a policy and evaluates it against a
+// fuzzed request. Beyond not panicking, a decision must be deterministic,
+// must leave the request as it was, must not depend on the spelling of an
+// equivalent path (the policy sees the normalized path, so "//a/../b" and
+// "/b" are one request) nor on the case of the host.
+func FuzzAuthorizationEvaluate(f *testing.F) {
+	f.Fuzz(func(t *testing.T, policy []byte, method, path, host, hname, hvalue, source string, ip []byte, port uint16) {
+		p, err := security.ParseAuthorizationPolicies(policy)
+		if err != nil {
+			return
+		}
+		r := security.Request{Method: method, Path: path, Host: host, Port: int(port)}
+		if hname != "" {
+			r.Headers = http.Header{http.CanonicalHeaderKey(hname): {hvalue}}
+		}
+		if id, err := spiffeid.FromString(source); err == nil {
+			r.SourceID = id
+		}
+		if a, ok := netip.AddrFromSlice(ip); ok {
+			r.SourceIP = a
+		}
+		before := r
+		before.Headers = r.Headers.Clone()
+
+		d := p.Evaluate(&r)
+		if again := p.Evaluate(&r); again != d {
+			t.Fatalf("Evaluate is not deterministic: %+v then %+v", d, again)
+		}
+		if r.Method != before.Method || r.Path != before.Path || r.Host != before.Host || r.Port != before.Port ||
+			r.SourceID != before.SourceID || r.SourceIP != before.SourceIP || !reflect.DeepEqual(r.Headers, before.Headers) {
+			t.Fatalf("Evaluate modified the request: %+v, was %+v", r, before)
+		}
+		if d.Reason == "" {
+			t.Errorf("decision %+v has no reason", d)
+		}
+		if norm, err := security.NormalizePath(path); err == nil && !strings.ContainsAny(norm, "%?#") {
+			rn := r
+			rn.Path = norm
+			if dn := p.Evaluate(&rn); dn.Allow != d.Allow {
+				t.Errorf("path %q decided %+v but its normal form %q decided %+v", path, d, norm, dn)
+			}
+		}
+		ru := r
+		ru.Host = asciiUpper(host)
+		if du := p.Evaluate(&ru); du.Allow != d.Allow {
+			t.Errorf("host %q decided %+v but %q decided %+v", host, d, ru.Host, du)
+		}
+	})
+}
+
+func asciiUpper(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'a' <= c && c <= 'z' {
+			b[i] = c - 'a' + 'A'
+		}
+	}
+	return string(b)
 }
