@@ -279,7 +279,7 @@ func (r *loadRun) work() {
 				r.failedPost.Add(1)
 			}
 			r.mu.Lock()
-			if len(r.errs) < 5 {
+			if len(r.errs) < 5 || (idempotent && len(r.errs) < 10) {
 				r.errs = append(r.errs, fmt.Sprintf("%s %s %s: %v", id, method, path, err))
 			}
 			r.mu.Unlock()
