@@ -30,7 +30,7 @@ func (r *serviceResilience) options() []resilience.Option {
 // max_retries (default 3) bounds retries.
 func clusterResilience(cb xds.CircuitBreaker) serviceResilience {
 	limits := limitsFrom(cb)
-	var budget *resilience.ConcurrencyBudget
+	var budget resilience.Budget // an untyped nil: no budget
 	if cb.HasRetryBudget {
 		budget = resilience.NewConcurrencyBudget(cb.RetryBudget.BudgetPercent/100, int(cb.RetryBudget.MinRetryConcurrency))
 		limits.MaxRetries = -1
@@ -185,8 +185,8 @@ func (m *Mesh) grpcServiceConfig() string {
 // configured); the thresholds. Streams get grpc-go's retries, for methods
 // safe to retry.
 func (m *Mesh) grpcClientResilience(target string) []grpc.DialOption {
-	th := resilience.NewThresholds(m.cfg.limits)
-	opts := []resilience.Option{resilience.WithBudget(resilience.NewConcurrencyBudget(0.2, 3)), resilience.WithThresholds(th)}
+	th := resilience.NewThresholds(m.serviceLimits())
+	opts := []resilience.Option{resilience.WithBudget(resilience.NewRateBudget(0, 0, 0)), resilience.WithThresholds(th)}
 	unary := []grpc.UnaryClientInterceptor{resilience.NoChannelRetryUnaryClientInterceptor()}
 	if h := m.cfg.hedge; h != nil {
 		unary = append(unary, resilience.HedgeUnaryClientInterceptor(*h, m.cfg.retry, opts...))

@@ -76,16 +76,32 @@ func retryFromEnv(getenv func(string) string, p *resilience.RetryPolicy) error {
 // serviceResilience is a service's shared resilience state: one retry
 // budget and one set of thresholds per service, as Envoy keeps per cluster.
 type serviceResilience struct {
-	budget     *resilience.ConcurrencyBudget // nil: no retry budget
+	budget     resilience.Budget // nil: no retry budget
 	thresholds *resilience.Thresholds
 	breaker    *resilience.Breaker // nil: no classic breaker
 }
 
+// newServiceResilience is the state of a service not configured by xDS.
+// Its retries are bounded by Linkerd's rate budget (20% of requests plus
+// 10 a second), not by Envoy's max_retries of 3 in flight: when an
+// endpoint dies under concurrent load, every request that was sent to it
+// needs its retry at once, and a cap of 3 failed the rest although healthy
+// endpoints remained. Istio's default max_retries is unlimited for the
+// same reason. WithCircuitBreaker's MaxRetries still applies when set.
 func (m *Mesh) newServiceResilience() serviceResilience {
 	return serviceResilience{
-		budget:     resilience.NewConcurrencyBudget(0.2, 3), // Envoy's retry budget defaults
-		thresholds: resilience.NewThresholds(m.cfg.limits),
+		budget:     resilience.NewRateBudget(0, 0, 0),
+		thresholds: resilience.NewThresholds(m.serviceLimits()),
 	}
+}
+
+// serviceLimits are the thresholds of services not configured by xDS.
+func (m *Mesh) serviceLimits() resilience.Limits {
+	l := m.cfg.limits
+	if l.MaxRetries == 0 {
+		l.MaxRetries = -1 // the rate budget bounds retries
+	}
+	return l
 }
 
 // serviceRoundTripper returns the round tripper for s through this

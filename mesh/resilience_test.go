@@ -629,3 +629,33 @@ func TestResilienceEnvironmentErrors(t *testing.T) {
 		m.Close()
 	})
 }
+
+// A service not configured by xDS that fails every request gets at most
+// the rate budget's extra load, not two retries for every request: 20% of
+// the requests plus the reserve of 10 a second over the 10 s window, as
+// Linkerd's budget allows.
+func TestRetryBudgetBoundsAFailingStaticService(t *testing.T) {
+	var hits atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	m := newMesh(t, mesh.WithEndpoints("svc", srv.Listener.Addr().String()),
+		mesh.WithRetryPolicy(resilience.RetryPolicy{RetryOn: resilience.Retry5xx, NumRetries: 2, BaseInterval: time.Millisecond}),
+		mesh.WithOutlierDetection(balancer.OutlierConfig{ConsecutiveErrors: -1}))
+	const requests = 200
+	for i := 0; i < requests; i++ {
+		if resp, err := m.HTTPClient().Get("http://svc/"); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	extra := hits.Load() - requests
+	// Without a budget, 2 retries each would be 400 extra attempts.
+	limit := int64(requests*resilience.DefaultBudgetRatio + resilience.DefaultMinRetriesPerSecond*resilience.DefaultBudgetWindow.Seconds())
+	t.Logf("%d requests to a failing service made %d extra attempts (budget allows %d)", requests, extra, limit)
+	if extra > limit || extra == 0 {
+		t.Errorf("extra attempts = %d, want 1..%d", extra, limit)
+	}
+}
