@@ -35,9 +35,9 @@ const (
 	// EnvNamespace and EnvWorkloadLabels place the workload for the
 	// authorization policy file: policies of other namespaces, and those
 	// whose selector or targetRefs name other workloads, do not apply.
-	EnvNamespace      = "WEFT_NAMESPACE"
-	EnvPodNamespace   = "POD_NAMESPACE"
-	EnvWorkloadLabels = "WEFT_WORKLOAD_LABELS"
+	EnvNamespace       = "WEFT_NAMESPACE"
+	EnvPodNamespace    = "POD_NAMESPACE"
+	EnvWorkloadLabels  = "WEFT_WORKLOAD_LABELS"
 	EnvAdminAddr       = "WEFT_ADMIN_ADDR"
 	EnvAdminPprof      = "WEFT_ADMIN_PPROF"
 	EnvHTTPProtocol    = "WEFT_HTTP_PROTOCOL"
