@@ -1,0 +1,189 @@
+package mesh_test
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/xds"
+
+	"github.com/weftmesh/weft/internal/xds/xdstest"
+	"github.com/weftmesh/weft/mesh"
+)
+
+// echoServer answers UnaryCall with a payload of the requested size.
+type echoServer struct {
+	testgrpc.UnimplementedBenchmarkServiceServer
+}
+
+func (echoServer) UnaryCall(_ context.Context, req *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	return &testgrpc.SimpleResponse{Payload: &testgrpc.Payload{Body: make([]byte, req.GetResponseSize())}}, nil
+}
+
+// serveGRPC serves the echo service on a loopback listener until b ends
+// and returns its address.
+func serveGRPC(b *testing.B, srv interface {
+	grpc.ServiceRegistrar
+	Serve(net.Listener) error
+	Stop()
+}) string {
+	b.Helper()
+	testgrpc.RegisterBenchmarkServiceServer(srv, echoServer{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(ln) }()
+	b.Cleanup(func() { srv.Stop(); <-done })
+	return ln.Addr().String()
+}
+
+// grpcClients returns the three paths compared, each already connected
+// and answering: plain grpc-go to a plain server; grpc-go's own xds:///
+// client, fed by an in-process go-control-plane server, to a plain server;
+// and Weft's DialGRPC of a mesh service to a Weft server (NewGRPCServer).
+// Weft's client has its retry and threshold interceptors and its balancer
+// on the path; telemetry is no-op, as it is without OTEL_* variables.
+func grpcClients(b *testing.B) (plain, xdsClient, weft testgrpc.BenchmarkServiceClient) {
+	b.Helper()
+	dial := func(cc *grpc.ClientConn, err error) testgrpc.BenchmarkServiceClient {
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { cc.Close() })
+		return testgrpc.NewBenchmarkServiceClient(cc)
+	}
+	plainAddr := serveGRPC(b, grpc.NewServer())
+	srvMesh, err := mesh.New(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { srvMesh.Close() })
+	gs, err := srvMesh.NewGRPCServer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	weftAddr := serveGRPC(b, gs)
+
+	plain = dial(grpc.NewClient("passthrough:///"+plainAddr, grpc.WithTransportCredentials(insecure.NewCredentials())))
+
+	cp := xdstest.NewServer(b)
+	cp.SetSnapshot(b, "bench-grpc", "1",
+		xdstest.Listener("echo:50051", "echo-routes"),
+		xdstest.RouteConfig("echo-routes", "*", "echo"),
+		xdstest.Cluster("echo", ""),
+		xdstest.Endpoints("echo", plainAddr))
+	res, err := xds.NewXDSResolverWithConfigForTesting(cp.Bootstrap("bench-grpc"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	xdsClient = dial(grpc.NewClient("xds:///echo:50051", grpc.WithResolvers(res), grpc.WithTransportCredentials(insecure.NewCredentials())))
+
+	cliMesh, err := mesh.New(context.Background(), mesh.WithEndpoints("echo", weftAddr))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cliMesh.Close() })
+	weft = dial(cliMesh.DialGRPC("echo"))
+
+	for _, c := range []testgrpc.BenchmarkServiceClient{plain, xdsClient, weft} {
+		call(b, c, &testgrpc.SimpleRequest{}) // connect and resolve before timing
+	}
+	return plain, xdsClient, weft
+}
+
+func call(b *testing.B, c testgrpc.BenchmarkServiceClient, req *testgrpc.SimpleRequest) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.UnaryCall(ctx, req); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// grpcPayloads are the request and response sizes compared.
+var grpcPayloads = []struct {
+	name string
+	size int32
+}{{"1B", 1}, {"1KiB", 1024}}
+
+func payloadRequest(size int32) *testgrpc.SimpleRequest {
+	return &testgrpc.SimpleRequest{ResponseSize: size, Payload: &testgrpc.Payload{Body: make([]byte, size)}}
+}
+
+// BenchmarkGRPCUnary measures one unary call at a time over loopback
+// through plain grpc-go, grpc-go's xds:/// client and Weft's DialGRPC.
+func BenchmarkGRPCUnary(b *testing.B) {
+	plain, xdsClient, weft := grpcClients(b)
+	for _, p := range grpcPayloads {
+		req := payloadRequest(p.size)
+		for _, c := range []struct {
+			name   string
+			client testgrpc.BenchmarkServiceClient
+		}{{"plain", plain}, {"grpc-xds", xdsClient}, {"weft", weft}} {
+			b.Run(p.name+"/"+c.name, func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					call(b, c.client, req)
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkGRPCUnaryInterleaved rotates the three clients call by call in
+// one loop, so that they see the same machine state, and reports each
+// one's mean latency and the ratios weft/grpc-xds (the goal: at most
+// 1.05) and weft/plain.
+func BenchmarkGRPCUnaryInterleaved(b *testing.B) {
+	plain, xdsClient, weft := grpcClients(b)
+	for _, p := range grpcPayloads {
+		req := payloadRequest(p.size)
+		b.Run(p.name, func(b *testing.B) {
+			b.ReportAllocs()
+			clients := []testgrpc.BenchmarkServiceClient{plain, xdsClient, weft}
+			var spent [3]time.Duration
+			n := 0
+			for b.Loop() {
+				// Rotate the order too, so no client always follows another.
+				for k := range clients {
+					i := (k + n) % len(clients)
+					t0 := time.Now()
+					call(b, clients[i], req)
+					spent[i] += time.Since(t0)
+				}
+				n++
+			}
+			b.ReportMetric(float64(spent[0].Nanoseconds())/float64(n), "plain-ns/call")
+			b.ReportMetric(float64(spent[1].Nanoseconds())/float64(n), "xds-ns/call")
+			b.ReportMetric(float64(spent[2].Nanoseconds())/float64(n), "weft-ns/call")
+			b.ReportMetric(float64(spent[2])/float64(spent[1]), "weft/xds")
+			b.ReportMetric(float64(spent[2])/float64(spent[0]), "weft/plain")
+		})
+	}
+}
+
+// BenchmarkGRPCUnaryParallel is BenchmarkGRPCUnary with concurrent
+// callers (GOMAXPROCS × -cpu goroutines; use -cpu 4,32 for 8 and 64 on two
+// cores) sharing one channel each, 1 KiB payloads.
+func BenchmarkGRPCUnaryParallel(b *testing.B) {
+	plain, xdsClient, weft := grpcClients(b)
+	req := payloadRequest(1024)
+	for _, c := range []struct {
+		name   string
+		client testgrpc.BenchmarkServiceClient
+	}{{"plain", plain}, {"grpc-xds", xdsClient}, {"weft", weft}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					call(b, c.client, req)
+				}
+			})
+		})
+	}
+}
