@@ -75,6 +75,9 @@ func waitFor(ctx context.Context, c *http.Client, url, want string, start time.T
 	}
 }
 
+// scaleRuns numbers the xDS nodes, so that no run sees another's snapshot.
+var scaleRuns int
+
 // scaleEndpointsRun measures one cluster of n endpoints: the time from
 // mesh.New to the first answer (listener, routes, cluster and endpoints
 // fetched and applied, a connection opened), then the time from the
@@ -82,7 +85,8 @@ func waitFor(ctx context.Context, c *http.Client, url, want string, start time.T
 // request that reaches the moved endpoint.
 func (e *env) scaleEndpointsRun(ctx context.Context, cp *controlPlane, a, b string, n int) (scaleResult, error) {
 	r := scaleResult{name: fmt.Sprintf("1 cluster, %d endpoint%s", n, plural(n)), clusters: 1, endpoints: n}
-	node := fmt.Sprintf("scale-endpoints-%d", n)
+	scaleRuns++
+	node := fmt.Sprintf("scale-endpoints-%d-%d", n, scaleRuns)
 	cfg := xdsConfig{version: "1",
 		listeners: resourceList(listener("scale:8080", "scale")),
 		routes:    resourceList(routeConfig("scale", "scale")),
