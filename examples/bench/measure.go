@@ -25,6 +25,7 @@ type closedResult struct {
 	ops    int64
 	busy   time.Duration // summed request latencies
 	allocs uint64        // heap objects allocated by the whole process
+	cpu    time.Duration // user+system CPU time of the whole process
 }
 
 // mean is the mean latency of a request.
@@ -36,6 +37,10 @@ func (r closedResult) mean() time.Duration {
 }
 
 func (r closedResult) allocsPerOp() float64 { return float64(r.allocs) / float64(max(r.ops, 1)) }
+
+// cpuPerOp is the process's CPU time per request: unlike latency, it
+// hardly depends on what else the machine runs.
+func (r closedResult) cpuPerOp() time.Duration { return r.cpu / time.Duration(max(r.ops, 1)) }
 
 // interleave compares variants in closed loop: conc goroutines each send
 // size-byte requests back to back. The variants take turns in slices of
@@ -61,6 +66,7 @@ func interleave(ctx context.Context, vs []variant, size, conc int, perVariant, s
 			out[i].ops += res.ops
 			out[i].busy += res.busy
 			out[i].allocs += res.allocs
+			out[i].cpu += res.cpu
 		}
 	}
 	return out, nil
@@ -75,7 +81,7 @@ func runSlice(ctx context.Context, call caller, size, conc int, d time.Duration)
 		total closedResult
 		first error
 	)
-	a0 := heapAllocs()
+	a0, c0 := heapAllocs(), cpuTime()
 	deadline := time.Now().Add(d)
 	for range conc {
 		wg.Go(func() {
@@ -108,7 +114,7 @@ func runSlice(ctx context.Context, call caller, size, conc int, d time.Duration)
 		})
 	}
 	wg.Wait()
-	total.allocs = heapAllocs() - a0
+	total.allocs, total.cpu = heapAllocs()-a0, cpuTime()-c0
 	return total, first
 }
 

@@ -28,13 +28,14 @@ func kib(b float64) string {
 
 func printHTTP(out io.Writer, o options, rep *report) {
 	fmt.Fprintf(out, "### HTTP: net/http vs Weft (closed loop, interleaved, %v per side per row)\n\n", o.perVariant)
-	fmt.Fprintln(out, "Mean latency of a GET from each of N callers sending back to back; allocations are the whole process's (client and server) per request.")
+	fmt.Fprintln(out, "Mean latency of a GET from each of N callers sending back to back; CPU time (getrusage) and allocations are the whole process's, client and server, per request.")
 	fmt.Fprintln(out)
-	fmt.Fprintln(out, "| protocol | response | callers | net/http µs | Weft µs | Weft / net/http | net/http allocs | Weft allocs |")
-	fmt.Fprintln(out, "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+	fmt.Fprintln(out, "| protocol | response | callers | net/http µs | Weft µs | Weft / net/http | net/http CPU µs | Weft CPU µs | net/http allocs | Weft allocs |")
+	fmt.Fprintln(out, "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, r := range rep.http {
-		fmt.Fprintf(out, "| %s | %s | %d | %s | %s | %s | %.0f | %.0f |\n", r.protocol, size(r.size), r.conc,
-			us(r.plain.mean()), us(r.weft.mean()), ratio(r.weft.mean(), r.plain.mean()), r.plain.allocsPerOp(), r.weft.allocsPerOp())
+		fmt.Fprintf(out, "| %s | %s | %d | %s | %s | %s | %s | %s | %.0f | %.0f |\n", r.protocol, size(r.size), r.conc,
+			us(r.plain.mean()), us(r.weft.mean()), ratio(r.weft.mean(), r.plain.mean()),
+			us(r.plain.cpuPerOp()), us(r.weft.cpuPerOp()), r.plain.allocsPerOp(), r.weft.allocsPerOp())
 	}
 	fmt.Fprintln(out, "\nHTTP/2 TLS: net/http with server-authenticated TLS (ECDSA P-256); Weft with SPIFFE mTLS (ECDSA P-256 SVIDs), nothing else added.")
 	fmt.Fprintln(out)
@@ -44,12 +45,14 @@ func printGRPC(out io.Writer, o options, rep *report) {
 	fmt.Fprintf(out, "### gRPC: grpc-go vs grpc-go xds:/// vs Weft (closed loop, interleaved, %v per client per row)\n\n", o.perVariant)
 	fmt.Fprintln(out, "Mean latency of a unary call (request and response of the size shown). grpc-go and grpc-go xds call a plain grpc-go server; Weft's clients call a NewGRPCServer server.")
 	fmt.Fprintln(out)
-	fmt.Fprintln(out, "| payload | callers | grpc-go µs | grpc-go xds µs | Weft µs | Weft xds:/// µs | Weft / grpc-go | Weft / grpc-go xds | allocs grpc-go xds | allocs Weft |")
-	fmt.Fprintln(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	fmt.Fprintln(out, "| payload | callers | grpc-go µs | grpc-go xds µs | Weft µs | Weft xds:/// µs | Weft / grpc-go | Weft / grpc-go xds | CPU µs grpc-go xds | CPU µs Weft | Weft / grpc-go xds, CPU | allocs grpc-go xds | allocs Weft |")
+	fmt.Fprintln(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, r := range rep.grpc {
-		fmt.Fprintf(out, "| %s | %d | %s | %s | %s | %s | %s | %s | %.0f | %.0f |\n", size(r.size), r.conc,
+		fmt.Fprintf(out, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.0f | %.0f |\n", size(r.size), r.conc,
 			us(r.r[0].mean()), us(r.r[1].mean()), us(r.r[2].mean()), us(r.r[3].mean()),
-			ratio(r.r[2].mean(), r.r[0].mean()), ratio(r.r[2].mean(), r.r[1].mean()), r.r[1].allocsPerOp(), r.r[2].allocsPerOp())
+			ratio(r.r[2].mean(), r.r[0].mean()), ratio(r.r[2].mean(), r.r[1].mean()),
+			us(r.r[1].cpuPerOp()), us(r.r[2].cpuPerOp()), ratio(r.r[2].cpuPerOp(), r.r[1].cpuPerOp()),
+			r.r[1].allocsPerOp(), r.r[2].allocsPerOp())
 	}
 	fmt.Fprintln(out)
 }
@@ -58,12 +61,13 @@ func printFull(out io.Writer, o options, rep *report) {
 	fmt.Fprintf(out, "### Full stack vs plain TLS (closed loop, interleaved, %v per side per row)\n\n", o.perVariant)
 	fmt.Fprintln(out, "Full stack: SPIFFE mTLS, tracing sampled at 1% (batched to an exporter that drops spans), retries (2) and circuit-breaker thresholds armed, an authorization policy evaluated on every request. HTTP/2 over TLS, 1 KiB responses.")
 	fmt.Fprintln(out)
-	fmt.Fprintln(out, "| callers | net/http TLS µs | Weft mTLS µs | Weft full stack µs | full stack / TLS | added µs | allocs TLS | allocs full stack |")
-	fmt.Fprintln(out, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	fmt.Fprintln(out, "| callers | net/http TLS µs | Weft mTLS µs | Weft full stack µs | full stack / TLS | CPU µs TLS | CPU µs mTLS | CPU µs full stack | added CPU µs, full stack | allocs TLS | allocs full stack |")
+	fmt.Fprintln(out, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, r := range rep.full {
-		fmt.Fprintf(out, "| %d | %s | %s | %s | %s | %s | %.0f | %.0f |\n", r.conc,
+		fmt.Fprintf(out, "| %d | %s | %s | %s | %s | %s | %s | %s | %s | %.0f | %.0f |\n", r.conc,
 			us(r.r[0].mean()), us(r.r[1].mean()), us(r.r[2].mean()), ratio(r.r[2].mean(), r.r[0].mean()),
-			us(r.r[2].mean()-r.r[0].mean()), r.r[0].allocsPerOp(), r.r[2].allocsPerOp())
+			us(r.r[0].cpuPerOp()), us(r.r[1].cpuPerOp()), us(r.r[2].cpuPerOp()), us(r.r[2].cpuPerOp()-r.r[0].cpuPerOp()),
+			r.r[0].allocsPerOp(), r.r[2].allocsPerOp())
 	}
 	fmt.Fprintf(out, "\nSpans exported: %d.\n\n", rep.spans)
 }
