@@ -364,11 +364,9 @@ func measureOpen(ctx context.Context, o options, s *stacks, rep *report) error {
 			if err != nil {
 				return err
 			}
-			for i, r := range res {
-				if r.errors > 0 {
-					return fmt.Errorf("open loop, %s at %g/s: %d of %d requests of the %s side failed", t.name, rate, r.errors, r.requests, []string{"plain", "Weft"}[i])
-				}
-			}
+			// Failures are reported, not fatal: past what the machine can
+			// serve, requests pile up and Weft's thresholds (1,024 in flight
+			// by default, as Envoy's) fail the excess fast, by design.
 			rep.open = append(rep.open, openRow{rate: rate, traffic: t.name, plain: res[0], weft: res[1]})
 		}
 	}

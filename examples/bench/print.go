@@ -76,22 +76,22 @@ func printOpen(out io.Writer, o options, rep *report) {
 	fmt.Fprintf(out, "### Open loop, constant rate (%v per side per rate, in the order plain, Weft, Weft, plain)\n\n", o.rateTime)
 	fmt.Fprintln(out, "Latency from each request's scheduled send time (no coordinated omission), 1 KiB responses. CPU is the process's user+system time (getrusage) per request, client and server together; vCPU per 1,000 requests per second is the same figure in Istio's unit.")
 	fmt.Fprintln(out)
-	fmt.Fprintln(out, "| rate /s | traffic | side | requests | p50 µs | p90 µs | p99 µs | p99.9 µs | CPU µs/request | vCPU per 1,000 rps |")
-	fmt.Fprintln(out, "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	fmt.Fprintln(out, "| rate /s | traffic | side | requests | errors | p50 µs | p90 µs | p99 µs | p99.9 µs | CPU µs/request | vCPU per 1,000 rps |")
+	fmt.Fprintln(out, "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	qs := []float64{0.50, 0.90, 0.99, 0.999}
 	for _, r := range rep.open {
 		for i, side := range []struct {
 			name string
 			res  openResult
 		}{{"plain", r.plain}, {"Weft", r.weft}} {
-			fmt.Fprintf(out, "| %.0f | %s | %s | %d |", r.rate, r.traffic, side.name, side.res.requests)
+			fmt.Fprintf(out, "| %.0f | %s | %s | %d | %d |", r.rate, r.traffic, side.name, side.res.requests, side.res.errors)
 			for _, q := range qs {
 				fmt.Fprintf(out, " %s |", us(side.res.run.Quantile(q)))
 			}
 			cpu := side.res.cpuPerRequest()
 			fmt.Fprintf(out, " %s | %.3f |\n", us(cpu), vcpu(cpu))
 			if i == 1 {
-				fmt.Fprintf(out, "| %.0f | %s | **added** | |", r.rate, r.traffic)
+				fmt.Fprintf(out, "| %.0f | %s | **added** | | |", r.rate, r.traffic)
 				for _, q := range qs {
 					fmt.Fprintf(out, " **%s** |", us(r.weft.run.Quantile(q)-r.plain.run.Quantile(q)))
 				}
