@@ -24,7 +24,7 @@
 // stall would otherwise be blamed on whichever variant ran through it.
 // Read ratios and differences; absolute figures belong to the machine.
 //
-//	go run ./examples/bench              # about 3 minutes
+//	go run ./examples/bench              # 4 to 10 minutes
 //	go run ./examples/bench -short       # a few seconds: checks the harness
 //	go run ./examples/bench -only grpc,xds -rates 1000,3000
 package main
