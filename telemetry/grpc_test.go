@@ -146,3 +146,46 @@ func TestGRPCTraceAcrossServices(t *testing.T) {
 		}
 	}
 }
+
+// TestGRPCPropagationWithoutSDK is TestHTTPPropagationWithoutSDK over
+// gRPC: service A records nothing (no-op providers), yet B's server span is
+// a child of the client's span, because A's handlers carry the context on.
+func TestGRPCPropagationWithoutSDK(t *testing.T) {
+	clearOTELEnv(t)
+	rec := tracetest.NewSpanRecorder()
+	client, svcB := newService(t, "client", rec), newService(t, "b", rec)
+	srvB := grpc.NewServer(grpc.StatsHandler(telemetry.ServerStatsHandler(telemetry.WithTracerProvider(svcB.tp), telemetry.WithMeterProvider(svcB.mp))))
+	healthpb.RegisterHealthServer(srvB, health.NewServer())
+	addrB := serveGRPC(t, srvB)
+
+	tel, err := telemetry.Setup(context.Background()) // nothing set: no-op
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tel.Shutdown(context.Background())
+	srvA := grpc.NewServer(grpc.StatsHandler(telemetry.ServerStatsHandler(tel.Options()...)))
+	healthpb.RegisterHealthServer(srvA, &forwardingHealth{next: healthpb.NewHealthClient(dial(t, addrB, tel.Options()...))})
+	addrA := serveGRPC(t, srvA)
+
+	cc := dial(t, addrA, telemetry.WithTracerProvider(client.tp), telemetry.WithMeterProvider(client.mp))
+	if _, err := healthpb.NewHealthClient(cc).Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	srvB.Stop()
+	var clientSpan, serverB sdktrace.ReadOnlySpan
+	for _, s := range rec.Ended() {
+		switch serviceOf(s) {
+		case "client":
+			clientSpan = s
+		case "b":
+			serverB = s
+		}
+	}
+	if clientSpan == nil || serverB == nil {
+		t.Fatalf("spans %v, want one from the client and one from b", rec.Ended())
+	}
+	if serverB.SpanContext().TraceID() != clientSpan.SpanContext().TraceID() || serverB.Parent().SpanID() != clientSpan.SpanContext().SpanID() {
+		t.Errorf("b's span is not the client span's child across A: trace %s parent %s, client %s/%s",
+			serverB.SpanContext().TraceID(), serverB.Parent().SpanID(), clientSpan.SpanContext().TraceID(), clientSpan.SpanContext().SpanID())
+	}
+}
