@@ -781,8 +781,12 @@ func (c *Client) handleResponse(resp *discoveryv3.DiscoveryResponse, gen uint64)
 		// lets the HTTP path pass a host that is not a mesh service
 		// through after one round trip. Only the reply to the latest
 		// change of names may decide it: an earlier reply crossing a new
-		// subscription says nothing about the new name. Clusters keep
-		// grpc-go's timer.
+		// subscription says nothing about the new name. That must still
+		// hold now, after the decoding done outside the lock: a name
+		// watched and sent meanwhile (outstanding is no longer 0) has an
+		// armed timer too, and this response cannot have answered it.
+		// Clusters keep grpc-go's timer.
+		replyToLatest = replyToLatest && c.outstanding[t] == 0
 		if t.allStateOfTheWorld() && !unnamed {
 			for name, rs := range c.resources[t] {
 				if _, ok := seen[name]; ok {
