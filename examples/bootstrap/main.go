@@ -1,8 +1,11 @@
 // Command bootstrap writes the gRPC xDS bootstrap for istiod's proxyless
 // mode from the pod's environment (POD_NAME, POD_NAMESPACE, INSTANCE_IP,
-// ISTIO_META_CLUSTER_ID, ISTIO_VERSION, WEFT_ISTIO_XDS_ADDRESS), for an init
-// container or an entrypoint that then runs the service with
-// GRPC_XDS_BOOTSTRAP pointing at the file.
+// ISTIO_META_CLUSTER_ID, ISTIO_VERSION, WEFT_ISTIO_XDS_ADDRESS,
+// WEFT_ISTIO_CERT_DIR): the node id and metadata istiod reads, the
+// "default" certificate provider its ISTIO_MUTUAL clusters name, and the
+// inbound listener template. It is meant for an init container (see
+// examples/kubernetes/spire) or an entrypoint that then runs the service
+// with GRPC_XDS_BOOTSTRAP pointing at the file.
 //
 //	go run ./examples/bootstrap -out /etc/istio/proxy/grpc-bootstrap.json
 package main
