@@ -1,8 +1,11 @@
 package security
 
 import (
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -72,7 +75,7 @@ func (s *FileSource) stamps() [3]fileStamp {
 }
 
 func (s *FileSource) load() (*x509svid.SVID, *x509bundle.Bundle, error) {
-	svid, err := x509svid.Load(s.certFile, s.keyFile)
+	svid, err := loadSVID(s.certFile, s.keyFile)
 	if err != nil {
 		return nil, nil, fmt.Errorf("security: loading SVID from %s and %s: %w", s.certFile, s.keyFile, err)
 	}
@@ -154,4 +157,39 @@ func (s *FileSource) Close() error {
 		s.mu.Unlock()
 	})
 	return nil
+}
+
+// loadSVID reads an SVID from PEM files. Besides PKCS#8 ("PRIVATE KEY"),
+// the only form go-spiffe reads, the key may be SEC 1 ("EC PRIVATE KEY")
+// or PKCS#1 ("RSA PRIVATE KEY"): istio-agent writes its key.pem in those
+// forms unless told otherwise.
+func loadSVID(certFile, keyFile string) (*x509svid.SVID, error) {
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	if b, _ := pem.Decode(keyPEM); b != nil {
+		var key any
+		switch b.Type {
+		case "EC PRIVATE KEY":
+			key, err = x509.ParseECPrivateKey(b.Bytes)
+		case "RSA PRIVATE KEY":
+			key, err = x509.ParsePKCS1PrivateKey(b.Bytes)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", b.Type, err)
+		}
+		if key != nil {
+			der, err := x509.MarshalPKCS8PrivateKey(key)
+			if err != nil {
+				return nil, err
+			}
+			keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+		}
+	}
+	return x509svid.Parse(certPEM, keyPEM)
 }

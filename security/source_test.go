@@ -2,6 +2,9 @@ package security_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/x509"
+	"encoding/pem"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -302,5 +305,27 @@ func TestWorkloadAPISource(t *testing.T) {
 	defer scancel()
 	if _, err := security.NewWorkloadAPISource(short, "unix://"+filepath.Join(t.TempDir(), "missing.sock")); err == nil || !strings.HasPrefix(err.Error(), "security: ") {
 		t.Errorf("NewWorkloadAPISource(missing socket) = %v, want a security: error", err)
+	}
+}
+
+// istio-agent writes key.pem as SEC 1 ("EC PRIVATE KEY") by default.
+func TestFileSourceReadsSEC1Keys(t *testing.T) {
+	ca := newCA(t, tdA)
+	dir := t.TempDir()
+	svid := issue(t, ca, clientA)
+	certFile, keyFile, bundleFile := writeSVIDFiles(t, dir, svid, ca)
+	der, err := x509.MarshalECPrivateKey(svid.PrivateKey.(*ecdsa.PrivateKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeAtomic(t, keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}))
+	src, err := security.NewFileSource(certFile, keyFile, bundleFile)
+	if err != nil {
+		t.Fatalf("NewFileSource with a SEC 1 key: %v", err)
+	}
+	defer src.Close()
+	got, err := src.GetX509SVID()
+	if err != nil || got.ID != svid.ID {
+		t.Errorf("GetX509SVID = %v, %v; want %s", got, err, svid.ID)
 	}
 }
