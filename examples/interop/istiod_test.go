@@ -1,0 +1,563 @@
+package interop
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	xdscreds "google.golang.org/grpc/credentials/xds"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	xdsgrpc "google.golang.org/grpc/xds"
+	"istio.io/istio/pilot/test/xds"
+	"istio.io/istio/security/pkg/pki/ca"
+	pkiutil "istio.io/istio/security/pkg/pki/util"
+
+	"github.com/weftmesh/weft/mesh"
+	"github.com/weftmesh/weft/security"
+)
+
+// istioVersion is sent as ISTIO_VERSION in the node metadata; istiod
+// tailors its output to the proxy's version.
+const istioVersion = "1.29.0"
+
+// istioConfig is what istiod is fed: one plaintext service with two
+// versions routed by a VirtualService, and one mTLS service guarded by
+// PeerAuthentication and an AuthorizationPolicy. Placeholders in braces
+// are the backends' ports, known once they listen.
+const istioConfig = `
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: echo, namespace: default}
+spec:
+  hosts: [echo.mesh.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {number: 8080, name: http, protocol: HTTP}
+  - {number: 7070, name: grpc, protocol: GRPC}
+  workloadSelector: {labels: {app: echo}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: echo-v1, namespace: default, labels: {app: echo, version: v1}}
+spec:
+  address: 127.0.0.2
+  labels: {app: echo, version: v1}
+  ports: {http: {v1.http}, grpc: {v1.grpc}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: echo-v2, namespace: default, labels: {app: echo, version: v2}}
+spec:
+  address: 127.0.0.3
+  labels: {app: echo, version: v2}
+  ports: {http: {v2.http}, grpc: {v2.grpc}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: echo, namespace: default}
+spec:
+  host: echo.mesh.local
+  trafficPolicy:
+    loadBalancer: {simple: LEAST_REQUEST}
+    connectionPool: {http: {http2MaxRequests: 1000}}
+    outlierDetection: {consecutive5xxErrors: 50, interval: 10s, baseEjectionTime: 30s}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: echo, namespace: default}
+spec:
+  hosts: [echo.mesh.local]
+  http:
+  - name: testers
+    match: [{headers: {x-tester: {exact: "yes"}}}]
+    route: [{destination: {host: echo.mesh.local, subset: v2}}]
+  - name: by-uri
+    match: [{uri: {prefix: /v2-only}}, {uri: {exact: /grpc.testing.TestService/EmptyCall}}]
+    route: [{destination: {host: echo.mesh.local, subset: v2}}]
+  - name: slow
+    match: [{headers: {x-slow: {exact: "yes"}}}]
+    timeout: 0.3s
+    route: [{destination: {host: echo.mesh.local, subset: v1}}]
+  - name: flaky
+    match: [{headers: {x-flaky: {exact: "yes"}}}]
+    retries: {attempts: 3, retryOn: "5xx,unavailable"}
+    route: [{destination: {host: echo.mesh.local, subset: v1}}]
+  - name: canary
+    route:
+    - {destination: {host: echo.mesh.local, subset: v1}, weight: 90}
+    - {destination: {host: echo.mesh.local, subset: v2}, weight: 10}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: secure, namespace: default}
+spec:
+  hosts: [secure.mesh.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {number: 8080, name: http, protocol: HTTP}
+  - {number: 7070, name: grpc, protocol: GRPC}
+  workloadSelector: {labels: {app: secure}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: secure, namespace: default, labels: {app: secure}}
+spec:
+  address: 127.0.0.4
+  labels: {app: secure}
+  serviceAccount: secure
+  ports: {http: {secure.http}, grpc: {secure.grpc}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: impostor, namespace: default}
+spec:
+  hosts: [impostor.mesh.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {number: 8080, name: http, protocol: HTTP}
+  - {number: 7070, name: grpc, protocol: GRPC}
+  workloadSelector: {labels: {app: impostor}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: impostor, namespace: default, labels: {app: impostor}}
+spec:
+  address: 127.0.0.5
+  labels: {app: impostor}
+  serviceAccount: secure
+  ports: {http: {impostor.http}, grpc: {impostor.grpc}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: secure, namespace: default}
+spec:
+  host: secure.mesh.local
+  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: impostor, namespace: default}
+spec:
+  host: impostor.mesh.local
+  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: secure, namespace: default}
+spec:
+  selector: {matchLabels: {app: secure}}
+  mtls: {mode: STRICT}
+` + denyPolicy
+
+// denyPolicy is fed to istiod (which turns it into the RBAC filter of the
+// secure workload's inbound listener, enforced by grpc-go's xDS server)
+// and, as the same YAML, to the secure workload's HTTP side through
+// WithAuthorizationPolicyFile: istiod's proxyless generator configures
+// gRPC servers only.
+const denyPolicy = `---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-denied, namespace: default}
+spec:
+  selector: {matchLabels: {app: secure}}
+  action: DENY
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/default/sa/denied]}}]
+`
+
+// istiod is the in-process discovery server and what talks to it.
+type istiod struct {
+	addr string // the gRPC xDS listener on 127.0.0.1
+	ca   *ca.IstioCA
+}
+
+// startIstiod runs istiod's discovery server in-process, with its memory
+// config store fed YAML and a fake Kubernetes API, serving xDS on a
+// loopback TCP port, as Istio's own proxyless gRPC tests do.
+func startIstiod(t *testing.T, config string) *istiod {
+	t.Helper()
+	ds := xds.NewFakeDiscoveryServer(t, xds.FakeOptions{
+		ConfigString:    config,
+		ListenerBuilder: func() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") },
+	})
+	// istiod's CA, as it runs inside istiod without Kubernetes: a
+	// self-signed root in memory, signing workload CSRs.
+	opts, err := ca.NewSelfSignedDebugIstioCAOptions("", 24*time.Hour, time.Hour, 24*time.Hour, "cluster.local", 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ca.NewIstioCA(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &istiod{addr: ds.Listener.Addr().String(), ca: c}
+}
+
+// workload is one pod's view of the mesh: its bootstrap (written by
+// mesh.IstioBootstrap) and, when it has a service account, the files the
+// istio-agent would write: cert-chain.pem, key.pem, root-cert.pem.
+type workload struct {
+	name, ip  string
+	bootstrap []byte
+	certDir   string
+}
+
+// newWorkload describes a pod named name at ip; sa, when set, gets a
+// certificate issued by istiod's CA for spiffe://cluster.local/ns/default/sa/<sa>.
+func (d *istiod) newWorkload(t *testing.T, name, ip, sa string) *workload {
+	t.Helper()
+	w := &workload{name: name, ip: ip, certDir: t.TempDir()}
+	if sa != "" {
+		id := "spiffe://cluster.local/ns/default/sa/" + sa
+		csr, key, err := pkiutil.GenCSR(pkiutil.CertOptions{Host: id, ECSigAlg: pkiutil.EcdsaSigAlg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		chain, err := d.ca.SignWithCertChain(csr, ca.CertOpts{SubjectIDs: []string{id}, TTL: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for file, data := range map[string][]byte{
+			"cert-chain.pem": []byte(strings.Join(chain, "")),
+			"key.pem":        key,
+			"root-cert.pem":  d.ca.GetCAKeyCertBundle().GetRootCertPem(),
+		} {
+			if err := os.WriteFile(filepath.Join(w.certDir, file), data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	bs, err := mesh.IstioBootstrap{
+		XDSAddress:   d.addr,
+		PodName:      name,
+		Namespace:    "default",
+		PodIP:        ip,
+		IstioVersion: istioVersion,
+		CertDir:      w.certDir,
+	}.Bootstrap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.bootstrap = bs
+	return w
+}
+
+// mesh starts a Weft mesh on the workload's bootstrap; with certificates,
+// its identity comes from the same files grpc-go's certificate provider reads.
+func (w *workload) mesh(t *testing.T, opts ...mesh.Option) *mesh.Mesh {
+	t.Helper()
+	opts = append([]mesh.Option{mesh.WithServiceName(w.name), mesh.WithBootstrap(w.bootstrap)}, opts...)
+	if _, err := os.Stat(filepath.Join(w.certDir, "key.pem")); err == nil {
+		src, err := security.NewFileSource(filepath.Join(w.certDir, "cert-chain.pem"),
+			filepath.Join(w.certDir, "key.pem"), filepath.Join(w.certDir, "root-cert.pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { src.Close() })
+		opts = append(opts, mesh.WithX509Source(src))
+	}
+	m, err := mesh.New(context.Background(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+// grpcGo dials target with plain grpc-go: its xDS resolver on the
+// workload's bootstrap and its xDS credentials, which take certificates
+// from the bootstrap's "default" provider when istiod asks for TLS.
+func (w *workload) grpcGo(t *testing.T, target string) *grpc.ClientConn {
+	t.Helper()
+	res, err := xdsgrpc.NewXDSResolverWithConfigForTesting(w.bootstrap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient(target, grpc.WithResolvers(res), grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+func weftGRPC(t *testing.T, m *mesh.Mesh, target string) *grpc.ClientConn {
+	t.Helper()
+	cc, err := m.DialGRPC(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+func fill(config string, vars map[string]int) string {
+	for k, v := range vars {
+		config = strings.ReplaceAll(config, "{"+k+"}", strconv.Itoa(v))
+	}
+	return config
+}
+
+// TestIstiod runs Weft's HTTP and gRPC clients, and grpc-go's own xDS
+// client beside them, against the routes, clusters and policies istiod
+// computes from Istio YAML.
+func TestIstiod(t *testing.T) {
+	v1 := startEchoBackend(t, "v1", "127.0.0.2")
+	v2 := startEchoBackend(t, "v2", "127.0.0.3")
+	secureHTTP, secureGRPC := listenT(t, "127.0.0.4"), listenT(t, "127.0.0.4")
+	impostorHTTP, impostorGRPC := listenT(t, "127.0.0.5"), listenT(t, "127.0.0.5")
+	d := startIstiod(t, fill(istioConfig, map[string]int{
+		"v1.http": v1.httpPort, "v1.grpc": v1.grpcPort,
+		"v2.http": v2.httpPort, "v2.grpc": v2.grpcPort,
+		"secure.http": port(secureHTTP), "secure.grpc": port(secureGRPC),
+		"impostor.http": port(impostorHTTP), "impostor.grpc": port(impostorGRPC),
+	}))
+
+	client := d.newWorkload(t, "client", "127.0.0.10", "")
+	cm := client.mesh(t)
+	hc := cm.HTTPClient()
+	const httpURL, grpcTarget = "http://echo.mesh.local:8080", "xds:///echo.mesh.local:7070"
+	grpcClients := map[string]*grpc.ClientConn{
+		"weft-grpc": weftGRPC(t, cm, grpcTarget),
+		"grpc-go":   client.grpcGo(t, grpcTarget),
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	// The first requests wait for istiod's first push.
+	if err := eventually(20*time.Second, func() error {
+		code, body, err := httpGet(ctx, hc, httpURL+"/")
+		if err == nil && code != http.StatusOK {
+			err = statusErr(code, body)
+		}
+		return err
+	}); err != nil {
+		t.Fatalf("Weft HTTP never reached echo through istiod: %v", err)
+	}
+
+	t.Run("split 90/10", func(t *testing.T) {
+		const n = 1000
+		rows := map[string]func() (string, error){
+			"weft-http": func() (string, error) {
+				code, body, err := httpGet(ctx, hc, httpURL+"/")
+				if err == nil && code != http.StatusOK {
+					err = statusErr(code, body)
+				}
+				return body, err
+			},
+		}
+		for name, cc := range grpcClients {
+			rows[name] = func() (string, error) { return grpcServerID(ctx, cc) }
+		}
+		for name, call := range rows {
+			got := counts(t, n, call)
+			pct := 100 * float64(got["v1"]) / n
+			t.Logf("%s: v1 %d, v2 %d of %d (v1 %.1f%%)", name, got["v1"], got["v2"], n, pct)
+			if got["v1"]+got["v2"] != n || pct < 85 || pct > 95 {
+				t.Errorf("%s: v1 %.1f%% (%v), want 90±5%%", name, pct, got)
+			}
+		}
+	})
+
+	t.Run("header and URI routes", func(t *testing.T) {
+		for i := range 20 {
+			code, body, err := httpGet(ctx, hc, httpURL+"/", "x-tester", "yes")
+			if err != nil || body != "v2" {
+				t.Fatalf("weft-http x-tester request %d: %d %q %v, want v2", i, code, body, err)
+			}
+			code, body, err = httpGet(ctx, hc, httpURL+"/v2-only/items")
+			if err != nil || body != "v2" {
+				t.Fatalf("weft-http /v2-only request %d: %d %q %v, want v2", i, code, body, err)
+			}
+			for name, cc := range grpcClients {
+				id, err := grpcServerID(ctx, cc, "x-tester", "yes")
+				if err != nil || id != "v2" {
+					t.Fatalf("%s x-tester call %d: %q %v, want v2", name, i, id, err)
+				}
+				var hdr metadata.MD
+				if _, err := testpb.NewTestServiceClient(cc).EmptyCall(ctx, &testpb.Empty{}, grpc.Header(&hdr)); err != nil {
+					t.Fatalf("%s EmptyCall: %v", name, err)
+				}
+				if got := hdr.Get("x-server"); len(got) != 1 || got[0] != "v2" {
+					t.Fatalf("%s EmptyCall (URI match on the method) went to %v, want v2", name, got)
+				}
+			}
+		}
+	})
+
+	t.Run("timeout", func(t *testing.T) {
+		start := time.Now()
+		code, _, err := httpGet(ctx, hc, httpURL+"/", hdrSlow, "yes")
+		took := time.Since(start)
+		t.Logf("weft-http: %d %v after %v", code, err, took.Round(time.Millisecond))
+		if err == nil && code != http.StatusGatewayTimeout || took >= slowDelay {
+			t.Errorf("weft-http: %d %v after %v, want a 504 or an error well before %v", code, err, took, slowDelay)
+		}
+		for name, cc := range grpcClients {
+			start := time.Now()
+			_, err := grpcServerID(ctx, cc, hdrSlow, "yes")
+			took := time.Since(start)
+			t.Logf("%s: %v after %v", name, status.Code(err), took.Round(time.Millisecond))
+			if status.Code(err) != codes.DeadlineExceeded || took >= slowDelay {
+				t.Errorf("%s: %v after %v, want DeadlineExceeded well before %v", name, err, took, slowDelay)
+			}
+		}
+	})
+
+	t.Run("retries", func(t *testing.T) {
+		// v1 fails three attempts in four; the route allows three retries.
+		const n = 10
+		before := v1.attempts.Load()
+		for i := range n {
+			code, body, err := httpGet(ctx, hc, httpURL+"/", hdrFlaky, "yes")
+			if err != nil || code != http.StatusOK {
+				t.Fatalf("weft-http flaky request %d: %d %q %v", i, code, body, err)
+			}
+		}
+		for name, cc := range grpcClients {
+			for i := range n {
+				if _, err := grpcServerID(ctx, cc, hdrFlaky, "yes"); err != nil {
+					t.Fatalf("%s flaky call %d: %v", name, i, err)
+				}
+			}
+		}
+		if got, want := v1.attempts.Load()-before, int64(3*n*4); got != want {
+			t.Errorf("v1 saw %d attempts for %d requests, want %d (4 each)", got, 3*n, want)
+		}
+	})
+
+	t.Run("mTLS and authorization", func(t *testing.T) {
+		testIstioMTLS(t, ctx, d, secureHTTP, secureGRPC, impostorHTTP, impostorGRPC)
+	})
+}
+
+// testIstioMTLS serves the secure workload with Weft (HTTP and gRPC) under
+// an identity from istiod's CA, and calls it as an allowed caller, a
+// denied caller, a caller without a certificate, and through a service
+// whose endpoint presents the wrong identity.
+func testIstioMTLS(t *testing.T, ctx context.Context, d *istiod, secureHTTP, secureGRPC, impostorHTTP, impostorGRPC net.Listener) {
+	policy := filepath.Join(t.TempDir(), "authz.yaml")
+	if err := os.WriteFile(policy, []byte(denyPolicy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	serve := func(w *workload, hl, gl net.Listener, opts ...mesh.Option) {
+		m := w.mesh(t, opts...)
+		go m.Serve(ctx, hl, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+			id, _ := security.PeerID(r.Context())
+			fmt.Fprintf(rw, "%s sees %s", w.name, id)
+		}))
+		gs, err := m.NewGRPCServer()
+		if err != nil {
+			t.Fatal(err)
+		}
+		testpb.RegisterTestServiceServer(gs, grpcEcho{b: &behaviour{name: w.name}})
+		go gs.Serve(gl)
+		t.Cleanup(gs.Stop)
+	}
+	serve(d.newWorkload(t, "secure", "127.0.0.4", "secure"), secureHTTP, secureGRPC, mesh.WithAuthorizationPolicyFile(policy))
+	serve(d.newWorkload(t, "impostor", "127.0.0.5", "impostor"), impostorHTTP, impostorGRPC)
+
+	allowed := d.newWorkload(t, "allowed", "127.0.0.11", "allowed")
+	denied := d.newWorkload(t, "denied", "127.0.0.12", "denied")
+	const httpURL, grpcTarget = "http://secure.mesh.local:8080/", "xds:///secure.mesh.local:7070"
+
+	am, dm := allowed.mesh(t), denied.mesh(t)
+	clients := map[string]map[string]*grpc.ClientConn{
+		"allowed": {"weft-grpc": weftGRPC(t, am, grpcTarget), "grpc-go": allowed.grpcGo(t, grpcTarget)},
+		"denied":  {"weft-grpc": weftGRPC(t, dm, grpcTarget), "grpc-go": denied.grpcGo(t, grpcTarget)},
+	}
+
+	t.Run("allowed caller", func(t *testing.T) {
+		var body string
+		err := eventually(20*time.Second, func() error {
+			code, b, err := httpGet(ctx, am.HTTPClient(), httpURL)
+			if err == nil && code != http.StatusOK {
+				err = statusErr(code, b)
+			}
+			body = b
+			return err
+		})
+		if err != nil || body != "secure sees spiffe://cluster.local/ns/default/sa/allowed" {
+			t.Fatalf("weft-http: %q %v", body, err)
+		}
+		for name, cc := range clients["allowed"] {
+			var id string
+			// The xDS-managed server serves once istiod's inbound listener arrives.
+			err := eventually(20*time.Second, func() (err error) {
+				id, err = grpcServerID(ctx, cc)
+				return err
+			})
+			if err != nil || id != "secure" {
+				t.Fatalf("%s: %q %v", name, id, err)
+			}
+		}
+	})
+
+	t.Run("denied caller", func(t *testing.T) {
+		code, body, err := httpGet(ctx, dm.HTTPClient(), httpURL)
+		if err != nil || code != http.StatusForbidden {
+			t.Errorf("weft-http as sa/denied: %d %q %v, want 403", code, body, err)
+		}
+		for name, cc := range clients["denied"] {
+			_, err := grpcServerID(ctx, cc)
+			if status.Code(err) != codes.PermissionDenied {
+				t.Errorf("%s as sa/denied: %v, want PermissionDenied from istiod's RBAC", name, err)
+			}
+		}
+	})
+
+	t.Run("no client certificate", func(t *testing.T) {
+		cc, err := grpc.NewClient(secureGRPC.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		if _, err := grpcServerID(cctx, cc); err == nil {
+			t.Error("a plaintext call reached the STRICT mTLS server")
+		}
+	})
+
+	t.Run("wrong server identity", func(t *testing.T) {
+		// istiod allows spiffe://cluster.local/ns/default/sa/secure for
+		// impostor.mesh.local (its WorkloadEntry's service account); the
+		// server presents sa/impostor.
+		code, body, err := httpGet(ctx, am.HTTPClient(), "http://impostor.mesh.local:8080/")
+		if err == nil {
+			t.Errorf("weft-http reached an endpoint with the wrong identity: %d %q", code, body)
+		} else {
+			t.Logf("weft-http: %v", err)
+		}
+		cc := allowed.grpcGo(t, "xds:///impostor.mesh.local:7070")
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		if _, err := grpcServerID(cctx, cc); err == nil {
+			t.Error("grpc-go reached an endpoint with the wrong identity")
+		} else {
+			t.Logf("grpc-go: %v", err)
+		}
+	})
+}
