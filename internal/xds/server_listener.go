@@ -235,24 +235,11 @@ func translateFilterChain(fc *listenerv3.FilterChain, out *Listener) (*FilterCha
 		return nil, ferr("filters[0].typed_config", "not an HttpConnectionManager: %v", err)
 	}
 	const hp = "filters[0].typed_config"
-	switch rs := hcm.GetRouteSpecifier().(type) {
-	case *hcmv3.HttpConnectionManager_Rds:
-		if err := checkConfigSource(rs.Rds.GetConfigSource()); err != nil {
-			return nil, prefixed(hp+".rds.config_source", err)
-		}
-		if rs.Rds.GetRouteConfigName() == "" {
-			return nil, ferr(hp+".rds.route_config_name", "empty")
-		}
-		c.RouteConfigName = rs.Rds.GetRouteConfigName()
-	case *hcmv3.HttpConnectionManager_RouteConfig:
-		rc, err := translateRouteConfig(rs.RouteConfig)
-		if err != nil {
-			return nil, prefixed(hp+".route_config", err)
-		}
-		c.RouteConfig = rc
-	default:
-		return nil, ferr(hp+".route_specifier", "neither rds nor route_config is set")
+	name, rc, err := translateRouteSpecifier(hcm, hp)
+	if err != nil {
+		return nil, err
 	}
+	c.RouteConfigName, c.RouteConfig = name, rc
 	hf := hcm.GetHttpFilters()
 	if len(hf) == 0 || !hf[len(hf)-1].GetTypedConfig().MessageIs((*routerv3.Router)(nil)) {
 		return nil, ferr(hp+".http_filters", "the router filter must be last")

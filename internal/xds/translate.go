@@ -186,29 +186,11 @@ func translateListener(l *listenerv3.Listener) (*Listener, error) {
 	}
 	const hp = "api_listener.api_listener"
 	out.Unapplied = unappliedFields(api.GetValue(), hcm.ProtoReflect().Descriptor(), hcmApplied, hp+".")
-	switch rs := hcm.GetRouteSpecifier().(type) {
-	case *hcmv3.HttpConnectionManager_Rds:
-		if err := checkConfigSource(rs.Rds.GetConfigSource()); err != nil {
-			return nil, prefixed(hp+".rds.config_source", err)
-		}
-		if rs.Rds.GetRouteConfigName() == "" {
-			return nil, ferr(hp+".rds.route_config_name", "empty")
-		}
-		out.RouteConfigName = rs.Rds.GetRouteConfigName()
-	case *hcmv3.HttpConnectionManager_RouteConfig:
-		rc, err := translateRouteConfig(rs.RouteConfig)
-		if err != nil {
-			return nil, prefixed(hp+".route_config", err)
-		}
-		// The listener's walk of the HttpConnectionManager covers the
-		// inline configuration's fields.
-		rc.Unapplied = unappliedOf(rs.RouteConfig, nil, routeConfigApplied)
-		out.RouteConfig = rc
-	case nil:
-		return nil, ferr(hp+".route_specifier", "neither rds nor route_config is set")
-	default:
-		return nil, ferr(hp+".route_specifier", "unsupported %T", rs)
+	name, rc, err := translateRouteSpecifier(hcm, hp)
+	if err != nil {
+		return nil, err
 	}
+	out.RouteConfigName, out.RouteConfig = name, rc
 	filters := hcm.GetHttpFilters()
 	if len(filters) == 0 {
 		return nil, ferr(hp+".http_filters", "empty: the router filter is required")
@@ -243,6 +225,35 @@ func translateListener(l *listenerv3.Listener) (*Listener, error) {
 		out.MaxStreamDuration = v
 	}
 	return out, nil
+}
+
+// translateRouteSpecifier reads where an HttpConnectionManager's routes
+// come from: an RDS name, or an inline configuration. hp is the manager's
+// field path, for errors.
+func translateRouteSpecifier(hcm *hcmv3.HttpConnectionManager, hp string) (rdsName string, inline *RouteConfig, err error) {
+	switch rs := hcm.GetRouteSpecifier().(type) {
+	case *hcmv3.HttpConnectionManager_Rds:
+		if err := checkConfigSource(rs.Rds.GetConfigSource()); err != nil {
+			return "", nil, prefixed(hp+".rds.config_source", err)
+		}
+		if rs.Rds.GetRouteConfigName() == "" {
+			return "", nil, ferr(hp+".rds.route_config_name", "empty")
+		}
+		return rs.Rds.GetRouteConfigName(), nil, nil
+	case *hcmv3.HttpConnectionManager_RouteConfig:
+		rc, err := translateRouteConfig(rs.RouteConfig)
+		if err != nil {
+			return "", nil, prefixed(hp+".route_config", err)
+		}
+		// The listener's walk of the HttpConnectionManager covers the
+		// inline configuration's fields.
+		rc.Unapplied = unappliedOf(rs.RouteConfig, nil, routeConfigApplied)
+		return "", rc, nil
+	case nil:
+		return "", nil, ferr(hp+".route_specifier", "neither rds nor route_config is set")
+	default:
+		return "", nil, ferr(hp+".route_specifier", "unsupported %T", rs)
+	}
 }
 
 // checkConfigSource accepts the config sources grpc-go accepts: ADS or self.
