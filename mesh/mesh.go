@@ -163,7 +163,7 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 			return nil, err
 		}
 		m.xds = x
-		if t := m.serverListenerTemplate(); t != "" {
+		if t := x.serverTemplate; t != "" {
 			m.inbound = newInboundXDS(x, t)
 		}
 	}

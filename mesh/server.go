@@ -3,7 +3,6 @@ package mesh
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"log/slog"
 	"net"
 	"net/http"
@@ -167,7 +166,7 @@ type GRPCServer interface {
 func (m *Mesh) NewGRPCServer(opts ...grpc.ServerOption) (GRPCServer, error) {
 	base := append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds()), m.grpcServerTelemetry()}, m.authzServerOptions()...)
 	base = append(base, m.grpcServerResilience()...)
-	if m.serverListenerTemplate() != "" {
+	if m.inbound != nil {
 		// grpc-go reads GRPC_XDS_BOOTSTRAP once per process; handing it the
 		// bootstrap New read keeps the server on the same control plane as
 		// the clients, whether the bootstrap came from a variable or an
@@ -180,17 +179,4 @@ func (m *Mesh) NewGRPCServer(opts ...grpc.ServerOption) (GRPCServer, error) {
 		return srv, nil
 	}
 	return grpc.NewServer(append(base, opts...)...), nil
-}
-
-func (m *Mesh) serverListenerTemplate() string {
-	if m.cfg.bootstrap == nil {
-		return ""
-	}
-	var bs struct {
-		Template string `json:"server_listener_resource_name_template"`
-	}
-	if json.Unmarshal(m.cfg.bootstrap, &bs) != nil {
-		return ""
-	}
-	return bs.Template
 }

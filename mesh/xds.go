@@ -36,6 +36,9 @@ type xdsPath struct {
 	m        *Mesh
 	client   *xds.Client
 	template string // client_default_listener_resource_name_template
+	// serverTemplate is server_listener_resource_name_template: set, the
+	// mesh's servers follow the control plane's inbound listeners.
+	serverTemplate string
 	// locality is the bootstrap node's, the caller's for zone-aware
 	// routing; sessions is set once any listener or route has a
 	// stateful session, so requests before that skip the lookup.
@@ -117,7 +120,8 @@ func newXDSPath(m *Mesh, raw []byte, source string) (*xdsPath, error) {
 	if err != nil {
 		return nil, &EnvError{Var: source, Value: abbreviate(string(raw)), Err: err}
 	}
-	x := &xdsPath{m: m, client: c, template: b.ClientDefaultListenerResourceNameTemplate, clusters: map[string]*service{}, locality: b.Node.Locality,
+	x := &xdsPath{m: m, client: c, template: b.ClientDefaultListenerResourceNameTemplate,
+		serverTemplate: b.ServerListenerResourceNameTemplate, clusters: map[string]*service{}, locality: b.Node.Locality,
 		idle: m.cfg.xdsIdle, stop: make(chan struct{}), done: make(chan struct{})}
 	if x.idle <= 0 {
 		x.idle = defaultXDSIdleTimeout
