@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/google"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // Defaults of the client's options.
@@ -180,6 +181,22 @@ type Client struct {
 	streamGen      uint64
 	ignoreDeletion bool
 	nextWatcherID  uint64
+
+	// decodeMu guards decoded: each type's resources of the last response,
+	// by their bytes' hash. A state-of-the-world server resends every
+	// resource of a type whenever the names asked for change, so a client
+	// that subscribes to n clusters one by one receives n(n+1)/2
+	// resources; decoding only the ones whose bytes are new keeps that
+	// from being n²/2 translations.
+	decodeMu sync.Mutex
+	decoded  [numTypes]map[uint64]decodedBytes
+}
+
+// decodedBytes is one resource's bytes and what Decode made of them.
+type decodedBytes struct {
+	typeURL string
+	raw     []byte
+	decoded
 }
 
 type resourceState struct {
@@ -662,6 +679,31 @@ type decoded struct {
 	err  error
 }
 
+// decode decodes a response's resources of type t, reusing what the
+// previous response's identical bytes decoded to; hashes are the
+// resources' hashes of their bytes and type URL.
+func (c *Client) decode(t ResourceType, as []*anypb.Any, hashes []uint64) []decoded {
+	c.decodeMu.Lock()
+	defer c.decodeMu.Unlock()
+	prev := c.decoded[t]
+	next := make(map[uint64]decodedBytes, len(as))
+	out := make([]decoded, len(as))
+	for i, a := range as {
+		h := hashes[i]
+		if p, ok := prev[h]; ok && p.typeURL == a.GetTypeUrl() && string(p.raw) == string(a.GetValue()) {
+			// Keep the earlier bytes: the resource's state holds them
+			// already, so the new response's copy can be collected.
+			out[i], next[h] = p.decoded, p
+			continue
+		}
+		name, r, err := Decode(t, a)
+		out[i] = decoded{name: name, res: r, raw: a.GetValue(), err: err}
+		next[h] = decodedBytes{typeURL: a.GetTypeUrl(), raw: a.GetValue(), decoded: out[i]}
+	}
+	c.decoded[t] = next
+	return out
+}
+
 // handleResponse applies a response and queues its ACK or NACK.
 func (c *Client) handleResponse(resp *discoveryv3.DiscoveryResponse, gen uint64) {
 	t := typeOf(resp.GetTypeUrl())
@@ -671,8 +713,10 @@ func (c *Client) handleResponse(resp *discoveryv3.DiscoveryResponse, gen uint64)
 	// The digest ignores resource order: go-control-plane iterates a map,
 	// so a resend of one version lists its resources in any order.
 	digest := maphash.String(c.seed, resp.GetVersionInfo())
-	for _, r := range resp.GetResources() {
-		digest += maphash.Bytes(c.seed, r.GetValue()) ^ maphash.String(c.seed, r.GetTypeUrl())
+	hashes := make([]uint64, len(resp.GetResources()))
+	for i, r := range resp.GetResources() {
+		hashes[i] = maphash.Bytes(c.seed, r.GetValue()) ^ maphash.String(c.seed, r.GetTypeUrl())
+		digest += hashes[i]
 	}
 
 	c.mu.Lock()
@@ -715,13 +759,12 @@ func (c *Client) handleResponse(resp *discoveryv3.DiscoveryResponse, gen uint64)
 	c.mu.Unlock()
 
 	// Decode outside the lock: a 10,000-endpoint assignment takes a while.
-	res := make([]decoded, len(resp.GetResources()))
+	res := c.decode(t, resp.GetResources(), hashes)
 	seen := make(map[string]int, len(res))
 	var dup string
 	unnamed := false
-	for i, a := range resp.GetResources() {
-		name, r, err := Decode(t, a)
-		res[i] = decoded{name: name, res: r, raw: a.GetValue(), err: err}
+	for i := range res {
+		name := res[i].name
 		if name == "" {
 			unnamed = true
 			continue

@@ -3,11 +3,15 @@ package xds
 import (
 	"context"
 	"fmt"
+	"hash/maphash"
 	"sync"
 	"testing"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 )
@@ -122,4 +126,45 @@ func TestClientConcurrentSubscriptionsDoNotStall(t *testing.T) {
 		t.Fatalf("%d of %d services did not resolve within %v", n, services, allowedTime)
 	}
 	t.Logf("%d services, %d at a time: resolved in %v", services, parallel, time.Since(start))
+}
+
+// TestDecodeReusesUnchangedResources checks that a resource resent with
+// the same bytes, as a state-of-the-world server resends every resource
+// when the names asked for change, is not translated again, and that one
+// whose bytes changed is.
+func TestDecodeReusesUnchangedResources(t *testing.T) {
+	c := &Client{seed: maphash.MakeSeed()}
+	eds := func(name string) *anypb.Any {
+		return mustAny(t, &clusterv3.Cluster{Name: name, ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+			EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{EdsConfig: &corev3.ConfigSource{
+				ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}}}})
+	}
+	hashes := func(as []*anypb.Any) []uint64 {
+		out := make([]uint64, len(as))
+		for i, a := range as {
+			out[i] = maphash.Bytes(c.seed, a.GetValue()) ^ maphash.String(c.seed, a.GetTypeUrl())
+		}
+		return out
+	}
+	first := []*anypb.Any{eds("a")}
+	got1 := c.decode(ClusterType, first, hashes(first))
+	second := []*anypb.Any{eds("b"), eds("a")}
+	got2 := c.decode(ClusterType, second, hashes(second))
+	if got1[0].err != nil || got2[0].err != nil || got2[1].err != nil {
+		t.Fatalf("decode errors: %v, %v, %v", got1[0].err, got2[0].err, got2[1].err)
+	}
+	if got2[1].name != "a" || got2[1].res != got1[0].res {
+		t.Errorf("cluster a resent unchanged was translated again: %p, want the first translation %p", got2[1].res, got1[0].res)
+	}
+	if got2[0].name != "b" || got2[0].res == nil {
+		t.Errorf("new cluster b: got %q %v", got2[0].name, got2[0].res)
+	}
+	// Only the last response is remembered: a resource it did not carry
+	// is translated afresh.
+	third := []*anypb.Any{eds("b")}
+	c.decode(ClusterType, third, hashes(third))
+	fourth := []*anypb.Any{eds("a")}
+	if got4 := c.decode(ClusterType, fourth, hashes(fourth)); got4[0].res == got1[0].res {
+		t.Error("cluster a absent from the previous response was served from an older one")
+	}
 }
