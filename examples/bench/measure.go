@@ -122,8 +122,9 @@ func runSlice(ctx context.Context, call caller, size, conc int, d time.Duration)
 type openResult struct {
 	requests int
 	errors   int64
-	run      openloop.Result // latencies from each request's scheduled time
+	run      openloop.Result // latencies from each request's release
 	cpu      time.Duration   // user+system CPU of the whole process
+	lag      time.Duration   // the pacer's p99 lateness, worst of the halves
 }
 
 func (r openResult) cpuPerRequest() time.Duration { return r.cpu / time.Duration(max(r.requests, 1)) }
@@ -132,8 +133,8 @@ func (r openResult) cpuPerRequest() time.Duration { return r.cpu / time.Duration
 // two halves, in the order plain, Weft, Weft, plain: the process's CPU time
 // (getrusage) over each half is charged to the variant that ran it alone,
 // and the symmetric order cancels a drift of the machine's load. Latencies
-// are timed from each request's scheduled send time (no coordinated
-// omission).
+// are timed from each request's release by the pacer, which never waits for
+// answers (see package openloop).
 func openPair(ctx context.Context, plain, weft caller, size int, rate float64, perVariant time.Duration) ([2]openResult, error) {
 	var out [2]openResult
 	var lat [2][]time.Duration
@@ -144,6 +145,7 @@ func openPair(ctx context.Context, plain, weft caller, size int, rate float64, p
 		out[i].cpu += cpuTime() - c0
 		out[i].requests += len(runs[0].Latencies)
 		out[i].errors += runs[0].Errors
+		out[i].lag = max(out[i].lag, runs[0].Lag)
 		lat[i] = append(lat[i], runs[0].Latencies...)
 		if err := ctx.Err(); err != nil {
 			return out, err
@@ -151,7 +153,7 @@ func openPair(ctx context.Context, plain, weft caller, size int, rate float64, p
 	}
 	for i := range out {
 		slices.Sort(lat[i])
-		out[i].run = openloop.Result{Latencies: lat[i], Errors: out[i].errors}
+		out[i].run = openloop.Result{Latencies: lat[i], Errors: out[i].errors, Lag: out[i].lag}
 	}
 	return out, nil
 }

@@ -356,9 +356,9 @@ func grpcClient(index int, backends []*backend) (client, error) {
 
 // measure sends rate × duration requests through each client at a constant
 // overall rate, the clients' requests in random order, each from its own
-// goroutine at its scheduled time, and times each from that scheduled
-// time: a client that waited for slow answers before sending more would
-// hide the very latency being measured (coordinated omission). With slow
+// goroutine at its scheduled time, and times each from its release: a
+// client that waited for slow answers before sending more would hide the
+// very latency being measured (coordinated omission). With slow
 // set, backend 0 is slowed for the middle half of the run.
 func measure(ctx context.Context, o options, backends []*backend, slow bool, clients []client) []result {
 	for _, b := range backends {

@@ -1,7 +1,14 @@
 // Package openloop drives open-loop, constant-rate load for Weft's
 // experiments: requests leave on a fixed schedule whatever the answers do,
-// and each is timed from its scheduled send time, so slow answers cannot
+// each from its own goroutine, so slow answers cannot delay later sends and
 // hide the latency being measured (coordinated omission).
+//
+// Each request is timed from the moment the pacer releases it, not from its
+// scheduled time: Go's timers on Linux wake up to a millisecond late, and
+// timing from the schedule would add that lateness, the harness's own, to
+// every figure. The pacer keeps to the schedule (a late wake-up releases
+// the requests that are due at once) and reports its lateness as Lag, so a
+// reader can see whether it kept up.
 package openloop
 
 import (
@@ -18,6 +25,11 @@ import (
 type Result struct {
 	Latencies []time.Duration
 	Errors    int64
+	// Lag is how late the pacer released requests against their schedule,
+	// at the 99th percentile over all clients of the run. Beyond a
+	// millisecond or two it means the machine, not the system under test,
+	// set the pace.
+	Lag time.Duration
 }
 
 // Quantile returns the q-quantile (0..1) of the sorted latencies.
@@ -51,6 +63,7 @@ func Run(ctx context.Context, clients int, rate float64, duration, requestCap ti
 	}
 	sent := make([]int, clients)
 	errs := make([]atomic.Int64, clients)
+	lags := make([]time.Duration, len(order))
 
 	var wg sync.WaitGroup
 	t0 := time.Now()
@@ -62,6 +75,8 @@ func Run(ctx context.Context, clients int, rate float64, duration, requestCap ti
 		if d := time.Until(intended); d > 0 {
 			time.Sleep(d)
 		}
+		released := time.Now()
+		lags[j] = max(released.Sub(intended), 0)
 		slot := &lat[c][sent[c]]
 		sent[c]++
 		wg.Go(func() {
@@ -70,14 +85,19 @@ func Run(ctx context.Context, clients int, rate float64, duration, requestCap ti
 			if err := send(rctx, c); err != nil {
 				errs[c].Add(1)
 			}
-			*slot = time.Since(intended)
+			*slot = time.Since(released)
 		})
 	}
 	wg.Wait()
+	var lag time.Duration
+	if len(lags) > 0 {
+		slices.Sort(lags)
+		lag = Result{Latencies: lags}.Quantile(0.99)
+	}
 	out := make([]Result, clients)
 	for c := range out {
 		slices.Sort(lat[c])
-		out[c] = Result{Latencies: lat[c], Errors: errs[c].Load()}
+		out[c] = Result{Latencies: lat[c], Errors: errs[c].Load(), Lag: lag}
 	}
 	return out
 }
