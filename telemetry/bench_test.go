@@ -51,6 +51,10 @@ func BenchmarkHTTPRoundTrip(b *testing.B) {
 		{name: "sampled-1pct", tp: func() trace.TracerProvider {
 			return sdkTP(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0.01)))
 		}, mp: sdkMP},
+		{name: "traces-only-1pct", tp: func() trace.TracerProvider {
+			return sdkTP(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0.01)))
+		}, mp: func() metric.MeterProvider { return metricnoop.NewMeterProvider() }},
+		{name: "metrics-only", tp: func() trace.TracerProvider { return tracenoop.NewTracerProvider() }, mp: sdkMP},
 		{name: "sampled-100pct", tp: func() trace.TracerProvider {
 			return sdkTP(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(1)))
 		}, mp: sdkMP},

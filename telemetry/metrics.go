@@ -58,7 +58,7 @@ type Metrics struct {
 	authz       metric.Int64Counter
 	xds         metric.Int64Counter
 
-	sets attrCache
+	sets attrCache[attrKey]
 }
 
 // NewMetrics creates Weft's instruments from the meter provider given by
@@ -261,15 +261,22 @@ type attrOpts struct {
 // past it, sets are built per call.
 const maxCachedSets = 4096
 
+// attributeKey is a comparable summary of an attribute set, cheap to build
+// on the hot path; attributes builds the set itself, once per key.
+type attributeKey interface {
+	comparable
+	attributes() attribute.Set
+}
+
 // attrCache maps attribute keys to their options. Reads are one atomic
 // load and a map lookup; a new key copies the map, which is rare because
-// clusters, reasons and states are few.
-type attrCache struct {
-	m  atomic.Pointer[map[attrKey]attrOpts]
+// clusters, reasons, states, routes and status codes are few.
+type attrCache[K attributeKey] struct {
+	m  atomic.Pointer[map[K]attrOpts]
 	mu sync.Mutex // serializes writers
 }
 
-func (c *attrCache) get(k attrKey) attrOpts {
+func (c *attrCache[K]) get(k K) attrOpts {
 	if p := c.m.Load(); p != nil {
 		if o, ok := (*p)[k]; ok {
 			return o
@@ -278,10 +285,10 @@ func (c *attrCache) get(k attrKey) attrOpts {
 	return c.add(k)
 }
 
-func (c *attrCache) add(k attrKey) attrOpts {
+func (c *attrCache[K]) add(k K) attrOpts {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var cur map[attrKey]attrOpts
+	var cur map[K]attrOpts
 	if p := c.m.Load(); p != nil {
 		cur = *p
 		if o, ok := cur[k]; ok {
@@ -297,7 +304,7 @@ func (c *attrCache) add(k attrKey) attrOpts {
 	if len(cur) >= maxCachedSets {
 		return o
 	}
-	next := make(map[attrKey]attrOpts, len(cur)+1)
+	next := make(map[K]attrOpts, len(cur)+1)
 	for key, v := range cur {
 		next[key] = v
 	}

@@ -10,7 +10,7 @@ import (
 // An Option configures Setup or one of the instrumentation constructors
 // (NewHTTPTransport, NewHTTPHandler, ClientStatsHandler, ServerStatsHandler,
 // NewMetrics). Each option's documentation says where it applies; elsewhere
-// it is ignored. Options given nil arguments are ignored, as otelhttp's are.
+// it is ignored. Options given nil arguments are ignored.
 type Option interface{ apply(*config) }
 
 type optionFunc func(*config)
@@ -40,7 +40,7 @@ func newConfig(opts []Option) config {
 // WithTracerProvider sets the tracer provider. Given to Setup, it replaces
 // the one OTEL_TRACES_EXPORTER would build, and Shutdown leaves it alone.
 // Given to an instrumentation constructor, it is where spans go; without it
-// they go to otel.GetTracerProvider(), as otelhttp's do.
+// they go to otel.GetTracerProvider().
 func WithTracerProvider(tp trace.TracerProvider) Option {
 	return optionFunc(func(c *config) {
 		if tp != nil {

@@ -30,8 +30,8 @@ func scrape(t *testing.T, url string) string {
 }
 
 // TestPrometheusHandler serves MetricsHandler as the admin endpoint would
-// and scrapes it: Weft's own metrics and otelhttp's are in it, under
-// Prometheus names.
+// and scrapes it: Weft's own metrics and the HTTP duration histograms are
+// in it, under Prometheus names.
 func TestPrometheusHandler(t *testing.T) {
 	clearOTELEnv(t)
 	ctx := context.Background()
