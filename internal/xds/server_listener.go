@@ -80,67 +80,91 @@ type ConnInfo struct {
 // It returns the default chain when none matches, and nil when there is no
 // default either.
 func (l *ServerListener) Select(c ConnInfo) *FilterChain {
-	cands := make([]*FilterChain, 0, len(l.FilterChains))
+	// Keeping, criterion by criterion, the chains that score highest is
+	// choosing the chain whose scores are lexicographically greatest; a
+	// mismatch scores -1, so a winner with a mismatch means the most
+	// specific chains failed a later criterion, and Envoy then falls back
+	// to the default, not to a less specific chain. One pass, no
+	// allocation: this runs on every inbound request.
+	v := connView{c: c, local: c.Local.Addr().Unmap(), remote: c.Remote.Addr().Unmap()}
+	v.isLocal = isLocal(v.local, v.remote)
+	var best *FilterChain
+	var bestScore [numCriteria]int
 	for _, fc := range l.FilterChains {
-		if !fc.Match.never {
-			cands = append(cands, fc)
+		if fc.Match.never {
+			continue
+		}
+		var s [numCriteria]int
+		for i := range s {
+			s[i] = v.score(i, &fc.Match)
+		}
+		if best == nil || lexGreater(s, bestScore) {
+			best, bestScore = fc, s
 		}
 	}
-	local, remote := c.Local.Addr().Unmap(), c.Remote.Addr().Unmap()
-	steps := []func(m *FilterChainMatch) int{
-		func(m *FilterChainMatch) int {
-			return portScore(m.DestinationPort != 0, m.DestinationPort, c.Local.Port())
-		},
-		func(m *FilterChainMatch) int { return prefixScore(m.PrefixRanges, local) },
-		func(m *FilterChainMatch) int {
-			switch m.TransportProtocol {
-			case "":
-				return 0
-			case "tls":
-				return boolScore(c.TLS)
-			default: // raw_buffer
-				return boolScore(!c.TLS)
-			}
-		},
-		func(m *FilterChainMatch) int {
-			switch m.SourceType {
-			case SourceAny:
-				return 0
-			case SourceLocal:
-				return boolScore(isLocal(local, remote))
-			default:
-				return boolScore(!isLocal(local, remote))
-			}
-		},
-		func(m *FilterChainMatch) int { return prefixScore(m.SourcePrefixes, remote) },
-		func(m *FilterChainMatch) int {
-			if len(m.SourcePorts) == 0 {
-				return 0
-			}
-			return boolScore(slices.Contains(m.SourcePorts, uint32(c.Remote.Port())))
-		},
+	if best == nil || slices.Min(bestScore[:]) < 0 {
+		return l.Default
 	}
-	for _, score := range steps {
-		best, kept := -1, cands[:0:0]
-		for _, fc := range cands {
-			s := score(&fc.Match)
-			switch {
-			case s < 0:
-			case s > best:
-				best, kept = s, append(kept[:0], fc)
-			case s == best:
-				kept = append(kept, fc)
-			}
+	return best
+}
+
+// numCriteria is the number of filter chain match criteria, in Envoy's
+// order of precedence: destination port, destination prefix, transport
+// protocol, source type, source prefix, source port.
+const numCriteria = 6
+
+// connView is a connection as filter chain criteria score it.
+type connView struct {
+	c             ConnInfo
+	local, remote netip.Addr
+	isLocal       bool
+}
+
+// score is how specifically m's criterion i matches the connection: -1
+// for a mismatch, 0 when m does not set it, more for more specific.
+func (v *connView) score(i int, m *FilterChainMatch) int {
+	switch i {
+	case 0:
+		return portScore(m.DestinationPort != 0, m.DestinationPort, v.c.Local.Port())
+	case 1:
+		return prefixScore(m.PrefixRanges, v.local)
+	case 2:
+		switch m.TransportProtocol {
+		case "":
+			return 0
+		case "tls":
+			return boolScore(v.c.TLS)
+		default: // raw_buffer
+			return boolScore(!v.c.TLS)
 		}
-		cands = kept
-		if len(cands) == 0 {
-			break
+	case 3:
+		switch m.SourceType {
+		case SourceAny:
+			return 0
+		case SourceLocal:
+			return boolScore(v.isLocal)
+		default:
+			return boolScore(!v.isLocal)
+		}
+	case 4:
+		return prefixScore(m.SourcePrefixes, v.remote)
+	default:
+		if len(m.SourcePorts) == 0 {
+			return 0
+		}
+		return boolScore(slices.Contains(m.SourcePorts, uint32(v.c.Remote.Port())))
+	}
+}
+
+// lexGreater reports whether a is lexicographically greater than b; ties
+// keep the earlier chain, as Envoy's listener order does.
+func lexGreater(a, b [numCriteria]int) bool {
+	for i := range a {
+		if a[i] != b[i] {
+			return a[i] > b[i]
 		}
 	}
-	if len(cands) > 0 {
-		return cands[0]
-	}
-	return l.Default
+	return false
 }
 
 func boolScore(ok bool) int {
