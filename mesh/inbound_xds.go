@@ -251,13 +251,20 @@ func (m *Mesh) xdsInbound(next http.Handler) http.Handler {
 		st := l.state.Load()
 		switch {
 		case st.err != nil:
+			m.log.DebugContext(r.Context(), "weft: inbound request refused", "listener", l.name, "status", http.StatusServiceUnavailable, "error", st.err)
 			http.Error(w, "inbound configuration unavailable", http.StatusServiceUnavailable)
 			return
 		case !st.exists:
 			next.ServeHTTP(w, r)
 			return
 		}
-		if status, msg := m.inboundDecision(st, r, local); status != 0 {
+		if status, msg := m.inboundDecision(l.name, st, r, local); status != 0 {
+			// The body stays generic, as Envoy's do: the listener's name
+			// is for the operator's log, not the caller.
+			if status != http.StatusForbidden {
+				m.log.DebugContext(r.Context(), "weft: inbound request refused", "listener", l.name, "status", status, "reason", msg,
+					"method", r.Method, "path", r.URL.Path)
+			}
 			if status == http.StatusMisdirectedRequest {
 				// No filter chain: Envoy would not have accepted the
 				// connection at all.
@@ -271,8 +278,8 @@ func (m *Mesh) xdsInbound(next http.Handler) http.Handler {
 }
 
 // inboundDecision applies the listener's filter chain, routes and RBAC to
-// r; status 0 admits it.
-func (m *Mesh) inboundDecision(st *inboundState, r *http.Request, local net.Addr) (status int, msg string) {
+// r; status 0 admits it. listener is the resource's name, for the log.
+func (m *Mesh) inboundDecision(listener string, st *inboundState, r *http.Request, local net.Addr) (status int, msg string) {
 	ci := xds.ConnInfo{TLS: r.TLS != nil}
 	if local != nil {
 		ci.Local = addrPortOf(local)
@@ -323,7 +330,7 @@ func (m *Mesh) inboundDecision(st *inboundState, r *http.Request, local net.Addr
 		m.metrics.AuthzDecision(r.Context(), allowed, policy)
 		if !allowed {
 			src, _ := security.PeerID(r.Context())
-			m.log.InfoContext(r.Context(), "weft: request denied by xDS RBAC", "filter", f.FilterName, "action", f.Action.String(),
+			m.log.InfoContext(r.Context(), "weft: request denied by xDS RBAC", "listener", listener, "filter", f.FilterName, "action", f.Action.String(),
 				"policy", policy, "method", r.Method, "path", p, "source_id", src.String(), "source_ip", ci.Remote.Addr().String())
 			return http.StatusForbidden, "RBAC: access denied"
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -79,7 +80,8 @@ func TestXDSInboundRBACOnHTTP(t *testing.T) {
 	bootstrap, _ := json.Marshal(bs)
 
 	t.Setenv("SPIFFE_ENDPOINT_SOCKET", workloadAPI(t, ca, ordersID).Addr())
-	srv := newMesh(t, mesh.WithBootstrap(bootstrap))
+	var logs syncBuffer
+	srv := newMesh(t, mesh.WithBootstrap(bootstrap), mesh.WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 	addr := serveWhoami(t, srv)
 	name := strings.ReplaceAll(inboundTemplate, "%s", addr)
 	cp.SetSnapshot(t, xdsNode, "1", inboundRBAC(name, frontendID.String()))
@@ -112,6 +114,11 @@ func TestXDSInboundRBACOnHTTP(t *testing.T) {
 		}
 	}
 	check(t)
+	// A denial names, in the server's log, the listener and the policy
+	// that decided it; the caller only learns it was denied.
+	if got := logs.String(); !strings.Contains(got, "request denied by xDS RBAC") || !strings.Contains(got, "listener="+name) {
+		t.Errorf("no denial naming listener %s in the log:\n%s", name, got)
+	}
 
 	// A listener with a CEL condition cannot be evaluated: it is NACKed
 	// and the last good policy keeps applying.
