@@ -22,7 +22,7 @@ import (
 func ClientStatsHandler(opts ...Option) stats.Handler {
 	c := newConfig(opts)
 	if c.off() {
-		return &propagatingStats{prop: c.propagatorOrDefault(), client: true}
+		return newPropagatingStats(c.propagatorOrDefault(), true)
 	}
 	return otelgrpc.NewClientHandler(c.otelgrpcOptions()...)
 }
@@ -39,7 +39,7 @@ func ClientStatsHandler(opts ...Option) stats.Handler {
 func ServerStatsHandler(opts ...Option) stats.Handler {
 	c := newConfig(opts)
 	if c.off() {
-		return &propagatingStats{prop: c.propagatorOrDefault()}
+		return newPropagatingStats(c.propagatorOrDefault(), false)
 	}
 	return otelgrpc.NewServerHandler(c.otelgrpcOptions()...)
 }
@@ -59,6 +59,13 @@ func (c *config) otelgrpcOptions() []otelgrpc.Option {
 type propagatingStats struct {
 	prop   propagation.TextMapPropagator
 	client bool
+	// fields are the keys the propagator reads, asked once: the composite
+	// propagator builds the list afresh on every call.
+	fields []string
+}
+
+func newPropagatingStats(prop propagation.TextMapPropagator, client bool) *propagatingStats {
+	return &propagatingStats{prop: prop, client: client, fields: prop.Fields()}
 }
 
 func (p *propagatingStats) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context {
@@ -71,12 +78,11 @@ func (p *propagatingStats) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) cont
 		p.prop.Inject(ctx, mdCarrier(md))
 		return metadata.NewOutgoingContext(ctx, md)
 	}
-	md, ok := metadata.FromIncomingContext(ctx)
-	if !ok {
-		return ctx
-	}
-	for _, f := range p.prop.Fields() {
-		if len(md.Get(f)) > 0 {
+	// Look for the propagator's keys before copying the metadata, which
+	// FromIncomingContext does: most calls carry no trace context.
+	for _, f := range p.fields {
+		if len(metadata.ValueFromIncomingContext(ctx, f)) > 0 {
+			md, _ := metadata.FromIncomingContext(ctx)
 			return p.prop.Extract(ctx, mdCarrier(md))
 		}
 	}
