@@ -161,6 +161,11 @@ type xdsHost struct {
 	mu                   sync.Mutex // guards the watches; callbacks are serialized anyway
 	rds                  string
 	cancelLDS, cancelRDS func()
+	// timeout is the listener's max_stream_duration and rdsConfig the
+	// last route configuration RDS delivered, so that a listener change
+	// that keeps the route configuration's name still takes effect.
+	timeout   time.Duration
+	rdsConfig *xds.RouteConfig
 	session              atomic.Pointer[xds.SessionCookie] // the listener's stateful session
 }
 
@@ -285,20 +290,27 @@ func (w *listenerWatcher) OnUpdate(r xds.Resource) {
 	h.session.Store(l.StatefulSession)
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	changed := l.MaxStreamDuration != h.timeout
+	h.timeout = l.MaxStreamDuration
 	if l.RouteConfig != nil {
 		if h.cancelRDS != nil {
 			h.cancelRDS()
-			h.cancelRDS, h.rds = nil, ""
+			h.cancelRDS, h.rds, h.rdsConfig = nil, "", nil
 		}
-		w.x.publish(h, l.RouteConfig, l.MaxStreamDuration)
+		w.x.publish(h, l.RouteConfig, h.timeout)
 		return
 	}
 	if l.RouteConfigName != h.rds {
 		if h.cancelRDS != nil {
 			h.cancelRDS()
 		}
-		h.rds = l.RouteConfigName
-		h.cancelRDS = w.x.client.Watch(xds.RouteConfigType, l.RouteConfigName, &routeWatcher{x: w.x, h: h, timeout: l.MaxStreamDuration})
+		h.rds, h.rdsConfig = l.RouteConfigName, nil
+		h.cancelRDS = w.x.client.Watch(xds.RouteConfigType, l.RouteConfigName, &routeWatcher{x: w.x, h: h, name: l.RouteConfigName})
+		return
+	}
+	if changed && h.rdsConfig != nil {
+		// Same routes, new default timeout: the plans carry it.
+		w.x.publish(h, h.rdsConfig, h.timeout)
 	}
 }
 
@@ -326,14 +338,21 @@ func (w *listenerWatcher) OnDoesNotExist() {
 }
 
 type routeWatcher struct {
-	x       *xdsPath
-	h       *xdsHost
-	timeout time.Duration
+	x    *xdsPath
+	h    *xdsHost
+	name string
 }
 
 func (w *routeWatcher) OnUpdate(r xds.Resource) {
 	w.x.logUnapplied("RouteConfiguration", r)
-	w.x.publish(w.h, r.(*xds.RouteConfig), w.timeout)
+	h := w.h
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.rds != w.name {
+		return // the listener has moved to other routes since
+	}
+	h.rdsConfig = r.(*xds.RouteConfig)
+	w.x.publish(h, h.rdsConfig, h.timeout)
 }
 
 func (w *routeWatcher) OnError(err error) {

@@ -3,11 +3,13 @@ package mesh_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -23,6 +25,7 @@ import (
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/weftmesh/weft/internal/xds/xdstest"
@@ -428,5 +431,55 @@ func TestNewGRPCServerIsXDSManagedWithAServerTemplate(t *testing.T) {
 	defer srv2.Stop()
 	if got := fmt.Sprintf("%T", srv2); got != "*grpc.Server" {
 		t.Errorf("NewGRPCServer without xDS made a %s, want *grpc.Server", got)
+	}
+}
+
+// TestXDSListenerTimeoutChangeKeepsRoutes: a listener update that changes
+// only max_stream_duration, naming the same route configuration, takes
+// effect, although RDS sends nothing new.
+func TestXDSListenerTimeoutChangeKeepsRoutes(t *testing.T) {
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-time.After(300 * time.Millisecond):
+		case <-r.Context().Done():
+		}
+	}))
+	defer slow.Close()
+	addr := strings.TrimPrefix(slow.URL, "http://")
+	snapshot := func(timeout time.Duration) []types.Resource {
+		hcm := xdstest.HCM("orders-routes", nil)
+		hcm.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{MaxStreamDuration: durationpb.New(timeout)}
+		return []types.Resource{
+			xdstest.APIListener("orders:8080", hcm),
+			xdstest.RouteConfig("orders-routes", "orders:8080", "orders"),
+			xdstest.Cluster("orders", ""), xdstest.Endpoints("orders", addr),
+		}
+	}
+	// get returns the status, or 504 when the mesh's timeout ended the
+	// request with an error.
+	get := func(c *http.Client) int {
+		resp, err := c.Get("http://orders:8080/")
+		if errors.Is(err, context.DeadlineExceeded) {
+			return http.StatusGatewayTimeout
+		}
+		if err != nil {
+			t.Fatalf("GET: %v", err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	cp := xdstest.NewServer(t)
+	cp.SetSnapshot(t, xdsNode, "1", snapshot(5*time.Second)...)
+	c := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode))).HTTPClient()
+	if got := get(c); got != http.StatusOK {
+		t.Fatalf("with a 5s max_stream_duration: status %d, want 200", got)
+	}
+	cp.SetSnapshot(t, xdsNode, "2", snapshot(50*time.Millisecond)...)
+	deadline := time.Now().Add(10 * time.Second)
+	for get(c) != http.StatusGatewayTimeout {
+		if time.Now().After(deadline) {
+			t.Fatal("a 50ms max_stream_duration did not cut a 300ms request within 10s of the listener update")
+		}
 	}
 }
