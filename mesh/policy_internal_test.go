@@ -18,7 +18,7 @@ func TestPolicyForCarriesTheClusterConfig(t *testing.T) {
 		want    string
 	}{
 		{xds.Cluster{LBPolicy: "ring_hash", LBConfig: xds.RingHashConfig{MinRingSize: 64, MaxRingSize: 128}}, "MinRingSize:64 MaxRingSize:128"},
-		{xds.Cluster{LBPolicy: "least_request", LBConfig: xds.LeastRequestConfig{ChoiceCount: 5}}, "choices:5"},
+		{xds.Cluster{LBPolicy: "least_request", LBConfig: xds.LeastRequestConfig{ChoiceCount: 5, ActiveRequestBias: 1.5}}, "choices:5 bias:1.5"},
 	} {
 		_, cfg := x.policyFor(&c.cluster)
 		if got := fmt.Sprintf("%+v", cfg); !strings.Contains(got, c.want) {

@@ -733,7 +733,7 @@ func (x *xdsPath) policyFor(c *xds.Cluster) (balancer.Builder, any) {
 	case xds.RingHashConfig:
 		js, _ = json.Marshal(map[string]uint64{"minRingSize": cfg.MinRingSize, "maxRingSize": cfg.MaxRingSize})
 	case xds.LeastRequestConfig:
-		js, _ = json.Marshal(map[string]uint32{"choiceCount": cfg.ChoiceCount})
+		js, _ = json.Marshal(map[string]any{"choiceCount": cfg.ChoiceCount, "activeRequestBias": cfg.ActiveRequestBias})
 	case json.RawMessage:
 		js = cfg
 	}

@@ -369,7 +369,12 @@ type Cluster struct {
 type RingHashConfig struct{ MinRingSize, MaxRingSize uint64 }
 
 // LeastRequestConfig configures least_request.
-type LeastRequestConfig struct{ ChoiceCount uint32 }
+type LeastRequestConfig struct {
+	ChoiceCount uint32
+	// ActiveRequestBias is the exponent of in-flight requests in the
+	// weighted choice, weight/(active+1)^bias; Envoy's default is 1.
+	ActiveRequestBias float64
+}
 
 // CircuitBreaker is a cluster's thresholds; the defaults are Envoy's.
 type CircuitBreaker struct {

@@ -5,6 +5,7 @@ package xds
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"strconv"
 	"time"
@@ -162,8 +163,9 @@ func translateLB(c *clusterv3.Cluster, out *Cluster) error {
 		}
 		out.LBPolicy, out.LBConfig = "ring_hash", cfg
 	case clusterv3.Cluster_LEAST_REQUEST:
-		cc := c.GetLeastRequestLbConfig().GetChoiceCount()
-		cfg, err := leastRequest(cc.GetValue(), cc != nil)
+		lr := c.GetLeastRequestLbConfig()
+		cc := lr.GetChoiceCount()
+		cfg, err := leastRequest(cc.GetValue(), cc != nil, lr.GetActiveRequestBias())
 		if err != nil {
 			return prefixed("least_request_lb_config", err)
 		}
@@ -191,14 +193,24 @@ func ringHash(minSize, maxSize uint64) (RingHashConfig, error) {
 	return cfg, nil
 }
 
-func leastRequest(n uint32, set bool) (LeastRequestConfig, error) {
-	if !set {
-		return LeastRequestConfig{ChoiceCount: 2}, nil
+// leastRequest reads least_request's settings; bias is a runtime value,
+// of which Weft, having no runtime, takes the default.
+func leastRequest(n uint32, set bool, bias *corev3.RuntimeDouble) (LeastRequestConfig, error) {
+	cfg := LeastRequestConfig{ChoiceCount: 2, ActiveRequestBias: 1}
+	if set {
+		if n < 2 {
+			return cfg, ferr("choice_count", "%d is below 2", n)
+		}
+		cfg.ChoiceCount = min(n, 10)
 	}
-	if n < 2 {
-		return LeastRequestConfig{}, ferr("choice_count", "%d is below 2", n)
+	if bias != nil {
+		b := bias.GetDefaultValue()
+		if math.IsNaN(b) || math.IsInf(b, 0) || b < 0 {
+			return cfg, ferr("active_request_bias.default_value", "%v is not a finite number at least 0", b)
+		}
+		cfg.ActiveRequestBias = b
 	}
-	return LeastRequestConfig{ChoiceCount: min(n, 10)}, nil
+	return cfg, nil
 }
 
 func knownPolicy(a *anypb.Any, out *Cluster) (bool, error) {
@@ -222,7 +234,7 @@ func knownPolicy(a *anypb.Any, out *Cluster) (bool, error) {
 		if err := a.UnmarshalTo(lr); err != nil {
 			return false, err
 		}
-		cfg, err := leastRequest(lr.GetChoiceCount().GetValue(), lr.GetChoiceCount() != nil)
+		cfg, err := leastRequest(lr.GetChoiceCount().GetValue(), lr.GetChoiceCount() != nil, lr.GetActiveRequestBias())
 		if err != nil {
 			return false, err
 		}

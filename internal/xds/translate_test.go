@@ -15,6 +15,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	leastrequestv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/least_request/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -187,7 +188,7 @@ func TestTranslateCluster(t *testing.T) {
 	}{
 		{"eds name", got.EDSServiceName, "orders-eds"},
 		{"lb", got.LBPolicy, "least_request"},
-		{"lb config", got.LBConfig, LeastRequestConfig{ChoiceCount: 2}},
+		{"lb config", got.LBConfig, LeastRequestConfig{ChoiceCount: 2, ActiveRequestBias: 1}},
 		{"max requests (DEFAULT priority)", got.CircuitBreaker.MaxRequests, uint32(77)},
 		{"max connections default", got.CircuitBreaker.MaxConnections, uint32(1024)},
 		{"od interval", got.OutlierDetection.Interval, time.Second},
@@ -292,5 +293,43 @@ func TestUnappliedFields(t *testing.T) {
 	tl, err := TranslateListener(l)
 	if err != nil || !slices.Equal(tl.Unapplied, want) {
 		t.Errorf("TranslateListener: got %q, %v; want %q", tl.Unapplied, err, want)
+	}
+}
+
+// TestTranslateActiveRequestBias: least_request's active_request_bias, in
+// the legacy cluster field and in the typed policy, reaches the balancer's
+// settings, and a negative one is NACKed by field.
+func TestTranslateActiveRequestBias(t *testing.T) {
+	legacy := func(bias float64) *clusterv3.Cluster {
+		c := xdstest.Cluster("orders", "")
+		c.LbPolicy = clusterv3.Cluster_LEAST_REQUEST
+		c.LbConfig = &clusterv3.Cluster_LeastRequestLbConfig_{LeastRequestLbConfig: &clusterv3.Cluster_LeastRequestLbConfig{
+			ChoiceCount:       wrapperspb.UInt32(3),
+			ActiveRequestBias: &corev3.RuntimeDouble{DefaultValue: bias, RuntimeKey: "upstream.lb.bias"}}}
+		return c
+	}
+	typed := func(bias float64) *clusterv3.Cluster {
+		c := xdstest.Cluster("orders", "")
+		c.LoadBalancingPolicy = &clusterv3.LoadBalancingPolicy{Policies: []*clusterv3.LoadBalancingPolicy_Policy{{
+			TypedExtensionConfig: &corev3.TypedExtensionConfig{Name: "lr", TypedConfig: mustAny(t, &leastrequestv3.LeastRequest{
+				ActiveRequestBias: &corev3.RuntimeDouble{DefaultValue: bias}})}}}}
+		return c
+	}
+	for name, mk := range map[string]func(float64) *clusterv3.Cluster{"least_request_lb_config": legacy, "load_balancing_policy": typed} {
+		got, err := TranslateCluster(mk(0.5))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if cfg, ok := got.LBConfig.(LeastRequestConfig); !ok || cfg.ActiveRequestBias != 0.5 {
+			t.Errorf("%s: config %+v, want active request bias 0.5", name, got.LBConfig)
+		}
+		for _, f := range got.UnappliedFields() {
+			if strings.Contains(f, "bias") {
+				t.Errorf("%s: %s reported unapplied", name, f)
+			}
+		}
+		if _, err := TranslateCluster(mk(-1)); err == nil || !strings.Contains(err.Error(), "active_request_bias") {
+			t.Errorf("%s: bias -1: err = %v, want one naming active_request_bias", name, err)
+		}
 	}
 }
