@@ -13,6 +13,11 @@
 // estimates survive them) and always holds the current picker. Every
 // registered policy is also registered with grpc-go under the name
 // "weft_" + Name(), so gRPC channels run the same code as HTTP clients.
+// A Builder composed at run time (a policy inside slow start, priority and
+// locality failover and outlier detection, as a mesh builds one per data
+// path) cannot be registered by name, grpc-go's registry being global:
+// [GRPCServiceConfigFor] hands it to the channels made with the config it
+// returns.
 package balancer
 
 import (

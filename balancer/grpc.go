@@ -28,23 +28,44 @@ const GRPCPrefix = "weft_"
 func GRPCName(policy string) string { return GRPCPrefix + policy }
 
 // GRPCServiceConfig returns a gRPC service config selecting policy, for
-// grpc.WithDefaultServiceConfig.
+// grpc.WithDefaultServiceConfig: the bare registered policy, with none of
+// the layers GRPCServiceConfigFor can carry.
 func GRPCServiceConfig(policy string) string {
 	return fmt.Sprintf(`{"loadBalancingConfig":[{%q:{}}]}`, GRPCName(policy))
 }
 
 func registerGRPC(b Builder) { gbalancer.Register(grpcBuilder{b}) }
 
+func init() { gbalancer.Register(grpcBuilder{}) }
+
+// grpcBuilder is the grpc-go face of a registered policy (b set, named
+// "weft_" + its name) or, with b nil, of the Builders handed over by
+// GRPCServiceConfigFor (named grpcHandleName).
 type grpcBuilder struct{ b Builder }
 
-func (g grpcBuilder) Name() string { return GRPCName(g.b.Name()) }
+// grpcHandleName is the gRPC policy that runs a Builder registered with
+// GRPCServiceConfigFor. No Weft policy can take it: theirs start "weft_".
+const grpcHandleName = "weft:builder"
 
+func (g grpcBuilder) Name() string {
+	if g.b == nil {
+		return grpcHandleName
+	}
+	return GRPCName(g.b.Name())
+}
+
+// grpcConfig is a parsed gRPC load-balancing config: the Builder to run
+// (nil: the registered policy's own) and its settings.
 type grpcConfig struct {
 	serviceconfig.LoadBalancingConfig
+	b   Builder
 	cfg any
 }
 
 func (g grpcBuilder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
+	if g.b == nil {
+		return parseHandle(js)
+	}
 	p, ok := g.b.(ConfigParser)
 	if !ok {
 		return grpcConfig{}, nil
@@ -54,6 +75,66 @@ func (g grpcBuilder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancin
 		return nil, err
 	}
 	return grpcConfig{cfg: cfg}, nil
+}
+
+// grpcHandles holds the Builders handed to grpc-go by GRPCServiceConfigFor,
+// by handle.
+var grpcHandles struct {
+	sync.Mutex
+	next uint64
+	m    map[uint64]Builder
+}
+
+// GRPCServiceConfigFor returns a gRPC service config, for
+// grpc.WithDefaultServiceConfig, whose channels balance with b: a Builder
+// composed at run time, such as a policy inside NewSlowStart,
+// NewPriorityLocality and NewOutlierDetection, so that a gRPC channel runs
+// the very balancer an HTTP client does. grpc-go's policy registry is
+// global and reads configs from JSON, so b is not registered by name,
+// which would make one data path's composition every channel's; the
+// config names b's entry in a table instead, and each channel parses it
+// once, when it is made, and keeps b, with its default settings, for its
+// lifetime. release drops the entry: channels made afterwards with the
+// config fail to parse it, while those already made are unaffected. Call
+// release once b's owner is done making channels.
+func GRPCServiceConfigFor(b Builder) (config string, release func()) {
+	grpcHandles.Lock()
+	if grpcHandles.m == nil {
+		grpcHandles.m = map[uint64]Builder{}
+	}
+	grpcHandles.next++
+	h := grpcHandles.next
+	grpcHandles.m[h] = b
+	grpcHandles.Unlock()
+	// The name only helps a reader of the config; the handle decides.
+	js, _ := json.Marshal(map[string]any{grpcHandleName: grpcHandle{Handle: h, Name: b.Name()}})
+	var once sync.Once
+	return `{"loadBalancingConfig":[` + string(js) + `]}`, func() {
+		once.Do(func() {
+			grpcHandles.Lock()
+			delete(grpcHandles.m, h)
+			grpcHandles.Unlock()
+		})
+	}
+}
+
+type grpcHandle struct {
+	Handle uint64 `json:"handle"`
+	Name   string `json:"name,omitempty"`
+}
+
+func parseHandle(js json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
+	var h grpcHandle
+	if err := json.Unmarshal(js, &h); err != nil {
+		return nil, fmt.Errorf("balancer: %s: %w", grpcHandleName, err)
+	}
+	grpcHandles.Lock()
+	b := grpcHandles.m[h.Handle]
+	grpcHandles.Unlock()
+	if b == nil {
+		return nil, fmt.Errorf("balancer: %s: no Builder under handle %d (released, or never given to GRPCServiceConfigFor)", grpcHandleName, h.Handle)
+	}
+	return grpcConfig{b: b}, nil
 }
 
 func (g grpcBuilder) Build(cc gbalancer.ClientConn, _ gbalancer.BuildOptions) gbalancer.Balancer {
@@ -89,6 +170,14 @@ func (b *grpcBalancer) UpdateClientConnState(ccs gbalancer.ClientConnState) erro
 		var cfg any
 		if c, ok := ccs.BalancerConfig.(grpcConfig); ok {
 			cfg = c.cfg
+			if c.b != nil {
+				b.builder = c.b
+			}
+		}
+		if b.builder == nil {
+			// grpc-go passes the parsed config to the first update; only a
+			// config parsed by another policy leads here.
+			return fmt.Errorf("balancer: %s: no Builder in config %T", grpcHandleName, ccs.BalancerConfig)
 		}
 		b.cluster = NewCluster(b.builder, cfg, OnPicker(b.onPicker))
 	}

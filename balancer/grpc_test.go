@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/resolver/manual"
 
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/resolver"
 )
 
 // backend is a real gRPC server on loopback serving the health service,
@@ -94,4 +95,75 @@ func TestGRPC(t *testing.T) {
 			}
 		})
 	}
+}
+
+// dialStatic returns a channel to the static service "svc" of eps,
+// through Weft's gRPC resolver (so endpoints carry their priority and
+// locality), balanced by serviceConfig; both close when the test ends.
+func dialStatic(t *testing.T, serviceConfig string, eps ...resolver.Endpoint) *grpc.ClientConn {
+	t.Helper()
+	static := resolver.NewStatic(map[string][]resolver.Endpoint{"svc": eps})
+	t.Cleanup(func() { static.Close() })
+	cc, err := grpc.NewClient("weft-test:///svc",
+		grpc.WithResolvers(resolver.NewGRPCBuilder("weft-test", static, nil)),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultServiceConfig(serviceConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+// callsTo makes n calls (fail-fast, so a pick that fails fails the call)
+// and returns what each backend served meanwhile.
+func callsTo(t *testing.T, ctx context.Context, cc *grpc.ClientConn, n int, backends ...*backend) []int64 {
+	t.Helper()
+	before := make([]int64, len(backends))
+	for i, b := range backends {
+		before[i] = b.calls.Load()
+	}
+	client := healthpb.NewHealthClient(cc)
+	for i := range n {
+		if _, err := client.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+			t.Fatalf("call %d of %d: %v", i, n, err)
+		}
+	}
+	out := make([]int64, len(backends))
+	for i, b := range backends {
+		out[i] = b.calls.Load() - before[i]
+	}
+	return out
+}
+
+// TestGRPCServiceConfigFor runs a composed Builder, priority failover
+// around round_robin, in a gRPC channel: the endpoints reach it with their
+// priorities, so the two of priority 0 take every call and priority 1's
+// none. Once released, the config makes no new channel; the channel made
+// keeps working.
+func TestGRPCServiceConfigFor(t *testing.T) {
+	a, b, p1 := startBackend(t), startBackend(t), startBackend(t)
+	sc, release := balancer.GRPCServiceConfigFor(balancer.NewPriorityLocality(balancer.Get(balancer.RoundRobin)))
+	cc := dialStatic(t, sc,
+		resolver.Endpoint{Addr: a.addr}, resolver.Endpoint{Addr: b.addr}, resolver.Endpoint{Addr: p1.addr, Priority: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// Until both are connected, calls go to the one that is.
+	for i := 0; a.calls.Load() == 0 || b.calls.Load() == 0; i++ {
+		if i == 1000 {
+			t.Fatal("priority 0's endpoints never both served a call")
+		}
+		callsTo(t, ctx, cc, 1)
+	}
+	if got := callsTo(t, ctx, cc, 100, a, b, p1); got[0] < 40 || got[1] < 40 || got[2] != 0 {
+		t.Errorf("calls per endpoint %v (priorities 0, 0, 1), want priority 0's two sharing them all", got)
+	}
+
+	release()
+	if cc2, err := grpc.NewClient("passthrough:///"+a.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultServiceConfig(sc)); err == nil {
+		cc2.Close()
+		t.Error("a released config made a channel")
+	}
+	callsTo(t, ctx, cc, 10)
 }
