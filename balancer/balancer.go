@@ -17,7 +17,9 @@
 // locality failover and outlier detection, as a mesh builds one per data
 // path) cannot be registered by name, grpc-go's registry being global:
 // [GRPCServiceConfigFor] hands it to the channels made with the config it
-// returns.
+// returns. Inside a channel, the policy sees every serving endpoint with
+// its discovery data (weight, locality, priority), and those whose
+// connection failed as unhealthy.
 package balancer
 
 import (
@@ -328,9 +330,8 @@ type Cluster struct {
 	onPicker  func(Picker)
 	closed    bool
 	// seeded is set by the first Update with endpoints: addresses that
-	// appear after it are new, for slow start, except those in initial.
-	seeded  bool
-	initial map[string]bool
+	// appear after it are new, for slow start.
+	seeded bool
 }
 
 type pickerBox struct{ p Picker }
@@ -379,10 +380,9 @@ func (c *Cluster) Update(eps []resolver.Endpoint) {
 		ep := c.byAddr[e.Addr]
 		if ep == nil {
 			ep = NewEndpoint(e)
-			if c.seeded && !c.initial[e.Addr] {
+			if c.seeded {
 				ep.load.rampStart.Store(rampPending)
 			}
-			delete(c.initial, e.Addr)
 		} else if ep.Endpoint != e {
 			// Its discovery data changed: a new value, since pickers may
 			// still read the old one, sharing the Load.
@@ -395,22 +395,6 @@ func (c *Cluster) Update(eps []resolver.Endpoint) {
 	c.seeded = c.seeded || len(next) > 0
 	c.addrs.Store(&byAddr)
 	c.bal.UpdateEndpoints(slices.Clone(next))
-}
-
-// setInitial names addresses that count as part of the first endpoint set
-// although they reach Update later: gRPC's adapter hands over endpoints
-// as their connections become ready, one by one, and the first resolver
-// update's addresses are no more new than the first to connect.
-func (c *Cluster) setInitial(addrs []string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.seeded || c.initial != nil {
-		return
-	}
-	c.initial = make(map[string]bool, len(addrs))
-	for _, a := range addrs {
-		c.initial[a] = true
-	}
 }
 
 // Endpoints returns the current endpoint set.

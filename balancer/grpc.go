@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gbalancer "google.golang.org/grpc/balancer"
@@ -142,8 +143,13 @@ func (g grpcBuilder) Build(cc gbalancer.ClientConn, _ gbalancer.BuildOptions) gb
 }
 
 // grpcBalancer runs a Weft policy inside a gRPC channel: one SubConn per
-// serving address; the policy picks among the READY ones. grpc-go calls its
-// methods and the SubConn state listeners serially; mu guards what a
+// serving address. The policy sees every serving address, as an HTTP
+// client's does, with the address's discovery data; an address whose
+// connection has failed (TRANSIENT_FAILURE, until it is READY again) is
+// handed over as Unhealthy, the way outlier detection hands over an
+// ejected one, so that priority, locality and zone-aware shares count it
+// out. Picks land only on READY SubConns (see grpcPicker). grpc-go calls
+// its methods and the SubConn state listeners serially; mu guards what a
 // policy's own goroutine (publishing a picker on its own) also reads.
 type grpcBalancer struct {
 	builder Builder
@@ -154,7 +160,8 @@ type grpcBalancer struct {
 	lastErr  error
 
 	mu     sync.Mutex
-	ready  map[string]gbalancer.SubConn
+	conns  map[string]grpcConn // the SubConns' states, for pickers
+	ready  []string            // the READY addresses, sorted
 	state  connectivity.State
 	closed bool
 }
@@ -163,7 +170,25 @@ type grpcSubConn struct {
 	sc    gbalancer.SubConn
 	ep    resolver.Endpoint
 	state connectivity.State
+	// failed is set by TRANSIENT_FAILURE and cleared by READY: grpc-go
+	// moves a failed SubConn on to IDLE and CONNECTING while it retries,
+	// and the policy should not see the address come back until it is READY.
+	failed bool
 }
+
+// grpcConn is a published view of one SubConn.
+type grpcConn struct {
+	sc    gbalancer.SubConn
+	state connState
+}
+
+type connState uint8
+
+const (
+	connDown       connState = iota // failed, or no SubConn
+	connConnecting                  // its first connection is under way
+	connReady
+)
 
 func (b *grpcBalancer) UpdateClientConnState(ccs gbalancer.ClientConnState) error {
 	if b.cluster == nil {
@@ -182,11 +207,6 @@ func (b *grpcBalancer) UpdateClientConnState(ccs gbalancer.ClientConnState) erro
 		b.cluster = NewCluster(b.builder, cfg, OnPicker(b.onPicker))
 	}
 	eps := endpointsFromState(ccs.ResolverState)
-	addrs := make([]string, len(eps))
-	for i, ep := range eps {
-		addrs[i] = ep.Addr
-	}
-	b.cluster.setInitial(addrs)
 	if len(eps) == 0 {
 		b.ResolverError(errors.New("resolver returned no serving endpoints"))
 		return gbalancer.ErrBadResolverState
@@ -261,9 +281,12 @@ func (b *grpcBalancer) updateSubConnState(s *grpcSubConn, st gbalancer.SubConnSt
 	}
 	s.state = st.ConnectivityState
 	switch st.ConnectivityState {
+	case connectivity.Ready:
+		s.failed = false
 	case connectivity.Idle:
 		s.sc.Connect() // keep every endpoint connected, as round_robin does
 	case connectivity.TransientFailure:
+		s.failed = true
 		b.lastErr = st.ConnectionError
 		b.cc.ResolveNow(gresolver.ResolveNowOptions{})
 	case connectivity.Shutdown:
@@ -272,23 +295,36 @@ func (b *grpcBalancer) updateSubConnState(s *grpcSubConn, st gbalancer.SubConnSt
 	b.regenerate()
 }
 
-// regenerate feeds the READY endpoints to the policy and works out the
-// channel's aggregate state, as grpc-go's round_robin does.
+// regenerate feeds the endpoints to the policy and works out the channel's
+// aggregate state, as grpc-go's round_robin does.
 func (b *grpcBalancer) regenerate() {
-	ready := map[string]gbalancer.SubConn{}
-	var eps []resolver.Endpoint
+	conns := make(map[string]grpcConn, len(b.subConns))
+	eps := make([]resolver.Endpoint, 0, len(b.subConns))
+	var ready []string
 	connecting := false
 	for addr, s := range b.subConns {
-		switch s.state {
-		case connectivity.Ready:
-			ready[addr] = s.sc
-			eps = append(eps, s.ep)
-		case connectivity.Idle, connectivity.Connecting:
+		ep, c := s.ep, grpcConn{sc: s.sc}
+		switch {
+		case s.state == connectivity.Ready:
+			c.state = connReady
+			ready = append(ready, addr)
+		case s.failed:
+			ep.Health = resolver.Unhealthy
+		case s.state == connectivity.Idle || s.state == connectivity.Connecting:
+			c.state = connConnecting
+		}
+		if s.state == connectivity.Idle || s.state == connectivity.Connecting {
 			connecting = true
 		}
+		conns[addr] = c
+		eps = append(eps, ep)
 	}
+	// Map order is random; a stable order keeps rotations stable across
+	// rebuilds.
+	slices.SortFunc(eps, func(a, b resolver.Endpoint) int { return strings.Compare(a.Addr, b.Addr) })
+	slices.Sort(ready)
 	b.mu.Lock()
-	b.ready = ready
+	b.conns, b.ready = conns, ready
 	switch {
 	case len(ready) > 0:
 		b.state = connectivity.Ready
@@ -298,9 +334,6 @@ func (b *grpcBalancer) regenerate() {
 		b.state = connectivity.TransientFailure
 	}
 	b.mu.Unlock()
-	// Map order is random; a stable order keeps rotations stable across
-	// rebuilds.
-	slices.SortFunc(eps, func(a, b resolver.Endpoint) int { return strings.Compare(a.Addr, b.Addr) })
 	// The policy answers through onPicker, which publishes to grpc-go.
 	b.cluster.Update(eps)
 }
@@ -314,7 +347,7 @@ func (b *grpcBalancer) onPicker(p Picker) {
 	var gp gbalancer.Picker
 	switch b.state {
 	case connectivity.Ready:
-		gp = &grpcPicker{p: p, ready: b.ready}
+		gp = &grpcPicker{p: p, cluster: b.cluster, conns: b.conns, ready: b.ready}
 	case connectivity.Connecting:
 		gp = errGRPCPicker{gbalancer.ErrNoSubConnAvailable}
 	default:
@@ -366,27 +399,62 @@ func (b *grpcBalancer) Close() {
 	}
 }
 
+// grpcPicker is immutable but for next; Pick is safe for concurrent use.
 type grpcPicker struct {
-	p     Picker
-	ready map[string]gbalancer.SubConn // never mutated after publication
+	p       Picker
+	cluster *Cluster
+	conns   map[string]grpcConn // never mutated after publication
+	ready   []string            // never mutated after publication
+	next    atomic.Uint32       // rotation over ready, for fallbacks
 }
 
-func (p *grpcPicker) Pick(info gbalancer.PickInfo) (gbalancer.PickResult, error) {
-	res, err := p.p.Pick(PickInfo{Ctx: info.Ctx})
-	if err != nil {
-		return gbalancer.PickResult{}, status.Error(codes.Unavailable, err.Error())
+// Pick asks the policy, and asks again, up to retryPickAttempts times, when
+// it chose an endpoint without a READY SubConn: one still connecting, or a
+// failed one that a priority in panic hands out. A pick that found no
+// READY endpoint waits for the next picker while an endpoint it chose is
+// making its first connection, and otherwise goes to the READY endpoints
+// in turn: a priority in panic may send traffic to endpoints the HTTP path
+// would try, but a gRPC channel knows they have no connection.
+func (p *grpcPicker) Pick(gi gbalancer.PickInfo) (gbalancer.PickResult, error) {
+	info := PickInfo{Ctx: gi.Ctx}
+	connecting := false
+	for i := 0; i <= retryPickAttempts; i++ {
+		res, err := p.p.Pick(info)
+		if err != nil {
+			return gbalancer.PickResult{}, status.Error(codes.Unavailable, err.Error())
+		}
+		switch c := p.conns[res.Endpoint.Addr]; c.state {
+		case connReady:
+			return p.done(res, c.sc), nil
+		case connConnecting:
+			connecting = true
+		}
 	}
-	sc, ok := p.ready[res.Endpoint.Addr]
-	if !ok {
-		// The policy's picker is a step behind the ready set; grpc-go will
-		// retry the pick with the next picker.
+	if connecting {
+		// The policy's picker is a step ahead of the connections; the
+		// connection's outcome brings the next picker.
 		return gbalancer.PickResult{}, gbalancer.ErrNoSubConnAvailable
 	}
+	addrs := p.cluster.addrs.Load()
+	for i := 0; addrs != nil && i < len(p.ready); i++ {
+		addr := p.ready[int(p.next.Add(1)-1)%len(p.ready)]
+		if e := (*addrs)[addr]; e != nil {
+			return p.done(PickResult{Endpoint: e}, p.conns[addr].sc), nil
+		}
+	}
+	// The policy's picker is a step behind the ready set; grpc-go will
+	// retry the pick with the next picker.
+	return gbalancer.PickResult{}, gbalancer.ErrNoSubConnAvailable
+}
+
+// done counts res in flight and returns grpc-go's result, which reports
+// the call's outcome to res.
+func (p *grpcPicker) done(res PickResult, sc gbalancer.SubConn) gbalancer.PickResult {
 	res.Endpoint.load.inFlight.Add(1)
 	start := time.Now()
 	return gbalancer.PickResult{SubConn: sc, Done: func(di gbalancer.DoneInfo) {
 		res.Finish(DoneInfo{Latency: time.Since(start), Outcome: GRPCOutcome(di.Err), Err: di.Err})
-	}}, nil
+	}}
 }
 
 type errGRPCPicker struct{ err error }

@@ -115,6 +115,17 @@ func dialStatic(t *testing.T, serviceConfig string, eps ...resolver.Endpoint) *g
 	return cc
 }
 
+// deadAddr returns a loopback address nothing listens on.
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	return lis.Addr().String()
+}
+
 // callsTo makes n calls (fail-fast, so a pick that fails fails the call)
 // and returns what each backend served meanwhile.
 func callsTo(t *testing.T, ctx context.Context, cc *grpc.ClientConn, n int, backends ...*backend) []int64 {
@@ -166,4 +177,52 @@ func TestGRPCServiceConfigFor(t *testing.T) {
 		t.Error("a released config made a channel")
 	}
 	callsTo(t, ctx, cc, 10)
+}
+
+// TestGRPCFailedConnectionCountsUnhealthy: priority 0 has two endpoints,
+// one of which nothing listens on. Its failed connection makes it an
+// unhealthy endpoint to the policy, as an ejection would, so priority 0's
+// health is 140 × 1/2 = 70%: it keeps 70% of the calls and priority 1
+// takes 30% (±6 points over 1,000 calls wanted), where a channel that
+// only knew its connected endpoints would keep them all in priority 0.
+func TestGRPCFailedConnectionCountsUnhealthy(t *testing.T) {
+	p0, p1 := startBackend(t), startBackend(t)
+	sc, release := balancer.GRPCServiceConfigFor(balancer.NewPriorityLocality(balancer.Get(balancer.RoundRobin)))
+	defer release()
+	cc := dialStatic(t, sc,
+		resolver.Endpoint{Addr: p0.addr}, resolver.Endpoint{Addr: deadAddr(t)}, resolver.Endpoint{Addr: p1.addr, Priority: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// Priority 1 gets nothing until the dead endpoint's connection fails.
+	for i := 0; p1.calls.Load() == 0; i++ {
+		if i == 5000 {
+			t.Fatal("priority 1 never served a call")
+		}
+		callsTo(t, ctx, cc, 1)
+	}
+	const n = 1000
+	got := callsTo(t, ctx, cc, n, p0, p1)
+	t.Logf("%d calls: priority 0 %d, priority 1 %d", n, got[0], got[1])
+	if got[0] < 640 || got[0] > 760 || got[0]+got[1] != n {
+		t.Errorf("priority 0 served %d and priority 1 %d of %d calls, want 70%% ± 6 and the rest", got[0], got[1], n)
+	}
+}
+
+// TestGRPCPanicPicksReadyEndpoints: with three of four endpoints refusing
+// connections, the only priority is in panic (25% healthy, under Envoy's
+// 50% threshold) and random draws from all four; a pick that lands on an
+// endpoint without a connection is redone, and after four such draws (a
+// third of the picks) goes to the ready endpoint, so every fail-fast call
+// succeeds.
+func TestGRPCPanicPicksReadyEndpoints(t *testing.T) {
+	live := startBackend(t)
+	sc, release := balancer.GRPCServiceConfigFor(balancer.NewPriorityLocality(balancer.Get(balancer.Random)))
+	defer release()
+	cc := dialStatic(t, sc, resolver.Endpoint{Addr: deadAddr(t)}, resolver.Endpoint{Addr: live.addr},
+		resolver.Endpoint{Addr: deadAddr(t)}, resolver.Endpoint{Addr: deadAddr(t)})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if got := callsTo(t, ctx, cc, 300, live); got[0] != 300 {
+		t.Errorf("the live endpoint served %d of 300 calls", got[0])
+	}
 }
