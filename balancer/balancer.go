@@ -18,8 +18,9 @@
 // path) cannot be registered by name, grpc-go's registry being global:
 // [GRPCServiceConfigFor] hands it to the channels made with the config it
 // returns. Inside a channel, the policy sees every serving endpoint with
-// its discovery data (weight, locality, priority), and those whose
-// connection failed as unhealthy.
+// its discovery data (weight, locality, priority), those whose connection
+// failed as unhealthy, and a call may carry a [GRPCPick], which pins it to
+// a session's endpoint and reports where it went.
 package balancer
 
 import (

@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -399,6 +400,45 @@ func (b *grpcBalancer) Close() {
 	}
 }
 
+// GRPCPick carries one gRPC call's pick arguments into a channel that runs
+// a Weft policy, and reports where the call went: grpc-go hands the call's
+// context to the picker, which finds the GRPCPick that
+// ContextWithGRPCPick put there. Session affinity uses it to pin a call to
+// the endpoint its cookie names and to learn which endpoint served it.
+// One GRPCPick serves one call (or one attempt of it); grpc-go may pick
+// more than once for a call (a transparent retry), and the last pick is
+// the one that served it.
+type GRPCPick struct {
+	// Override is PickInfo.Override: the call goes to this address while
+	// the policy would let it (in the endpoint set, serving, not ejected,
+	// not Tried) and its SubConn is READY. While the address's first
+	// connection is still being made, the pick waits for it, as gRFC A55
+	// says; once its connection has failed, the policy picks.
+	Override string
+	// Tried is PickInfo.Tried: endpoints the call's earlier attempts
+	// went to, which picks avoid when they can.
+	Tried interface{ Tried(addr string) bool }
+
+	picked atomic.Pointer[Endpoint]
+}
+
+// Picked returns the address of the endpoint the call's latest pick chose,
+// or "" before any pick. It is safe for concurrent use.
+func (p *GRPCPick) Picked() string {
+	if e := p.picked.Load(); e != nil {
+		return e.Addr
+	}
+	return ""
+}
+
+type grpcPickKey struct{}
+
+// ContextWithGRPCPick returns ctx carrying p for the picks of a gRPC call
+// made with it.
+func ContextWithGRPCPick(ctx context.Context, p *GRPCPick) context.Context {
+	return context.WithValue(ctx, grpcPickKey{}, p)
+}
+
 // grpcPicker is immutable but for next; Pick is safe for concurrent use.
 type grpcPicker struct {
 	p       Picker
@@ -409,15 +449,34 @@ type grpcPicker struct {
 }
 
 // Pick asks the policy, and asks again, up to retryPickAttempts times, when
-// it chose an endpoint without a READY SubConn: one still connecting, or a
-// failed one that a priority in panic hands out. A pick that found no
-// READY endpoint waits for the next picker while an endpoint it chose is
-// making its first connection, and otherwise goes to the READY endpoints
-// in turn: a priority in panic may send traffic to endpoints the HTTP path
-// would try, but a gRPC channel knows they have no connection.
+// it chose an endpoint without a READY SubConn (one still connecting, a
+// failed one that a priority in panic hands out) or, when a retry is
+// being placed, one the call already tried. A pick that found no READY
+// endpoint waits for the next picker while an endpoint it chose is making
+// its first connection, and otherwise goes to the READY endpoints in turn:
+// a priority in panic may send traffic to endpoints the HTTP path would
+// try, but a gRPC channel knows they have no connection.
 func (p *grpcPicker) Pick(gi gbalancer.PickInfo) (gbalancer.PickResult, error) {
 	info := PickInfo{Ctx: gi.Ctx}
-	connecting := false
+	call, _ := gi.Ctx.Value(grpcPickKey{}).(*GRPCPick)
+	if call != nil {
+		info.Override, info.Tried = call.Override, call.Tried
+		if info.Override != "" {
+			if e := p.cluster.override(info); e != nil {
+				switch c := p.conns[e.Addr]; c.state {
+				case connReady:
+					return p.done(call, PickResult{Endpoint: e}, c.sc), nil
+				case connConnecting:
+					return gbalancer.PickResult{}, gbalancer.ErrNoSubConnAvailable
+				}
+			}
+		}
+	}
+	var (
+		found      PickResult // a READY endpoint, possibly one tried
+		sc         gbalancer.SubConn
+		connecting bool
+	)
 	for i := 0; i <= retryPickAttempts; i++ {
 		res, err := p.p.Pick(info)
 		if err != nil {
@@ -425,12 +484,20 @@ func (p *grpcPicker) Pick(gi gbalancer.PickInfo) (gbalancer.PickResult, error) {
 		}
 		switch c := p.conns[res.Endpoint.Addr]; c.state {
 		case connReady:
-			return p.done(res, c.sc), nil
+			if info.Tried == nil || !info.Tried.Tried(res.Endpoint.Addr) {
+				return p.done(call, res, c.sc), nil
+			}
+			if found.Endpoint == nil {
+				found, sc = res, c.sc
+			}
 		case connConnecting:
 			connecting = true
 		}
 	}
-	if connecting {
+	switch {
+	case found.Endpoint != nil:
+		return p.done(call, found, sc), nil
+	case connecting:
 		// The policy's picker is a step ahead of the connections; the
 		// connection's outcome brings the next picker.
 		return gbalancer.PickResult{}, gbalancer.ErrNoSubConnAvailable
@@ -439,7 +506,7 @@ func (p *grpcPicker) Pick(gi gbalancer.PickInfo) (gbalancer.PickResult, error) {
 	for i := 0; addrs != nil && i < len(p.ready); i++ {
 		addr := p.ready[int(p.next.Add(1)-1)%len(p.ready)]
 		if e := (*addrs)[addr]; e != nil {
-			return p.done(PickResult{Endpoint: e}, p.conns[addr].sc), nil
+			return p.done(call, PickResult{Endpoint: e}, p.conns[addr].sc), nil
 		}
 	}
 	// The policy's picker is a step behind the ready set; grpc-go will
@@ -447,10 +514,13 @@ func (p *grpcPicker) Pick(gi gbalancer.PickInfo) (gbalancer.PickResult, error) {
 	return gbalancer.PickResult{}, gbalancer.ErrNoSubConnAvailable
 }
 
-// done counts res in flight and returns grpc-go's result, which reports
-// the call's outcome to res.
-func (p *grpcPicker) done(res PickResult, sc gbalancer.SubConn) gbalancer.PickResult {
+// done counts res in flight, records it in call, and returns grpc-go's
+// result, which reports the call's outcome to res.
+func (p *grpcPicker) done(call *GRPCPick, res PickResult, sc gbalancer.SubConn) gbalancer.PickResult {
 	res.Endpoint.load.inFlight.Add(1)
+	if call != nil {
+		call.picked.Store(res.Endpoint)
+	}
 	start := time.Now()
 	return gbalancer.PickResult{SubConn: sc, Done: func(di gbalancer.DoneInfo) {
 		res.Finish(DoneInfo{Latency: time.Since(start), Outcome: GRPCOutcome(di.Err), Err: di.Err})

@@ -226,3 +226,52 @@ func TestGRPCPanicPicksReadyEndpoints(t *testing.T) {
 		t.Errorf("the live endpoint served %d of 300 calls", got[0])
 	}
 }
+
+// TestGRPCPickOverride sends calls carrying a GRPCPick: an override to a
+// READY endpoint takes every call and Picked reports it; an override that
+// names no endpoint, or one Tried reports, leaves the policy to pick.
+func TestGRPCPickOverride(t *testing.T) {
+	bs := []*backend{startBackend(t), startBackend(t), startBackend(t)}
+	var eps []resolver.Endpoint
+	for _, b := range bs {
+		eps = append(eps, resolver.Endpoint{Addr: b.addr})
+	}
+	cc := dialStatic(t, balancer.GRPCServiceConfig(balancer.RoundRobin), eps...)
+	client := healthpb.NewHealthClient(cc)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	run := func(p func() *balancer.GRPCPick) ([]int64, map[string]int) {
+		t.Helper()
+		before := make([]int64, len(bs))
+		for i, b := range bs {
+			before[i] = b.calls.Load()
+		}
+		picked := map[string]int{}
+		for range 60 {
+			pick := p()
+			if _, err := client.Check(balancer.ContextWithGRPCPick(ctx, pick), &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true)); err != nil {
+				t.Fatal(err)
+			}
+			picked[pick.Picked()]++
+		}
+		out := make([]int64, len(bs))
+		for i, b := range bs {
+			out[i] = b.calls.Load() - before[i]
+		}
+		return out, picked
+	}
+	got, picked := run(func() *balancer.GRPCPick { return &balancer.GRPCPick{Override: bs[1].addr} })
+	if got[1] != 60 || picked[bs[1].addr] != 60 {
+		t.Errorf("override to %s: calls per backend %v, picked %v", bs[1].addr, got, picked)
+	}
+	got, picked = run(func() *balancer.GRPCPick { return &balancer.GRPCPick{Override: "127.0.0.1:1"} })
+	if got[0] < 10 || got[1] < 10 || got[2] < 10 || len(picked) != 3 {
+		t.Errorf("override to no endpoint: calls per backend %v, picked %v; want them spread", got, picked)
+	}
+	got, _ = run(func() *balancer.GRPCPick {
+		return &balancer.GRPCPick{Override: bs[1].addr, Tried: triedSet{bs[1].addr: true}}
+	})
+	if got[1] != 0 {
+		t.Errorf("override to a tried endpoint: calls per backend %v, want none to %s", got, bs[1].addr)
+	}
+}
