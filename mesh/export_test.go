@@ -1,6 +1,11 @@
 package mesh
 
-import "net"
+import (
+	"net"
+	"strings"
+
+	"github.com/weftmesh/weft/resolver"
+)
 
 // WithNetResolver makes the mesh's DNS discovery ask r instead of the
 // system's resolver, so tests can run their own DNS server on loopback.
@@ -9,4 +14,16 @@ func WithNetResolver(r *net.Resolver) Option {
 		c.netResolver = r
 		return nil
 	})
+}
+
+// SetStaticEndpoints replaces the endpoints static discovery lists for
+// service, written as in WEFT_ENDPOINTS (host:port[@region/zone]), so
+// tests can add and remove endpoints of a running mesh.
+func (m *Mesh) SetStaticEndpoints(service string, specs ...string) error {
+	parsed, err := resolver.ParseEndpoints(service + "=" + strings.Join(specs, ","))
+	if err != nil {
+		return err
+	}
+	m.static.Update(service, parsed[service])
+	return nil
 }

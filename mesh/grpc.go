@@ -18,7 +18,9 @@ const grpcScheme = "weft"
 //
 //   - "orders" or "orders:50051": a mesh service, resolved as an HTTP host is
 //     (static endpoints, configured DNS names, else DNS on the target) and
-//     balanced by the mesh's policy, running in grpc-go;
+//     balanced as HTTP requests to it are (the mesh's policy with slow
+//     start, priority and locality failover, zone-aware routing and outlier
+//     detection), running in grpc-go;
 //   - "xds:///orders:50051": grpc-go's own xDS resolver and balancers, fed
 //     by the bootstrap New read (from the environment or WithBootstrap);
 //   - any other "scheme://..." target goes to grpc-go unchanged.
@@ -39,6 +41,9 @@ func (m *Mesh) DialGRPC(target string, opts ...grpc.DialOption) (*grpc.ClientCon
 		base = append(base, grpc.WithResolvers(res))
 	case hasScheme(target):
 	default:
+		if m.isClosed() {
+			return nil, fmt.Errorf("weft: DialGRPC(%q): %w", target, errClosed)
+		}
 		base = append(base, m.grpcClientResilience(target)...)
 		target = grpcScheme + ":///" + target
 		base = append(base,

@@ -7,7 +7,6 @@ import (
 
 	"google.golang.org/grpc"
 
-	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/internal/xds"
 	"github.com/weftmesh/weft/resilience"
 )
@@ -159,10 +158,11 @@ func breakerBase(p *pickTransport, res *serviceResilience) resilience.EndpointTr
 }
 
 // grpcServiceConfig is the default service config of a channel to a mesh
-// service: the balancer and, for streams, grpc-go's retries under the
+// service: the balancer HTTP requests to mesh services use (policy,
+// composed by servicePolicy) and, for streams, grpc-go's retries under the
 // mesh's policy (unary calls are retried by Weft's interceptor).
 func (m *Mesh) grpcServiceConfig() string {
-	sc := balancer.GRPCServiceConfig(m.cfg.lbPolicy)
+	sc := m.grpcLB
 	rp, ok := resilience.GRPCRetryPolicy(m.cfg.retry)
 	if !ok {
 		return sc

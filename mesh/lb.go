@@ -91,9 +91,10 @@ func (c *config) checkSlowStart() error {
 	return nil
 }
 
-// servicePolicy is the balancer of services not configured by xDS: the
-// chosen policy (with slow start) inside priority and locality failover
-// (zone-aware when the caller's locality is known) inside outlier
+// servicePolicy is the balancer of services not configured by xDS, for
+// HTTP requests and, through balancer.GRPCServiceConfigFor, gRPC channels
+// alike: the chosen policy (with slow start) inside priority and locality
+// failover (zone-aware when the caller's locality is known) inside outlier
 // detection.
 func (c *config) servicePolicy() balancer.Builder {
 	var opts []balancer.PriorityOption

@@ -63,6 +63,11 @@ type Mesh struct {
 	wg     sync.WaitGroup
 	closed bool
 	once   sync.Once
+
+	// grpcLB is the load-balancing config of gRPC channels to mesh
+	// services, naming policy to grpc-go; releaseGRPCLB drops the name.
+	grpcLB        string
+	releaseGRPCLB func()
 }
 
 // New builds a Mesh from the environment (the variables documented in the
@@ -153,6 +158,7 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 	}
 	m.disc = &meshDiscovery{m: m}
 	m.grpcRes = resolver.NewGRPCBuilder(grpcScheme, m.disc, m.grpcServiceName)
+	m.grpcLB, m.releaseGRPCLB = balancer.GRPCServiceConfigFor(m.policy)
 	empty := map[string]*service{}
 	m.services.Store(&empty)
 
@@ -244,6 +250,9 @@ func (m *Mesh) Close() error {
 			admin.Close()
 		}
 		m.wg.Wait()
+		if m.releaseGRPCLB != nil {
+			m.releaseGRPCLB()
+		}
 		m.static.Close()
 		m.dns.Close()
 		m.base.CloseIdleConnections()

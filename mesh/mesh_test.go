@@ -287,22 +287,29 @@ func grpcBackends(t *testing.T, m *mesh.Mesh, n int) ([]string, []*countingHealt
 	var addrs []string
 	var counters []*countingHealth
 	for i := 0; i < n; i++ {
-		srv, err := m.NewGRPCServer()
-		if err != nil {
-			t.Fatal(err)
-		}
 		h := &countingHealth{}
-		healthpb.RegisterHealthServer(srv, h)
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		go srv.Serve(ln)
-		t.Cleanup(srv.Stop)
-		addrs = append(addrs, ln.Addr().String())
+		addrs = append(addrs, serveHealth(t, m, h))
 		counters = append(counters, h)
 	}
 	return addrs, counters
+}
+
+// serveHealth serves h on a loopback listener with a server of m until the
+// test ends, and returns its address.
+func serveHealth(t *testing.T, m *mesh.Mesh, h healthpb.HealthServer) string {
+	t.Helper()
+	srv, err := m.NewGRPCServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	healthpb.RegisterHealthServer(srv, h)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(srv.Stop)
+	return ln.Addr().String()
 }
 
 func TestDialGRPCSpreadsOverStaticEndpoints(t *testing.T) {
