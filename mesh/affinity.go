@@ -7,10 +7,15 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/internal/xds"
+	"github.com/weftmesh/weft/resilience"
 )
 
 // Cookie session affinity, as gRFC A55 and Envoy's stateful session filter
@@ -25,8 +30,20 @@ import (
 // retry of a failed attempt is sent elsewhere and re-pins the session.
 //
 // The cookie only applies to requests whose path is within its path
-// (RFC 6265 path-match), as A55 says. It is HTTP only: gRPC channels to
-// mesh services do not read or set it.
+// (RFC 6265 path-match), as A55 says; a gRPC call's path is its method,
+// "/package.Service/Method".
+//
+// gRPC channels to mesh services not configured by xDS (DialGRPC("orders"))
+// honour WithSessionAffinity too, with A55's interceptors: a call whose
+// outgoing metadata carries the cookie in a "cookie" entry goes to the
+// endpoint it names, and the response header metadata the application
+// reads (a grpc.Header call option; a stream's Header) gains a
+// "set-cookie" entry when the call went elsewhere or carried no cookie.
+// The caller keeps the cookie, as a browser or cookie jar would, and sends
+// it back. One difference from HTTP is A55's: a call whose endpoint is
+// still making its first connection waits for it rather than going
+// elsewhere. xds:/// channels run grpc-go's xDS client, which has no
+// session affinity.
 
 // WithSessionAffinity pins each caller session to one endpoint with a
 // cookie named cookieName (path "/", Max-Age ttl; 0 makes it a session
@@ -140,6 +157,14 @@ func setSessionCookie(resp *http.Response, c *xds.SessionCookie, had, addr strin
 	if resp == nil || had == addr {
 		return
 	}
+	if resp.Header == nil {
+		resp.Header = http.Header{}
+	}
+	resp.Header.Add("Set-Cookie", sessionCookie(c, addr))
+}
+
+// sessionCookie is the Set-Cookie value of c naming addr.
+func sessionCookie(c *xds.SessionCookie, addr string) string {
 	ck := http.Cookie{Name: c.Name, Value: base64.StdEncoding.EncodeToString([]byte(addr)), Path: c.Path, HttpOnly: true}
 	if c.TTL > 0 {
 		ck.MaxAge = int((c.TTL + time.Second - 1) / time.Second)
@@ -151,10 +176,7 @@ func setSessionCookie(resp *http.Response, c *xds.SessionCookie, had, addr strin
 			v += "=" + a.Value
 		}
 	}
-	if resp.Header == nil {
-		resp.Header = http.Header{}
-	}
-	resp.Header.Add("Set-Cookie", v)
+	return v
 }
 
 // pathMatch is RFC 6265 section 5.1.4's path-match of a request path
@@ -180,4 +202,136 @@ func pickInfoSession(info *balancer.PickInfo, req *http.Request, c *xds.SessionC
 	if c != nil {
 		info.Override = sessionOverride(req, c)
 	}
+}
+
+// grpcSession is cookie session affinity on a gRPC channel to a mesh
+// service (see the top of this file): A55's filter, as a unary and a
+// stream interceptor. It runs innermost, beneath retries and hedging, so
+// that each attempt reads the cookie and is pinned on its own, and an
+// attempt that retries a failed one goes elsewhere (the endpoint is
+// recorded in the call's resilience.Attempts), as on the HTTP path.
+type grpcSession struct{ c *xds.SessionCookie }
+
+// grpcSessionOptions returns the session interceptors of a channel to a
+// mesh service, or nothing when session affinity is off.
+func (m *Mesh) grpcSessionOptions() []grpc.DialOption {
+	if m.cfg.session == nil {
+		return nil
+	}
+	s := grpcSession{m.cfg.session}
+	return []grpc.DialOption{grpc.WithChainUnaryInterceptor(s.unary), grpc.WithChainStreamInterceptor(s.stream)}
+}
+
+// pick returns the pick arguments of a call of method, from the cookie in
+// ctx's outgoing metadata, or nil when the cookie's path does not cover
+// method.
+func (s grpcSession) pick(ctx context.Context, method string) *balancer.GRPCPick {
+	if !pathMatch(method, s.c.Path) {
+		return nil
+	}
+	p := &balancer.GRPCPick{}
+	if v := metadata.ValueFromOutgoingContext(ctx, "cookie"); len(v) > 0 {
+		p.Override = sessionOverride(&http.Request{Header: http.Header{"Cookie": v}}, s.c)
+	}
+	if a := resilience.AttemptsFromContext(ctx); a != nil {
+		p.Tried = a
+	}
+	return p
+}
+
+// setCookie returns the set-cookie entry for a call picked by p: "" when
+// nothing was picked or the call went where its cookie said. As in A55,
+// the call's status does not matter.
+func (s grpcSession) setCookie(p *balancer.GRPCPick) string {
+	addr := p.Picked()
+	if addr == "" || addr == p.Override {
+		return ""
+	}
+	return sessionCookie(s.c, addr)
+}
+
+// addSetCookie adds v to the header metadata md points to, as a copy:
+// grpc-go may share the map it stored there.
+func addSetCookie(md *metadata.MD, v string) {
+	h := md.Copy()
+	h.Append("set-cookie", v)
+	*md = h
+}
+
+func (s grpcSession) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	p := s.pick(ctx, method)
+	if p == nil {
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	err := invoker(balancer.ContextWithGRPCPick(ctx, p), method, req, reply, cc, opts...)
+	if addr := p.Picked(); addr != "" {
+		resilience.AttemptsFromContext(ctx).Record(addr)
+	}
+	if v := s.setCookie(p); v != "" {
+		for _, o := range opts {
+			if h, ok := o.(grpc.HeaderCallOption); ok && h.HeaderAddr != nil {
+				addSetCookie(h.HeaderAddr, v)
+			}
+		}
+	}
+	return err
+}
+
+func (s grpcSession) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	p := s.pick(ctx, method)
+	if p == nil {
+		return streamer(ctx, desc, cc, method, opts...)
+	}
+	cs, err := streamer(balancer.ContextWithGRPCPick(ctx, p), desc, cc, method, opts...)
+	if err != nil {
+		return nil, err
+	}
+	ss := &sessionStream{ClientStream: cs, s: s, p: p, serverStreams: desc.ServerStreams}
+	for _, o := range opts {
+		if h, ok := o.(grpc.HeaderCallOption); ok && h.HeaderAddr != nil {
+			ss.headers = append(ss.headers, h.HeaderAddr)
+		}
+	}
+	return ss, nil
+}
+
+// sessionStream adds the set-cookie entry to what its Header returns and,
+// once the stream has ended, to grpc.Header call options, which grpc-go
+// fills then.
+type sessionStream struct {
+	grpc.ClientStream
+	s             grpcSession
+	p             *balancer.GRPCPick
+	serverStreams bool
+	headers       []*metadata.MD
+	once          sync.Once
+}
+
+// Header returns the response header metadata, with the set-cookie entry:
+// the stream is committed to an endpoint once headers have arrived.
+func (ss *sessionStream) Header() (metadata.MD, error) {
+	md, err := ss.ClientStream.Header()
+	if err != nil {
+		return md, err
+	}
+	if v := ss.s.setCookie(ss.p); v != "" {
+		addSetCookie(&md, v)
+	}
+	return md, nil
+}
+
+func (ss *sessionStream) RecvMsg(m any) error {
+	err := ss.ClientStream.RecvMsg(m)
+	// The stream has ended when RecvMsg fails and, for a call with one
+	// response, when it returns that response.
+	if len(ss.headers) > 0 && (err != nil || !ss.serverStreams) {
+		ss.once.Do(func() {
+			if v := ss.s.setCookie(ss.p); v != "" {
+				for _, h := range ss.headers {
+					addSetCookie(h, v)
+				}
+			}
+		})
+	}
+	return err
 }

@@ -3,12 +3,14 @@ package mesh_test
 import (
 	"context"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/xds"
 
 	"github.com/weftmesh/weft/internal/xds/xdstest"
@@ -184,6 +186,66 @@ func BenchmarkGRPCUnaryParallel(b *testing.B) {
 					call(b, c.client, req)
 				}
 			})
+		})
+	}
+}
+
+// BenchmarkGRPCUnarySession is BenchmarkGRPCUnary's Weft row with cookie
+// session affinity on (WithSessionAffinity) and every call carrying the
+// cookie back, as a caller keeping its session does: the cost of reading
+// the cookie and pinning the pick.
+func BenchmarkGRPCUnarySession(b *testing.B) {
+	srvMesh, err := mesh.New(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { srvMesh.Close() })
+	var addrs []string
+	for range 3 {
+		gs, err := srvMesh.NewGRPCServer()
+		if err != nil {
+			b.Fatal(err)
+		}
+		addrs = append(addrs, serveGRPC(b, gs))
+	}
+	cliMesh, err := mesh.New(context.Background(), mesh.WithEndpoints("echo", addrs...), mesh.WithSessionAffinity("sticky", 0))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cliMesh.Close() })
+	cc, err := cliMesh.DialGRPC("echo")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cc.Close() })
+	client := testgrpc.NewBenchmarkServiceClient(cc)
+	var md metadata.MD
+	if _, err := client.UnaryCall(context.Background(), payloadRequest(1), grpc.Header(&md)); err != nil {
+		b.Fatal(err)
+	}
+	sc := md.Get("set-cookie")
+	if len(sc) != 1 {
+		b.Fatalf("the first call set cookies %q, want one", sc)
+	}
+	cookie, _, _ := strings.Cut(sc[0], ";")
+	session := metadata.AppendToOutgoingContext(context.Background(), "cookie", cookie)
+	for _, p := range grpcPayloads {
+		req := payloadRequest(p.size)
+		b.Run(p.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				// As call does, plus the header the cookie would come back in.
+				ctx, cancel := context.WithTimeout(session, 10*time.Second)
+				var md metadata.MD
+				_, err := client.UnaryCall(ctx, req, grpc.Header(&md))
+				cancel()
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(md.Get("set-cookie")) != 0 {
+					b.Fatal("a call that carried its cookie was moved")
+				}
+			}
 		})
 	}
 }

@@ -19,8 +19,8 @@ const grpcScheme = "weft"
 //   - "orders" or "orders:50051": a mesh service, resolved as an HTTP host is
 //     (static endpoints, configured DNS names, else DNS on the target) and
 //     balanced as HTTP requests to it are (the mesh's policy with slow
-//     start, priority and locality failover, zone-aware routing and outlier
-//     detection), running in grpc-go;
+//     start, priority and locality failover, zone-aware routing, outlier
+//     detection and session affinity), running in grpc-go;
 //   - "xds:///orders:50051": grpc-go's own xDS resolver and balancers, fed
 //     by the bootstrap New read (from the environment or WithBootstrap);
 //   - any other "scheme://..." target goes to grpc-go unchanged.
@@ -45,6 +45,7 @@ func (m *Mesh) DialGRPC(target string, opts ...grpc.DialOption) (*grpc.ClientCon
 			return nil, fmt.Errorf("weft: DialGRPC(%q): %w", target, errClosed)
 		}
 		base = append(base, m.grpcClientResilience(target)...)
+		base = append(base, m.grpcSessionOptions()...) // beneath retries: per attempt
 		target = grpcScheme + ":///" + target
 		base = append(base,
 			grpc.WithResolvers(m.grpcRes),

@@ -2,23 +2,27 @@ package mesh_test
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/mesh"
+	"github.com/weftmesh/weft/resilience"
 	"github.com/weftmesh/weft/resolver"
 )
 
 // Balancing of gRPC channels to mesh services: the tests of the HTTP path
-// (TestZoneAwareStatic, TestRetriesAvoidAFailingEndpoint) over DialGRPC,
-// with real grpc-go servers on loopback.
+// (TestZoneAwareStatic, TestRetriesAvoidAFailingEndpoint, the session
+// affinity tests) over DialGRPC, with real grpc-go servers on loopback.
 
 // dialHealth returns a health client on a channel of m to target, closed
 // when the test ends.
@@ -228,5 +232,224 @@ func TestDialGRPCOutlierDetection(t *testing.T) {
 				t.Errorf("healthy endpoints served %v, want 295 in all, spread", got)
 			}
 		})
+	}
+}
+
+// sessionHealth counts the Check calls and the Watch streams it serves;
+// while down is set, Check fails with UNAVAILABLE, uncounted.
+type sessionHealth struct {
+	countingHealth
+	watches atomic.Int64
+	down    atomic.Bool
+	refused atomic.Int64
+}
+
+func (h *sessionHealth) Check(ctx context.Context, req *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	if h.down.Load() {
+		h.refused.Add(1)
+		return nil, status.Error(codes.Unavailable, "down")
+	}
+	return h.countingHealth.Check(ctx, req)
+}
+
+func (h *sessionHealth) Watch(_ *healthpb.HealthCheckRequest, s grpc.ServerStreamingServer[healthpb.HealthCheckResponse]) error {
+	h.watches.Add(1)
+	return s.Send(&healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING})
+}
+
+// grpcJar keeps the session cookie gRPC responses set and sends it back,
+// as a cookie jar does for HTTP.
+type grpcJar struct {
+	name   string
+	cookie string // "name=value", "" before the first set-cookie
+	sets   int
+}
+
+func (j *grpcJar) context(ctx context.Context) context.Context {
+	if j.cookie == "" {
+		return ctx
+	}
+	return metadata.AppendToOutgoingContext(ctx, "cookie", j.cookie)
+}
+
+func (j *grpcJar) keep(t *testing.T, md metadata.MD) {
+	t.Helper()
+	for _, v := range md.Get("set-cookie") {
+		ck, err := http.ParseSetCookie(v)
+		if err != nil {
+			t.Fatalf("set-cookie %q: %v", v, err)
+		}
+		if ck.Name == j.name {
+			j.cookie, j.sets = ck.Name+"="+ck.Value, j.sets+1
+		}
+	}
+}
+
+// addr returns the address the jar's cookie names.
+func (j *grpcJar) addr(t *testing.T) string {
+	t.Helper()
+	_, v, _ := strings.Cut(j.cookie, "=")
+	return decodeCookie(t, v)
+}
+
+// sessionCalls makes n Check calls with j's cookie, keeping what they set,
+// and returns the calls each endpoint served, by address.
+func sessionCalls(t *testing.T, c healthpb.HealthClient, j *grpcJar, n int, addrs []string, counters []*countingHealth) map[string]int {
+	t.Helper()
+	before := snapshot(counters)
+	for i := range n {
+		ctx, cancel := context.WithTimeout(j.context(context.Background()), 10*time.Second)
+		var md metadata.MD
+		_, err := c.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Header(&md))
+		cancel()
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		j.keep(t, md)
+	}
+	seen := map[string]int{}
+	for i, d := range delta(before, snapshot(counters)) {
+		if d > 0 {
+			seen[addrs[i]] = d
+		}
+	}
+	return seen
+}
+
+func sessionBackends(t *testing.T, n int) ([]string, []*sessionHealth, []*countingHealth) {
+	t.Helper()
+	srv := newMesh(t)
+	var addrs []string
+	var hs []*sessionHealth
+	var counters []*countingHealth
+	for range n {
+		h := &sessionHealth{}
+		addrs = append(addrs, serveHealth(t, srv, h))
+		hs = append(hs, h)
+		counters = append(counters, &h.countingHealth)
+	}
+	return addrs, hs, counters
+}
+
+// TestDialGRPCSessionAffinity is TestSessionAffinityXDS over gRPC, with
+// WithSessionAffinity: 100 unary calls that carry back the cookie the
+// first response set all reach one endpoint, under that one cookie; calls
+// without it spread. A stream with the cookie goes to that endpoint and
+// its header sets nothing; one without it gets a cookie naming where it
+// went. When the endpoint leaves the endpoint set, the session moves, with
+// a new cookie, to one other endpoint, where the next 100 calls stay.
+func TestDialGRPCSessionAffinity(t *testing.T) {
+	addrs, hs, counters := sessionBackends(t, 3)
+	m := newMesh(t, mesh.WithEndpoints("orders", addrs...), mesh.WithSessionAffinity("sticky", time.Hour))
+	c := dialHealth(t, m, "orders")
+	jar := &grpcJar{name: "sticky"}
+
+	first := only(t, sessionCalls(t, c, jar, 100, addrs, counters))
+	if jar.sets != 1 || jar.addr(t) != first {
+		t.Fatalf("100 calls to %s set %d cookies, the last naming %s; want one, naming it", first, jar.sets, jar.addr(t))
+	}
+	t.Logf("100 calls: all to %s, one set-cookie %s", first, jar.cookie)
+
+	if plain := sessionCalls(t, c, &grpcJar{name: "other"}, 9, addrs, counters); len(plain) < 2 {
+		t.Errorf("calls without the cookie all reached one endpoint: %v", plain)
+	}
+
+	watch := func(j *grpcJar) (metadata.MD, []int64) {
+		t.Helper()
+		before := make([]int64, len(hs))
+		for i, h := range hs {
+			before[i] = h.watches.Load()
+		}
+		ctx, cancel := context.WithTimeout(j.context(context.Background()), 10*time.Second)
+		defer cancel()
+		s, err := c.Watch(ctx, &healthpb.HealthCheckRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Recv(); err != nil {
+			t.Fatal(err)
+		}
+		md, err := s.Header()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := make([]int64, len(hs))
+		for i, h := range hs {
+			out[i] = h.watches.Load() - before[i]
+		}
+		return md, out
+	}
+	for range 5 {
+		md, got := watch(jar)
+		for i, n := range got {
+			if (addrs[i] == first) != (n == 1) {
+				t.Fatalf("a stream with the cookie for %s: streams per endpoint %v (%v)", first, got, addrs)
+			}
+		}
+		if v := md.Get("set-cookie"); len(v) != 0 {
+			t.Errorf("a stream that went where its cookie said set %q", v)
+		}
+	}
+	fresh := &grpcJar{name: "sticky"}
+	md, got := watch(fresh)
+	fresh.keep(t, md)
+	for i, n := range got {
+		if n == 1 && fresh.addr(t) != addrs[i] {
+			t.Errorf("a stream without a cookie went to %s and set one naming %s", addrs[i], fresh.addr(t))
+		}
+	}
+
+	var rest []string
+	for _, a := range addrs {
+		if a != first {
+			rest = append(rest, a)
+		}
+	}
+	if err := m.SetStaticEndpoints("orders", rest...); err != nil {
+		t.Fatal(err)
+	}
+	old := jar.cookie
+	deadline := time.Now().Add(10 * time.Second)
+	for sessionCalls(t, c, jar, 1, addrs, counters)[first] != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("calls still reach %s 10 s after it left the endpoint set", first)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	sets := jar.sets
+	second := only(t, sessionCalls(t, c, jar, 100, addrs, counters))
+	if second == first || jar.cookie == old || jar.addr(t) != second || jar.sets != sets {
+		t.Fatalf("after removal: calls to %s, cookie %q naming %s (%d set-cookies); before: %s, %q", second, jar.cookie, jar.addr(t), jar.sets, first, old)
+	}
+	t.Logf("after %s left: 100 calls all to %s, cookie %s", first, second, jar.cookie)
+}
+
+// TestDialGRPCSessionRetry is TestSessionAffinityStatic over gRPC, with the
+// endpoint answering UNAVAILABLE rather than going away: the call that
+// finds its session's endpoint failing is retried (Check is declared
+// idempotent here) on another endpoint, not on the one its cookie names,
+// and succeeds with a new cookie, under which the next 50 calls stay.
+func TestDialGRPCSessionRetry(t *testing.T) {
+	addrs, hs, counters := sessionBackends(t, 3)
+	m := newMesh(t, mesh.WithEndpoints("orders", addrs...), mesh.WithSessionAffinity("sticky", 0),
+		mesh.WithRetryPolicy(resilience.RetryPolicy{NumRetries: 2, IdempotentMethods: []string{"/grpc.health.v1.Health/Check"}}))
+	c := dialHealth(t, m, "orders")
+	jar := &grpcJar{name: "sticky"}
+	first := only(t, sessionCalls(t, c, jar, 50, addrs, counters))
+	for i, a := range addrs {
+		if a == first {
+			hs[i].down.Store(true)
+		}
+	}
+	moved := only(t, sessionCalls(t, c, jar, 1, addrs, counters))
+	second := only(t, sessionCalls(t, c, jar, 50, addrs, counters))
+	var refused int64
+	for _, h := range hs {
+		refused += h.refused.Load()
+	}
+	t.Logf("50 calls to %s; it failed %d attempt(s); then the session moved to %s, cookie %s", first, refused, second, jar.cookie)
+	if moved == first || second != moved || jar.addr(t) != second || jar.sets != 2 || refused != 1 {
+		t.Errorf("after %s failed: the retried call went to %s, then 50 to %s; cookie names %s after %d set-cookies; %d attempts refused (want 1)",
+			first, moved, second, jar.addr(t), jar.sets, refused)
 	}
 }
