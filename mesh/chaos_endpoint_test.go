@@ -256,10 +256,17 @@ func TestChaosSlowAndFailingDNS(t *testing.T) {
 	for _, ph := range phases {
 		dns.set(ph.set)
 		q := dns.queriesNow()
-		run.waitSent(t, 400)
-		if dns.queriesNow() == q {
-			t.Errorf("phase %s: the mesh asked DNS nothing; the phase proves nothing", ph.name)
+		// A phase lasts until the mesh has asked DNS under it and 400
+		// more requests have gone out, whichever is later: counting
+		// requests alone, a fast machine could finish the phase while a
+		// slow lookup from the previous one was still pending.
+		for deadline := time.Now().Add(5 * time.Second); dns.queriesNow() == q; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Errorf("phase %s: the mesh asked DNS nothing in 5s; the phase proves nothing", ph.name)
+				break
+			}
 		}
+		run.waitSent(t, 400)
 	}
 	// Back, with a changed set: the mesh follows it.
 	dns.set(func(s *dnsChaos) { s.drop, s.srv[strings.TrimSuffix(name, ".")] = false, srvFor(b, c) })
