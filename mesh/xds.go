@@ -166,7 +166,7 @@ type xdsHost struct {
 	// that keeps the route configuration's name still takes effect.
 	timeout   time.Duration
 	rdsConfig *xds.RouteConfig
-	session              atomic.Pointer[xds.SessionCookie] // the listener's stateful session
+	session   atomic.Pointer[xds.SessionCookie] // the listener's stateful session
 }
 
 // hostState is what one listener version says; immutable.
