@@ -521,9 +521,10 @@ func (p *grpcPicker) done(call *GRPCPick, res PickResult, sc gbalancer.SubConn) 
 	if call != nil {
 		call.picked.Store(res.Endpoint)
 	}
-	start := time.Now()
+	start := Now()
 	return gbalancer.PickResult{SubConn: sc, Done: func(di gbalancer.DoneInfo) {
-		res.Finish(DoneInfo{Latency: time.Since(start), Outcome: GRPCOutcome(di.Err), Err: di.Err})
+		end := Now()
+		res.Finish(DoneInfo{Latency: time.Duration(end - start), End: end, Outcome: GRPCOutcome(di.Err), Err: di.Err})
 	}}
 }
 

@@ -59,7 +59,7 @@ var monoEpoch = time.Now()
 
 func monoNow() int64 { return int64(time.Since(monoEpoch)) }
 
-func init() { Register(newP2CEWMABuilder(rand.Uint64, monoNow)) }
+func init() { Register(p2cEWMABuilder(rand.Uint64, monoNow, true)) }
 
 type p2cEWMAConfig struct {
 	DecayWindow *jsonDuration `json:"decayWindow"`
@@ -82,11 +82,18 @@ func parseP2CEWMA(js json.RawMessage) (time.Duration, error) {
 // newP2CEWMABuilder returns the policy drawing endpoints with rng and
 // reading time, in nanoseconds from any fixed origin, from now.
 func newP2CEWMABuilder(rng func() uint64, now func() int64) Builder {
+	return p2cEWMABuilder(rng, now, false)
+}
+
+// p2cEWMABuilder is newP2CEWMABuilder; realClock says now is monoNow, the
+// clock of DoneInfo.End, which observations then take instead of reading
+// now (a test's clock is another).
+func p2cEWMABuilder(rng func() uint64, now func() int64, realClock bool) Builder {
 	return configBuilder[time.Duration]{
 		name:  P2CEWMA,
 		parse: parseP2CEWMA,
 		build: func(tau time.Duration, serving []*Endpoint) Picker {
-			p := &p2cEWMAPicker{endpoints: serving, rng: rng, now: now, tau: float64(tau)}
+			p := &p2cEWMAPicker{endpoints: serving, rng: rng, now: now, tau: float64(tau), realClock: realClock}
 			p.lastDone.Store(now())
 			// One Done func per endpoint, made here, so a pick allocates
 			// nothing.
@@ -107,6 +114,9 @@ type p2cEWMAPicker struct {
 	rng       func() uint64
 	now       func() int64
 	tau       float64 // decay window in nanoseconds
+	// realClock is set when now is monoNow, whose readings DoneInfo.End
+	// carries.
+	realClock bool
 	// lastDone is when a request last finished (or the picker was built).
 	// Pick decays estimates to this time rather than reading the clock:
 	// under load it trails the clock by the gap between two responses, or
@@ -152,7 +162,10 @@ func (p *p2cEWMAPicker) cost(e *Endpoint, now int64) float64 {
 }
 
 func (p *p2cEWMAPicker) observe(e *Endpoint, d DoneInfo) {
-	now := p.now()
+	now := d.End
+	if now == 0 || !p.realClock {
+		now = p.now()
+	}
 	// Storing only when lastDone is a thousandth of τ old keeps cores from
 	// trading its cache line on every response, at a cost of at most 0.1%
 	// of decay. Concurrent Done calls may store out of order; a slightly

@@ -184,13 +184,14 @@ func (p *pickTransport) RoundTripAttempt(req *http.Request, attempts *resilience
 		setTimeoutHeader(&out.req, deadline)
 	}
 
-	start := time.Now()
+	start := balancer.Now()
 	resp, err := rt.RoundTrip(&out.req)
+	end := balancer.Now()
 	if sess != nil && err == nil {
 		setSessionCookie(resp, sess, info.Override, res.Endpoint.Addr)
 	}
 	outcome := httpOutcome(ctx, resp, err)
-	res.Finish(balancer.DoneInfo{Latency: time.Since(start), Outcome: outcome, Err: err})
+	res.Finish(balancer.DoneInfo{Latency: time.Duration(end - start), End: end, Outcome: outcome, Err: err})
 	svc.requests.Add(1)
 	if err != nil || resp.Body == nil {
 		th.ReleaseRequest()
