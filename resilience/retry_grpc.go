@@ -16,6 +16,8 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/descriptorpb"
+
+	"github.com/weftmesh/weft/balancer"
 )
 
 // grpcRetry is safe for concurrent use: its only shared state is the
@@ -74,6 +76,11 @@ func (g *grpcRetry) intercept(ctx context.Context, method string, req, reply any
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
 	ctx, att := withAttempts(ctx)
+	// A Weft-balanced channel's picker reads the endpoints tried so far
+	// from here and sends a retry elsewhere, as the HTTP path does; the
+	// pick tells which endpoint each attempt went to.
+	pick := &balancer.GRPCPick{Tried: att}
+	ctx = balancer.ContextWithGRPCPick(ctx, pick)
 	if b := g.cfg.budget; b != nil {
 		b.RequestStarted()
 		defer b.RequestDone()
@@ -92,6 +99,9 @@ func (g *grpcRetry) intercept(ctx context.Context, method string, req, reply any
 		}
 		trailer = nil
 		err := invoker(actx, method, req, reply, cc, opts...)
+		if addr := pick.Picked(); addr != "" {
+			att.Record(addr)
+		}
 		// The server sees the attempt's deadline too and may report it
 		// first, before actx is done here.
 		perTryFired := err != nil && cancelTry != nil && ctx.Err() == nil &&
