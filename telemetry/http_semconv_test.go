@@ -36,7 +36,7 @@ func attrString(s attribute.Set, k string) string {
 	if !ok {
 		return "<absent>"
 	}
-	return v.Emit()
+	return v.String()
 }
 
 // TestHTTPSemanticConventions checks the attributes of the spans and
