@@ -194,6 +194,7 @@ type fullRow struct {
 type openRow struct {
 	rate        float64
 	traffic     string
+	sides       [2]string // "plain", "Weft"; the same stack twice for the noise floor
 	plain, weft openResult
 }
 
@@ -342,18 +343,24 @@ func measureFull(ctx context.Context, o options, s *stacks, rep *report) error {
 	return nil
 }
 
-// openTraffic are the open-loop pairs: plain, then Weft.
+// openTraffic are the open-loop pairs: plain, then Weft. The first pair
+// is plain net/http against itself: what it "adds" is the noise floor of
+// the machine, against which the other pairs' differences are read.
 func openTraffic(s *stacks) []struct {
 	name        string
+	sides       [2]string
 	plain, weft caller
 } {
+	pw := [2]string{"plain", "Weft"}
 	return []struct {
 		name        string
+		sides       [2]string
 		plain, weft caller
 	}{
-		{"HTTP/1.1: net/http vs Weft", s.plainHTTP["h1"], s.weftHTTP["h1"]},
-		{"HTTP/2 TLS: net/http TLS vs Weft full stack", s.plainHTTP["tls"], s.weftFull},
-		{"gRPC: grpc-go vs Weft", s.plainGRPC, s.weftGRPC},
+		{"HTTP/1.1: net/http vs net/http (noise floor)", [2]string{"plain", "plain again"}, s.plainHTTP["h1"], s.plainHTTP["h1"]},
+		{"HTTP/1.1: net/http vs Weft", pw, s.plainHTTP["h1"], s.weftHTTP["h1"]},
+		{"HTTP/2 TLS: net/http TLS vs Weft full stack", pw, s.plainHTTP["tls"], s.weftFull},
+		{"gRPC: grpc-go vs Weft", pw, s.plainGRPC, s.weftGRPC},
 	}
 }
 
@@ -367,7 +374,7 @@ func measureOpen(ctx context.Context, o options, s *stacks, rep *report) error {
 			// Failures are reported, not fatal: past what the machine can
 			// serve, requests pile up and Weft's thresholds (1,024 in flight
 			// by default, as Envoy's) fail the excess fast, by design.
-			rep.open = append(rep.open, openRow{rate: rate, traffic: t.name, plain: res[0], weft: res[1]})
+			rep.open = append(rep.open, openRow{rate: rate, traffic: t.name, sides: t.sides, plain: res[0], weft: res[1]})
 		}
 	}
 	return nil

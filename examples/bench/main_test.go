@@ -73,7 +73,7 @@ func TestShortRun(t *testing.T) {
 			}
 		}
 	}
-	if want := len(o.rates) * 3; len(rep.open) != want {
+	if want := len(o.rates) * 4; len(rep.open) != want {
 		t.Errorf("%d open-loop rows, want %d", len(rep.open), want)
 	}
 	for _, r := range rep.open {

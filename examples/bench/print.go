@@ -85,7 +85,7 @@ func printOpen(out io.Writer, o options, rep *report) {
 		for i, side := range []struct {
 			name string
 			res  openResult
-		}{{"plain", r.plain}, {"Weft", r.weft}} {
+		}{{r.sides[0], r.plain}, {r.sides[1], r.weft}} {
 			fmt.Fprintf(out, "| %.0f | %s | %s | %d | %d |", r.rate, r.traffic, side.name, side.res.requests, side.res.errors)
 			for _, q := range qs {
 				fmt.Fprintf(out, " %s |", us(side.res.run.Quantile(q)))
