@@ -430,7 +430,7 @@ func (c *Cluster) Pick(info PickInfo) (PickResult, error) {
 	if err != nil {
 		return PickResult{}, err
 	}
-	if info.Tried != nil {
+	if info.Tried != nil && info.Tried.Tried(res.Endpoint.Addr) {
 		for i := 0; i < retryPickAttempts && info.Tried.Tried(res.Endpoint.Addr); i++ {
 			again, err := p.Pick(info)
 			if err != nil {
@@ -438,9 +438,32 @@ func (c *Cluster) Pick(info PickInfo) (PickResult, error) {
 			}
 			res = again
 		}
+		if info.Tried.Tried(res.Endpoint.Addr) {
+			if e := c.untried(info.Tried); e != nil {
+				res = PickResult{Endpoint: e}
+			}
+		}
 	}
 	res.Endpoint.load.inFlight.Add(1)
 	return res, nil
+}
+
+// untried returns an endpoint that may serve and that tried does not
+// report, or nil. It is the last resort of a pick for a retry or hedge
+// whose policy kept drawing endpoints already tried (with two endpoints,
+// four draws all land on the tried one 1 time in 16): going elsewhere
+// matters more than the policy's preference then.
+func (c *Cluster) untried(tried interface{ Tried(addr string) bool }) *Endpoint {
+	m := c.addrs.Load()
+	if m == nil {
+		return nil
+	}
+	for addr, e := range *m {
+		if e.Health.Serving() && !e.Ejected() && !tried.Tried(addr) {
+			return e
+		}
+	}
+	return nil
 }
 
 // override returns the endpoint info.Override names when it may take the

@@ -416,7 +416,10 @@ type GRPCPick struct {
 	// says; once its connection has failed, the policy picks.
 	Override string
 	// Tried is PickInfo.Tried: endpoints the call's earlier attempts
-	// went to, which picks avoid when they can.
+	// went to, which picks avoid when they can. When it also has a
+	// Record(addr string) method, as resilience.Attempts does, each pick
+	// is recorded there as it is made, so that attempts in flight at once
+	// (hedges) avoid each other's endpoints too.
 	Tried interface{ Tried(addr string) bool }
 
 	picked atomic.Pointer[Endpoint]
@@ -496,6 +499,11 @@ func (p *grpcPicker) Pick(gi gbalancer.PickInfo) (gbalancer.PickResult, error) {
 	}
 	switch {
 	case found.Endpoint != nil:
+		// Every draw was tried already: a READY endpoint not tried, if
+		// any, before going back to one that was (see Cluster.untried).
+		if e, c := p.untriedReady(info.Tried); e != nil {
+			return p.done(call, PickResult{Endpoint: e}, c), nil
+		}
 		return p.done(call, found, sc), nil
 	case connecting:
 		// The policy's picker is a step ahead of the connections; the
@@ -520,12 +528,30 @@ func (p *grpcPicker) done(call *GRPCPick, res PickResult, sc gbalancer.SubConn) 
 	res.Endpoint.load.inFlight.Add(1)
 	if call != nil {
 		call.picked.Store(res.Endpoint)
+		if r, ok := call.Tried.(interface{ Record(addr string) }); ok {
+			r.Record(res.Endpoint.Addr)
+		}
 	}
 	start := Now()
 	return gbalancer.PickResult{SubConn: sc, Done: func(di gbalancer.DoneInfo) {
 		end := Now()
 		res.Finish(DoneInfo{Latency: time.Duration(end - start), End: end, Outcome: GRPCOutcome(di.Err), Err: di.Err})
 	}}
+}
+
+// untriedReady returns a READY endpoint that may serve and that tried does
+// not report, with its SubConn, or nil.
+func (p *grpcPicker) untriedReady(tried interface{ Tried(addr string) bool }) (*Endpoint, gbalancer.SubConn) {
+	addrs := p.cluster.addrs.Load()
+	if addrs == nil || tried == nil {
+		return nil, nil
+	}
+	for _, addr := range p.ready {
+		if e := (*addrs)[addr]; e != nil && e.Health.Serving() && !e.Ejected() && !tried.Tried(addr) {
+			return e, p.conns[addr].sc
+		}
+	}
+	return nil, nil
 }
 
 type errGRPCPicker struct{ err error }

@@ -198,3 +198,37 @@ func TestConcurrentPicksAndUpdates(t *testing.T) {
 		})
 	}
 }
+
+// TestClusterPickAvoidsTriedEndpoints: a pick for a retry or hedge goes to
+// an endpoint not tried yet whenever one may serve, even under a policy
+// whose draws keep landing on the tried one, as ring_hash's do for one
+// hash; only when every endpoint was tried does it go back to one.
+func TestClusterPickAvoidsTriedEndpoints(t *testing.T) {
+	c := newCluster(t, balancer.Get(balancer.RingHash), "", equal(3))
+	info := balancer.PickInfo{Hash: 42, HasHash: true}
+	first, err := c.Pick(info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Finish(balancer.DoneInfo{})
+	tried := triedSet{first.Endpoint.Addr: true}
+	for range 20 {
+		info.Tried = tried
+		r, err := c.Pick(info)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Finish(balancer.DoneInfo{})
+		if tried[r.Endpoint.Addr] {
+			t.Fatalf("tried %v, picked %s again although an endpoint was left", tried, r.Endpoint.Addr)
+		}
+	}
+	for _, e := range equal(3) {
+		tried[e.Addr] = true
+	}
+	if r, err := c.Pick(info); err != nil {
+		t.Errorf("every endpoint tried: %v, want a pick of one of them", err)
+	} else {
+		r.Finish(balancer.DoneInfo{})
+	}
+}

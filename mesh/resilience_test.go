@@ -527,8 +527,16 @@ func (s *slowHealth) Check(ctx context.Context, _ *healthpb.HealthCheckRequest) 
 }
 
 // WEFT_HEDGE_DELAY on gRPC: a unary call to a slow endpoint is hedged to
-// the fast one after the delay; the slow attempt is cancelled.
+// the fast one after the delay; the slow attempt is cancelled. With random
+// picks the hedge must still avoid the endpoint its first attempt is
+// waiting on: one that did not would wait on the slow one half the time.
 func TestGRPCHedging(t *testing.T) {
+	for _, policy := range []string{balancer.RoundRobin, balancer.Random} {
+		t.Run(policy, func(t *testing.T) { testGRPCHedging(t, policy) })
+	}
+}
+
+func testGRPCHedging(t *testing.T, policy string) {
 	var addrs []string
 	servers := []*slowHealth{{}, {}}
 	for _, hs := range servers {
@@ -544,7 +552,7 @@ func TestGRPCHedging(t *testing.T) {
 	}
 	t.Setenv("WEFT_HEDGE_DELAY", "20ms")
 	t.Setenv("WEFT_HEDGE_MAX", "2")
-	m := newMesh(t, mesh.WithEndpoints("health", addrs...),
+	m := newMesh(t, mesh.WithEndpoints("health", addrs...), mesh.WithLBPolicy(policy),
 		mesh.WithRetryPolicy(resilience.RetryPolicy{NumRetries: 1, Timeout: -1, IdempotentMethods: []string{"/grpc.health.v1.Health/Check"}}))
 	cc, err := m.DialGRPC("health")
 	if err != nil {
@@ -562,8 +570,8 @@ func TestGRPCHedging(t *testing.T) {
 	}
 	servers[0].calls.Store(0)
 	servers[0].slow.Store(true)
-	for i := 0; i < 10; i++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	for i := 0; i < 20; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		resp, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
 		cancel()
 		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {

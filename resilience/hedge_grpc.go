@@ -9,6 +9,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/weftmesh/weft/balancer"
 )
 
 // grpcHedge is safe for concurrent use: per-call state lives on the
@@ -102,6 +104,9 @@ func (h *grpcHedge) intercept(ctx context.Context, method string, req, reply any
 		if n > 0 {
 			actx = hedgeContext{ctx}
 		}
+		// Each attempt's pick is recorded in att as it is made, so a hedge
+		// avoids the endpoints of the attempts still in flight.
+		actx = balancer.ContextWithGRPCPick(actx, &balancer.GRPCPick{Tried: att})
 		att.begin()
 		launched++
 		inFlight++

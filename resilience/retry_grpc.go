@@ -77,10 +77,9 @@ func (g *grpcRetry) intercept(ctx context.Context, method string, req, reply any
 	}
 	ctx, att := withAttempts(ctx)
 	// A Weft-balanced channel's picker reads the endpoints tried so far
-	// from here and sends a retry elsewhere, as the HTTP path does; the
-	// pick tells which endpoint each attempt went to.
-	pick := &balancer.GRPCPick{Tried: att}
-	ctx = balancer.ContextWithGRPCPick(ctx, pick)
+	// from here, records each pick in att, and sends a retry elsewhere,
+	// as the HTTP path does.
+	ctx = balancer.ContextWithGRPCPick(ctx, &balancer.GRPCPick{Tried: att})
 	if b := g.cfg.budget; b != nil {
 		b.RequestStarted()
 		defer b.RequestDone()
@@ -99,9 +98,6 @@ func (g *grpcRetry) intercept(ctx context.Context, method string, req, reply any
 		}
 		trailer = nil
 		err := invoker(actx, method, req, reply, cc, opts...)
-		if addr := pick.Picked(); addr != "" {
-			att.Record(addr)
-		}
 		// The server sees the attempt's deadline too and may report it
 		// first, before actx is done here.
 		perTryFired := err != nil && cancelTry != nil && ctx.Err() == nil &&
