@@ -362,3 +362,22 @@ func BenchmarkSelect(b *testing.B) {
 		}
 	}
 }
+
+// FuzzSelect checks Select against the criterion-by-criterion rule on
+// listeners drawn from seed and connections the fuzzer chooses.
+func FuzzSelect(f *testing.F) {
+	f.Add(uint64(1), []byte{10, 1, 2, 3}, uint16(8080), []byte{127, 0, 0, 1}, uint16(40000), true)
+	f.Add(uint64(7), []byte{192, 168, 1, 1}, uint16(8081), []byte{10, 2, 0, 1}, uint16(40001), false)
+	f.Fuzz(func(t *testing.T, seed uint64, local []byte, lport uint16, remote []byte, rport uint16, tls bool) {
+		addr := func(b []byte) netip.Addr {
+			var a4 [4]byte
+			copy(a4[:], b)
+			return netip.AddrFrom4(a4)
+		}
+		l := randomListener(rand.New(rand.NewPCG(seed, seed>>7)))
+		c := ConnInfo{Local: netip.AddrPortFrom(addr(local), lport), Remote: netip.AddrPortFrom(addr(remote), rport), TLS: tls}
+		if got, want := l.Select(c), selectSequential(l, c); got != want {
+			t.Fatalf("Select(%+v) = %v, the sequential rule gives %v", c, got, want)
+		}
+	})
+}
