@@ -31,7 +31,12 @@ const (
 	// unanswered before it is reported as not existing (gRFC A27).
 	DefaultResourceTimeout = 15 * time.Second
 	// DefaultMaxRecvMsgSize is the largest DiscoveryResponse accepted.
-	DefaultMaxRecvMsgSize = 4 << 20
+	// gRPC's default of 4 MiB is too small for a state-of-the-world
+	// response in a large mesh (every cluster, or every endpoint of a
+	// large service, in one message): a response over the limit fails the
+	// stream again at every reconnection, and the mesh would never sync.
+	// The control plane is trusted; the limit only bounds a runaway one.
+	DefaultMaxRecvMsgSize = 128 << 20
 )
 
 // Re-NACK pacing: a control plane that answers every NACK with the same

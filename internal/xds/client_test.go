@@ -14,6 +14,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -383,6 +384,37 @@ func TestClientDoesNotExistTimer(t *testing.T) {
 		if d.State != StateDoesNotExist {
 			t.Errorf("Dump %v %q: got %s, want DOES_NOT_EXIST", d.Type, d.Name, d.State)
 		}
+	}
+}
+
+// TestClientAcceptsLargeResponses: a response over gRPC's default limit
+// of 4 MiB, as a large mesh's state-of-the-world EDS or CDS can be, is
+// accepted by default.
+func TestClientAcceptsLargeResponses(t *testing.T) {
+	srv := xdstest.NewServer(t)
+	addrs := make([]string, 0, 5000)
+	for i := range cap(addrs) {
+		addrs = append(addrs, fmt.Sprintf("10.0.%d.%d:8080", i>>8, i&255))
+	}
+	cla := xdstest.Endpoints("big", addrs...)
+	// Long hostnames make the message large with few endpoints to
+	// translate.
+	long := strings.Repeat("h", 1000)
+	for _, l := range cla.GetEndpoints() {
+		for _, e := range l.GetLbEndpoints() {
+			e.GetEndpoint().Hostname = long
+		}
+	}
+	if n := proto.Size(cla); n <= 4<<20 {
+		t.Fatalf("the assignment is %d bytes; the test needs more than 4 MiB", n)
+	}
+	srv.SetSnapshot(t, node, "1", cla)
+	c := newTestClient(t, srv.Bootstrap(node), fastBackoff())
+	w := newRecorder()
+	defer c.Watch(EndpointsType, "big", w)()
+	e := w.next(t, "update")
+	if got := len(e.res.(*Endpoints).All); got != len(addrs) {
+		t.Errorf("got %d endpoints, want %d", got, len(addrs))
 	}
 }
 
