@@ -134,3 +134,24 @@ func BenchmarkServerHandler(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkFreshGoroutineGET is BenchmarkSequentialGET with each GET on
+// a new goroutine, as an open-loop load generator or a fan-out sends
+// them: the goroutine's stack starts small and grows, by copying, to what
+// the request's call path needs.
+func BenchmarkFreshGoroutineGET(b *testing.B) {
+	plain, plainURL, weft, weftURL := benchPair(b)
+	for _, c := range []struct {
+		name string
+		get  func()
+	}{{"plain", func() { doGET(b, plain, plainURL) }}, {"weft", func() { doGET(b, weft, weftURL) }}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			done := make(chan struct{})
+			for b.Loop() {
+				go func() { c.get(); done <- struct{}{} }()
+				<-done
+			}
+		})
+	}
+}
