@@ -204,8 +204,12 @@ func WithOutlierDetection(cfg balancer.OutlierConfig) Option {
 }
 
 // WithXDSIdleTimeout sets how long an xDS-configured host or cluster may go
-// unused before the mesh unsubscribes from its resources (default 5 min);
-// the next request subscribes again, waiting one round trip.
+// unused before the mesh unsubscribes from its resources (default 5 min).
+// The control plane hears of it with the mesh's next new subscription
+// (a state-of-the-world server need not answer a request that only
+// removes names); until then a request for it is served at once from
+// what the control plane last sent, and afterwards it subscribes again,
+// waiting one round trip.
 func WithXDSIdleTimeout(d time.Duration) Option {
 	return optionFunc(func(c *config) error {
 		if d <= 0 {

@@ -347,6 +347,22 @@ func TestXDSUnusedSubscriptionsAreClosed(t *testing.T) {
 	m := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)), mesh.WithXDSIdleTimeout(100*time.Millisecond))
 	c := m.HTTPClient()
 	sendHTTP(t, c, 1, false)
+	// The idle sweep drops the watch; the server hears of it with the
+	// next subscription, here a host it does not know.
+	time.Sleep(400 * time.Millisecond)
+	other := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer other.Close()
+	getCtx, stopGet := context.WithCancel(context.Background())
+	getDone := make(chan struct{})
+	go func() {
+		defer close(getDone)
+		if req, err := http.NewRequestWithContext(getCtx, http.MethodGet, other.URL, nil); err == nil {
+			if resp, err := c.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}
+	}()
+	defer func() { stopGet(); <-getDone }()
 
 	names := func(r *discoveryv3.DiscoveryRequest, typ string) ([]string, bool) {
 		return r.GetResourceNames(), strings.HasSuffix(r.GetTypeUrl(), typ)

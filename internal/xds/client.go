@@ -212,6 +212,10 @@ type resourceState struct {
 	dne      bool
 	err      error
 	dneTimer timer
+	// idle is set when the last watcher left. The name stays subscribed
+	// until the next request that adds a name (see sendLoop), and its
+	// state keeps following the server, so a new watcher gets it at once.
+	idle bool
 }
 
 type watcherEntry struct {
@@ -337,6 +341,10 @@ func (c *Client) Watch(t ResourceType, name string, w Watcher) (cancel func()) {
 		return func() {}
 	}
 	rs := c.resources[t][name]
+	if rs != nil && rs.idle {
+		// Still subscribed: the state is current, nothing to ask for.
+		rs.idle = false
+	}
 	if rs == nil {
 		rs = &resourceState{watchers: make(map[uint64]*watcherEntry)}
 		c.resources[t][name] = rs
@@ -372,14 +380,14 @@ func (c *Client) Watch(t ResourceType, name string, w Watcher) (cancel func()) {
 		if len(rs.watchers) > 0 || c.resources[t][name] != rs {
 			return
 		}
-		if rs.dneTimer != nil {
-			rs.dneTimer.Stop()
-		}
-		delete(c.resources[t], name)
-		if !c.closed {
-			c.dirty[t] = true
-			c.signal()
-		}
+		// The name leaves the subscription with the next request that
+		// adds one, not in a request of its own: a state-of-the-world
+		// server need not answer a request that only removes names (and
+		// go-control-plane does not), so such a request would leave the
+		// client unable to tell which response answers its next
+		// subscription, and every does-not-exist decision after it would
+		// wait for its timer.
+		rs.idle = true
 	})
 }
 
@@ -404,6 +412,9 @@ func (c *Client) Dump() []ResourceStatus {
 	var out []ResourceStatus
 	for t := range numTypes {
 		for name, rs := range c.resources[t] {
+			if rs.idle {
+				continue // no longer watched, only not yet unsubscribed
+			}
 			s := ResourceStatus{Type: t, Name: name, Version: rs.version, Resource: rs.res, State: StateRequested}
 			switch {
 			case rs.err != nil:
@@ -471,8 +482,10 @@ func (c *Client) hasSubscriptions() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for t := range numTypes {
-		if len(c.resources[t]) > 0 {
-			return true
+		for _, rs := range c.resources[t] {
+			if !rs.idle {
+				return true
+			}
 		}
 	}
 	return false
@@ -537,6 +550,7 @@ func (c *Client) runStream(ctx context.Context, cancel context.CancelFunc, strea
 		c.sentNames[t], c.outstanding[t] = nil, 0
 		c.last[t] = lastResponse{}
 		c.nackErr[t] = ""
+		c.purgeIdleLocked(t) // a new stream asks only for what is watched
 		if len(c.resources[t]) > 0 {
 			c.dirty[t] = true
 		}
@@ -577,6 +591,9 @@ func (c *Client) sendLoop(ctx context.Context, stream adsStream, gen uint64) err
 				continue
 			}
 			c.dirty[t] = false
+			if c.addsLocked(t) {
+				c.purgeIdleLocked(t) // the removals ride with the addition
+			}
 			names := make([]string, 0, len(c.resources[t]))
 			for n := range c.resources[t] {
 				names = append(names, n)
@@ -872,4 +889,28 @@ func (c *Client) handleResponse(resp *discoveryv3.DiscoveryResponse, gen uint64)
 	}
 	c.dirty[t] = true
 	c.signal()
+}
+
+// addsLocked reports whether a watched name of type t is missing from
+// the names last sent.
+func (c *Client) addsLocked(t ResourceType) bool {
+	for name, rs := range c.resources[t] {
+		if _, ok := slices.BinarySearch(c.sentNames[t], name); !ok && !rs.idle {
+			return true
+		}
+	}
+	return false
+}
+
+// purgeIdleLocked drops the states of type t that no watcher holds.
+func (c *Client) purgeIdleLocked(t ResourceType) {
+	for name, rs := range c.resources[t] {
+		if !rs.idle {
+			continue
+		}
+		if rs.dneTimer != nil {
+			rs.dneTimer.Stop()
+		}
+		delete(c.resources[t], name)
+	}
 }

@@ -14,8 +14,8 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/proto"
 	grpcbackoff "google.golang.org/grpc/backoff"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -470,14 +470,15 @@ func TestClientCloseIdempotentAndCancelStops(t *testing.T) {
 	w.next(t, "update")
 	cancel()
 	cancel()
-	// The unsubscription reaches the server.
-	if _, err := srv.WaitRequest(ctxT(t), func(r *discoveryv3.DiscoveryRequest) bool {
-		return r.GetTypeUrl() == ClusterTypeURL && len(r.GetResourceNames()) == 0
-	}); err != nil {
-		t.Errorf("no unsubscribe request: %v", err)
-	}
 	srv.SetSnapshot(t, node, "2", xdstest.Cluster("c", "v2"))
 	w.none(t, "update", 200*time.Millisecond)
+	// The unsubscription reaches the server with the next subscription.
+	defer c.Watch(ClusterType, "other", newRecorder())()
+	if _, err := srv.WaitRequest(ctxT(t), func(r *discoveryv3.DiscoveryRequest) bool {
+		return r.GetTypeUrl() == ClusterTypeURL && slices.Equal(r.GetResourceNames(), []string{"other"})
+	}); err != nil {
+		t.Errorf("no request without c: %v", err)
+	}
 	if err := c.Close(); err != nil {
 		t.Errorf("Close() = %v", err)
 	}
