@@ -1,7 +1,8 @@
 // Package xdstest runs a real xDS management server for tests: a
 // go-control-plane snapshot cache behind its ADS server, on loopback, with
 // builders for the small Listener, RouteConfiguration, Cluster and
-// ClusterLoadAssignment resources tests need.
+// ClusterLoadAssignment resources tests need. It serves state-of-the-world
+// and incremental (delta) ADS from the same snapshots.
 package xdstest
 
 import (
@@ -19,6 +20,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 )
 
 // Server is a management server on 127.0.0.1. Its methods are safe for
@@ -32,9 +34,13 @@ type Server struct {
 	mu       sync.Mutex
 	cond     chan struct{} // closed and replaced on every new request
 	requests []*discoveryv3.DiscoveryRequest
-	grpc     *grpc.Server
-	cancel   context.CancelFunc
-	done     chan struct{}
+	// deltaRequests are copies: the server fills in a request's node
+	// after the callback sees it.
+	deltaRequests  []*discoveryv3.DeltaDiscoveryRequest
+	deltaResponses []*discoveryv3.DeltaDiscoveryResponse
+	grpc           *grpc.Server
+	cancel         context.CancelFunc
+	done           chan struct{}
 }
 
 // NewServer starts a server and stops it when tb ends.
@@ -59,10 +65,21 @@ func (s *Server) serve(lis net.Listener) {
 	cb := serverv3.CallbackFuncs{StreamRequestFunc: func(_ int64, req *discoveryv3.DiscoveryRequest) error {
 		s.mu.Lock()
 		s.requests = append(s.requests, req)
-		close(s.cond)
-		s.cond = make(chan struct{})
+		s.notifyLocked()
 		s.mu.Unlock()
 		return nil
+	}, StreamDeltaRequestFunc: func(_ int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+		req = proto.Clone(req).(*discoveryv3.DeltaDiscoveryRequest)
+		s.mu.Lock()
+		s.deltaRequests = append(s.deltaRequests, req)
+		s.notifyLocked()
+		s.mu.Unlock()
+		return nil
+	}, StreamDeltaResponseFunc: func(_ int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
+		s.mu.Lock()
+		s.deltaResponses = append(s.deltaResponses, resp)
+		s.notifyLocked()
+		s.mu.Unlock()
 	}}
 	gs := grpc.NewServer()
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, serverv3.NewServer(ctx, s.cache, cb))
@@ -74,6 +91,12 @@ func (s *Server) serve(lis net.Listener) {
 	s.mu.Lock()
 	s.grpc, s.cancel, s.done = gs, cancel, done
 	s.mu.Unlock()
+}
+
+// notifyLocked wakes the waiters for requests.
+func (s *Server) notifyLocked() {
+	close(s.cond)
+	s.cond = make(chan struct{})
 }
 
 // Stop closes the listener and every stream. It is idempotent.
@@ -146,6 +169,44 @@ func (s *Server) WaitRequest(ctx context.Context, match func(*discoveryv3.Discov
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("xdstest: no matching request: %w", ctx.Err())
+		case <-cond:
+		}
+	}
+}
+
+// DeltaRequests returns a copy of every DeltaDiscoveryRequest received so
+// far, as received.
+func (s *Server) DeltaRequests() []*discoveryv3.DeltaDiscoveryRequest {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*discoveryv3.DeltaDiscoveryRequest(nil), s.deltaRequests...)
+}
+
+// DeltaResponses returns every DeltaDiscoveryResponse sent so far. They
+// must not be modified.
+func (s *Server) DeltaResponses() []*discoveryv3.DeltaDiscoveryResponse {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*discoveryv3.DeltaDiscoveryResponse(nil), s.deltaResponses...)
+}
+
+// WaitDeltaRequest waits until a received DeltaDiscoveryRequest satisfies
+// match and returns it, or returns ctx's error.
+func (s *Server) WaitDeltaRequest(ctx context.Context, match func(*discoveryv3.DeltaDiscoveryRequest) bool) (*discoveryv3.DeltaDiscoveryRequest, error) {
+	next := 0
+	for {
+		s.mu.Lock()
+		reqs, cond := s.deltaRequests[next:], s.cond
+		next = len(s.deltaRequests)
+		s.mu.Unlock()
+		for _, r := range reqs {
+			if match(r) {
+				return r, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("xdstest: no matching delta request: %w", ctx.Err())
 		case <-cond:
 		}
 	}

@@ -70,3 +70,37 @@ func TestBootstrapJSON(t *testing.T) {
 		t.Errorf("BootstrapJSON:\n got %s\nwant %s", got, want)
 	}
 }
+
+func TestServerServesDelta(t *testing.T) {
+	srv := xdstest.NewServer(t)
+	srv.SetSnapshot(t, "n", "v1", xdstest.Cluster("a", ""), xdstest.Cluster("b", ""))
+	cc, err := grpc.NewClient(srv.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{Node: xdstest.Node("n"),
+		TypeUrl: "type.googleapis.com/envoy.config.cluster.v3.Cluster", ResourceNamesSubscribe: []string{"a"}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetResources()) != 1 || resp.GetResources()[0].GetName() != "a" {
+		t.Errorf("got %v, want cluster a alone", resp.GetResources())
+	}
+	reqs, resps := srv.DeltaRequests(), srv.DeltaResponses()
+	if len(reqs) != 1 || reqs[0].GetNode().GetId() != "n" || len(resps) != 1 || resps[0].GetNonce() != resp.GetNonce() {
+		t.Errorf("recorded %d requests and %d responses, want the one of each sent", len(reqs), len(resps))
+	}
+	if len(srv.Requests()) != 0 {
+		t.Errorf("recorded %d state-of-the-world requests, want 0", len(srv.Requests()))
+	}
+}
