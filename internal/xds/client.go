@@ -76,6 +76,7 @@ type config struct {
 	maxRecvMsgSize  int
 	newBackoff      func() backoff.BackOff
 	clock           clock
+	delta           bool
 }
 
 // WithDialOptions adds grpc.DialOptions used to reach the management
@@ -116,6 +117,13 @@ func WithBackoff(f func() backoff.BackOff) Option {
 	})
 }
 
+// WithDelta makes the client speak incremental xDS
+// (DeltaAggregatedResources) instead of state of the world: each response
+// carries only the resources that changed and the names of those removed,
+// so a client watching n resources of a type is not resent all n whenever
+// one changes or one more is watched. The server must implement it.
+func WithDelta() Option { return optionFunc(func(c *config) { c.delta = true }) }
+
 func withClock(cl clock) Option { return optionFunc(func(c *config) { c.clock = cl }) }
 
 // ResourceState is where a watched resource stands.
@@ -144,8 +152,9 @@ type ResourceStatus struct {
 	Unapplied []string
 }
 
-// Client is an xDS client keeping one ADS stream (state of the world) to
-// the first reachable management server of a bootstrap. It is safe for
+// Client is an xDS client keeping one ADS stream (state of the world, or
+// incremental with WithDelta) to the first reachable management server of
+// a bootstrap. It is safe for
 // concurrent use; Close releases everything it started.
 type Client struct {
 	cfg     config
@@ -176,6 +185,10 @@ type Client struct {
 	dirty       [numTypes]bool
 	nackErr     [numTypes]string
 	nackTimer   [numTypes]timer
+	// deltaSent is, with WithDelta, what the server was told each type
+	// subscribes to on the current stream; nil until the stream's first
+	// request of the type.
+	deltaSent [numTypes]map[string]*resourceState
 	// subEpoch counts resources added to each type's subscriptions: a
 	// resent response is skipped only if no resource was added since, or
 	// a server that sends unrequested resources would starve a new
@@ -208,7 +221,7 @@ type resourceState struct {
 	watchers map[uint64]*watcherEntry
 	res      Resource
 	raw      []byte // bytes of res's proto, to skip unchanged resends
-	version  string
+	version  string // the response's, or with WithDelta the resource's own
 	dne      bool
 	err      error
 	dneTimer timer
@@ -380,6 +393,19 @@ func (c *Client) Watch(t ResourceType, name string, w Watcher) (cancel func()) {
 		if len(rs.watchers) > 0 || c.resources[t][name] != rs {
 			return
 		}
+		if c.cfg.delta {
+			// Incremental xDS unsubscribes by name and awaits no reply:
+			// the name leaves at once.
+			if rs.dneTimer != nil {
+				rs.dneTimer.Stop()
+			}
+			delete(c.resources[t], name)
+			if !c.closed {
+				c.dirty[t] = true
+				c.signal()
+			}
+			return
+		}
 		// The name leaves the subscription with the next request that
 		// adds one, not in a request of its own: a state-of-the-world
 		// server need not answer a request that only removes names (and
@@ -495,7 +521,7 @@ func (c *Client) connectOnce() (received bool, err error) {
 	var errs []error
 	for i, cc := range c.conns {
 		ctx, cancel := context.WithCancel(c.ctx)
-		stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+		run, err := c.openStream(ctx, cancel, cc, c.servers[i])
 		if err != nil {
 			cancel()
 			errs = append(errs, fmt.Errorf("xds: ADS stream to %s: %w", c.servers[i].URI, err))
@@ -511,7 +537,7 @@ func (c *Client) connectOnce() (received bool, err error) {
 				c.awaitPrimary(ctx, cancel)
 			}()
 		}
-		received, err := c.runStream(ctx, cancel, stream, c.servers[i])
+		received, err := run()
 		wg.Wait()
 		return received, fmt.Errorf("xds: ADS stream to %s: %w", c.servers[i].URI, err)
 	}
@@ -540,7 +566,27 @@ func (c *Client) awaitPrimary(ctx context.Context, cancel context.CancelFunc) {
 
 type adsStream = grpc.BidiStreamingClient[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]
 
-func (c *Client) runStream(ctx context.Context, cancel context.CancelFunc, stream adsStream, srv ServerConfig) (received bool, err error) {
+// openStream opens an ADS stream, incremental with WithDelta, and returns
+// the function that runs it until it fails.
+func (c *Client) openStream(ctx context.Context, cancel context.CancelFunc, cc *grpc.ClientConn, srv ServerConfig) (run func() (bool, error), err error) {
+	ads := discoveryv3.NewAggregatedDiscoveryServiceClient(cc)
+	if c.cfg.delta {
+		stream, err := ads.DeltaAggregatedResources(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return func() (bool, error) { return c.runDeltaStream(ctx, cancel, stream, srv) }, nil
+	}
+	stream, err := ads.StreamAggregatedResources(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return func() (bool, error) { return c.runStream(ctx, cancel, stream, srv) }, nil
+}
+
+// beginStream resets the per-stream state for a new stream to srv, marks
+// every subscribed type for sending and returns the stream's generation.
+func (c *Client) beginStream(srv ServerConfig) uint64 {
 	c.mu.Lock()
 	c.streamGen++
 	gen := c.streamGen
@@ -548,6 +594,7 @@ func (c *Client) runStream(ctx context.Context, cancel context.CancelFunc, strea
 	for t := range numTypes {
 		c.nonces[t] = ""
 		c.sentNames[t], c.outstanding[t] = nil, 0
+		c.deltaSent[t] = nil
 		c.last[t] = lastResponse{}
 		c.nackErr[t] = ""
 		c.purgeIdleLocked(t) // a new stream asks only for what is watched
@@ -557,6 +604,11 @@ func (c *Client) runStream(ctx context.Context, cancel context.CancelFunc, strea
 	}
 	c.mu.Unlock()
 	c.signal()
+	return gen
+}
+
+func (c *Client) runStream(ctx context.Context, cancel context.CancelFunc, stream adsStream, srv ServerConfig) (received bool, err error) {
+	gen := c.beginStream(srv)
 
 	sendDone := make(chan error, 1)
 	go func() { sendDone <- c.sendLoop(ctx, stream, gen) }()
@@ -626,13 +678,18 @@ func (c *Client) sendLoop(ctx context.Context, stream adsStream, gen uint64) err
 // armTimers starts the does-not-exist timer of every resource req asked
 // for that has no version yet: only now has the server been asked for it.
 func (c *Client) armTimers(req *discoveryv3.DiscoveryRequest, gen uint64) {
-	t := typeOf(req.GetTypeUrl())
+	c.armTimersFor(typeOf(req.GetTypeUrl()), req.GetResourceNames(), gen)
+}
+
+// armTimersFor starts the does-not-exist timer of each of names, of type
+// t, that has no version yet and no timer.
+func (c *Client) armTimersFor(t ResourceType, names []string, gen uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.streamGen != gen || c.closed {
 		return
 	}
-	for _, name := range req.GetResourceNames() {
+	for _, name := range names {
 		rs := c.resources[t][name]
 		if rs == nil {
 			continue
