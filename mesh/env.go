@@ -47,6 +47,7 @@ const (
 	EnvPerTryTimeout   = "WEFT_PER_TRY_TIMEOUT"
 	EnvTimeout         = "WEFT_TIMEOUT"
 	EnvOutlierErrors   = "WEFT_OUTLIER_CONSECUTIVE_ERRORS"
+	EnvXDSDelta        = "WEFT_XDS_DELTA"
 )
 
 // EnvError is the error New returns for a bad environment variable.
@@ -167,6 +168,13 @@ func (c *config) fromEnv(lookupEnv func(string) (string, bool)) error {
 			return bad(EnvAdminPprof, errors.New("want true or false"))
 		}
 		c.adminPprof = on
+	}
+	if v := getenv(EnvXDSDelta); v != "" {
+		on, err := strconv.ParseBool(v)
+		if err != nil {
+			return bad(EnvXDSDelta, errors.New("want true or false"))
+		}
+		c.xdsDelta = on
 	}
 	switch v := strings.ToLower(getenv(EnvHTTPProtocol)); v {
 	case "", "http1", "http/1.1":

@@ -10,7 +10,7 @@ import (
 var fuzzedEnv = []string{
 	EnvBootstrapConfig, EnvServiceName, EnvOTelServiceName, EnvEndpoints, EnvDNS, EnvDNSRefresh,
 	EnvLBPolicy, EnvMTLS, EnvAuthzPolicy, EnvAdminAddr, EnvAdminPprof, EnvHTTPProtocol,
-	EnvShutdownTimeout, EnvRetryOn, EnvRetries, EnvPerTryTimeout, EnvTimeout, EnvOutlierErrors,
+	EnvShutdownTimeout, EnvRetryOn, EnvRetries, EnvPerTryTimeout, EnvTimeout, EnvOutlierErrors, EnvXDSDelta,
 }
 
 // FuzzEnv feeds a fuzzed value to one of the WEFT_* (and bootstrap)

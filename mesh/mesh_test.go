@@ -441,6 +441,7 @@ func TestNewRejectsBadEnvironment(t *testing.T) {
 		{"bad per-try timeout", "WEFT_PER_TRY_TIMEOUT", "fast"},
 		{"bad route timeout", "WEFT_TIMEOUT", "0s"},
 		{"bad outlier threshold", "WEFT_OUTLIER_CONSECUTIVE_ERRORS", "-2"},
+		{"bad delta xDS switch", "WEFT_XDS_DELTA", "sometimes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

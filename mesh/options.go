@@ -53,6 +53,7 @@ type config struct {
 	slowStartSource string             // the variable or option that set it, for errors
 	session         *xds.SessionCookie // nil: no session affinity
 	xdsIdle         time.Duration
+	xdsDelta        bool // incremental xDS instead of state of the world
 	limits          resilience.Limits
 	hedge           *resilience.HedgePolicy     // nil: no hedging
 	breaker         *resilience.BreakerSettings // nil: no classic breaker
@@ -218,6 +219,13 @@ func WithXDSIdleTimeout(d time.Duration) Option {
 		c.xdsIdle = d
 		return nil
 	})
+}
+
+// WithXDSDelta makes the xDS client speak incremental (delta) xDS to the
+// control plane instead of state of the world; it overrides
+// WEFT_XDS_DELTA. The control plane must serve DeltaAggregatedResources.
+func WithXDSDelta(on bool) Option {
+	return optionFunc(func(c *config) error { c.xdsDelta = on; return nil })
 }
 
 // WithHTTP2Cleartext makes the default client transport speak HTTP/2

@@ -116,7 +116,11 @@ func newXDSPath(m *Mesh, raw []byte, source string) (*xdsPath, error) {
 	if err != nil {
 		return nil, &EnvError{Var: source, Value: abbreviate(string(raw)), Err: err}
 	}
-	c, err := xds.New(b)
+	var opts []xds.Option
+	if m.cfg.xdsDelta {
+		opts = append(opts, xds.WithDelta())
+	}
+	c, err := xds.New(b, opts...)
 	if err != nil {
 		return nil, &EnvError{Var: source, Value: abbreviate(string(raw)), Err: err}
 	}

@@ -231,6 +231,65 @@ func TestXDSConfigChangePropagates(t *testing.T) {
 	}
 }
 
+// TestXDSDeltaConfigChangePropagates is TestXDSConfigChangePropagates over
+// incremental xDS, turned on by WEFT_XDS_DELTA.
+func TestXDSDeltaConfigChangePropagates(t *testing.T) {
+	t.Setenv("WEFT_XDS_DELTA", "true")
+	v1, v2 := startDualBackend(t, "v1"), startDualBackend(t, "v2")
+	cp := xdstest.NewServer(t)
+	cp.SetSnapshot(t, xdsNode, "1", ordersConfig(v1.addr, v2.addr, 100, 0)...)
+	m := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)))
+	c := m.HTTPClient()
+	if got := sendHTTP(t, c, 20, false); got != 0 {
+		t.Fatalf("%d of 20 requests reached v2 with weights 100/0", got)
+	}
+	if len(cp.DeltaRequests()) == 0 || len(cp.Requests()) != 0 {
+		t.Fatalf("the control plane got %d delta and %d state-of-the-world requests, want delta only",
+			len(cp.DeltaRequests()), len(cp.Requests()))
+	}
+	mark := len(cp.DeltaResponses())
+	start := time.Now()
+	cp.SetSnapshot(t, xdsNode, "2", ordersConfig(v1.addr, v2.addr, 0, 100)...)
+	deadline := start.Add(10 * time.Second)
+	for sendHTTP(t, c, 1, false) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("traffic did not move to v2 within 10s of the new snapshot")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Logf("propagation over delta xDS: SetSnapshot to the first request routed by the new config: %v", time.Since(start))
+	if got := sendHTTP(t, c, 50, false); got != 50 {
+		t.Errorf("after the change %d of 50 requests reached v2, want all", got)
+	}
+	// The route configuration changed and was sent again; the resources
+	// the mesh held that did not change were not (orders-v2's cluster
+	// and endpoints are new subscriptions: weight 0 needed neither).
+	var sent []string
+	for _, r := range cp.DeltaResponses()[mark:] {
+		for _, res := range r.GetResources() {
+			sent = append(sent, res.GetName())
+		}
+	}
+	if !slices.Contains(sent, "orders-routes") || slices.Contains(sent, "orders:8080") || slices.Contains(sent, "orders-v1") {
+		t.Errorf("resources sent for the change: %v, want orders-routes and none of the unchanged orders:8080 and orders-v1", sent)
+	}
+}
+
+// TestWithXDSDeltaOverridesTheEnvironment: the option wins over
+// WEFT_XDS_DELTA.
+func TestWithXDSDeltaOverridesTheEnvironment(t *testing.T) {
+	t.Setenv("WEFT_XDS_DELTA", "false")
+	v1 := startDualBackend(t, "v1")
+	cp := xdstest.NewServer(t)
+	cp.SetSnapshot(t, xdsNode, "1", ordersConfig(v1.addr, v1.addr, 100, 0)...)
+	m := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)), mesh.WithXDSDelta(true))
+	sendHTTP(t, m.HTTPClient(), 1, false)
+	if len(cp.DeltaRequests()) == 0 || len(cp.Requests()) != 0 {
+		t.Errorf("the control plane got %d delta and %d state-of-the-world requests, want delta only",
+			len(cp.DeltaRequests()), len(cp.Requests()))
+	}
+}
+
 func TestXDSKeepsServingWhileTheControlPlaneIsAway(t *testing.T) {
 	v1, v2 := startDualBackend(t, "v1"), startDualBackend(t, "v2")
 	cp := xdstest.NewServer(t)
