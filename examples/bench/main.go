@@ -68,6 +68,7 @@ type options struct {
 	rateTime   time.Duration // open loop: each variant's share of each rate
 	endpoints  []int
 	clusters   int
+	xdsDelta   bool // xDS scale over incremental xDS
 	only       map[string]bool
 	cpuProfile string
 }
@@ -83,6 +84,7 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	fs.DurationVar(&o.rateTime, "rate-duration", 4*time.Second, "open loop: time each variant gets at each rate")
 	endpoints := fs.String("endpoints", "1,100,1000,10000", "xDS scale: endpoints in one cluster, comma-separated")
 	fs.IntVar(&o.clusters, "clusters", 1000, "xDS scale: clusters of one endpoint each (0 = skip)")
+	fs.BoolVar(&o.xdsDelta, "xds-delta", false, "xDS scale: the mesh speaks incremental (delta) xDS instead of state of the world")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof -top bench <file>)")
 	only := fs.String("only", strings.Join(sections, ","), "sections to run: "+strings.Join(sections, ", "))
 	if err := fs.Parse(args); err != nil {
@@ -414,6 +416,7 @@ func (e *env) measureStackMemory(ctx context.Context, n int, cert tls.Certificat
 }
 
 func (e *env) measureXDS(ctx context.Context, o options, cp *controlPlane, rep *report) error {
+	e.xdsDelta = o.xdsDelta
 	a, err := e.namedBackend("A")
 	if err != nil {
 		return err

@@ -147,6 +147,17 @@ func TestOnlyOneSection(t *testing.T) {
 	}
 }
 
+func TestXDSDelta(t *testing.T) {
+	var out bytes.Buffer
+	rep, err := run(context.Background(), []string{"-short", "-only", "xds", "-endpoints", "1", "-clusters", "3", "-xds-delta"}, &out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if len(rep.xds) != 2 || !strings.HasSuffix(rep.xds[1].name, ", delta") {
+		t.Errorf("-xds-delta: got rows %+v, want 2 named as delta", rep.xds)
+	}
+}
+
 func TestBadFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"-rates", "0"}, {"-rates", "x"}, {"-endpoints", "0"}, {"-clusters", "-1"},

@@ -75,6 +75,14 @@ func waitFor(ctx context.Context, c *http.Client, url, want string, start time.T
 	}
 }
 
+// scaleName is a row's name, marked when the mesh speaks delta xDS.
+func (e *env) scaleName(name string) string {
+	if e.xdsDelta {
+		return name + ", delta"
+	}
+	return name
+}
+
 // scaleRuns numbers the xDS nodes, so that no run sees another's snapshot.
 var scaleRuns int
 
@@ -84,7 +92,7 @@ var scaleRuns int
 // control plane's next snapshot, which moves one endpoint, to the first
 // request that reaches the moved endpoint.
 func (e *env) scaleEndpointsRun(ctx context.Context, cp *controlPlane, a, b string, n int) (scaleResult, error) {
-	r := scaleResult{name: fmt.Sprintf("1 cluster, %d endpoint%s", n, plural(n)), clusters: 1, endpoints: n}
+	r := scaleResult{name: e.scaleName(fmt.Sprintf("1 cluster, %d endpoint%s", n, plural(n))), clusters: 1, endpoints: n}
 	scaleRuns++
 	node := fmt.Sprintf("scale-endpoints-%d-%d", n, scaleRuns)
 	cfg := xdsConfig{version: "1",
@@ -124,7 +132,7 @@ func (e *env) scaleEndpointsRun(ctx context.Context, cp *controlPlane, a, b stri
 // each has answered once (16 requests at a time), then the time for one
 // service's endpoint change to reach requests.
 func (e *env) scaleClustersRun(ctx context.Context, cp *controlPlane, a, b string, k int) (scaleResult, error) {
-	r := scaleResult{name: fmt.Sprintf("%d clusters, 1 endpoint each", k), clusters: k, endpoints: k}
+	r := scaleResult{name: e.scaleName(fmt.Sprintf("%d clusters, 1 endpoint each", k)), clusters: k, endpoints: k}
 	node := fmt.Sprintf("scale-clusters-%d", k)
 	var cfg xdsConfig
 	cfg.version = "1"
@@ -185,7 +193,7 @@ func (e *env) timeSync(ctx context.Context, cp *controlPlane, node string, sync 
 	check func(*mesh.Mesh) error, change func(*http.Client) error) (time.Duration, int64, error) {
 	before := measureMemory()
 	start := time.Now()
-	m, err := mesh.New(ctx, mesh.WithServiceName("bench-client"), mesh.WithBootstrap(cp.bootstrap(node)))
+	m, err := mesh.New(ctx, mesh.WithServiceName("bench-client"), mesh.WithBootstrap(cp.bootstrap(node)), mesh.WithXDSDelta(e.xdsDelta))
 	if err != nil {
 		return 0, 0, err
 	}

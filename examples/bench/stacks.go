@@ -123,6 +123,8 @@ func grpcCaller(cc *grpc.ClientConn) caller {
 type env struct {
 	closers []func()
 	dir     string // temporary files: the authorization policy
+	// xdsDelta: the xDS scale meshes speak incremental xDS.
+	xdsDelta bool
 }
 
 func (e *env) defer_(f func()) { e.closers = append(e.closers, f) }
