@@ -331,3 +331,21 @@ func TestDeltaNACKPacingAndNames(t *testing.T) {
 	}
 	w.none(t, "update", 50*time.Millisecond)
 }
+
+// TestDeltaRemovedNeverReceivedName: a server may answer a subscription to
+// a resource it does not have by listing the name in removed_resources;
+// the watcher learns at once, without waiting for the timer.
+func TestDeltaRemovedNeverReceivedName(t *testing.T) {
+	dead := xdstest.NewServer(t)
+	addr := dead.Addr
+	dead.Stop()
+	c := newTestClient(t, xdstest.BootstrapJSON(node, addr), fastBackoff(), WithDelta())
+	w := newRecorder()
+	defer c.Watch(ListenerType, "missing", w)()
+	c.handleDeltaResponse(&discoveryv3.DeltaDiscoveryResponse{TypeUrl: ListenerTypeURL, Nonce: "n1",
+		RemovedResources: []string{"missing"}}, 0)
+	w.next(t, "dne")
+	if d := c.Dump()[0]; d.State != StateDoesNotExist {
+		t.Errorf("Dump: got %s, want DOES_NOT_EXIST", d.State)
+	}
+}
