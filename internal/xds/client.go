@@ -609,26 +609,72 @@ func (c *Client) beginStream(srv ServerConfig) uint64 {
 
 func (c *Client) runStream(ctx context.Context, cancel context.CancelFunc, stream adsStream, srv ServerConfig) (received bool, err error) {
 	gen := c.beginStream(srv)
+	return runADS(cancel, func() error { return c.sendLoop(ctx, stream, gen) }, stream.Recv,
+		func(resp *discoveryv3.DiscoveryResponse) { c.handleResponse(resp, gen) })
+}
 
+// runADS runs one stream, of either protocol, until it fails: send runs on
+// its own goroutine, stopped by cancel, and each response is handled in
+// the order it arrives. received reports whether any response came.
+func runADS[Resp any](cancel context.CancelFunc, send func() error, recv func() (Resp, error), handle func(Resp)) (received bool, err error) {
 	sendDone := make(chan error, 1)
-	go func() { sendDone <- c.sendLoop(ctx, stream, gen) }()
+	go func() { sendDone <- send() }()
 	defer func() {
 		cancel()
 		<-sendDone
 	}()
 	for {
-		resp, err := stream.Recv()
+		resp, err := recv()
 		if err != nil {
 			return received, err
 		}
 		received = true
-		c.handleResponse(resp, gen)
+		handle(resp)
 	}
 }
 
 // sendLoop sends a request for every type whose subscriptions, ACK or NACK
 // changed, until the stream's context ends.
 func (c *Client) sendLoop(ctx context.Context, stream adsStream, gen uint64) error {
+	return runSendLoop(ctx, c, gen, func(t ResourceType) (*discoveryv3.DiscoveryRequest, bool) { return c.requestLocked(t), false },
+		func(r *discoveryv3.DiscoveryRequest) { r.Node = c.node }, (*discoveryv3.DiscoveryRequest).GetResourceNames, stream.Send)
+}
+
+// requestLocked builds type t's next state-of-the-world request: every
+// name watched, the version and nonce to ACK, and the NACK if any.
+func (c *Client) requestLocked(t ResourceType) *discoveryv3.DiscoveryRequest {
+	if c.addsLocked(t) {
+		c.purgeIdleLocked(t) // the removals ride with the addition
+	}
+	names := make([]string, 0, len(c.resources[t]))
+	for n := range c.resources[t] {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	if !slices.Equal(names, c.sentNames[t]) {
+		c.sentNames[t] = names
+		c.outstanding[t]++
+	}
+	req := &discoveryv3.DiscoveryRequest{TypeUrl: t.TypeURL(), VersionInfo: c.versions[t], ResponseNonce: c.nonces[t], ResourceNames: names}
+	if e := c.nackErr[t]; e != "" {
+		req.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: e}
+		c.nackErr[t] = ""
+	}
+	return req
+}
+
+// runSendLoop is both protocols' send loop. Each time the client is woken,
+// build makes, under c.mu, the request of every dirty type (nil when there
+// is nothing to send; again asks for one more round). They are sent in
+// order, the stream's first with the node (setNode), and the
+// does-not-exist timers of the names each asked for (asked) start then:
+// only now has the server been asked.
+func runSendLoop[Req interface {
+	comparable
+	GetTypeUrl() string
+}](ctx context.Context, c *Client, gen uint64, build func(ResourceType) (req Req, again bool),
+	setNode func(Req), asked func(Req) []string, send func(Req) error) error {
+	var none Req
 	first := true
 	for {
 		select {
@@ -637,48 +683,36 @@ func (c *Client) sendLoop(ctx context.Context, stream adsStream, gen uint64) err
 		case <-c.wake:
 		}
 		c.mu.Lock()
-		var reqs []*discoveryv3.DiscoveryRequest
+		var reqs []Req
+		again := false
 		for t := range numTypes {
 			if !c.dirty[t] {
 				continue
 			}
 			c.dirty[t] = false
-			if c.addsLocked(t) {
-				c.purgeIdleLocked(t) // the removals ride with the addition
+			req, more := build(t)
+			if more {
+				c.dirty[t], again = true, true
 			}
-			names := make([]string, 0, len(c.resources[t]))
-			for n := range c.resources[t] {
-				names = append(names, n)
+			if req != none {
+				reqs = append(reqs, req)
 			}
-			slices.Sort(names)
-			if !slices.Equal(names, c.sentNames[t]) {
-				c.sentNames[t] = names
-				c.outstanding[t]++
-			}
-			req := &discoveryv3.DiscoveryRequest{TypeUrl: t.TypeURL(), VersionInfo: c.versions[t], ResponseNonce: c.nonces[t], ResourceNames: names}
-			if e := c.nackErr[t]; e != "" {
-				req.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: e}
-				c.nackErr[t] = ""
-			}
-			reqs = append(reqs, req)
 		}
 		c.mu.Unlock()
+		if again {
+			c.signal()
+		}
 		for _, req := range reqs {
 			if first {
-				req.Node, first = c.node, false
+				setNode(req)
+				first = false
 			}
-			if err := stream.Send(req); err != nil {
+			if err := send(req); err != nil {
 				return err
 			}
-			c.armTimers(req, gen)
+			c.armTimersFor(typeOf(req.GetTypeUrl()), asked(req), gen)
 		}
 	}
-}
-
-// armTimers starts the does-not-exist timer of every resource req asked
-// for that has no version yet: only now has the server been asked for it.
-func (c *Client) armTimers(req *discoveryv3.DiscoveryRequest, gen uint64) {
-	c.armTimersFor(typeOf(req.GetTypeUrl()), req.GetResourceNames(), gen)
 }
 
 // armTimersFor starts the does-not-exist timer of each of names, of type

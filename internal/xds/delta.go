@@ -25,63 +25,16 @@ type deltaStream = grpc.BidiStreamingClient[discoveryv3.DeltaDiscoveryRequest, d
 
 func (c *Client) runDeltaStream(ctx context.Context, cancel context.CancelFunc, stream deltaStream, srv ServerConfig) (received bool, err error) {
 	gen := c.beginStream(srv)
-	sendDone := make(chan error, 1)
-	go func() { sendDone <- c.deltaSendLoop(ctx, stream, gen) }()
-	defer func() {
-		cancel()
-		<-sendDone
-	}()
-	for {
-		resp, err := stream.Recv()
-		if err != nil {
-			return received, err
-		}
-		received = true
-		c.handleDeltaResponse(resp, gen)
-	}
+	return runADS(cancel, func() error { return c.deltaSendLoop(ctx, stream, gen) }, stream.Recv,
+		func(resp *discoveryv3.DeltaDiscoveryResponse) { c.handleDeltaResponse(resp, gen) })
 }
 
 // deltaSendLoop sends a request for every type whose subscriptions, ACK or
-// NACK changed, until the stream's context ends. Only the stream's first
-// request carries the node.
+// NACK changed, until the stream's context ends.
 func (c *Client) deltaSendLoop(ctx context.Context, stream deltaStream, gen uint64) error {
-	first := true
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-c.wake:
-		}
-		c.mu.Lock()
-		var reqs []*discoveryv3.DeltaDiscoveryRequest
-		again := false
-		for t := range numTypes {
-			if !c.dirty[t] {
-				continue
-			}
-			c.dirty[t] = false
-			req, more := c.deltaRequestLocked(t)
-			if more {
-				c.dirty[t], again = true, true
-			}
-			if req != nil {
-				reqs = append(reqs, req)
-			}
-		}
-		c.mu.Unlock()
-		if again {
-			c.signal()
-		}
-		for _, req := range reqs {
-			if first {
-				req.Node, first = c.node, false
-			}
-			if err := stream.Send(req); err != nil {
-				return err
-			}
-			c.armTimersFor(typeOf(req.GetTypeUrl()), req.GetResourceNamesSubscribe(), gen)
-		}
-	}
+	return runSendLoop(ctx, c, gen, c.deltaRequestLocked,
+		func(r *discoveryv3.DeltaDiscoveryRequest) { r.Node = c.node },
+		(*discoveryv3.DeltaDiscoveryRequest).GetResourceNamesSubscribe, stream.Send)
 }
 
 // deltaRequestLocked builds type t's next request, nil if there is nothing
