@@ -155,20 +155,26 @@ func (s *Server) Requests() []*discoveryv3.DiscoveryRequest {
 // WaitRequest waits until a received request satisfies match and returns
 // it, or returns ctx's error.
 func (s *Server) WaitRequest(ctx context.Context, match func(*discoveryv3.DiscoveryRequest) bool) (*discoveryv3.DiscoveryRequest, error) {
+	return waitFor(ctx, s, &s.requests, "request", match)
+}
+
+// waitFor waits until an entry of the log s appends to satisfies match.
+func waitFor[T any](ctx context.Context, s *Server, log *[]T, what string, match func(T) bool) (T, error) {
 	next := 0
 	for {
 		s.mu.Lock()
-		reqs, cond := s.requests[next:], s.cond
-		next = len(s.requests)
+		entries, cond := (*log)[next:], s.cond
+		next = len(*log)
 		s.mu.Unlock()
-		for _, r := range reqs {
-			if match(r) {
-				return r, nil
+		for _, e := range entries {
+			if match(e) {
+				return e, nil
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("xdstest: no matching request: %w", ctx.Err())
+			var zero T
+			return zero, fmt.Errorf("xdstest: no matching %s: %w", what, ctx.Err())
 		case <-cond:
 		}
 	}
@@ -193,23 +199,7 @@ func (s *Server) DeltaResponses() []*discoveryv3.DeltaDiscoveryResponse {
 // WaitDeltaRequest waits until a received DeltaDiscoveryRequest satisfies
 // match and returns it, or returns ctx's error.
 func (s *Server) WaitDeltaRequest(ctx context.Context, match func(*discoveryv3.DeltaDiscoveryRequest) bool) (*discoveryv3.DeltaDiscoveryRequest, error) {
-	next := 0
-	for {
-		s.mu.Lock()
-		reqs, cond := s.deltaRequests[next:], s.cond
-		next = len(s.deltaRequests)
-		s.mu.Unlock()
-		for _, r := range reqs {
-			if match(r) {
-				return r, nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("xdstest: no matching delta request: %w", ctx.Err())
-		case <-cond:
-		}
-	}
+	return waitFor(ctx, s, &s.deltaRequests, "delta request", match)
 }
 
 // Bootstrap returns a bootstrap JSON pointing at the server with insecure
