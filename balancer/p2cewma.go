@@ -59,7 +59,7 @@ var monoEpoch = time.Now()
 
 func monoNow() int64 { return int64(time.Since(monoEpoch)) }
 
-func init() { Register(p2cEWMABuilder(rand.Uint64, monoNow, true)) }
+func init() { Register(newP2CEWMABuilder(rand.Uint64, monoNow)) }
 
 type p2cEWMAConfig struct {
 	DecayWindow *jsonDuration `json:"decayWindow"`
@@ -81,19 +81,15 @@ func parseP2CEWMA(js json.RawMessage) (time.Duration, error) {
 
 // newP2CEWMABuilder returns the policy drawing endpoints with rng and
 // reading time, in nanoseconds from any fixed origin, from now.
+// An observation takes DoneInfo.End as its time when the data path set it
+// (a reading of monoNow, as now is outside tests); tests that bring their
+// own clock finish requests without it.
 func newP2CEWMABuilder(rng func() uint64, now func() int64) Builder {
-	return p2cEWMABuilder(rng, now, false)
-}
-
-// p2cEWMABuilder is newP2CEWMABuilder; realClock says now is monoNow, the
-// clock of DoneInfo.End, which observations then take instead of reading
-// now (a test's clock is another).
-func p2cEWMABuilder(rng func() uint64, now func() int64, realClock bool) Builder {
 	return configBuilder[time.Duration]{
 		name:  P2CEWMA,
 		parse: parseP2CEWMA,
 		build: func(tau time.Duration, serving []*Endpoint) Picker {
-			p := &p2cEWMAPicker{endpoints: serving, rng: rng, now: now, tau: float64(tau), realClock: realClock}
+			p := &p2cEWMAPicker{endpoints: serving, rng: rng, now: now, tau: float64(tau)}
 			p.lastDone.Store(now())
 			// One Done func per endpoint, made here, so a pick allocates
 			// nothing.
@@ -114,9 +110,6 @@ type p2cEWMAPicker struct {
 	rng       func() uint64
 	now       func() int64
 	tau       float64 // decay window in nanoseconds
-	// realClock is set when now is monoNow, whose readings DoneInfo.End
-	// carries.
-	realClock bool
 	// lastDone is when a request last finished (or the picker was built).
 	// Pick decays estimates to this time rather than reading the clock:
 	// under load it trails the clock by the gap between two responses, or
@@ -163,7 +156,7 @@ func (p *p2cEWMAPicker) cost(e *Endpoint, now int64) float64 {
 
 func (p *p2cEWMAPicker) observe(e *Endpoint, d DoneInfo) {
 	now := d.End
-	if now == 0 || !p.realClock {
+	if now == 0 {
 		now = p.now()
 	}
 	// Storing only when lastDone is a thousandth of τ old keeps cores from
