@@ -134,21 +134,15 @@ func parseBreaker(v string) (resilience.BreakerSettings, error) {
 	if strings.TrimSpace(v) == "on" {
 		return s, nil
 	}
-	seen := map[string]bool{}
-	for kv := range strings.SplitSeq(v, ",") {
-		kv = strings.TrimSpace(kv)
-		if kv == "" {
-			continue
+	pairs, err := keyValues(v, ",", "key=value")
+	if err != nil {
+		return s, err
+	}
+	for _, p := range pairs {
+		k, val := p[0], p[1]
+		if val == "" {
+			return s, fmt.Errorf("%q: want key=value", k+"=")
 		}
-		k, val, ok := strings.Cut(kv, "=")
-		k, val = strings.TrimSpace(k), strings.TrimSpace(val)
-		if !ok || val == "" {
-			return s, fmt.Errorf("%q: want key=value", kv)
-		}
-		if seen[k] {
-			return s, fmt.Errorf("%q is given twice", k)
-		}
-		seen[k] = true
 		count := func() (int, error) {
 			n, err := strconv.Atoi(val)
 			if err != nil || n < 0 {

@@ -201,24 +201,47 @@ func parseDNSServices(s string) (map[string]string, error) {
 	if strings.TrimSpace(s) == "" {
 		return nil, errors.New("no services (want name=dns-name;...)")
 	}
+	pairs, err := keyValues(s, ";", "name=dns-name")
+	if err != nil {
+		return nil, err
+	}
 	out := map[string]string{}
-	for entry := range strings.SplitSeq(s, ";") {
-		entry = strings.TrimSpace(entry)
-		if entry == "" {
-			continue
-		}
-		name, target, ok := strings.Cut(entry, "=")
-		name, target = strings.TrimSpace(name), strings.TrimSpace(target)
-		if !ok || name == "" || target == "" {
-			return nil, fmt.Errorf("entry %q: want name=dns-name", entry)
-		}
-		if _, dup := out[name]; dup {
-			return nil, fmt.Errorf("service %q is listed twice", name)
+	for _, p := range pairs {
+		name, target := p[0], p[1]
+		if target == "" {
+			return nil, fmt.Errorf("entry %q: want name=dns-name", name+"=")
 		}
 		if err := resolver.ValidateDNSName(target); err != nil {
 			return nil, fmt.Errorf("service %q: %w", name, err)
 		}
 		out[name] = target
+	}
+	return out, nil
+}
+
+// keyValues splits entries "key=value" separated by sep, trimming spaces
+// and skipping empty entries, for the variables that take such lists. An
+// entry without '=' or without a key, or a key given twice, is an error
+// naming it; want is the form expected, for that error. Values may be
+// empty: callers that need one say so.
+func keyValues(v, sep, want string) ([][2]string, error) {
+	var out [][2]string
+	seen := map[string]bool{}
+	for entry := range strings.SplitSeq(v, sep) {
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			continue
+		}
+		k, val, ok := strings.Cut(entry, "=")
+		k, val = strings.TrimSpace(k), strings.TrimSpace(val)
+		if !ok || k == "" {
+			return nil, fmt.Errorf("entry %q: want %s", entry, want)
+		}
+		if seen[k] {
+			return nil, fmt.Errorf("%q is given twice", k)
+		}
+		seen[k] = true
+		out = append(out, [2]string{k, val})
 	}
 	return out, nil
 }
@@ -270,24 +293,18 @@ func abbreviate(s string) string {
 // Kubernetes' label syntax loosely: a key is required, and neither holds
 // '=' or ','.
 func parseLabels(v string) (map[string]string, error) {
+	pairs, err := keyValues(v, ",", "key=value")
+	if err != nil {
+		return nil, err
+	}
 	out := map[string]string{}
-	for _, kv := range strings.Split(v, ",") {
-		kv = strings.TrimSpace(kv)
-		if kv == "" {
-			continue
-		}
-		k, val, ok := strings.Cut(kv, "=")
-		k, val = strings.TrimSpace(k), strings.TrimSpace(val)
+	for _, p := range pairs {
+		k, val := p[0], p[1]
 		switch {
-		case !ok:
-			return nil, fmt.Errorf("%q: want key=value", kv)
-		case k == "" || strings.ContainsAny(k, " \t"):
-			return nil, fmt.Errorf("%q: bad label key", kv)
+		case strings.ContainsAny(k, " \t"):
+			return nil, fmt.Errorf("%q: bad label key", k)
 		case strings.Contains(val, "="):
-			return nil, fmt.Errorf("%q: a value holds '='", kv)
-		}
-		if _, dup := out[k]; dup {
-			return nil, fmt.Errorf("label %q given twice", k)
+			return nil, fmt.Errorf("label %q: a value holds '='", k)
 		}
 		out[k] = val
 	}
