@@ -216,6 +216,14 @@ func TestXDSConfigChangePropagates(t *testing.T) {
 	if got := sendHTTP(t, c, 20, false); got != 0 {
 		t.Fatalf("%d of 20 requests reached v2 with weights 100/0", got)
 	}
+	t.Logf("propagation: SetSnapshot to the first request routed by the new config: %v", moveToV2(t, cp, c, v1, v2))
+}
+
+// moveToV2 sends the control plane ordersConfig with all weight on v2 and
+// waits, up to 10 s, until traffic follows it, returning how long that
+// took; then all of 50 requests must reach v2.
+func moveToV2(t *testing.T, cp *xdstest.Server, c *http.Client, v1, v2 *dualBackend) time.Duration {
+	t.Helper()
 	start := time.Now()
 	cp.SetSnapshot(t, xdsNode, "2", ordersConfig(v1.addr, v2.addr, 0, 100)...)
 	deadline := start.Add(10 * time.Second)
@@ -225,10 +233,11 @@ func TestXDSConfigChangePropagates(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	t.Logf("propagation: SetSnapshot to the first request routed by the new config: %v", time.Since(start))
+	took := time.Since(start)
 	if got := sendHTTP(t, c, 50, false); got != 50 {
 		t.Errorf("after the change %d of 50 requests reached v2, want all", got)
 	}
+	return took
 }
 
 // TestXDSDeltaConfigChangePropagates is TestXDSConfigChangePropagates over
@@ -248,19 +257,7 @@ func TestXDSDeltaConfigChangePropagates(t *testing.T) {
 			len(cp.DeltaRequests()), len(cp.Requests()))
 	}
 	mark := len(cp.DeltaResponses())
-	start := time.Now()
-	cp.SetSnapshot(t, xdsNode, "2", ordersConfig(v1.addr, v2.addr, 0, 100)...)
-	deadline := start.Add(10 * time.Second)
-	for sendHTTP(t, c, 1, false) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("traffic did not move to v2 within 10s of the new snapshot")
-		}
-		time.Sleep(time.Millisecond)
-	}
-	t.Logf("propagation over delta xDS: SetSnapshot to the first request routed by the new config: %v", time.Since(start))
-	if got := sendHTTP(t, c, 50, false); got != 50 {
-		t.Errorf("after the change %d of 50 requests reached v2, want all", got)
-	}
+	t.Logf("propagation over delta xDS: SetSnapshot to the first request routed by the new config: %v", moveToV2(t, cp, c, v1, v2))
 	// The route configuration changed and was sent again; the resources
 	// the mesh held that did not change were not (orders-v2's cluster
 	// and endpoints are new subscriptions: weight 0 needed neither).
