@@ -76,6 +76,17 @@ func fastBackoff() Option {
 	return WithBackoff(func() backoff.BackOff { return backoff.NewConstantBackOff(50 * time.Millisecond) })
 }
 
+// newOfflineClient returns a client whose only server no longer listens,
+// for tests that inject responses with handleResponse or
+// handleDeltaResponse.
+func newOfflineClient(t *testing.T, opts ...Option) *Client {
+	t.Helper()
+	dead := xdstest.NewServer(t)
+	addr := dead.Addr
+	dead.Stop()
+	return newTestClient(t, xdstest.BootstrapJSON(node, addr), append([]Option{fastBackoff()}, opts...)...)
+}
+
 func newTestClient(t *testing.T, bootstrap []byte, opts ...Option) *Client {
 	t.Helper()
 	b, err := ParseBootstrap(bootstrap)
@@ -438,10 +449,7 @@ func TestClientMaxRecvMsgSize(t *testing.T) {
 
 func TestClientDuplicateResourceNACKsResponse(t *testing.T) {
 	// Nothing listens on the server: the response is injected directly.
-	dead := xdstest.NewServer(t)
-	addr := dead.Addr
-	dead.Stop()
-	c := newTestClient(t, xdstest.BootstrapJSON(node, addr), fastBackoff())
+	c := newOfflineClient(t)
 	w := newRecorder()
 	defer c.Watch(ClusterType, "c", w)()
 	resp := &discoveryv3.DiscoveryResponse{VersionInfo: "1", TypeUrl: ClusterTypeURL, Nonce: "n1"}
@@ -563,10 +571,7 @@ func TestClientBackoffResetsAfterResponse(t *testing.T) {
 func TestClientResentResponseServesNewWatcher(t *testing.T) {
 	// A server may send resources nobody asked for. When the same response
 	// comes again after a new watch, the new watcher must get its resource.
-	dead := xdstest.NewServer(t)
-	addr := dead.Addr
-	dead.Stop()
-	c := newTestClient(t, xdstest.BootstrapJSON(node, addr), fastBackoff())
+	c := newOfflineClient(t)
 	aw, bw := newRecorder(), newRecorder()
 	defer c.Watch(ClusterType, "a", aw)()
 	resp := &discoveryv3.DiscoveryResponse{VersionInfo: "1", TypeUrl: ClusterTypeURL, Nonce: "n1", Resources: []*anypb.Any{
@@ -603,10 +608,7 @@ func (w overlapWatcher) OnError(error)     { w.enter() }
 func (w overlapWatcher) OnDoesNotExist()   { w.enter() }
 
 func TestClientCallbacksAreSerialized(t *testing.T) {
-	dead := xdstest.NewServer(t)
-	addr := dead.Addr
-	dead.Stop()
-	c := newTestClient(t, xdstest.BootstrapJSON(node, addr), fastBackoff())
+	c := newOfflineClient(t)
 	var active, calls atomic.Int32
 	const n = 20
 	for i := 0; i < n; i++ {

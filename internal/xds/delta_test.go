@@ -287,11 +287,8 @@ func TestDeltaDoesNotExistTimer(t *testing.T) {
 // response is NACKed after a growing delay, and a resource whose wrapper
 // and proto disagree on its name is rejected.
 func TestDeltaNACKPacingAndNames(t *testing.T) {
-	dead := xdstest.NewServer(t)
-	addr := dead.Addr
-	dead.Stop()
 	clk := newFakeClock()
-	c := newTestClient(t, xdstest.BootstrapJSON(node, addr), fastBackoff(), WithDelta(), withClock(clk))
+	c := newOfflineClient(t, WithDelta(), withClock(clk))
 	w := newRecorder()
 	defer c.Watch(ClusterType, "a", w)()
 	state := func() (nonce, nack string) {
@@ -336,10 +333,7 @@ func TestDeltaNACKPacingAndNames(t *testing.T) {
 // a resource it does not have by listing the name in removed_resources;
 // the watcher learns at once, without waiting for the timer.
 func TestDeltaRemovedNeverReceivedName(t *testing.T) {
-	dead := xdstest.NewServer(t)
-	addr := dead.Addr
-	dead.Stop()
-	c := newTestClient(t, xdstest.BootstrapJSON(node, addr), fastBackoff(), WithDelta())
+	c := newOfflineClient(t, WithDelta())
 	w := newRecorder()
 	defer c.Watch(ListenerType, "missing", w)()
 	c.handleDeltaResponse(&discoveryv3.DeltaDiscoveryResponse{TypeUrl: ListenerTypeURL, Nonce: "n1",
