@@ -48,6 +48,9 @@ const (
 	EnvTimeout         = "WEFT_TIMEOUT"
 	EnvOutlierErrors   = "WEFT_OUTLIER_CONSECUTIVE_ERRORS"
 	EnvXDSDelta        = "WEFT_XDS_DELTA"
+	// EnvGRPCXDS chooses the xDS client behind gRPC: "weft" (the
+	// default, the mesh's one stream) or "grpc-go" (see WithGRPCGoXDS).
+	EnvGRPCXDS = "WEFT_GRPC_XDS"
 )
 
 // EnvError is the error New returns for a bad environment variable.
@@ -175,6 +178,13 @@ func (c *config) fromEnv(lookupEnv func(string) (string, bool)) error {
 			return bad(EnvXDSDelta, errors.New("want true or false"))
 		}
 		c.xdsDelta = on
+	}
+	switch v := strings.ToLower(getenv(EnvGRPCXDS)); v {
+	case "", "weft":
+	case "grpc-go":
+		c.grpcGoXDS = true
+	default:
+		return bad(EnvGRPCXDS, errors.New("want weft or grpc-go"))
 	}
 	switch v := strings.ToLower(getenv(EnvHTTPProtocol)); v {
 	case "", "http1", "http/1.1":

@@ -54,6 +54,9 @@ type config struct {
 	session         *xds.SessionCookie // nil: no session affinity
 	xdsIdle         time.Duration
 	xdsDelta        bool // incremental xDS instead of state of the world
+	// grpcGoXDS hands xds:/// channels and NewGRPCServer to grpc-go's own
+	// xDS client instead of the mesh's.
+	grpcGoXDS       bool
 	limits          resilience.Limits
 	hedge           *resilience.HedgePolicy     // nil: no hedging
 	breaker         *resilience.BreakerSettings // nil: no classic breaker
@@ -226,6 +229,18 @@ func WithXDSIdleTimeout(d time.Duration) Option {
 // WEFT_XDS_DELTA. The control plane must serve DeltaAggregatedResources.
 func WithXDSDelta(on bool) Option {
 	return optionFunc(func(c *config) error { c.xdsDelta = on; return nil })
+}
+
+// WithGRPCGoXDS hands gRPC to grpc-go's own xDS client: DialGRPC with an
+// "xds:///" target and NewGRPCServer then run grpc-go's xDS resolver,
+// balancers and server instead of the mesh's; it overrides WEFT_GRPC_XDS.
+// It costs one ADS stream per channel and per server on top of the
+// mesh's own, which istio-agent (one stream per workload) does not
+// allow, and gRPC then gets grpc-go's features, not the mesh's (no
+// hedging, zone-aware routing, slow start or cookie affinity). It exists
+// for comparison and migration; the default is one stream for everything.
+func WithGRPCGoXDS(on bool) Option {
+	return optionFunc(func(c *config) error { c.grpcGoXDS = on; return nil })
 }
 
 // WithHTTP2Cleartext makes the default client transport speak HTTP/2
