@@ -8,10 +8,13 @@ import (
 	"net/http"
 	"net/netip"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/weftmesh/weft/internal/suggest"
 )
 
 // maxPolicyDocuments bounds how many YAML documents one policy file may hold.
@@ -198,12 +201,22 @@ type conditionDoc struct {
 //
 // An error names the document (counting from 1) and the field.
 func ParseAuthorizationPolicies(data []byte) (*PolicySet, error) {
+	return parseAuthorizationPolicies(data, "")
+}
+
+// parseAuthorizationPolicies is ParseAuthorizationPolicies whose errors
+// name file (when not empty) and, for YAML errors, the line.
+func parseAuthorizationPolicies(data []byte, file string) (*PolicySet, error) {
+	where := "security: "
+	if file != "" {
+		where = "security: policy file " + file + ": "
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	set := &PolicySet{}
 	for n := 1; ; n++ {
 		if n > maxPolicyDocuments {
-			return nil, fmt.Errorf("security: authorization policies: more than %d documents", maxPolicyDocuments)
+			return nil, fmt.Errorf("%sauthorization policies: more than %d documents", where, maxPolicyDocuments)
 		}
 		var doc policyDoc
 		err := dec.Decode(&doc)
@@ -211,14 +224,14 @@ func ParseAuthorizationPolicies(data []byte) (*PolicySet, error) {
 			return set, nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("security: authorization policy document %d: %w", n, err)
+			return nil, yamlError(where, n, err)
 		}
 		if reflect.ValueOf(doc).IsZero() {
 			continue
 		}
 		p, action, err := compilePolicy(n, &doc)
 		if err != nil {
-			return nil, fmt.Errorf("security: authorization policy document %d%s: %w", n, docName(&doc), err)
+			return nil, fmt.Errorf("%sauthorization policy document %d%s: %w", where, n, docName(&doc), err)
 		}
 		switch action {
 		case actionAllow:
@@ -229,6 +242,85 @@ func ParseAuthorizationPolicies(data []byte) (*PolicySet, error) {
 			set.audit = append(set.audit, p)
 		}
 	}
+}
+
+// empty reports whether s holds no policy at all.
+func (s *PolicySet) empty() bool {
+	return s == nil || len(s.allow)+len(s.deny)+len(s.audit) == 0
+}
+
+// yamlFieldError is how yaml.v3 words an unknown field under KnownFields.
+var yamlFieldError = regexp.MustCompile(`^line (\d+): field (.+) not found in type security\.(\w+)$`)
+
+// yamlLineError is how yaml.v3 words its other errors.
+var yamlLineError = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+
+// docFields describes, for each YAML shape of a policy, where it sits in
+// a document and which fields it takes, so that an unknown field is named
+// by its line and the field meant.
+var docFields = func() map[string]struct {
+	path  string
+	known []string
+} {
+	out := map[string]struct {
+		path  string
+		known []string
+	}{}
+	for path, v := range map[string]any{
+		"":                       policyDoc{},
+		"metadata":               metadataDoc{},
+		"spec":                   specDoc{},
+		"spec.selector":          selectorDoc{},
+		"spec.targetRefs[]":      targetRefDoc{},
+		"spec.rules[]":           ruleDoc{},
+		"spec.rules[].from[]":    fromDoc{},
+		"spec.rules[].to[]":      toDoc{},
+		"rules[].from[].source":  sourceDoc{},
+		"rules[].to[].operation": operationDoc{},
+		"spec.rules[].when[]":    conditionDoc{},
+	} {
+		t := reflect.TypeOf(v)
+		var known []string
+		for i := range t.NumField() {
+			if name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); name != "" {
+				known = append(known, name)
+			}
+		}
+		out[t.Name()] = struct {
+			path  string
+			known []string
+		}{path, known}
+	}
+	return out
+}()
+
+// yamlError rewords a YAML decoding error of document n: each of its
+// messages names the line, and an unknown field names the place it was
+// found and the field most likely meant ("principal" for "principals").
+func yamlError(where string, n int, err error) error {
+	var msgs []string
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		msgs = te.Errors
+	} else {
+		msgs = []string{err.Error()}
+	}
+	out := make([]string, 0, len(msgs))
+	for _, m := range msgs {
+		if f := yamlFieldError.FindStringSubmatch(m); f != nil {
+			if d, ok := docFields[f[3]]; ok {
+				at := ""
+				if d.path != "" {
+					at = " in " + d.path
+				}
+				m = fmt.Sprintf("line %s: %s%s", f[1], suggest.Unknown("field", f[2], d.known, false), at)
+			}
+		} else if l := yamlLineError.FindStringSubmatch(m); l != nil {
+			m = "line " + l[1] + ": " + l[2]
+		}
+		out = append(out, m)
+	}
+	return fmt.Errorf("%sauthorization policy document %d: %s", where, n, strings.Join(out, "; "))
 }
 
 func docName(doc *policyDoc) string {

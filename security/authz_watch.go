@@ -1,6 +1,8 @@
 package security
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -11,8 +13,12 @@ import (
 
 // PolicyWatcher keeps a [PolicySet] in step with a policy file
 // (WEFT_AUTHZ_POLICY). It stats the file every poll interval and reparses
-// it when its modification time or size changes; a file that fails to read
-// or parse is logged and the last good policies stay in force.
+// it when its modification time or size changes. It fails closed: a file
+// that is missing, unreadable, empty (no policy documents) or invalid
+// never replaces the policies in force; the watcher logs why at Warn, once
+// for each distinct failure, and [PolicyWatcher.Status] reports it. A
+// truncate-then-write update or a failed template leaves a file empty for
+// a moment, and an empty set of policies would allow every request.
 //
 // A PolicyWatcher is safe for concurrent use; Close is idempotent.
 type PolicyWatcher struct {
@@ -22,14 +28,41 @@ type PolicyWatcher struct {
 	current  atomic.Pointer[PolicySet]
 	updated  chan struct{}
 
+	mu     sync.Mutex
+	status PolicyStatus
+
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
 }
 
+// PolicyStatus is what a [PolicyWatcher] knows of its file, for an admin
+// page or a readiness check: which load is in force and why the file's
+// latest content, if it was refused, was refused.
+type PolicyStatus struct {
+	// Path is the policy file.
+	Path string
+	// Version counts the loads that replaced the policies in force: 1
+	// after the first.
+	Version int
+	// LoadedAt is when the policies in force were loaded.
+	LoadedAt time.Time
+	// Checks counts the times the watcher read the file because it had
+	// changed, whether or not the content was loaded.
+	Checks int
+	// Err is why the file's latest content was refused, and ErrAt when;
+	// nil once a later content loads.
+	Err   error
+	ErrAt time.Time
+}
+
+// errEmptyPolicyFile is the reason an empty policy file is refused.
+var errEmptyPolicyFile = errors.New("holds no policy documents; an empty set would allow every request, so it is refused (write an explicit ALLOW policy to allow all)")
+
 // WatchPolicyFile parses the policies in path and watches it for changes.
-// It fails if the first read or parse fails. Options: [WithPollInterval],
-// [WithLogger], [WithWorkload]. The caller must Close the watcher.
+// It fails if the first read or parse fails, or if the file holds no
+// policy. Options: [WithPollInterval], [WithLogger], [WithWorkload]. The
+// caller must Close the watcher.
 func WatchPolicyFile(path string, opts ...Option) (*PolicyWatcher, error) {
 	o := newOptions(opts)
 	w := &PolicyWatcher{
@@ -46,6 +79,7 @@ func WatchPolicyFile(path string, opts ...Option) (*PolicyWatcher, error) {
 		return nil, err
 	}
 	w.current.Store(set.For(w.workload))
+	w.status = PolicyStatus{Path: path, Version: 1, LoadedAt: time.Now()}
 	go w.watch(o.pollInterval, stamp)
 	return w, nil
 }
@@ -55,9 +89,12 @@ func loadPolicyFile(path string) (*PolicySet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("security: reading policy file: %w", err)
 	}
-	set, err := ParseAuthorizationPolicies(data)
+	set, err := parseAuthorizationPolicies(data, path)
 	if err != nil {
-		return nil, fmt.Errorf("security: policy file %s: %w", path, err)
+		return nil, err
+	}
+	if set.empty() {
+		return nil, fmt.Errorf("security: policy file %s %w", path, errEmptyPolicyFile)
 	}
 	return set, nil
 }
@@ -74,6 +111,7 @@ func (w *PolicyWatcher) watch(interval time.Duration, last fileStamp) {
 	defer close(w.done)
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	var lastErr []byte // the last failure logged, to log each one once
 	for {
 		select {
 		case <-w.stop:
@@ -86,11 +124,25 @@ func (w *PolicyWatcher) watch(interval time.Duration, last fileStamp) {
 		}
 		last = cur
 		set, err := loadPolicyFile(w.path)
+		now := time.Now()
+		w.mu.Lock()
+		w.status.Checks++
 		if err != nil {
-			w.logger.Error("security: keeping the last good authorization policies", "err", err)
-			continue
+			w.status.Err, w.status.ErrAt = err, now
+		} else {
+			w.current.Store(set.For(w.workload))
+			w.status.Version++
+			w.status.LoadedAt, w.status.Err, w.status.ErrAt = now, nil, time.Time{}
 		}
-		w.current.Store(set.For(w.workload))
+		w.mu.Unlock()
+		if err != nil {
+			if msg := []byte(err.Error()); !bytes.Equal(msg, lastErr) {
+				lastErr = msg
+				w.logger.Warn("security: keeping the last good authorization policies", "file", w.path, "err", err)
+			}
+		} else {
+			lastErr = nil
+		}
 		select {
 		case w.updated <- struct{}{}:
 		default:
@@ -104,8 +156,17 @@ func (w *PolicyWatcher) Evaluate(r *Request) Decision { return w.current.Load().
 // Policies returns the policies currently in force.
 func (w *PolicyWatcher) Policies() *PolicySet { return w.current.Load() }
 
-// Updated returns a channel that receives a value after each successful
-// reload (without blocking the watcher; reloads may coalesce).
+// Status reports the load in force and the latest refusal, if any.
+func (w *PolicyWatcher) Status() PolicyStatus {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.status
+}
+
+// Updated returns a channel that receives a value after each time the
+// watcher reads the changed file, whether it loaded it or kept the last
+// good policies (without blocking the watcher; values may coalesce).
+// [PolicyWatcher.Status] tells which.
 func (w *PolicyWatcher) Updated() <-chan struct{} { return w.updated }
 
 // Close stops watching; the last policies stay in force for Evaluate. It

@@ -28,9 +28,9 @@ func TestParseErrorsNameTheLine(t *testing.T) {
 		want string // the whole message
 	}{
 		{"unknown key", base + "    timout: 1s\n",
-			`devplane: mesh.yaml:8: services[0]: unknown key "timout" (known: allowed_spiffe_ids, circuit_breakers, hash_policy, hedge, lb_config, lb_policy, name, outlier_detection, port, retry, routes, split, timeout, versions)`},
+			`devplane: mesh.yaml:8: services[0]: unknown key "timout" (did you mean "timeout"? known: allowed_spiffe_ids, circuit_breakers, hash_policy, hedge, lb_config, lb_policy, name, outlier_detection, port, retry, routes, split, timeout, versions)`},
 		{"unknown top-level key", "servics: []\n",
-			`devplane: mesh.yaml:1: unknown key "servics" (known: cert_provider_instance, services)`},
+			`devplane: mesh.yaml:1: unknown key "servics" (did you mean "services"? known: cert_provider_instance, services)`},
 		{"weights sum to 0", strings.Replace(base, "split: {v1: 80, v2: 20}", "split:\n      v1: 0\n      v2: 0", 1),
 			`devplane: mesh.yaml:7: services[0].split: weights must sum to > 0`},
 		{"split names an unknown version", strings.Replace(base, "v2: 20", "v3: 20", 1),

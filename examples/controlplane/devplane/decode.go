@@ -3,12 +3,12 @@ package devplane
 import (
 	"fmt"
 	"regexp"
-	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/weftmesh/weft/internal/suggest"
 )
 
 // decoder walks yaml.Node trees by hand rather than unmarshalling into
@@ -78,8 +78,7 @@ func (d *decoder) fields(n *yaml.Node, path string, fs map[string]fieldFunc) err
 			for name := range fs {
 				known = append(known, name)
 			}
-			slices.Sort(known)
-			return d.errf(k, path, "unknown key %q (known: %s)", k.Value, strings.Join(known, ", "))
+			return d.errf(k, path, "%s", suggest.Unknown("key", k.Value, known, true))
 		}
 		if err := f(k, v, p); err != nil {
 			return err

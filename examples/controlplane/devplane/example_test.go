@@ -47,5 +47,5 @@ services:
 	// cluster orders-v2
 	// endpoints orders-v1 2
 	// endpoints orders-v2 1
-	// devplane: mesh.yaml:3: services[0]: unknown key "prot" (known: allowed_spiffe_ids, circuit_breakers, hash_policy, hedge, lb_config, lb_policy, name, outlier_detection, port, retry, routes, split, timeout, versions)
+	// devplane: mesh.yaml:3: services[0]: unknown key "prot" (did you mean "port"? known: allowed_spiffe_ids, circuit_breakers, hash_policy, hedge, lb_config, lb_policy, name, outlier_detection, port, retry, routes, split, timeout, versions)
 }
