@@ -65,8 +65,10 @@ func newSessionCookie(name string, ttl time.Duration) (*xds.SessionCookie, error
 	if err := (&http.Cookie{Name: name, Value: "x"}).Valid(); name == "" || err != nil {
 		return nil, fmt.Errorf("%q is not a cookie name", name)
 	}
-	if ttl < 0 {
-		return nil, fmt.Errorf("ttl %v is negative", ttl)
+	if ttl != 0 {
+		if err := checkDuration(ttl, minCookieTTL); err != nil {
+			return nil, fmt.Errorf("ttl %w (Max-Age counts whole seconds; 0 makes a session cookie)", err)
+		}
 	}
 	return &xds.SessionCookie{Name: name, Path: "/", TTL: ttl}, nil
 }
@@ -85,6 +87,9 @@ func sessionFromEnv(getenv func(string) string, c *config) error {
 		d, err := time.ParseDuration(ttlStr)
 		if err != nil || d < 0 {
 			return &EnvError{Var: EnvSessionCookieTTL, Value: ttlStr, Err: errors.New("want a duration such as 1h, 0 for a session cookie")}
+		}
+		if d != 0 && d < minCookieTTL {
+			return &EnvError{Var: EnvSessionCookieTTL, Value: ttlStr, Err: fmt.Errorf("%v is below the minimum of %v (Max-Age counts whole seconds; 0 makes a session cookie)", d, minCookieTTL)}
 		}
 		ttl = d
 	}

@@ -48,6 +48,11 @@ func WithHedging(p resilience.HedgePolicy) Option {
 		if p.MaxAttempts < 0 || p.MaxAttempts > resilience.MaxAttempts || p.Delay < 0 {
 			return fmt.Errorf("mesh: WithHedging: want 0..%d attempts and a delay >= 0", resilience.MaxAttempts)
 		}
+		if p.Delay != 0 {
+			if err := checkDuration(p.Delay, minDuration); err != nil {
+				return fmt.Errorf("mesh: WithHedging: delay %w", err)
+			}
+		}
 		c.hedge = &p
 		return nil
 	})
@@ -61,6 +66,9 @@ func WithHedging(p resilience.HedgePolicy) Option {
 // Envoy's thresholds. It overrides WEFT_BREAKER.
 func WithBreaker(s resilience.BreakerSettings) Option {
 	return optionFunc(func(c *config) error {
+		if err := checkBreaker(s); err != nil {
+			return fmt.Errorf("mesh: WithBreaker: %w", err)
+		}
 		c.breaker = &s
 		return nil
 	})
@@ -73,12 +81,38 @@ func WithBreaker(s resilience.BreakerSettings) Option {
 // WEFT_RATE_LIMIT.
 func WithRateLimit(perSecond float64, burst int) Option {
 	return optionFunc(func(c *config) error {
-		if perSecond <= 0 || burst < 0 {
-			return fmt.Errorf("mesh: WithRateLimit(%v, %d): want a positive rate and a burst >= 0", perSecond, burst)
+		if err := checkRate(perSecond); err != nil {
+			return fmt.Errorf("mesh: WithRateLimit(%v, %d): %w", perSecond, burst, err)
+		}
+		if burst < 0 || burst > maxBurst {
+			return fmt.Errorf("mesh: WithRateLimit(%v, %d): want a burst from 0 to %d", perSecond, burst, maxBurst)
 		}
 		c.rateLimit = &rateLimit{rate: perSecond, burst: burst}
 		return nil
 	})
+}
+
+// checkBreaker refuses settings whose numbers cannot be meant: a failure
+// rate that is not 0 (off) or a share in (0, 1], NaN included, which
+// silently turned the rule off; durations other than 0 (the default)
+// below minDuration.
+func checkBreaker(s resilience.BreakerSettings) error {
+	if s.FailureRate != 0 {
+		if err := checkShare(s.FailureRate); err != nil {
+			return fmt.Errorf("FailureRate %w", err)
+		}
+	}
+	for _, d := range []struct {
+		name string
+		d    time.Duration
+	}{{"Window", s.Window}, {"OpenTimeout", s.OpenTimeout}} {
+		if d.d != 0 {
+			if err := checkDuration(d.d, minDuration); err != nil {
+				return fmt.Errorf("%s: %w", d.name, err)
+			}
+		}
+	}
+	return nil
 }
 
 // resilienceFromEnv reads WEFT_HEDGE_*, WEFT_BREAKER and WEFT_RATE_LIMIT.
@@ -87,9 +121,9 @@ func resilienceFromEnv(getenv func(string) string, c *config) error {
 	if v := getenv(EnvHedgeDelay); v != "" {
 		p := resilience.HedgePolicy{}
 		if v != "p95" {
-			d, err := time.ParseDuration(v)
-			if err != nil || d <= 0 {
-				return bad(EnvHedgeDelay, errors.New("want a positive duration such as 50ms, or p95"))
+			d, err := parseDuration(v, minDuration, "50ms, or p95")
+			if err != nil {
+				return bad(EnvHedgeDelay, err)
 			}
 			p.Delay = d
 		}
@@ -151,9 +185,9 @@ func parseBreaker(v string) (resilience.BreakerSettings, error) {
 			return n, nil
 		}
 		dur := func() (time.Duration, error) {
-			d, err := time.ParseDuration(val)
-			if err != nil || d <= 0 {
-				return 0, fmt.Errorf("%s=%q: want a positive duration", k, val)
+			d, err := parseDuration(val, minDuration, "10s")
+			if err != nil {
+				return 0, fmt.Errorf("%s=%q: %w", k, val, err)
 			}
 			return d, nil
 		}
@@ -172,7 +206,7 @@ func parseBreaker(v string) (resilience.BreakerSettings, error) {
 			if strings.HasSuffix(val, "%") {
 				r /= 100
 			}
-			if perr != nil || r <= 0 || r > 1 {
+			if perr != nil || checkShare(r) != nil {
 				return s, fmt.Errorf("rate=%q: want a share in (0, 1] or a percentage", val)
 			}
 			s.FailureRate = r
@@ -207,15 +241,18 @@ func parseBreaker(v string) (resilience.BreakerSettings, error) {
 func parseRateLimit(v string) (rateLimit, error) {
 	rateS, rest, _ := strings.Cut(v, ",")
 	r, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rateS), "/s"), 64)
-	if err != nil || r <= 0 {
+	if err != nil {
 		return rateLimit{}, errors.New("want requests per second, such as 100 or 100,burst=200")
+	}
+	if err := checkRate(r); err != nil {
+		return rateLimit{}, err
 	}
 	rl := rateLimit{rate: r}
 	if rest = strings.TrimSpace(rest); rest != "" {
 		b, ok := strings.CutPrefix(rest, "burst=")
 		n, err := strconv.Atoi(b)
-		if !ok || err != nil || n < 1 {
-			return rateLimit{}, fmt.Errorf("%q: want burst=N with N >= 1", rest)
+		if !ok || err != nil || n < 1 || n > maxBurst {
+			return rateLimit{}, fmt.Errorf("%q: want burst=N with N from 1 to %d", rest, maxBurst)
 		}
 		rl.burst = n
 	}

@@ -4,13 +4,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/internal/suggest"
 	"github.com/weftmesh/weft/resolver"
 	"github.com/weftmesh/weft/security"
 )
@@ -52,6 +55,101 @@ const (
 	// default, the mesh's one stream) or "grpc-go" (see WithGRPCGoXDS).
 	EnvGRPCXDS = "WEFT_GRPC_XDS"
 )
+
+// knownEnv lists every WEFT_* variable Weft reads, for the warning about
+// the others (a misspelt name is otherwise ignored in silence).
+var knownEnv = []string{
+	EnvServiceName, EnvEndpoints, EnvDNS, EnvDNSRefresh, EnvLBPolicy,
+	EnvSVIDCertFile, EnvSVIDKeyFile, EnvBundleFile, EnvMTLS, EnvAuthzPolicy,
+	EnvNamespace, EnvWorkloadLabels, EnvAdminAddr, EnvAdminPprof,
+	EnvHTTPProtocol, EnvShutdownTimeout, EnvRetryOn, EnvRetries,
+	EnvPerTryTimeout, EnvTimeout, EnvOutlierErrors, EnvXDSDelta, EnvGRPCXDS,
+	EnvHedgeDelay, EnvHedgeMax, EnvBreaker, EnvRateLimit,
+	EnvLocality, EnvSlowStartWindow, EnvSessionCookie, EnvSessionCookieTTL,
+	// Read by IstioBootstrapFromEnv.
+	"WEFT_ISTIO_XDS_ADDRESS", "WEFT_ISTIO_CERT_DIR",
+}
+
+// unknownEnv returns a warning for each WEFT_* variable of environ
+// ("NAME=value" entries, as os.Environ gives them) that Weft does not
+// read, naming the closest one it does.
+func unknownEnv(environ []string) []string {
+	var out []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "WEFT_") || slices.Contains(knownEnv, name) {
+			continue
+		}
+		msg := "mesh: " + name + " is not a variable Weft reads; it is ignored"
+		if best, ok := suggest.Closest(name, knownEnv); ok {
+			msg += " (did you mean " + best + "?)"
+		}
+		out = append(out, msg)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Bounds on the numbers the variables and options take. A value outside
+// them is a typo or a unit slip, never a setting: a NaN rate refused every
+// request, an infinite one none, and a DNS refresh of 1ns looked every
+// name up in a loop.
+const (
+	// minDuration is the shortest timeout, delay or window accepted.
+	minDuration = time.Millisecond
+	// minDNSRefresh is the shortest DNS refresh interval: each refresh
+	// looks every DNS-discovered name up again.
+	minDNSRefresh = time.Second
+	// minCookieTTL is the shortest session cookie lifetime other than 0
+	// (a session cookie): Max-Age counts whole seconds, and 0 would
+	// delete the cookie.
+	minCookieTTL = time.Second
+	// minRate and maxRate bound a rate limit in requests per second: one
+	// request in about 17 minutes, and a billion a second, beyond which
+	// a limit limits nothing.
+	minRate = 1e-3
+	maxRate = 1e9
+	// maxBurst bounds a rate limit's burst likewise.
+	maxBurst = 1_000_000_000
+)
+
+// checkDuration refuses d when it is below floor; what names the value.
+func checkDuration(d, floor time.Duration) error {
+	if d < floor {
+		return fmt.Errorf("%v is below the minimum of %v", d, floor)
+	}
+	return nil
+}
+
+// parseDuration parses a Go duration of at least floor; example shows the
+// form wanted, for the error.
+func parseDuration(v string, floor time.Duration, example string) (time.Duration, error) {
+	d, err := time.ParseDuration(strings.TrimSpace(v))
+	if err != nil {
+		return 0, fmt.Errorf("want a duration such as %s", example)
+	}
+	if err := checkDuration(d, floor); err != nil {
+		return 0, fmt.Errorf("%w (want a duration such as %s)", err, example)
+	}
+	return d, nil
+}
+
+// checkRate refuses a rate limit that is not a finite number of requests
+// per second within [minRate, maxRate].
+func checkRate(r float64) error {
+	if math.IsNaN(r) || math.IsInf(r, 0) || r < minRate || r > maxRate {
+		return fmt.Errorf("rate %v: want a finite number of requests per second from %v to %v", r, minRate, float64(maxRate))
+	}
+	return nil
+}
+
+// checkShare refuses a failure rate that is not in (0, 1].
+func checkShare(r float64) error {
+	if !(r > 0 && r <= 1) { // false for NaN too
+		return fmt.Errorf("%v: want a share in (0, 1] or a percentage", r)
+	}
+	return nil
+}
 
 // EnvError is the error New returns for a bad environment variable.
 type EnvError struct {
@@ -126,9 +224,9 @@ func (c *config) fromEnv(lookupEnv func(string) (string, bool)) error {
 		c.dnsServices = m
 	}
 	if v := getenv(EnvDNSRefresh); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			return bad(EnvDNSRefresh, errors.New("want a positive duration such as 30s"))
+		d, err := parseDuration(v, minDNSRefresh, "30s")
+		if err != nil {
+			return bad(EnvDNSRefresh, fmt.Errorf("%w; each refresh looks every DNS name up again", err))
 		}
 		c.dnsRefresh = d
 	}
@@ -197,9 +295,9 @@ func (c *config) fromEnv(lookupEnv func(string) (string, bool)) error {
 		return err
 	}
 	if v := getenv(EnvShutdownTimeout); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			return bad(EnvShutdownTimeout, errors.New("want a positive duration such as 10s"))
+		d, err := parseDuration(v, minDuration, "10s")
+		if err != nil {
+			return bad(EnvShutdownTimeout, err)
 		}
 		c.shutdownTimeout = d
 	}

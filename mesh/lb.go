@@ -3,7 +3,6 @@ package mesh
 import (
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/internal/xds"
@@ -52,8 +51,8 @@ func WithSlowStart(cfg balancer.SlowStartConfig) Option {
 		if err := cfg.Validate(); err != nil {
 			return fmt.Errorf("mesh: WithSlowStart: %w", err)
 		}
-		if cfg.Window <= 0 {
-			return fmt.Errorf("mesh: WithSlowStart: window %v is not positive", cfg.Window)
+		if err := checkDuration(cfg.Window, minDuration); err != nil {
+			return fmt.Errorf("mesh: WithSlowStart: window %w", err)
 		}
 		c.slowStart = cfg
 		c.slowStartSource = "WithSlowStart"
@@ -72,9 +71,9 @@ func lbFromEnv(getenv func(string) string, c *config) error {
 		c.zone.Local = l
 	}
 	if v := getenv(EnvSlowStartWindow); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			return &EnvError{Var: EnvSlowStartWindow, Value: v, Err: errors.New("want a positive duration such as 60s")}
+		d, err := parseDuration(v, minDuration, "60s")
+		if err != nil {
+			return &EnvError{Var: EnvSlowStartWindow, Value: v, Err: err}
 		}
 		c.slowStart.Window = d
 		c.slowStartSource = EnvSlowStartWindow

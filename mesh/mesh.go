@@ -78,6 +78,7 @@ func New(ctx context.Context, opts ...Option) (*Mesh, error) {
 	if err := cfg.fromEnv(os.LookupEnv); err != nil {
 		return nil, err
 	}
+	cfg.envWarnings = unknownEnv(os.Environ())
 	for _, o := range opts {
 		if o == nil {
 			continue
@@ -104,6 +105,9 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 	}
 	// Lines the mesh logs inside a request carry its trace and span IDs.
 	cfg.logger = slog.New(telemetry.NewLogHandler(cfg.logger.Handler()))
+	for _, w := range cfg.envWarnings {
+		cfg.logger.Warn(w)
+	}
 	// Services without xDS get locality/priority failover (DNS SRV
 	// priorities) and outlier detection around the chosen policy.
 	m := &Mesh{cfg: cfg, log: cfg.logger, policy: cfg.servicePolicy()}

@@ -27,6 +27,7 @@ func (f optionFunc) apply(c *config) error { return f(c) }
 
 // config is everything New needs, from the environment and options.
 type config struct {
+	envWarnings     []string // unknown WEFT_* variables, logged by New
 	serviceName     string
 	endpoints       map[string][]resolver.Endpoint // static discovery
 	dnsServices     map[string]string              // service -> DNS name
@@ -216,8 +217,8 @@ func WithOutlierDetection(cfg balancer.OutlierConfig) Option {
 // waiting one round trip.
 func WithXDSIdleTimeout(d time.Duration) Option {
 	return optionFunc(func(c *config) error {
-		if d <= 0 {
-			return fmt.Errorf("mesh: WithXDSIdleTimeout: %v is not positive", d)
+		if err := checkDuration(d, minDuration); err != nil {
+			return fmt.Errorf("mesh: WithXDSIdleTimeout: %w", err)
 		}
 		c.xdsIdle = d
 		return nil
@@ -279,8 +280,8 @@ func WithAdminPprof(on bool) Option {
 // WEFT_SHUTDOWN_TIMEOUT.
 func WithShutdownTimeout(d time.Duration) Option {
 	return optionFunc(func(c *config) error {
-		if d <= 0 {
-			return fmt.Errorf("mesh: WithShutdownTimeout: %v is not positive", d)
+		if err := checkDuration(d, minDuration); err != nil {
+			return fmt.Errorf("mesh: WithShutdownTimeout: %w", err)
 		}
 		c.shutdownTimeout = d
 		return nil

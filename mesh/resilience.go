@@ -1,7 +1,6 @@
 package mesh
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -22,6 +21,16 @@ func defaultRetryPolicy() resilience.RetryPolicy {
 // xDS; it overrides the WEFT_RETRY_* variables and WEFT_TIMEOUT.
 func WithRetryPolicy(p resilience.RetryPolicy) Option {
 	return optionFunc(func(c *config) error {
+		for _, d := range []struct {
+			name string
+			d    time.Duration
+		}{{"PerTryTimeout", p.PerTryTimeout}, {"Timeout", p.Timeout}, {"BaseInterval", p.BaseInterval}, {"MaxInterval", p.MaxInterval}} {
+			if d.d > 0 {
+				if err := checkDuration(d.d, minDuration); err != nil {
+					return fmt.Errorf("mesh: WithRetryPolicy: %s: %w", d.name, err)
+				}
+			}
+		}
 		c.retry = p
 		return nil
 	})
@@ -63,9 +72,9 @@ func retryFromEnv(getenv func(string) string, p *resilience.RetryPolicy) error {
 		dst  *time.Duration
 	}{{EnvPerTryTimeout, &p.PerTryTimeout}, {EnvTimeout, &p.Timeout}} {
 		if v := getenv(d.name); v != "" {
-			t, err := time.ParseDuration(v)
-			if err != nil || t <= 0 {
-				return &EnvError{Var: d.name, Value: v, Err: errors.New("want a positive duration such as 2s")}
+			t, err := parseDuration(v, minDuration, "2s")
+			if err != nil {
+				return &EnvError{Var: d.name, Value: v, Err: err}
 			}
 			*d.dst = t
 		}
