@@ -2,8 +2,13 @@ package mesh
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -63,7 +68,8 @@ func (m *Mesh) startAdmin(addr string) error {
 	if m.cfg.adminPprof {
 		mountPprof(mux)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	hosts := newAdminHosts(addr, ln.Addr(), m.cfg.adminHosts)
+	srv := &http.Server{Handler: hosts.check(mux), ReadHeaderTimeout: 10 * time.Second}
 	m.admin = srv
 	m.wg.Add(1)
 	go func() {
@@ -71,6 +77,117 @@ func (m *Mesh) startAdmin(addr string) error {
 		srv.Serve(ln)
 	}()
 	return nil
+}
+
+// adminHosts is the set of Host values the admin listener answers. A page
+// in a browser can reach a loopback listener through DNS rebinding (its
+// own name made to resolve to 127.0.0.1), but its requests then carry its
+// own name in Host: answering only loopback names and addresses, the
+// listener's own address and the hosts an operator names
+// (WEFT_ADMIN_HOSTS) keeps such a page from reading the admin endpoint.
+type adminHosts struct {
+	names map[string]bool // lower case, no port
+	ips   []netip.Addr    // the listener's own addresses
+}
+
+func newAdminHosts(configured string, bound net.Addr, extra []string) *adminHosts {
+	h := &adminHosts{names: map[string]bool{"localhost": true}}
+	if host, _, err := net.SplitHostPort(configured); err == nil && host != "" {
+		h.names[normalizeHost(host)] = true
+	}
+	for _, e := range extra {
+		h.names[normalizeHost(e)] = true
+	}
+	if ta, ok := bound.(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(ta.IP)
+		ip = ip.Unmap()
+		if ip.IsUnspecified() {
+			// Bound to every interface: its own addresses are theirs.
+			addrs, _ := net.InterfaceAddrs()
+			for _, a := range addrs {
+				if p, err := netip.ParsePrefix(a.String()); err == nil {
+					h.ips = append(h.ips, p.Addr().Unmap())
+				}
+			}
+		} else if ip.IsValid() {
+			h.ips = append(h.ips, ip)
+		}
+	}
+	return h
+}
+
+// normalizeHost lowercases host and drops a port, IPv6 brackets, a
+// zone-less trailing dot.
+func normalizeHost(host string) string {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(strings.TrimSuffix(host, "]"), "["), ".")
+	return strings.ToLower(host)
+}
+
+func (h *adminHosts) allowed(hostHeader string) bool {
+	if hostHeader == "" {
+		return true // HTTP/1.0 without Host: no browser sends that
+	}
+	host := normalizeHost(hostHeader)
+	if h.names[host] {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	ip = ip.Unmap()
+	return ip.IsLoopback() || slices.Contains(h.ips, ip)
+}
+
+func (h *adminHosts) check(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !h.allowed(r.Host) {
+			http.Error(w, fmt.Sprintf("mesh: admin: Host %q is not allowed here: the admin listener answers localhost, loopback addresses, "+
+				"its own address and the hosts listed in %s", r.Host, EnvAdminHosts), http.StatusMisdirectedRequest)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// checkAdminHost refuses a WEFT_ADMIN_HOSTS entry that is no host name or
+// address (an optional port is allowed and ignored).
+func checkAdminHost(e string) error {
+	host := e
+	if h, port, err := net.SplitHostPort(e); err == nil {
+		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			return fmt.Errorf("%q is not a host name or address (with an optional port)", e)
+		}
+		host = h
+	}
+	if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+		return nil
+	}
+	if host == "" || strings.ContainsAny(host, "/ \t*@?#[]") {
+		return fmt.Errorf("%q is not a host name or address", e)
+	}
+	return nil
+}
+
+// parseAdminHosts reads WEFT_ADMIN_HOSTS: "admin.internal,10.0.0.7".
+func parseAdminHosts(v string) ([]string, error) {
+	var out []string
+	for e := range strings.SplitSeq(v, ",") {
+		if e = strings.TrimSpace(e); e == "" {
+			continue
+		}
+		if err := checkAdminHost(e); err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no hosts (want a comma-separated list such as admin.internal,10.0.0.7)")
+	}
+	return out, nil
 }
 
 // writeJSON writes v indented, for people reading the endpoint with curl.

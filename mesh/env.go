@@ -38,11 +38,14 @@ const (
 	// EnvNamespace and EnvWorkloadLabels place the workload for the
 	// authorization policy file: policies of other namespaces, and those
 	// whose selector or targetRefs name other workloads, do not apply.
-	EnvNamespace       = "WEFT_NAMESPACE"
-	EnvPodNamespace    = "POD_NAMESPACE"
-	EnvWorkloadLabels  = "WEFT_WORKLOAD_LABELS"
-	EnvAdminAddr       = "WEFT_ADMIN_ADDR"
-	EnvAdminPprof      = "WEFT_ADMIN_PPROF"
+	EnvNamespace      = "WEFT_NAMESPACE"
+	EnvPodNamespace   = "POD_NAMESPACE"
+	EnvWorkloadLabels = "WEFT_WORKLOAD_LABELS"
+	EnvAdminAddr      = "WEFT_ADMIN_ADDR"
+	EnvAdminPprof     = "WEFT_ADMIN_PPROF"
+	// EnvAdminHosts lists the Host values the admin listener answers
+	// besides localhost, loopback addresses and its own address.
+	EnvAdminHosts      = "WEFT_ADMIN_HOSTS"
 	EnvHTTPProtocol    = "WEFT_HTTP_PROTOCOL"
 	EnvShutdownTimeout = "WEFT_SHUTDOWN_TIMEOUT"
 	EnvRetryOn         = "WEFT_RETRY_ON"
@@ -61,7 +64,7 @@ const (
 var knownEnv = []string{
 	EnvServiceName, EnvEndpoints, EnvDNS, EnvDNSRefresh, EnvLBPolicy,
 	EnvSVIDCertFile, EnvSVIDKeyFile, EnvBundleFile, EnvMTLS, EnvAuthzPolicy,
-	EnvNamespace, EnvWorkloadLabels, EnvAdminAddr, EnvAdminPprof,
+	EnvNamespace, EnvWorkloadLabels, EnvAdminAddr, EnvAdminPprof, EnvAdminHosts,
 	EnvHTTPProtocol, EnvShutdownTimeout, EnvRetryOn, EnvRetries,
 	EnvPerTryTimeout, EnvTimeout, EnvOutlierErrors, EnvXDSDelta, EnvGRPCXDS,
 	EnvHedgeDelay, EnvHedgeMax, EnvBreaker, EnvRateLimit,
@@ -262,6 +265,13 @@ func (c *config) fromEnv(lookupEnv func(string) (string, bool)) error {
 			return bad(EnvAdminAddr, err)
 		}
 		c.adminAddr = v
+	}
+	if v := getenv(EnvAdminHosts); v != "" {
+		hosts, err := parseAdminHosts(v)
+		if err != nil {
+			return bad(EnvAdminHosts, err)
+		}
+		c.adminHosts = hosts
 	}
 	if v := getenv(EnvAdminPprof); v != "" {
 		on, err := strconv.ParseBool(v)

@@ -46,6 +46,7 @@ type config struct {
 	workload        security.Workload // Service is filled in by New
 	adminAddr       string
 	adminPprof      bool
+	adminHosts      []string // Host values the admin listener answers besides loopback and its own
 	h2c             bool
 	retry           resilience.RetryPolicy
 	outlier         balancer.OutlierConfig
@@ -264,6 +265,23 @@ func WithAdminAddr(addr string) Option {
 			}
 		}
 		c.adminAddr = addr
+		return nil
+	})
+}
+
+// WithAdminHosts names the Host values (host names or addresses; a port
+// is ignored) the admin listener answers besides localhost, loopback
+// addresses and its own address; it overrides WEFT_ADMIN_HOSTS. Requests
+// naming any other host get 421 Misdirected Request, so that a web page
+// cannot read the admin endpoint through DNS rebinding.
+func WithAdminHosts(hosts ...string) Option {
+	return optionFunc(func(c *config) error {
+		for _, h := range hosts {
+			if err := checkAdminHost(h); err != nil {
+				return fmt.Errorf("mesh: WithAdminHosts: %w", err)
+			}
+		}
+		c.adminHosts = hosts
 		return nil
 	})
 }
