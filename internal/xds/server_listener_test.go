@@ -15,7 +15,9 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	exprpb "google.golang.org/genproto/googleapis/api/expr/v1alpha1"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -380,4 +382,97 @@ func FuzzSelect(f *testing.F) {
 			t.Fatalf("Select(%+v) = %v, the sequential rule gives %v", c, got, want)
 		}
 	})
+}
+
+// TestServerListenerRefusesUnappliedRestrictions: a setting of the
+// server's TLS or a per-route RBAC override that would turn callers away,
+// and that Weft does not apply, NACKs the resource naming the field,
+// rather than being reported and skipped.
+func TestServerListenerRefusesUnappliedRestrictions(t *testing.T) {
+	withTLS := func(d *tlsv3.DownstreamTlsContext) *listenerv3.Listener {
+		fc := xdstest.FilterChain("c", xdstest.InboundRoutes("r"))
+		fc.TransportSocket = &corev3.TransportSocket{Name: "envoy.transport_sockets.tls",
+			ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(t, d)}}
+		return xdstest.ServerListener("in", netip.MustParseAddrPort("0.0.0.0:1"), nil, fc)
+	}
+	vc := func(v *tlsv3.CertificateValidationContext) *tlsv3.DownstreamTlsContext {
+		return &tlsv3.DownstreamTlsContext{RequireClientCertificate: wrapperspb.Bool(true),
+			CommonTlsContext: &tlsv3.CommonTlsContext{ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: v}}}
+	}
+	params := func(p *tlsv3.TlsParameters) *tlsv3.DownstreamTlsContext {
+		return &tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{TlsParams: p}}
+	}
+	withPerRoute := func(cfg *anypb.Any) *listenerv3.Listener {
+		rc := xdstest.InboundRoutes("r")
+		rc.VirtualHosts[0].Routes[0].TypedPerFilterConfig = map[string]*anypb.Any{"rbac": cfg}
+		return xdstest.ServerListener("in", netip.MustParseAddrPort("0.0.0.0:1"), nil,
+			xdstest.FilterChain("c", rc, xdstest.RBACFilter("rbac", rbacRules(rbacv3.RBAC_ALLOW, map[string]*rbacv3.Policy{
+				"p": {Permissions: []*rbacv3.Permission{permAny}, Principals: []*rbacv3.Principal{principalName(exact("spiffe://td/a"))}},
+			}))))
+	}
+	denyAll := &rbacfilterv3.RBACPerRoute{Rbac: &rbacfilterv3.RBAC{Rules: rbacRules(rbacv3.RBAC_DENY, map[string]*rbacv3.Policy{
+		"all": {Permissions: []*rbacv3.Permission{permAny}, Principals: []*rbacv3.Principal{principalAny}}})}}
+	const tlsField = "filter_chains[0].transport_socket.typed_config."
+	const vcField = tlsField + "common_tls_context.validation_context."
+	const routeField = "filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].routes[0].typed_per_filter_config[rbac]"
+	cases := []struct {
+		name  string
+		l     *listenerv3.Listener
+		field string
+	}{
+		{"SAN matchers", withTLS(vc(&tlsv3.CertificateValidationContext{MatchSubjectAltNames: []*matcherv3.StringMatcher{exact("spiffe://td/a")}})),
+			vcField + "match_subject_alt_names"},
+		{"typed SAN matchers", withTLS(vc(&tlsv3.CertificateValidationContext{MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{
+			{SanType: tlsv3.SubjectAltNameMatcher_URI, Matcher: exact("spiffe://td/a")}}})), vcField + "match_typed_subject_alt_names"},
+		{"SPKI pins", withTLS(vc(&tlsv3.CertificateValidationContext{VerifyCertificateSpki: []string{"x"}})), vcField + "verify_certificate_spki"},
+		{"certificate hash pins", withTLS(vc(&tlsv3.CertificateValidationContext{VerifyCertificateHash: []string{"ab"}})), vcField + "verify_certificate_hash"},
+		{"CRL", withTLS(vc(&tlsv3.CertificateValidationContext{Crl: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: "x"}}})), vcField + "crl"},
+		{"custom validator", withTLS(vc(&tlsv3.CertificateValidationContext{CustomValidatorConfig: &corev3.TypedExtensionConfig{Name: "v"}})), vcField + "custom_validator_config"},
+		{"inline CA", withTLS(vc(&tlsv3.CertificateValidationContext{TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: "x"}}})), vcField + "trusted_ca"},
+		{"combined SAN matchers", withTLS(&tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{ValidationContextType: &tlsv3.CommonTlsContext_CombinedValidationContext{
+			CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{DefaultValidationContext: &tlsv3.CertificateValidationContext{
+				MatchSubjectAltNames: []*matcherv3.StringMatcher{exact("spiffe://td/a")}}}}}}),
+			tlsField + "common_tls_context.combined_validation_context.default_validation_context.match_subject_alt_names"},
+		{"SDS validation", withTLS(&tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{ValidationContextType: &tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig{
+			ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: "v"}}}}), tlsField + "common_tls_context.validation_context_sds_secret_config"},
+		{"TLS 1.3 minimum", withTLS(params(&tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_3})), tlsField + "common_tls_context.tls_params.tls_minimum_protocol_version"},
+		{"TLS 1.1 maximum", withTLS(params(&tlsv3.TlsParameters{TlsMaximumProtocolVersion: tlsv3.TlsParameters_TLSv1_1})), tlsField + "common_tls_context.tls_params.tls_maximum_protocol_version"},
+		{"cipher suites", withTLS(params(&tlsv3.TlsParameters{CipherSuites: []string{"ECDHE-RSA-AES128-GCM-SHA256"}})), tlsField + "common_tls_context.tls_params.cipher_suites"},
+		{"require SNI", withTLS(&tlsv3.DownstreamTlsContext{RequireSni: wrapperspb.Bool(true)}), tlsField + "require_sni"},
+		{"unknown transport socket", withTLS(nil), "filter_chains[0].transport_socket.typed_config"},
+		{"RBACPerRoute", withPerRoute(mustAny(t, denyAll)), routeField},
+		{"RBACPerRoute in a FilterConfig", withPerRoute(mustAny(t, &routev3.FilterConfig{Config: mustAny(t, denyAll)})), routeField},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			l := c.l
+			if c.name == "unknown transport socket" {
+				l.FilterChains[0].TransportSocket.ConfigType = &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(t, &emptypb.Empty{})}
+			}
+			re := decodeErr(t, ListenerType, l)
+			if re.Field != c.field || re.Name != "in" {
+				t.Errorf("error field %q (resource %q), want %q: %v", re.Field, re.Name, c.field, re)
+			}
+		})
+	}
+
+	// An RDS route configuration carrying an override is refused too.
+	rc := xdstest.InboundRoutes("r")
+	rc.VirtualHosts[0].TypedPerFilterConfig = map[string]*anypb.Any{"rbac": mustAny(t, denyAll)}
+	if re := decodeErr(t, RouteConfigType, rc); re.Field != "virtual_hosts[0].typed_per_filter_config[rbac]" {
+		t.Errorf("RDS with RBACPerRoute: error field %q, want virtual_hosts[0].typed_per_filter_config[rbac]: %v", re.Field, re)
+	}
+
+	// What Weft applies or replaces, or what only makes it stricter, is
+	// accepted: Istio's proxyless inbound TLS context.
+	istio := &tlsv3.DownstreamTlsContext{RequireClientCertificate: wrapperspb.Bool(true), CommonTlsContext: &tlsv3.CommonTlsContext{
+		TlsCertificateProviderInstance: &tlsv3.CertificateProviderPluginInstance{InstanceName: "default", CertificateName: "default"},
+		ValidationContextType: &tlsv3.CommonTlsContext_CombinedValidationContext{CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
+			DefaultValidationContext: &tlsv3.CertificateValidationContext{CaCertificateProviderInstance: &tlsv3.CertificateProviderPluginInstance{InstanceName: "default", CertificateName: "ROOTCA"}}}},
+		TlsParams:     &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2},
+		AlpnProtocols: []string{"h2"},
+	}}
+	if l := decodeServer(t, withTLS(istio)); !slices.Contains(l.UnappliedFields(), "filter_chains.transport_socket") {
+		t.Errorf("unapplied = %v, want the transport socket reported", l.UnappliedFields())
+	}
 }
