@@ -117,6 +117,48 @@ func (m *Mesh) meshTransport(base http.RoundTripper) http.RoundTripper {
 	return t
 }
 
+// clusterTLS is a caller's base secured for one TLS cluster, and the
+// cluster TLS state it was built from.
+type clusterTLS struct {
+	up *upstreamTLS
+	rt *http.Transport
+}
+
+// clusterTransport returns the transport for an attempt to a cluster whose
+// CDS resource asks for upstream TLS. Its SAN matchers (the server
+// identities it allows) must hold on every path: on the default path the
+// cluster's own transport carries them; a caller's base gets a copy secured
+// with the same config, kept per service and rebuilt when the cluster's
+// TLS changes. Without that copy a caller's transport checked only trust
+// domain membership.
+func (t *transport) clusterTransport(svc *service, up *upstreamTLS) http.RoundTripper {
+	if t.defaultBase {
+		return up.rt
+	}
+	base, ok := t.base.(*http.Transport)
+	if !ok {
+		return t.mesh // an errRoundTripper saying why
+	}
+	t.clusterMu.Lock()
+	defer t.clusterMu.Unlock()
+	c, ok := t.clusterTLS[svc]
+	if ok && c.up == up {
+		return c.rt
+	}
+	if ok {
+		c.rt.CloseIdleConnections()
+	}
+	if t.clusterTLS == nil {
+		t.clusterTLS = map[*service]clusterTLS{}
+	}
+	rt := base.Clone()
+	rt.TLSClientConfig = up.rt.TLSClientConfig.Clone()
+	rt.ForceAttemptHTTP2 = true
+	rt.Protocols = nil
+	t.clusterTLS[svc] = clusterTLS{up: up, rt: rt}
+	return rt
+}
+
 type errRoundTripper struct{ err error }
 
 func (e errRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {

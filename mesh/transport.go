@@ -47,6 +47,11 @@ type transport struct {
 	base        http.RoundTripper // pass-through traffic
 	mesh        http.RoundTripper // traffic to mesh endpoints
 	rts         sync.Map          // *service -> its retrying round tripper
+
+	// clusterTLS holds, for a caller's base, the copies of it secured
+	// with each TLS cluster's own config (see clusterTransport).
+	clusterMu  sync.Mutex
+	clusterTLS map[*service]clusterTLS
 }
 
 var _ http.RoundTripper = (*transport)(nil)
@@ -161,9 +166,7 @@ func (p *pickTransport) RoundTripAttempt(req *http.Request, attempts *resilience
 			closeBody(req)
 			return nil, res.Endpoint.Addr, up.err
 		}
-		if p.t.defaultBase {
-			rt = up.rt
-		}
+		rt = p.t.clusterTransport(svc, up)
 	}
 
 	out := &outbound{req: *req, url: *req.URL}
