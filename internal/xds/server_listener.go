@@ -380,6 +380,7 @@ func checkDownstreamTLS(ts *corev3.TransportSocket) error {
 		set         bool
 		field, what string
 	}{
+		//lint:ignore SA1019 control planes still send the deprecated SAN matchers; they restrict callers all the same
 		{len(vc.GetMatchSubjectAltNames()) > 0, "match_subject_alt_names", "matching the caller's subject alternative names"},
 		{len(vc.GetMatchTypedSubjectAltNames()) > 0, "match_typed_subject_alt_names", "matching the caller's subject alternative names"},
 		{len(vc.GetVerifyCertificateSpki()) > 0, "verify_certificate_spki", "pinning callers' public keys"},

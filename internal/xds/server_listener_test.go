@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 the tests send the deprecated SAN matchers control planes still send
+
 package xds
 
 import (
