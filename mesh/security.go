@@ -1,12 +1,15 @@
 package mesh
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -159,6 +162,57 @@ func (t *transport) clusterTransport(svc *service, up *upstreamTLS) http.RoundTr
 	return rt
 }
 
+// plaintextToTLS is net/http's answer, over HTTP/1.0 with no header, to a
+// plaintext HTTP/1 request on a TLS port.
+const plaintextToTLS = "Client sent an HTTP request to an HTTPS server.\n"
+
+// mtlsRefusal turns a strict mTLS server's refusal of this plaintext
+// service into the connection failure it is: net/http's 400 to an HTTP/1
+// request, or the GOAWAY INADEQUATE_SECURITY security.StrictListener
+// sends an h2c one. A 400 is final to the retry layer, so during an mTLS
+// rollout most requests to upgraded endpoints failed; a connect failure
+// is retried on another endpoint and ejects this one.
+func mtlsRefusal(addr string, resp *http.Response, err error) (*http.Response, error) {
+	if err != nil {
+		if strings.Contains(err.Error(), "INADEQUATE_SECURITY") {
+			return nil, &mtlsRequiredError{addr: addr, cause: err}
+		}
+		return resp, err
+	}
+	if resp.StatusCode != http.StatusBadRequest || resp.ProtoMajor != 1 || resp.ProtoMinor != 0 || len(resp.Header) != 0 {
+		return resp, nil
+	}
+	buf := make([]byte, len(plaintextToTLS)+1)
+	n, _ := io.ReadFull(resp.Body, buf)
+	if string(buf[:n]) == plaintextToTLS {
+		resp.Body.Close()
+		return nil, &mtlsRequiredError{addr: addr, cause: errors.New(`it answered 400 "` + strings.TrimSpace(plaintextToTLS) + `"`)}
+	}
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(buf[:n]), resp.Body), resp.Body}
+	return resp, nil
+}
+
+// mtlsRequiredError is a connection to an endpoint that requires mTLS,
+// made in plaintext. It matches security.ErrMTLSRequired, and a dial
+// *net.OpError so that retry policies and outlier detection count it as
+// a connect failure.
+type mtlsRequiredError struct {
+	addr  string
+	cause error
+}
+
+func (e *mtlsRequiredError) Error() string {
+	return fmt.Sprintf("mesh: endpoint %s: %s, and this service sends plaintext (it has no SPIFFE identity, or %s=disable): %v",
+		e.addr, security.MTLSRequired, EnvMTLS, e.cause)
+}
+
+func (e *mtlsRequiredError) Unwrap() []error {
+	return []error{security.ErrMTLSRequired, &net.OpError{Op: "dial", Net: "tcp", Err: e.cause}}
+}
+
 type errRoundTripper struct{ err error }
 
 func (e errRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -169,7 +223,9 @@ func (e errRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 // grpcClientCreds are the transport credentials of the mesh's gRPC clients.
 func (m *Mesh) grpcClientCreds() credentials.TransportCredentials {
 	if m.id == nil {
-		return insecure.NewCredentials()
+		// Plaintext, recognizing a strict server's refusal so that the
+		// call's error says the server requires mTLS.
+		return security.PlaintextCredentials()
 	}
 	return credentials.NewTLS(m.id.client)
 }
@@ -182,7 +238,8 @@ func (m *Mesh) grpcServerCreds() credentials.TransportCredentials {
 	case m.id.mode == security.MTLSPermissive:
 		return security.PermissiveCredentials(m.id.server)
 	default:
-		return credentials.NewTLS(m.id.server)
+		// Plaintext callers are told the server requires mTLS.
+		return security.StrictCredentials(m.id.server)
 	}
 }
 
@@ -195,7 +252,7 @@ func (m *Mesh) secureListener(ln net.Listener, cfg *tls.Config) net.Listener {
 	case m.id.mode == security.MTLSPermissive:
 		return security.PermissiveListener(ln, cfg)
 	default:
-		return tls.NewListener(ln, cfg)
+		return security.StrictListener(ln, cfg)
 	}
 }
 

@@ -189,6 +189,9 @@ func (p *pickTransport) RoundTripAttempt(req *http.Request, attempts *resilience
 
 	start := balancer.Now()
 	resp, err := rt.RoundTrip(&out.req)
+	if p.t.m.id == nil {
+		resp, err = mtlsRefusal(res.Endpoint.Addr, resp, err)
+	}
 	end := balancer.Now()
 	if sess != nil && err == nil {
 		setSessionCookie(resp, sess, info.Override, res.Endpoint.Addr)
