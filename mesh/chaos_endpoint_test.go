@@ -235,9 +235,8 @@ func TestChaosSlowAndFailingDNS(t *testing.T) {
 		s.a["backends.test"] = net.ParseIP("127.0.0.1")
 		s.srv[strings.TrimSuffix(name, ".")] = srvFor(a, b)
 	})
-	t.Setenv("WEFT_DNS_REFRESH", "50ms")
 	var logs syncBuffer
-	m := newMesh(t, mesh.WithDNS("orders", name), mesh.WithNetResolver(dns.resolver()),
+	m := newMesh(t, mesh.WithDNS("orders", name), mesh.WithNetResolver(dns.resolver()), mesh.WithDNSRefresh(50*time.Millisecond),
 		mesh.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	waitServedBy(t, m.HTTPClient(), "http://orders/", 10*time.Second, "a", "b")
 

@@ -3,6 +3,7 @@ package mesh
 import (
 	"net"
 	"strings"
+	"time"
 
 	"github.com/weftmesh/weft/resolver"
 )
@@ -12,6 +13,16 @@ import (
 func WithNetResolver(r *net.Resolver) Option {
 	return optionFunc(func(c *config) error {
 		c.netResolver = r
+		return nil
+	})
+}
+
+// WithDNSRefresh sets how often DNS names are looked up again, below
+// WEFT_DNS_REFRESH's floor of 1s, so tests can watch DNS changes in
+// milliseconds.
+func WithDNSRefresh(d time.Duration) Option {
+	return optionFunc(func(c *config) error {
+		c.dnsRefresh = d
 		return nil
 	})
 }
