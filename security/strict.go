@@ -34,7 +34,9 @@ var errPlaintextRefused = errors.New("security: a plaintext caller was refused: 
 // HTTP/1 caller is answered by net/http ("400 Client sent an HTTP request
 // to an HTTPS server"). Without this a gRPC caller saw only "error
 // reading server preface: EOF". TLS connections pay one comparison on
-// their first read.
+// their first read; a refused HTTP/2 connection is held for at most 2.5 s
+// (waiting for the caller's first request, then for it to close), as a
+// slow TLS handshake would be.
 func StrictListener(ln net.Listener, cfg *tls.Config) net.Listener {
 	return tls.NewListener(refusingListener{ln}, cfg)
 }
@@ -92,8 +94,46 @@ func (c *refusingConn) Read(p []byte) (int, error) {
 	if got := p[:min(n, len(http2Preface))]; !bytes.HasPrefix([]byte(http2Preface), got) {
 		return n, err
 	}
+	c.awaitRequest(bytes.Clone(p[:n]))
 	c.refuseHTTP2()
 	return 0, errPlaintextRefused
+}
+
+// awaitRequest reads on, for at most half a second and 64 KiB, until the
+// caller's first HEADERS frame has arrived. An HTTP client that has not
+// yet opened its stream when the GOAWAY arrives reports only that its
+// connection "could not be established"; a gRPC client sends no request
+// before the server's SETTINGS, and gets the GOAWAY when the wait ends.
+func (c *refusingConn) awaitRequest(b []byte) {
+	_ = c.Conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	var buf [4096]byte
+	for !sawHeaders(b) && len(b) < 64<<10 {
+		n, err := c.Conn.Read(buf[:])
+		b = append(b, buf[:n]...)
+		if err != nil {
+			return
+		}
+	}
+}
+
+// sawHeaders reports whether b, the start of an HTTP/2 connection from a
+// client, holds a HEADERS frame.
+func sawHeaders(b []byte) bool {
+	if len(b) < len(http2Preface) {
+		return false
+	}
+	b = b[len(http2Preface):]
+	for len(b) >= 9 {
+		if b[3] == 0x1 { // HEADERS
+			return true
+		}
+		l := int(b[0])<<16 | int(b[1])<<8 | int(b[2])
+		if len(b) < 9+l {
+			return false
+		}
+		b = b[9+l:]
+	}
+	return false
 }
 
 // refuseHTTP2 answers a plaintext HTTP/2 caller with the server preface
