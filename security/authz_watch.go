@@ -125,6 +125,16 @@ func (w *PolicyWatcher) watch(interval time.Duration, last fileStamp) {
 		last = cur
 		set, err := loadPolicyFile(w.path)
 		now := time.Now()
+		// Log before the status changes, so that a reader of Status
+		// that sees this check sees its log line too.
+		if err != nil {
+			if msg := []byte(err.Error()); !bytes.Equal(msg, lastErr) {
+				lastErr = msg
+				w.logger.Warn("security: keeping the last good authorization policies", "file", w.path, "err", err)
+			}
+		} else {
+			lastErr = nil
+		}
 		w.mu.Lock()
 		w.status.Checks++
 		if err != nil {
@@ -135,14 +145,6 @@ func (w *PolicyWatcher) watch(interval time.Duration, last fileStamp) {
 			w.status.LoadedAt, w.status.Err, w.status.ErrAt = now, nil, time.Time{}
 		}
 		w.mu.Unlock()
-		if err != nil {
-			if msg := []byte(err.Error()); !bytes.Equal(msg, lastErr) {
-				lastErr = msg
-				w.logger.Warn("security: keeping the last good authorization policies", "file", w.path, "err", err)
-			}
-		} else {
-			lastErr = nil
-		}
 		select {
 		case w.updated <- struct{}{}:
 		default:
