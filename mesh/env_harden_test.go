@@ -141,6 +141,8 @@ func TestNumericOptionsRefuseNonsense(t *testing.T) {
 		{"slow start 1ns", mesh.WithSlowStart(balancer.SlowStartConfig{Window: 1}), "WithSlowStart"},
 		{"per-try timeout 1ns", mesh.WithRetryPolicy(resilience.RetryPolicy{PerTryTimeout: 1}), "PerTryTimeout"},
 		{"timeout 1ns", mesh.WithRetryPolicy(resilience.RetryPolicy{Timeout: 1}), "Timeout"},
+		{"outlier interval 1ns", mesh.WithOutlierDetection(balancer.OutlierConfig{Interval: 1}), "Interval"},
+		{"outlier ejection 1us", mesh.WithOutlierDetection(balancer.OutlierConfig{BaseEjectionTime: time.Microsecond}), "BaseEjectionTime"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m, err := mesh.New(context.Background(), tc.opt)

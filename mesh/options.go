@@ -204,6 +204,18 @@ func WithWorkload(w security.Workload) Option {
 // service's endpoints); it overrides WEFT_OUTLIER_CONSECUTIVE_ERRORS.
 func WithOutlierDetection(cfg balancer.OutlierConfig) Option {
 	return optionFunc(func(c *config) error {
+		for _, d := range []struct {
+			name string
+			d    time.Duration
+		}{{"Interval", cfg.Interval}, {"BaseEjectionTime", cfg.BaseEjectionTime}, {"MaxEjectionTime", cfg.MaxEjectionTime}} {
+			// Zero and negative values mean the defaults; a positive one
+			// below the floor would run ejection sweeps in a loop.
+			if d.d > 0 {
+				if err := checkDuration(d.d, minDuration); err != nil {
+					return fmt.Errorf("mesh: WithOutlierDetection: %s: %w", d.name, err)
+				}
+			}
+		}
 		c.outlier = cfg
 		return nil
 	})
