@@ -461,6 +461,9 @@ type grpcPicker struct {
 // try, but a gRPC channel knows they have no connection.
 func (p *grpcPicker) Pick(gi gbalancer.PickInfo) (gbalancer.PickResult, error) {
 	info := PickInfo{Ctx: gi.Ctx}
+	if r := grpcRouteFrom(gi.Ctx); r != nil && r.HasHash {
+		info.Hash, info.HasHash = r.Hash, true
+	}
 	call, _ := gi.Ctx.Value(grpcPickKey{}).(*GRPCPick)
 	if call != nil {
 		info.Override, info.Tried = call.Override, call.Tried

@@ -296,6 +296,13 @@ type service struct {
 	// dnsTarget is the DNS name of an xDS LOGICAL_DNS cluster, which CDS
 	// may change while requests read it.
 	dnsTarget atomic.Pointer[string]
+	// policy is an xDS cluster's composed balancing policy, which gRPC
+	// channels run on their own sub-connections; changes (policy,
+	// endpoints, errors) are told to subs. pins counts the channels
+	// following the cluster, which the idle sweep leaves alone.
+	policy atomic.Pointer[clusterPolicy]
+	subs   subscribers
+	pins   atomic.Int32
 }
 
 func newService(name string, policy balancer.Builder, config any, res serviceResilience) *service {
@@ -309,7 +316,15 @@ func newService(name string, policy balancer.Builder, config any, res serviceRes
 func (s *service) balancer() *balancer.Cluster { return s.bal.Load() }
 
 // markReady lets requests waiting for the service's first update go on.
-func (s *service) markReady() { s.once.Do(func() { close(s.ready) }) }
+// Every change to the service's endpoints, policy or error ends with it,
+// so it also tells the subscribers.
+func (s *service) markReady() {
+	s.once.Do(func() { close(s.ready) })
+	s.subs.notify()
+}
+
+// subscribe calls f after each change to the service; f must not block.
+func (s *service) subscribe(f func()) (cancel func()) { return s.subs.subscribe(f) }
 
 // setErr records the latest discovery error (nil clears it).
 func (s *service) setErr(err error) {

@@ -82,7 +82,7 @@ func (x *xdsPath) sweep() {
 		cur := *x.hosts.Load()
 		next := make(map[string]*xdsHost, len(cur))
 		for k, h := range cur {
-			if h.used.Swap(false) {
+			if h.used.Swap(false) || h.pins.Load() > 0 {
 				next[k] = h
 			} else {
 				idleHosts = append(idleHosts, h)
@@ -90,7 +90,7 @@ func (x *xdsPath) sweep() {
 		}
 		x.hosts.Store(&next)
 		for name, s := range x.clusters {
-			if !s.used.Swap(false) {
+			if !s.used.Swap(false) && s.pins.Load() == 0 {
 				idleClusters = append(idleClusters, s)
 				delete(x.clusters, name)
 			}
@@ -171,6 +171,10 @@ type xdsHost struct {
 	timeout   time.Duration
 	rdsConfig *xds.RouteConfig
 	session   atomic.Pointer[xds.SessionCookie] // the listener's stateful session
+	// subs are told of every new state (gRPC channels' resolvers); pins
+	// counts those channels, which the idle sweep leaves alone.
+	subs subscribers
+	pins atomic.Int32
 }
 
 // hostState is what one listener version says; immutable.
@@ -194,6 +198,8 @@ type routePlan struct {
 	// this route sends to, so a request builds none. It lives as long as
 	// the route configuration version that made the plan.
 	rts sync.Map // planKey -> *plannedRT
+	// grpc caches the route's unary interceptor to each cluster.
+	grpc sync.Map // *service -> *plannedGRPC
 }
 
 type planKey struct {
@@ -220,7 +226,15 @@ func (p *routePlan) roundTripper(t *transport, svc *service, route *xds.Route) h
 	return rt
 }
 
-func (h *xdsHost) markReady() { h.once.Do(func() { close(h.ready) }) }
+// markReady follows every new state: it releases the requests waiting
+// for the first and tells the subscribers.
+func (h *xdsHost) markReady() {
+	h.once.Do(func() { close(h.ready) })
+	h.subs.notify()
+}
+
+// subscribe calls f after each new state; f must not block.
+func (h *xdsHost) subscribe(f func()) (cancel func()) { return h.subs.subscribe(f) }
 
 func (h *xdsHost) cancel() {
 	h.mu.Lock()
@@ -241,6 +255,23 @@ func (x *xdsPath) host(urlHost string) *xdsHost {
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	return x.hostLocked(urlHost)
+}
+
+// pinHost is host for a gRPC channel, which holds the watch until it
+// closes (then pins.Add(-1)): pinned under the lock the sweep takes, so
+// the sweep never closes a host between the lookup and the pin.
+func (x *xdsPath) pinHost(urlHost string) *xdsHost {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	h := x.hostLocked(urlHost)
+	if h != nil {
+		h.pins.Add(1)
+	}
+	return h
+}
+
+func (x *xdsPath) hostLocked(urlHost string) *xdsHost {
 	cur := *x.hosts.Load()
 	if h := cur[urlHost]; h != nil {
 		return h
@@ -471,18 +502,7 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 		closeBody(req)
 		return nil, true, fmt.Errorf("%w: host %q path %q (listener %q)", ErrNoRoute, req.URL.Host, req.URL.Path, h.name)
 	}
-	clusterName := route.Action.Cluster
-	if ws := route.Action.WeightedClusters; len(ws) > 0 {
-		n := rand.Uint64N(route.Action.TotalWeight)
-		for _, w := range ws {
-			if n < uint64(w.Weight) {
-				clusterName = w.Name
-				break
-			}
-			n -= uint64(w.Weight)
-		}
-	}
-	svc := x.cluster(clusterName)
+	svc := x.cluster(pickCluster(&route.Action))
 	if svc == nil {
 		closeBody(req)
 		return nil, true, errClosed
@@ -513,13 +533,31 @@ func (x *xdsPath) cluster(name string) *service {
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	return x.clusterLocked(name)
+}
+
+// pinCluster is cluster for a gRPC channel, which follows the cluster
+// until it lets go (pins.Add(-1)); see pinHost.
+func (x *xdsPath) pinCluster(name string) *service {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	s := x.clusterLocked(name)
+	if s != nil {
+		s.pins.Add(1)
+	}
+	return s
+}
+
+func (x *xdsPath) clusterLocked(name string) *service {
 	if s := x.clusters[name]; s != nil {
 		return s
 	}
 	if x.m.isClosed() {
 		return nil
 	}
-	s := newService(name, balancer.Get(balancer.RoundRobin), nil, x.m.newServiceResilience())
+	rr := balancer.Get(balancer.RoundRobin)
+	s := newService(name, rr, nil, x.m.newServiceResilience())
+	s.policy.Store(&clusterPolicy{b: rr})
 	s.stats = x.m.metrics.Cluster(name)
 	s.resolveNow = func() {
 		if target := s.dnsTarget.Load(); target != nil {
@@ -593,6 +631,10 @@ func (w *clusterWatcher) OnUpdate(r xds.Resource) {
 		}
 		s.bal.Store(nb)
 		old.Close()
+		s.policy.Store(&clusterPolicy{b: b, cfg: cfg, gen: s.policy.Load().gen + 1})
+		if len(eps) > 0 {
+			s.subs.notify()
+		}
 	}
 	if tls := fmt.Sprint(c.TLS); tls != w.tls {
 		w.tls = tls
