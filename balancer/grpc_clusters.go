@@ -38,6 +38,12 @@ type GRPCCluster struct {
 	// only change the endpoints.
 	Generation uint64
 	Endpoints  []resolver.Endpoint
+	// AddressAttributes are attached to the address of every SubConn the
+	// cluster opens, where the channel's transport credentials find them
+	// (credentials.ClientHandshakeInfoFromContext): how a cluster's own
+	// upstream TLS, such as the server identities it allows, reaches the
+	// handshake. A change needs a new Generation.
+	AddressAttributes *attributes.Attributes
 	// Err, with no Endpoints, fails the calls routed to the cluster with
 	// UNAVAILABLE (the cluster does not exist, or its endpoints could not
 	// be had); with Endpoints, the channel keeps using them.
@@ -166,7 +172,8 @@ func (b *grpcClusters) UpdateClientConnState(ccs gbalancer.ClientConnState) erro
 		if ch == nil {
 			ccw := &childCC{ClientConn: b.cc, parent: b, name: name}
 			ch = &clusterChild{
-				bal:        &grpcBalancer{builder: spec.Builder, cc: ccw, subConns: map[string]*grpcSubConn{}},
+				bal: &grpcBalancer{builder: spec.Builder, cc: ccw, subConns: map[string]*grpcSubConn{},
+					addrAttrs: spec.AddressAttributes},
 				cc:         ccw,
 				generation: spec.Generation,
 			}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/textproto"
 	"strings"
@@ -13,7 +14,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/attributes"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	gresolver "google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/status"
@@ -71,6 +74,7 @@ func (m *Mesh) dialXDS(authority string) (string, []grpc.DialOption, error) {
 	}
 	ch := &xdsChannel{x: m.xds, authority: authority, id: channelIDs.Add(1)}
 	return grpcXDSScheme + ":///" + authority, []grpc.DialOption{
+		grpc.WithTransportCredentials(clusterCreds{def: m.grpcClientCreds()}),
 		grpc.WithResolvers(&xdsResolverBuilder{ch: ch}),
 		grpc.WithDefaultServiceConfig(balancer.GRPCClustersServiceConfig()),
 		// grpc-go's own retries stay off unary calls: the route's are
@@ -482,6 +486,9 @@ func (r *xdsResolver) publish() {
 		}
 		pol := s.svc.policy.Load()
 		c := balancer.GRPCCluster{Builder: pol.b, Config: pol.cfg, Generation: pol.gen}
+		if up := s.svc.upstream.Load(); up != nil {
+			c.AddressAttributes = attributes.New(upstreamKey{}, up)
+		}
 		for _, e := range s.svc.balancer().Endpoints() {
 			c.Endpoints = append(c.Endpoints, e.Endpoint)
 		}
@@ -552,3 +559,41 @@ func (s *subscribers) notify() {
 		(*f)()
 	}
 }
+
+// upstreamKey is the address attribute carrying a cluster's upstream TLS
+// to the handshake of each of its gRPC sub-connections.
+type upstreamKey struct{}
+
+// clusterCreds are the transport credentials of an xDS channel: each
+// sub-connection is secured as its cluster's CDS resource says (mutual
+// TLS accepting only the server identities its SAN matchers allow, as the
+// HTTP path does), and with the mesh's default otherwise (mutual TLS with
+// any member of the trust domain when the mesh has an identity).
+type clusterCreds struct {
+	def credentials.TransportCredentials
+}
+
+func (c clusterCreds) ClientHandshake(ctx context.Context, authority string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	if attrs := credentials.ClientHandshakeInfoFromContext(ctx).Attributes; attrs != nil {
+		if up, _ := attrs.Value(upstreamKey{}).(*upstreamTLS); up != nil {
+			if up.err != nil {
+				return nil, nil, up.err
+			}
+			return up.creds.ClientHandshake(ctx, authority, raw)
+		}
+	}
+	return c.def.ClientHandshake(ctx, authority, raw)
+}
+
+func (c clusterCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	return nil, nil, errors.New("weft: cluster credentials are for clients")
+}
+
+func (c clusterCreds) Info() credentials.ProtocolInfo { return c.def.Info() }
+
+func (c clusterCreds) Clone() credentials.TransportCredentials {
+	return clusterCreds{def: c.def.Clone()}
+}
+
+//lint:ignore SA1019 part of the interface grpc-go still defines
+func (c clusterCreds) OverrideServerName(name string) error { return c.def.OverrideServerName(name) } //nolint:staticcheck

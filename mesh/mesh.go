@@ -301,6 +301,7 @@ type service struct {
 	// endpoints, errors) are told to subs. pins counts the channels
 	// following the cluster, which the idle sweep leaves alone.
 	policy atomic.Pointer[clusterPolicy]
+	gen    atomic.Uint64 // numbers the policies
 	subs   subscribers
 	pins   atomic.Int32
 }

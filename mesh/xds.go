@@ -14,6 +14,7 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/internal/xds"
@@ -613,6 +614,8 @@ func (w *clusterWatcher) OnUpdate(r xds.Resource) {
 	w.x.logUnapplied("Cluster", r)
 	c := r.(*xds.Cluster)
 	s := w.s
+	// gRPC channels learn of every change: policy, TLS, thresholds.
+	defer s.subs.notify()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 
@@ -631,10 +634,7 @@ func (w *clusterWatcher) OnUpdate(r xds.Resource) {
 		}
 		s.bal.Store(nb)
 		old.Close()
-		s.policy.Store(&clusterPolicy{b: b, cfg: cfg, gen: s.policy.Load().gen + 1})
-		if len(eps) > 0 {
-			s.subs.notify()
-		}
+		s.policy.Store(&clusterPolicy{b: b, cfg: cfg, gen: s.gen.Add(1)})
 	}
 	if tls := fmt.Sprint(c.TLS); tls != w.tls {
 		w.tls = tls
@@ -642,6 +642,10 @@ func (w *clusterWatcher) OnUpdate(r xds.Resource) {
 		if old != nil && old.rt != nil {
 			old.rt.CloseIdleConnections()
 		}
+		// gRPC channels reconnect to the cluster with the new TLS.
+		p := *s.policy.Load()
+		p.gen = s.gen.Add(1)
+		s.policy.Store(&p)
 	}
 	if c.CircuitBreaker != w.limits {
 		w.limits = c.CircuitBreaker
@@ -898,8 +902,10 @@ func (x *xdsPath) configDump() []map[string]any {
 
 // upstreamTLS is how requests reach a cluster that asks for upstream TLS.
 type upstreamTLS struct {
-	rt  *http.Transport
-	err error
+	rt *http.Transport
+	// creds are the same TLS for the cluster's gRPC sub-connections.
+	creds credentials.TransportCredentials
+	err   error
 }
 
 // upstreamFor builds a cluster's TLS transport: mutual TLS from the
@@ -930,5 +936,5 @@ func (x *xdsPath) upstreamFor(c *xds.Cluster) *upstreamTLS {
 	t.TLSClientConfig = security.ClientTLSConfig(id.src, authorize)
 	t.ForceAttemptHTTP2 = true
 	t.Protocols = nil
-	return &upstreamTLS{rt: t}
+	return &upstreamTLS{rt: t, creds: credentials.NewTLS(security.ClientTLSConfig(id.src, authorize))}
 }
