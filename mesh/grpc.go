@@ -43,7 +43,7 @@ func (m *Mesh) DialGRPC(target string, opts ...grpc.DialOption) (*grpc.ClientCon
 		if m.xds == nil {
 			return nil, fmt.Errorf("weft: DialGRPC(%q): no xDS bootstrap: set %s or %s, or use WithBootstrap", target, EnvBootstrap, EnvBootstrapConfig)
 		}
-		t, opts, err := m.dialXDS(xdsAuthority(target))
+		t, opts, err := m.dialXDS(xdsAuthority(target), false)
 		if err != nil {
 			return nil, fmt.Errorf("weft: DialGRPC(%q): %w", target, err)
 		}
@@ -53,7 +53,7 @@ func (m *Mesh) DialGRPC(target string, opts ...grpc.DialOption) (*grpc.ClientCon
 	case m.xds != nil && !m.isStatic(target):
 		// With a control plane, a plain name is the listener an HTTP
 		// request to http://<target>/ follows.
-		t, opts, err := m.dialXDS(target)
+		t, opts, err := m.dialXDS(target, true)
 		if err != nil {
 			return nil, fmt.Errorf("weft: DialGRPC(%q): %w", target, err)
 		}

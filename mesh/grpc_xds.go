@@ -26,6 +26,7 @@ import (
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/internal/xds"
 	"github.com/weftmesh/weft/resilience"
+	"github.com/weftmesh/weft/resolver"
 )
 
 // gRPC channels on the mesh's xDS client.
@@ -61,18 +62,27 @@ type xdsChannel struct {
 	// (through the client template) and the virtual host it is matched by.
 	authority string
 	id        uint64
+	// plain is set for a channel dialled by plain name ("orders:50051"):
+	// when the control plane says no listener has that name, the channel
+	// goes to the name's DNS addresses, as an HTTP request to the same
+	// host passes through. An xds:/// target without a listener fails.
+	plain bool
 }
+
+// passthroughCluster is the cluster name of a plain-name channel's DNS
+// addresses; xDS cluster names are never empty.
+const passthroughCluster = ""
 
 // dialXDS returns the dial options that route a channel to authority by
 // the control plane's configuration, and the target to dial.
-func (m *Mesh) dialXDS(authority string) (string, []grpc.DialOption, error) {
+func (m *Mesh) dialXDS(authority string, plain bool) (string, []grpc.DialOption, error) {
 	if authority == "" {
 		return "", nil, errors.New("empty xDS target")
 	}
 	if m.isClosed() {
 		return "", nil, errClosed
 	}
-	ch := &xdsChannel{x: m.xds, authority: authority, id: channelIDs.Add(1)}
+	ch := &xdsChannel{x: m.xds, authority: authority, id: channelIDs.Add(1), plain: plain}
 	return grpcXDSScheme + ":///" + authority, []grpc.DialOption{
 		grpc.WithTransportCredentials(clusterCreds{def: m.grpcClientCreds()}),
 		grpc.WithResolvers(&xdsResolverBuilder{ch: ch}),
@@ -89,6 +99,9 @@ type callRoute struct {
 	route *xds.Route
 	plan  *routePlan
 	svc   *service
+	// passthrough: no listener has the plain name dialled; the call goes
+	// to its DNS addresses with no route policy.
+	passthrough bool
 	// timeout is the call's deadline from the route (0: none): the route's
 	// timeout, else the listener's max_stream_duration. Unlike Envoy's
 	// HTTP default of 15 s, a silent route sets none, as in grpc-go:
@@ -115,6 +128,8 @@ func (c *xdsChannel) route(ctx context.Context, method string) (context.Context,
 	}
 	st := h.state.Load()
 	switch {
+	case !st.exists && c.plain:
+		return balancer.ContextWithGRPCRoute(ctx, &passthroughRoute), callRoute{passthrough: true}, nil
 	case !st.exists:
 		return ctx, callRoute{}, status.Errorf(codes.Unavailable, "weft: listener %q does not exist", h.name)
 	case st.routes == nil:
@@ -152,10 +167,17 @@ func (c *xdsChannel) route(ctx context.Context, method string) (context.Context,
 	return ctx, cr, nil
 }
 
+// passthroughRoute sends a call to the DNS addresses of its channel's
+// plain name.
+var passthroughRoute = balancer.GRPCRoute{Cluster: passthroughCluster}
+
 func (c *xdsChannel) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 	ctx, cr, err := c.route(ctx, method)
 	if err != nil {
 		return err
+	}
+	if cr.passthrough {
+		return invoker(ctx, method, req, reply, cc, opts...)
 	}
 	return cr.plan.grpcUnary(cr.svc, cr.route, cr.timeout)(ctx, method, req, reply, cc, invoker, opts...)
 }
@@ -164,6 +186,9 @@ func (c *xdsChannel) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc
 	ctx, cr, err := c.route(ctx, method)
 	if err != nil {
 		return nil, err
+	}
+	if cr.passthrough {
+		return streamer(ctx, desc, cc, method, opts...)
 	}
 	if sc, _ := ctx.Value(sessionKey{}).(*xds.SessionCookie); sc != nil {
 		return grpcSession{sc}.stream(ctx, desc, cc, method, streamer, opts...)
@@ -398,6 +423,11 @@ type xdsResolver struct {
 	closeOnce  sync.Once
 	mu         sync.Mutex             // guards subs, which run writes
 	subs       map[string]*clusterSub // the clusters followed, by name
+	// dns follows the plain name's DNS addresses while no listener has
+	// the name (plain channels only); owned by run.
+	dns      func()
+	dnsMu    sync.Mutex
+	dnsState *resolver.State
 }
 
 type clusterSub struct {
@@ -422,6 +452,7 @@ func (r *xdsResolver) run() {
 				r.unsub(name, s)
 			}
 			r.mu.Unlock()
+			r.stopDNS()
 			return
 		case <-r.kick:
 		}
@@ -441,6 +472,9 @@ func (r *xdsResolver) publish() {
 		return // the listener's first answer is on its way
 	}
 	switch {
+	case !st.exists && r.ch.plain:
+		r.publishDNS()
+		return
 	case !st.exists:
 		r.cc.ReportError(fmt.Errorf("weft: listener %q does not exist", r.h.name))
 		return
@@ -448,6 +482,7 @@ func (r *xdsResolver) publish() {
 		r.cc.ReportError(st.err)
 		return
 	}
+	r.stopDNS()
 	names := map[string]bool{}
 	if vh := st.routes.MatchVirtualHost(r.ch.authority); vh != nil {
 		for _, rt := range vh.Routes {
@@ -502,6 +537,38 @@ func (r *xdsResolver) publish() {
 	_ = r.cc.UpdateState(balancer.GRPCClustersState(clusters))
 }
 
+// publishDNS publishes the plain name's DNS addresses as the channel's one
+// cluster, balanced round robin as the HTTP path's pass-through is by
+// net/http's dialer; it starts following DNS on first use.
+func (r *xdsResolver) publishDNS() {
+	if r.dns == nil {
+		r.dns = r.ch.x.m.dns.Watch(r.ch.authority, resolver.WatcherFunc(func(st resolver.State) {
+			r.dnsMu.Lock()
+			r.dnsState = &st
+			r.dnsMu.Unlock()
+			r.wake()
+		}))
+	}
+	r.dnsMu.Lock()
+	st := r.dnsState
+	r.dnsMu.Unlock()
+	if st == nil {
+		return // the first lookup is under way
+	}
+	c := balancer.GRPCCluster{Builder: balancer.Get(balancer.RoundRobin), Endpoints: st.Endpoints, Err: st.Err}
+	_ = r.cc.UpdateState(balancer.GRPCClustersState(map[string]balancer.GRPCCluster{passthroughCluster: c}))
+}
+
+func (r *xdsResolver) stopDNS() {
+	if r.dns != nil {
+		r.dns()
+		r.dns = nil
+		r.dnsMu.Lock()
+		r.dnsState = nil
+		r.dnsMu.Unlock()
+	}
+}
+
 // ResolveNow asks DNS again for the channel's LOGICAL_DNS clusters, after
 // a connection failure; EDS clusters follow the control plane's pushes.
 func (r *xdsResolver) ResolveNow(gresolver.ResolveNowOptions) {
@@ -511,6 +578,9 @@ func (r *xdsResolver) ResolveNow(gresolver.ResolveNowOptions) {
 		if s.svc.resolveNow != nil {
 			s.svc.resolveNow()
 		}
+	}
+	if r.ch.plain {
+		r.ch.x.m.dns.ResolveNow(r.ch.authority)
 	}
 }
 

@@ -73,3 +73,28 @@ func TestGRPCXDSClusterSANMatchers(t *testing.T) {
 		}
 	})
 }
+
+// With a bootstrap, a plain gRPC target the control plane has no listener
+// for goes to the name's addresses, as an HTTP request to the same host
+// passes through; an xds:/// target without a listener fails.
+func TestGRPCXDSUnknownPlainNamePassesThrough(t *testing.T) {
+	addrs, counters := grpcBackends(t, newMesh(t), 1)
+	cp := xdstest.NewServer(t)
+	cp.SetSnapshot(t, xdsNode, "1", xdstest.Listener("other:1", "r"))
+	m := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := dialHealth(t, m, addrs[0]).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatalf("plain name without a listener: %v", err)
+	}
+	counters[0].mu.Lock()
+	n := counters[0].n
+	counters[0].mu.Unlock()
+	if n != 1 {
+		t.Errorf("the backend served %d calls, want 1", n)
+	}
+	_, err := dialHealth(t, m, "xds:///"+addrs[0]).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Errorf("xds:/// without a listener: err = %v, want the listener named as missing", err)
+	}
+}
