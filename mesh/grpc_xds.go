@@ -4,14 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
-	"net/http"
-	"net/textproto"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/attributes"
@@ -21,9 +16,8 @@ import (
 	gresolver "google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/status"
 
-	"github.com/cespare/xxhash/v2"
-
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/internal/route"
 	"github.com/weftmesh/weft/internal/xds"
 	"github.com/weftmesh/weft/resilience"
 	"github.com/weftmesh/weft/resolver"
@@ -96,17 +90,11 @@ func (m *Mesh) dialXDS(authority string, plain bool) (string, []grpc.DialOption,
 
 // callRoute is what the route match decided for one call.
 type callRoute struct {
-	route *xds.Route
-	plan  *routePlan
-	svc   *service
+	plan *routePlan
+	svc  *service
 	// passthrough: no listener has the plain name dialled; the call goes
 	// to its DNS addresses with no route policy.
 	passthrough bool
-	// timeout is the call's deadline from the route (0: none): the route's
-	// timeout, else the listener's max_stream_duration. Unlike Envoy's
-	// HTTP default of 15 s, a silent route sets none, as in grpc-go:
-	// streams may live long.
-	timeout time.Duration
 }
 
 // route matches a call and puts its routing decision in the returned
@@ -135,32 +123,28 @@ func (c *xdsChannel) route(ctx context.Context, method string) (context.Context,
 	case st.routes == nil:
 		return ctx, callRoute{}, status.Errorf(codes.Unavailable, "%v", st.err)
 	}
-	req := grpcMatchRequest(ctx, method)
-	route, ok := st.routes.Match(c.authority, &req)
-	if !ok || route.Action.Kind != xds.ActionForward {
+	md, _ := metadata.FromOutgoingContext(ctx)
+	req := route.GRPCRequest(md, method)
+	rt, ok := st.routes.Match(c.authority, &req)
+	if !ok || rt.Action.Kind != xds.ActionForward {
 		// grpc-go's answer to a call no route takes.
 		return ctx, callRoute{}, status.Errorf(codes.Unavailable, "weft: no matching route for %s on %q (listener %q)", method, c.authority, h.name)
 	}
-	name := pickCluster(&route.Action)
+	plan := st.plans[rt]
+	name := plan.Cluster()
 	svc := c.x.cluster(name)
 	if svc == nil {
 		return ctx, callRoute{}, status.Error(codes.Unavailable, errClosed.Error())
 	}
 	svc.used.Store(true)
 	d := &balancer.GRPCRoute{Cluster: name}
-	if len(route.Action.HashPolicies) > 0 {
-		d.Hash, d.HasHash = grpcHash(route.Action.HashPolicies, req.Header, c.id)
+	if hp := rt.Action.HashPolicies; len(hp) > 0 {
+		d.Hash, d.HasHash = route.GRPCHash(req.Header, hp, c.id)
 	}
 	ctx = balancer.ContextWithGRPCRoute(ctx, d)
-	cr := callRoute{route: route, plan: st.plans[route], svc: svc}
-	switch a := &route.Action; {
-	case a.HasTimeout:
-		cr.timeout = a.Timeout
-	default:
-		cr.timeout = st.defaultTimeout
-	}
+	cr := callRoute{plan: plan, svc: svc}
 	if c.x.sessions.Load() {
-		if sc := xdsSession(h.session.Load(), route); sc != nil {
+		if sc := xdsSession(h.session.Load(), rt); sc != nil {
 			ctx = context.WithValue(ctx, sessionKey{}, sc)
 		}
 	}
@@ -179,7 +163,7 @@ func (c *xdsChannel) unary(ctx context.Context, method string, req, reply any, c
 	if cr.passthrough {
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
-	return cr.plan.grpcUnary(cr.svc, cr.route, cr.timeout)(ctx, method, req, reply, cc, invoker, opts...)
+	return cr.plan.grpcUnary(cr.svc)(ctx, method, req, reply, cc, invoker, opts...)
 }
 
 func (c *xdsChannel) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
@@ -193,10 +177,11 @@ func (c *xdsChannel) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc
 	if sc, _ := ctx.Value(sessionKey{}).(*xds.SessionCookie); sc != nil {
 		return grpcSession{sc}.stream(ctx, desc, cc, method, streamer, opts...)
 	}
-	if cr.timeout <= 0 {
+	timeout := cr.plan.GRPC.Timeout
+	if timeout <= 0 {
 		return streamer(ctx, desc, cc, method, opts...)
 	}
-	ctx, cancel := context.WithTimeout(ctx, cr.timeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	s, err := streamer(ctx, desc, cc, method, opts...)
 	if err != nil {
 		cancel()
@@ -219,75 +204,6 @@ func (s *timedStream) RecvMsg(m any) error {
 	return err
 }
 
-// grpcMatchRequest is a call's matching input: the method is :path and
-// the outgoing metadata are the headers, without binary ("-bin") ones,
-// which grpc-go's matchers never see either (gRFC A28); content-type is
-// application/grpc.
-func grpcMatchRequest(ctx context.Context, method string) xds.Request {
-	md, _ := metadata.FromOutgoingContext(ctx)
-	hdr := make(http.Header, len(md)+1)
-	for k, v := range md {
-		if strings.HasSuffix(k, "-bin") {
-			continue
-		}
-		hdr[textproto.CanonicalMIMEHeaderKey(k)] = v
-	}
-	hdr["Content-Type"] = []string{"application/grpc"}
-	return xds.Request{Method: http.MethodPost, Path: method, Header: hdr, Scheme: "http"}
-}
-
-// pickCluster chooses a route's cluster: its single cluster, or one of its
-// weighted clusters by weight.
-func pickCluster(a *xds.RouteAction) string {
-	ws := a.WeightedClusters
-	if len(ws) == 0 {
-		return a.Cluster
-	}
-	n := rand.Uint64N(a.TotalWeight)
-	for _, w := range ws {
-		if n < uint64(w.Weight) {
-			return w.Name
-		}
-		n -= uint64(w.Weight)
-	}
-	return ws[len(ws)-1].Name
-}
-
-// grpcHash hashes a call by the route's hash policies, as grpc-go does
-// (gRFC A42) and combined as requestHash combines them: headers from the
-// call's metadata and the channel id; a terminal policy that produced a
-// hash ends the walk. Policies on cookies, query parameters and source
-// IPs have nothing to hash on a client call.
-func grpcHash(policies []xds.HashPolicy, hdr http.Header, channelID uint64) (uint64, bool) {
-	var hash uint64
-	found := false
-	for _, p := range policies {
-		var h uint64
-		switch p.Kind {
-		case xds.HashHeader:
-			vs := hdr.Values(p.Name)
-			if len(vs) == 0 {
-				continue
-			}
-			v := strings.Join(vs, ",")
-			if p.Rewrite != nil {
-				v = p.Rewrite.Pattern.ReplaceAllString(v, p.Rewrite.Substitution)
-			}
-			h = xxhash.Sum64String(v)
-		case xds.HashChannelID:
-			h = channelID
-		default:
-			continue
-		}
-		hash = (hash<<1 | hash>>63) ^ h
-		found = true
-		if p.Terminal {
-			break
-		}
-	}
-	return hash, found
-}
-
 // plannedGRPC is a route's interceptor to one cluster, valid while the
 // cluster's resilience state is res.
 type plannedGRPC struct {
@@ -299,23 +215,22 @@ type plannedGRPC struct {
 // timeout, hedging or retries, the cluster's breaker and thresholds, and
 // the route's session affinity per attempt, built once per route version
 // and cluster state.
-func (p *routePlan) grpcUnary(svc *service, route *xds.Route, timeout time.Duration) grpc.UnaryClientInterceptor {
+func (p *routePlan) grpcUnary(svc *service) grpc.UnaryClientInterceptor {
 	res := svc.res.Load()
 	if v, ok := p.grpc.Load(svc); ok && v.(*plannedGRPC).res == res {
 		return v.(*plannedGRPC).ic
 	}
-	policy := grpcRoutePolicy(p.retry, route.Action.RetryPolicy, timeout)
 	opts := res.options()
-	chain := []grpc.UnaryClientInterceptor{}
-	if hp := planHedge(route.Action.HedgePolicy, policy); hp != nil {
-		hedgeRetry := policy
+	var chain []grpc.UnaryClientInterceptor
+	if hp := p.GRPCHedge; hp != nil {
+		hedgeRetry := p.GRPC
 		hedgeRetry.PerTryTimeout = 0
 		// The route timeout bounds the hedged call as a whole.
 		chain = append(chain,
-			resilience.RetryUnaryClientInterceptor(resilience.RetryPolicy{NumRetries: -1, Timeout: policy.Timeout}),
+			resilience.RetryUnaryClientInterceptor(resilience.RetryPolicy{NumRetries: -1, Timeout: p.GRPC.Timeout}),
 			resilience.HedgeUnaryClientInterceptor(*hp, hedgeRetry, opts...))
 	} else {
-		chain = append(chain, resilience.RetryUnaryClientInterceptor(policy, opts...))
+		chain = append(chain, resilience.RetryUnaryClientInterceptor(p.GRPC, opts...))
 	}
 	if res.breaker != nil {
 		chain = append(chain, resilience.BreakerUnaryClientInterceptor(res.breaker))
@@ -346,49 +261,6 @@ func chainUnary(ics []grpc.UnaryClientInterceptor) grpc.UnaryClientInterceptor {
 			return rest(ctx, method, req, reply, cc, invoker, opts...)
 		}, opts...)
 	}
-}
-
-// grpcRetryCodes are the retry_on names that are gRPC status codes, the
-// ones grpc-go retries on (gRFC A44).
-var grpcRetryCodes = map[string]codes.Code{
-	"cancelled":          codes.Canceled,
-	"deadline-exceeded":  codes.DeadlineExceeded,
-	"internal":           codes.Internal,
-	"resource-exhausted": codes.ResourceExhausted,
-	"unavailable":        codes.Unavailable,
-}
-
-// grpcRoutePolicy turns a route's plan into the retry policy of a gRPC
-// call. The route's retry_on names that are gRPC codes decide; the others
-// (HTTP conditions istiod mixes in) have no meaning for a gRPC status and
-// are skipped, as in grpc-go. As in grpc-go, a route's retry policy
-// applies to every method: the control plane declared the calls safe to
-// retry. The per-try timeout, which grpc-go ignores, is applied as on the
-// HTTP path.
-func grpcRoutePolicy(plan resilience.RetryPolicy, rp *xds.RetryPolicy, timeout time.Duration) resilience.RetryPolicy {
-	p := resilience.RetryPolicy{NumRetries: -1, Timeout: -1}
-	if timeout > 0 {
-		p.Timeout = timeout
-	}
-	if rp == nil {
-		return p
-	}
-	for _, n := range rp.RetryOn {
-		if c, ok := grpcRetryCodes[strings.TrimSpace(n)]; ok {
-			p.GRPCCodes = append(p.GRPCCodes, c)
-		}
-	}
-	if len(p.GRPCCodes) == 0 {
-		return p
-	}
-	p.NumRetries = int(rp.NumRetries)
-	if rp.NumRetries == 0 {
-		p.NumRetries = 1 // Envoy's and grpc-go's default
-	}
-	p.PerTryTimeout = plan.PerTryTimeout
-	p.BaseInterval, p.MaxInterval = rp.BaseInterval, rp.MaxInterval
-	p.RetryNonIdempotent = true
-	return p
 }
 
 // xdsResolverBuilder builds the resolver of one xDS channel.
