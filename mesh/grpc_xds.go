@@ -105,14 +105,8 @@ func (c *xdsChannel) route(ctx context.Context, method string) (context.Context,
 		return ctx, callRoute{}, status.Errorf(codes.Unavailable, "weft: xDS host limit reached; %q cannot be followed", c.authority)
 	}
 	h.used.Store(true)
-	select {
-	case <-h.ready:
-	default:
-		select {
-		case <-h.ready:
-		case <-ctx.Done():
-			return ctx, callRoute{}, status.FromContextError(fmt.Errorf("weft: waiting for listener %q: %w", h.name, ctx.Err())).Err()
-		}
+	if err := h.wait(ctx); err != nil {
+		return ctx, callRoute{}, status.FromContextError(err).Err()
 	}
 	st := h.state.Load()
 	switch {

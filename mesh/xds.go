@@ -232,6 +232,21 @@ func (h *xdsHost) markReady() {
 	h.subs.notify()
 }
 
+// wait blocks until the listener's first state is known, or ctx ends.
+func (h *xdsHost) wait(ctx context.Context) error {
+	select {
+	case <-h.ready:
+		return nil
+	default:
+	}
+	select {
+	case <-h.ready:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("weft: waiting for listener %q: %w", h.name, ctx.Err())
+	}
+}
+
 // subscribe calls f after each new state; f must not block.
 func (h *xdsHost) subscribe(f func()) (cancel func()) { return h.subs.subscribe(f) }
 
@@ -424,15 +439,9 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 	}
 	h.used.Store(true)
 	ctx := req.Context()
-	select {
-	case <-h.ready:
-	default:
-		select {
-		case <-h.ready:
-		case <-ctx.Done():
-			closeBody(req)
-			return nil, true, fmt.Errorf("weft: waiting for listener %q: %w", h.name, ctx.Err())
-		}
+	if err := h.wait(ctx); err != nil {
+		closeBody(req)
+		return nil, true, err
 	}
 	st := h.state.Load()
 	if !st.exists {
