@@ -298,33 +298,49 @@ func (c *condition) matches(in *evalInput) bool {
 	return false
 }
 
-// maxPathLen bounds the paths NormalizePath accepts.
+// maxPathLen bounds the paths NormalizePath and NormalizeRequest accept.
 const maxPathLen = 64 << 10
 
 // NormalizePath returns the canonical form of a request path that
 // authorization rules are matched against, so that one resource cannot be
 // reached under spellings a rule does not anticipate. It drops any query or
-// fragment, decodes every percent-escape once (including %2F and %5C),
-// turns backslashes into slashes, merges repeated slashes and resolves "."
-// and ".." segments (".." never climbs above the root). A trailing slash is
-// kept. It fails on a path that does not start with "/", on a malformed or
-// still-encoded escape after decoding (double encoding such as %252F), on a
-// NUL byte, and on paths longer than 64 KiB: callers should deny such
-// requests. The result is a decoded path, not a request target: a "?" or
-// "#" in it came from %3F or %23 and is part of the path.
+// fragment, decodes every percent-escape once, merges repeated slashes and
+// resolves "." and ".." segments (".." never climbs above the root). A
+// trailing slash is kept; an empty path is "/".
 //
-// "//admin", "/a/../admin", "/%2Fadmin", "/%5Cadmin" and "/%61dmin" all
-// normalize to "/admin".
+// It fails, and callers must refuse the request, on what cannot be
+// normalized without guessing what the application behind it will make of
+// it: a path that does not start with "/", an encoded slash or backslash
+// (%2F, %5C in any case), a raw backslash, a NUL byte (raw or %00), a
+// malformed escape, an escape still present after one decoding (double
+// encoding such as %252e), and a path longer than 64 KiB. The result is a
+// decoded path, not a request target: a "?" or "#" in it came from %3F or
+// %23 and is part of the path.
+//
+// [NormalizeRequest] applies the same rule to an HTTP request and hands the
+// handler the result, so that what authorization judges is what the handler
+// sees: NormalizePath of the normalized request's escaped path is its
+// r.URL.Path.
+//
+// "//admin", "/a/../admin", "/a/%2e%2e/admin" and "/%61dmin" all normalize
+// to "/admin"; "/a/..%2Fadmin" and "/a\..\admin" fail.
 func NormalizePath(p string) (string, error) {
 	if i := strings.IndexAny(p, "?#"); i >= 0 {
 		p = p[:i]
 	}
-	switch {
-	case p == "":
+	if p == "" {
 		return "/", nil
+	}
+	return normalizeEscapedPath(p)
+}
+
+// normalizeEscapedPath is the one normalization behind NormalizePath and
+// NormalizeRequest; p is an escaped path without a query.
+func normalizeEscapedPath(p string) (string, error) {
+	switch {
 	case len(p) > maxPathLen:
 		return "", errors.New("security: path too long")
-	case p[0] != '/' && p[0] != '\\' && p[0] != '%':
+	case p == "" || p[0] != '/':
 		return "", errors.New("security: path does not start with /")
 	}
 	if isNormalPath(p) {
@@ -334,10 +350,7 @@ func NormalizePath(p string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if decoded == "" || (decoded[0] != '/' && decoded[0] != '\\') {
-		return "", errors.New("security: path does not start with /")
-	}
-	return cleanPath(strings.ReplaceAll(decoded, "\\", "/")), nil
+	return cleanPath(decoded), nil
 }
 
 // isNormalPath reports whether p (starting with "/") is already in the
@@ -369,10 +382,18 @@ func isNormalPath(p string) bool {
 	return true
 }
 
+// percentDecode decodes every escape of p once. It refuses what would make
+// the decoded path ambiguous: an encoded slash or backslash (a segment
+// boundary to some servers and not to others), a raw backslash (a
+// separator on Windows and to some proxies), NUL, a malformed escape, and
+// an escape left after decoding (decoded again by someone downstream).
 func percentDecode(p string) (string, error) {
 	if !strings.Contains(p, "%") {
 		if strings.IndexByte(p, 0) >= 0 {
 			return "", errors.New("security: NUL in path")
+		}
+		if strings.IndexByte(p, '\\') >= 0 {
+			return "", errors.New("security: backslash in path")
 		}
 		return p, nil
 	}
@@ -380,12 +401,18 @@ func percentDecode(p string) (string, error) {
 	b.Grow(len(p))
 	for i := 0; i < len(p); i++ {
 		c := p[i]
-		if c == '%' {
+		switch c {
+		case '%':
 			if i+2 >= len(p) || !isHex(p[i+1]) || !isHex(p[i+2]) {
 				return "", errors.New("security: malformed percent-escape in path")
 			}
 			c = unhex(p[i+1])<<4 | unhex(p[i+2])
 			i += 2
+			if c == '/' || c == '\\' {
+				return "", errors.New("security: encoded slash or backslash in path")
+			}
+		case '\\':
+			return "", errors.New("security: backslash in path")
 		}
 		if c == 0 {
 			return "", errors.New("security: NUL in path")

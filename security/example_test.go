@@ -58,19 +58,23 @@ spec:
 }
 
 func ExampleNormalizePath() {
-	for _, p := range []string{"//admin", "/a/../admin", "/%2Fadmin", "/%5Cadmin", "/api/v1/"} {
+	for _, p := range []string{"//admin", "/a/../admin", "/a/%2e%2e/admin", "/%61dmin", "/api/v1/"} {
 		n, err := security.NormalizePath(p)
 		fmt.Println(p, "->", n, err)
 	}
-	_, err := security.NormalizePath("/%252Fadmin")
-	fmt.Println(err)
+	for _, p := range []string{"/a/..%2Fadmin", `/a\..\admin`, "/%252e%252e/admin"} {
+		_, err := security.NormalizePath(p)
+		fmt.Println(p, "->", err)
+	}
 	// Output:
 	// //admin -> /admin <nil>
 	// /a/../admin -> /admin <nil>
-	// /%2Fadmin -> /admin <nil>
-	// /%5Cadmin -> /admin <nil>
+	// /a/%2e%2e/admin -> /admin <nil>
+	// /%61dmin -> /admin <nil>
 	// /api/v1/ -> /api/v1/ <nil>
-	// security: doubly percent-encoded path
+	// /a/..%2Fadmin -> security: encoded slash or backslash in path
+	// /a\..\admin -> security: backslash in path
+	// /%252e%252e/admin -> security: doubly percent-encoded path
 }
 
 func ExampleAuthorizationHandler() {
