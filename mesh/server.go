@@ -22,6 +22,10 @@ import (
 //     security.PeerID);
 //   - the caller's remaining time budget (TimeoutHeader) as the context
 //     deadline;
+//   - when the mesh authorizes requests (a policy or an xDS server
+//     listener), the request's path normalized (security.NormalizeRequest:
+//     400 for a path that cannot be), so that authorization judges the
+//     path h will see;
 //   - under xDS with a server_listener_resource_name_template, the
 //     control plane's inbound listener for the server's address: its
 //     filter chain, inbound routes and RBAC filters (403 when denied);
@@ -46,7 +50,16 @@ func (m *Mesh) inboundChain() []func(http.Handler) http.Handler {
 	if m.inbound != nil {
 		chain = append(chain, m.xdsInbound)
 	}
+	if m.authz != nil || m.inbound != nil {
+		chain = append(chain, m.normalizeRequest)
+	}
 	return append(chain, deadlineFromHeader, peerIdentity, m.inboundRateLimit, m.instrumentServer)
+}
+
+// normalizeRequest hands the rest of the chain the request whose path both
+// authorization engines judge and the handler receives.
+func (m *Mesh) normalizeRequest(next http.Handler) http.Handler {
+	return security.NormalizeRequest(next, security.WithLogger(m.log))
 }
 
 // deadlineFromHeader bounds the request's context by the caller's

@@ -1,0 +1,241 @@
+package mesh_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+
+	"github.com/weftmesh/weft/internal/xds/xdstest"
+	"github.com/weftmesh/weft/mesh"
+)
+
+// denyAdminPolicy is a policy file denying /admin and everything under it
+// to everyone, and allowing the rest.
+const denyAdminPolicy = `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-admin}
+spec:
+  action: DENY
+  rules:
+  - to: [{operation: {paths: ["/admin", "/admin/*"]}}]
+`
+
+// writePolicy writes an authorization policy file and returns its path.
+func writePolicy(t *testing.T, policy string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "authz.yaml")
+	if err := os.WriteFile(p, []byte(policy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// inboundBootstrap returns cp's bootstrap with a server listener template,
+// so the mesh's HTTP servers follow inbound listeners.
+func inboundBootstrap(t *testing.T, cp *xdstest.Server) []byte {
+	t.Helper()
+	var bs map[string]any
+	if err := json.Unmarshal(cp.Bootstrap(xdsNode), &bs); err != nil {
+		t.Fatal(err)
+	}
+	bs["server_listener_resource_name_template"] = inboundTemplate
+	b, err := json.Marshal(bs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// inboundListener is an inbound listener named name whose one filter
+// chain serves every request through rbac.
+func inboundListener(name string, rbac ...*rbacv3.RBAC) *listenerv3.Listener {
+	var filters []*hcmv3.HttpFilter
+	for i, r := range rbac {
+		filters = append(filters, xdstest.RBACFilter(fmt.Sprintf("rbac-%d", i), r))
+	}
+	return xdstest.ServerListener(name, netip.AddrPort{}, nil, xdstest.FilterChain("inbound", xdstest.InboundRoutes("inbound"), filters...))
+}
+
+// denyAdminRBAC is what istiod sends for denyAdminPolicy.
+func denyAdminRBAC() *rbacv3.RBAC {
+	prefix := &rbacv3.Permission{Rule: &rbacv3.Permission_UrlPath{UrlPath: &matcherv3.PathMatcher{Rule: &matcherv3.PathMatcher_Path{
+		Path: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: "/admin"}}}}}}
+	return &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: map[string]*rbacv3.Policy{
+		"deny-admin": {Permissions: []*rbacv3.Permission{prefix}, Principals: []*rbacv3.Principal{{Identifier: &rbacv3.Principal_Any{Any: true}}}}}}
+}
+
+// serveMeshHandler serves h through m on 127.0.0.1 and returns the address.
+func serveMeshHandler(t *testing.T, m *mesh.Mesh, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Serve(ctx, ln, h) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return ln.Addr().String()
+}
+
+// rawRequest sends "<line>" and the given header lines over a new TCP
+// connection exactly as written (net/http's client would clean the path),
+// and returns the response's status and body.
+func rawRequest(t *testing.T, addr, line string, headers ...string) (int, string) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	var b strings.Builder
+	b.WriteString(line + "\r\nHost: svc\r\n")
+	for _, h := range headers {
+		b.WriteString(h + "\r\n")
+	}
+	b.WriteString("Connection: close\r\n\r\n")
+	if _, err := io.WriteString(c, b.String()); err != nil {
+		t.Fatalf("writing %q: %v", line, err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("reading the response to %q: %v", line, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// adminMux is an application with an admin section, as a user would write
+// it: a ServeMux with a handler at /admin/ (counting the calls that reach
+// it) and one at / (answering with the path it was given).
+func adminMux(adminCalls *atomic.Int64) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/admin/", func(w http.ResponseWriter, r *http.Request) {
+		adminCalls.Add(1)
+		fmt.Fprint(w, "admin ", r.URL.Path)
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "root ", r.URL.Path)
+	})
+	return mux
+}
+
+// TestAuthorizationJudgesTheHandlersPath: with /admin denied, no spelling
+// of a request line reaches the application's /admin/ handler, whether the
+// policy comes from WEFT_AUTHZ_POLICY or from the control plane's inbound
+// RBAC. A path that cannot be normalized unambiguously gets 400; any other
+// reaches the handler as its normal form, the form authorization judged.
+func TestAuthorizationJudgesTheHandlersPath(t *testing.T) {
+	const (
+		badRequest = http.StatusBadRequest
+		forbidden  = http.StatusForbidden
+		ok         = http.StatusOK
+	)
+	cases := []struct {
+		name   string
+		target string
+		want   int
+		body   string // for 200: what the handler at / saw
+	}{
+		{"encoded dot-dot", "/admin/%2e%2e/x", ok, "root /x"},
+		{"encoded dot-dot, upper case", "/admin/%2E%2E/x", ok, "root /x"},
+		{"dot-dot with encoded slash", "/admin/..%2Fx", badRequest, ""},
+		{"dot-dot with encoded slash, lower case", "/admin/..%2fx", badRequest, ""},
+		{"dot-dot with encoded backslash", "/admin/..%5Cx", badRequest, ""},
+		{"dot-dot with encoded backslash, lower case", "/admin/..%5cx", badRequest, ""},
+		{"dot-dot with backslash", `/admin/..\x`, badRequest, ""},
+		{"half-encoded dot-dot", "/admin/.%2e/x", ok, "root /x"},
+		{"other half-encoded dot-dot", "/admin/%2E./x", ok, "root /x"},
+		{"absolute form, encoded dot-dot", "http://svc/admin/%2e%2e/x", ok, "root /x"},
+		{"absolute form", "http://svc/admin/x", forbidden, ""},
+		{"absolute form, another host", "http://other.example/admin/x", forbidden, ""},
+		{"absolute form, encoded dot-dot into admin", "http://svc/x/%2e%2e/admin/x", forbidden, ""},
+		{"encoded dot-dot out and back into admin", "/admin/%2e%2e/admin/x", forbidden, ""},
+		{"double slash", "//admin/x", forbidden, ""},
+		{"dot-dot", "/public/../admin/x", forbidden, ""},
+		{"encoded letter", "/%61dmin/x", forbidden, ""},
+		{"encoded slash", "/admin%2fx", badRequest, ""},
+		{"encoded slash, upper case", "/admin%2Fx", badRequest, ""},
+		{"dot segment", "/./admin/x", forbidden, ""},
+		{"encoded dot segment", "/%2e/admin/x", forbidden, ""},
+		{"trailing encoded dot-dot", "/admin/x/%2e%2e", forbidden, ""},
+		{"double encoding", "/admin/%252e%252e/x", badRequest, ""},
+		{"double-encoded slash", "/public/..%252Fadmin/x", badRequest, ""},
+		{"encoded NUL", "/admin/%00", badRequest, ""},
+		{"semicolon segment", "/admin/..;/x", forbidden, ""},
+		{"bare admin", "/admin", forbidden, ""},
+		{"admin with a query", "/admin/x?next=%2e%2e", forbidden, ""},
+		{"public", "/public", ok, "root /public"},
+		{"public, escaped", "/public/a%20b?q=%2e%2e", ok, "root /public/a b"},
+	}
+	run := func(t *testing.T, addr string, adminCalls *atomic.Int64) {
+		for _, c := range cases {
+			t.Run(c.name, func(t *testing.T) {
+				before := adminCalls.Load()
+				got, body := rawRequest(t, addr, "GET "+c.target+" HTTP/1.1")
+				if n := adminCalls.Load() - before; n != 0 {
+					t.Errorf("GET %s reached the /admin/ handler (%d %q)", c.target, got, body)
+				}
+				if got != c.want {
+					t.Errorf("GET %s = %d %q, want %d", c.target, got, body, c.want)
+				}
+				if c.want == ok && body != c.body {
+					t.Errorf("GET %s: the handler answered %q, want %q", c.target, body, c.body)
+				}
+				if got == badRequest && body != "Bad Request\n" {
+					t.Errorf("GET %s: 400 body %q, want the generic one", c.target, body)
+				}
+			})
+		}
+	}
+
+	t.Run("policy file", func(t *testing.T) {
+		var adminCalls atomic.Int64
+		m := newMesh(t, mesh.WithAuthorizationPolicyFile(writePolicy(t, denyAdminPolicy)))
+		run(t, serveMeshHandler(t, m, adminMux(&adminCalls)), &adminCalls)
+	})
+	t.Run("xDS RBAC", func(t *testing.T) {
+		cp := xdstest.NewServer(t)
+		m := newMesh(t, mesh.WithBootstrap(inboundBootstrap(t, cp)))
+		var adminCalls atomic.Int64
+		addr := serveMeshHandler(t, m, adminMux(&adminCalls))
+		cp.SetSnapshot(t, xdsNode, "1", inboundListener(strings.ReplaceAll(inboundTemplate, "%s", addr), denyAdminRBAC()))
+		waitStatus(t, addr, "GET /admin/x HTTP/1.1", forbidden)
+		run(t, addr, &adminCalls)
+	})
+}
+
+// waitStatus sends line until it gets want, for a policy that arrives
+// asynchronously.
+func waitStatus(t *testing.T, addr, line string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got, body := rawRequest(t, addr, line)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %d %q for 20s, want %d", line, got, body, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
