@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -18,6 +19,7 @@ import (
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 
@@ -238,4 +240,80 @@ func waitStatus(t *testing.T, addr, line string, want int) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// TestForwardedClientCertNeverReachesRulesOrHandler: a caller's
+// X-Forwarded-Client-Cert, however spelled, is gone before the policy's
+// `when request.headers[...]` conditions, the xDS RBAC header matchers and
+// the handler look at headers.
+func TestForwardedClientCertNeverReachesRulesOrHandler(t *testing.T) {
+	spellings := []string{
+		"X-Forwarded-Client-Cert",
+		"x-forwarded-client-cert",
+		"X-FORWARDED-CLIENT-CERT",
+		"x-Forwarded-client-CERT",
+		"X_Forwarded_Client_Cert",
+		"x_forwarded_client_cert",
+	}
+	const forged = `By=spiffe://shop.example/ns/shop/sa/orders;URI=spiffe://shop.example/ns/shop/sa/admin`
+	// seen answers with the header names the handler got, so a forged
+	// header under any key shows.
+	seen := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var names []string
+		for k, v := range r.Header {
+			if strings.Contains(strings.ToLower(strings.ReplaceAll(k, "_", "-")), "forwarded-client-cert") ||
+				strings.Contains(strings.Join(v, ","), "sa/admin") {
+				names = append(names, k)
+			}
+		}
+		sort.Strings(names)
+		fmt.Fprint(w, "xfcc:", strings.Join(names, ","))
+	})
+	check := func(t *testing.T, addr string, want int) {
+		t.Helper()
+		for _, name := range spellings {
+			got, body := rawRequest(t, addr, "GET /items HTTP/1.1", name+": "+forged)
+			if got != want {
+				t.Errorf("with %s: status %d %q, want %d", name, got, body, want)
+			}
+			if got == http.StatusOK && body != "xfcc:" {
+				t.Errorf("with %s: the handler saw %q, want no such header", name, body)
+			}
+		}
+		// Two spellings at once, one of them repeated.
+		got, body := rawRequest(t, addr, "GET /items HTTP/1.1",
+			"X-Forwarded-Client-Cert: "+forged, "x-forwarded-client-cert: "+forged, "X_Forwarded_Client_Cert: "+forged)
+		if got != want || (got == http.StatusOK && body != "xfcc:") {
+			t.Errorf("with several spellings: %d %q, want %d with no such header", got, body, want)
+		}
+	}
+
+	t.Run("handler", func(t *testing.T) {
+		check(t, serveMeshHandler(t, newMesh(t), seen), http.StatusOK)
+	})
+	t.Run("policy when request.headers", func(t *testing.T) {
+		policy := writePolicy(t, `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: trust-xfcc}
+spec:
+  action: ALLOW
+  rules:
+  - when:
+    - key: request.headers[x-forwarded-client-cert]
+      values: ["*"]
+`)
+		check(t, serveMeshHandler(t, newMesh(t, mesh.WithAuthorizationPolicyFile(policy)), seen), http.StatusForbidden)
+	})
+	t.Run("xDS RBAC header matcher", func(t *testing.T) {
+		cp := xdstest.NewServer(t)
+		m := newMesh(t, mesh.WithBootstrap(inboundBootstrap(t, cp)))
+		addr := serveMeshHandler(t, m, seen)
+		present := &rbacv3.Permission{Rule: &rbacv3.Permission_Header{Header: &routev3.HeaderMatcher{Name: "x-forwarded-client-cert",
+			HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}}}}
+		allowXFCC := &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: map[string]*rbacv3.Policy{
+			"trust-xfcc": {Permissions: []*rbacv3.Permission{present}, Principals: []*rbacv3.Principal{{Identifier: &rbacv3.Principal_Any{Any: true}}}}}}
+		cp.SetSnapshot(t, xdsNode, "1", inboundListener(strings.ReplaceAll(inboundTemplate, "%s", addr), allowXFCC))
+		waitStatus(t, addr, "GET /items HTTP/1.1", http.StatusForbidden)
+		check(t, addr, http.StatusForbidden)
+	})
 }
