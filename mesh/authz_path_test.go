@@ -6,10 +6,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -25,6 +29,7 @@ import (
 
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 	"github.com/weftmesh/weft/mesh"
+	"github.com/weftmesh/weft/security"
 )
 
 // denyAdminPolicy is a policy file denying /admin and everything under it
@@ -39,7 +44,7 @@ spec:
 `
 
 // writePolicy writes an authorization policy file and returns its path.
-func writePolicy(t *testing.T, policy string) string {
+func writePolicy(t testing.TB, policy string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "authz.yaml")
 	if err := os.WriteFile(p, []byte(policy), 0o600); err != nil {
@@ -50,7 +55,7 @@ func writePolicy(t *testing.T, policy string) string {
 
 // inboundBootstrap returns cp's bootstrap with a server listener template,
 // so the mesh's HTTP servers follow inbound listeners.
-func inboundBootstrap(t *testing.T, cp *xdstest.Server) []byte {
+func inboundBootstrap(t testing.TB, cp *xdstest.Server) []byte {
 	t.Helper()
 	var bs map[string]any
 	if err := json.Unmarshal(cp.Bootstrap(xdsNode), &bs); err != nil {
@@ -316,4 +321,147 @@ spec:
 		waitStatus(t, addr, "GET /items HTTP/1.1", http.StatusForbidden)
 		check(t, addr, http.StatusForbidden)
 	})
+}
+
+// allowPublicPolicy allows /public and what is under it, and nothing else.
+const allowPublicPolicy = `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow-public}
+spec:
+  action: ALLOW
+  rules:
+  - to: [{operation: {paths: ["/public", "/public/*"]}}]
+`
+
+// handlerView is what the application's handler saw of one request.
+type handlerView struct {
+	ran                bool
+	pattern            string // the ServeMux pattern that routed it
+	path, escaped, uri string
+}
+
+type handlerViewKey struct{}
+
+// fuzzLocalAddr is the server address the fuzzed requests claim to have
+// arrived on; it names the xDS inbound listener.
+var fuzzLocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 18080}
+
+// FuzzAuthorizedPath sends any request line through a mesh's real server
+// chain in front of a ServeMux, under three policies: a policy file
+// denying /admin and /admin/*, a policy file allowing only /public and
+// /public/*, and an xDS inbound listener whose RBAC denies the prefix
+// /admin. Whenever the handler runs, the path it sees, as r.URL.Path and
+// as ServeMux routes it (r.URL.EscapedPath, cleaned and unescaped), must
+// miss the DENY rule, or match the ALLOW rule; ServeMux must never pick
+// /admin/; and the policy evaluator's normalization of the escaped path
+// must be r.URL.Path itself, so no second, different normalization
+// exists. Seeds: testdata/fuzz/FuzzAuthorizedPath.
+func FuzzAuthorizedPath(f *testing.F) {
+	mux := http.NewServeMux()
+	for _, pattern := range []string{"/admin/", "/public/", "/"} {
+		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			v := r.Context().Value(handlerViewKey{}).(*handlerView)
+			*v = handlerView{ran: true, pattern: r.Pattern, path: r.URL.Path, escaped: r.URL.EscapedPath(), uri: r.RequestURI}
+		})
+	}
+	newFuzzMesh := func(opts ...mesh.Option) http.Handler {
+		m, err := mesh.New(context.Background(), opts...)
+		if err != nil {
+			f.Fatalf("mesh.New: %v", err)
+		}
+		f.Cleanup(func() { m.Close() })
+		return m.Handler(mux)
+	}
+	quiet := mesh.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	cp := xdstest.NewServer(f)
+	cp.SetSnapshot(f, xdsNode, "1", inboundListener(strings.ReplaceAll(inboundTemplate, "%s", fuzzLocalAddr.String()), denyAdminRBAC()))
+	under := func(prefix string) func(string) bool {
+		return func(p string) bool { return p == prefix || strings.HasPrefix(p, prefix+"/") }
+	}
+	variants := []struct {
+		name string
+		h    http.Handler
+		ok   func(path string) bool // whether the handler may see path
+	}{
+		{"DENY /admin/*", newFuzzMesh(quiet, mesh.WithAuthorizationPolicyFile(writePolicy(f, denyAdminPolicy))),
+			func(p string) bool { return !under("/admin")(p) }},
+		{"ALLOW only /public/*", newFuzzMesh(quiet, mesh.WithAuthorizationPolicyFile(writePolicy(f, allowPublicPolicy))),
+			under("/public")},
+		{"xDS RBAC DENY prefix /admin", newFuzzMesh(quiet, mesh.WithBootstrap(inboundBootstrap(f, cp))),
+			func(p string) bool { return !strings.HasPrefix(p, "/admin") }},
+	}
+
+	serve := func(h http.Handler, method, target string) (int, handlerView, bool) {
+		raw := method + " " + target + " HTTP/1.1\r\nHost: svc\r\n\r\n"
+		r, err := http.ReadRequest(bufio.NewReader(strings.NewReader(raw)))
+		if err != nil {
+			return 0, handlerView{}, false // net/http's server answers 400 itself
+		}
+		var v handlerView
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		ctx = context.WithValue(ctx, handlerViewKey{}, &v)
+		ctx = context.WithValue(ctx, http.LocalAddrContextKey, net.Addr(fuzzLocalAddr))
+		r = r.WithContext(ctx)
+		r.RemoteAddr = "127.0.0.1:40000"
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w.Code, v, true
+	}
+	// The control plane's listener arrives asynchronously.
+	deadline := time.Now().Add(20 * time.Second)
+	for code, _, _ := serve(variants[2].h, "GET", "/admin/x"); code != http.StatusForbidden; code, _, _ = serve(variants[2].h, "GET", "/admin/x") {
+		if time.Now().After(deadline) {
+			f.Fatalf("the xDS inbound listener did not apply within 20s: GET /admin/x = %d", code)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	f.Fuzz(func(t *testing.T, method, target string) {
+		for _, vr := range variants {
+			code, v, parsed := serve(vr.h, method, target)
+			if !parsed || !v.ran {
+				continue
+			}
+			if v.pattern == "/admin/" && !vr.ok("/admin/") {
+				t.Errorf("%s: %s %q reached the /admin/ handler as %q (%d)", vr.name, method, target, v.path, code)
+			}
+			if !vr.ok(v.path) {
+				t.Errorf("%s: %s %q reached the handler with r.URL.Path %q", vr.name, method, target, v.path)
+			}
+			if routed, ok := muxPath(v.escaped); !ok || routed != v.path {
+				t.Errorf("%s: %s %q: the handler got path %q but escaped path %q, which ServeMux reads as %q (%v)",
+					vr.name, method, target, v.path, v.escaped, routed, ok)
+			}
+			if norm, err := security.NormalizePath(v.escaped); err != nil || norm != v.path {
+				t.Errorf("%s: %s %q: NormalizePath(%q) = %q, %v; want the handler's path %q",
+					vr.name, method, target, v.escaped, norm, err, v.path)
+			}
+			if !strings.HasPrefix(v.uri, v.escaped) {
+				t.Errorf("%s: %s %q: RequestURI %q does not start with the escaped path %q", vr.name, method, target, v.uri, v.escaped)
+			}
+		}
+	})
+}
+
+// muxPath is the path ServeMux routes an escaped path on: cleaned (a
+// trailing slash kept), then each segment unescaped. ok is false when a
+// segment does not unescape or holds a "/" once unescaped.
+func muxPath(escaped string) (string, bool) {
+	cleaned := path.Clean(escaped)
+	if strings.HasSuffix(escaped, "/") && cleaned != "/" {
+		cleaned += "/"
+	}
+	if cleaned != escaped {
+		return cleaned, false // ServeMux would redirect, not route
+	}
+	segs := strings.Split(cleaned, "/")
+	for i, s := range segs {
+		u, err := url.PathUnescape(s)
+		if err != nil || strings.Contains(u, "/") {
+			return "", false
+		}
+		segs[i] = u
+	}
+	return strings.Join(segs, "/"), true
 }
