@@ -2,12 +2,17 @@ package mesh_test
 
 import (
 	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/weftmesh/weft/mesh"
+	"github.com/weftmesh/weft/resilience"
 )
 
 // A bootstrap that is valid JSON but unusable must fail New with an error
@@ -62,5 +67,47 @@ func TestNewRefusesUnusableBootstrap(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// A caller that reads each response to EOF and never closes the body, which
+// plain net/http tolerates, must not hold a max_requests slot for ever:
+// with a limit of 3, every one of 12 such requests must succeed, on the
+// plain, retrying and hedging paths alike.
+func TestMaxRequestsSlotFreedAtEOF(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello")
+	}))
+	defer srv.Close()
+	tests := []struct {
+		name string
+		opts []mesh.Option
+	}{
+		{"plain", nil},
+		{"retry with timeouts", []mesh.Option{mesh.WithRetryPolicy(resilience.RetryPolicy{
+			NumRetries: 2, PerTryTimeout: 10 * time.Second, Timeout: 20 * time.Second})}},
+		{"hedging", []mesh.Option{mesh.WithHedging(resilience.HedgePolicy{Delay: 10 * time.Second})}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			opts := append([]mesh.Option{mesh.WithEndpoints("orders", srv.Listener.Addr().String()),
+				mesh.WithCircuitBreaker(resilience.Limits{MaxRequests: 3})}, tt.opts...)
+			m := newMesh(t, opts...)
+			c := m.HTTPClient()
+			for i := range 12 {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				req, _ := http.NewRequestWithContext(ctx, "GET", "http://orders/items", nil)
+				resp, err := c.Do(req)
+				if err != nil {
+					cancel()
+					t.Fatalf("request %d of 12 over max_requests 3, bodies read to EOF and never closed: %v", i+1, err)
+				}
+				b, err := io.ReadAll(resp.Body) // and no Close
+				cancel()
+				if err != nil || string(b) != "hello" {
+					t.Fatalf("request %d: body %q, %v; want hello", i+1, b, err)
+				}
+			}
+		})
 	}
 }
