@@ -111,3 +111,40 @@ func TestMaxRequestsSlotFreedAtEOF(t *testing.T) {
 		})
 	}
 }
+
+// A Weft-Timeout too large for a time.Duration means "no tighter budget
+// than the server's own", never an expired deadline from an overflow.
+func TestTimeoutHeaderDoesNotOverflow(t *testing.T) {
+	m := newMesh(t)
+	type seen struct {
+		err      error
+		deadline time.Time
+		has      bool
+	}
+	got := make(chan seen, 1)
+	h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		dl, ok := r.Context().Deadline()
+		got <- seen{r.Context().Err(), dl, ok}
+	}))
+	for _, v := range []string{"9223372036855", "9300000000000", "18446744073709", "9223372036854775807", "99999999999999999999999"} {
+		t.Run(v, func(t *testing.T) {
+			req := httptest.NewRequest("GET", "/", nil)
+			req.Header.Set(mesh.TimeoutHeader, v)
+			h.ServeHTTP(httptest.NewRecorder(), req)
+			s := <-got
+			if s.err != nil {
+				t.Fatalf("%s: %s: the handler's context is done (%v), want a live one", mesh.TimeoutHeader, v, s.err)
+			}
+			if s.has && time.Until(s.deadline) < 24*time.Hour {
+				t.Errorf("%s: %s: deadline in %v, want at least a day", mesh.TimeoutHeader, v, time.Until(s.deadline))
+			}
+		})
+	}
+	// A normal value still bounds the request.
+	req := httptest.NewRequest("GET", "/", nil)
+	req.Header.Set(mesh.TimeoutHeader, "60000")
+	h.ServeHTTP(httptest.NewRecorder(), req)
+	if s := <-got; !s.has || time.Until(s.deadline) > time.Minute {
+		t.Errorf("%s: 60000: deadline %v (set %v), want within a minute", mesh.TimeoutHeader, s.deadline, s.has)
+	}
+}

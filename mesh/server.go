@@ -3,7 +3,9 @@ package mesh
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"strconv"
@@ -122,13 +124,19 @@ func isForwardedClientCert(k string) bool {
 	return true
 }
 
+// maxTimeoutHeaderMS is the largest TimeoutHeader value that fits a
+// time.Duration (about 292 years); a larger one is clamped to it rather
+// than wrapping around to a deadline already past.
+const maxTimeoutHeaderMS = math.MaxInt64 / int64(time.Millisecond)
+
 // deadlineFromHeader bounds the request's context by the caller's
 // remaining budget (TimeoutHeader). It can only shorten a deadline: a
 // caller cannot buy more time than the server gives.
 func deadlineFromHeader(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if v := r.Header.Get(TimeoutHeader); v != "" {
-			if ms, err := strconv.ParseInt(v, 10, 64); err == nil && ms > 0 {
+			if ms, err := strconv.ParseInt(v, 10, 64); (err == nil || errors.Is(err, strconv.ErrRange)) && ms > 0 {
+				ms = min(ms, maxTimeoutHeaderMS)
 				ctx, cancel := context.WithTimeout(r.Context(), time.Duration(ms)*time.Millisecond)
 				defer cancel()
 				r = r.WithContext(ctx)
