@@ -5,14 +5,19 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"go.uber.org/goleak"
 
 	"github.com/weftmesh/weft/mesh"
 	"github.com/weftmesh/weft/resilience"
+	"github.com/weftmesh/weft/security/spiffetest"
 )
 
 // A bootstrap that is valid JSON but unusable must fail New with an error
@@ -146,5 +151,106 @@ func TestTimeoutHeaderDoesNotOverflow(t *testing.T) {
 	h.ServeHTTP(httptest.NewRecorder(), req)
 	if s := <-got; !s.has || time.Until(s.deadline) > time.Minute {
 		t.Errorf("%s: 60000: deadline %v (set %v), want within a minute", mesh.TimeoutHeader, s.deadline, s.has)
+	}
+}
+
+// writeSVIDFiles writes svid and ca's bundle as the PEM files the
+// WEFT_SVID_* variables name.
+func writeSVIDFiles(t *testing.T, svid *x509svid.SVID, ca *spiffetest.CA) (certFile, keyFile, bundleFile string) {
+	t.Helper()
+	certPEM, keyPEM, err := svid.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundlePEM, err := ca.Bundle().Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile, bundleFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), filepath.Join(dir, "bundle.pem")
+	for name, data := range map[string][]byte{certFile: certPEM, keyFile: keyPEM, bundleFile: bundlePEM} {
+		if err := os.WriteFile(name, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return certFile, keyFile, bundleFile
+}
+
+// Every file New reads from a variable is bounded and must be a regular
+// file: a FIFO with no writer, /dev/zero or an oversized file fails New at
+// once with an error naming the variable, instead of hanging it or
+// exhausting memory.
+func TestNewRefusesUnboundedFiles(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	sparse := func(size int64) string {
+		f, err := os.CreateTemp(dir, "big")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := f.Truncate(size); err != nil {
+			t.Fatal(err)
+		}
+		return f.Name()
+	}
+	big16, big1 := sparse(16<<20+1), sparse(1<<20+1)
+	ca := newCA(t, shop)
+	svid, err := ca.IssueX509SVID(ordersID, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile, bundleFile := writeSVIDFiles(t, svid, ca)
+	svidEnv := func(cert, key, bundle string) map[string]string {
+		return map[string]string{mesh.EnvSVIDCertFile: cert, mesh.EnvSVIDKeyFile: key, mesh.EnvBundleFile: bundle}
+	}
+	tests := []struct {
+		name    string
+		env     map[string]string
+		wantVar string
+		want    string
+	}{
+		{"bootstrap fifo", map[string]string{mesh.EnvBootstrap: fifo}, mesh.EnvBootstrap, "named pipe (FIFO) is not a regular file"},
+		{"bootstrap dev zero", map[string]string{mesh.EnvBootstrap: "/dev/zero"}, mesh.EnvBootstrap, "device is not a regular file"},
+		{"bootstrap too large", map[string]string{mesh.EnvBootstrap: big16}, mesh.EnvBootstrap, "larger than the limit of 16 MiB"},
+		{"policy fifo", map[string]string{mesh.EnvAuthzPolicy: fifo}, mesh.EnvAuthzPolicy, "named pipe (FIFO) is not a regular file"},
+		{"policy dev zero", map[string]string{mesh.EnvAuthzPolicy: "/dev/zero"}, mesh.EnvAuthzPolicy, "device is not a regular file"},
+		{"policy too large", map[string]string{mesh.EnvAuthzPolicy: big16}, mesh.EnvAuthzPolicy, "larger than the limit of 16 MiB"},
+		{"cert fifo", svidEnv(fifo, keyFile, bundleFile), mesh.EnvSVIDCertFile, "named pipe (FIFO) is not a regular file"},
+		{"key dev zero", svidEnv(certFile, "/dev/zero", bundleFile), mesh.EnvSVIDKeyFile, "device is not a regular file"},
+		{"bundle too large", svidEnv(certFile, keyFile, big1), mesh.EnvBundleFile, "larger than the limit of 1 MiB"},
+		{"bundle fifo", svidEnv(certFile, keyFile, fifo), mesh.EnvBundleFile, "named pipe (FIFO) is not a regular file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			type result struct {
+				m   *mesh.Mesh
+				err error
+			}
+			ch := make(chan result, 1)
+			go func() {
+				m, err := mesh.New(context.Background())
+				ch <- result{m, err}
+			}()
+			var r result
+			select {
+			case r = <-ch:
+			case <-time.After(20 * time.Second):
+				t.Fatal("mesh.New still blocked after 20s")
+			}
+			if r.err == nil {
+				r.m.Close()
+				t.Fatal("mesh.New succeeded, want an error")
+			}
+			if !strings.Contains(r.err.Error(), tt.wantVar+"=") || !strings.Contains(r.err.Error(), tt.want) {
+				t.Errorf("mesh.New error = %q, want it to name %s and say %q", r.err, tt.wantVar, tt.want)
+			}
+		})
 	}
 }

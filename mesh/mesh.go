@@ -75,7 +75,7 @@ type Mesh struct {
 // an error naming the variable or option and the value.
 func New(ctx context.Context, opts ...Option) (*Mesh, error) {
 	var cfg config
-	if err := cfg.fromEnv(os.LookupEnv); err != nil {
+	if err := cfg.fromEnv(ctx, os.LookupEnv); err != nil {
 		return nil, err
 	}
 	for _, o := range opts {

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"time"
@@ -49,7 +50,20 @@ func setupIdentity(ctx context.Context, cfg *config) (*identity, error) {
 		}
 		src, err := security.NewFileSource(cfg.svidCertFile, cfg.svidKeyFile, cfg.bundleFile, security.WithLogger(cfg.logger))
 		if err != nil {
-			return nil, &EnvError{Var: EnvSVIDCertFile, Value: cfg.svidCertFile, Err: err}
+			// Name the variable whose file could not be read, when it
+			// is one of the other two.
+			name, value := EnvSVIDCertFile, cfg.svidCertFile
+			var pe *fs.PathError
+			if errors.As(err, &pe) {
+				switch pe.Path {
+				case cfg.svidCertFile:
+				case cfg.svidKeyFile:
+					name, value = EnvSVIDKeyFile, cfg.svidKeyFile
+				case cfg.bundleFile:
+					name, value = EnvBundleFile, cfg.bundleFile
+				}
+			}
+			return nil, &EnvError{Var: name, Value: value, Err: err}
 		}
 		id.src, id.owned = src, true
 	case cfg.spiffeSocket != "" && cfg.mtls != security.MTLSDisable:

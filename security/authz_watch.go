@@ -1,12 +1,15 @@
 package security
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/weftmesh/weft/internal/fileutil"
 )
 
 // PolicyWatcher keeps a [PolicySet] in step with a policy file
@@ -51,7 +54,7 @@ func WatchPolicyFile(path string, opts ...Option) (*PolicyWatcher, error) {
 }
 
 func loadPolicyFile(path string) (*PolicySet, error) {
-	data, err := os.ReadFile(path)
+	data, err := fileutil.ReadFile(context.Background(), path, fileutil.MaxConfigFile)
 	if err != nil {
 		return nil, fmt.Errorf("security: reading policy file: %w", err)
 	}
