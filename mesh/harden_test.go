@@ -2,9 +2,11 @@ package mesh_test
 
 import (
 	"context"
+	"crypto/x509"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,11 +14,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"go.uber.org/goleak"
 
 	"github.com/weftmesh/weft/mesh"
 	"github.com/weftmesh/weft/resilience"
+	"github.com/weftmesh/weft/security"
 	"github.com/weftmesh/weft/security/spiffetest"
 )
 
@@ -253,4 +257,138 @@ func TestNewRefusesUnboundedFiles(t *testing.T) {
 			}
 		})
 	}
+}
+
+// expiredSVID is an SVID for id from ca whose validity ended an hour ago.
+func expiredSVID(t *testing.T, ca *spiffetest.CA, id spiffeid.ID) *x509svid.SVID {
+	t.Helper()
+	certs, key, err := ca.SignCertificate(&x509.Certificate{
+		URIs:                  []*url.URL{id.URL()},
+		NotBefore:             time.Now().Add(-2 * time.Hour),
+		NotAfter:              time.Now().Add(-time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &x509svid.SVID{ID: id, Certificates: certs, PrivateKey: key}
+}
+
+// New refuses an identity of its own that is already expired, or that no
+// bundle of its own trust domain verifies, naming where it came from.
+func TestNewRefusesBadOwnIdentity(t *testing.T) {
+	ca, other := newCA(t, shop), newCA(t, otherDomain)
+	good, err := ca.IssueX509SVID(ordersID, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired := expiredSVID(t, ca, ordersID)
+	// otherSameTD is a second CA that calls itself shop.example: a
+	// bundle file of it has the right name and the wrong key.
+	otherSameTD := newCA(t, shop)
+
+	tests := []struct {
+		name  string
+		setup func(t *testing.T) []mesh.Option
+		want  []string
+	}{
+		{"workload API expired SVID", func(t *testing.T) []mesh.Option {
+			api := workloadAPI(t, ca, ordersID)
+			api.SetX509SVID(expired)
+			t.Setenv(mesh.EnvSPIFFESocket, api.Addr())
+			return nil
+		}, []string{mesh.EnvSPIFFESocket + "=", "Workload API", "SVID has expired", ordersID.String()}},
+		{"workload API without own bundle", func(t *testing.T) []mesh.Option {
+			api, err := spiffetest.StartWorkloadAPI(ca, ordersID, spiffetest.WithBundles(other.Bundle()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { api.Close() })
+			t.Setenv(mesh.EnvSPIFFESocket, api.Addr())
+			return nil
+		}, []string{mesh.EnvSPIFFESocket + "=", "Workload API", "no trust bundle", `"shop.example"`}},
+		{"files expired SVID", func(t *testing.T) []mesh.Option {
+			cert, key, bundle := writeSVIDFiles(t, expired, ca)
+			t.Setenv(mesh.EnvSVIDCertFile, cert)
+			t.Setenv(mesh.EnvSVIDKeyFile, key)
+			t.Setenv(mesh.EnvBundleFile, bundle)
+			return nil
+		}, []string{mesh.EnvSVIDCertFile + "=", "SVID has expired"}},
+		{"files bundle of another CA", func(t *testing.T) []mesh.Option {
+			cert, key, bundle := writeSVIDFiles(t, good, otherSameTD)
+			t.Setenv(mesh.EnvSVIDCertFile, cert)
+			t.Setenv(mesh.EnvSVIDKeyFile, key)
+			t.Setenv(mesh.EnvBundleFile, bundle)
+			return nil
+		}, []string{mesh.EnvBundleFile + "=", "no trust bundle", "does not verify"}},
+		{"option expired SVID", func(t *testing.T) []mesh.Option {
+			return []mesh.Option{mesh.WithX509Source(security.NewStaticSource(expired, ca.Bundle()))}
+		}, []string{"WithX509Source", "SVID has expired"}},
+		{"option without own bundle", func(t *testing.T) []mesh.Option {
+			return []mesh.Option{mesh.WithX509Source(security.NewStaticSource(good, other.Bundle()))}
+		}, []string{"WithX509Source", "no trust bundle"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			opts := tt.setup(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			m, err := mesh.New(ctx, opts...)
+			if err == nil {
+				m.Close()
+				t.Fatal("mesh.New accepted the identity, want an error")
+			}
+			for _, want := range tt.want {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("mesh.New error = %q, want it to say %q", err, want)
+				}
+			}
+		})
+	}
+}
+
+// An identity that goes bad after New (a rotation to an expired SVID, a
+// bundle without the service's own trust domain) makes /readyz answer 503
+// with the reason, and a good one makes it ready again.
+func TestReadyzReportsBadOwnIdentity(t *testing.T) {
+	ca, other := newCA(t, shop), newCA(t, otherDomain)
+	api := workloadAPI(t, ca, ordersID)
+	t.Setenv(mesh.EnvSPIFFESocket, api.Addr())
+	admin := freeAddr(t)
+	newMesh(t, mesh.WithAdminAddr(admin))
+	c := adminClient(t)
+	readyURL := "http://" + admin + "/readyz"
+
+	// waitReadyz polls /readyz until its answer has code and contains want.
+	waitReadyz := func(t *testing.T, code int, want string) {
+		t.Helper()
+		var (
+			got  int
+			body string
+		)
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			got, _, body = fetch(t, c, readyURL)
+			if got == code && strings.Contains(body, want) {
+				return
+			}
+		}
+		t.Fatalf("/readyz = %d %q, want %d with %q", got, body, code, want)
+	}
+	waitReadyz(t, http.StatusOK, "ok")
+
+	api.SetX509SVID(expiredSVID(t, ca, ordersID))
+	waitReadyz(t, http.StatusServiceUnavailable, "SVID has expired")
+
+	if _, err := api.Rotate(); err != nil {
+		t.Fatal(err)
+	}
+	waitReadyz(t, http.StatusOK, "ok")
+
+	api.SetBundles(other.Bundle())
+	waitReadyz(t, http.StatusServiceUnavailable, `no trust bundle of this service's own trust domain verifies its SVID: the source has no bundle for trust domain "shop.example"`)
+
+	api.SetBundles(ca.Bundle())
+	waitReadyz(t, http.StatusOK, "ok")
 }
