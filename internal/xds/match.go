@@ -3,8 +3,9 @@ package xds
 import (
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
+
+	"github.com/weftmesh/weft/internal/rbac"
 )
 
 // Request is what route matching reads from a request. Match only reads
@@ -208,62 +209,9 @@ func (h *HeaderMatcher) matches(host string, r *Request) bool {
 		// grpc-go and Envoy.
 		return false
 	} else {
-		res = matchString(h.Kind, v, h.Value, h.IgnoreCase, h.regex, h.RangeStart, h.RangeEnd)
+		res = rbac.MatchString(h.Kind, v, h.Value, h.IgnoreCase, h.regex, h.RangeStart, h.RangeEnd)
 	}
 	return res != h.Invert
-}
-
-func matchString(kind StringMatchKind, v, want string, ignoreCase bool, re interface{ MatchString(string) bool }, lo, hi int64) bool {
-	switch kind {
-	case MatchExact:
-		if ignoreCase {
-			return strings.EqualFold(v, want)
-		}
-		return v == want
-	case MatchPrefix:
-		if len(v) < len(want) {
-			return false
-		}
-		if ignoreCase {
-			return strings.EqualFold(v[:len(want)], want)
-		}
-		return v[:len(want)] == want
-	case MatchSuffix:
-		if len(v) < len(want) {
-			return false
-		}
-		if ignoreCase {
-			return strings.EqualFold(v[len(v)-len(want):], want)
-		}
-		return v[len(v)-len(want):] == want
-	case MatchContains:
-		if ignoreCase {
-			return containsFold(v, want)
-		}
-		return strings.Contains(v, want)
-	case MatchRegex:
-		return re.MatchString(v)
-	case MatchRange:
-		n, err := strconv.ParseInt(v, 10, 64)
-		return err == nil && n >= lo && n < hi
-	case MatchPresent:
-		return true
-	}
-	return false
-}
-
-// containsFold is strings.Contains under Unicode case folding, without
-// allocating lowered copies.
-func containsFold(s, sub string) bool {
-	if sub == "" {
-		return true
-	}
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if strings.EqualFold(s[i:i+len(sub)], sub) {
-			return true
-		}
-	}
-	return false
 }
 
 // matches scans the raw query for the parameter without building a
@@ -293,12 +241,7 @@ func (q *QueryParamMatcher) matches(rawQuery string) bool {
 			}
 			v = dv
 		}
-		return matchString(q.Kind, v, q.Value, q.IgnoreCase, q.regex, 0, 0)
+		return rbac.MatchString(q.Kind, v, q.Value, q.IgnoreCase, q.regex, 0, 0)
 	}
 	return false
-}
-
-// Match reports whether v matches the string matcher.
-func (s *StringMatcher) Match(v string) bool {
-	return matchString(s.Kind, v, s.Value, s.IgnoreCase, s.Regex, 0, 0)
 }

@@ -4,6 +4,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/weftmesh/weft/internal/rbac"
 	"github.com/weftmesh/weft/resolver"
 )
 
@@ -164,18 +165,19 @@ type RouteMatch struct {
 	regex *regexp.Regexp
 }
 
-// StringMatchKind is how a header or query value is compared.
-type StringMatchKind uint8
+// StringMatchKind is how a header or query value is compared; route and
+// authorization matching share internal/rbac's.
+type StringMatchKind = rbac.StringMatchKind
 
 // String match kinds.
 const (
-	MatchExact StringMatchKind = iota
-	MatchPrefix
-	MatchSuffix
-	MatchContains
-	MatchRegex
-	MatchPresent
-	MatchRange
+	MatchExact    = rbac.MatchExact
+	MatchPrefix   = rbac.MatchPrefix
+	MatchSuffix   = rbac.MatchSuffix
+	MatchContains = rbac.MatchContains
+	MatchRegex    = rbac.MatchRegex
+	MatchPresent  = rbac.MatchPresent
+	MatchRange    = rbac.MatchRange
 )
 
 // HeaderMatcher matches one request header. Multiple values of a header are
@@ -426,12 +428,7 @@ type UpstreamTLS struct {
 }
 
 // StringMatcher is an envoy.type.matcher.v3.StringMatcher.
-type StringMatcher struct {
-	Kind       StringMatchKind
-	Value      string
-	IgnoreCase bool
-	Regex      *regexp.Regexp
-}
+type StringMatcher = rbac.StringMatcher
 
 // Endpoints is a ClusterLoadAssignment. Immutable once
 // delivered; safe for concurrent reads.

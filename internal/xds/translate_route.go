@@ -14,6 +14,8 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+
+	"github.com/weftmesh/weft/internal/rbac"
 )
 
 // TranslateRouteConfig validates a RouteConfiguration and precompiles its
@@ -63,11 +65,7 @@ func translateRouteConfig(rc *routev3.RouteConfiguration) (*RouteConfig, error) 
 // compileRE2 compiles a safe_regex for whole-string matching, as Envoy's
 // RE2 matchers match the whole value.
 func compileRE2(m *matcherv3.RegexMatcher) (*regexp.Regexp, error) {
-	re, err := regexp.Compile("^(?:" + m.GetRegex() + ")$")
-	if err != nil {
-		return nil, fmt.Errorf("invalid RE2 regex %q: %w", m.GetRegex(), err)
-	}
-	return re, nil
+	return rbac.CompileRegex(m.GetRegex())
 }
 
 func translateRoute(r *routev3.Route) (*Route, error) {
