@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/weftmesh/weft/internal/rbac"
 )
 
 // Limits on one policy file. Every request is judged against every rule,
@@ -43,6 +45,7 @@ const (
 // *PolicySet) holds no policies and allows every request.
 type PolicySet struct {
 	allow, deny, audit []*policy
+	engine             rbac.Engine // the policies, translated (authz_rbac.go)
 }
 
 // PolicyEvaluator decides requests. *PolicySet and *PolicyWatcher implement
@@ -77,9 +80,10 @@ type rule struct {
 }
 
 type sourceMatch struct {
-	principals, notPrincipals []strMatch
-	namespaces, notNamespaces []strMatch
-	ipBlocks, notIPBlocks     []netip.Prefix
+	principals, notPrincipals         []strMatch
+	namespaces, notNamespaces         []strMatch
+	ipBlocks, notIPBlocks             []netip.Prefix
+	remoteIPBlocks, notRemoteIPBlocks []netip.Prefix
 }
 
 type operationMatch struct {
@@ -195,14 +199,18 @@ type conditionDoc struct {
 // apiVersion security.istio.io/v1 or v1beta1.
 //
 // Supported: actions ALLOW (the default), DENY and AUDIT; from.source
-// principals, namespaces and ipBlocks with their not- forms; to.operation
-// hosts, ports, methods and paths with their not- forms; when conditions on
-// request.headers[NAME], source.ip, source.namespace, source.principal and
-// destination.port. Principals use Istio's form without "spiffe://"
+// principals, namespaces, ipBlocks and remoteIpBlocks with their not-
+// forms; to.operation hosts, ports, methods and paths with their not-
+// forms; when conditions on request.headers[NAME], source.ip, remote.ip,
+// source.namespace, source.principal and destination.port. The caller's
+// address is both its source and its remote IP: no proxy stands between a
+// proxyless server and its callers. The policies are translated into RBAC
+// as istiod translates them for Envoy, and evaluated by the engine that
+// evaluates RBAC from an xDS control plane. Principals use Istio's form without "spiffe://"
 // ("cluster.local/ns/default/sa/web"; a "spiffe://" prefix is tolerated and
 // dropped), and string values may use one "*" as a prefix or suffix
 // wildcard, or be "*" alone. Fields Weft cannot enforce (CUSTOM action,
-// request principals, remote IP blocks, request.auth conditions) and
+// request principals, request.auth conditions) and
 // unknown fields are errors, so a policy is never silently weakened.
 //
 // An error names the document (counting from 1) and the field.
@@ -219,7 +227,7 @@ func ParseAuthorizationPolicies(data []byte) (*PolicySet, error) {
 		var doc policyDoc
 		err := dec.Decode(&doc)
 		if errors.Is(err, io.EOF) {
-			return set, nil
+			return set.compile(), nil
 		}
 		if err != nil {
 			return nil, fmt.Errorf("security: authorization policy document %d: %w", n, err)
@@ -382,8 +390,6 @@ func compileSource(sd *sourceDoc) (*sourceMatch, error) {
 	}{
 		{"requestPrincipals", sd.RequestPrincipals},
 		{"notRequestPrincipals", sd.NotRequestPrincipals},
-		{"remoteIpBlocks", sd.RemoteIPBlocks},
-		{"notRemoteIpBlocks", sd.NotRemoteIPBlocks},
 		{"serviceAccounts", sd.ServiceAccounts},
 		{"notServiceAccounts", sd.NotServiceAccounts},
 	}
@@ -410,6 +416,12 @@ func compileSource(sd *sourceDoc) (*sourceMatch, error) {
 		return nil, err
 	}
 	if s.notIPBlocks, err = compilePrefixes("notIpBlocks", sd.NotIPBlocks); err != nil {
+		return nil, err
+	}
+	if s.remoteIPBlocks, err = compilePrefixes("remoteIpBlocks", sd.RemoteIPBlocks); err != nil {
+		return nil, err
+	}
+	if s.notRemoteIPBlocks, err = compilePrefixes("notRemoteIpBlocks", sd.NotRemoteIPBlocks); err != nil {
 		return nil, err
 	}
 	if reflect.ValueOf(*s).IsZero() {
@@ -469,7 +481,7 @@ func compileCondition(cd *conditionDoc) (*condition, error) {
 			return nil, err
 		}
 		c.notValues, err = compileStrings("notValues", cd.NotValues, nil)
-	case key == "source.ip":
+	case key == "source.ip", key == "remote.ip":
 		c.kind = condSourceIP
 		if c.ips, err = compilePrefixes("values", cd.Values); err != nil {
 			return nil, err
@@ -597,29 +609,4 @@ func newStrMatch(v string) (strMatch, error) {
 		return strMatch{}, fmt.Errorf("wildcard in the middle of %q", v)
 	}
 	return strMatch{kind: matchExact, s: v}, nil
-}
-
-func (m strMatch) match(v string) bool {
-	switch m.kind {
-	case matchAny:
-		return true
-	case matchPrefix:
-		return strings.HasPrefix(v, m.s)
-	case matchSuffix:
-		return strings.HasSuffix(v, m.s)
-	}
-	return v == m.s
-}
-
-// matchFold is match for case-insensitive values; m.s is lower case.
-func (m strMatch) matchFold(v string) bool {
-	switch m.kind {
-	case matchAny:
-		return true
-	case matchPrefix:
-		return len(v) >= len(m.s) && strings.EqualFold(v[:len(m.s)], m.s)
-	case matchSuffix:
-		return len(v) >= len(m.s) && strings.EqualFold(v[len(v)-len(m.s):], m.s)
-	}
-	return strings.EqualFold(v, m.s)
 }
