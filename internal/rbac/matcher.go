@@ -109,9 +109,10 @@ func containsFold(s, sub string) bool {
 	return false
 }
 
-// HeaderMatcher matches one request header (a route.v3.HeaderMatcher).
-// Several values of a header are joined with "," before matching, as
-// Envoy and grpc-go do. Build a Matcher from it with [Header].
+// HeaderMatcher matches one request header (a route.v3.HeaderMatcher), in
+// routes and in RBAC alike. Several values of a header are joined with ","
+// before matching, as Envoy and grpc-go do. Build a Matcher from it with
+// [Header].
 type HeaderMatcher struct {
 	Name string
 	// Kind, Value, IgnoreCase and Regex compare the value.
@@ -165,7 +166,29 @@ func (h *HeaderMatcher) value(in *Input) (string, bool) {
 	return strings.Join(vs, ","), true
 }
 
-func (h *HeaderMatcher) match(in *Input) bool {
+// Compiled returns h ready to match: its Name resolved to a pseudo-header
+// or a canonical header key. A HeaderMatcher must be compiled before
+// [HeaderMatcher.Match]; [Header] does it.
+func (h HeaderMatcher) Compiled() HeaderMatcher {
+	h.key, h.pseudo = "", notPseudo
+	switch strings.ToLower(h.Name) {
+	case ":method":
+		h.pseudo = pseudoMethod
+	case ":path":
+		h.pseudo = pseudoPath
+	case ":authority", "host":
+		h.pseudo = pseudoAuthority
+	case ":scheme":
+		h.pseudo = pseudoScheme
+	default:
+		h.key = textproto.CanonicalMIMEHeaderKey(h.Name)
+	}
+	return h
+}
+
+// Match reports whether the request's header matches; route matching
+// shares it with RBAC.
+func (h *HeaderMatcher) Match(in *Input) bool {
 	v, ok := h.value(in)
 	var res bool
 	if h.Kind == MatchPresent {
@@ -238,18 +261,7 @@ func Not(m Matcher) Matcher { return Matcher{kind: kindNot, subs: []Matcher{m}} 
 // Header matches a request header or one of the pseudo-headers ":method",
 // ":path" (with the query), ":authority" (also "host") and ":scheme".
 func Header(h HeaderMatcher) Matcher {
-	switch strings.ToLower(h.Name) {
-	case ":method":
-		h.pseudo = pseudoMethod
-	case ":path":
-		h.pseudo = pseudoPath
-	case ":authority", "host":
-		h.pseudo = pseudoAuthority
-	case ":scheme":
-		h.pseudo = pseudoScheme
-	default:
-		h.key = textproto.CanonicalMIMEHeaderKey(h.Name)
-	}
+	h = h.Compiled()
 	return Matcher{kind: kindHeader, header: &h}
 }
 
@@ -322,7 +334,7 @@ func (m *Matcher) match(in *Input) bool {
 	case kindNot:
 		return !m.subs[0].match(in)
 	case kindHeader:
-		return m.header.match(in)
+		return m.header.Match(in)
 	case kindPath:
 		return m.str.Match(in.Path)
 	case kindHost:

@@ -147,9 +147,12 @@ func (m *RouteMatch) matches(host string, r *Request) bool {
 			return false
 		}
 	}
-	for i := range m.Headers {
-		if !m.Headers[i].matches(host, r) {
-			return false
+	if len(m.Headers) > 0 {
+		in := headerInput(host, r)
+		for i := range m.Headers {
+			if !m.Headers[i].Match(&in) {
+				return false
+			}
 		}
 	}
 	for i := range m.QueryParams {
@@ -163,55 +166,9 @@ func (m *RouteMatch) matches(host string, r *Request) bool {
 	return true
 }
 
-type pseudoHeader uint8
-
-const (
-	notPseudo pseudoHeader = iota
-	pseudoMethod
-	pseudoPath
-	pseudoAuthority
-	pseudoScheme
-)
-
-// value returns the header's value, with several values joined by ",".
-// Joining allocates; it happens only for repeated headers.
-func (h *HeaderMatcher) value(host string, r *Request) (string, bool) {
-	switch h.pseudo {
-	case pseudoMethod:
-		return r.Method, true
-	case pseudoPath:
-		if r.RawQuery != "" {
-			return r.Path + "?" + r.RawQuery, true
-		}
-		return r.Path, true
-	case pseudoAuthority:
-		return host, true
-	case pseudoScheme:
-		return r.Scheme, r.Scheme != ""
-	}
-	vs := r.Header[h.key]
-	switch len(vs) {
-	case 0:
-		return "", false
-	case 1:
-		return vs[0], true
-	}
-	return strings.Join(vs, ","), true
-}
-
-func (h *HeaderMatcher) matches(host string, r *Request) bool {
-	v, ok := h.value(host, r)
-	var res bool
-	if h.Kind == MatchPresent {
-		res = ok == h.Present
-	} else if !ok {
-		// An absent header fails every matcher, inverted or not, as in
-		// grpc-go and Envoy.
-		return false
-	} else {
-		res = rbac.MatchString(h.Kind, v, h.Value, h.IgnoreCase, h.regex, h.RangeStart, h.RangeEnd)
-	}
-	return res != h.Invert
+// headerInput is what a header matcher reads of r sent to host.
+func headerInput(host string, r *Request) rbac.Input {
+	return rbac.Input{Method: r.Method, Path: r.Path, RawQuery: r.RawQuery, Scheme: r.Scheme, Host: host, Header: r.Header}
 }
 
 // matches scans the raw query for the parameter without building a

@@ -181,22 +181,9 @@ const (
 )
 
 // HeaderMatcher matches one request header. Multiple values of a header are
-// joined with "," before matching, as Envoy and grpc-go do.
-type HeaderMatcher struct {
-	Name       string
-	Kind       StringMatchKind
-	Value      string
-	IgnoreCase bool
-	// Present is the wanted presence for MatchPresent.
-	Present bool
-	// RangeStart and RangeEnd bound MatchRange: start <= v < end.
-	RangeStart, RangeEnd int64
-	Invert               bool
-
-	key    string // canonical MIME key, or the pseudo-header name
-	pseudo pseudoHeader
-	regex  *regexp.Regexp
-}
+// joined with "," before matching, as Envoy and grpc-go do. Routes, retry
+// policies and RBAC share internal/rbac's.
+type HeaderMatcher = rbac.HeaderMatcher
 
 // QueryParamMatcher matches one query parameter. A parameter present
 // several times matches when its first value matches.

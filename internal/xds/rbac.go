@@ -170,7 +170,7 @@ func translatePermission(p *rbacv3.Permission, depth int) (rbac.Matcher, error) 
 		if err != nil {
 			return rbac.Matcher{}, prefixed("header", err)
 		}
-		return rbacHeader(h), nil
+		return rbac.Header(h), nil
 	case *rbacv3.Permission_UrlPath:
 		s, err := translateStringMatcher(r.UrlPath.GetPath())
 		if err != nil {
@@ -261,7 +261,7 @@ func translatePrincipal(p *rbacv3.Principal, depth int) (rbac.Matcher, error) {
 		if err != nil {
 			return rbac.Matcher{}, prefixed("header", err)
 		}
-		return rbacHeader(h), nil
+		return rbac.Header(h), nil
 	case *rbacv3.Principal_UrlPath:
 		s, err := translateStringMatcher(id.UrlPath.GetPath())
 		if err != nil {
@@ -275,12 +275,6 @@ func translatePrincipal(p *rbacv3.Principal, depth int) (rbac.Matcher, error) {
 	default:
 		return rbac.Matcher{}, ferr("identifier", "unsupported %T", id)
 	}
-}
-
-// rbacHeader is the RBAC matcher of a translated header matcher.
-func rbacHeader(h HeaderMatcher) rbac.Matcher {
-	return rbac.Header(rbac.HeaderMatcher{Name: h.Name, Kind: h.Kind, Value: h.Value, IgnoreCase: h.IgnoreCase, Regex: h.regex,
-		Present: h.Present, RangeStart: h.RangeStart, RangeEnd: h.RangeEnd, Invert: h.Invert})
 }
 
 // metadataMatcher stands for a dynamic-metadata match. A proxyless server

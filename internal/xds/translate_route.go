@@ -5,7 +5,6 @@ package xds
 import (
 	"fmt"
 	"math"
-	"net/textproto"
 	"regexp"
 	"strings"
 	"time"
@@ -133,18 +132,6 @@ func translateHeaderMatcher(h *routev3.HeaderMatcher) (HeaderMatcher, error) {
 	if out.Name == "" {
 		return out, ferr("name", "empty")
 	}
-	switch strings.ToLower(out.Name) {
-	case ":method":
-		out.pseudo = pseudoMethod
-	case ":path":
-		out.pseudo = pseudoPath
-	case ":authority", "host":
-		out.pseudo = pseudoAuthority
-	case ":scheme":
-		out.pseudo = pseudoScheme
-	default:
-		out.key = textproto.CanonicalMIMEHeaderKey(out.Name)
-	}
 	switch s := h.GetHeaderMatchSpecifier().(type) {
 	case *routev3.HeaderMatcher_ExactMatch:
 		out.Kind, out.Value = MatchExact, s.ExactMatch
@@ -159,7 +146,7 @@ func translateHeaderMatcher(h *routev3.HeaderMatcher) (HeaderMatcher, error) {
 		if err != nil {
 			return out, &fieldError{field: "safe_regex_match.regex", err: err}
 		}
-		out.Kind, out.Value, out.regex = MatchRegex, s.SafeRegexMatch.GetRegex(), re
+		out.Kind, out.Value, out.Regex = MatchRegex, s.SafeRegexMatch.GetRegex(), re
 	case *routev3.HeaderMatcher_PresentMatch:
 		out.Kind, out.Present = MatchPresent, s.PresentMatch
 	case *routev3.HeaderMatcher_RangeMatch:
@@ -172,14 +159,14 @@ func translateHeaderMatcher(h *routev3.HeaderMatcher) (HeaderMatcher, error) {
 		if err != nil {
 			return out, prefixed("string_match", err)
 		}
-		out.Kind, out.Value, out.IgnoreCase, out.regex = sm.Kind, sm.Value, sm.IgnoreCase, sm.Regex
+		out.Kind, out.Value, out.IgnoreCase, out.Regex = sm.Kind, sm.Value, sm.IgnoreCase, sm.Regex
 	case nil:
 		// No specifier: Envoy treats the matcher as presence.
 		out.Kind, out.Present = MatchPresent, true
 	default:
 		return out, ferr("header_match_specifier", "unsupported %T", s)
 	}
-	return out, nil
+	return out.Compiled(), nil
 }
 
 func translateStringMatcher(s *matcherv3.StringMatcher) (StringMatcher, error) {
