@@ -204,14 +204,20 @@ type conditionDoc struct {
 // forms; when conditions on request.headers[NAME], source.ip, remote.ip,
 // source.namespace, source.principal and destination.port. The caller's
 // address is both its source and its remote IP: no proxy stands between a
-// proxyless server and its callers. The policies are translated into RBAC
-// as istiod translates them for Envoy, and evaluated by the engine that
-// evaluates RBAC from an xDS control plane. Principals use Istio's form without "spiffe://"
-// ("cluster.local/ns/default/sa/web"; a "spiffe://" prefix is tolerated and
-// dropped), and string values may use one "*" as a prefix or suffix
-// wildcard, or be "*" alone. Fields Weft cannot enforce (CUSTOM action,
-// request principals, request.auth conditions) and
-// unknown fields are errors, so a policy is never silently weakened.
+// proxyless server and its callers. Principals use Istio's form without
+// "spiffe://" ("cluster.local/ns/default/sa/web"; a "spiffe://" prefix is
+// tolerated and dropped), and string values may use one "*" as a prefix or
+// suffix wildcard, or be "*" alone. Fields Weft cannot enforce (CUSTOM
+// action, request principals, request.auth conditions) and unknown fields
+// are errors, so a policy is never silently weakened.
+//
+// The policies are translated into RBAC as istiod translates them for
+// Envoy, and evaluated by the engine that evaluates the RBAC filters of an
+// xDS control plane, with Envoy's meaning: a header sent several times is
+// matched on its values joined with ",", request.headers[:method] and
+// [host] are the request's method and authority, and namespaces match
+// istiod's ".*/ns/<namespace>/.*" on the SPIFFE ID. Hosts match the
+// authority with and without its port.
 //
 // An error names the document (counting from 1) and the field.
 func ParseAuthorizationPolicies(data []byte) (*PolicySet, error) {
