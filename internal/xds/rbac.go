@@ -58,7 +58,9 @@ type RBACInput struct {
 
 // Allowed evaluates the filter: for ALLOW, whether a policy matches; for
 // DENY, whether none does; LOG allows everything. matched names the policy
-// that decided ("" when none matched).
+// that decided ("" when none matched). in.Request's Path must be the
+// normalized path the handler will see; a nil Request reads as a request
+// with no method, path or headers.
 func (r *RBAC) Allowed(in *RBACInput) (allowed bool, matched string) {
 	x := rbac.Input{Host: in.Host, PeerCert: in.PeerCert, ServerName: in.ServerName}
 	if q := in.Request; q != nil {
