@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc/attributes"
 	gbalancer "google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
@@ -156,6 +157,9 @@ type grpcBalancer struct {
 	builder Builder
 	cc      gbalancer.ClientConn
 	cluster *Cluster
+	// addrAttrs go on every SubConn's address (see
+	// GRPCCluster.AddressAttributes).
+	addrAttrs *attributes.Attributes
 
 	subConns map[string]*grpcSubConn // by address; only touched serially
 	lastErr  error
@@ -224,7 +228,7 @@ func (b *grpcBalancer) UpdateClientConnState(ccs gbalancer.ClientConnState) erro
 		// each, which is how this balancer uses them; grpc-go offers
 		// policies outside its module no other way to open one.
 		//lint:ignore SA1019 one address per SubConn, as the notice asks
-		sc, err := b.cc.NewSubConn([]gresolver.Address{{Addr: ep.Addr}}, gbalancer.NewSubConnOptions{
+		sc, err := b.cc.NewSubConn([]gresolver.Address{{Addr: ep.Addr, Attributes: b.addrAttrs}}, gbalancer.NewSubConnOptions{
 			StateListener: func(st gbalancer.SubConnState) { b.updateSubConnState(s, st) },
 		})
 		if err != nil {
@@ -461,6 +465,9 @@ type grpcPicker struct {
 // try, but a gRPC channel knows they have no connection.
 func (p *grpcPicker) Pick(gi gbalancer.PickInfo) (gbalancer.PickResult, error) {
 	info := PickInfo{Ctx: gi.Ctx}
+	if r := grpcRouteFrom(gi.Ctx); r != nil && r.HasHash {
+		info.Hash, info.HasHash = r.Hash, true
+	}
 	call, _ := gi.Ctx.Value(grpcPickKey{}).(*GRPCPick)
 	if call != nil {
 		info.Override, info.Tried = call.Override, call.Tried

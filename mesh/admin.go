@@ -32,6 +32,10 @@ func (m *Mesh) startAdmin(addr string) error {
 			http.Error(w, "closing", http.StatusServiceUnavailable)
 			return
 		}
+		if err := m.identityErr(); err != nil {
+			http.Error(w, "identity: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /clusters", m.serveClusters)

@@ -4,6 +4,7 @@ import (
 	"regexp"
 	"testing"
 
+	"github.com/weftmesh/weft/internal/route"
 	"github.com/weftmesh/weft/internal/xds"
 )
 
@@ -39,7 +40,7 @@ func TestAdminDescribeRoute(t *testing.T) {
 			HasTimeout: true, RetryPolicy: &xds.RetryPolicy{RetryOn: []string{"5xx", "reset"}, NumRetries: 3},
 			PrefixRewrite: "/", RegexRewrite: &xds.RegexRewrite{Pattern: regexp.MustCompile("^/x"), Substitution: "/y"},
 		}}
-	e := describeRoute(r, planRoute(r, 0))
+	e := describeRoute(r, &routePlan{Plan: route.New(r, 0)})
 	if e.Timeout != "off" || e.Retries != "3 on 5xx,reset" || e.Cluster != "" || len(e.WeightedClusters) != 2 ||
 		e.WeightedClusters[1].Percent < 66.6 || e.WeightedClusters[1].Percent > 66.7 ||
 		e.Rewrite != `prefix → "/"; path ~ "^/x" → "/y"` {

@@ -113,7 +113,7 @@ func describeRoute(r *xds.Route, plan *routePlan) routeEntry {
 		e.WeightedClusters = append(e.WeightedClusters, share)
 	}
 	if plan != nil {
-		switch t := plan.retry.Timeout; {
+		switch t := plan.HTTP.Timeout; {
 		case t < 0:
 			e.Timeout = "off"
 		case t == 0:
@@ -121,8 +121,8 @@ func describeRoute(r *xds.Route, plan *routePlan) routeEntry {
 		default:
 			e.Timeout = t.String()
 		}
-		if plan.retry.NumRetries > 0 && a.RetryPolicy != nil {
-			e.Retries = fmt.Sprintf("%d on %s", plan.retry.NumRetries, strings.Join(a.RetryPolicy.RetryOn, ","))
+		if plan.HTTP.NumRetries > 0 && a.RetryPolicy != nil {
+			e.Retries = fmt.Sprintf("%d on %s", plan.HTTP.NumRetries, strings.Join(a.RetryPolicy.RetryOn, ","))
 		}
 	}
 	var rw []string

@@ -127,7 +127,7 @@ func xdsSession(listener *xds.SessionCookie, route *xds.Route) *xds.SessionCooki
 // session returns the cookie that applies to an attempt, or nil.
 func (p *pickTransport) session(req *http.Request) *xds.SessionCookie {
 	var c *xds.SessionCookie
-	if p.route == nil {
+	if p.plan == nil {
 		c = p.t.m.cfg.session
 	} else if p.t.m.xds.sessions.Load() {
 		c, _ = req.Context().Value(sessionKey{}).(*xds.SessionCookie)

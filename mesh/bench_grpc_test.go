@@ -45,13 +45,16 @@ func serveGRPC(b *testing.B, srv interface {
 	return ln.Addr().String()
 }
 
-// grpcClients returns the three paths compared, each already connected
-// and answering: plain grpc-go to a plain server; grpc-go's own xds:///
+// grpcClients returns the paths compared, each already connected and
+// answering: plain grpc-go to a plain server; grpc-go's own xds:///
 // client, fed by an in-process go-control-plane server, to a plain server;
-// and Weft's DialGRPC of a mesh service to a Weft server (NewGRPCServer).
-// Weft's client has its retry and threshold interceptors and its balancer
-// on the path; telemetry is no-op, as it is without OTEL_* variables.
-func grpcClients(b *testing.B) (plain, xdsClient, weft testgrpc.BenchmarkServiceClient) {
+// Weft's DialGRPC("xds:///...") on the same control plane to the same
+// plain server (weftXDS: the like-for-like row against grpc-go's xDS
+// client); and Weft's DialGRPC of a mesh service from static endpoints to
+// a Weft server (NewGRPCServer). Weft's clients have their retry and
+// threshold interceptors and their balancer on the path; telemetry is
+// no-op, as it is without OTEL_* variables.
+func grpcClients(b *testing.B) (plain, xdsClient, weft, weftXDS testgrpc.BenchmarkServiceClient) {
 	b.Helper()
 	dial := func(cc *grpc.ClientConn, err error) testgrpc.BenchmarkServiceClient {
 		if err != nil {
@@ -93,10 +96,17 @@ func grpcClients(b *testing.B) (plain, xdsClient, weft testgrpc.BenchmarkService
 	b.Cleanup(func() { cliMesh.Close() })
 	weft = dial(cliMesh.DialGRPC("echo"))
 
-	for _, c := range []testgrpc.BenchmarkServiceClient{plain, xdsClient, weft} {
+	xdsMesh, err := mesh.New(context.Background(), mesh.WithBootstrap(cp.Bootstrap("bench-grpc")))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { xdsMesh.Close() })
+	weftXDS = dial(xdsMesh.DialGRPC("xds:///echo:50051"))
+
+	for _, c := range []testgrpc.BenchmarkServiceClient{plain, xdsClient, weft, weftXDS} {
 		call(b, c, &testgrpc.SimpleRequest{}) // connect and resolve before timing
 	}
-	return plain, xdsClient, weft
+	return plain, xdsClient, weft, weftXDS
 }
 
 func call(b *testing.B, c testgrpc.BenchmarkServiceClient, req *testgrpc.SimpleRequest) {
@@ -118,15 +128,17 @@ func payloadRequest(size int32) *testgrpc.SimpleRequest {
 }
 
 // BenchmarkGRPCUnary measures one unary call at a time over loopback
-// through plain grpc-go, grpc-go's xds:/// client and Weft's DialGRPC.
+// through plain grpc-go, grpc-go's xds:/// client, Weft's xds:/// client
+// on the same control plane and server, and Weft's DialGRPC of a static
+// mesh service.
 func BenchmarkGRPCUnary(b *testing.B) {
-	plain, xdsClient, weft := grpcClients(b)
+	plain, xdsClient, weft, weftXDS := grpcClients(b)
 	for _, p := range grpcPayloads {
 		req := payloadRequest(p.size)
 		for _, c := range []struct {
 			name   string
 			client testgrpc.BenchmarkServiceClient
-		}{{"plain", plain}, {"grpc-xds", xdsClient}, {"weft", weft}} {
+		}{{"plain", plain}, {"grpc-xds", xdsClient}, {"weft-xds", weftXDS}, {"weft", weft}} {
 			b.Run(p.name+"/"+c.name, func(b *testing.B) {
 				b.ReportAllocs()
 				for b.Loop() {
@@ -137,18 +149,18 @@ func BenchmarkGRPCUnary(b *testing.B) {
 	}
 }
 
-// BenchmarkGRPCUnaryInterleaved rotates the three clients call by call in
-// one loop, so that they see the same machine state, and reports each
-// one's mean latency and the ratios weft/grpc-xds (the goal: at most
-// 1.05) and weft/plain.
+// BenchmarkGRPCUnaryInterleaved rotates the clients call by call in one
+// loop, so that they see the same machine state, and reports each one's
+// mean latency and the ratios weft-xds/grpc-xds (the like-for-like pair;
+// the goal: at most 1.05), weft/grpc-xds and weft/plain.
 func BenchmarkGRPCUnaryInterleaved(b *testing.B) {
-	plain, xdsClient, weft := grpcClients(b)
+	plain, xdsClient, weft, weftXDS := grpcClients(b)
 	for _, p := range grpcPayloads {
 		req := payloadRequest(p.size)
 		b.Run(p.name, func(b *testing.B) {
 			b.ReportAllocs()
-			clients := []testgrpc.BenchmarkServiceClient{plain, xdsClient, weft}
-			var spent [3]time.Duration
+			clients := []testgrpc.BenchmarkServiceClient{plain, xdsClient, weft, weftXDS}
+			var spent [4]time.Duration
 			n := 0
 			for b.Loop() {
 				// Rotate the order too, so no client always follows another.
@@ -163,6 +175,8 @@ func BenchmarkGRPCUnaryInterleaved(b *testing.B) {
 			b.ReportMetric(float64(spent[0].Nanoseconds())/float64(n), "plain-ns/call")
 			b.ReportMetric(float64(spent[1].Nanoseconds())/float64(n), "xds-ns/call")
 			b.ReportMetric(float64(spent[2].Nanoseconds())/float64(n), "weft-ns/call")
+			b.ReportMetric(float64(spent[3].Nanoseconds())/float64(n), "weft-xds-ns/call")
+			b.ReportMetric(float64(spent[3])/float64(spent[1]), "weft-xds/xds")
 			b.ReportMetric(float64(spent[2])/float64(spent[1]), "weft/xds")
 			b.ReportMetric(float64(spent[2])/float64(spent[0]), "weft/plain")
 		})
@@ -173,12 +187,12 @@ func BenchmarkGRPCUnaryInterleaved(b *testing.B) {
 // callers (GOMAXPROCS × -cpu goroutines; use -cpu 4,32 for 8 and 64 on two
 // cores) sharing one channel each, 1 KiB payloads.
 func BenchmarkGRPCUnaryParallel(b *testing.B) {
-	plain, xdsClient, weft := grpcClients(b)
+	plain, xdsClient, weft, weftXDS := grpcClients(b)
 	req := payloadRequest(1024)
 	for _, c := range []struct {
 		name   string
 		client testgrpc.BenchmarkServiceClient
-	}{{"plain", plain}, {"grpc-xds", xdsClient}, {"weft", weft}} {
+	}{{"plain", plain}, {"grpc-xds", xdsClient}, {"weft-xds", weftXDS}, {"weft", weft}} {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {

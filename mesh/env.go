@@ -1,18 +1,19 @@
 package mesh
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"net"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/internal/fileutil"
 	"github.com/weftmesh/weft/internal/suggest"
 	"github.com/weftmesh/weft/resolver"
 	"github.com/weftmesh/weft/security"
@@ -167,13 +168,13 @@ func (e *EnvError) Error() string {
 func (e *EnvError) Unwrap() error { return e.Err }
 
 // fromEnv fills c from the environment, read through lookupEnv
-// (os.LookupEnv outside tests).
-func (c *config) fromEnv(lookupEnv func(string) (string, bool)) error {
+// (os.LookupEnv outside tests); ctx bounds reading the files it names.
+func (c *config) fromEnv(ctx context.Context, lookupEnv func(string) (string, bool)) error {
 	getenv := func(name string) string { v, _ := lookupEnv(name); return v }
 	bad := func(name string, err error) error { return &EnvError{Var: name, Value: getenv(name), Err: err} }
 
 	if path := getenv(EnvBootstrap); path != "" {
-		b, err := os.ReadFile(path)
+		b, err := fileutil.ReadFile(ctx, path, fileutil.MaxConfigFile)
 		if err != nil {
 			return bad(EnvBootstrap, fmt.Errorf("reading the bootstrap file: %w", err))
 		}

@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"context"
 	"errors"
 	"testing"
 )
@@ -29,7 +30,7 @@ func FuzzEnv(f *testing.F) {
 		lookup := func(name string) (string, bool) { v, ok := env[name]; return v, ok }
 
 		var c1, c2 config
-		err1, err2 := c1.fromEnv(lookup), c2.fromEnv(lookup)
+		err1, err2 := c1.fromEnv(context.Background(), lookup), c2.fromEnv(context.Background(), lookup)
 		if (err1 == nil) != (err2 == nil) || (err1 != nil && err1.Error() != err2.Error()) {
 			t.Fatalf("fromEnv is not deterministic: %v, then %v", err1, err2)
 		}

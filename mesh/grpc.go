@@ -33,13 +33,32 @@ func (m *Mesh) DialGRPC(target string, opts ...grpc.DialOption) (*grpc.ClientCon
 	}
 	base := []grpc.DialOption{grpc.WithTransportCredentials(m.grpcClientCreds()), m.grpcClientTelemetry()}
 	switch {
-	case strings.HasPrefix(target, "xds:"):
+	case strings.HasPrefix(target, "xds:") && m.cfg.grpcGoXDS:
 		res, err := m.xdsResolver()
 		if err != nil {
 			return nil, fmt.Errorf("weft: DialGRPC(%q): %w", target, err)
 		}
 		base = append(base, grpc.WithResolvers(res))
+	case strings.HasPrefix(target, "xds:"):
+		if m.xds == nil {
+			return nil, fmt.Errorf("weft: DialGRPC(%q): no xDS bootstrap: set %s or %s, or use WithBootstrap", target, EnvBootstrap, EnvBootstrapConfig)
+		}
+		t, opts, err := m.dialXDS(xdsAuthority(target), false)
+		if err != nil {
+			return nil, fmt.Errorf("weft: DialGRPC(%q): %w", target, err)
+		}
+		target = t
+		base = append(base, opts...)
 	case hasScheme(target):
+	case m.xds != nil && !m.isStatic(target):
+		// With a control plane, a plain name is the listener an HTTP
+		// request to http://<target>/ follows.
+		t, opts, err := m.dialXDS(target, true)
+		if err != nil {
+			return nil, fmt.Errorf("weft: DialGRPC(%q): %w", target, err)
+		}
+		target = t
+		base = append(base, opts...)
 	default:
 		if m.isClosed() {
 			return nil, fmt.Errorf("weft: DialGRPC(%q): %w", target, errClosed)
@@ -77,6 +96,16 @@ func (m *Mesh) xdsResolver() (gresolver.Builder, error) {
 	return m.xdsRes, m.xdsErr
 }
 
+// xdsAuthority is the listener part of an "xds:" target: "orders:50051"
+// in "xds:///orders:50051" (an authority, "xds://a/orders", names a
+// control plane this mesh does not have, and is kept whole so the lookup
+// fails by name).
+func xdsAuthority(target string) string {
+	t := strings.TrimPrefix(target, "xds:")
+	t = strings.TrimPrefix(t, "//")
+	return strings.TrimPrefix(t, "/")
+}
+
 // hasScheme reports whether a gRPC target names a resolver scheme.
 func hasScheme(target string) bool {
 	return strings.Contains(target, "://") || strings.HasPrefix(target, "unix:") || strings.HasPrefix(target, "unix-abstract:")
@@ -89,4 +118,11 @@ func (m *Mesh) grpcServiceName(target string) string {
 		return name
 	}
 	return target
+}
+
+// isStatic reports whether target names a service of the static or DNS
+// discovery (WEFT_ENDPOINTS, WEFT_DNS), which comes before xDS.
+func (m *Mesh) isStatic(target string) bool {
+	_, ok := m.serviceName(target)
+	return ok
 }

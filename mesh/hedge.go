@@ -3,7 +3,6 @@ package mesh
 import (
 	"encoding/json"
 	"net/http"
-	"time"
 
 	"google.golang.org/grpc"
 
@@ -71,60 +70,19 @@ func (g hedgeGate) RoundTrip(req *http.Request) (*http.Response, error) {
 	return g.retry.RoundTrip(req)
 }
 
-// planHedge turns a route's hedge_policy into Weft's, next to the route's
-// retry policy p: with hedge_on_per_try_timeout, the per-try timeout is
-// the hedging delay and the attempt that timed out keeps running; the
-// retry policy's attempts bound the attempts in all. Nil when the route
-// does not hedge.
-func planHedge(hp *xds.HedgePolicy, p resilience.RetryPolicy) *resilience.HedgePolicy {
-	if hp == nil {
-		return nil
-	}
-	h := &resilience.HedgePolicy{
-		InitialAttempts:      int(min(hp.InitialRequests, resilience.MaxAttempts)),
-		AdditionalChance:     hp.AdditionalRequestChance,
-		RetryOn:              p.RetryOn,
-		RetriableStatusCodes: p.RetriableStatusCodes,
-		// Without hedge_on_per_try_timeout only the initial attempts race;
-		// a later attempt follows a failure.
-		Delay: 24 * time.Hour,
-	}
-	if h.RetryOn == 0 {
-		h.RetryOn = resilience.DefaultRetryOn
-	}
-	attempts := 1
-	if p.NumRetries > 0 {
-		attempts = min(p.NumRetries+1, resilience.MaxAttempts)
-	}
-	initial := h.InitialAttempts
-	if h.AdditionalChance > 0 {
-		initial++
-	}
-	h.MaxAttempts = max(attempts, initial)
-	if hp.HedgeOnPerTryTimeout && p.PerTryTimeout > 0 {
-		h.Delay = p.PerTryTimeout
-	} else if h.InitialAttempts <= 1 && hp.AdditionalRequestChance == 0 {
-		return nil // nothing would ever race
-	}
-	if h.MaxAttempts > resilience.MaxAttempts {
-		h.MaxAttempts = resilience.MaxAttempts
-	}
-	return h
-}
-
 // xdsRoundTripper builds a route's round tripper to one cluster: the
 // route's retries or hedging, and retries only for requests matching the
 // policy's retriable_request_headers when it lists some.
-func (p *routePlan) xdsRoundTripper(base resilience.EndpointTransport, route *xds.Route, res *serviceResilience) http.RoundTripper {
-	policy := p.retry
-	if hp := planHedge(route.Action.HedgePolicy, policy); hp != nil {
+func (p *routePlan) xdsRoundTripper(base resilience.EndpointTransport, res *serviceResilience) http.RoundTripper {
+	policy := p.HTTP
+	if hp := p.HTTPHedge; hp != nil {
 		// While hedging, a per-try timeout starts the next attempt rather
 		// than cutting the current one.
 		policy.PerTryTimeout = 0
 		return stack(base, policy, hp, res)
 	}
 	rt := stack(base, policy, nil, res)
-	rp := route.Action.RetryPolicy
+	rp := p.Route.Action.RetryPolicy
 	if rp == nil || len(rp.RetriableRequestHeaders) == 0 || policy.NumRetries < 0 {
 		return rt
 	}

@@ -294,13 +294,10 @@ func (m *Mesh) inboundDecision(listener string, st *inboundState, r *http.Reques
 		rc = st.routes[fc.RouteConfigName]
 	}
 	req := xds.RequestFromHTTP(r)
-	// Rules are matched against the normalized path, so "//admin" or
-	// "/%2Fadmin" cannot slip past a rule for "/admin"; a path that does
-	// not normalize is refused.
-	p, err := security.NormalizePath(req.Path)
-	if err != nil {
-		return http.StatusBadRequest, "bad request path"
-	}
+	// The chain normalized r (security.NormalizeRequest) before this: routes
+	// and rules judge r.URL.Path, the path the handler will see, so
+	// "//admin" or "/x/%2e%2e/admin" cannot slip past a rule for "/admin".
+	p := r.URL.Path
 	req.Path = p
 	if rc == nil {
 		return http.StatusServiceUnavailable, "inbound routes pending"

@@ -105,7 +105,8 @@ func TestXDSInboundRBACOnHTTP(t *testing.T) {
 			{"ALLOW: another identity", other, "GET", "/items", 403},
 			{"ALLOW: another method", frontend, "POST", "/items", 403},
 			{"DENY before ALLOW", frontend, "GET", "/admin/users", 403},
-			{"DENY on the normalized path", frontend, "GET", "/%2Fadmin/users", 403},
+			{"DENY on the normalized path", frontend, "GET", "/x/%2e%2e/admin/users", 403},
+			{"an encoded slash is refused", frontend, "GET", "/%2Fadmin/users", 400},
 			{"DENY on the normalized path (dot segments)", frontend, "GET", "/x/../admin", 403},
 		} {
 			if got := statusOf(t, c.c, c.method, "http://orders"+c.path); got != c.want {

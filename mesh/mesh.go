@@ -75,7 +75,7 @@ type Mesh struct {
 // an error naming the variable or option and the value.
 func New(ctx context.Context, opts ...Option) (*Mesh, error) {
 	var cfg config
-	if err := cfg.fromEnv(os.LookupEnv); err != nil {
+	if err := cfg.fromEnv(ctx, os.LookupEnv); err != nil {
 		return nil, err
 	}
 	cfg.envWarnings = unknownEnv(os.Environ())
@@ -111,21 +111,23 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 	// Services without xDS get locality/priority failover (DNS SRV
 	// priorities) and outlier detection around the chosen policy.
 	m := &Mesh{cfg: cfg, log: cfg.logger, policy: cfg.servicePolicy()}
+	// From here on every failure goes through Close, which undoes
+	// whatever part of the mesh was built, whatever that part is.
+	fail := func(err error) (*Mesh, error) {
+		m.Close()
+		return nil, err
+	}
 	tel, err := setupTelemetry(ctx, &cfg)
 	if err != nil {
 		return nil, err
 	}
 	m.tel = tel
 	if m.metrics, err = telemetry.NewMetrics(tel.Options()...); err != nil {
-		m.shutdownTelemetry()
-		return nil, err
+		return fail(err)
 	}
-	id, err := setupIdentity(ctx, &cfg)
-	if err != nil {
-		m.shutdownTelemetry()
-		return nil, err
+	if m.id, err = setupIdentity(ctx, &cfg); err != nil {
+		return fail(err)
 	}
-	m.id = id
 	if cfg.authzPolicyFile != "" {
 		wl := cfg.workload
 		if wl.Service == "" {
@@ -133,9 +135,7 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 		}
 		w, err := security.WatchPolicyFile(cfg.authzPolicyFile, security.WithLogger(cfg.logger), security.WithWorkload(wl))
 		if err != nil {
-			id.close()
-			m.shutdownTelemetry()
-			return nil, &EnvError{Var: EnvAuthzPolicy, Value: cfg.authzPolicyFile, Err: err}
+			return fail(&EnvError{Var: EnvAuthzPolicy, Value: cfg.authzPolicyFile, Err: err})
 		}
 		m.authz = w
 	}
@@ -156,7 +156,7 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 	}
 	for name := range cfg.dnsServices {
 		if _, dup := cfg.endpoints[name]; dup {
-			return nil, fmt.Errorf("mesh: service %q has both static endpoints and a DNS name", name)
+			return fail(fmt.Errorf("mesh: service %q has both static endpoints and a DNS name", name))
 		}
 		m.names[name] = name
 	}
@@ -169,8 +169,7 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 	if cfg.bootstrap != nil {
 		x, err := newXDSPath(m, cfg.bootstrap, cfg.bootstrapSource)
 		if err != nil {
-			m.Close()
-			return nil, err
+			return fail(err)
 		}
 		m.xds = x
 		if t := x.serverTemplate; t != "" {
@@ -182,13 +181,11 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 	m.client = &http.Client{Transport: m.Transport(nil)}
 
 	if m.unobserve, err = m.metrics.ObserveEndpoints(m.observeEndpoints); err != nil {
-		m.Close()
-		return nil, err
+		return fail(err)
 	}
 	if cfg.adminAddr != "" {
 		if err := m.startAdmin(cfg.adminAddr); err != nil {
-			m.Close()
-			return nil, &EnvError{Var: EnvAdminAddr, Value: cfg.adminAddr, Err: err}
+			return fail(&EnvError{Var: EnvAdminAddr, Value: cfg.adminAddr, Err: err})
 		}
 	}
 	m.log.Debug("weft: mesh ready", "service", cfg.serviceName, "static_services", m.static.Services(),
@@ -230,17 +227,25 @@ func (m *Mesh) mtlsMode() security.MTLSMode {
 // started by ListenAndServe (gracefully, within the shutdown timeout) and
 // idle pooled connections. It is idempotent; clients and handlers made by
 // the mesh must not be used afterwards.
+//
+// Close also undoes a mesh that New built only in part, when a later step
+// failed: every part it releases may be missing.
 func (m *Mesh) Close() error {
 	m.once.Do(func() {
 		m.mu.Lock()
 		m.closed = true
-		services := *m.services.Load()
-		empty := map[string]*service{}
-		m.services.Store(&empty)
+		var services map[string]*service
+		if p := m.services.Load(); p != nil {
+			services = *p
+			empty := map[string]*service{}
+			m.services.Store(&empty)
+		}
 		admin := m.admin
 		m.mu.Unlock()
 
-		m.cancel()
+		if m.cancel != nil {
+			m.cancel()
+		}
 		for _, s := range services {
 			s.close()
 		}
@@ -257,9 +262,15 @@ func (m *Mesh) Close() error {
 		if m.releaseGRPCLB != nil {
 			m.releaseGRPCLB()
 		}
-		m.static.Close()
-		m.dns.Close()
-		m.base.CloseIdleConnections()
+		if m.static != nil {
+			m.static.Close()
+		}
+		if m.dns != nil {
+			m.dns.Close()
+		}
+		if m.base != nil {
+			m.base.CloseIdleConnections()
+		}
 		if t, ok := m.meshBase.(*http.Transport); ok {
 			t.CloseIdleConnections()
 		}
@@ -270,7 +281,9 @@ func (m *Mesh) Close() error {
 		if m.unobserve != nil {
 			m.unobserve()
 		}
-		m.shutdownTelemetry()
+		if m.tel != nil {
+			m.shutdownTelemetry()
+		}
 	})
 	return nil
 }
@@ -300,6 +313,14 @@ type service struct {
 	// dnsTarget is the DNS name of an xDS LOGICAL_DNS cluster, which CDS
 	// may change while requests read it.
 	dnsTarget atomic.Pointer[string]
+	// policy is an xDS cluster's composed balancing policy, which gRPC
+	// channels run on their own sub-connections; changes (policy,
+	// endpoints, errors) are told to subs. pins counts the channels
+	// following the cluster, which the idle sweep leaves alone.
+	policy atomic.Pointer[clusterPolicy]
+	gen    atomic.Uint64 // numbers the policies
+	subs   subscribers
+	pins   atomic.Int32
 }
 
 func newService(name string, policy balancer.Builder, config any, res serviceResilience) *service {
@@ -313,7 +334,15 @@ func newService(name string, policy balancer.Builder, config any, res serviceRes
 func (s *service) balancer() *balancer.Cluster { return s.bal.Load() }
 
 // markReady lets requests waiting for the service's first update go on.
-func (s *service) markReady() { s.once.Do(func() { close(s.ready) }) }
+// Every change to the service's endpoints, policy or error ends with it,
+// so it also tells the subscribers.
+func (s *service) markReady() {
+	s.once.Do(func() { close(s.ready) })
+	s.subs.notify()
+}
+
+// subscribe calls f after each change to the service; f must not block.
+func (s *service) subscribe(f func()) (cancel func()) { return s.subs.subscribe(f) }
 
 // setErr records the latest discovery error (nil clears it).
 func (s *service) setErr(err error) {

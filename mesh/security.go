@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"strings"
@@ -52,7 +53,20 @@ func setupIdentity(ctx context.Context, cfg *config) (*identity, error) {
 		}
 		src, err := security.NewFileSource(cfg.svidCertFile, cfg.svidKeyFile, cfg.bundleFile, security.WithLogger(cfg.logger))
 		if err != nil {
-			return nil, &EnvError{Var: EnvSVIDCertFile, Value: cfg.svidCertFile, Err: err}
+			// Name the variable whose file could not be read, when it
+			// is one of the other two.
+			name, value := EnvSVIDCertFile, cfg.svidCertFile
+			var pe *fs.PathError
+			if errors.As(err, &pe) {
+				switch pe.Path {
+				case cfg.svidCertFile:
+				case cfg.svidKeyFile:
+					name, value = EnvSVIDKeyFile, cfg.svidKeyFile
+				case cfg.bundleFile:
+					name, value = EnvBundleFile, cfg.bundleFile
+				}
+			}
+			return nil, &EnvError{Var: name, Value: value, Err: err}
 		}
 		id.src, id.owned = src, true
 	case cfg.spiffeSocket != "" && cfg.mtls != security.MTLSDisable:
@@ -85,6 +99,12 @@ func setupIdentity(ctx context.Context, cfg *config) (*identity, error) {
 		id.close()
 		return nil, fmt.Errorf("mesh: reading this service's SVID: %w", err)
 	}
+	// An identity that is already expired, or that no bundle of its own
+	// trust domain verifies, would only fail every handshake later.
+	if err := security.CheckIdentity(id.src, time.Now()); err != nil {
+		id.close()
+		return nil, identitySourceError(cfg, err)
+	}
 	id.mode, id.td = mode, svid.ID.TrustDomain()
 	// Inside the mesh, a peer is trusted by trust domain membership; finer
 	// rules (which callers may do what) are authorization's job.
@@ -93,6 +113,33 @@ func setupIdentity(ctx context.Context, cfg *config) (*identity, error) {
 	id.server = security.ServerTLSConfig(id.src, authz)
 	id.server.NextProtos = []string{"h2", "http/1.1"}
 	return id, nil
+}
+
+// identitySourceError names the variable or option that supplied a bad
+// identity: the SVID files (the certificate for an expired SVID, the
+// bundle for a bundle that does not verify it), the Workload API socket,
+// or WithX509Source.
+func identitySourceError(cfg *config, err error) error {
+	switch {
+	case cfg.source != nil:
+		return fmt.Errorf("mesh: WithX509Source: %w", err)
+	case cfg.svidCertFile != "":
+		if errors.Is(err, security.ErrNoOwnBundle) {
+			return &EnvError{Var: EnvBundleFile, Value: cfg.bundleFile, Err: err}
+		}
+		return &EnvError{Var: EnvSVIDCertFile, Value: cfg.svidCertFile, Err: err}
+	}
+	return &EnvError{Var: EnvSPIFFESocket, Value: cfg.spiffeSocket, Err: fmt.Errorf("from the Workload API: %w", err)}
+}
+
+// identityErr says why the mesh's own identity is unusable now, or nil: a
+// rotation that stopped leaves an expired SVID, an agent may drop the
+// bundle of the service's own trust domain. /readyz reports it.
+func (m *Mesh) identityErr() error {
+	if m.id == nil {
+		return nil
+	}
+	return security.CheckIdentity(m.id.src, time.Now())
 }
 
 func (id *identity) close() {

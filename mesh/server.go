@@ -3,7 +3,9 @@ package mesh
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"strconv"
@@ -16,12 +18,19 @@ import (
 )
 
 // Handler wraps h with the mesh's inbound chain, outermost first:
+//   - X-Forwarded-Client-Cert removed, whatever its spelling: only the
+//     mesh's own TLS handshake says who the caller is, as Istio's sidecars
+//     sanitize the header;
 //   - the server span and metrics (OpenTelemetry; trace context taken from
 //     the request);
 //   - the caller's verified SPIFFE ID into the request context (see
 //     security.PeerID);
 //   - the caller's remaining time budget (TimeoutHeader) as the context
 //     deadline;
+//   - when the mesh authorizes requests (a policy or an xDS server
+//     listener), the request's path normalized (security.NormalizeRequest:
+//     400 for a path that cannot be), so that authorization judges the
+//     path h will see;
 //   - under xDS with a server_listener_resource_name_template, the
 //     control plane's inbound listener for the server's address: its
 //     filter chain, inbound routes and RBAC filters (403 when denied);
@@ -46,8 +55,79 @@ func (m *Mesh) inboundChain() []func(http.Handler) http.Handler {
 	if m.inbound != nil {
 		chain = append(chain, m.xdsInbound)
 	}
-	return append(chain, deadlineFromHeader, peerIdentity, m.inboundRateLimit, m.instrumentServer)
+	if m.authz != nil || m.inbound != nil {
+		chain = append(chain, m.normalizeRequest)
+	}
+	return append(chain, deadlineFromHeader, peerIdentity, m.inboundRateLimit, m.instrumentServer, stripForwardedClientCert)
 }
+
+// normalizeRequest hands the rest of the chain the request whose path both
+// authorization engines judge and the handler receives.
+func (m *Mesh) normalizeRequest(next http.Handler) http.Handler {
+	return security.NormalizeRequest(next, security.WithLogger(m.log))
+}
+
+// forwardedClientCert is the header Envoy uses to pass a client
+// certificate's details to the application behind it.
+const forwardedClientCert = "x-forwarded-client-cert"
+
+// stripForwardedClientCert removes X-Forwarded-Client-Cert from inbound
+// requests before any rule or handler reads headers. A Weft server has no
+// proxy in front of it whose word it could trust: the header can only come
+// from the caller, and a forged one must not pass a
+// `when: request.headers[x-forwarded-client-cert]` rule or reach an
+// application that reads it. net/http keys headers canonically; spellings
+// with "_" for "-" are removed too, for applications that fold them.
+func stripForwardedClientCert(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for k := range r.Header {
+			if isForwardedClientCert(k) {
+				r = withoutForwardedClientCert(r)
+				break
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// withoutForwardedClientCert returns a shallow copy of r whose headers are
+// a copy without X-Forwarded-Client-Cert: the server's request is not
+// modified in place.
+func withoutForwardedClientCert(r *http.Request) *http.Request {
+	h := make(http.Header, len(r.Header))
+	for k, v := range r.Header {
+		if !isForwardedClientCert(k) {
+			h[k] = v
+		}
+	}
+	r = r.WithContext(r.Context())
+	r.Header = h
+	return r
+}
+
+func isForwardedClientCert(k string) bool {
+	if len(k) != len(forwardedClientCert) {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		switch {
+		case c == '_':
+			c = '-'
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		if c != forwardedClientCert[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// maxTimeoutHeaderMS is the largest TimeoutHeader value that fits a
+// time.Duration (about 292 years); a larger one is clamped to it rather
+// than wrapping around to a deadline already past.
+const maxTimeoutHeaderMS = math.MaxInt64 / int64(time.Millisecond)
 
 // deadlineFromHeader bounds the request's context by the caller's
 // remaining budget (TimeoutHeader). It can only shorten a deadline: a
@@ -55,7 +135,8 @@ func (m *Mesh) inboundChain() []func(http.Handler) http.Handler {
 func deadlineFromHeader(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if v := r.Header.Get(TimeoutHeader); v != "" {
-			if ms, err := strconv.ParseInt(v, 10, 64); err == nil && ms > 0 {
+			if ms, err := strconv.ParseInt(v, 10, 64); (err == nil || errors.Is(err, strconv.ErrRange)) && ms > 0 {
+				ms = min(ms, maxTimeoutHeaderMS)
 				ctx, cancel := context.WithTimeout(r.Context(), time.Duration(ms)*time.Millisecond)
 				defer cancel()
 				r = r.WithContext(ctx)

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/balancer"
-	"github.com/weftmesh/weft/internal/xds"
+	"github.com/weftmesh/weft/internal/route"
 	"github.com/weftmesh/weft/resilience"
 	"github.com/weftmesh/weft/telemetry"
 )
@@ -97,10 +97,9 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 type pickTransport struct {
 	t   *transport
 	svc *service
-	// route and plan are set on the xDS path: rewrites, header changes
-	// and hash policies come from the route.
-	route *xds.Route
-	plan  *routePlan
+	// plan is set on the xDS path: rewrites, header changes and hash
+	// policies come from its route.
+	plan *routePlan
 }
 
 func (p *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -122,8 +121,8 @@ func (p *pickTransport) RoundTripAttempt(req *http.Request, attempts *resilience
 	info := balancer.PickInfo{Ctx: ctx}
 	sess := p.session(req)
 	pickInfoSession(&info, req, sess)
-	if p.route != nil && len(p.route.Action.HashPolicies) > 0 {
-		info.Hash, info.HasHash = requestHash(req, p.route.Action.HashPolicies)
+	if p.plan != nil && len(p.plan.Route.Action.HashPolicies) > 0 {
+		info.Hash, info.HasHash = route.HTTPHash(req, p.plan.Route.Action.HashPolicies)
 	}
 	if attempts != nil {
 		info.Tried = attempts
@@ -180,8 +179,8 @@ func (p *pickTransport) RoundTripAttempt(req *http.Request, attempts *resilience
 		// would send it: servers route and log by service, not by address.
 		out.req.Host = req.URL.Host
 	}
-	if p.plan != nil && p.plan.mutates {
-		rewrite(out, &p.route.Action, p.route)
+	if p.plan != nil && p.plan.Mutates {
+		p.plan.Rewrite(&out.req)
 	}
 	if deadline, ok := ctx.Deadline(); ok {
 		setTimeoutHeader(&out.req, deadline)

@@ -12,10 +12,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/internal/route"
 	"github.com/weftmesh/weft/internal/xds"
 	"github.com/weftmesh/weft/resilience"
 	"github.com/weftmesh/weft/resolver"
@@ -82,7 +83,7 @@ func (x *xdsPath) sweep() {
 		cur := *x.hosts.Load()
 		next := make(map[string]*xdsHost, len(cur))
 		for k, h := range cur {
-			if h.used.Swap(false) {
+			if h.used.Swap(false) || h.pins.Load() > 0 {
 				next[k] = h
 			} else {
 				idleHosts = append(idleHosts, h)
@@ -90,7 +91,7 @@ func (x *xdsPath) sweep() {
 		}
 		x.hosts.Store(&next)
 		for name, s := range x.clusters {
-			if !s.used.Swap(false) {
+			if !s.used.Swap(false) && s.pins.Load() == 0 {
 				idleClusters = append(idleClusters, s)
 				delete(x.clusters, name)
 			}
@@ -171,6 +172,10 @@ type xdsHost struct {
 	timeout   time.Duration
 	rdsConfig *xds.RouteConfig
 	session   atomic.Pointer[xds.SessionCookie] // the listener's stateful session
+	// subs are told of every new state (gRPC channels' resolvers); pins
+	// counts those channels, which the idle sweep leaves alone.
+	subs subscribers
+	pins atomic.Int32
 }
 
 // hostState is what one listener version says; immutable.
@@ -184,16 +189,16 @@ type hostState struct {
 	defaultTimeout time.Duration
 }
 
-// routePlan is a route's action made ready for the hot path.
+// routePlan is a route's plan (internal/route, shared by both protocols)
+// with the round trippers and interceptors built from it, cached for the
+// life of the route configuration version that made it.
 type routePlan struct {
-	retry resilience.RetryPolicy
-	// rewrites or header changes to apply; false means none, so the
-	// request needs no header copy.
-	mutates bool
+	*route.Plan
 	// rts caches the retrying round tripper of each (transport, cluster)
-	// this route sends to, so a request builds none. It lives as long as
-	// the route configuration version that made the plan.
+	// this route sends to, so a request builds none.
 	rts sync.Map // planKey -> *plannedRT
+	// grpc caches the route's unary interceptor to each cluster.
+	grpc sync.Map // *service -> *plannedGRPC
 }
 
 type planKey struct {
@@ -209,18 +214,41 @@ type plannedRT struct {
 }
 
 // roundTripper returns the route's round tripper to svc through t.
-func (p *routePlan) roundTripper(t *transport, svc *service, route *xds.Route) http.RoundTripper {
+func (p *routePlan) roundTripper(t *transport, svc *service) http.RoundTripper {
 	res := svc.res.Load()
 	key := planKey{t, svc}
 	if v, ok := p.rts.Load(key); ok && v.(*plannedRT).res == res {
 		return v.(*plannedRT).rt
 	}
-	rt := p.xdsRoundTripper(&pickTransport{t: t, svc: svc, route: route, plan: p}, route, res)
+	rt := p.xdsRoundTripper(&pickTransport{t: t, svc: svc, plan: p}, res)
 	p.rts.Store(key, &plannedRT{res: res, rt: rt})
 	return rt
 }
 
-func (h *xdsHost) markReady() { h.once.Do(func() { close(h.ready) }) }
+// markReady follows every new state: it releases the requests waiting
+// for the first and tells the subscribers.
+func (h *xdsHost) markReady() {
+	h.once.Do(func() { close(h.ready) })
+	h.subs.notify()
+}
+
+// wait blocks until the listener's first state is known, or ctx ends.
+func (h *xdsHost) wait(ctx context.Context) error {
+	select {
+	case <-h.ready:
+		return nil
+	default:
+	}
+	select {
+	case <-h.ready:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("weft: waiting for listener %q: %w", h.name, ctx.Err())
+	}
+}
+
+// subscribe calls f after each new state; f must not block.
+func (h *xdsHost) subscribe(f func()) (cancel func()) { return h.subs.subscribe(f) }
 
 func (h *xdsHost) cancel() {
 	h.mu.Lock()
@@ -241,6 +269,23 @@ func (x *xdsPath) host(urlHost string) *xdsHost {
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	return x.hostLocked(urlHost)
+}
+
+// pinHost is host for a gRPC channel, which holds the watch until it
+// closes (then pins.Add(-1)): pinned under the lock the sweep takes, so
+// the sweep never closes a host between the lookup and the pin.
+func (x *xdsPath) pinHost(urlHost string) *xdsHost {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	h := x.hostLocked(urlHost)
+	if h != nil {
+		h.pins.Add(1)
+	}
+	return h
+}
+
+func (x *xdsPath) hostLocked(urlHost string) *xdsHost {
 	cur := *x.hosts.Load()
 	if h := cur[urlHost]; h != nil {
 		return h
@@ -377,64 +422,12 @@ func (x *xdsPath) publish(h *xdsHost, rc *xds.RouteConfig, listenerTimeout time.
 	st := &hostState{exists: true, routes: rc, plans: map[*xds.Route]*routePlan{}, defaultTimeout: listenerTimeout}
 	for _, vh := range rc.VirtualHosts {
 		for _, r := range vh.Routes {
-			st.plans[r] = planRoute(r, listenerTimeout)
+			st.plans[r] = &routePlan{Plan: route.New(r, listenerTimeout)}
 			x.noteSession(r.Session != nil)
 		}
 	}
 	h.state.Store(st)
 	h.markReady()
-}
-
-// planRoute turns a route's action into Weft's policies. Where the route is
-// silent, Envoy's defaults hold: a 15 s route timeout covering all attempts
-// (the listener's max_stream_duration when set) and no retries.
-// httpRetryOn reads a route's retry_on for the HTTP path. istiod's default
-// policy mixes HTTP and gRPC conditions ("connect-failure,refused-stream,
-// unavailable,cancelled,retriable-status-codes"); Envoy applies the gRPC
-// ones only to gRPC responses, which this path does not carry, so they and
-// other names Weft does not know are skipped rather than costing the route
-// its whole retry policy. reset-before-request is read as the failures
-// that happen before a request is sent.
-func httpRetryOn(names []string) resilience.RetryOn {
-	var on resilience.RetryOn
-	for _, n := range names {
-		if c, err := resilience.ParseRetryOn(n); err == nil {
-			on |= c
-		} else if strings.TrimSpace(n) == "reset-before-request" {
-			on |= resilience.RetryConnectFailure | resilience.RetryRefusedStream
-		}
-	}
-	return on
-}
-
-func planRoute(r *xds.Route, listenerTimeout time.Duration) *routePlan {
-	a := &r.Action
-	p := &routePlan{retry: resilience.RetryPolicy{NumRetries: -1}}
-	switch {
-	case a.HasTimeout && a.Timeout == 0:
-		p.retry.Timeout = -1 // xDS: 0 disables the timeout
-	case a.HasTimeout:
-		p.retry.Timeout = a.Timeout
-	case listenerTimeout > 0:
-		p.retry.Timeout = listenerTimeout
-	}
-	if rp := a.RetryPolicy; rp != nil {
-		if on := httpRetryOn(rp.RetryOn); on != 0 {
-			p.retry.RetryOn = on
-			p.retry.NumRetries = int(rp.NumRetries)
-			if rp.NumRetries == 0 {
-				p.retry.NumRetries = 1 // Envoy's default when retry_on is set
-			}
-			p.retry.PerTryTimeout = rp.PerTryTimeout
-			p.retry.BaseInterval, p.retry.MaxInterval = rp.BaseInterval, rp.MaxInterval
-			for _, c := range rp.RetriableStatusCodes {
-				p.retry.RetriableStatusCodes = append(p.retry.RetriableStatusCodes, int(c))
-			}
-		}
-	}
-	p.mutates = a.PrefixRewrite != "" || a.RegexRewrite != nil || a.HostRewrite != "" ||
-		len(a.RequestHeadersToAdd) > 0 || len(a.RequestHeadersToRemove) > 0
-	return p
 }
 
 // roundTrip sends a request to the mesh service its host names. handled is
@@ -446,15 +439,9 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 	}
 	h.used.Store(true)
 	ctx := req.Context()
-	select {
-	case <-h.ready:
-	default:
-		select {
-		case <-h.ready:
-		case <-ctx.Done():
-			closeBody(req)
-			return nil, true, fmt.Errorf("weft: waiting for listener %q: %w", h.name, ctx.Err())
-		}
+	if err := h.wait(ctx); err != nil {
+		closeBody(req)
+		return nil, true, err
 	}
 	st := h.state.Load()
 	if !st.exists {
@@ -466,23 +453,12 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 	}
 	mreq := xds.RequestFromHTTP(req)
 	mreq.FractionSample = rand.Uint32N(1_000_000)
-	route, ok := st.routes.Match(req.URL.Host, &mreq)
-	if !ok || route.Action.Kind != xds.ActionForward {
+	rt, ok := st.routes.Match(req.URL.Host, &mreq)
+	if !ok || rt.Action.Kind != xds.ActionForward {
 		closeBody(req)
 		return nil, true, fmt.Errorf("%w: host %q path %q (listener %q)", ErrNoRoute, req.URL.Host, req.URL.Path, h.name)
 	}
-	clusterName := route.Action.Cluster
-	if ws := route.Action.WeightedClusters; len(ws) > 0 {
-		n := rand.Uint64N(route.Action.TotalWeight)
-		for _, w := range ws {
-			if n < uint64(w.Weight) {
-				clusterName = w.Name
-				break
-			}
-			n -= uint64(w.Weight)
-		}
-	}
-	svc := x.cluster(clusterName)
+	svc := x.cluster(route.PickCluster(&rt.Action))
 	if svc == nil {
 		closeBody(req)
 		return nil, true, errClosed
@@ -495,12 +471,12 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 		return nil, true, err
 	}
 	if x.sessions.Load() {
-		req = withSession(req, xdsSession(h.session.Load(), route))
+		req = withSession(req, xdsSession(h.session.Load(), rt))
 	}
-	resp, err = st.plans[route].roundTripper(t, svc, route).RoundTrip(req)
+	resp, err = st.plans[rt].roundTripper(t, svc).RoundTrip(req)
 	countOverflow(ctx, svc, err)
-	if resp != nil && len(route.Action.ResponseHeadersToAdd)+len(route.Action.ResponseHeadersToRemove) > 0 {
-		applyHeaders(resp.Header, route.Action.ResponseHeadersToAdd, route.Action.ResponseHeadersToRemove)
+	if resp != nil && len(rt.Action.ResponseHeadersToAdd)+len(rt.Action.ResponseHeadersToRemove) > 0 {
+		route.ApplyHeaders(resp.Header, rt.Action.ResponseHeadersToAdd, rt.Action.ResponseHeadersToRemove)
 	}
 	return resp, true, err
 }
@@ -513,13 +489,31 @@ func (x *xdsPath) cluster(name string) *service {
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	return x.clusterLocked(name)
+}
+
+// pinCluster is cluster for a gRPC channel, which follows the cluster
+// until it lets go (pins.Add(-1)); see pinHost.
+func (x *xdsPath) pinCluster(name string) *service {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	s := x.clusterLocked(name)
+	if s != nil {
+		s.pins.Add(1)
+	}
+	return s
+}
+
+func (x *xdsPath) clusterLocked(name string) *service {
 	if s := x.clusters[name]; s != nil {
 		return s
 	}
 	if x.m.isClosed() {
 		return nil
 	}
-	s := newService(name, balancer.Get(balancer.RoundRobin), nil, x.m.newServiceResilience())
+	rr := balancer.Get(balancer.RoundRobin)
+	s := newService(name, rr, nil, x.m.newServiceResilience())
+	s.policy.Store(&clusterPolicy{b: rr})
 	s.stats = x.m.metrics.Cluster(name)
 	s.resolveNow = func() {
 		if target := s.dnsTarget.Load(); target != nil {
@@ -575,6 +569,8 @@ func (w *clusterWatcher) OnUpdate(r xds.Resource) {
 	w.x.logUnapplied("Cluster", r)
 	c := r.(*xds.Cluster)
 	s := w.s
+	// gRPC channels learn of every change: policy, TLS, thresholds.
+	defer s.subs.notify()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 
@@ -593,6 +589,7 @@ func (w *clusterWatcher) OnUpdate(r xds.Resource) {
 		}
 		s.bal.Store(nb)
 		old.Close()
+		s.policy.Store(&clusterPolicy{b: b, cfg: cfg, gen: s.gen.Add(1)})
 	}
 	if tls := fmt.Sprint(c.TLS); tls != w.tls {
 		w.tls = tls
@@ -600,6 +597,10 @@ func (w *clusterWatcher) OnUpdate(r xds.Resource) {
 		if old != nil && old.rt != nil {
 			old.rt.CloseIdleConnections()
 		}
+		// gRPC channels reconnect to the cluster with the new TLS.
+		p := *s.policy.Load()
+		p.gen = s.gen.Add(1)
+		s.policy.Store(&p)
 	}
 	if c.CircuitBreaker != w.limits {
 		w.limits = c.CircuitBreaker
@@ -761,78 +762,6 @@ func limitsFrom(cb xds.CircuitBreaker) resilience.Limits {
 	}
 }
 
-// rewrite applies a route's rewrites and request header changes to the
-// outgoing copy of a request, whose Header it may replace but not modify.
-func rewrite(out *outbound, a *xds.RouteAction, route *xds.Route) {
-	if a.PrefixRewrite != "" && route.Match.Kind == xds.PathPrefix {
-		out.url.Path = a.PrefixRewrite + strings.TrimPrefix(out.url.Path, route.Match.Path)
-		out.url.RawPath = ""
-	}
-	if a.RegexRewrite != nil {
-		out.url.Path = a.RegexRewrite.Pattern.ReplaceAllString(out.url.Path, a.RegexRewrite.Substitution)
-		out.url.RawPath = ""
-	}
-	if a.HostRewrite != "" {
-		out.req.Host = a.HostRewrite
-	}
-	if len(a.RequestHeadersToAdd)+len(a.RequestHeadersToRemove) > 0 {
-		out.req.Header = out.req.Header.Clone()
-		if out.req.Header == nil {
-			out.req.Header = http.Header{}
-		}
-		applyHeaders(out.req.Header, a.RequestHeadersToAdd, a.RequestHeadersToRemove)
-	}
-}
-
-func applyHeaders(h http.Header, add []xds.HeaderValueOption, remove []string) {
-	for _, name := range remove {
-		h.Del(name)
-	}
-	for _, o := range add {
-		if o.Append {
-			h.Add(o.Name, o.Value)
-		} else {
-			h.Set(o.Name, o.Value)
-		}
-	}
-}
-
-// requestHash computes the route's hash policies over a request, for
-// consistent-hashing balancers, combining them as Envoy does.
-func requestHash(req *http.Request, policies []xds.HashPolicy) (uint64, bool) {
-	var hash uint64
-	found := false
-	for _, p := range policies {
-		var v string
-		var ok bool
-		switch p.Kind {
-		case xds.HashHeader:
-			vs := req.Header.Values(p.Name)
-			v, ok = strings.Join(vs, ","), len(vs) > 0
-		case xds.HashCookie:
-			if c, err := req.Cookie(p.Name); err == nil {
-				v, ok = c.Value, true
-			}
-		case xds.HashQueryParam:
-			q := req.URL.Query()
-			v, ok = q.Get(p.Name), q.Has(p.Name)
-		}
-		if !ok {
-			continue
-		}
-		if p.Rewrite != nil {
-			v = p.Rewrite.Pattern.ReplaceAllString(v, p.Rewrite.Substitution)
-		}
-		h := xxhash.Sum64String(v)
-		hash = (hash<<1 | hash>>63) ^ h
-		found = true
-		if p.Terminal {
-			break
-		}
-	}
-	return hash, found
-}
-
 // configDump is the admin endpoint's view of the xDS state, like Envoy's
 // /config_dump: every resource asked for, its state and version, the last
 // NACK, and the fields received but not applied.
@@ -856,8 +785,10 @@ func (x *xdsPath) configDump() []map[string]any {
 
 // upstreamTLS is how requests reach a cluster that asks for upstream TLS.
 type upstreamTLS struct {
-	rt  *http.Transport
-	err error
+	rt *http.Transport
+	// creds are the same TLS for the cluster's gRPC sub-connections.
+	creds credentials.TransportCredentials
+	err   error
 }
 
 // upstreamFor builds a cluster's TLS transport: mutual TLS from the
@@ -888,5 +819,5 @@ func (x *xdsPath) upstreamFor(c *xds.Cluster) *upstreamTLS {
 	t.TLSClientConfig = security.ClientTLSConfig(id.src, authorize)
 	t.ForceAttemptHTTP2 = true
 	t.Protocols = nil
-	return &upstreamTLS{rt: t}
+	return &upstreamTLS{rt: t, creds: credentials.NewTLS(security.ClientTLSConfig(id.src, authorize))}
 }

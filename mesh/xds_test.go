@@ -157,14 +157,19 @@ func TestXDSRoutingMatchesGRPCGo(t *testing.T) {
 	cp := xdstest.NewServer(t)
 	cp.SetSnapshot(t, xdsNode, "1", ordersConfig(v1.addr, v2.addr, 80, 20)...)
 	m := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)))
+	// The oracle: grpc-go's own xDS client on the same resources.
+	oracle := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)), mesh.WithGRPCGoXDS(true))
 
-	cc, err := m.DialGRPC("xds:///orders:8080")
-	if err != nil {
-		t.Fatal(err)
+	dial := func(m *mesh.Mesh, target string) healthpb.HealthClient {
+		cc, err := m.DialGRPC(target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		return healthpb.NewHealthClient(cc)
 	}
-	defer cc.Close()
-	hc := healthpb.NewHealthClient(cc)
-	sendGRPC := func(n int, canary bool) (toV2 int) {
+	weft, weftPlain, grpcGo := dial(m, "xds:///orders:8080"), dial(m, "orders:8080"), dial(oracle, "xds:///orders:8080")
+	sendGRPC := func(hc healthpb.HealthClient, n int, canary bool) (toV2 int) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		if canary {
@@ -193,16 +198,18 @@ func TestXDSRoutingMatchesGRPCGo(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			gotHTTP := float64(sendHTTP(t, m.HTTPClient(), n, tt.canary)) / n
-			gotGRPC := float64(sendGRPC(n, tt.canary)) / n
+			gotWeft := float64(sendGRPC(weft, n, tt.canary)) / n
+			gotPlain := float64(sendGRPC(weftPlain, n, tt.canary)) / n
+			gotGRPC := float64(sendGRPC(grpcGo, n, tt.canary)) / n
 			for _, r := range []struct {
 				client string
 				got    float64
-			}{{"weft HTTP", gotHTTP}, {"grpc-go xDS", gotGRPC}} {
+			}{{"weft HTTP", gotHTTP}, {"weft gRPC xds:///", gotWeft}, {"weft gRPC plain name", gotPlain}, {"grpc-go xDS", gotGRPC}} {
 				if diff := 100 * (r.got - tt.wantV2); diff > tt.tolerancePts || diff < -tt.tolerancePts {
 					t.Errorf("%s: %.1f%% to v2, want %.0f%% ± %.0f points", r.client, 100*r.got, 100*tt.wantV2, tt.tolerancePts)
 				}
 			}
-			t.Logf("share to v2: weft HTTP %.1f%%, grpc-go %.1f%%", 100*gotHTTP, 100*gotGRPC)
+			t.Logf("share to v2: weft HTTP %.1f%%, weft gRPC %.1f%% (plain name %.1f%%), grpc-go %.1f%%", 100*gotHTTP, 100*gotWeft, 100*gotPlain, 100*gotGRPC)
 		})
 	}
 }

@@ -289,7 +289,7 @@ func (h *hedgeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // win returns res as the request's answer: the other attempts are
 // cancelled and whatever they still return is closed; res's context lives
-// until its body is closed.
+// until its body is read to its end or closed.
 func (h *hedgeTransport) win(res hedgeResult, cancels []context.CancelFunc, results <-chan hedgeResult, inFlight int) (*http.Response, error) {
 	for i, c := range cancels {
 		if i != res.n {
@@ -303,7 +303,7 @@ func (h *hedgeTransport) win(res hedgeResult, cancels []context.CancelFunc, resu
 		res.cancel()
 		return res.resp, res.err
 	}
-	res.resp.Body = &cancelBody{ReadCloser: res.resp.Body, cancelRoute: res.cancel}
+	res.resp.Body = newDoneBody(res.resp.Body, res.cancel)
 	return res.resp, nil
 }
 

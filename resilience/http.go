@@ -42,9 +42,9 @@ func NewBreakerTransport(base http.RoundTripper, b *Breaker) http.RoundTripper {
 
 // NewThresholdsTransport returns a RoundTripper that counts requests
 // against t: a request is in flight from RoundTrip until its response body
-// is closed, and pending until its connection is obtained. Over a limit,
-// the request fails at once with ErrOverflow. A nil base means
-// http.DefaultTransport. It is safe for concurrent use when base is.
+// is read to its end or closed, and pending until its connection is
+// obtained. Over a limit, the request fails at once with ErrOverflow. A nil
+// base means http.DefaultTransport. It is safe for concurrent use when base is.
 func NewThresholdsTransport(base http.RoundTripper, t *Thresholds) http.RoundTripper {
 	if base == nil {
 		base = http.DefaultTransport
@@ -73,7 +73,7 @@ func NewThresholdsTransport(base http.RoundTripper, t *Thresholds) http.RoundTri
 			t.ReleaseRequest()
 			return resp, err
 		}
-		resp.Body = &releaseBody{ReadCloser: resp.Body, t: t}
+		resp.Body = t.ReleaseRequestOnClose(resp.Body)
 		return resp, nil
 	})
 }
@@ -89,26 +89,49 @@ func (p *pendingRelease) release() {
 	}
 }
 
-// releaseBody ends a request's in-flight count when the body is closed.
-// ReleaseRequestOnClose wraps a response body so that closing it releases,
-// once, the request slot taken with AcquireRequest: a request counts
-// against max requests until its response has been read, as in Envoy.
+// ReleaseRequestOnClose wraps a response body so that the request slot
+// taken with AcquireRequest is released once, when the body is read to its
+// end, fails, or is closed, whichever comes first: a request counts
+// against max requests until its response has been read, as in Envoy. A
+// caller that reads a body to EOF and never closes it, which net/http
+// tolerates, must not hold a slot forever.
 func (t *Thresholds) ReleaseRequestOnClose(body io.ReadCloser) io.ReadCloser {
-	return &releaseBody{ReadCloser: body, t: t}
+	return newDoneBody(body, t.ReleaseRequest)
 }
 
-type releaseBody struct {
+// doneBody runs done exactly once, when the response body it wraps
+// returns its first error from Read (io.EOF included) or is closed,
+// whichever comes first. The per-request state that a response body keeps
+// alive (a max-requests slot, a context) is released there, so a caller
+// that reads to the end and never closes the body leaks nothing.
+type doneBody struct {
 	io.ReadCloser
-	t    *Thresholds
-	done atomic.Bool
+	done func()
+	ran  atomic.Bool
 }
 
-func (b *releaseBody) Close() error {
-	err := b.ReadCloser.Close()
-	if b.done.CompareAndSwap(false, true) {
-		b.t.ReleaseRequest()
+func newDoneBody(body io.ReadCloser, done func()) *doneBody {
+	return &doneBody{ReadCloser: body, done: done}
+}
+
+func (b *doneBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil {
+		b.finish()
 	}
+	return n, err
+}
+
+func (b *doneBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.finish()
 	return err
+}
+
+func (b *doneBody) finish() {
+	if b.ran.CompareAndSwap(false, true) {
+		b.done()
+	}
 }
 
 // retryAfterSeconds renders a wait as Retry-After's whole seconds, rounded

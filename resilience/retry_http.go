@@ -46,8 +46,9 @@ var _ http.RoundTripper = (*retryTransport)(nil)
 // retry. Request headers cannot change the policy.
 //
 // The route timeout covers the whole logical request until the returned
-// response's body is closed. When a retry is possible, the attempt's
-// context carries an Attempts tracker (see AttemptsFromContext).
+// response's body is read to its end or closed. When a retry is possible,
+// the attempt's context carries an Attempts tracker (see
+// AttemptsFromContext).
 //
 // When the budget (WithBudget) or the retry threshold (WithThresholds)
 // refuses a retry, the last attempt's response is returned as it is, or its
@@ -378,8 +379,8 @@ func drain(resp *http.Response) {
 }
 
 // finish hands the final attempt's result to the caller. Its contexts stay
-// alive until the response body is closed, because cancelling them would
-// cut the body off.
+// alive until the response body is read to its end or closed, because
+// cancelling them earlier would cut the body off.
 func finish(resp *http.Response, err error, cancelTry context.CancelCauseFunc, cancelRoute context.CancelFunc) (*http.Response, error) {
 	if cancelTry == nil && cancelRoute == nil {
 		return resp, err
@@ -388,7 +389,7 @@ func finish(resp *http.Response, err error, cancelTry context.CancelCauseFunc, c
 		cancelBoth(cancelTry, cancelRoute)
 		return resp, err
 	}
-	resp.Body = &cancelBody{ReadCloser: resp.Body, cancelTry: cancelTry, cancelRoute: cancelRoute}
+	resp.Body = newDoneBody(resp.Body, func() { cancelBoth(cancelTry, cancelRoute) })
 	return resp, nil
 }
 
@@ -399,18 +400,4 @@ func cancelBoth(cancelTry context.CancelCauseFunc, cancelRoute context.CancelFun
 	if cancelRoute != nil {
 		cancelRoute()
 	}
-}
-
-// cancelBody releases the request's contexts when the caller closes the
-// body.
-type cancelBody struct {
-	io.ReadCloser
-	cancelTry   context.CancelCauseFunc
-	cancelRoute context.CancelFunc
-}
-
-func (b *cancelBody) Close() error {
-	err := b.ReadCloser.Close()
-	cancelBoth(b.cancelTry, b.cancelRoute)
-	return err
 }

@@ -14,11 +14,21 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/weftmesh/weft/internal/rbac"
 	"github.com/weftmesh/weft/internal/suggest"
 )
 
-// maxPolicyDocuments bounds how many YAML documents one policy file may hold.
-const maxPolicyDocuments = 10000
+// Limits on one policy file. Every request is judged against every rule,
+// so the rule count bounds the cost of a decision: 9,999 documents of 10
+// rules each cost 35 ms a request. A real mesh's policies for one workload
+// are a few dozen.
+const (
+	// maxPolicyDocuments bounds how many YAML documents the file holds.
+	maxPolicyDocuments = 1000
+	// maxPolicyRules bounds the rules (spec.rules entries) of all its
+	// documents together.
+	maxPolicyRules = 10000
+)
 
 // Policy actions (spec.action).
 const (
@@ -37,6 +47,7 @@ const (
 // *PolicySet) holds no policies and allows every request.
 type PolicySet struct {
 	allow, deny, audit []*policy
+	engine             rbac.Engine // the policies, translated (authz_rbac.go)
 }
 
 // PolicyEvaluator decides requests. *PolicySet and *PolicyWatcher implement
@@ -71,9 +82,10 @@ type rule struct {
 }
 
 type sourceMatch struct {
-	principals, notPrincipals []strMatch
-	namespaces, notNamespaces []strMatch
-	ipBlocks, notIPBlocks     []netip.Prefix
+	principals, notPrincipals         []strMatch
+	namespaces, notNamespaces         []strMatch
+	ipBlocks, notIPBlocks             []netip.Prefix
+	remoteIPBlocks, notRemoteIPBlocks []netip.Prefix
 }
 
 type operationMatch struct {
@@ -189,15 +201,25 @@ type conditionDoc struct {
 // apiVersion security.istio.io/v1 or v1beta1.
 //
 // Supported: actions ALLOW (the default), DENY and AUDIT; from.source
-// principals, namespaces and ipBlocks with their not- forms; to.operation
-// hosts, ports, methods and paths with their not- forms; when conditions on
-// request.headers[NAME], source.ip, source.namespace, source.principal and
-// destination.port. Principals use Istio's form without "spiffe://"
-// ("cluster.local/ns/default/sa/web"; a "spiffe://" prefix is tolerated and
-// dropped), and string values may use one "*" as a prefix or suffix
-// wildcard, or be "*" alone. Fields Weft cannot enforce (CUSTOM action,
-// request principals, remote IP blocks, request.auth conditions) and
-// unknown fields are errors, so a policy is never silently weakened.
+// principals, namespaces, ipBlocks and remoteIpBlocks with their not-
+// forms; to.operation hosts, ports, methods and paths with their not-
+// forms; when conditions on request.headers[NAME], source.ip, remote.ip,
+// source.namespace, source.principal and destination.port. The caller's
+// address is both its source and its remote IP: no proxy stands between a
+// proxyless server and its callers. Principals use Istio's form without
+// "spiffe://" ("cluster.local/ns/default/sa/web"; a "spiffe://" prefix is
+// tolerated and dropped), and string values may use one "*" as a prefix or
+// suffix wildcard, or be "*" alone. Fields Weft cannot enforce (CUSTOM
+// action, request principals, request.auth conditions) and unknown fields
+// are errors, so a policy is never silently weakened.
+//
+// The policies are translated into RBAC as istiod translates them for
+// Envoy, and evaluated by the engine that evaluates the RBAC filters of an
+// xDS control plane, with Envoy's meaning: a header sent several times is
+// matched on its values joined with ",", request.headers[:method] and
+// [host] are the request's method and authority, and namespaces match
+// istiod's ".*/ns/<namespace>/.*" on the SPIFFE ID. Hosts match the
+// authority with and without its port.
 //
 // An error names the document (counting from 1) and the field.
 func ParseAuthorizationPolicies(data []byte) (*PolicySet, error) {
@@ -214,20 +236,30 @@ func parseAuthorizationPolicies(data []byte, file string) (*PolicySet, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	set := &PolicySet{}
+	docs, rules := 0, 0
 	for n := 1; ; n++ {
-		if n > maxPolicyDocuments {
-			return nil, fmt.Errorf("%sauthorization policies: more than %d documents", where, maxPolicyDocuments)
+		if n > 2*maxPolicyDocuments {
+			// Empty documents cost nothing to judge but time to parse.
+			return nil, fmt.Errorf("%sauthorization policies: more than %d YAML documents, empty ones included (the limit)", where, 2*maxPolicyDocuments)
 		}
 		var doc policyDoc
 		err := dec.Decode(&doc)
 		if errors.Is(err, io.EOF) {
-			return set, nil
+			return set.compile(), nil
 		}
 		if err != nil {
 			return nil, yamlError(where, n, err)
 		}
 		if reflect.ValueOf(doc).IsZero() {
 			continue
+		}
+		if docs++; docs > maxPolicyDocuments {
+			return nil, fmt.Errorf("%sauthorization policy document %d%s: more than %d documents (the limit)",
+				where, n, docName(&doc), maxPolicyDocuments)
+		}
+		if rules += len(doc.Spec.Rules); rules > maxPolicyRules {
+			return nil, fmt.Errorf("%sauthorization policy document %d%s: more than %d rules in all documents (the limit)",
+				where, n, docName(&doc), maxPolicyRules)
 		}
 		p, action, err := compilePolicy(n, &doc)
 		if err != nil {
@@ -455,8 +487,6 @@ func compileSource(sd *sourceDoc) (*sourceMatch, error) {
 	}{
 		{"requestPrincipals", sd.RequestPrincipals},
 		{"notRequestPrincipals", sd.NotRequestPrincipals},
-		{"remoteIpBlocks", sd.RemoteIPBlocks},
-		{"notRemoteIpBlocks", sd.NotRemoteIPBlocks},
 		{"serviceAccounts", sd.ServiceAccounts},
 		{"notServiceAccounts", sd.NotServiceAccounts},
 	}
@@ -483,6 +513,12 @@ func compileSource(sd *sourceDoc) (*sourceMatch, error) {
 		return nil, err
 	}
 	if s.notIPBlocks, err = compilePrefixes("notIpBlocks", sd.NotIPBlocks); err != nil {
+		return nil, err
+	}
+	if s.remoteIPBlocks, err = compilePrefixes("remoteIpBlocks", sd.RemoteIPBlocks); err != nil {
+		return nil, err
+	}
+	if s.notRemoteIPBlocks, err = compilePrefixes("notRemoteIpBlocks", sd.NotRemoteIPBlocks); err != nil {
 		return nil, err
 	}
 	if reflect.ValueOf(*s).IsZero() {
@@ -542,7 +578,7 @@ func compileCondition(cd *conditionDoc) (*condition, error) {
 			return nil, err
 		}
 		c.notValues, err = compileStrings("notValues", cd.NotValues, nil)
-	case key == "source.ip":
+	case key == "source.ip", key == "remote.ip":
 		c.kind = condSourceIP
 		if c.ips, err = compilePrefixes("values", cd.Values); err != nil {
 			return nil, err
@@ -670,29 +706,4 @@ func newStrMatch(v string) (strMatch, error) {
 		return strMatch{}, fmt.Errorf("wildcard in the middle of %q", v)
 	}
 	return strMatch{kind: matchExact, s: v}, nil
-}
-
-func (m strMatch) match(v string) bool {
-	switch m.kind {
-	case matchAny:
-		return true
-	case matchPrefix:
-		return strings.HasPrefix(v, m.s)
-	case matchSuffix:
-		return strings.HasSuffix(v, m.s)
-	}
-	return v == m.s
-}
-
-// matchFold is match for case-insensitive values; m.s is lower case.
-func (m strMatch) matchFold(v string) bool {
-	switch m.kind {
-	case matchAny:
-		return true
-	case matchPrefix:
-		return len(v) >= len(m.s) && strings.EqualFold(v[:len(m.s)], m.s)
-	case matchSuffix:
-		return len(v) >= len(m.s) && strings.EqualFold(v[len(v)-len(m.s):], m.s)
-	}
-	return strings.EqualFold(v, m.s)
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -70,9 +71,9 @@ spec: {action: AUDIT, rules: [{}]}
 		{"/admin", http.StatusForbidden},
 		{"//admin", http.StatusForbidden},
 		{"/a/../admin", http.StatusForbidden},
-		{"/%2Fadmin", http.StatusForbidden},
-		{"/%5Cadmin", http.StatusForbidden},
-		{"/x/..%2Fadmin/users", http.StatusForbidden},
+		{"/%2Fadmin", http.StatusBadRequest},
+		{"/%5Cadmin", http.StatusBadRequest},
+		{"/x/..%2Fadmin/users", http.StatusBadRequest},
 		{"/%61dmin", http.StatusForbidden},
 		{"/admin?debug=1", http.StatusForbidden},
 		{"/administrator", http.StatusOK},
@@ -94,6 +95,62 @@ spec: {action: AUDIT, rules: [{}]}
 	}
 	if msg := waitRecord(t, records, "request audited"); !strings.Contains(msg, "audit_policy=prod/audit-all") {
 		t.Errorf("audit log %q lacks the audit policy", msg)
+	}
+}
+
+// TestAuthorizationHandlerJudgesTheHandlersPath: a user of this package
+// alone, wrapping a ServeMux, is protected too: no spelling of a path
+// reaches the /admin/ handler past a DENY for /admin/*, and the handler
+// receives the path the policy judged.
+func TestAuthorizationHandlerJudgesTheHandlersPath(t *testing.T) {
+	p := mustParse(t, policyHeader+`metadata: {name: deny-admin}
+spec:
+  action: DENY
+  rules:
+  - to: [{operation: {paths: ["/admin", "/admin/*"]}}]
+`)
+	var adminCalls atomic.Int64
+	mux := http.NewServeMux()
+	mux.HandleFunc("/admin/", func(w http.ResponseWriter, r *http.Request) {
+		adminCalls.Add(1)
+		fmt.Fprint(w, "admin ", r.URL.Path)
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "root ", r.URL.Path, " ", r.RequestURI)
+	})
+	ln := listen(t)
+	serveHTTP(t, ln, security.AuthorizationHandler(p, mux, security.WithLogger(discard())))
+	addr := ln.Addr().String()
+
+	tests := []struct {
+		target   string
+		wantCode int
+		wantBody string
+	}{
+		{"/admin/%2e%2e/x", http.StatusOK, "root /x /x"},
+		{"/admin/..%2Fx", http.StatusBadRequest, ""},
+		{"/admin/..%5Cx", http.StatusBadRequest, ""},
+		{`/admin/..\x`, http.StatusBadRequest, ""},
+		{"/admin/.%2e/x", http.StatusOK, "root /x /x"},
+		{"/admin/%2E./x?a=%2e", http.StatusOK, "root /x /x?a=%2e"},
+		{"http://svc/admin/%2e%2e/x", http.StatusOK, "root /x /x"},
+		{"http://svc/admin/x", http.StatusForbidden, ""},
+		{"/admin/%2e%2e/admin/x", http.StatusForbidden, ""},
+		{"/%61dmin/x", http.StatusForbidden, ""},
+		{"/admin%2fx", http.StatusBadRequest, ""},
+		{"/a%20b/%3F", http.StatusOK, "root /a b/? /a%20b/%3F"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.target, func(t *testing.T) {
+			before := adminCalls.Load()
+			code, body := rawGET(t, addr, tt.target)
+			if adminCalls.Load() != before {
+				t.Errorf("GET %s reached the /admin/ handler: %d %q", tt.target, code, body)
+			}
+			if code != tt.wantCode || (tt.wantBody != "" && body != tt.wantBody) {
+				t.Errorf("GET %s = %d %q, want %d %q", tt.target, code, body, tt.wantCode, tt.wantBody)
+			}
+		})
 	}
 }
 

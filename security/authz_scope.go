@@ -49,7 +49,7 @@ func (p *PolicySet) For(w Workload) *PolicySet {
 		}
 		return out
 	}
-	return &PolicySet{allow: filter(p.allow), deny: filter(p.deny), audit: filter(p.audit)}
+	return (&PolicySet{allow: filter(p.allow), deny: filter(p.deny), audit: filter(p.audit)}).compile()
 }
 
 func (s *policyScope) appliesTo(w *Workload) bool {

@@ -2,6 +2,7 @@ package security
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/weftmesh/weft/internal/fileutil"
 )
 
 // PolicyWatcher keeps a [PolicySet] in step with a policy file
@@ -85,7 +88,7 @@ func WatchPolicyFile(path string, opts ...Option) (*PolicyWatcher, error) {
 }
 
 func loadPolicyFile(path string) (*PolicySet, error) {
-	data, err := os.ReadFile(path)
+	data, err := fileutil.ReadFile(context.Background(), path, fileutil.MaxConfigFile)
 	if err != nil {
 		return nil, fmt.Errorf("security: reading policy file: %w", err)
 	}

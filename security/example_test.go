@@ -1,6 +1,7 @@
 package security_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -58,19 +60,43 @@ spec:
 }
 
 func ExampleNormalizePath() {
-	for _, p := range []string{"//admin", "/a/../admin", "/%2Fadmin", "/%5Cadmin", "/api/v1/"} {
+	for _, p := range []string{"//admin", "/a/../admin", "/a/%2e%2e/admin", "/%61dmin", "/api/v1/"} {
 		n, err := security.NormalizePath(p)
 		fmt.Println(p, "->", n, err)
 	}
-	_, err := security.NormalizePath("/%252Fadmin")
-	fmt.Println(err)
+	for _, p := range []string{"/a/..%2Fadmin", `/a\..\admin`, "/%252e%252e/admin"} {
+		_, err := security.NormalizePath(p)
+		fmt.Println(p, "->", err)
+	}
 	// Output:
 	// //admin -> /admin <nil>
 	// /a/../admin -> /admin <nil>
-	// /%2Fadmin -> /admin <nil>
-	// /%5Cadmin -> /admin <nil>
+	// /a/%2e%2e/admin -> /admin <nil>
+	// /%61dmin -> /admin <nil>
 	// /api/v1/ -> /api/v1/ <nil>
-	// security: doubly percent-encoded path
+	// /a/..%2Fadmin -> security: encoded slash or backslash in path
+	// /a\..\admin -> security: backslash in path
+	// /%252e%252e/admin -> security: doubly percent-encoded path
+}
+
+func ExampleNormalizeRequest() {
+	h := security.NormalizeRequest(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "path %s, request URI %s", r.URL.Path, r.RequestURI)
+	}), security.WithLogger(slog.New(slog.DiscardHandler)))
+	for _, target := range []string{"/admin/%2e%2e/x?a=1", "http://orders//a/./b%20c", "/admin/..%2Fx", `/admin/..\x`} {
+		r, err := http.ReadRequest(bufio.NewReader(strings.NewReader("GET " + target + " HTTP/1.1\r\nHost: orders\r\n\r\n")))
+		if err != nil {
+			panic(err)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		fmt.Println(target, "->", w.Code, strings.TrimSpace(w.Body.String()))
+	}
+	// Output:
+	// /admin/%2e%2e/x?a=1 -> 200 path /x, request URI /x?a=1
+	// http://orders//a/./b%20c -> 200 path /a/b c, request URI /a/b%20c
+	// /admin/..%2Fx -> 400 Bad Request
+	// /admin/..\x -> 400 Bad Request
 }
 
 func ExampleAuthorizationHandler() {

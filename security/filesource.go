@@ -1,17 +1,19 @@
 package security
 
 import (
+	"context"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/weftmesh/weft/internal/fileutil"
 )
 
 // FileSource is a [Source] read from PEM files: the SVID's certificate chain
@@ -79,7 +81,11 @@ func (s *FileSource) load() (*x509svid.SVID, *x509bundle.Bundle, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("security: loading SVID from %s and %s: %w", s.certFile, s.keyFile, err)
 	}
-	bundle, err := x509bundle.Load(svid.ID.TrustDomain(), s.bundleFile)
+	bundlePEM, err := fileutil.ReadFile(context.Background(), s.bundleFile, fileutil.MaxPEMFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("security: loading bundle: %w", err)
+	}
+	bundle, err := x509bundle.Parse(svid.ID.TrustDomain(), bundlePEM)
 	if err != nil {
 		return nil, nil, fmt.Errorf("security: loading bundle from %s: %w", s.bundleFile, err)
 	}
@@ -164,11 +170,13 @@ func (s *FileSource) Close() error {
 // or PKCS#1 ("RSA PRIVATE KEY"): istio-agent writes its key.pem in those
 // forms unless told otherwise.
 func loadSVID(certFile, keyFile string) (*x509svid.SVID, error) {
-	certPEM, err := os.ReadFile(certFile)
+	// The files are bounded and must be regular files: a path to a FIFO
+	// or a device fails at once rather than blocking or filling memory.
+	certPEM, err := fileutil.ReadFile(context.Background(), certFile, fileutil.MaxPEMFile)
 	if err != nil {
 		return nil, err
 	}
-	keyPEM, err := os.ReadFile(keyFile)
+	keyPEM, err := fileutil.ReadFile(context.Background(), keyFile, fileutil.MaxPEMFile)
 	if err != nil {
 		return nil, err
 	}

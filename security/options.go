@@ -59,8 +59,9 @@ func WithPollInterval(d time.Duration) Option {
 // WithLogger sets the logger for reload errors ([NewFileSource],
 // [WatchPolicyFile]), for denied and audited requests
 // ([AuthorizationHandler], [UnaryServerInterceptor],
-// [StreamServerInterceptor]) and for dropped connections
-// ([PermissiveListener]). Nil means slog.Default().
+// [StreamServerInterceptor]), for requests refused because their path
+// cannot be normalized ([NormalizeRequest], [AuthorizationHandler]) and
+// for dropped connections ([PermissiveListener]). Nil means slog.Default().
 func WithLogger(l *slog.Logger) Option {
 	return optionFunc(func(o *options) { o.logger = l })
 }

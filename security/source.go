@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -24,6 +25,53 @@ type Source interface {
 }
 
 var errClosed = errors.New("security: source is closed")
+
+// The reasons [CheckIdentity] refuses a source's own identity, for callers
+// that name the part of their configuration at fault.
+var (
+	// ErrSVIDExpired: the SVID's certificate is past its NotAfter, so
+	// every peer refuses it.
+	ErrSVIDExpired = errors.New("security: this service's SVID has expired")
+	// ErrNoOwnBundle: the source has no bundle for its SVID's own trust
+	// domain, or that bundle does not verify the SVID, so no peer of the
+	// service's own trust domain can be verified.
+	ErrNoOwnBundle = errors.New("security: no trust bundle of this service's own trust domain verifies its SVID")
+)
+
+// CheckIdentity reports whether src serves a usable identity at now: an
+// SVID whose certificate has not expired, and a bundle of the SVID's own
+// trust domain that verifies it. A source that fails this is not an
+// identity a service can work with, yet nothing else would notice until
+// handshakes fail; the error wraps [ErrSVIDExpired] or [ErrNoOwnBundle]
+// when one of them is the reason, and names the SVID's ID and trust domain.
+func CheckIdentity(src Source, now time.Time) error {
+	svid, err := src.GetX509SVID()
+	if err != nil {
+		return err
+	}
+	if len(svid.Certificates) == 0 {
+		return fmt.Errorf("security: SVID %s has no certificate", svid.ID)
+	}
+	leaf := svid.Certificates[0]
+	if now.After(leaf.NotAfter) {
+		return fmt.Errorf("%w: %s expired at %s", ErrSVIDExpired, svid.ID, leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	td := svid.ID.TrustDomain()
+	b, err := src.GetX509BundleForTrustDomain(td)
+	if err != nil || b.Empty() {
+		return fmt.Errorf("%w: the source has no bundle for trust domain %q", ErrNoOwnBundle, td)
+	}
+	// Verified no earlier than the leaf's NotBefore: a clock a little
+	// behind the issuer's is not a bundle problem.
+	at := now
+	if at.Before(leaf.NotBefore) {
+		at = leaf.NotBefore
+	}
+	if _, _, err := x509svid.Verify(svid.Certificates, b, x509svid.WithTime(at)); err != nil {
+		return fmt.Errorf("%w: the bundle of trust domain %q does not verify %s: %w", ErrNoOwnBundle, td, svid.ID, err)
+	}
+	return nil
+}
 
 // WorkloadAPISource is a [Source] backed by the SPIFFE Workload API. It holds
 // the latest SVID and bundles pushed by the agent and follows every rotation

@@ -3,8 +3,9 @@ package xds
 import (
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
+
+	"github.com/weftmesh/weft/internal/rbac"
 )
 
 // Request is what route matching reads from a request. Match only reads
@@ -146,9 +147,12 @@ func (m *RouteMatch) matches(host string, r *Request) bool {
 			return false
 		}
 	}
-	for i := range m.Headers {
-		if !m.Headers[i].matches(host, r) {
-			return false
+	if len(m.Headers) > 0 {
+		in := headerInput(host, r)
+		for i := range m.Headers {
+			if !m.Headers[i].Match(&in) {
+				return false
+			}
 		}
 	}
 	for i := range m.QueryParams {
@@ -162,108 +166,9 @@ func (m *RouteMatch) matches(host string, r *Request) bool {
 	return true
 }
 
-type pseudoHeader uint8
-
-const (
-	notPseudo pseudoHeader = iota
-	pseudoMethod
-	pseudoPath
-	pseudoAuthority
-	pseudoScheme
-)
-
-// value returns the header's value, with several values joined by ",".
-// Joining allocates; it happens only for repeated headers.
-func (h *HeaderMatcher) value(host string, r *Request) (string, bool) {
-	switch h.pseudo {
-	case pseudoMethod:
-		return r.Method, true
-	case pseudoPath:
-		if r.RawQuery != "" {
-			return r.Path + "?" + r.RawQuery, true
-		}
-		return r.Path, true
-	case pseudoAuthority:
-		return host, true
-	case pseudoScheme:
-		return r.Scheme, r.Scheme != ""
-	}
-	vs := r.Header[h.key]
-	switch len(vs) {
-	case 0:
-		return "", false
-	case 1:
-		return vs[0], true
-	}
-	return strings.Join(vs, ","), true
-}
-
-func (h *HeaderMatcher) matches(host string, r *Request) bool {
-	v, ok := h.value(host, r)
-	var res bool
-	if h.Kind == MatchPresent {
-		res = ok == h.Present
-	} else if !ok {
-		// An absent header fails every matcher, inverted or not, as in
-		// grpc-go and Envoy.
-		return false
-	} else {
-		res = matchString(h.Kind, v, h.Value, h.IgnoreCase, h.regex, h.RangeStart, h.RangeEnd)
-	}
-	return res != h.Invert
-}
-
-func matchString(kind StringMatchKind, v, want string, ignoreCase bool, re interface{ MatchString(string) bool }, lo, hi int64) bool {
-	switch kind {
-	case MatchExact:
-		if ignoreCase {
-			return strings.EqualFold(v, want)
-		}
-		return v == want
-	case MatchPrefix:
-		if len(v) < len(want) {
-			return false
-		}
-		if ignoreCase {
-			return strings.EqualFold(v[:len(want)], want)
-		}
-		return v[:len(want)] == want
-	case MatchSuffix:
-		if len(v) < len(want) {
-			return false
-		}
-		if ignoreCase {
-			return strings.EqualFold(v[len(v)-len(want):], want)
-		}
-		return v[len(v)-len(want):] == want
-	case MatchContains:
-		if ignoreCase {
-			return containsFold(v, want)
-		}
-		return strings.Contains(v, want)
-	case MatchRegex:
-		return re.MatchString(v)
-	case MatchRange:
-		n, err := strconv.ParseInt(v, 10, 64)
-		return err == nil && n >= lo && n < hi
-	case MatchPresent:
-		return true
-	}
-	return false
-}
-
-// containsFold is strings.Contains under Unicode case folding, without
-// allocating lowered copies.
-func containsFold(s, sub string) bool {
-	if sub == "" {
-		return true
-	}
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if strings.EqualFold(s[i:i+len(sub)], sub) {
-			return true
-		}
-	}
-	return false
+// headerInput is what a header matcher reads of r sent to host.
+func headerInput(host string, r *Request) rbac.Input {
+	return rbac.Input{Method: r.Method, Path: r.Path, RawQuery: r.RawQuery, Scheme: r.Scheme, Host: host, Header: r.Header}
 }
 
 // matches scans the raw query for the parameter without building a
@@ -293,12 +198,7 @@ func (q *QueryParamMatcher) matches(rawQuery string) bool {
 			}
 			v = dv
 		}
-		return matchString(q.Kind, v, q.Value, q.IgnoreCase, q.regex, 0, 0)
+		return rbac.MatchString(q.Kind, v, q.Value, q.IgnoreCase, q.regex, 0, 0)
 	}
 	return false
-}
-
-// Match reports whether v matches the string matcher.
-func (s *StringMatcher) Match(v string) bool {
-	return matchString(s.Kind, v, s.Value, s.IgnoreCase, s.Regex, 0, 0)
 }

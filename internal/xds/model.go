@@ -4,6 +4,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/weftmesh/weft/internal/rbac"
 	"github.com/weftmesh/weft/resolver"
 )
 
@@ -164,37 +165,25 @@ type RouteMatch struct {
 	regex *regexp.Regexp
 }
 
-// StringMatchKind is how a header or query value is compared.
-type StringMatchKind uint8
+// StringMatchKind is how a header or query value is compared; route and
+// authorization matching share internal/rbac's.
+type StringMatchKind = rbac.StringMatchKind
 
 // String match kinds.
 const (
-	MatchExact StringMatchKind = iota
-	MatchPrefix
-	MatchSuffix
-	MatchContains
-	MatchRegex
-	MatchPresent
-	MatchRange
+	MatchExact    = rbac.MatchExact
+	MatchPrefix   = rbac.MatchPrefix
+	MatchSuffix   = rbac.MatchSuffix
+	MatchContains = rbac.MatchContains
+	MatchRegex    = rbac.MatchRegex
+	MatchPresent  = rbac.MatchPresent
+	MatchRange    = rbac.MatchRange
 )
 
 // HeaderMatcher matches one request header. Multiple values of a header are
-// joined with "," before matching, as Envoy and grpc-go do.
-type HeaderMatcher struct {
-	Name       string
-	Kind       StringMatchKind
-	Value      string
-	IgnoreCase bool
-	// Present is the wanted presence for MatchPresent.
-	Present bool
-	// RangeStart and RangeEnd bound MatchRange: start <= v < end.
-	RangeStart, RangeEnd int64
-	Invert               bool
-
-	key    string // canonical MIME key, or the pseudo-header name
-	pseudo pseudoHeader
-	regex  *regexp.Regexp
-}
+// joined with "," before matching, as Envoy and grpc-go do. Routes, retry
+// policies and RBAC share internal/rbac's.
+type HeaderMatcher = rbac.HeaderMatcher
 
 // QueryParamMatcher matches one query parameter. A parameter present
 // several times matches when its first value matches.
@@ -426,12 +415,7 @@ type UpstreamTLS struct {
 }
 
 // StringMatcher is an envoy.type.matcher.v3.StringMatcher.
-type StringMatcher struct {
-	Kind       StringMatchKind
-	Value      string
-	IgnoreCase bool
-	Regex      *regexp.Regexp
-}
+type StringMatcher = rbac.StringMatcher
 
 // Endpoints is a ClusterLoadAssignment. Immutable once
 // delivered; safe for concurrent reads.

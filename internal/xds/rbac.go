@@ -11,49 +11,34 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+
+	"github.com/weftmesh/weft/internal/rbac"
 )
 
 // RBACAction is what a matching RBAC policy does.
-type RBACAction uint8
+type RBACAction = rbac.Action
 
 // RBAC actions, as Envoy defines them.
 const (
 	// RBACAllow admits a request only when a policy matches it.
-	RBACAllow RBACAction = iota
+	RBACAllow = rbac.Allow
 	// RBACDeny refuses a request when a policy matches it.
-	RBACDeny
+	RBACDeny = rbac.Deny
 	// RBACLog admits every request; a match is only reported.
-	RBACLog
+	RBACLog = rbac.Log
 )
 
-func (a RBACAction) String() string {
-	switch a {
-	case RBACAllow:
-		return "ALLOW"
-	case RBACDeny:
-		return "DENY"
-	default:
-		return "LOG"
-	}
-}
-
-// RBAC is one envoy.filters.http.rbac filter of an inbound listener: the
-// request is matched against named policies, each a set of permissions (what
-// is asked) and principals (who asks); a policy matches when one of each
-// matches. Immutable once translated; safe for concurrent use.
+// RBAC is one envoy.filters.http.rbac filter of an inbound listener,
+// translated into the model of internal/rbac, whose evaluator also serves
+// the local AuthorizationPolicy file: the request is matched against named
+// policies, each a set of permissions (what is asked) and principals (who
+// asks); a policy matches when one of each matches. Policies are sorted by
+// name so evaluation and reports are stable. Immutable once translated;
+// safe for concurrent use.
 type RBAC struct {
 	// FilterName is the HTTP filter's name, for logs and denials.
 	FilterName string
-	Action     RBACAction
-	// Policies are sorted by name so evaluation and reports are stable.
-	Policies []RBACPolicy
-}
-
-// RBACPolicy is one named policy.
-type RBACPolicy struct {
-	Name        string
-	permissions []rbacMatcher
-	principals  []rbacMatcher
+	rbac.Filter
 }
 
 // RBACInput is what RBAC evaluation reads about one request.
@@ -73,113 +58,21 @@ type RBACInput struct {
 
 // Allowed evaluates the filter: for ALLOW, whether a policy matches; for
 // DENY, whether none does; LOG allows everything. matched names the policy
-// that decided ("" when none matched).
+// that decided ("" when none matched). in.Request's Path must be the
+// normalized path the handler will see; a nil Request reads as a request
+// with no method, path or headers.
 func (r *RBAC) Allowed(in *RBACInput) (allowed bool, matched string) {
-	for i := range r.Policies {
-		p := &r.Policies[i]
-		if anyMatch(p.permissions, in) && anyMatch(p.principals, in) {
-			return r.Action != RBACDeny, p.Name
-		}
+	x := rbac.Input{Host: in.Host, PeerCert: in.PeerCert, ServerName: in.ServerName}
+	if q := in.Request; q != nil {
+		x.Method, x.Path, x.RawQuery, x.Scheme, x.Header = q.Method, q.Path, q.RawQuery, q.Scheme, q.Header
 	}
-	return r.Action != RBACAllow, ""
-}
-
-func anyMatch(ms []rbacMatcher, in *RBACInput) bool {
-	for _, m := range ms {
-		if m.match(in) {
-			return true
-		}
+	if in.Local.IsValid() {
+		x.LocalAddr, x.LocalPort = in.Local.Addr(), in.Local.Port()
 	}
-	return false
-}
-
-func allMatch(ms []rbacMatcher, in *RBACInput) bool {
-	for _, m := range ms {
-		if !m.match(in) {
-			return false
-		}
+	if in.Remote.IsValid() {
+		x.RemoteAddr = in.Remote.Addr()
 	}
-	return true
-}
-
-// rbacMatcher is one compiled permission or principal.
-type rbacMatcher interface{ match(*RBACInput) bool }
-
-type (
-	rbacAny  struct{}
-	rbacNone struct{}
-	rbacAnd  []rbacMatcher
-	rbacOr   []rbacMatcher
-	rbacNot  struct{ m rbacMatcher }
-	// rbacHeader matches a request header (or pseudo-header).
-	rbacHeader struct{ h HeaderMatcher }
-	// rbacPath matches the path without the query string.
-	rbacPath struct{ s StringMatcher }
-	// rbacCIDR matches the local (destination) or remote address.
-	rbacCIDR struct {
-		prefix netip.Prefix
-		local  bool
-	}
-	rbacPortRange struct{ lo, hi uint32 } // lo <= port < hi
-	rbacSNI       struct{ s StringMatcher }
-	// rbacAuthenticated matches a caller with a verified certificate,
-	// and, when name is set, one of its names: URI SANs, then DNS SANs,
-	// then the subject, as Envoy and grpc-go look.
-	rbacAuthenticated struct{ name *StringMatcher }
-)
-
-func (rbacAny) match(*RBACInput) bool      { return true }
-func (rbacNone) match(*RBACInput) bool     { return false }
-func (m rbacAnd) match(in *RBACInput) bool { return allMatch(m, in) }
-func (m rbacOr) match(in *RBACInput) bool  { return anyMatch(m, in) }
-func (m rbacNot) match(in *RBACInput) bool { return !m.m.match(in) }
-
-func (m rbacHeader) match(in *RBACInput) bool {
-	if in.Request == nil {
-		return false
-	}
-	return m.h.matches(in.Host, in.Request)
-}
-
-func (m rbacPath) match(in *RBACInput) bool {
-	return in.Request != nil && m.s.Match(in.Request.Path)
-}
-
-func (m rbacCIDR) match(in *RBACInput) bool {
-	a := in.Remote
-	if m.local {
-		a = in.Local
-	}
-	return a.IsValid() && m.prefix.Contains(a.Addr().Unmap())
-}
-
-func (m rbacPortRange) match(in *RBACInput) bool {
-	p := uint32(in.Local.Port())
-	return in.Local.IsValid() && m.lo <= p && p < m.hi
-}
-
-func (m rbacSNI) match(in *RBACInput) bool { return m.s.Match(in.ServerName) }
-
-func (m rbacAuthenticated) match(in *RBACInput) bool {
-	c := in.PeerCert
-	if c == nil {
-		return false
-	}
-	if m.name == nil {
-		return true
-	}
-	if len(c.URIs) > 0 {
-		for _, u := range c.URIs {
-			if m.name.Match(u.String()) {
-				return true
-			}
-		}
-		return false
-	}
-	if len(c.DNSNames) > 0 {
-		return slices.ContainsFunc(c.DNSNames, m.name.Match)
-	}
-	return m.name.Match(c.Subject.String())
+	return r.Evaluate(&x)
 }
 
 // translateRBACFilter translates an RBAC HTTP filter's config. A filter
@@ -217,20 +110,20 @@ func translateRBACFilter(name string, f *rbacfilterv3.RBAC) (*RBAC, error) {
 		if p.GetCondition() != nil || p.GetCheckedCondition() != nil {
 			return nil, ferr(field+".condition", "CEL conditions are not supported")
 		}
-		pol := RBACPolicy{Name: n}
+		pol := rbac.Policy{Name: n}
 		for i, perm := range p.GetPermissions() {
 			m, err := translatePermission(perm, 0)
 			if err != nil {
 				return nil, prefixed(fmt.Sprintf("%s.permissions[%d]", field, i), err)
 			}
-			pol.permissions = append(pol.permissions, m)
+			pol.Permissions = append(pol.Permissions, m)
 		}
 		for i, prin := range p.GetPrincipals() {
 			m, err := translatePrincipal(prin, 0)
 			if err != nil {
 				return nil, prefixed(fmt.Sprintf("%s.principals[%d]", field, i), err)
 			}
-			pol.principals = append(pol.principals, m)
+			pol.Principals = append(pol.Principals, m)
 		}
 		out.Policies = append(out.Policies, pol)
 	}
@@ -241,12 +134,12 @@ func translateRBACFilter(name string, f *rbacfilterv3.RBAC) (*RBAC, error) {
 // broken control plane cannot exhaust the stack.
 const maxRBACDepth = 32
 
-func translatePermission(p *rbacv3.Permission, depth int) (rbacMatcher, error) {
+func translatePermission(p *rbacv3.Permission, depth int) (rbac.Matcher, error) {
 	if depth > maxRBACDepth {
-		return nil, fmt.Errorf("rules nested deeper than %d", maxRBACDepth)
+		return rbac.Matcher{}, fmt.Errorf("rules nested deeper than %d", maxRBACDepth)
 	}
-	set := func(field string, rs []*rbacv3.Permission) ([]rbacMatcher, error) {
-		var ms []rbacMatcher
+	set := func(field string, rs []*rbacv3.Permission) ([]rbac.Matcher, error) {
+		var ms []rbac.Matcher
 		for i, r := range rs {
 			m, err := translatePermission(r, depth+1)
 			if err != nil {
@@ -259,68 +152,68 @@ func translatePermission(p *rbacv3.Permission, depth int) (rbacMatcher, error) {
 	switch r := p.GetRule().(type) {
 	case *rbacv3.Permission_Any:
 		if !r.Any {
-			return nil, ferr("any", "false")
+			return rbac.Matcher{}, ferr("any", "false")
 		}
-		return rbacAny{}, nil
+		return rbac.Any(), nil
 	case *rbacv3.Permission_AndRules:
 		ms, err := set("and_rules.rules", r.AndRules.GetRules())
-		return rbacAnd(ms), err
+		return rbac.And(ms...), err
 	case *rbacv3.Permission_OrRules:
 		ms, err := set("or_rules.rules", r.OrRules.GetRules())
-		return rbacOr(ms), err
+		return rbac.Or(ms...), err
 	case *rbacv3.Permission_NotRule:
 		m, err := translatePermission(r.NotRule, depth+1)
 		if err != nil {
-			return nil, prefixed("not_rule", err)
+			return rbac.Matcher{}, prefixed("not_rule", err)
 		}
-		return rbacNot{m}, nil
+		return rbac.Not(m), nil
 	case *rbacv3.Permission_Header:
 		h, err := translateHeaderMatcher(r.Header)
 		if err != nil {
-			return nil, prefixed("header", err)
+			return rbac.Matcher{}, prefixed("header", err)
 		}
-		return rbacHeader{h}, nil
+		return rbac.Header(h), nil
 	case *rbacv3.Permission_UrlPath:
 		s, err := translateStringMatcher(r.UrlPath.GetPath())
 		if err != nil {
-			return nil, prefixed("url_path.path", err)
+			return rbac.Matcher{}, prefixed("url_path.path", err)
 		}
-		return rbacPath{s}, nil
+		return rbac.URLPath(s), nil
 	case *rbacv3.Permission_DestinationIp:
 		pf, err := cidr(r.DestinationIp)
 		if err != nil {
-			return nil, prefixed("destination_ip", err)
+			return rbac.Matcher{}, prefixed("destination_ip", err)
 		}
-		return rbacCIDR{prefix: pf, local: true}, nil
+		return rbac.DestinationIP(pf), nil
 	case *rbacv3.Permission_DestinationPort:
-		return rbacPortRange{lo: r.DestinationPort, hi: r.DestinationPort + 1}, nil
+		return rbac.DestinationPort(r.DestinationPort), nil
 	case *rbacv3.Permission_DestinationPortRange:
 		lo, hi := r.DestinationPortRange.GetStart(), r.DestinationPortRange.GetEnd()
 		if lo < 0 || hi < lo {
-			return nil, ferr("destination_port_range", "bad range [%d, %d)", lo, hi)
+			return rbac.Matcher{}, ferr("destination_port_range", "bad range [%d, %d)", lo, hi)
 		}
-		return rbacPortRange{lo: uint32(lo), hi: uint32(hi)}, nil
+		return rbac.DestinationPorts(uint32(lo), uint32(hi)), nil
 	case *rbacv3.Permission_RequestedServerName:
 		s, err := translateStringMatcher(r.RequestedServerName)
 		if err != nil {
-			return nil, prefixed("requested_server_name", err)
+			return rbac.Matcher{}, prefixed("requested_server_name", err)
 		}
-		return rbacSNI{s}, nil
+		return rbac.ServerName(s), nil
 	case *rbacv3.Permission_Metadata:
 		return metadataMatcher(r.Metadata.GetInvert()), nil
 	case nil:
-		return nil, ferr("rule", "not set")
+		return rbac.Matcher{}, ferr("rule", "not set")
 	default:
-		return nil, ferr("rule", "unsupported %T", r)
+		return rbac.Matcher{}, ferr("rule", "unsupported %T", r)
 	}
 }
 
-func translatePrincipal(p *rbacv3.Principal, depth int) (rbacMatcher, error) {
+func translatePrincipal(p *rbacv3.Principal, depth int) (rbac.Matcher, error) {
 	if depth > maxRBACDepth {
-		return nil, fmt.Errorf("rules nested deeper than %d", maxRBACDepth)
+		return rbac.Matcher{}, fmt.Errorf("rules nested deeper than %d", maxRBACDepth)
 	}
-	set := func(field string, ids []*rbacv3.Principal) ([]rbacMatcher, error) {
-		var ms []rbacMatcher
+	set := func(field string, ids []*rbacv3.Principal) ([]rbac.Matcher, error) {
+		var ms []rbac.Matcher
 		for i, id := range ids {
 			m, err := translatePrincipal(id, depth+1)
 			if err != nil {
@@ -333,30 +226,30 @@ func translatePrincipal(p *rbacv3.Principal, depth int) (rbacMatcher, error) {
 	switch id := p.GetIdentifier().(type) {
 	case *rbacv3.Principal_Any:
 		if !id.Any {
-			return nil, ferr("any", "false")
+			return rbac.Matcher{}, ferr("any", "false")
 		}
-		return rbacAny{}, nil
+		return rbac.Any(), nil
 	case *rbacv3.Principal_AndIds:
 		ms, err := set("and_ids.ids", id.AndIds.GetIds())
-		return rbacAnd(ms), err
+		return rbac.And(ms...), err
 	case *rbacv3.Principal_OrIds:
 		ms, err := set("or_ids.ids", id.OrIds.GetIds())
-		return rbacOr(ms), err
+		return rbac.Or(ms...), err
 	case *rbacv3.Principal_NotId:
 		m, err := translatePrincipal(id.NotId, depth+1)
 		if err != nil {
-			return nil, prefixed("not_id", err)
+			return rbac.Matcher{}, prefixed("not_id", err)
 		}
-		return rbacNot{m}, nil
+		return rbac.Not(m), nil
 	case *rbacv3.Principal_Authenticated_:
 		if id.Authenticated.GetPrincipalName() == nil {
-			return rbacAuthenticated{}, nil
+			return rbac.Authenticated(), nil
 		}
 		s, err := translateStringMatcher(id.Authenticated.GetPrincipalName())
 		if err != nil {
-			return nil, prefixed("authenticated.principal_name", err)
+			return rbac.Matcher{}, prefixed("authenticated.principal_name", err)
 		}
-		return rbacAuthenticated{name: &s}, nil
+		return rbac.AuthenticatedAs(s), nil
 	case *rbacv3.Principal_SourceIp:
 		return remoteCIDR("source_ip", id.SourceIp)
 	case *rbacv3.Principal_DirectRemoteIp:
@@ -368,40 +261,40 @@ func translatePrincipal(p *rbacv3.Principal, depth int) (rbacMatcher, error) {
 	case *rbacv3.Principal_Header:
 		h, err := translateHeaderMatcher(id.Header)
 		if err != nil {
-			return nil, prefixed("header", err)
+			return rbac.Matcher{}, prefixed("header", err)
 		}
-		return rbacHeader{h}, nil
+		return rbac.Header(h), nil
 	case *rbacv3.Principal_UrlPath:
 		s, err := translateStringMatcher(id.UrlPath.GetPath())
 		if err != nil {
-			return nil, prefixed("url_path.path", err)
+			return rbac.Matcher{}, prefixed("url_path.path", err)
 		}
-		return rbacPath{s}, nil
+		return rbac.URLPath(s), nil
 	case *rbacv3.Principal_Metadata:
 		return metadataMatcher(id.Metadata.GetInvert()), nil
 	case nil:
-		return nil, ferr("identifier", "not set")
+		return rbac.Matcher{}, ferr("identifier", "not set")
 	default:
-		return nil, ferr("identifier", "unsupported %T", id)
+		return rbac.Matcher{}, ferr("identifier", "unsupported %T", id)
 	}
 }
 
 // metadataMatcher stands for a dynamic-metadata match. A proxyless server
 // has no filter that writes dynamic metadata, so the match is always false
 // (and its inversion always true), which is also grpc-go's reading.
-func metadataMatcher(invert bool) rbacMatcher {
+func metadataMatcher(invert bool) rbac.Matcher {
 	if invert {
-		return rbacAny{}
+		return rbac.Any()
 	}
-	return rbacNone{}
+	return rbac.None()
 }
 
-func remoteCIDR(field string, c *corev3.CidrRange) (rbacMatcher, error) {
+func remoteCIDR(field string, c *corev3.CidrRange) (rbac.Matcher, error) {
 	pf, err := cidr(c)
 	if err != nil {
-		return nil, prefixed(field, err)
+		return rbac.Matcher{}, prefixed(field, err)
 	}
-	return rbacCIDR{prefix: pf}, nil
+	return rbac.RemoteIP(pf), nil
 }
 
 // cidr translates a CidrRange; a prefix length beyond the address's bits

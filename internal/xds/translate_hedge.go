@@ -153,8 +153,9 @@ func (p *RetryPolicy) RetryableRequest(host string, r *Request) bool {
 	if len(p.RetriableRequestHeaders) == 0 {
 		return true
 	}
+	in := headerInput(host, r)
 	for i := range p.RetriableRequestHeaders {
-		if p.RetriableRequestHeaders[i].matches(host, r) {
+		if p.RetriableRequestHeaders[i].Match(&in) {
 			return true
 		}
 	}

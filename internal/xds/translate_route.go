@@ -5,7 +5,6 @@ package xds
 import (
 	"fmt"
 	"math"
-	"net/textproto"
 	"regexp"
 	"strings"
 	"time"
@@ -14,6 +13,8 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+
+	"github.com/weftmesh/weft/internal/rbac"
 )
 
 // TranslateRouteConfig validates a RouteConfiguration and precompiles its
@@ -63,11 +64,7 @@ func translateRouteConfig(rc *routev3.RouteConfiguration) (*RouteConfig, error) 
 // compileRE2 compiles a safe_regex for whole-string matching, as Envoy's
 // RE2 matchers match the whole value.
 func compileRE2(m *matcherv3.RegexMatcher) (*regexp.Regexp, error) {
-	re, err := regexp.Compile("^(?:" + m.GetRegex() + ")$")
-	if err != nil {
-		return nil, fmt.Errorf("invalid RE2 regex %q: %w", m.GetRegex(), err)
-	}
-	return re, nil
+	return rbac.CompileRegex(m.GetRegex())
 }
 
 func translateRoute(r *routev3.Route) (*Route, error) {
@@ -135,18 +132,6 @@ func translateHeaderMatcher(h *routev3.HeaderMatcher) (HeaderMatcher, error) {
 	if out.Name == "" {
 		return out, ferr("name", "empty")
 	}
-	switch strings.ToLower(out.Name) {
-	case ":method":
-		out.pseudo = pseudoMethod
-	case ":path":
-		out.pseudo = pseudoPath
-	case ":authority", "host":
-		out.pseudo = pseudoAuthority
-	case ":scheme":
-		out.pseudo = pseudoScheme
-	default:
-		out.key = textproto.CanonicalMIMEHeaderKey(out.Name)
-	}
 	switch s := h.GetHeaderMatchSpecifier().(type) {
 	case *routev3.HeaderMatcher_ExactMatch:
 		out.Kind, out.Value = MatchExact, s.ExactMatch
@@ -161,7 +146,7 @@ func translateHeaderMatcher(h *routev3.HeaderMatcher) (HeaderMatcher, error) {
 		if err != nil {
 			return out, &fieldError{field: "safe_regex_match.regex", err: err}
 		}
-		out.Kind, out.Value, out.regex = MatchRegex, s.SafeRegexMatch.GetRegex(), re
+		out.Kind, out.Value, out.Regex = MatchRegex, s.SafeRegexMatch.GetRegex(), re
 	case *routev3.HeaderMatcher_PresentMatch:
 		out.Kind, out.Present = MatchPresent, s.PresentMatch
 	case *routev3.HeaderMatcher_RangeMatch:
@@ -174,14 +159,14 @@ func translateHeaderMatcher(h *routev3.HeaderMatcher) (HeaderMatcher, error) {
 		if err != nil {
 			return out, prefixed("string_match", err)
 		}
-		out.Kind, out.Value, out.IgnoreCase, out.regex = sm.Kind, sm.Value, sm.IgnoreCase, sm.Regex
+		out.Kind, out.Value, out.IgnoreCase, out.Regex = sm.Kind, sm.Value, sm.IgnoreCase, sm.Regex
 	case nil:
 		// No specifier: Envoy treats the matcher as presence.
 		out.Kind, out.Present = MatchPresent, true
 	default:
 		return out, ferr("header_match_specifier", "unsupported %T", s)
 	}
-	return out, nil
+	return out.Compiled(), nil
 }
 
 func translateStringMatcher(s *matcherv3.StringMatcher) (StringMatcher, error) {

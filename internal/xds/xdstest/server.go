@@ -41,6 +41,9 @@ type Server struct {
 	grpc           *grpc.Server
 	cancel         context.CancelFunc
 	done           chan struct{}
+	// opened counts the ADS streams ever opened (both protocols); open
+	// those open now.
+	opened, open int
 }
 
 // NewServer starts a server and stops it when tb ends.
@@ -62,25 +65,46 @@ func NewServer(tb testing.TB) *Server {
 
 func (s *Server) serve(lis net.Listener) {
 	ctx, cancel := context.WithCancel(context.Background())
-	cb := serverv3.CallbackFuncs{StreamRequestFunc: func(_ int64, req *discoveryv3.DiscoveryRequest) error {
+	streamOpen := func() {
 		s.mu.Lock()
-		s.requests = append(s.requests, req)
+		s.opened++
+		s.open++
 		s.notifyLocked()
 		s.mu.Unlock()
+	}
+	streamClosed := func() {
+		s.mu.Lock()
+		s.open--
+		s.notifyLocked()
+		s.mu.Unlock()
+	}
+	cb := serverv3.CallbackFuncs{StreamOpenFunc: func(context.Context, int64, string) error {
+		streamOpen()
 		return nil
-	}, StreamDeltaRequestFunc: func(_ int64, req *discoveryv3.DeltaDiscoveryRequest) error {
-		req = proto.Clone(req).(*discoveryv3.DeltaDiscoveryRequest)
-		s.mu.Lock()
-		s.deltaRequests = append(s.deltaRequests, req)
-		s.notifyLocked()
-		s.mu.Unlock()
-		return nil
-	}, StreamDeltaResponseFunc: func(_ int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
-		s.mu.Lock()
-		s.deltaResponses = append(s.deltaResponses, resp)
-		s.notifyLocked()
-		s.mu.Unlock()
-	}}
+	}, StreamClosedFunc: func(int64, *corev3.Node) { streamClosed() },
+		DeltaStreamOpenFunc: func(context.Context, int64, string) error {
+			streamOpen()
+			return nil
+		}, DeltaStreamClosedFunc: func(int64, *corev3.Node) { streamClosed() },
+		StreamRequestFunc: func(_ int64, req *discoveryv3.DiscoveryRequest) error {
+			s.mu.Lock()
+			s.requests = append(s.requests, req)
+			s.notifyLocked()
+			s.mu.Unlock()
+			return nil
+		}, StreamDeltaRequestFunc: func(_ int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+			req = proto.Clone(req).(*discoveryv3.DeltaDiscoveryRequest)
+			s.mu.Lock()
+			s.deltaRequests = append(s.deltaRequests, req)
+			s.notifyLocked()
+			s.mu.Unlock()
+			return nil
+		}, StreamDeltaResponseFunc: func(_ int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
+			s.mu.Lock()
+			s.deltaResponses = append(s.deltaResponses, resp)
+			s.notifyLocked()
+			s.mu.Unlock()
+		}}
 	gs := grpc.NewServer()
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, serverv3.NewServer(ctx, s.cache, cb))
 	done := make(chan struct{})
@@ -91,6 +115,14 @@ func (s *Server) serve(lis net.Listener) {
 	s.mu.Lock()
 	s.grpc, s.cancel, s.done = gs, cancel, done
 	s.mu.Unlock()
+}
+
+// Streams returns how many ADS streams (state of the world and delta)
+// clients have opened since the server started, and how many are open.
+func (s *Server) Streams() (opened, open int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.opened, s.open
 }
 
 // notifyLocked wakes the waiters for requests.

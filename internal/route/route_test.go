@@ -1,0 +1,88 @@
+package route_test
+
+import (
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/weftmesh/weft/internal/route"
+	"github.com/weftmesh/weft/internal/xds"
+	"github.com/weftmesh/weft/resilience"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// istiod's default retry_on mixes HTTP and gRPC names; each protocol keeps
+// its own instead of dropping the route's retries.
+func TestRetryConditionsPerProtocol(t *testing.T) {
+	r := &xds.Route{Action: xds.RouteAction{RetryPolicy: &xds.RetryPolicy{
+		RetryOn:    []string{"connect-failure", "refused-stream", "unavailable", "cancelled", "retriable-status-codes", "reset-before-request"},
+		NumRetries: 2, PerTryTimeout: 150 * time.Millisecond}}}
+	p := route.New(r, 0)
+	want := resilience.RetryConnectFailure | resilience.RetryRefusedStream | resilience.RetryRetriableStatusCodes
+	if p.HTTP.RetryOn != want || p.HTTP.NumRetries != 2 {
+		t.Errorf("HTTP: retry on %v, %d retries; want %v, 2", p.HTTP.RetryOn, p.HTTP.NumRetries, want)
+	}
+	if got := p.GRPC.GRPCCodes; !slices.Equal(got, []codes.Code{codes.Unavailable, codes.Canceled}) || p.GRPC.NumRetries != 2 ||
+		p.GRPC.PerTryTimeout != 150*time.Millisecond {
+		t.Errorf("gRPC: codes %v, %d retries, per try %v; want [Unavailable Canceled], 2, 150ms", got, p.GRPC.NumRetries, p.GRPC.PerTryTimeout)
+	}
+
+	grpcOnly := route.New(&xds.Route{Action: xds.RouteAction{RetryPolicy: &xds.RetryPolicy{
+		RetryOn: []string{"unavailable"}, PerTryTimeout: time.Second}}}, 0)
+	if grpcOnly.HTTP.NumRetries >= 0 {
+		t.Errorf("a gRPC-only retry_on gave HTTP %d retries, want none", grpcOnly.HTTP.NumRetries)
+	}
+	if grpcOnly.GRPC.NumRetries != 1 || grpcOnly.GRPC.PerTryTimeout != time.Second {
+		t.Errorf("gRPC-only retry_on: %d retries, per try %v; want Envoy's default 1 and 1s", grpcOnly.GRPC.NumRetries, grpcOnly.GRPC.PerTryTimeout)
+	}
+}
+
+// A route that sets no timeout gets Envoy's default on HTTP and none on
+// gRPC, as in grpc-go; the listener's max_stream_duration applies to both.
+func TestTimeouts(t *testing.T) {
+	for _, tt := range []struct {
+		name             string
+		action           xds.RouteAction
+		listener         time.Duration
+		wantHTTP, wantGR time.Duration
+	}{
+		{"silent", xds.RouteAction{}, 0, 0, -1},
+		{"listener default", xds.RouteAction{}, 2 * time.Second, 2 * time.Second, 2 * time.Second},
+		{"route", xds.RouteAction{HasTimeout: true, Timeout: 300 * time.Millisecond}, 2 * time.Second, 300 * time.Millisecond, 300 * time.Millisecond},
+		{"route 0 disables", xds.RouteAction{HasTimeout: true}, 2 * time.Second, -1, -1},
+	} {
+		p := route.New(&xds.Route{Action: tt.action}, tt.listener)
+		if p.HTTP.Timeout != tt.wantHTTP || p.GRPC.Timeout != tt.wantGR {
+			t.Errorf("%s: HTTP %v, gRPC %v; want %v, %v", tt.name, p.HTTP.Timeout, p.GRPC.Timeout, tt.wantHTTP, tt.wantGR)
+		}
+	}
+}
+
+// A call's metadata are its headers for matching and hashing, without
+// binary ones; the method is the path.
+func TestGRPCRequestAndHash(t *testing.T) {
+	md := metadata.Pairs("x-user", "alice", "trace-bin", "\x00\x01")
+	req := route.GRPCRequest(md, "/pkg.Svc/Method")
+	if req.Path != "/pkg.Svc/Method" || req.Header.Get("X-User") != "alice" || req.Header.Get("Trace-Bin") != "" ||
+		req.Header.Get("Content-Type") != "application/grpc" {
+		t.Errorf("GRPCRequest = %+v", req)
+	}
+	byUser := []xds.HashPolicy{{Kind: xds.HashHeader, Name: "x-user"}}
+	g, ok := route.GRPCHash(req.Header, byUser, 7)
+	h, ok2 := route.HTTPHash(&http.Request{Header: http.Header{"X-User": {"alice"}}}, byUser)
+	if !ok || !ok2 || g != h {
+		t.Errorf("gRPC hash %x (%v), HTTP hash %x (%v): the same header must hash alike", g, ok, h, ok2)
+	}
+	if _, ok := route.GRPCHash(req.Header, []xds.HashPolicy{{Kind: xds.HashHeader, Name: "absent"}}, 7); ok {
+		t.Error("a missing header produced a hash")
+	}
+	if c, ok := route.GRPCHash(req.Header, []xds.HashPolicy{{Kind: xds.HashChannelID}}, 7); !ok || c != 7 {
+		t.Errorf("channel id hash = %d, %v; want 7", c, ok)
+	}
+}

@@ -1,0 +1,100 @@
+package mesh_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/weftmesh/weft/internal/xds/xdstest"
+	"github.com/weftmesh/weft/mesh"
+)
+
+// An xds:/// channel checks each cluster's SAN matchers as the HTTP path
+// does: the server identities the cluster allows, not any member of the
+// trust domain.
+func TestGRPCXDSClusterSANMatchers(t *testing.T) {
+	ca := newCA(t, shop)
+	server := workloadAPI(t, ca, ordersID)
+	client := workloadAPI(t, ca, frontendID)
+	t.Setenv("SPIFFE_ENDPOINT_SOCKET", server.Addr())
+	addr := serveHealth(t, newMesh(t), &countingHealth{})
+
+	cp := xdstest.NewServer(t)
+	snapshot := func(version, san string) {
+		cp.SetSnapshot(t, xdsNode, version,
+			xdstest.Listener("orders:8080", "orders-routes"),
+			xdstest.RouteConfig("orders-routes", "*", "orders"),
+			tlsCluster(t, "orders", san),
+			xdstest.Endpoints("orders", addr))
+	}
+	snapshot("1", ordersID.String())
+	t.Setenv("SPIFFE_ENDPOINT_SOCKET", client.Addr())
+	m := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)))
+	hc := dialHealth(t, m, "xds:///orders:8080")
+	call := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
+		return err
+	}
+	if err := call(); err != nil {
+		t.Fatalf("call to the allowed identity: %v", err)
+	}
+
+	snapshot("2", "spiffe://shop.example/ns/shop/sa/payments")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := call()
+		if err != nil {
+			if !strings.Contains(err.Error(), "is not an allowed identity") {
+				t.Errorf("refused with %v, want the SAN refusal", err)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("calls still reach a server whose identity the cluster's SAN matchers no longer allow")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	t.Run("a TLS cluster needs an identity", func(t *testing.T) {
+		t.Setenv("SPIFFE_ENDPOINT_SOCKET", "")
+		snapshot("3", ordersID.String())
+		plain := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)))
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := dialHealth(t, plain, "xds:///orders:8080").Check(ctx, &healthpb.HealthCheckRequest{})
+		// The status message quotes the cluster's name with escapes.
+		if err == nil || !strings.Contains(err.Error(), `orders\" requires TLS`) {
+			t.Errorf("err = %v, want the error naming the TLS cluster", err)
+		}
+	})
+}
+
+// With a bootstrap, a plain gRPC target the control plane has no listener
+// for goes to the name's addresses, as an HTTP request to the same host
+// passes through; an xds:/// target without a listener fails.
+func TestGRPCXDSUnknownPlainNamePassesThrough(t *testing.T) {
+	addrs, counters := grpcBackends(t, newMesh(t), 1)
+	cp := xdstest.NewServer(t)
+	cp.SetSnapshot(t, xdsNode, "1", xdstest.Listener("other:1", "r"))
+	m := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := dialHealth(t, m, addrs[0]).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatalf("plain name without a listener: %v", err)
+	}
+	counters[0].mu.Lock()
+	n := counters[0].n
+	counters[0].mu.Unlock()
+	if n != 1 {
+		t.Errorf("the backend served %d calls, want 1", n)
+	}
+	_, err := dialHealth(t, m, "xds:///"+addrs[0]).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Errorf("xds:/// without a listener: err = %v, want the listener named as missing", err)
+	}
+}
