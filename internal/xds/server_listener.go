@@ -38,6 +38,9 @@ type FilterChain struct {
 	// RBAC are the chain's RBAC filters in order; a request must pass
 	// each.
 	RBAC []*RBAC
+	// TLS is the chain's transport socket: nil serves plaintext, else the
+	// connection must complete this TLS handshake.
+	TLS *DownstreamTLS
 }
 
 // SourceType is FilterChainMatch.source_type.
@@ -246,10 +249,11 @@ func translateFilterChain(fc *listenerv3.FilterChain, out *Listener) (*FilterCha
 	if err := translateChainMatch(fc.GetFilterChainMatch(), &c.Match); err != nil {
 		return nil, prefixed("filter_chain_match", err)
 	}
-	if fc.GetTransportSocket() != nil {
-		// The server's TLS is the mesh's own SPIFFE identity.
-		out.Unapplied = append(out.Unapplied, "filter_chains.transport_socket")
+	tlsMode, err := translateDownstreamTLS(fc.GetTransportSocket(), &out.Unapplied)
+	if err != nil {
+		return nil, err
 	}
+	c.TLS = tlsMode
 	filters := fc.GetFilters()
 	if len(filters) != 1 {
 		return nil, ferr("filters", "%d network filters; want exactly one HttpConnectionManager", len(filters))
