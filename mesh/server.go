@@ -201,7 +201,13 @@ func (m *Mesh) Serve(ctx context.Context, ln net.Listener, h http.Handler) error
 		// and several servers of one mesh must not share those writes.
 		tc = tc.Clone()
 		srv.TLSConfig = tc
-		ln = m.secureListener(ln, tc)
+		if m.inbound == nil {
+			ln = m.secureListener(ln, tc)
+		}
+	}
+	if m.inbound != nil {
+		// The inbound listener's filter chains choose TLS per connection.
+		ln = security.PerConnectionListener(ln, m.inboundTLSChooser(ln.Addr().String(), newChainTLS(srv.TLSConfig)), security.WithLogger(m.log))
 	}
 	m.mu.Lock()
 	if m.closed {
