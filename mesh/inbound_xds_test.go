@@ -179,8 +179,9 @@ func TestXDSInboundAbsentListenerServesLocally(t *testing.T) {
 	t.Logf("first request answered after %v", time.Since(start))
 }
 
-// TestXDSInboundRBACOnGRPC: the same RBAC reaches an xDS-managed gRPC
-// server, where grpc-go's xDS server enforces it.
+// TestXDSInboundRBACOnGRPC: the same RBAC reaches a gRPC server made by
+// the mesh, which follows the inbound listener through the mesh's own xDS
+// client.
 func TestXDSInboundRBACOnGRPC(t *testing.T) {
 	cp := xdstest.NewServer(t)
 	var bs map[string]any
