@@ -177,7 +177,9 @@ func TestXDSPeerAuthentication(t *testing.T) {
 		return out
 	}
 	mode := func(m string) func(server) []*listenerv3.FilterChain {
-		return func(server) []*listenerv3.FilterChain { return xdstest.PeerAuthentication(m, xdstest.InboundRoutes("inbound")) }
+		return func(server) []*listenerv3.FilterChain {
+			return xdstest.PeerAuthentication(m, xdstest.InboundRoutes("inbound"))
+		}
 	}
 	perPort := func(s server) []*listenerv3.FilterChain {
 		strict := xdstest.PeerAuthentication("STRICT", xdstest.InboundRoutes("inbound"))
