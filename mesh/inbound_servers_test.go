@@ -4,27 +4,37 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 	"github.com/weftmesh/weft/mesh"
 	"github.com/weftmesh/weft/security"
+	"github.com/weftmesh/weft/security/spiffetest"
 )
 
 // serverBootstrap is cp's bootstrap with the server listener template,
@@ -230,6 +240,186 @@ func TestXDSPeerAuthentication(t *testing.T) {
 			// Settled: it holds again on fresh connections.
 			if err := check(); err != nil {
 				t.Error(err)
+			}
+		})
+	}
+}
+
+// TestXDSServersShareOneStream: an HTTP server and a gRPC server of one
+// mesh follow their inbound listeners through the mesh's one xDS client:
+// the control plane sees exactly one ADS stream, and one configuration
+// change reaches both servers.
+func TestXDSServersShareOneStream(t *testing.T) {
+	cp := xdstest.NewServer(t)
+	srv := newMesh(t, mesh.WithBootstrap(serverBootstrap(t, cp, nil)))
+	httpAddr, grpcAddr := serveWhoami(t, srv), serveGRPCHealth(t, srv)
+	set := func(version string, denyPrefix string) {
+		var res []types.Resource
+		for _, addr := range []string{httpAddr, grpcAddr} {
+			deny := xdstest.RBACFilter("deny", &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: map[string]*rbacv3.Policy{
+				"deny": {Permissions: []*rbacv3.Permission{{Rule: &rbacv3.Permission_UrlPath{UrlPath: &matcherv3.PathMatcher{Rule: &matcherv3.PathMatcher_Path{
+					Path: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: denyPrefix}}}}}}},
+					Principals: []*rbacv3.Principal{{Identifier: &rbacv3.Principal_Any{Any: true}}}}}})
+			res = append(res, xdstest.ServerListener(inboundName(addr), netip.MustParseAddrPort(addr), nil,
+				xdstest.FilterChain("inbound", xdstest.InboundRoutes("inbound"), deny)))
+		}
+		cp.SetSnapshot(t, xdsNode, version, res...)
+	}
+	plain := peerClient{"plaintext", nil}
+	set("1", "/nothing-here")
+	waitFor(t, "HTTP server serves", func() error { return plain.http(httpAddr) })
+	waitFor(t, "gRPC server serves", func() error { return plain.grpc(grpcAddr) })
+
+	set("2", "/")
+	waitFor(t, "HTTP server denies", func() error {
+		if err := plain.http(httpAddr); err == nil || !strings.Contains(err.Error(), "403") {
+			return fmt.Errorf("got %v, want 403", err)
+		}
+		return nil
+	})
+	waitFor(t, "gRPC server denies", func() error {
+		if err := plain.grpc(grpcAddr); grpcstatus.Code(err) != codes.PermissionDenied {
+			return fmt.Errorf("got %v, want PermissionDenied", err)
+		}
+		return nil
+	})
+	if opened, open := cp.Streams(); opened != 1 || open != 1 {
+		t.Errorf("ADS streams of a mesh serving HTTP and gRPC: %d opened, %d open; want 1 and 1", opened, open)
+	}
+	opened, open := cp.Streams()
+	t.Logf("ADS streams: %d opened, %d open", opened, open)
+}
+
+// svidProviderFiles writes id's SVID, key and ca's root as PEM files for
+// grpc-go's file_watcher certificate provider, and returns the bootstrap's
+// certificate_providers naming them "default".
+func svidProviderFiles(t *testing.T, ca *spiffetest.CA, id spiffeid.ID) map[string]any {
+	t.Helper()
+	svid, err := ca.IssueX509SVID(id, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err := svid.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	files := map[string][]byte{
+		"cert.pem": certPEM, "key.pem": keyPEM,
+		"ca.pem": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Root().Raw}),
+	}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return map[string]any{"default": map[string]any{"plugin_name": "file_watcher", "config": map[string]any{
+		"certificate_file": filepath.Join(dir, "cert.pem"), "private_key_file": filepath.Join(dir, "key.pem"),
+		"ca_certificate_file": filepath.Join(dir, "ca.pem"), "refresh_interval": "600s"}}}
+}
+
+// healthCall makes one call of the health service's method on a new
+// connection and returns its status code.
+func healthCall(p peerClient, addr, method string) codes.Code {
+	creds := insecure.NewCredentials()
+	if p.tls != nil {
+		creds = credentials.NewTLS(p.tls.Clone())
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		return codes.Internal
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	hc := healthpb.NewHealthClient(cc)
+	switch method {
+	case "Check":
+		_, err = hc.Check(ctx, &healthpb.HealthCheckRequest{})
+	case "List":
+		_, err = hc.List(ctx, &healthpb.HealthListRequest{})
+	case "Watch":
+		var s grpc.ServerStreamingClient[healthpb.HealthCheckResponse]
+		if s, err = hc.Watch(ctx, &healthpb.HealthCheckRequest{}); err == nil {
+			_, err = s.Recv()
+		}
+	}
+	return grpcstatus.Code(err)
+}
+
+// TestXDSInboundGRPCParity: the gRPC server on the mesh's xDS client and
+// grpc-go's xDS server (WithGRPCGoXDS), given the same inbound listener
+// (istiod's STRICT transport socket, an RBAC DENY by method path, an RBAC
+// ALLOW by SPIFFE principal, routes naming two methods), answer every call
+// with the same code.
+func TestXDSInboundGRPCParity(t *testing.T) {
+	ca := newCA(t, shop)
+	cp := xdstest.NewServer(t)
+	bootstrap := serverBootstrap(t, cp, map[string]any{"certificate_providers": svidProviderFiles(t, ca, ordersID)})
+	t.Setenv("SPIFFE_ENDPOINT_SOCKET", workloadAPI(t, ca, ordersID).Addr())
+	weft := serveGRPCHealth(t, newMesh(t, mesh.WithBootstrap(bootstrap)))
+	oracle := serveGRPCHealth(t, newMesh(t, mesh.WithBootstrap(bootstrap), mesh.WithGRPCGoXDS(true)))
+
+	path := func(p string) *rbacv3.Permission {
+		return &rbacv3.Permission{Rule: &rbacv3.Permission_UrlPath{UrlPath: &matcherv3.PathMatcher{Rule: &matcherv3.PathMatcher_Path{
+			Path: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: p}}}}}}
+	}
+	anyone := &rbacv3.Principal{Identifier: &rbacv3.Principal_Any{Any: true}}
+	frontend := &rbacv3.Principal{Identifier: &rbacv3.Principal_Authenticated_{Authenticated: &rbacv3.Principal_Authenticated{
+		PrincipalName: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: frontendID.String()}}}}}
+	deny := xdstest.RBACFilter("deny", &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: map[string]*rbacv3.Policy{
+		"deny-list": {Permissions: []*rbacv3.Permission{path("/grpc.health.v1.Health/List")}, Principals: []*rbacv3.Principal{anyone}}}})
+	allow := xdstest.RBACFilter("allow", &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: map[string]*rbacv3.Policy{
+		"allow-frontend": {Permissions: []*rbacv3.Permission{{Rule: &rbacv3.Permission_Any{Any: true}}}, Principals: []*rbacv3.Principal{frontend}}}})
+	route := func(p string) *routev3.Route {
+		return &routev3.Route{Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: p}},
+			Action: &routev3.Route_NonForwardingAction{NonForwardingAction: &routev3.NonForwardingAction{}}}
+	}
+	rc := &routev3.RouteConfiguration{Name: "inbound", VirtualHosts: []*routev3.VirtualHost{{Name: "inbound", Domains: []string{"*"},
+		Routes: []*routev3.Route{route("/grpc.health.v1.Health/Check"), route("/grpc.health.v1.Health/List")}}}}
+	var res []types.Resource
+	for _, addr := range []string{weft, oracle} {
+		fc := xdstest.FilterChain("inbound", rc, deny, allow)
+		fc.TransportSocket = xdstest.TLSSocket(xdstest.IstioMTLS())
+		res = append(res, xdstest.ServerListener(inboundName(addr), netip.MustParseAddrPort(addr), nil, fc))
+	}
+	cp.SetSnapshot(t, xdsNode, "1", res...)
+
+	client := func(id spiffeid.ID) peerClient {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		src, err := security.NewWorkloadAPISource(ctx, workloadAPI(t, ca, id).Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { src.Close() })
+		return peerClient{id.String(), security.ClientTLSConfig(src, security.AuthorizeID(ordersID))}
+	}
+	fe, other := client(frontendID), client(spiffeid.RequireFromPath(shop, "/ns/shop/sa/other"))
+	for _, addr := range []string{weft, oracle} {
+		waitFor(t, "server "+addr+" serves", func() error {
+			if c := healthCall(fe, addr, "Check"); c != codes.OK {
+				return fmt.Errorf("Check = %v", c)
+			}
+			return nil
+		})
+	}
+	for _, c := range []struct {
+		name   string
+		client peerClient
+		method string
+		want   codes.Code
+	}{
+		{"allowed principal, routed method", fe, "Check", codes.OK},
+		{"DENY by method path", fe, "List", codes.PermissionDenied},
+		{"ALLOW by principal: another identity", other, "Check", codes.PermissionDenied},
+		{"no route (streaming method)", fe, "Watch", codes.Unavailable},
+		{"plaintext on a STRICT chain", peerClient{"plaintext", nil}, "Check", codes.Unavailable},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, oracleGot := healthCall(c.client, weft, c.method), healthCall(c.client, oracle, c.method)
+			if got != oracleGot || got != c.want {
+				t.Errorf("%s: Weft's server = %v, grpc-go's xDS server = %v, want %v from both", c.method, got, oracleGot, c.want)
 			}
 		})
 	}
