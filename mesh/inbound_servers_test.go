@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -423,4 +424,52 @@ func TestXDSInboundGRPCParity(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestXDSServingStates: a gRPC server on the mesh's xDS client serves
+// nothing until its inbound listener is known (the call waits, as on
+// grpc-go's xDS server), then follows it; and on a mesh without an
+// identity, a chain requiring TLS fails closed for HTTP and gRPC alike,
+// logged once per server, never served in plaintext.
+func TestXDSServingStates(t *testing.T) {
+	cp := xdstest.NewServer(t)
+	var logs syncBuffer
+	srv := newMesh(t, mesh.WithBootstrap(serverBootstrap(t, cp, nil)), mesh.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	httpAddr, grpcAddr := serveWhoami(t, srv), serveGRPCHealth(t, srv)
+	plain := peerClient{"plaintext", nil}
+
+	// No snapshot yet: the control plane has not answered.
+	cc, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	_, err = healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
+	cancel()
+	if grpcstatus.Code(err) != codes.DeadlineExceeded {
+		t.Errorf("before the listener is known: Check = %v, want it to wait (DeadlineExceeded)", err)
+	}
+
+	var res []types.Resource
+	for _, addr := range []string{httpAddr, grpcAddr} {
+		res = append(res, xdstest.ServerListener(inboundName(addr), netip.MustParseAddrPort(addr), nil,
+			xdstest.PeerAuthentication("STRICT", xdstest.InboundRoutes("inbound"))...))
+	}
+	cp.SetSnapshot(t, xdsNode, "1", res...)
+	for i := range 3 {
+		if err := plain.http(httpAddr); err == nil {
+			t.Errorf("HTTP call %d to a STRICT chain on a mesh without identity was served", i)
+		}
+		if err := plain.grpc(grpcAddr); grpcstatus.Code(err) != codes.Unavailable {
+			t.Errorf("gRPC call %d to a STRICT chain on a mesh without identity: %v, want Unavailable", i, err)
+		}
+	}
+	if n := strings.Count(logs.String(), "has no identity"); n != 2 {
+		t.Errorf("refusals logged %d times, want once per server (2):\n%s", n, logs.String())
+	}
+
+	cp.SetSnapshot(t, xdsNode, "2") // the listeners no longer exist
+	waitFor(t, "HTTP serves with the local policy", func() error { return plain.http(httpAddr) })
+	waitFor(t, "gRPC serves with the local policy", func() error { return plain.grpc(grpcAddr) })
 }
