@@ -148,7 +148,7 @@ func (l servedListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return servedConn{Conn: c, local: servedAddr{Addr: c.LocalAddr(), listener: l.addr}}, nil
+	return servedConn{Conn: c, local: servedAddr{Addr: c.LocalAddr(), listener: l.addr, conn: c}}, nil
 }
 
 type servedConn struct {
@@ -164,4 +164,7 @@ func (c servedConn) LocalAddr() net.Addr { return c.local }
 type servedAddr struct {
 	net.Addr
 	listener string
+	// conn is the raw connection, which a call's refusal closes when the
+	// connection itself is no longer acceptable (inbound.TransportMismatch).
+	conn net.Conn
 }

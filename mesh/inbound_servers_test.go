@@ -205,15 +205,50 @@ func TestXDSPeerAuthentication(t *testing.T) {
 		return append(strict, port)
 	}
 	type want struct{ plain, mtls bool }
+	// Plaintext connections kept open from the PERMISSIVE phase: once
+	// STRICT, they must not go on being served.
+	keptHTTP := &http.Transport{}
+	defer keptHTTP.CloseIdleConnections()
+	keptGRPC := map[string]*grpc.ClientConn{}
+	for _, s := range servers {
+		if s.proto == "gRPC" {
+			cc, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cc.Close()
+			keptGRPC[s.addr] = cc
+		}
+	}
+	kept := func(s server) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if cc := keptGRPC[s.addr]; cc != nil {
+			_, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
+			return err
+		}
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+s.addr+"/", nil)
+		resp, err := (&http.Client{Transport: keptHTTP}).Do(req)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	}
 	phases := []struct {
 		name   string
 		chains func(server) []*listenerv3.FilterChain
 		want   map[string]want // by server name
+		kept   int             // kept plaintext connections: 1 served, -1 refused, 0 not checked
 	}{
-		{"PERMISSIVE", mode("PERMISSIVE"), map[string]want{"A": {true, true}, "B": {true, true}}},
-		{"PERMISSIVE to STRICT", mode("STRICT"), map[string]want{"A": {false, true}, "B": {false, true}}},
-		{"DISABLE", mode("DISABLE"), map[string]want{"A": {true, false}, "B": {true, false}}},
-		{"per-port plaintext on A, STRICT elsewhere", perPort, map[string]want{"A": {true, false}, "B": {false, true}}},
+		{"PERMISSIVE", mode("PERMISSIVE"), map[string]want{"A": {true, true}, "B": {true, true}}, 1},
+		{"PERMISSIVE to STRICT", mode("STRICT"), map[string]want{"A": {false, true}, "B": {false, true}}, -1},
+		{"DISABLE", mode("DISABLE"), map[string]want{"A": {true, false}, "B": {true, false}}, 0},
+		{"per-port plaintext on A, STRICT elsewhere", perPort, map[string]want{"A": {true, false}, "B": {false, true}}, 0},
 	}
 	for i, ph := range phases {
 		var res []types.Resource
@@ -232,6 +267,11 @@ func TestXDSPeerAuthentication(t *testing.T) {
 						err := s.call(c.p, s.addr)
 						if (err == nil) != c.ok {
 							return fmt.Errorf("%s server %s, %s client: err = %v, want accepted = %v", s.proto, s.name, c.p.name, err, c.ok)
+						}
+					}
+					if ph.kept != 0 {
+						if err := kept(s); (err == nil) != (ph.kept > 0) {
+							return fmt.Errorf("%s server %s, plaintext connection kept from PERMISSIVE: err = %v, want served = %v", s.proto, s.name, err, ph.kept > 0)
 						}
 					}
 				}

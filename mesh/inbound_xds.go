@@ -267,8 +267,9 @@ func (m *Mesh) xdsInbound(next http.Handler) http.Handler {
 					"method", r.Method, "path", r.URL.Path)
 			}
 			if status == http.StatusMisdirectedRequest {
-				// No filter chain: Envoy would not have accepted the
-				// connection at all.
+				// No filter chain, or not the transport the chain now
+				// requires: the connection would not be accepted today,
+				// so the client must open another one.
 				w.Header().Set("Connection", "close")
 			}
 			http.Error(w, msg, status)
@@ -308,6 +309,8 @@ func (m *Mesh) inboundDecision(listener string, st *inboundState, r *http.Reques
 		return 0, ""
 	case inbound.NoFilterChain:
 		return http.StatusMisdirectedRequest, "no inbound filter chain for this connection"
+	case inbound.TransportMismatch:
+		return http.StatusMisdirectedRequest, "the inbound filter chain requires another transport for this connection"
 	case inbound.RoutesPending:
 		return http.StatusServiceUnavailable, "inbound routes pending"
 	case inbound.NoRoute:

@@ -136,6 +136,13 @@ func (m *Mesh) grpcInboundDecision(ctx context.Context, fullMethod string) error
 		return status.Error(codes.PermissionDenied, "RBAC: access denied")
 	case inbound.NoFilterChain:
 		msg = "no inbound filter chain for this connection"
+	case inbound.TransportMismatch:
+		// Accepted under an earlier configuration, the connection would
+		// be refused today: close it, so the client's next connection
+		// meets the current filter chain (grpc-go's xDS server drains
+		// such connections too).
+		msg = "the inbound filter chain requires another transport for this connection"
+		sa.conn.Close()
 	case inbound.RoutesPending:
 		msg = "inbound routes pending"
 	case inbound.NoRoute:

@@ -62,6 +62,12 @@ const (
 	Allowed Outcome = iota
 	// NoFilterChain: the connection matches no filter chain.
 	NoFilterChain
+	// TransportMismatch: the connection does not speak what its chain's
+	// transport socket requires (plaintext on a chain requiring TLS, no
+	// client certificate on one requiring it). It arises for a connection
+	// accepted under an earlier configuration (PERMISSIVE changed to
+	// STRICT): the connection must not go on being served in plaintext.
+	TransportMismatch
 	// RoutesPending: the chain's RDS route configuration has not arrived.
 	RoutesPending
 	// NoRoute: no virtual host or route of the chain matches.
@@ -91,8 +97,11 @@ type Decision struct {
 // for metrics.
 func Decide(l *xds.ServerListener, routes map[string]*xds.RouteConfig, r *Request, record func(allowed bool, policy string)) Decision {
 	fc := l.Select(r.Conn)
-	if fc == nil {
+	switch {
+	case fc == nil:
 		return Decision{Outcome: NoFilterChain}
+	case fc.TLS != nil && (!r.Conn.TLS || fc.TLS.RequireClientCert && r.PeerCert == nil):
+		return Decision{Outcome: TransportMismatch}
 	}
 	rc := fc.RouteConfig
 	if rc == nil {
