@@ -1,3 +1,4 @@
+//lint:file-ignore SA1019 istiod still sends these deprecated DownstreamTlsContext fields, and grpc-go reads them too
 package xdstest
 
 import (
