@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/weftmesh/weft/internal/inbound"
 	"github.com/weftmesh/weft/internal/xds"
 	"github.com/weftmesh/weft/security"
 )
@@ -266,8 +267,9 @@ func (m *Mesh) xdsInbound(next http.Handler) http.Handler {
 					"method", r.Method, "path", r.URL.Path)
 			}
 			if status == http.StatusMisdirectedRequest {
-				// No filter chain: Envoy would not have accepted the
-				// connection at all.
+				// No filter chain, or not the transport the chain now
+				// requires: the connection would not be accepted today,
+				// so the client must open another one.
 				w.Header().Set("Connection", "close")
 			}
 			http.Error(w, msg, status)
@@ -277,65 +279,55 @@ func (m *Mesh) xdsInbound(next http.Handler) http.Handler {
 	})
 }
 
-// inboundDecision applies the listener's filter chain, routes and RBAC to
-// r; status 0 admits it. listener is the resource's name, for the log.
+// inboundDecision is the HTTP adapter of inbound.Decide: it applies the
+// listener's filter chain, routes and RBAC to r; status 0 admits it.
+// listener is the resource's name, for the log.
 func (m *Mesh) inboundDecision(listener string, st *inboundState, r *http.Request, local net.Addr) (status int, msg string) {
 	ci := xds.ConnInfo{TLS: r.TLS != nil}
 	if local != nil {
 		ci.Local = addrPortOf(local)
 	}
 	ci.Remote, _ = netip.ParseAddrPort(r.RemoteAddr)
-	fc := st.listener.Select(ci)
-	if fc == nil {
-		return http.StatusMisdirectedRequest, "no inbound filter chain for this connection"
-	}
-	rc := fc.RouteConfig
-	if rc == nil {
-		rc = st.routes[fc.RouteConfigName]
-	}
 	req := xds.RequestFromHTTP(r)
 	// The chain normalized r (security.NormalizeRequest) before this: routes
 	// and rules judge r.URL.Path, the path the handler will see, so
 	// "//admin" or "/x/%2e%2e/admin" cannot slip past a rule for "/admin".
 	p := r.URL.Path
 	req.Path = p
-	if rc == nil {
-		return http.StatusServiceUnavailable, "inbound routes pending"
-	}
-	rt, ok := rc.Match(r.Host, &req)
-	switch {
-	case !ok:
-		return http.StatusNotFound, "no inbound route"
-	case rt.Action.Kind != xds.ActionNonForwarding:
-		return http.StatusServiceUnavailable, "inbound route is not a non-forwarding route"
-	}
-	if len(fc.RBAC) == 0 {
-		return 0, ""
-	}
-	in := xds.RBACInput{Host: r.Host, Request: &req, Local: ci.Local, Remote: ci.Remote}
+	in := inbound.Request{Conn: ci, Host: r.Host, Req: &req}
 	if r.TLS != nil {
 		in.ServerName = r.TLS.ServerName
 		if len(r.TLS.PeerCertificates) > 0 {
 			in.PeerCert = r.TLS.PeerCertificates[0]
 		}
 	}
-	for _, f := range fc.RBAC {
-		allowed, policy := f.Allowed(&in)
-		if f.Action == xds.RBACLog {
-			continue
-		}
+	d := inbound.Decide(st.listener, st.routes, &in, func(allowed bool, policy string) {
 		m.metrics.AuthzDecision(r.Context(), allowed, policy)
-		if !allowed {
-			src, _ := security.PeerID(r.Context())
-			m.log.InfoContext(r.Context(), "weft: request denied by xDS RBAC", "listener", listener, "filter", f.FilterName, "action", f.Action.String(),
-				"policy", policy, "method", r.Method, "path", p, "source_id", src.String(), "source_ip", ci.Remote.Addr().String())
-			return http.StatusForbidden, "RBAC: access denied"
-		}
+	})
+	switch d.Outcome {
+	case inbound.Allowed:
+		return 0, ""
+	case inbound.NoFilterChain:
+		return http.StatusMisdirectedRequest, "no inbound filter chain for this connection"
+	case inbound.TransportMismatch:
+		return http.StatusMisdirectedRequest, "the inbound filter chain requires another transport for this connection"
+	case inbound.RoutesPending:
+		return http.StatusServiceUnavailable, "inbound routes pending"
+	case inbound.NoRoute:
+		return http.StatusNotFound, "no inbound route"
+	case inbound.NotNonForwarding:
+		return http.StatusServiceUnavailable, "inbound route is not a non-forwarding route"
 	}
-	return 0, ""
+	src, _ := security.PeerID(r.Context())
+	m.log.InfoContext(r.Context(), "weft: request denied by xDS RBAC", "listener", listener, "filter", d.Filter.FilterName, "action", d.Filter.Action.String(),
+		"policy", d.Policy, "method", r.Method, "path", p, "source_id", src.String(), "source_ip", ci.Remote.Addr().String())
+	return http.StatusForbidden, "RBAC: access denied"
 }
 
 func addrPortOf(a net.Addr) netip.AddrPort {
+	if s, ok := a.(servedAddr); ok {
+		a = s.Addr
+	}
 	if t, ok := a.(*net.TCPAddr); ok {
 		return t.AddrPort()
 	}

@@ -49,7 +49,10 @@ func inboundRBAC(name, caller string) *listenerv3.Listener {
 		"deny-admin": {Permissions: []*rbacv3.Permission{path("/admin")}, Principals: []*rbacv3.Principal{anyone}}}})
 	allow := xdstest.RBACFilter("allow", &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: map[string]*rbacv3.Policy{
 		"allow-caller": {Permissions: []*rbacv3.Permission{method}, Principals: []*rbacv3.Principal{principal}}}})
-	return xdstest.ServerListener(name, netip.AddrPort{}, nil, xdstest.FilterChain("inbound", xdstest.InboundRoutes("inbound"), deny, allow))
+	fc := xdstest.FilterChain("inbound", xdstest.InboundRoutes("inbound"), deny, allow)
+	// PeerAuthentication STRICT: the chain requires mTLS.
+	fc.TransportSocket = xdstest.TLSSocket(xdstest.IstioMTLS())
+	return xdstest.ServerListener(name, netip.AddrPort{}, nil, fc)
 }
 
 // statusOf sends method to url and returns the status code.
@@ -127,6 +130,7 @@ func TestXDSInboundRBACOnHTTP(t *testing.T) {
 	bad.FilterChains[0] = xdstest.FilterChain("inbound", xdstest.InboundRoutes("inbound"),
 		xdstest.RBACFilter("cel", &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: map[string]*rbacv3.Policy{
 			"p": {Condition: &exprpb.Expr{}}}}))
+	bad.FilterChains[0].TransportSocket = xdstest.TLSSocket(xdstest.IstioMTLS())
 	cp.SetSnapshot(t, xdsNode, "2", bad)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -175,8 +179,9 @@ func TestXDSInboundAbsentListenerServesLocally(t *testing.T) {
 	t.Logf("first request answered after %v", time.Since(start))
 }
 
-// TestXDSInboundRBACOnGRPC: the same RBAC reaches an xDS-managed gRPC
-// server, where grpc-go's xDS server enforces it.
+// TestXDSInboundRBACOnGRPC: the same RBAC reaches a gRPC server made by
+// the mesh, which follows the inbound listener through the mesh's own xDS
+// client.
 func TestXDSInboundRBACOnGRPC(t *testing.T) {
 	cp := xdstest.NewServer(t)
 	var bs map[string]any

@@ -201,7 +201,13 @@ func (m *Mesh) Serve(ctx context.Context, ln net.Listener, h http.Handler) error
 		// and several servers of one mesh must not share those writes.
 		tc = tc.Clone()
 		srv.TLSConfig = tc
-		ln = m.secureListener(ln, tc)
+		if m.inbound == nil {
+			ln = m.secureListener(ln, tc)
+		}
+	}
+	if m.inbound != nil {
+		// The inbound listener's filter chains choose TLS per connection.
+		ln = security.PerConnectionListener(ln, m.inboundTLSChooser(ln.Addr().String(), newChainTLS(srv.TLSConfig)), security.WithLogger(m.log))
 	}
 	m.mu.Lock()
 	if m.closed {
@@ -242,22 +248,31 @@ type GRPCServer interface {
 
 // NewGRPCServer returns a gRPC server with the mesh's credentials and
 // interceptors; opts are applied after them. When the xDS bootstrap names a
-// server_listener_resource_name_template, the server is grpc-go's
-// xDS-managed server, configured by the control plane's inbound listener.
+// server_listener_resource_name_template, the server follows the control
+// plane's inbound listener for each address it serves, through the mesh's
+// one xDS client: the filter chain's transport socket sets each
+// connection's TLS mode (PeerAuthentication), its inbound routes and RBAC
+// filters judge each call by its method path. With WithGRPCGoXDS (or
+// WEFT_GRPC_XDS=grpc-go) the server is grpc-go's xDS server instead, at the
+// cost of a second ADS stream per server, which istio-agent, keeping one
+// stream per workload, answers by closing the mesh's other stream.
 func (m *Mesh) NewGRPCServer(opts ...grpc.ServerOption) (GRPCServer, error) {
-	base := append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds()), m.grpcServerTelemetry()}, m.authzServerOptions()...)
+	base := append([]grpc.ServerOption{m.grpcServerTelemetry()}, m.authzServerOptions()...)
 	base = append(base, m.grpcServerResilience()...)
-	if m.inbound != nil {
-		// grpc-go reads GRPC_XDS_BOOTSTRAP once per process; handing it the
-		// bootstrap New read keeps the server on the same control plane as
-		// the clients, whether the bootstrap came from a variable or an
-		// option. This is grpc-go's only per-server bootstrap hook.
-		base = append(base, xds.BootstrapContentsForTesting(m.cfg.bootstrap))
-		srv, err := xds.NewGRPCServer(append(base, opts...)...)
-		if err != nil {
-			return nil, err
-		}
-		return srv, nil
+	switch {
+	case m.inbound == nil:
+		return grpc.NewServer(append(append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds())}, base...), opts...)...), nil
+	case !m.cfg.grpcGoXDS:
+		return m.newXDSGRPCServer(base, opts), nil
 	}
-	return grpc.NewServer(append(base, opts...)...), nil
+	// grpc-go reads GRPC_XDS_BOOTSTRAP once per process; handing it the
+	// bootstrap New read keeps the server on the same control plane as
+	// the clients, whether the bootstrap came from a variable or an
+	// option. This is grpc-go's only per-server bootstrap hook.
+	base = append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds()), xds.BootstrapContentsForTesting(m.cfg.bootstrap)}, base...)
+	srv, err := xds.NewGRPCServer(append(base, opts...)...)
+	if err != nil {
+		return nil, err
+	}
+	return srv, nil
 }

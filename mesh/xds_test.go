@@ -488,7 +488,10 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func TestNewGRPCServerIsXDSManagedWithAServerTemplate(t *testing.T) {
+// TestNewGRPCServerKinds: with a server listener template the gRPC server
+// is the mesh's own (on the mesh's xDS client), grpc-go's xDS server only
+// when asked for with WithGRPCGoXDS, and a plain grpc.Server without xDS.
+func TestNewGRPCServerKinds(t *testing.T) {
 	cp := xdstest.NewServer(t)
 	var bs map[string]any
 	if err := json.Unmarshal(cp.Bootstrap(xdsNode), &bs); err != nil {
@@ -496,20 +499,25 @@ func TestNewGRPCServerIsXDSManagedWithAServerTemplate(t *testing.T) {
 	}
 	bs["server_listener_resource_name_template"] = "grpc/server?xds.resource.listening_address=%s"
 	b, _ := json.Marshal(bs)
-	m := newMesh(t, mesh.WithBootstrap(b))
-	srv, err := m.NewGRPCServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop()
-	if got := fmt.Sprintf("%T", srv); got != "*xds.GRPCServer" {
-		t.Errorf("NewGRPCServer with a server listener template made a %s, want grpc-go's *xds.GRPCServer", got)
-	}
-	plain := newMesh(t)
-	srv2, _ := plain.NewGRPCServer()
-	defer srv2.Stop()
-	if got := fmt.Sprintf("%T", srv2); got != "*grpc.Server" {
-		t.Errorf("NewGRPCServer without xDS made a %s, want *grpc.Server", got)
+	for _, c := range []struct {
+		name string
+		opts []mesh.Option
+		want string
+	}{
+		{"server template", []mesh.Option{mesh.WithBootstrap(b)}, "*mesh.xdsGRPCServer"},
+		{"server template, WithGRPCGoXDS", []mesh.Option{mesh.WithBootstrap(b), mesh.WithGRPCGoXDS(true)}, "*xds.GRPCServer"},
+		{"no xDS", nil, "*grpc.Server"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			srv, err := newMesh(t, c.opts...).NewGRPCServer()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Stop()
+			if got := fmt.Sprintf("%T", srv); got != c.want {
+				t.Errorf("NewGRPCServer made a %s, want %s", got, c.want)
+			}
+		})
 	}
 }
 

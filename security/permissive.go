@@ -1,6 +1,7 @@
 package security
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -55,10 +56,28 @@ const tlsRecordHandshake = 0x16
 // connections still being inspected or not yet accepted, and is idempotent.
 // Options: [WithPeekTimeout], [WithLogger].
 func PermissiveListener(ln net.Listener, cfg *tls.Config, opts ...Option) net.Listener {
+	return newPeekingListener(ln, permissiveChoice(cfg), opts)
+}
+
+// permissiveChoice serves TLS with cfg to connections that open with a TLS
+// record, plaintext to the others.
+func permissiveChoice(cfg *tls.Config) TLSChooser {
+	return func(_ context.Context, _ net.Conn, isTLS bool) (*tls.Config, error) {
+		if isTLS {
+			return cfg, nil
+		}
+		return nil, nil
+	}
+}
+
+func newPeekingListener(ln net.Listener, choose TLSChooser, opts []Option) *permissiveListener {
 	o := newOptions(opts)
+	ctx, cancel := context.WithCancel(context.Background())
 	l := &permissiveListener{
 		inner:   ln,
-		cfg:     cfg,
+		choose:  choose,
+		ctx:     ctx,
+		cancel:  cancel,
 		timeout: o.peekTimeout,
 		logger:  o.logger,
 		ready:   make(chan net.Conn),
@@ -73,7 +92,9 @@ func PermissiveListener(ln net.Listener, cfg *tls.Config, opts ...Option) net.Li
 
 type permissiveListener struct {
 	inner   net.Listener
-	cfg     *tls.Config
+	choose  TLSChooser
+	ctx     context.Context // ends at Close, so a waiting choose returns
+	cancel  context.CancelFunc
 	timeout time.Duration
 	logger  *slog.Logger
 
@@ -255,8 +276,14 @@ func (l *permissiveListener) peek(c net.Conn) {
 		return
 	}
 	var out net.Conn = &prefixConn{Conn: c, first: b[0], hasFirst: true}
-	if b[0] == tlsRecordHandshake {
-		out = tls.Server(out, l.cfg)
+	cfg, err := l.choose(l.ctx, out, b[0] == tlsRecordHandshake)
+	if err != nil {
+		l.logger.Debug("security: connection refused", "remote", c.RemoteAddr(), "err", err)
+		_ = c.Close()
+		return
+	}
+	if cfg != nil {
+		out = tls.Server(out, cfg)
 	}
 	select {
 	case l.ready <- out:
@@ -285,6 +312,7 @@ func (l *permissiveListener) Accept() (net.Conn, error) {
 // returned by Accept, and waits for the inspecting goroutines to end.
 func (l *permissiveListener) Close() error {
 	l.closeOnce.Do(func() {
+		l.cancel()
 		l.doneOnce.Do(func() { close(l.done) })
 		if err := l.inner.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			l.closeErr = err

@@ -35,18 +35,28 @@ func (c *permissiveCreds) ClientHandshake(ctx context.Context, authority string,
 }
 
 func (c *permissiveCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	var b [1]byte
-	_ = conn.SetReadDeadline(time.Now().Add(c.timeout))
-	n, err := conn.Read(b[:])
-	_ = conn.SetReadDeadline(time.Time{})
-	if n != 1 {
-		return nil, nil, fmt.Errorf("security: reading first byte: %w", err)
+	pc, isTLS, err := peekFirst(conn, c.timeout)
+	if err != nil {
+		return nil, nil, err
 	}
-	pc := &prefixConn{Conn: conn, first: b[0], hasFirst: true}
-	if b[0] == tlsRecordHandshake {
+	if isTLS {
 		return c.tls.ServerHandshake(pc)
 	}
 	return c.plain.ServerHandshake(pc)
+}
+
+// peekFirst reads conn's first byte, waiting at most timeout, and returns
+// the connection with that byte put back, and whether it opens a TLS
+// handshake record.
+func peekFirst(conn net.Conn, timeout time.Duration) (net.Conn, bool, error) {
+	var b [1]byte
+	_ = conn.SetReadDeadline(time.Now().Add(timeout))
+	n, err := conn.Read(b[:])
+	_ = conn.SetReadDeadline(time.Time{})
+	if n != 1 {
+		return nil, false, fmt.Errorf("security: reading first byte: %w", err)
+	}
+	return &prefixConn{Conn: conn, first: b[0], hasFirst: true}, b[0] == tlsRecordHandshake, nil
 }
 
 func (c *permissiveCreds) Info() credentials.ProtocolInfo { return c.tls.Info() }

@@ -5,13 +5,10 @@ import (
 	"net/netip"
 	"slices"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	rawbufferv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 )
 
 // ServerListener is an inbound (server-side) Listener, named by the
@@ -41,6 +38,9 @@ type FilterChain struct {
 	// RBAC are the chain's RBAC filters in order; a request must pass
 	// each.
 	RBAC []*RBAC
+	// TLS is the chain's transport socket: nil serves plaintext, else the
+	// connection must complete this TLS handshake.
+	TLS *DownstreamTLS
 }
 
 // SourceType is FilterChainMatch.source_type.
@@ -249,13 +249,11 @@ func translateFilterChain(fc *listenerv3.FilterChain, out *Listener) (*FilterCha
 	if err := translateChainMatch(fc.GetFilterChainMatch(), &c.Match); err != nil {
 		return nil, prefixed("filter_chain_match", err)
 	}
-	if ts := fc.GetTransportSocket(); ts != nil {
-		if err := checkDownstreamTLS(ts); err != nil {
-			return nil, prefixed("transport_socket", err)
-		}
-		// The server's TLS is the mesh's own SPIFFE identity.
-		out.Unapplied = append(out.Unapplied, "filter_chains.transport_socket")
+	tlsMode, err := translateDownstreamTLS(fc.GetTransportSocket(), &out.Unapplied)
+	if err != nil {
+		return nil, err
 	}
+	c.TLS = tlsMode
 	filters := fc.GetFilters()
 	if len(filters) != 1 {
 		return nil, ferr("filters", "%d network filters; want exactly one HttpConnectionManager", len(filters))
@@ -299,102 +297,6 @@ func translateFilterChain(fc *listenerv3.FilterChain, out *Listener) (*FilterCha
 		}
 	}
 	return c, nil
-}
-
-// checkDownstreamTLS refuses a server transport socket whose settings
-// would turn callers away in ways Weft does not apply. The server's TLS is
-// the mesh's: its own SPIFFE identity and trust bundle, TLS 1.2 or later,
-// a client certificate always required. Settings that restrict callers
-// beyond that (subject alternative name matchers, pinned certificates,
-// revocation lists, custom validators, a higher minimum or lower maximum
-// TLS version, narrowed cipher suites, required SNI) would be skipped, and
-// callers they refuse let in; so the listener is NACKed, naming the field.
-// Certificate provider instances and ALPN, which Weft replaces by its own,
-// are reported as unapplied by the caller.
-func checkDownstreamTLS(ts *corev3.TransportSocket) error {
-	tc := ts.GetTypedConfig()
-	if tc == nil {
-		return ferr("typed_config", "missing")
-	}
-	if tc.MessageIs((*rawbufferv3.RawBuffer)(nil)) {
-		return nil
-	}
-	d := &tlsv3.DownstreamTlsContext{}
-	if !tc.MessageIs(d) {
-		return ferr("typed_config", "transport socket %s is not supported on a server (want a DownstreamTlsContext)", tc.GetTypeUrl())
-	}
-	if err := tc.UnmarshalTo(d); err != nil {
-		return ferr("typed_config", "%v", err)
-	}
-	const p = "typed_config."
-	refuse := func(field, what string) error {
-		return ferr(p+field, "%s is not applied by Weft and would let in callers it refuses", what)
-	}
-	if d.GetRequireSni().GetValue() {
-		return refuse("require_sni", "requiring SNI")
-	}
-	// require_client_certificate needs no check: Weft always requires a
-	// client certificate over TLS, stricter, never looser, than asked.
-	// Session resumption settings do not change who is allowed in.
-	ctc := d.GetCommonTlsContext()
-	const cp = "common_tls_context."
-	if tp := ctc.GetTlsParams(); tp != nil {
-		if v := tp.GetTlsMinimumProtocolVersion(); v > tlsv3.TlsParameters_TLSv1_2 {
-			return refuse(cp+"tls_params.tls_minimum_protocol_version", fmt.Sprintf("a minimum of %v", v))
-		}
-		if v := tp.GetTlsMaximumProtocolVersion(); v != tlsv3.TlsParameters_TLS_AUTO && v < tlsv3.TlsParameters_TLSv1_3 {
-			return refuse(cp+"tls_params.tls_maximum_protocol_version", fmt.Sprintf("a maximum of %v", v))
-		}
-		if len(tp.GetCipherSuites()) > 0 {
-			return refuse(cp+"tls_params.cipher_suites", "a narrowed list of cipher suites")
-		}
-		if len(tp.GetEcdhCurves()) > 0 {
-			return refuse(cp+"tls_params.ecdh_curves", "a narrowed list of ECDH curves")
-		}
-		if len(tp.GetSignatureAlgorithms()) > 0 {
-			return refuse(cp+"tls_params.signature_algorithms", "a narrowed list of signature algorithms")
-		}
-	}
-	var vc *tlsv3.CertificateValidationContext
-	vcField := cp + "validation_context"
-	switch v := ctc.GetValidationContextType().(type) {
-	case nil:
-	case *tlsv3.CommonTlsContext_ValidationContext:
-		vc = v.ValidationContext
-	case *tlsv3.CommonTlsContext_CombinedValidationContext:
-		vc = v.CombinedValidationContext.GetDefaultValidationContext()
-		vcField = cp + "combined_validation_context.default_validation_context"
-		if v.CombinedValidationContext.GetValidationContextSdsSecretConfig() != nil {
-			return refuse(cp+"combined_validation_context.validation_context_sds_secret_config", "a validation context from SDS")
-		}
-	case *tlsv3.CommonTlsContext_ValidationContextCertificateProviderInstance:
-	case *tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig:
-		return refuse(cp+"validation_context_sds_secret_config", "a validation context from SDS")
-	default:
-		return ferr(p+cp+"validation_context_type", "unsupported %T", v)
-	}
-	if vc == nil {
-		return nil
-	}
-	for _, c := range []struct {
-		set         bool
-		field, what string
-	}{
-		//lint:ignore SA1019 control planes still send the deprecated SAN matchers; they restrict callers all the same
-		{len(vc.GetMatchSubjectAltNames()) > 0, "match_subject_alt_names", "matching the caller's subject alternative names"},
-		{len(vc.GetMatchTypedSubjectAltNames()) > 0, "match_typed_subject_alt_names", "matching the caller's subject alternative names"},
-		{len(vc.GetVerifyCertificateSpki()) > 0, "verify_certificate_spki", "pinning callers' public keys"},
-		{len(vc.GetVerifyCertificateHash()) > 0, "verify_certificate_hash", "pinning callers' certificates"},
-		{vc.GetCrl() != nil, "crl", "a certificate revocation list"},
-		{vc.GetCustomValidatorConfig() != nil, "custom_validator_config", "a custom certificate validator"},
-		{vc.GetTrustedCa() != nil, "trusted_ca", "an inline trusted CA (Weft trusts the mesh's SPIFFE bundle)"},
-		{vc.GetRequireSignedCertificateTimestamp().GetValue(), "require_signed_certificate_timestamp", "requiring signed certificate timestamps"},
-	} {
-		if c.set {
-			return refuse(vcField+"."+c.field, c.what)
-		}
-	}
-	return nil
 }
 
 func translateChainMatch(m *listenerv3.FilterChainMatch, out *FilterChainMatch) error {

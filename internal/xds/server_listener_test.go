@@ -474,7 +474,7 @@ func TestServerListenerRefusesUnappliedRestrictions(t *testing.T) {
 		TlsParams:     &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2},
 		AlpnProtocols: []string{"h2"},
 	}}
-	if l := decodeServer(t, withTLS(istio)); !slices.Contains(l.UnappliedFields(), "filter_chains.transport_socket") {
-		t.Errorf("unapplied = %v, want the transport socket reported", l.UnappliedFields())
+	if l := decodeServer(t, withTLS(istio)); slices.Contains(l.UnappliedFields(), "filter_chains.transport_socket") {
+		t.Errorf("unapplied = %v: the transport socket is applied, not skipped", l.UnappliedFields())
 	}
 }

@@ -1,3 +1,4 @@
+//lint:file-ignore SA1019 istiod still sends these deprecated DownstreamTlsContext fields, and grpc-go reads them too
 package xdstest
 
 import (
@@ -10,6 +11,8 @@ import (
 	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // InboundRoutes returns the route configuration of an inbound listener:
@@ -54,4 +57,49 @@ func ServerListener(name string, addr netip.AddrPort, def *listenerv3.FilterChai
 		FilterChains:       chains,
 		DefaultFilterChain: def,
 	}
+}
+
+// TLSSocket wraps ctx as the envoy.transport_sockets.tls transport socket
+// of a filter chain.
+func TLSSocket(ctx *tlsv3.DownstreamTlsContext) *corev3.TransportSocket {
+	return &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(ctx)}}
+}
+
+// IstioMTLS is the DownstreamTlsContext istiod sends a proxyless server
+// for PeerAuthentication STRICT: the "default" certificate provider
+// instance for the identity, ROOTCA for the roots, and a client
+// certificate required.
+func IstioMTLS() *tlsv3.DownstreamTlsContext {
+	return &tlsv3.DownstreamTlsContext{
+		CommonTlsContext: &tlsv3.CommonTlsContext{
+			TlsCertificateCertificateProviderInstance: &tlsv3.CommonTlsContext_CertificateProviderInstance{InstanceName: "default", CertificateName: "default"},
+			ValidationContextType: &tlsv3.CommonTlsContext_CombinedValidationContext{CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
+				ValidationContextCertificateProviderInstance: &tlsv3.CommonTlsContext_CertificateProviderInstance{InstanceName: "default", CertificateName: "ROOTCA"},
+				DefaultValidationContext:                     &tlsv3.CertificateValidationContext{},
+			}},
+		},
+		RequireClientCertificate: wrapperspb.Bool(true),
+	}
+}
+
+// PeerAuthentication returns the filter chains istiod's shapes of
+// PeerAuthentication give one port: "STRICT", one chain requiring mTLS;
+// "PERMISSIVE", an mTLS chain matching transport protocol "tls" and a
+// plaintext chain matching "raw_buffer"; "DISABLE", one plaintext chain.
+// Each chain serves rc inline through filters.
+func PeerAuthentication(mode string, rc *routev3.RouteConfiguration, filters ...*hcmv3.HttpFilter) []*listenerv3.FilterChain {
+	mtls := FilterChain("mtls", rc, filters...)
+	mtls.TransportSocket = TLSSocket(IstioMTLS())
+	plain := FilterChain("plaintext", rc, filters...)
+	switch mode {
+	case "STRICT":
+		return []*listenerv3.FilterChain{mtls}
+	case "PERMISSIVE":
+		mtls.FilterChainMatch = &listenerv3.FilterChainMatch{TransportProtocol: "tls"}
+		plain.FilterChainMatch = &listenerv3.FilterChainMatch{TransportProtocol: "raw_buffer"}
+		return []*listenerv3.FilterChain{mtls, plain}
+	case "DISABLE":
+		return []*listenerv3.FilterChain{plain}
+	}
+	panic("xdstest: PeerAuthentication: unknown mode " + mode)
 }
