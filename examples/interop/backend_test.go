@@ -59,7 +59,8 @@ func (b *behaviour) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // grpcEcho is grpc.testing.TestService: UnaryCall answers with the
-// backend's name as server_id, EmptyCall sends it as the x-server header.
+// backend's name as server_id, EmptyCall and StreamingOutputCall send it
+// as the x-server header.
 type grpcEcho struct {
 	testpb.UnimplementedTestServiceServer
 	b *behaviour
@@ -86,6 +87,18 @@ func (g grpcEcho) EmptyCall(ctx context.Context, _ *testpb.Empty) (*testpb.Empty
 	}
 	grpc.SetHeader(ctx, metadata.Pairs("x-server", g.b.name))
 	return &testpb.Empty{}, nil
+}
+
+// StreamingOutputCall sends the backend's name as the x-server header,
+// then one response: a stream through the same routes as UnaryCall.
+func (g grpcEcho) StreamingOutputCall(_ *testpb.StreamingOutputCallRequest, s testpb.TestService_StreamingOutputCallServer) error {
+	if err := g.act(s.Context()); err != nil {
+		return err
+	}
+	if err := s.SetHeader(metadata.Pairs("x-server", g.b.name)); err != nil {
+		return err
+	}
+	return s.Send(&testpb.StreamingOutputCallResponse{})
 }
 
 // echoBackend is one workload: an HTTP and a gRPC server on one loopback
@@ -157,6 +170,33 @@ func grpcServerID(ctx context.Context, cc grpc.ClientConnInterface, md ...string
 		return "", err
 	}
 	return resp.GetServerId(), nil
+}
+
+// streamServer opens one StreamingOutputCall, reads it to its end and
+// returns the x-server header.
+func streamServer(ctx context.Context, cc grpc.ClientConnInterface, md ...string) (string, error) {
+	if len(md) > 0 {
+		ctx = metadata.AppendToOutgoingContext(ctx, md...)
+	}
+	s, err := testpb.NewTestServiceClient(cc).StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{})
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := s.Recv(); err == io.EOF {
+			break
+		} else if err != nil {
+			return "", err
+		}
+	}
+	hdr, err := s.Header()
+	if err != nil {
+		return "", err
+	}
+	if v := hdr.Get("x-server"); len(v) == 1 {
+		return v[0], nil
+	}
+	return "", fmt.Errorf("x-server header: %v, want one value", hdr.Get("x-server"))
 }
 
 // counts tallies answers by backend name over n calls; a failed call
