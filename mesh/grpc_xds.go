@@ -165,14 +165,19 @@ func (c *xdsChannel) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc
 	if err != nil {
 		return nil, err
 	}
+	open := streamer
 	if sc, _ := ctx.Value(sessionKey{}).(*xds.SessionCookie); sc != nil {
-		return grpcSession{sc}.stream(ctx, desc, cc, method, streamer, opts...)
+		open = func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+			return grpcSession{sc}.stream(ctx, desc, cc, method, streamer, opts...)
+		}
 	}
+	// The route's timeout bounds the stream whether or not the route
+	// pins it to a session's endpoint.
 	if cr.timeout <= 0 {
-		return streamer(ctx, desc, cc, method, opts...)
+		return open(ctx, desc, cc, method, opts...)
 	}
 	ctx, cancel := context.WithTimeout(ctx, cr.timeout)
-	s, err := streamer(ctx, desc, cc, method, opts...)
+	s, err := open(ctx, desc, cc, method, opts...)
 	if err != nil {
 		cancel()
 		return nil, err
