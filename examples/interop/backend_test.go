@@ -23,6 +23,7 @@ import (
 const (
 	hdrSlow  = "x-slow"  // the backend answers after slowDelay
 	hdrFlaky = "x-flaky" // the backend fails three attempts in four
+	hdrFail  = "x-fail"  // the backend fails every attempt
 )
 
 // slowDelay is how long a slow request takes; the route timeout under test
@@ -34,9 +35,10 @@ const slowDelay = 3 * time.Second
 type behaviour struct {
 	name     string
 	attempts atomic.Int64 // requests carrying hdrFlaky
+	failures atomic.Int64 // requests carrying hdrFail
 }
 
-func (b *behaviour) act(ctx context.Context, slow, flaky bool) int {
+func (b *behaviour) act(ctx context.Context, slow, flaky, fail bool) int {
 	if slow {
 		select {
 		case <-time.After(slowDelay):
@@ -46,12 +48,16 @@ func (b *behaviour) act(ctx context.Context, slow, flaky bool) int {
 	if flaky && b.attempts.Add(1)%4 != 0 {
 		return http.StatusServiceUnavailable
 	}
+	if fail {
+		b.failures.Add(1)
+		return http.StatusServiceUnavailable
+	}
 	return 0
 }
 
 // ServeHTTP answers with the backend's name.
 func (b *behaviour) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if code := b.act(r.Context(), r.Header.Get(hdrSlow) != "", r.Header.Get(hdrFlaky) != ""); code != 0 {
+	if code := b.act(r.Context(), r.Header.Get(hdrSlow) != "", r.Header.Get(hdrFlaky) != "", r.Header.Get(hdrFail) != ""); code != 0 {
 		http.Error(w, "flaky", code)
 		return
 	}
@@ -68,7 +74,7 @@ type grpcEcho struct {
 
 func (g grpcEcho) act(ctx context.Context) error {
 	md, _ := metadata.FromIncomingContext(ctx)
-	if g.b.act(ctx, len(md.Get(hdrSlow)) > 0, len(md.Get(hdrFlaky)) > 0) != 0 {
+	if g.b.act(ctx, len(md.Get(hdrSlow)) > 0, len(md.Get(hdrFlaky)) > 0, len(md.Get(hdrFail)) > 0) != 0 {
 		return status.Error(codes.Unavailable, "flaky")
 	}
 	return nil

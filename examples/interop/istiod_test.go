@@ -34,8 +34,9 @@ import (
 const istioVersion = "1.29.0"
 
 // istioConfig is what istiod is fed: one plaintext service with two
-// versions routed by a VirtualService, and one mTLS service guarded by
-// PeerAuthentication and an AuthorizationPolicy. Placeholders in braces
+// versions routed by a VirtualService, a second name for the same two
+// workloads balanced by a consistent hash on a header, and one mTLS
+// service guarded by PeerAuthentication and an AuthorizationPolicy. Placeholders in braces
 // are the backends' ports, known once they listen.
 const istioConfig = `
 apiVersion: networking.istio.io/v1
@@ -103,6 +104,26 @@ spec:
     route:
     - {destination: {host: echo.mesh.local, subset: v1}, weight: 90}
     - {destination: {host: echo.mesh.local, subset: v2}, weight: 10}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: sticky, namespace: default}
+spec:
+  hosts: [sticky.mesh.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {number: 8080, name: http, protocol: HTTP}
+  - {number: 7070, name: grpc, protocol: GRPC}
+  workloadSelector: {labels: {app: echo}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: sticky, namespace: default}
+spec:
+  host: sticky.mesh.local
+  trafficPolicy:
+    loadBalancer: {consistentHash: {httpHeaderName: x-user}}
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -539,9 +560,95 @@ func TestIstiod(t *testing.T) {
 		}
 	})
 
+	t.Run("istiod default retries", func(t *testing.T) {
+		// A route without retries gets istiod's default policy: retry_on
+		// "connect-failure,refused-stream,unavailable,cancelled,
+		// retriable-status-codes" with two retries and no status codes
+		// listed. A gRPC UNAVAILABLE is retried twice; a plain HTTP 503
+		// matches none of the conditions and is not retried.
+		const n = 5
+		check := func(t *testing.T, perCall int64, call func() error) {
+			v1.failures.Store(0)
+			v2.failures.Store(0)
+			for i := range n {
+				if err := call(); err == nil {
+					t.Fatalf("call %d succeeded against a backend that fails every attempt", i)
+				}
+			}
+			if got, want := v1.failures.Load()+v2.failures.Load(), perCall*n; got != want {
+				t.Errorf("the backends saw %d attempts for %d calls, want %d (%d each)", got, n, want, perCall)
+			}
+		}
+		t.Run(rowHTTP, func(t *testing.T) {
+			check(t, 1, func() error { _, err := httpCall("/", hdrFail, "yes"); return err })
+		})
+		for _, g := range grpcClients {
+			t.Run(g.name, func(t *testing.T) {
+				check(t, 3, func() error {
+					_, err := grpcServerID(ctx, g.cc, hdrFail, "yes")
+					if err != nil && status.Code(err) != codes.Unavailable {
+						t.Errorf("failed with %v, want UNAVAILABLE", err)
+					}
+					return err
+				})
+			})
+		}
+	})
+
+	t.Run("consistent hash by header", func(t *testing.T) {
+		// sticky.mesh.local is v1 and v2 in one cluster, balanced by a ring
+		// hash on x-user: every call of one user lands on one backend, and
+		// the users spread over both.
+		const users, calls = 20, 5
+		t.Run(rowHTTP, func(t *testing.T) {
+			checkSticky(t, users, calls, func(user string) (string, error) {
+				code, body, err := httpGet(ctx, hc, "http://sticky.mesh.local:8080/", "x-user", user)
+				if err == nil && code != http.StatusOK {
+					err = statusErr(code, body)
+				}
+				return body, err
+			})
+		})
+		for _, g := range client.grpcRows(t, cm, "sticky.mesh.local:7070") {
+			t.Run(g.name, func(t *testing.T) {
+				checkSticky(t, users, calls, func(user string) (string, error) {
+					return grpcServerID(ctx, g.cc, "x-user", user)
+				})
+			})
+		}
+	})
+
 	t.Run("mTLS and authorization", func(t *testing.T) {
 		testIstioMTLS(t, ctx, d, secureHTTP, secureGRPC, impostorHTTP, impostorGRPC)
 	})
+}
+
+// checkSticky makes calls calls for each of users users through call and
+// checks that each user's calls all reach one backend, and that the users
+// reach more than one.
+func checkSticky(t *testing.T, users, calls int, call func(user string) (string, error)) {
+	t.Helper()
+	seen := map[string]int{}
+	for u := range users {
+		user := fmt.Sprintf("user-%d", u)
+		first := ""
+		for i := range calls {
+			got, err := call(user)
+			if err != nil {
+				t.Fatalf("%s call %d: %v", user, i, err)
+			}
+			if i == 0 {
+				first = got
+				seen[got]++
+			} else if got != first {
+				t.Fatalf("%s call %d reached %s, its first reached %s", user, i, got, first)
+			}
+		}
+	}
+	t.Logf("users by backend: %v", seen)
+	if len(seen) < 2 {
+		t.Errorf("all %d users reached %v, want them spread over v1 and v2", users, seen)
+	}
 }
 
 // testIstioMTLS serves the secure workload with Weft (HTTP and gRPC) under
