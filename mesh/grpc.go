@@ -17,12 +17,15 @@ const grpcScheme = "weft"
 // DialGRPC returns a gRPC client for target:
 //
 //   - "orders" or "orders:50051": a mesh service, resolved as an HTTP host is
-//     (static endpoints, configured DNS names, else DNS on the target) and
-//     balanced as HTTP requests to it are (the mesh's policy with slow
-//     start, priority and locality failover, zone-aware routing, outlier
-//     detection and session affinity), running in grpc-go;
-//   - "xds:///orders:50051": grpc-go's own xDS resolver and balancers, fed
-//     by the bootstrap New read (from the environment or WithBootstrap);
+//     (static endpoints, configured DNS names, then, with a bootstrap, the
+//     xDS listener of that name as for "xds:///orders:50051", else DNS on
+//     the target) and balanced as HTTP requests to it are (the mesh's
+//     policy with slow start, priority and locality failover, zone-aware
+//     routing, outlier detection and session affinity), running in grpc-go;
+//   - "xds:///orders:50051": the xDS listener of that name, its routes,
+//     clusters and endpoints, through the mesh's own xDS client and ADS
+//     stream, the ones its HTTP client uses (WithGRPCGoXDS hands these
+//     targets to grpc-go's own xDS resolver instead);
 //   - any other "scheme://..." target goes to grpc-go unchanged.
 //
 // The mesh supplies transport credentials; opts are applied after the

@@ -168,15 +168,20 @@ func (c *xdsChannel) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc
 	if cr.passthrough {
 		return streamer(ctx, desc, cc, method, opts...)
 	}
+	open := streamer
 	if sc, _ := ctx.Value(sessionKey{}).(*xds.SessionCookie); sc != nil {
-		return grpcSession{sc}.stream(ctx, desc, cc, method, streamer, opts...)
+		open = func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+			return grpcSession{sc}.stream(ctx, desc, cc, method, streamer, opts...)
+		}
 	}
+	// The route's timeout bounds the stream whether or not the route
+	// pins it to a session's endpoint.
 	timeout := cr.plan.GRPC.Timeout
 	if timeout <= 0 {
-		return streamer(ctx, desc, cc, method, opts...)
+		return open(ctx, desc, cc, method, opts...)
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
-	s, err := streamer(ctx, desc, cc, method, opts...)
+	s, err := open(ctx, desc, cc, method, opts...)
 	if err != nil {
 		cancel()
 		return nil, err

@@ -6,7 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 	"github.com/weftmesh/weft/mesh"
@@ -96,5 +99,65 @@ func TestGRPCXDSUnknownPlainNamePassesThrough(t *testing.T) {
 	_, err := dialHealth(t, m, "xds:///"+addrs[0]).Check(ctx, &healthpb.HealthCheckRequest{})
 	if err == nil || !strings.Contains(err.Error(), "does not exist") {
 		t.Errorf("xds:/// without a listener: err = %v, want the listener named as missing", err)
+	}
+}
+
+// watchingHealth answers Watch with SERVING once, then holds the stream
+// open until the caller ends it.
+type watchingHealth struct {
+	healthpb.UnimplementedHealthServer
+}
+
+func (watchingHealth) Watch(_ *healthpb.HealthCheckRequest, s healthpb.Health_WatchServer) error {
+	if err := s.Send(&healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}); err != nil {
+		return err
+	}
+	<-s.Context().Done()
+	return s.Context().Err()
+}
+
+// A route's timeout bounds a stream on an xds:/// channel, as it bounds a
+// unary call, also on a listener whose stateful session filter (which
+// istiod sends for a service labelled istio.io/persistent-session) gives
+// the route a session cookie.
+func TestGRPCXDSStreamRouteTimeout(t *testing.T) {
+	addr := serveHealth(t, newMesh(t), watchingHealth{})
+	for _, tc := range []struct {
+		name    string
+		session bool
+	}{
+		{"plain listener", false},
+		{"stateful session", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hcm := xdstest.HCM("orders-routes", nil)
+			if tc.session {
+				hcm = xdstest.WithStatefulSession(hcm, xdstest.StatefulSession("sticky", "", time.Hour))
+			}
+			rc := xdstest.RouteConfig("orders-routes", "orders:8080", "orders")
+			rc.VirtualHosts[0].Routes[0].GetRoute().Timeout = durationpb.New(200 * time.Millisecond)
+			cp := xdstest.NewServer(t)
+			cp.SetSnapshot(t, xdsNode, "1", xdstest.APIListener("orders:8080", hcm), rc,
+				xdstest.Cluster("orders", ""), xdstest.Endpoints("orders", addr))
+			m := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)))
+
+			// The test's own bound cancels rather than expires: only the
+			// route's timeout ends the stream with DEADLINE_EXCEEDED.
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			stop := time.AfterFunc(20*time.Second, cancel)
+			defer stop.Stop()
+			w, err := dialHealth(t, m, "xds:///orders:8080").Watch(ctx, &healthpb.HealthCheckRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			for err == nil {
+				_, err = w.Recv()
+			}
+			if got := status.Code(err); got != codes.DeadlineExceeded {
+				t.Errorf("the stream ended after %v with %v, want DeadlineExceeded from the route's 200ms timeout", time.Since(start).Round(time.Millisecond), err)
+			}
+		})
 	}
 }

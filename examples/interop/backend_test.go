@@ -23,6 +23,7 @@ import (
 const (
 	hdrSlow  = "x-slow"  // the backend answers after slowDelay
 	hdrFlaky = "x-flaky" // the backend fails three attempts in four
+	hdrFail  = "x-fail"  // the backend fails every attempt
 )
 
 // slowDelay is how long a slow request takes; the route timeout under test
@@ -34,9 +35,10 @@ const slowDelay = 3 * time.Second
 type behaviour struct {
 	name     string
 	attempts atomic.Int64 // requests carrying hdrFlaky
+	failures atomic.Int64 // requests carrying hdrFail
 }
 
-func (b *behaviour) act(ctx context.Context, slow, flaky bool) int {
+func (b *behaviour) act(ctx context.Context, slow, flaky, fail bool) int {
 	if slow {
 		select {
 		case <-time.After(slowDelay):
@@ -46,12 +48,16 @@ func (b *behaviour) act(ctx context.Context, slow, flaky bool) int {
 	if flaky && b.attempts.Add(1)%4 != 0 {
 		return http.StatusServiceUnavailable
 	}
+	if fail {
+		b.failures.Add(1)
+		return http.StatusServiceUnavailable
+	}
 	return 0
 }
 
 // ServeHTTP answers with the backend's name.
 func (b *behaviour) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if code := b.act(r.Context(), r.Header.Get(hdrSlow) != "", r.Header.Get(hdrFlaky) != ""); code != 0 {
+	if code := b.act(r.Context(), r.Header.Get(hdrSlow) != "", r.Header.Get(hdrFlaky) != "", r.Header.Get(hdrFail) != ""); code != 0 {
 		http.Error(w, "flaky", code)
 		return
 	}
@@ -59,7 +65,8 @@ func (b *behaviour) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // grpcEcho is grpc.testing.TestService: UnaryCall answers with the
-// backend's name as server_id, EmptyCall sends it as the x-server header.
+// backend's name as server_id, EmptyCall and StreamingOutputCall send it
+// as the x-server header.
 type grpcEcho struct {
 	testpb.UnimplementedTestServiceServer
 	b *behaviour
@@ -67,7 +74,7 @@ type grpcEcho struct {
 
 func (g grpcEcho) act(ctx context.Context) error {
 	md, _ := metadata.FromIncomingContext(ctx)
-	if g.b.act(ctx, len(md.Get(hdrSlow)) > 0, len(md.Get(hdrFlaky)) > 0) != 0 {
+	if g.b.act(ctx, len(md.Get(hdrSlow)) > 0, len(md.Get(hdrFlaky)) > 0, len(md.Get(hdrFail)) > 0) != 0 {
 		return status.Error(codes.Unavailable, "flaky")
 	}
 	return nil
@@ -86,6 +93,18 @@ func (g grpcEcho) EmptyCall(ctx context.Context, _ *testpb.Empty) (*testpb.Empty
 	}
 	grpc.SetHeader(ctx, metadata.Pairs("x-server", g.b.name))
 	return &testpb.Empty{}, nil
+}
+
+// StreamingOutputCall sends the backend's name as the x-server header,
+// then one response: a stream through the same routes as UnaryCall.
+func (g grpcEcho) StreamingOutputCall(_ *testpb.StreamingOutputCallRequest, s testpb.TestService_StreamingOutputCallServer) error {
+	if err := g.act(s.Context()); err != nil {
+		return err
+	}
+	if err := s.SetHeader(metadata.Pairs("x-server", g.b.name)); err != nil {
+		return err
+	}
+	return s.Send(&testpb.StreamingOutputCallResponse{})
 }
 
 // echoBackend is one workload: an HTTP and a gRPC server on one loopback
@@ -157,6 +176,33 @@ func grpcServerID(ctx context.Context, cc grpc.ClientConnInterface, md ...string
 		return "", err
 	}
 	return resp.GetServerId(), nil
+}
+
+// streamServer opens one StreamingOutputCall, reads it to its end and
+// returns the x-server header.
+func streamServer(ctx context.Context, cc grpc.ClientConnInterface, md ...string) (string, error) {
+	if len(md) > 0 {
+		ctx = metadata.AppendToOutgoingContext(ctx, md...)
+	}
+	s, err := testpb.NewTestServiceClient(cc).StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{})
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := s.Recv(); err == io.EOF {
+			break
+		} else if err != nil {
+			return "", err
+		}
+	}
+	hdr, err := s.Header()
+	if err != nil {
+		return "", err
+	}
+	if v := hdr.Get("x-server"); len(v) == 1 {
+		return v[0], nil
+	}
+	return "", fmt.Errorf("x-server header: %v, want one value", hdr.Get("x-server"))
 }
 
 // counts tallies answers by backend name over n calls; a failed call

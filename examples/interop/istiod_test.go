@@ -3,6 +3,7 @@ package interop
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -33,8 +34,9 @@ import (
 const istioVersion = "1.29.0"
 
 // istioConfig is what istiod is fed: one plaintext service with two
-// versions routed by a VirtualService, and one mTLS service guarded by
-// PeerAuthentication and an AuthorizationPolicy. Placeholders in braces
+// versions routed by a VirtualService, a second name for the same two
+// workloads balanced by a consistent hash on a header, and one mTLS
+// service guarded by PeerAuthentication and an AuthorizationPolicy. Placeholders in braces
 // are the backends' ports, known once they listen.
 const istioConfig = `
 apiVersion: networking.istio.io/v1
@@ -102,6 +104,26 @@ spec:
     route:
     - {destination: {host: echo.mesh.local, subset: v1}, weight: 90}
     - {destination: {host: echo.mesh.local, subset: v2}, weight: 10}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: sticky, namespace: default}
+spec:
+  hosts: [sticky.mesh.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {number: 8080, name: http, protocol: HTTP}
+  - {number: 7070, name: grpc, protocol: GRPC}
+  workloadSelector: {labels: {app: echo}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: sticky, namespace: default}
+spec:
+  host: sticky.mesh.local
+  trafficPolicy:
+    loadBalancer: {consistentHash: {httpHeaderName: x-user}}
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -187,6 +209,7 @@ spec:
 type istiod struct {
 	addr string // the gRPC xDS listener on 127.0.0.1
 	ca   *ca.IstioCA
+	ds   *xds.FakeDiscoveryServer
 }
 
 // startIstiod runs istiod's discovery server in-process, with its memory
@@ -208,7 +231,20 @@ func startIstiod(t *testing.T, config string) *istiod {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &istiod{addr: ds.Listener.Addr().String(), ca: c}
+	return &istiod{addr: ds.Listener.Addr().String(), ca: c, ds: ds}
+}
+
+// streams counts the ADS streams istiod holds for the workload named
+// name, by the user agent each client sends in its node ("weft" for
+// Weft's, "gRPC Go" for grpc-go's).
+func (d *istiod) streams(name string) map[string]int {
+	got := map[string]int{}
+	for _, c := range d.ds.Discovery.Clients() {
+		if p := c.Proxy(); p != nil && p.ID == name+".default" {
+			got[p.XdsNode.GetUserAgentName()]++
+		}
+	}
+	return got
 }
 
 // workload is one pod's view of the mesh: its bootstrap (written by
@@ -320,9 +356,42 @@ func fill(config string, vars map[string]int) string {
 	return config
 }
 
+// The rows of TestIstiod, one subtest each: which client makes the calls.
+// The two weft-grpc rows are Weft's gRPC client (mesh.DialGRPC) on Weft's
+// own xDS client, the same client and ADS stream as weft-http; the
+// grpc-go row is grpc-go's own xDS resolver and credentials on the same
+// bootstrap, the oracle for what istiod's resources mean to a gRPC client.
+const (
+	rowHTTP = "weft-http" // mesh.HTTPClient
+	// rowWeftXDS dials "xds:///host:port".
+	rowWeftXDS = "weft-grpc-xds-target"
+	// rowWeftPlain dials "host:port", which follows the same listener as
+	// xds:///host:port because the mesh has a bootstrap.
+	rowWeftPlain = "weft-grpc-plain-name"
+	// rowGRPCGo dials "xds:///host:port" with grpc-go alone.
+	rowGRPCGo = "grpc-go-oracle"
+)
+
+// grpcRow is one gRPC client of the table.
+type grpcRow struct {
+	name string
+	cc   *grpc.ClientConn
+}
+
+// grpcRows dials hostPort as each gRPC row of the workload, whose mesh is m.
+func (w *workload) grpcRows(t *testing.T, m *mesh.Mesh, hostPort string) []grpcRow {
+	t.Helper()
+	return []grpcRow{
+		{rowWeftXDS, weftGRPC(t, m, "xds:///"+hostPort)},
+		{rowWeftPlain, weftGRPC(t, m, hostPort)},
+		{rowGRPCGo, w.grpcGo(t, "xds:///"+hostPort)},
+	}
+}
+
 // TestIstiod runs Weft's HTTP and gRPC clients, and grpc-go's own xDS
-// client beside them, against the routes, clusters and policies istiod
-// computes from Istio YAML.
+// client beside them as the oracle, against the routes, clusters and
+// policies istiod computes from Istio YAML. Each case has a subtest per
+// client (the row constants above).
 func TestIstiod(t *testing.T) {
 	v1 := startEchoBackend(t, "v1", "127.0.0.2")
 	v2 := startEchoBackend(t, "v2", "127.0.0.3")
@@ -338,20 +407,21 @@ func TestIstiod(t *testing.T) {
 	client := d.newWorkload(t, "client", "127.0.0.10", "")
 	cm := client.mesh(t)
 	hc := cm.HTTPClient()
-	const httpURL, grpcTarget = "http://echo.mesh.local:8080", "xds:///echo.mesh.local:7070"
-	grpcClients := map[string]*grpc.ClientConn{
-		"weft-grpc": weftGRPC(t, cm, grpcTarget),
-		"grpc-go":   client.grpcGo(t, grpcTarget),
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	const httpURL = "http://echo.mesh.local:8080"
+	grpcClients := client.grpcRows(t, cm, "echo.mesh.local:7070")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-
-	// The first requests wait for istiod's first push.
-	if err := eventually(20*time.Second, func() error {
-		code, body, err := httpGet(ctx, hc, httpURL+"/")
+	httpCall := func(path string, hdr ...string) (string, error) {
+		code, body, err := httpGet(ctx, hc, httpURL+path, hdr...)
 		if err == nil && code != http.StatusOK {
 			err = statusErr(code, body)
 		}
+		return body, err
+	}
+
+	// The first requests wait for istiod's first push.
+	if err := eventually(20*time.Second, func() error {
+		_, err := httpCall("/")
 		return err
 	}); err != nil {
 		t.Fatalf("Weft HTTP never reached echo through istiod: %v", err)
@@ -359,98 +429,226 @@ func TestIstiod(t *testing.T) {
 
 	t.Run("split 90/10", func(t *testing.T) {
 		const n = 1000
-		rows := map[string]func() (string, error){
-			"weft-http": func() (string, error) {
-				code, body, err := httpGet(ctx, hc, httpURL+"/")
-				if err == nil && code != http.StatusOK {
-					err = statusErr(code, body)
+		type callRow struct {
+			name string
+			call func() (string, error)
+		}
+		rows := []callRow{{rowHTTP, func() (string, error) { return httpCall("/") }}}
+		for _, g := range grpcClients {
+			rows = append(rows, callRow{g.name, func() (string, error) { return grpcServerID(ctx, g.cc) }})
+		}
+		for _, r := range rows {
+			t.Run(r.name, func(t *testing.T) {
+				got := counts(t, n, r.call)
+				pct := 100 * float64(got["v1"]) / n
+				t.Logf("v1 %d, v2 %d of %d (v1 %.1f%%)", got["v1"], got["v2"], n, pct)
+				if got["v1"]+got["v2"] != n || pct < 85 || pct > 95 {
+					t.Errorf("v1 %.1f%% (%v), want 90±5%%", pct, got)
 				}
-				return body, err
-			},
+			})
 		}
-		for name, cc := range grpcClients {
-			rows[name] = func() (string, error) { return grpcServerID(ctx, cc) }
-		}
-		for name, call := range rows {
-			got := counts(t, n, call)
-			pct := 100 * float64(got["v1"]) / n
-			t.Logf("%s: v1 %d, v2 %d of %d (v1 %.1f%%)", name, got["v1"], got["v2"], n, pct)
-			if got["v1"]+got["v2"] != n || pct < 85 || pct > 95 {
-				t.Errorf("%s: v1 %.1f%% (%v), want 90±5%%", name, pct, got)
-			}
+	})
+
+	t.Run("one ADS stream", func(t *testing.T) {
+		// Every row has called istiod's routes by now. Weft's HTTP client
+		// and both weft-grpc channels share the mesh's one xDS client;
+		// the oracle's channel holds a stream of its own (grpc-go builds an
+		// xDS client per resolver, so per grpcGo channel).
+		got := d.streams("client")
+		t.Logf("istiod's streams from client.default, by user agent: %v", got)
+		if want := (map[string]int{"weft": 1, "gRPC Go": 1}); !maps.Equal(got, want) {
+			t.Errorf("istiod holds streams %v from the client, want %v: one for the mesh's HTTP client and both weft-grpc channels, one for the oracle", got, want)
 		}
 	})
 
 	t.Run("header and URI routes", func(t *testing.T) {
-		for i := range 20 {
-			code, body, err := httpGet(ctx, hc, httpURL+"/", "x-tester", "yes")
-			if err != nil || body != "v2" {
-				t.Fatalf("weft-http x-tester request %d: %d %q %v, want v2", i, code, body, err)
-			}
-			code, body, err = httpGet(ctx, hc, httpURL+"/v2-only/items")
-			if err != nil || body != "v2" {
-				t.Fatalf("weft-http /v2-only request %d: %d %q %v, want v2", i, code, body, err)
-			}
-			for name, cc := range grpcClients {
-				id, err := grpcServerID(ctx, cc, "x-tester", "yes")
-				if err != nil || id != "v2" {
-					t.Fatalf("%s x-tester call %d: %q %v, want v2", name, i, id, err)
+		t.Run(rowHTTP, func(t *testing.T) {
+			for i := range 20 {
+				if body, err := httpCall("/", "x-tester", "yes"); err != nil || body != "v2" {
+					t.Fatalf("x-tester request %d: %q %v, want v2", i, body, err)
 				}
-				var hdr metadata.MD
-				if _, err := testpb.NewTestServiceClient(cc).EmptyCall(ctx, &testpb.Empty{}, grpc.Header(&hdr)); err != nil {
-					t.Fatalf("%s EmptyCall: %v", name, err)
-				}
-				if got := hdr.Get("x-server"); len(got) != 1 || got[0] != "v2" {
-					t.Fatalf("%s EmptyCall (URI match on the method) went to %v, want v2", name, got)
+				if body, err := httpCall("/v2-only/items"); err != nil || body != "v2" {
+					t.Fatalf("/v2-only request %d: %q %v, want v2", i, body, err)
 				}
 			}
+		})
+		for _, g := range grpcClients {
+			t.Run(g.name, func(t *testing.T) {
+				for i := range 20 {
+					id, err := grpcServerID(ctx, g.cc, "x-tester", "yes")
+					if err != nil || id != "v2" {
+						t.Fatalf("x-tester call %d: %q %v, want v2", i, id, err)
+					}
+					var hdr metadata.MD
+					if _, err := testpb.NewTestServiceClient(g.cc).EmptyCall(ctx, &testpb.Empty{}, grpc.Header(&hdr)); err != nil {
+						t.Fatalf("EmptyCall %d: %v", i, err)
+					}
+					if got := hdr.Get("x-server"); len(got) != 1 || got[0] != "v2" {
+						t.Fatalf("EmptyCall %d (URI match on the method) went to %v, want v2", i, got)
+					}
+				}
+			})
 		}
 	})
 
 	t.Run("timeout", func(t *testing.T) {
-		start := time.Now()
-		code, _, err := httpGet(ctx, hc, httpURL+"/", hdrSlow, "yes")
-		took := time.Since(start)
-		t.Logf("weft-http: %d %v after %v", code, err, took.Round(time.Millisecond))
-		if err == nil && code != http.StatusGatewayTimeout || took >= slowDelay {
-			t.Errorf("weft-http: %d %v after %v, want a 504 or an error well before %v", code, err, took, slowDelay)
-		}
-		for name, cc := range grpcClients {
+		t.Run(rowHTTP, func(t *testing.T) {
 			start := time.Now()
-			_, err := grpcServerID(ctx, cc, hdrSlow, "yes")
+			code, _, err := httpGet(ctx, hc, httpURL+"/", hdrSlow, "yes")
 			took := time.Since(start)
-			t.Logf("%s: %v after %v", name, status.Code(err), took.Round(time.Millisecond))
-			if status.Code(err) != codes.DeadlineExceeded || took >= slowDelay {
-				t.Errorf("%s: %v after %v, want DeadlineExceeded well before %v", name, err, took, slowDelay)
+			t.Logf("%d %v after %v", code, err, took.Round(time.Millisecond))
+			if err == nil && code != http.StatusGatewayTimeout || took >= slowDelay {
+				t.Errorf("%d %v after %v, want a 504 or an error well before %v", code, err, took, slowDelay)
 			}
+		})
+		for _, g := range grpcClients {
+			t.Run(g.name, func(t *testing.T) {
+				start := time.Now()
+				_, err := grpcServerID(ctx, g.cc, hdrSlow, "yes")
+				took := time.Since(start)
+				t.Logf("%v after %v", status.Code(err), took.Round(time.Millisecond))
+				if status.Code(err) != codes.DeadlineExceeded || took >= slowDelay {
+					t.Errorf("%v after %v, want DeadlineExceeded well before %v", err, took, slowDelay)
+				}
+			})
+		}
+	})
+
+	t.Run("server streams", func(t *testing.T) {
+		// A stream follows the same route match as a unary call, and the
+		// route's timeout (max_stream_duration for gRPC) bounds it.
+		for _, g := range grpcClients {
+			t.Run(g.name, func(t *testing.T) {
+				for i := range 10 {
+					if got, err := streamServer(ctx, g.cc, "x-tester", "yes"); err != nil || got != "v2" {
+						t.Fatalf("x-tester stream %d: %q %v, want v2", i, got, err)
+					}
+				}
+				start := time.Now()
+				_, err := streamServer(ctx, g.cc, hdrSlow, "yes")
+				took := time.Since(start)
+				t.Logf("slow stream: %v after %v", status.Code(err), took.Round(time.Millisecond))
+				if status.Code(err) != codes.DeadlineExceeded || took >= slowDelay {
+					t.Errorf("slow stream: %v after %v, want DeadlineExceeded well before %v", err, took, slowDelay)
+				}
+			})
 		}
 	})
 
 	t.Run("retries", func(t *testing.T) {
-		// v1 fails three attempts in four; the route allows three retries.
+		// v1 fails three attempts in four; the route allows three retries,
+		// so each request succeeds on its fourth attempt.
 		const n = 10
-		before := v1.attempts.Load()
-		for i := range n {
-			code, body, err := httpGet(ctx, hc, httpURL+"/", hdrFlaky, "yes")
-			if err != nil || code != http.StatusOK {
-				t.Fatalf("weft-http flaky request %d: %d %q %v", i, code, body, err)
-			}
-		}
-		for name, cc := range grpcClients {
+		check := func(t *testing.T, call func(i int) error) {
+			v1.attempts.Store(0) // each row starts on a failing attempt
 			for i := range n {
-				if _, err := grpcServerID(ctx, cc, hdrFlaky, "yes"); err != nil {
-					t.Fatalf("%s flaky call %d: %v", name, i, err)
+				if err := call(i); err != nil {
+					t.Fatalf("flaky call %d: %v", i, err)
 				}
 			}
+			if got, want := v1.attempts.Load(), int64(4*n); got != want {
+				t.Errorf("v1 saw %d attempts for %d calls, want %d (4 each)", got, n, want)
+			}
 		}
-		if got, want := v1.attempts.Load()-before, int64(3*n*4); got != want {
-			t.Errorf("v1 saw %d attempts for %d requests, want %d (4 each)", got, 3*n, want)
+		t.Run(rowHTTP, func(t *testing.T) {
+			check(t, func(int) error { _, err := httpCall("/", hdrFlaky, "yes"); return err })
+		})
+		for _, g := range grpcClients {
+			t.Run(g.name, func(t *testing.T) {
+				check(t, func(int) error { _, err := grpcServerID(ctx, g.cc, hdrFlaky, "yes"); return err })
+			})
+		}
+	})
+
+	t.Run("istiod default retries", func(t *testing.T) {
+		// A route without retries gets istiod's default policy: retry_on
+		// "connect-failure,refused-stream,unavailable,cancelled,
+		// retriable-status-codes" with two retries and no status codes
+		// listed. A gRPC UNAVAILABLE is retried twice; a plain HTTP 503
+		// matches none of the conditions and is not retried.
+		const n = 5
+		check := func(t *testing.T, perCall int64, call func() error) {
+			v1.failures.Store(0)
+			v2.failures.Store(0)
+			for i := range n {
+				if err := call(); err == nil {
+					t.Fatalf("call %d succeeded against a backend that fails every attempt", i)
+				}
+			}
+			if got, want := v1.failures.Load()+v2.failures.Load(), perCall*n; got != want {
+				t.Errorf("the backends saw %d attempts for %d calls, want %d (%d each)", got, n, want, perCall)
+			}
+		}
+		t.Run(rowHTTP, func(t *testing.T) {
+			check(t, 1, func() error { _, err := httpCall("/", hdrFail, "yes"); return err })
+		})
+		for _, g := range grpcClients {
+			t.Run(g.name, func(t *testing.T) {
+				check(t, 3, func() error {
+					_, err := grpcServerID(ctx, g.cc, hdrFail, "yes")
+					if err != nil && status.Code(err) != codes.Unavailable {
+						t.Errorf("failed with %v, want UNAVAILABLE", err)
+					}
+					return err
+				})
+			})
+		}
+	})
+
+	t.Run("consistent hash by header", func(t *testing.T) {
+		// sticky.mesh.local is v1 and v2 in one cluster, balanced by a ring
+		// hash on x-user: every call of one user lands on one backend, and
+		// the users spread over both.
+		const users, calls = 20, 5
+		t.Run(rowHTTP, func(t *testing.T) {
+			checkSticky(t, users, calls, func(user string) (string, error) {
+				code, body, err := httpGet(ctx, hc, "http://sticky.mesh.local:8080/", "x-user", user)
+				if err == nil && code != http.StatusOK {
+					err = statusErr(code, body)
+				}
+				return body, err
+			})
+		})
+		for _, g := range client.grpcRows(t, cm, "sticky.mesh.local:7070") {
+			t.Run(g.name, func(t *testing.T) {
+				checkSticky(t, users, calls, func(user string) (string, error) {
+					return grpcServerID(ctx, g.cc, "x-user", user)
+				})
+			})
 		}
 	})
 
 	t.Run("mTLS and authorization", func(t *testing.T) {
 		testIstioMTLS(t, ctx, d, secureHTTP, secureGRPC, impostorHTTP, impostorGRPC)
 	})
+}
+
+// checkSticky makes calls calls for each of users users through call and
+// checks that each user's calls all reach one backend, and that the users
+// reach more than one.
+func checkSticky(t *testing.T, users, calls int, call func(user string) (string, error)) {
+	t.Helper()
+	seen := map[string]int{}
+	for u := range users {
+		user := fmt.Sprintf("user-%d", u)
+		first := ""
+		for i := range calls {
+			got, err := call(user)
+			if err != nil {
+				t.Fatalf("%s call %d: %v", user, i, err)
+			}
+			if i == 0 {
+				first = got
+				seen[got]++
+			} else if got != first {
+				t.Fatalf("%s call %d reached %s, its first reached %s", user, i, got, first)
+			}
+		}
+	}
+	t.Logf("users by backend: %v", seen)
+	if len(seen) < 2 {
+		t.Errorf("all %d users reached %v, want them spread over v1 and v2", users, seen)
+	}
 }
 
 // testIstioMTLS serves the secure workload with Weft (HTTP and gRPC) under
@@ -481,50 +679,61 @@ func testIstioMTLS(t *testing.T, ctx context.Context, d *istiod, secureHTTP, sec
 
 	allowed := d.newWorkload(t, "allowed", "127.0.0.11", "allowed")
 	denied := d.newWorkload(t, "denied", "127.0.0.12", "denied")
-	const httpURL, grpcTarget = "http://secure.mesh.local:8080/", "xds:///secure.mesh.local:7070"
+	const httpURL, grpcTarget = "http://secure.mesh.local:8080/", "secure.mesh.local:7070"
 
 	am, dm := allowed.mesh(t), denied.mesh(t)
-	clients := map[string]map[string]*grpc.ClientConn{
-		"allowed": {"weft-grpc": weftGRPC(t, am, grpcTarget), "grpc-go": allowed.grpcGo(t, grpcTarget)},
-		"denied":  {"weft-grpc": weftGRPC(t, dm, grpcTarget), "grpc-go": denied.grpcGo(t, grpcTarget)},
+	clients := map[string][]grpcRow{
+		"allowed": allowed.grpcRows(t, am, grpcTarget),
+		"denied":  denied.grpcRows(t, dm, grpcTarget),
 	}
+	// The allowed caller's channels to impostor, dialled here rather than
+	// in their subtest so that they live until the stream count at the end.
+	toImpostor := allowed.grpcRows(t, am, "impostor.mesh.local:7070")
 
 	t.Run("allowed caller", func(t *testing.T) {
-		var body string
-		err := eventually(20*time.Second, func() error {
-			code, b, err := httpGet(ctx, am.HTTPClient(), httpURL)
-			if err == nil && code != http.StatusOK {
-				err = statusErr(code, b)
-			}
-			body = b
-			return err
-		})
-		if err != nil || body != "secure sees spiffe://cluster.local/ns/default/sa/allowed" {
-			t.Fatalf("weft-http: %q %v", body, err)
-		}
-		for name, cc := range clients["allowed"] {
-			var id string
-			// The xDS-managed server serves once istiod's inbound listener arrives.
-			err := eventually(20*time.Second, func() (err error) {
-				id, err = grpcServerID(ctx, cc)
+		t.Run(rowHTTP, func(t *testing.T) {
+			var body string
+			err := eventually(20*time.Second, func() error {
+				code, b, err := httpGet(ctx, am.HTTPClient(), httpURL)
+				if err == nil && code != http.StatusOK {
+					err = statusErr(code, b)
+				}
+				body = b
 				return err
 			})
-			if err != nil || id != "secure" {
-				t.Fatalf("%s: %q %v", name, id, err)
+			if err != nil || body != "secure sees spiffe://cluster.local/ns/default/sa/allowed" {
+				t.Fatalf("%q %v", body, err)
 			}
+		})
+		for _, g := range clients["allowed"] {
+			t.Run(g.name, func(t *testing.T) {
+				var id string
+				// The xDS-managed server serves once istiod's inbound listener arrives.
+				err := eventually(20*time.Second, func() (err error) {
+					id, err = grpcServerID(ctx, g.cc)
+					return err
+				})
+				if err != nil || id != "secure" {
+					t.Fatalf("%q %v", id, err)
+				}
+			})
 		}
 	})
 
 	t.Run("denied caller", func(t *testing.T) {
-		code, body, err := httpGet(ctx, dm.HTTPClient(), httpURL)
-		if err != nil || code != http.StatusForbidden {
-			t.Errorf("weft-http as sa/denied: %d %q %v, want 403", code, body, err)
-		}
-		for name, cc := range clients["denied"] {
-			_, err := grpcServerID(ctx, cc)
-			if status.Code(err) != codes.PermissionDenied {
-				t.Errorf("%s as sa/denied: %v, want PermissionDenied from istiod's RBAC", name, err)
+		t.Run(rowHTTP, func(t *testing.T) {
+			code, body, err := httpGet(ctx, dm.HTTPClient(), httpURL)
+			if err != nil || code != http.StatusForbidden {
+				t.Errorf("as sa/denied: %d %q %v, want 403", code, body, err)
 			}
+		})
+		for _, g := range clients["denied"] {
+			t.Run(g.name, func(t *testing.T) {
+				_, err := grpcServerID(ctx, g.cc)
+				if status.Code(err) != codes.PermissionDenied {
+					t.Errorf("as sa/denied: %v, want PermissionDenied from istiod's RBAC", err)
+				}
+			})
 		}
 	})
 
@@ -545,19 +754,37 @@ func testIstioMTLS(t *testing.T, ctx context.Context, d *istiod, secureHTTP, sec
 		// istiod allows spiffe://cluster.local/ns/default/sa/secure for
 		// impostor.mesh.local (its WorkloadEntry's service account); the
 		// server presents sa/impostor.
-		code, body, err := httpGet(ctx, am.HTTPClient(), "http://impostor.mesh.local:8080/")
-		if err == nil {
-			t.Errorf("weft-http reached an endpoint with the wrong identity: %d %q", code, body)
-		} else {
-			t.Logf("weft-http: %v", err)
+		t.Run(rowHTTP, func(t *testing.T) {
+			code, body, err := httpGet(ctx, am.HTTPClient(), "http://impostor.mesh.local:8080/")
+			if err == nil {
+				t.Errorf("reached an endpoint with the wrong identity: %d %q", code, body)
+			} else {
+				t.Logf("%v", err)
+			}
+		})
+		for _, g := range toImpostor {
+			t.Run(g.name, func(t *testing.T) {
+				cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+				defer cancel()
+				if id, err := grpcServerID(cctx, g.cc); err == nil {
+					t.Errorf("reached an endpoint with the wrong identity: %q", id)
+				} else {
+					t.Logf("%v", err)
+				}
+			})
 		}
-		cc := allowed.grpcGo(t, "xds:///impostor.mesh.local:7070")
-		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		defer cancel()
-		if _, err := grpcServerID(cctx, cc); err == nil {
-			t.Error("grpc-go reached an endpoint with the wrong identity")
-		} else {
-			t.Logf("grpc-go: %v", err)
+	})
+
+	t.Run("one ADS stream", func(t *testing.T) {
+		// The allowed caller's mesh serves its HTTP client and four gRPC
+		// channels (two to secure, two to impostor) from one xDS client.
+		// The two oracle channels (to secure and impostor) hold one each.
+		got := d.streams("allowed")
+		t.Logf("istiod's streams from allowed.default, by user agent: %v", got)
+		if want := (map[string]int{"weft": 1, "gRPC Go": 2}); !maps.Equal(got, want) {
+			t.Errorf("istiod holds streams %v from the allowed caller, want %v", got, want)
 		}
+		// Servers are not rows of this table: logged, not checked.
+		t.Logf("istiod's streams from secure.default (a Weft HTTP and gRPC server), by user agent: %v", d.streams("secure"))
 	})
 }
