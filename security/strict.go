@@ -53,7 +53,7 @@ type strictCreds struct {
 }
 
 func (c strictCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	return c.TransportCredentials.ServerHandshake(&refusingConn{Conn: conn})
+	return c.TransportCredentials.ServerHandshake(&refusingConn{Conn: conn, bare: true})
 }
 
 func (c strictCreds) ClientHandshake(ctx context.Context, authority string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
@@ -81,6 +81,12 @@ func (l refusingListener) Accept() (net.Conn, error) {
 type refusingConn struct {
 	net.Conn
 	checked bool
+	// bare leaves the SETTINGS frame out, for gRPC callers: grpc-go takes
+	// a GOAWAY after a valid server preface for a server draining and
+	// connects again and again while fail-fast calls wait for their
+	// deadline, but fails the connection at once, and the calls with it,
+	// when the first frame is not SETTINGS.
+	bare bool
 }
 
 func (c *refusingConn) Read(p []byte) (int, error) {
@@ -148,7 +154,9 @@ func (c *refusingConn) refuseHTTP2() {
 		errInadequateSecure = 0xc
 	)
 	var b []byte
-	b = appendFrameHeader(b, 0, frameSettings)
+	if !c.bare {
+		b = appendFrameHeader(b, 0, frameSettings)
+	}
 	b = appendFrameHeader(b, 8+len(MTLSRequired), frameGoAway)
 	b = binary.BigEndian.AppendUint32(b, 0) // last stream ID: none processed
 	b = binary.BigEndian.AppendUint32(b, errInadequateSecure)
@@ -193,11 +201,12 @@ func (c plaintextCreds) Clone() credentials.TransportCredentials {
 var ErrMTLSRequired = errors.New("security: " + MTLSRequired + "; this client sends plaintext (it has no SPIFFE identity, or mTLS is disabled)")
 
 // refusal is the start of a strict server's answer to a plaintext HTTP/2
-// caller: an empty SETTINGS frame, then a GOAWAY's header.
-var refusal = func() []byte {
-	b := appendFrameHeader(nil, 0, 0x4)
-	return append(appendFrameHeader(b, 8+len(MTLSRequired), 0x7), 0, 0, 0, 0, 0, 0, 0, 0xc)
-}()
+// caller: an empty SETTINGS frame, then a GOAWAY's header; bareRefusal is
+// the answer to a gRPC caller, the GOAWAY alone.
+var (
+	bareRefusal = append(appendFrameHeader(nil, 8+len(MTLSRequired), 0x7), 0, 0, 0, 0, 0, 0, 0, 0xc)
+	refusal     = append(appendFrameHeader(nil, 0, 0x4), bareRefusal...)
+)
 
 // refusalConn checks the first bytes the server sends for a strict
 // server's refusal. A real server's first frame is a SETTINGS frame with
@@ -213,7 +222,7 @@ func (c *refusalConn) Read(p []byte) (int, error) {
 		return n, err
 	}
 	c.checked = true
-	if n >= len(refusal) && bytes.Equal(p[:len(refusal)], refusal) {
+	if bytes.HasPrefix(p[:n], refusal) || bytes.HasPrefix(p[:n], bareRefusal) {
 		return 0, ErrMTLSRequired
 	}
 	return n, err
