@@ -2,11 +2,18 @@ package mesh_test
 
 import (
 	"context"
+	"fmt"
+	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	grpcstatus "google.golang.org/grpc/status"
 
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 	"github.com/weftmesh/weft/mesh"
@@ -40,6 +47,11 @@ func checkReaches(t *testing.T, hc healthpb.HealthClient, b *dualBackend) bool {
 type oneStreamSetup struct {
 	v1, v2, pay *dualBackend
 	cp          *xdstest.Server
+	// servers are the addresses of the mesh's own servers, whose inbound
+	// listeners the snapshot carries when set; denyAll makes their RBAC
+	// deny every request.
+	servers []string
+	denyAll bool
 }
 
 func newOneStreamSetup(t *testing.T) *oneStreamSetup {
@@ -49,15 +61,35 @@ func newOneStreamSetup(t *testing.T) *oneStreamSetup {
 }
 
 func (s *oneStreamSetup) set(t *testing.T, version string, w1, w2 uint32) {
-	s.cp.SetSnapshot(t, xdsNode, version, append(ordersConfig(s.v1.addr, s.v2.addr, w1, w2), paymentsConfig(s.pay.addr)...)...)
+	res := append(ordersConfig(s.v1.addr, s.v2.addr, w1, w2), paymentsConfig(s.pay.addr)...)
+	prefix := "/nothing-here"
+	if s.denyAll {
+		prefix = "/"
+	}
+	for _, addr := range s.servers {
+		deny := xdstest.RBACFilter("deny", &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: map[string]*rbacv3.Policy{
+			"deny": {Permissions: []*rbacv3.Permission{{Rule: &rbacv3.Permission_UrlPath{UrlPath: &matcherv3.PathMatcher{Rule: &matcherv3.PathMatcher_Path{
+				Path: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: prefix}}}}}}},
+				Principals: []*rbacv3.Principal{{Identifier: &rbacv3.Principal_Any{Any: true}}}}}})
+		res = append(res, xdstest.ServerListener(inboundName(addr), netip.MustParseAddrPort(addr), nil,
+			xdstest.FilterChain("inbound", xdstest.InboundRoutes("inbound"), deny)))
+	}
+	s.cp.SetSnapshot(t, xdsNode, version, res...)
 }
 
 // TestOneADSStreamForEveryClient: one mesh sending HTTP to one service and
-// gRPC to two (each dialled twice, once by its plain name) holds exactly
-// one ADS stream, and one configuration change reaches every client.
+// gRPC to two (each dialled twice, once by its plain name) and serving an
+// HTTP server and a gRPC server on inbound listeners holds exactly one ADS
+// stream, and one configuration change reaches every client and server.
 func TestOneADSStreamForEveryClient(t *testing.T) {
 	s := newOneStreamSetup(t)
-	m := newMesh(t, mesh.WithBootstrap(s.cp.Bootstrap(xdsNode)))
+	m := newMesh(t, mesh.WithBootstrap(serverBootstrap(t, s.cp, nil)))
+	httpSrv, grpcSrv := serveWhoami(t, m), serveGRPCHealth(t, m)
+	s.servers = []string{httpSrv, grpcSrv}
+	s.set(t, "1", 100, 0)
+	plain := peerClient{"plaintext", nil}
+	waitFor(t, "HTTP server serves", func() error { return plain.http(httpSrv) })
+	waitFor(t, "gRPC server serves", func() error { return plain.grpc(grpcSrv) })
 	orders := []healthpb.HealthClient{dialHealth(t, m, "xds:///orders:8080"), dialHealth(t, m, "orders:8080")}
 	payments := []healthpb.HealthClient{dialHealth(t, m, "xds:///payments:9090"), dialHealth(t, m, "payments:9090")}
 
@@ -78,7 +110,20 @@ func TestOneADSStreamForEveryClient(t *testing.T) {
 		t.Fatalf("ADS streams: %d opened, %d open; want exactly 1 for the whole mesh", opened, open)
 	}
 
+	s.denyAll = true
 	s.set(t, "2", 0, 100)
+	waitFor(t, "HTTP server denies", func() error {
+		if err := plain.http(httpSrv); err == nil || !strings.Contains(err.Error(), "403") {
+			return fmt.Errorf("got %v, want 403", err)
+		}
+		return nil
+	})
+	waitFor(t, "gRPC server denies", func() error {
+		if err := plain.grpc(grpcSrv); grpcstatus.Code(err) != codes.PermissionDenied {
+			return fmt.Errorf("got %v, want PermissionDenied", err)
+		}
+		return nil
+	})
 	deadline := time.Now().Add(15 * time.Second)
 	for moved := false; !moved; {
 		if time.Now().After(deadline) {
