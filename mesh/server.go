@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/xds"
 
 	"github.com/weftmesh/weft/security"
@@ -103,6 +104,54 @@ func withoutForwardedClientCert(r *http.Request) *http.Request {
 	r = r.WithContext(r.Context())
 	r.Header = h
 	return r
+}
+
+// stripForwardedClientCertUnary is stripForwardedClientCert for gRPC
+// calls: the metadata that authorization rules and the handler read
+// carries no x-forwarded-client-cert.
+func stripForwardedClientCertUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	return handler(withoutForwardedClientCertMD(ctx), req)
+}
+
+func stripForwardedClientCertStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if ctx := withoutForwardedClientCertMD(ss.Context()); ctx != ss.Context() {
+		ss = ctxStream{ServerStream: ss, ctx: ctx}
+	}
+	return handler(srv, ss)
+}
+
+// ctxStream is a server stream with another context.
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s ctxStream) Context() context.Context { return s.ctx }
+
+// withoutForwardedClientCertMD returns ctx, or a copy whose incoming
+// metadata lack x-forwarded-client-cert in every spelling.
+func withoutForwardedClientCertMD(ctx context.Context) context.Context {
+	md, ok := metadata.FromIncomingContext(ctx)
+	if !ok {
+		return ctx
+	}
+	found := false
+	for k := range md {
+		if isForwardedClientCert(k) {
+			found = true
+			break
+		}
+	}
+	if !found {
+		return ctx
+	}
+	clean := make(metadata.MD, len(md))
+	for k, v := range md {
+		if !isForwardedClientCert(k) {
+			clean[k] = v
+		}
+	}
+	return metadata.NewIncomingContext(ctx, clean)
 }
 
 func isForwardedClientCert(k string) bool {
@@ -259,12 +308,14 @@ type GRPCServer interface {
 func (m *Mesh) NewGRPCServer(opts ...grpc.ServerOption) (GRPCServer, error) {
 	base := append([]grpc.ServerOption{m.grpcServerTelemetry()}, m.authzServerOptions()...)
 	base = append(base, m.grpcServerResilience()...)
+	strip := []grpc.ServerOption{grpc.ChainUnaryInterceptor(stripForwardedClientCertUnary), grpc.ChainStreamInterceptor(stripForwardedClientCertStream)}
 	switch {
 	case m.inbound == nil:
-		return grpc.NewServer(append(append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds())}, base...), opts...)...), nil
+		return grpc.NewServer(append(append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds())}, append(strip, base...)...), opts...)...), nil
 	case !m.cfg.grpcGoXDS:
-		return m.newXDSGRPCServer(base, opts), nil
+		return m.newXDSGRPCServer(base, opts), nil // it strips first itself
 	}
+	base = append(strip, base...)
 	// grpc-go reads GRPC_XDS_BOOTSTRAP once per process; handing it the
 	// bootstrap New read keeps the server on the same control plane as
 	// the clients, whether the bootstrap came from a variable or an

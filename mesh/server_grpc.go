@@ -62,7 +62,8 @@ func (m *Mesh) newXDSGRPCServer(base, opts []grpc.ServerOption) *xdsGRPCServer {
 	}
 	creds := security.PerConnectionCredentials(ctx, m.inboundTLSChooser("", cfgs), security.WithLogger(m.log))
 	all := append([]grpc.ServerOption{grpc.Creds(creds),
-		grpc.ChainUnaryInterceptor(m.xdsInboundUnary), grpc.ChainStreamInterceptor(m.xdsInboundStream)}, base...)
+		grpc.ChainUnaryInterceptor(stripForwardedClientCertUnary, m.xdsInboundUnary),
+		grpc.ChainStreamInterceptor(stripForwardedClientCertStream, m.xdsInboundStream)}, base...)
 	return &xdsGRPCServer{Server: grpc.NewServer(append(all, opts...)...), cancel: cancel}
 }
 
