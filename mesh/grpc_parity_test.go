@@ -434,7 +434,7 @@ type parityRow struct {
 
 // TestGRPCParity holds gRPC through Weft's xDS client side by side with
 // grpc-go's xDS client, the oracle, and with Weft's HTTP path, on the same
-// resources: rows 1-5 compare all three; rows 6-9 are Weft features
+// resources: rows 1-5 compare all three; rows 6-10 are Weft features
 // grpc-go lacks, held to the HTTP path, with grpc-go's result logged as
 // the contrast. RBAC and PeerAuthentication belong to servers and are
 // tested with them.
@@ -495,7 +495,16 @@ func TestGRPCParity(t *testing.T) {
 				a.Timeout = durationpb.New(2 * time.Second)
 				a.RetryPolicy = retryPolicy("unavailable,deadline-exceeded,5xx,reset", 2, 150*time.Millisecond)
 			})), parityCluster("svc", nil), xdstest.Endpoints("svc", addrs(e.b...)...)}
-		}, run: runPerTryTimeout},
+		}, run: func(t *testing.T, e *parityEnv) map[string]string { return runPerTryTimeout(t, e, true) }},
+		{name: "per_try_timeout under retry_on 5xx", backends: 2, resources: func(e *parityEnv) []types.Resource {
+			// Envoy retries a per-try timeout under 5xx, gateway-error
+			// and reset, for gRPC calls too; the HTTP path does.
+			e.b[1].delay.Store(int64(3 * time.Second))
+			return []types.Resource{parityListener(), parityRoutes(parityRoute("svc", nil, func(a *routev3.RouteAction) {
+				a.Timeout = durationpb.New(2 * time.Second)
+				a.RetryPolicy = retryPolicy("5xx", 2, 150*time.Millisecond)
+			})), parityCluster("svc", nil), xdstest.Endpoints("svc", addrs(e.b...)...)}
+		}, run: func(t *testing.T, e *parityEnv) map[string]string { return runPerTryTimeout(t, e, false) }},
 		{name: "hedging from hedge_policy", backends: 2 * len(hedgeStreams), resources: func(e *parityEnv) []types.Resource {
 			// Each stream has a route (chosen by x-stream) and a cluster of
 			// two backends of its own, so that attempts are counted per
@@ -551,7 +560,7 @@ func TestGRPCParity(t *testing.T) {
 		fmt.Fprintln(tw, strings.Join(r, "\t"))
 	}
 	tw.Flush()
-	t.Logf("what each client measured (grpc-go in rows 6-9 is the contrast, not asserted):\n%s", sb.String())
+	t.Logf("what each client measured (grpc-go in rows 6-10 is the contrast, not asserted):\n%s", sb.String())
 }
 
 func newParityEnv(t *testing.T, row parityRow) *parityEnv {
@@ -792,8 +801,8 @@ func runRetries(t *testing.T, e *parityEnv) map[string]string {
 // per_try_timeout and two retries every Weft call succeeds, by the other
 // backend. grpc-go ignores per_try_timeout: its calls to the slow backend
 // last until the slow answer (no deadline: grpc-go reads only
-// max_stream_duration), shown, not asserted.
-func runPerTryTimeout(t *testing.T, e *parityEnv) map[string]string {
+// max_stream_duration), shown, not asserted, when contrast is set.
+func runPerTryTimeout(t *testing.T, e *parityEnv, contrast bool) map[string]string {
 	const n = 20
 	got := map[string]string{}
 	for _, name := range []string{weftGRPC, weftHTTP} {
@@ -809,6 +818,10 @@ func runPerTryTimeout(t *testing.T, e *parityEnv) map[string]string {
 			slowest = max(slowest, o.took)
 		}
 		got[name] = fmt.Sprintf("%d/%d ok, slowest %v", n-failed, n, slowest.Round(time.Millisecond))
+	}
+	if !contrast {
+		got[grpcGo] = "(as above)"
+		return got
 	}
 	// grpc-go, as contrast: a few calls side by side, so the slow ones
 	// cost 3 s once.

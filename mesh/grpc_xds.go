@@ -334,12 +334,15 @@ var grpcRetryCodes = map[string]codes.Code{
 }
 
 // grpcRoutePolicy turns a route's plan into the retry policy of a gRPC
-// call. The route's retry_on names that are gRPC codes decide; the others
-// (HTTP conditions istiod mixes in) have no meaning for a gRPC status and
-// are skipped, as in grpc-go. As in grpc-go, a route's retry policy
-// applies to every method: the control plane declared the calls safe to
-// retry. The per-try timeout, which grpc-go ignores, is applied as on the
-// HTTP path.
+// call. The route's retry_on names that are gRPC codes decide which
+// statuses are retried; the others (HTTP conditions istiod mixes in) have
+// no meaning for a gRPC status and are skipped, as in grpc-go. As in
+// grpc-go, a route's retry policy applies to every method: the control
+// plane declared the calls safe to retry. The per-try timeout, which
+// grpc-go ignores, is applied as on the HTTP path: an attempt that
+// outlives it is retried (or, with hedge_on_per_try_timeout, hedged) under
+// the gRPC codes unavailable and deadline-exceeded and under the HTTP
+// conditions 5xx, gateway-error and reset, as Envoy retries it.
 func grpcRoutePolicy(plan resilience.RetryPolicy, rp *xds.RetryPolicy, timeout time.Duration) resilience.RetryPolicy {
 	p := resilience.RetryPolicy{NumRetries: -1, Timeout: -1}
 	if timeout > 0 {
@@ -353,8 +356,16 @@ func grpcRoutePolicy(plan resilience.RetryPolicy, rp *xds.RetryPolicy, timeout t
 			p.GRPCCodes = append(p.GRPCCodes, c)
 		}
 	}
+	// The gRPC interceptor reads the HTTP conditions for per-try
+	// timeouts only.
+	p.RetryOn = plan.RetryOn
 	if len(p.GRPCCodes) == 0 {
-		return p
+		// Only HTTP conditions: no status is retried (an empty, non-nil
+		// GRPCCodes), but a per-try timeout they cover is.
+		if plan.PerTryTimeout <= 0 || plan.RetryOn&(resilience.Retry5xx|resilience.RetryGatewayError|resilience.RetryReset) == 0 {
+			return resilience.RetryPolicy{NumRetries: -1, Timeout: p.Timeout}
+		}
+		p.GRPCCodes = []codes.Code{}
 	}
 	p.NumRetries = int(rp.NumRetries)
 	if rp.NumRetries == 0 {
