@@ -476,10 +476,18 @@ func TestGRPCParity(t *testing.T) {
 		{name: "route timeout", backends: 1, resources: func(e *parityEnv) []types.Resource {
 			e.b[0].delay.Store(int64(2 * time.Second))
 			// istiod sets both; grpc-go reads only max_stream_duration.
-			return []types.Resource{parityListener(), parityRoutes(parityRoute("svc", nil, func(a *routev3.RouteAction) {
-				a.Timeout = durationpb.New(300 * time.Millisecond)
-				a.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(300 * time.Millisecond)}
-			})), parityCluster("svc", nil), xdstest.Endpoints("svc", addrs(e.b...)...)}
+			// Where they differ (x-variant: msd-below), both bound the
+			// call, as in Envoy: the shorter wins.
+			limits := func(timeout, msd time.Duration) func(*routev3.RouteAction) {
+				return func(a *routev3.RouteAction) {
+					a.Timeout = durationpb.New(timeout)
+					a.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(msd)}
+				}
+			}
+			return []types.Resource{parityListener(), parityRoutes(
+				parityRoute("svc", []string{"x-variant", "msd-below"}, limits(5*time.Second, 300*time.Millisecond)),
+				parityRoute("svc", nil, limits(300*time.Millisecond, 300*time.Millisecond)),
+			), parityCluster("svc", nil), xdstest.Endpoints("svc", addrs(e.b...)...)}
 		}, run: runTimeout},
 		{name: "retries on unavailable", backends: 2, resources: func(e *parityEnv) []types.Resource {
 			e.b[1].fail.Store(true)
@@ -749,19 +757,23 @@ func runOutlier(t *testing.T, e *parityEnv) map[string]string {
 }
 
 // runTimeout: the backend takes 2 s; the route's 300 ms ends every call
-// with DEADLINE_EXCEEDED (HTTP: 504 or a deadline error) well before.
+// with DEADLINE_EXCEEDED (HTTP: 504 or a deadline error) well before, as
+// does a 300 ms max_stream_duration under a 5 s timeout.
 func runTimeout(t *testing.T, e *parityEnv) map[string]string {
 	got := map[string]string{}
 	for _, c := range e.clients {
 		var slowest time.Duration
-		for i := range 3 {
-			o := c.call(callLimit)
-			if o.code != codes.DeadlineExceeded || o.took > 1500*time.Millisecond {
-				t.Errorf("%s: call %d ended after %v with %v (%v), want DEADLINE_EXCEEDED well before 2 s", c.name, i, o.took, o.code, o.err)
+		cut := 0
+		for i, hdr := range [][]string{nil, nil, nil, {"x-variant", "msd-below"}, {"x-variant", "msd-below"}} {
+			o := c.call(callLimit, hdr...)
+			if o.code == codes.DeadlineExceeded && o.took <= 1500*time.Millisecond {
+				cut++
+			} else {
+				t.Errorf("%s: call %d (%v) ended after %v with %v (%v), want DEADLINE_EXCEEDED well before 2 s", c.name, i, hdr, o.took, o.code, o.err)
 			}
 			slowest = max(slowest, o.took)
 		}
-		got[c.name] = fmt.Sprintf("3/3 DEADLINE_EXCEEDED, slowest %v", slowest.Round(time.Millisecond))
+		got[c.name] = fmt.Sprintf("%d/5 DEADLINE_EXCEEDED < 1.5 s, slowest %v", cut, slowest.Round(time.Millisecond))
 	}
 	return got
 }

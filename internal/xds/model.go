@@ -232,8 +232,10 @@ type RouteAction struct {
 	WeightedClusters []WeightedCluster
 	// TotalWeight is the sum of WeightedClusters' weights (> 0).
 	TotalWeight uint64
-	// Timeout is the request timeout; 0 means the listener default, and
-	// HasTimeout false means the route did not set one.
+	// Timeout is the request timeout: the shorter of the route's timeout
+	// and max_stream_duration.max_stream_duration, a zero disabling
+	// either; 0 means none, and HasTimeout false means the route set
+	// neither (the listener's default holds).
 	Timeout     time.Duration
 	HasTimeout  bool
 	RetryPolicy *RetryPolicy
