@@ -751,7 +751,7 @@ func runOutlier(t *testing.T, e *parityEnv) map[string]string {
 		if ok != 60 || c.arrivals(bad) != before {
 			t.Errorf("%s: after ejection %d of 60 calls succeeded and %d reached the failing backend, want 60 and 0", c.name, ok, c.arrivals(bad)-before)
 		}
-		got[c.name] = fmt.Sprintf("ejected after %d calls (%d failed, %v); then %d/60 ok", calls-30, failed, took.Round(10*time.Millisecond), ok)
+		got[c.name] = fmt.Sprintf("ejected within %v (%d of %d calls failed); then %d/60 ok", took.Round(10*time.Millisecond), failed, calls-30, ok)
 	}
 	return got
 }
@@ -815,7 +815,7 @@ func runRetries(t *testing.T, e *parityEnv) map[string]string {
 // last until the slow answer (no deadline: grpc-go reads only
 // max_stream_duration), shown, not asserted, when contrast is set.
 func runPerTryTimeout(t *testing.T, e *parityEnv, contrast bool) map[string]string {
-	const n = 20
+	const n = 12
 	got := map[string]string{}
 	for _, name := range []string{weftGRPC, weftHTTP} {
 		c := e.client(name)
