@@ -20,6 +20,7 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -477,15 +478,20 @@ func TestGRPCParity(t *testing.T) {
 			e.b[0].delay.Store(int64(2 * time.Second))
 			// istiod sets both; grpc-go reads only max_stream_duration.
 			// Where they differ (x-variant: msd-below), both bound the
-			// call, as in Envoy: the shorter wins.
+			// call, as in Envoy: the shorter wins. A route without a
+			// max_stream_duration (x-variant: listener-msd) is bounded by
+			// the listener's too, beside its timeout.
 			limits := func(timeout, msd time.Duration) func(*routev3.RouteAction) {
 				return func(a *routev3.RouteAction) {
 					a.Timeout = durationpb.New(timeout)
 					a.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(msd)}
 				}
 			}
-			return []types.Resource{parityListener(), parityRoutes(
+			hcm := xdstest.HCM("svc-routes", nil)
+			hcm.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{MaxStreamDuration: durationpb.New(300 * time.Millisecond)}
+			return []types.Resource{xdstest.APIListener(parityHost, hcm), parityRoutes(
 				parityRoute("svc", []string{"x-variant", "msd-below"}, limits(5*time.Second, 300*time.Millisecond)),
+				parityRoute("svc", []string{"x-variant", "listener-msd"}, func(a *routev3.RouteAction) { a.Timeout = durationpb.New(5 * time.Second) }),
 				parityRoute("svc", nil, limits(300*time.Millisecond, 300*time.Millisecond)),
 			), parityCluster("svc", nil), xdstest.Endpoints("svc", addrs(e.b...)...)}
 		}, run: runTimeout},
@@ -758,13 +764,15 @@ func runOutlier(t *testing.T, e *parityEnv) map[string]string {
 
 // runTimeout: the backend takes 2 s; the route's 300 ms ends every call
 // with DEADLINE_EXCEEDED (HTTP: 504 or a deadline error) well before, as
-// does a 300 ms max_stream_duration under a 5 s timeout.
+// does a 300 ms max_stream_duration, the route's or the listener's, under
+// a 5 s timeout.
 func runTimeout(t *testing.T, e *parityEnv) map[string]string {
 	got := map[string]string{}
 	for _, c := range e.clients {
 		var slowest time.Duration
 		cut := 0
-		for i, hdr := range [][]string{nil, nil, nil, {"x-variant", "msd-below"}, {"x-variant", "msd-below"}} {
+		variants := [][]string{nil, nil, {"x-variant", "msd-below"}, {"x-variant", "msd-below"}, {"x-variant", "listener-msd"}, {"x-variant", "listener-msd"}}
+		for i, hdr := range variants {
 			o := c.call(callLimit, hdr...)
 			if o.code == codes.DeadlineExceeded && o.took <= 1500*time.Millisecond {
 				cut++
@@ -773,7 +781,7 @@ func runTimeout(t *testing.T, e *parityEnv) map[string]string {
 			}
 			slowest = max(slowest, o.took)
 		}
-		got[c.name] = fmt.Sprintf("%d/5 DEADLINE_EXCEEDED < 1.5 s, slowest %v", cut, slowest.Round(time.Millisecond))
+		got[c.name] = fmt.Sprintf("%d/%d DEADLINE_EXCEEDED < 1.5 s, slowest %v", cut, len(variants), slowest.Round(time.Millisecond))
 	}
 	return got
 }

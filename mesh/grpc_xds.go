@@ -89,10 +89,9 @@ type callRoute struct {
 	route *xds.Route
 	plan  *routePlan
 	svc   *service
-	// timeout is the call's deadline from the route (0: none): the route's
-	// timeout, else the listener's max_stream_duration. Unlike Envoy's
-	// HTTP default of 15 s, a silent route sets none, as in grpc-go:
-	// streams may live long.
+	// timeout is the call's deadline from the route (0: none), as
+	// routeTimeout reads it. Unlike Envoy's HTTP default of 15 s, a silent
+	// route sets none, as in grpc-go: streams may live long.
 	timeout time.Duration
 }
 
@@ -138,12 +137,7 @@ func (c *xdsChannel) route(ctx context.Context, method string) (context.Context,
 	}
 	ctx = balancer.ContextWithGRPCRoute(ctx, d)
 	cr := callRoute{route: route, plan: st.plans[route], svc: svc}
-	switch a := &route.Action; {
-	case a.HasTimeout:
-		cr.timeout = a.Timeout
-	default:
-		cr.timeout = st.defaultTimeout
-	}
+	cr.timeout, _ = routeTimeout(&route.Action, st.defaultTimeout)
 	if c.x.sessions.Load() {
 		if sc := xdsSession(h.session.Load(), route); sc != nil {
 			ctx = context.WithValue(ctx, sessionKey{}, sc)

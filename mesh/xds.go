@@ -417,9 +417,6 @@ func (x *xdsPath) publish(h *xdsHost, rc *xds.RouteConfig, listenerTimeout time.
 	h.markReady()
 }
 
-// planRoute turns a route's action into Weft's policies. Where the route is
-// silent, Envoy's defaults hold: a 15 s route timeout covering all attempts
-// (the listener's max_stream_duration when set) and no retries.
 // httpRetryOn reads a route's retry_on for the HTTP path. istiod's default
 // policy mixes HTTP and gRPC conditions ("connect-failure,refused-stream,
 // unavailable,cancelled,retriable-status-codes"); Envoy applies the gRPC
@@ -439,16 +436,32 @@ func httpRetryOn(names []string) resilience.RetryOn {
 	return on
 }
 
+// routeTimeout is a route's bound on a request, of either protocol, as
+// Envoy applies it: the route's timeout and its max_stream_duration or,
+// when the route has none, the listener's; the shorter one set wins and a
+// zero disables only its own bound. set is false when none is set.
+func routeTimeout(a *xds.RouteAction, listener time.Duration) (d time.Duration, set bool) {
+	d, set = a.Timeout, a.HasTimeout
+	if a.HasMaxStreamDuration || listener <= 0 {
+		return d, set
+	}
+	if !set || d == 0 || listener < d {
+		return listener, true
+	}
+	return d, true
+}
+
+// planRoute turns a route's action into Weft's policies. Where the route is
+// silent, Envoy's defaults hold: a 15 s route timeout covering all attempts
+// (the listener's max_stream_duration when set) and no retries.
 func planRoute(r *xds.Route, listenerTimeout time.Duration) *routePlan {
 	a := &r.Action
 	p := &routePlan{retry: resilience.RetryPolicy{NumRetries: -1}}
-	switch {
-	case a.HasTimeout && a.Timeout == 0:
+	switch d, set := routeTimeout(a, listenerTimeout); {
+	case set && d == 0:
 		p.retry.Timeout = -1 // xDS: 0 disables the timeout
-	case a.HasTimeout:
-		p.retry.Timeout = a.Timeout
-	case listenerTimeout > 0:
-		p.retry.Timeout = listenerTimeout
+	case set:
+		p.retry.Timeout = d
 	}
 	if rp := a.RetryPolicy; rp != nil {
 		if on := httpRetryOn(rp.RetryOn); on != 0 {

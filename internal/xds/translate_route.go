@@ -294,6 +294,7 @@ func translateAction(r *routev3.Route, out *RouteAction) error {
 		}
 		out.HasTimeout = true
 	}
+	out.HasMaxStreamDuration = a.GetMaxStreamDuration().GetMaxStreamDuration() != nil
 	if rp := a.GetRetryPolicy(); rp != nil {
 		p, err := translateRetry(rp)
 		if err != nil {

@@ -369,8 +369,9 @@ func TestTranslateRouteTimeout(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := out.VirtualHosts[0].Routes[0].Action
-			if got.Timeout != tt.want || got.HasTimeout != tt.wantHas {
-				t.Errorf("Timeout, HasTimeout = %v, %v; want %v, %v", got.Timeout, got.HasTimeout, tt.want, tt.wantHas)
+			if got.Timeout != tt.want || got.HasTimeout != tt.wantHas || got.HasMaxStreamDuration != (tt.msd != none) {
+				t.Errorf("Timeout, HasTimeout, HasMaxStreamDuration = %v, %v, %v; want %v, %v, %v",
+					got.Timeout, got.HasTimeout, got.HasMaxStreamDuration, tt.want, tt.wantHas, tt.msd != none)
 			}
 		})
 	}
