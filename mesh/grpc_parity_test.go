@@ -765,19 +765,28 @@ func runOutlier(t *testing.T, e *parityEnv) map[string]string {
 // runTimeout: the backend takes 2 s; the route's 300 ms ends every call
 // with DEADLINE_EXCEEDED (HTTP: 504 or a deadline error) well before, as
 // does a 300 ms max_stream_duration, the route's or the listener's, under
-// a 5 s timeout.
+// a 5 s timeout. Each client's calls go side by side.
 func runTimeout(t *testing.T, e *parityEnv) map[string]string {
+	variants := [][]string{nil, nil, {"x-variant", "msd-below"}, {"x-variant", "msd-below"}, {"x-variant", "listener-msd"}, {"x-variant", "listener-msd"}}
 	got := map[string]string{}
 	for _, c := range e.clients {
+		out := make([]outcome, len(variants))
+		var wg sync.WaitGroup
+		for i, hdr := range variants {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				out[i] = c.call(callLimit, hdr...)
+			}()
+		}
+		wg.Wait()
 		var slowest time.Duration
 		cut := 0
-		variants := [][]string{nil, nil, {"x-variant", "msd-below"}, {"x-variant", "msd-below"}, {"x-variant", "listener-msd"}, {"x-variant", "listener-msd"}}
-		for i, hdr := range variants {
-			o := c.call(callLimit, hdr...)
+		for i, o := range out {
 			if o.code == codes.DeadlineExceeded && o.took <= 1500*time.Millisecond {
 				cut++
 			} else {
-				t.Errorf("%s: call %d (%v) ended after %v with %v (%v), want DEADLINE_EXCEEDED well before 2 s", c.name, i, hdr, o.took, o.code, o.err)
+				t.Errorf("%s: call %d (%v) ended after %v with %v (%v), want DEADLINE_EXCEEDED well before 2 s", c.name, i, variants[i], o.took, o.code, o.err)
 			}
 			slowest = max(slowest, o.took)
 		}
