@@ -99,7 +99,8 @@ type RetryPolicy struct {
 	// RetryRetriableStatusCodes.
 	RetriableStatusCodes []int
 	// GRPCCodes are the gRPC status codes the gRPC interceptor retries;
-	// nil means UNAVAILABLE only.
+	// nil means UNAVAILABLE only, an empty non-nil slice none (a policy
+	// that retries only per-try timeouts, under RetryOn).
 	GRPCCodes []codes.Code
 	// NumRetries is the number of retries after the first attempt: 0 means
 	// DefaultNumRetries (Envoy's route default), negative means none. The

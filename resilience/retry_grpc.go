@@ -42,7 +42,10 @@ type grpcRetry struct {
 //
 // The route timeout (policy.Timeout) bounds the whole call. A per-try
 // timeout that expires is retried when UNAVAILABLE or DEADLINE_EXCEEDED is
-// retriable. Each attempt's context carries the call's Attempts tracker,
+// retriable, or when policy.RetryOn names 5xx, gateway-error or reset, the
+// conditions under which the HTTP path and Envoy retry it (here a zero
+// RetryOn names none of them): a route configured for HTTP retries a
+// gRPC attempt that outlives its per-try timeout too. Each attempt's context carries the call's Attempts tracker,
 // which gRPC hands to the balancer's picker. When the budget or the retry
 // threshold refuses a retry, the last error is returned wrapped with
 // ErrBudgetExhausted or ErrOverflow; its status code is unchanged.
@@ -116,7 +119,8 @@ func (g *grpcRetry) intercept(ctx context.Context, method string, req, reply any
 		}
 		code := status.Code(err)
 		if perTryFired {
-			if !g.policy.grpcRetriable(codes.Unavailable) && !g.policy.grpcRetriable(codes.DeadlineExceeded) {
+			if !g.policy.grpcRetriable(codes.Unavailable) && !g.policy.grpcRetriable(codes.DeadlineExceeded) &&
+				g.policy.RetryOn&perTryRetryOn == 0 {
 				return err
 			}
 		} else if !g.policy.grpcRetriable(code) {
@@ -150,6 +154,9 @@ func (g *grpcRetry) intercept(ctx context.Context, method string, req, reply any
 		}
 	}
 }
+
+// perTryRetryOn are the HTTP conditions that cover a per-try timeout.
+const perTryRetryOn = Retry5xx | RetryGatewayError | RetryReset
 
 // idempotent reports whether method may be retried.
 func (g *grpcRetry) idempotent(method string) bool {

@@ -92,6 +92,52 @@ func TestRetryUnaryClientInterceptorPerTryTimeout(t *testing.T) {
 	}
 }
 
+// A per-try timeout is retried under the gRPC codes UNAVAILABLE and
+// DEADLINE_EXCEEDED and under the HTTP conditions that cover it on the HTTP
+// path (5xx, gateway-error, reset), not under others; an empty GRPCCodes
+// retries no status.
+func TestRetryUnaryClientInterceptorPerTryTimeoutConditions(t *testing.T) {
+	tests := []struct {
+		name     string
+		codes    []codes.Code
+		on       resilience.RetryOn
+		wantCode codes.Code
+		wantHits int64
+	}{
+		{"5xx", []codes.Code{}, resilience.Retry5xx, codes.OK, 2},
+		{"gateway-error", []codes.Code{}, resilience.RetryGatewayError, codes.OK, 2},
+		{"reset", []codes.Code{}, resilience.RetryReset, codes.OK, 2},
+		{"deadline-exceeded", []codes.Code{codes.DeadlineExceeded}, 0, codes.OK, 2},
+		{"connect-failure only", []codes.Code{}, resilience.RetryConnectFailure, codes.DeadlineExceeded, 1},
+		{"cancelled only", []codes.Code{codes.Canceled}, 0, codes.DeadlineExceeded, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var s sleeps
+			be, client := newHealthBackend(t, func(ctx context.Context, n int64) error {
+				if n == 1 {
+					select { // hang until the attempt is abandoned (bounded)
+					case <-ctx.Done():
+						return status.FromContextError(ctx.Err()).Err()
+					case <-time.After(10 * time.Second):
+					}
+				}
+				return nil
+			}, nil, grpc.WithUnaryInterceptor(resilience.RetryUnaryClientInterceptor(
+				resilience.RetryPolicy{RetryNonIdempotent: true, GRPCCodes: tt.codes, RetryOn: tt.on,
+					PerTryTimeout: 100 * time.Millisecond, NumRetries: 2},
+				resilience.WithTestClock(nil, s.sleep, nil))))
+			_, err := client.Check(context.Background(), &healthpb.HealthCheckRequest{})
+			if got := status.Code(err); got != tt.wantCode {
+				t.Errorf("code: got %v (%v), want %v", got, err, tt.wantCode)
+			}
+			if got := be.hits.Load(); got != tt.wantHits {
+				t.Errorf("server calls: got %d, want %d", got, tt.wantHits)
+			}
+		})
+	}
+}
+
 func TestRetryUnaryClientInterceptorBudget(t *testing.T) {
 	const calls = 20
 	var s sleeps

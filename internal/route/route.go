@@ -50,13 +50,11 @@ type Plan struct {
 func New(r *xds.Route, listenerTimeout time.Duration) *Plan {
 	a := &r.Action
 	p := &Plan{Route: r, HTTP: resilience.RetryPolicy{NumRetries: -1}, GRPC: resilience.RetryPolicy{NumRetries: -1, Timeout: -1}}
-	switch {
-	case a.HasTimeout && a.Timeout == 0:
+	switch d, set := Timeout(a, listenerTimeout); {
+	case set && d == 0:
 		p.HTTP.Timeout = -1 // xDS: 0 disables the timeout
-	case a.HasTimeout:
-		p.HTTP.Timeout, p.GRPC.Timeout = a.Timeout, a.Timeout
-	case listenerTimeout > 0:
-		p.HTTP.Timeout, p.GRPC.Timeout = listenerTimeout, listenerTimeout
+	case set:
+		p.HTTP.Timeout, p.GRPC.Timeout = d, d
 	}
 	if rp := a.RetryPolicy; rp != nil {
 		if on := HTTPRetryOn(rp.RetryOn); on != 0 {
@@ -73,7 +71,17 @@ func New(r *xds.Route, listenerTimeout time.Duration) *Plan {
 				p.GRPC.GRPCCodes = append(p.GRPC.GRPCCodes, c)
 			}
 		}
-		if len(p.GRPC.GRPCCodes) > 0 {
+		// The gRPC retries read the HTTP conditions for per-try timeouts
+		// only: an attempt that outlives its per-try timeout is retried
+		// (or hedged) under 5xx, gateway-error and reset, as Envoy retries
+		// it. With only HTTP conditions no status is retried (an empty,
+		// non-nil GRPCCodes), but such a per-try timeout is.
+		p.GRPC.RetryOn = p.HTTP.RetryOn
+		if len(p.GRPC.GRPCCodes) == 0 && rp.PerTryTimeout > 0 &&
+			p.HTTP.RetryOn&(resilience.Retry5xx|resilience.RetryGatewayError|resilience.RetryReset) != 0 {
+			p.GRPC.GRPCCodes = []codes.Code{}
+		}
+		if p.GRPC.GRPCCodes != nil {
 			p.GRPC.NumRetries = numRetries(rp)
 			// The per-try timeout, which grpc-go ignores, applies as on HTTP.
 			p.GRPC.PerTryTimeout = rp.PerTryTimeout
@@ -88,6 +96,22 @@ func New(r *xds.Route, listenerTimeout time.Duration) *Plan {
 	p.Mutates = a.PrefixRewrite != "" || a.RegexRewrite != nil || a.HostRewrite != "" ||
 		len(a.RequestHeadersToAdd) > 0 || len(a.RequestHeadersToRemove) > 0
 	return p
+}
+
+// Timeout is a route's bound on a request, of either protocol, as Envoy
+// applies it: the route's timeout and its max_stream_duration (translation
+// keeps the shorter) or, when the route sets no max_stream_duration, the
+// listener's; the shorter one set wins and a zero disables only its own
+// bound. set is false when none is set.
+func Timeout(a *xds.RouteAction, listener time.Duration) (d time.Duration, set bool) {
+	d, set = a.Timeout, a.HasTimeout
+	if a.HasMaxStreamDuration || listener <= 0 {
+		return d, set
+	}
+	if !set || d == 0 || listener < d {
+		return listener, true
+	}
+	return d, true
 }
 
 func numRetries(rp *xds.RetryPolicy) int {

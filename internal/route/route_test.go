@@ -44,7 +44,8 @@ func TestRetryConditionsPerProtocol(t *testing.T) {
 }
 
 // A route that sets no timeout gets Envoy's default on HTTP and none on
-// gRPC, as in grpc-go; the listener's max_stream_duration applies to both.
+// gRPC, as in grpc-go; the listener's max_stream_duration applies to both
+// unless the route sets its own.
 func TestTimeouts(t *testing.T) {
 	for _, tt := range []struct {
 		name             string
@@ -55,7 +56,11 @@ func TestTimeouts(t *testing.T) {
 		{"silent", xds.RouteAction{}, 0, 0, -1},
 		{"listener default", xds.RouteAction{}, 2 * time.Second, 2 * time.Second, 2 * time.Second},
 		{"route", xds.RouteAction{HasTimeout: true, Timeout: 300 * time.Millisecond}, 2 * time.Second, 300 * time.Millisecond, 300 * time.Millisecond},
-		{"route 0 disables", xds.RouteAction{HasTimeout: true}, 2 * time.Second, -1, -1},
+		// A zero disables only its own bound: the listener's still holds,
+		// as Envoy applies max_stream_duration beside the route timeout.
+		{"route 0 under a listener bound", xds.RouteAction{HasTimeout: true}, 2 * time.Second, 2 * time.Second, 2 * time.Second},
+		{"route 0 disables", xds.RouteAction{HasTimeout: true}, 0, -1, -1},
+		{"route max_stream_duration beats the listener's", xds.RouteAction{HasTimeout: true, Timeout: 5 * time.Second, HasMaxStreamDuration: true}, 2 * time.Second, 5 * time.Second, 5 * time.Second},
 	} {
 		p := route.New(&xds.Route{Action: tt.action}, tt.listener)
 		if p.HTTP.Timeout != tt.wantHTTP || p.GRPC.Timeout != tt.wantGR {

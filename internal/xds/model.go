@@ -221,11 +221,18 @@ type RouteAction struct {
 	WeightedClusters []WeightedCluster
 	// TotalWeight is the sum of WeightedClusters' weights (> 0).
 	TotalWeight uint64
-	// Timeout is the request timeout; 0 means the listener default, and
-	// HasTimeout false means the route did not set one.
-	Timeout     time.Duration
-	HasTimeout  bool
-	RetryPolicy *RetryPolicy
+	// Timeout is the request timeout: the shorter of the route's timeout
+	// and max_stream_duration.max_stream_duration, a zero disabling
+	// either; 0 means none, and HasTimeout false means the route set
+	// neither (the listener's default holds).
+	Timeout    time.Duration
+	HasTimeout bool
+	// HasMaxStreamDuration is true when the route sets
+	// max_stream_duration.max_stream_duration, which then replaces the
+	// listener's max_stream_duration; otherwise that one bounds the
+	// request too, beside the route's timeout.
+	HasMaxStreamDuration bool
+	RetryPolicy          *RetryPolicy
 	// HedgePolicy is the route's or its virtual host's hedge_policy; nil
 	// for none.
 	HedgePolicy  *HedgePolicy

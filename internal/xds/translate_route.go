@@ -13,6 +13,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/weftmesh/weft/internal/rbac"
 )
@@ -259,19 +260,26 @@ func translateAction(r *routev3.Route, out *RouteAction) error {
 	default:
 		return ferr("route.cluster_specifier", "unsupported %T", cs)
 	}
-	if t := a.GetTimeout(); t != nil {
-		d, err := duration(t)
-		if err != nil {
-			return prefixed("route.timeout", err)
+	// Both bound the request, as in Envoy, where a zero disables either:
+	// the shorter one set wins. grpc-go reads max_stream_duration alone,
+	// and istiod sets both to the VirtualService's timeout.
+	for _, t := range []struct {
+		field string
+		d     *durationpb.Duration
+	}{{"route.timeout", a.GetTimeout()}, {"route.max_stream_duration.max_stream_duration", a.GetMaxStreamDuration().GetMaxStreamDuration()}} {
+		if t.d == nil {
+			continue
 		}
-		out.Timeout, out.HasTimeout = d, true
-	} else if t := a.GetMaxStreamDuration().GetMaxStreamDuration(); t != nil {
-		d, err := duration(t)
+		d, err := duration(t.d)
 		if err != nil {
-			return prefixed("route.max_stream_duration.max_stream_duration", err)
+			return prefixed(t.field, err)
 		}
-		out.Timeout, out.HasTimeout = d, true
+		if !out.HasTimeout || d > 0 && (out.Timeout == 0 || d < out.Timeout) {
+			out.Timeout = d
+		}
+		out.HasTimeout = true
 	}
+	out.HasMaxStreamDuration = a.GetMaxStreamDuration().GetMaxStreamDuration() != nil
 	if rp := a.GetRetryPolicy(); rp != nil {
 		p, err := translateRetry(rp)
 		if err != nil {

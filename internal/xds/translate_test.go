@@ -333,3 +333,46 @@ func TestTranslateActiveRequestBias(t *testing.T) {
 		}
 	}
 }
+
+// A route's timeout and max_stream_duration both bound the request, as in
+// Envoy: the shorter one set wins, and a zero disables only its own bound.
+func TestTranslateRouteTimeout(t *testing.T) {
+	const none = -1 // field unset
+	tests := []struct {
+		name         string
+		timeout, msd time.Duration
+		want         time.Duration
+		wantHas      bool
+	}{
+		{"neither", none, none, 0, false},
+		{"timeout only", 2 * time.Second, none, 2 * time.Second, true},
+		{"max_stream_duration only", none, 300 * time.Millisecond, 300 * time.Millisecond, true},
+		{"both equal (istiod)", 300 * time.Millisecond, 300 * time.Millisecond, 300 * time.Millisecond, true},
+		{"max_stream_duration shorter", 5 * time.Second, 300 * time.Millisecond, 300 * time.Millisecond, true},
+		{"timeout shorter", 300 * time.Millisecond, 5 * time.Second, 300 * time.Millisecond, true},
+		{"timeout disabled", 0, 300 * time.Millisecond, 300 * time.Millisecond, true},
+		{"max_stream_duration disabled", 2 * time.Second, 0, 2 * time.Second, true},
+		{"both disabled", 0, 0, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rc := xdstest.RouteConfig("r", "*", "c")
+			a := rc.VirtualHosts[0].Routes[0].GetRoute()
+			if tt.timeout != none {
+				a.Timeout = durationpb.New(tt.timeout)
+			}
+			if tt.msd != none {
+				a.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(tt.msd)}
+			}
+			out, err := TranslateRouteConfig(rc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := out.VirtualHosts[0].Routes[0].Action
+			if got.Timeout != tt.want || got.HasTimeout != tt.wantHas || got.HasMaxStreamDuration != (tt.msd != none) {
+				t.Errorf("Timeout, HasTimeout, HasMaxStreamDuration = %v, %v, %v; want %v, %v, %v",
+					got.Timeout, got.HasTimeout, got.HasMaxStreamDuration, tt.want, tt.wantHas, tt.msd != none)
+			}
+		})
+	}
+}
