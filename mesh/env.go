@@ -55,9 +55,6 @@ const (
 	EnvTimeout         = "WEFT_TIMEOUT"
 	EnvOutlierErrors   = "WEFT_OUTLIER_CONSECUTIVE_ERRORS"
 	EnvXDSDelta        = "WEFT_XDS_DELTA"
-	// EnvGRPCXDS chooses the xDS client behind gRPC: "weft" (the
-	// default, the mesh's one stream) or "grpc-go" (see WithGRPCGoXDS).
-	EnvGRPCXDS = "WEFT_GRPC_XDS"
 )
 
 // knownEnv lists every WEFT_* variable Weft reads, for the warning about
@@ -67,7 +64,7 @@ var knownEnv = []string{
 	EnvSVIDCertFile, EnvSVIDKeyFile, EnvBundleFile, EnvMTLS, EnvAuthzPolicy,
 	EnvNamespace, EnvWorkloadLabels, EnvAdminAddr, EnvAdminPprof, EnvAdminHosts,
 	EnvHTTPProtocol, EnvShutdownTimeout, EnvRetryOn, EnvRetries,
-	EnvPerTryTimeout, EnvTimeout, EnvOutlierErrors, EnvXDSDelta, EnvGRPCXDS,
+	EnvPerTryTimeout, EnvTimeout, EnvOutlierErrors, EnvXDSDelta,
 	EnvHedgeDelay, EnvHedgeMax, EnvBreaker, EnvRateLimit,
 	EnvLocality, EnvSlowStartWindow, EnvSessionCookie, EnvSessionCookieTTL,
 	// Read by IstioBootstrapFromEnv.
@@ -287,13 +284,6 @@ func (c *config) fromEnv(ctx context.Context, lookupEnv func(string) (string, bo
 			return bad(EnvXDSDelta, errors.New("want true or false"))
 		}
 		c.xdsDelta = on
-	}
-	switch v := strings.ToLower(getenv(EnvGRPCXDS)); v {
-	case "", "weft":
-	case "grpc-go":
-		c.grpcGoXDS = true
-	default:
-		return bad(EnvGRPCXDS, errors.New("want weft or grpc-go"))
 	}
 	switch v := strings.ToLower(getenv(EnvHTTPProtocol)); v {
 	case "", "http1", "http/1.1":

@@ -7,7 +7,6 @@ import (
 
 	"google.golang.org/grpc"
 	gresolver "google.golang.org/grpc/resolver"
-	"google.golang.org/grpc/xds"
 )
 
 // grpcScheme is the resolver scheme of Weft's discovery inside gRPC. It is
@@ -36,7 +35,7 @@ func (m *Mesh) DialGRPC(target string, opts ...grpc.DialOption) (*grpc.ClientCon
 	}
 	base := []grpc.DialOption{grpc.WithTransportCredentials(m.grpcClientCreds()), m.grpcClientTelemetry()}
 	switch {
-	case strings.HasPrefix(target, "xds:") && m.cfg.grpcGoXDS:
+	case strings.HasPrefix(target, "xds:") && m.cfg.grpcGoXDS != nil:
 		res, err := m.xdsResolver()
 		if err != nil {
 			return nil, fmt.Errorf("weft: DialGRPC(%q): %w", target, err)
@@ -91,7 +90,7 @@ func (m *Mesh) xdsResolver() (gresolver.Builder, error) {
 			m.xdsErr = fmt.Errorf("no xDS bootstrap: set %s or %s, or use WithBootstrap", EnvBootstrap, EnvBootstrapConfig)
 			return
 		}
-		m.xdsRes, m.xdsErr = xds.NewXDSResolverWithConfigForTesting(m.cfg.bootstrap)
+		m.xdsRes, m.xdsErr = m.cfg.grpcGoXDS.NewResolver(m.cfg.bootstrap)
 		if m.xdsErr != nil {
 			m.xdsErr = fmt.Errorf("xDS bootstrap from %s: %w", m.cfg.bootstrapSource, m.xdsErr)
 		}

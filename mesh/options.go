@@ -9,6 +9,8 @@ import (
 
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	gresolver "google.golang.org/grpc/resolver"
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/internal/xds"
@@ -56,9 +58,9 @@ type config struct {
 	session         *xds.SessionCookie // nil: no session affinity
 	xdsIdle         time.Duration
 	xdsDelta        bool // incremental xDS instead of state of the world
-	// grpcGoXDS hands xds:/// channels and NewGRPCServer to grpc-go's own
-	// xDS client instead of the mesh's.
-	grpcGoXDS       bool
+	// grpcGoXDS, when set, hands xds:/// channels and NewGRPCServer to
+	// grpc-go's own xDS client instead of the mesh's.
+	grpcGoXDS       GRPCGoXDS
 	limits          resilience.Limits
 	hedge           *resilience.HedgePolicy     // nil: no hedging
 	breaker         *resilience.BreakerSettings // nil: no classic breaker
@@ -245,16 +247,31 @@ func WithXDSDelta(on bool) Option {
 	return optionFunc(func(c *config) error { c.xdsDelta = on; return nil })
 }
 
-// WithGRPCGoXDS hands gRPC to grpc-go's own xDS client: DialGRPC with an
-// "xds:///" target and NewGRPCServer then run grpc-go's xDS resolver,
-// balancers and server instead of the mesh's; it overrides WEFT_GRPC_XDS.
-// It costs one ADS stream per channel and per server on top of the
-// mesh's own, which istio-agent (one stream per workload) does not
-// allow, and gRPC then gets grpc-go's features, not the mesh's (no
-// hedging, zone-aware routing, slow start or cookie affinity). It exists
-// for comparison and migration; the default is one stream for everything.
-func WithGRPCGoXDS(on bool) Option {
-	return optionFunc(func(c *config) error { c.grpcGoXDS = on; return nil })
+// GRPCGoXDS is grpc-go's own xDS client, which WithGRPCGoXDS puts behind
+// the mesh's gRPC. Package mesh/grpcgoxds provides it. The mesh package
+// itself does not import grpc-go's xDS client, so a binary that never asks
+// for it does not carry it (about a fifth of a minimal service's size).
+type GRPCGoXDS interface {
+	// NewResolver returns grpc-go's xDS resolver built from bootstrap, the
+	// one the mesh read.
+	NewResolver(bootstrap []byte) (gresolver.Builder, error)
+	// NewServer returns grpc-go's xDS-managed server on bootstrap, with
+	// opts (the mesh's credentials and interceptors, then the caller's).
+	NewServer(bootstrap []byte, opts ...grpc.ServerOption) (GRPCServer, error)
+}
+
+// WithGRPCGoXDS hands gRPC to grpc-go's own xDS client x (grpcgoxds.New()):
+// DialGRPC with an "xds:///" target and NewGRPCServer under a server
+// listener template then run grpc-go's xDS resolver, balancers and server
+// instead of the mesh's. It costs one ADS stream per channel and per
+// server on top of the mesh's own, which istio-agent (one stream per
+// workload) answers by closing the previous stream, and gRPC then gets
+// grpc-go's features, not the mesh's (no hedging, zone-aware routing,
+// slow start, cookie affinity or per-try timeouts, and no delta xDS). It
+// exists for comparison and migration; nil, the default, is the mesh's
+// one stream for everything.
+func WithGRPCGoXDS(x GRPCGoXDS) Option {
+	return optionFunc(func(c *config) error { c.grpcGoXDS = x; return nil })
 }
 
 // WithHTTP2Cleartext makes the default client transport speak HTTP/2

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math"
 	"net"
@@ -13,7 +14,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/xds"
 
 	"github.com/weftmesh/weft/security"
 )
@@ -301,8 +301,8 @@ type GRPCServer interface {
 // plane's inbound listener for each address it serves, through the mesh's
 // one xDS client: the filter chain's transport socket sets each
 // connection's TLS mode (PeerAuthentication), its inbound routes and RBAC
-// filters judge each call by its method path. With WithGRPCGoXDS (or
-// WEFT_GRPC_XDS=grpc-go) the server is grpc-go's xDS server instead, at the
+// filters judge each call by its method path. With WithGRPCGoXDS the
+// server is grpc-go's xDS server instead, at the
 // cost of a second ADS stream per server, which istio-agent, keeping one
 // stream per workload, answers by closing the mesh's other stream.
 func (m *Mesh) NewGRPCServer(opts ...grpc.ServerOption) (GRPCServer, error) {
@@ -312,18 +312,13 @@ func (m *Mesh) NewGRPCServer(opts ...grpc.ServerOption) (GRPCServer, error) {
 	switch {
 	case m.inbound == nil:
 		return grpc.NewServer(append(append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds())}, append(strip, base...)...), opts...)...), nil
-	case !m.cfg.grpcGoXDS:
+	case m.cfg.grpcGoXDS == nil:
 		return m.newXDSGRPCServer(base, opts), nil // it strips first itself
 	}
-	base = append(strip, base...)
-	// grpc-go reads GRPC_XDS_BOOTSTRAP once per process; handing it the
-	// bootstrap New read keeps the server on the same control plane as
-	// the clients, whether the bootstrap came from a variable or an
-	// option. This is grpc-go's only per-server bootstrap hook.
-	base = append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds()), xds.BootstrapContentsForTesting(m.cfg.bootstrap)}, base...)
-	srv, err := xds.NewGRPCServer(append(base, opts...)...)
+	base = append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds())}, append(strip, base...)...)
+	srv, err := m.cfg.grpcGoXDS.NewServer(m.cfg.bootstrap, append(base, opts...)...)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("weft: NewGRPCServer: grpc-go's xDS server: %w", err)
 	}
 	return srv, nil
 }
