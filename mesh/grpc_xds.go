@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -119,6 +120,7 @@ func (c *xdsChannel) route(ctx context.Context, method string) (context.Context,
 	}
 	md, _ := metadata.FromOutgoingContext(ctx)
 	req := route.GRPCRequest(md, method)
+	req.FractionSample = rand.Uint32N(1_000_000) // for runtime_fraction matches
 	rt, ok := st.routes.Match(c.authority, &req)
 	if !ok || rt.Action.Kind != xds.ActionForward {
 		// grpc-go's answer to a call no route takes.

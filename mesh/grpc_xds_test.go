@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -159,5 +162,42 @@ func TestGRPCXDSStreamRouteTimeout(t *testing.T) {
 				t.Errorf("the stream ended after %v with %v, want DeadlineExceeded from the route's 200ms timeout", time.Since(start).Round(time.Millisecond), err)
 			}
 		})
+	}
+}
+
+// A route's runtime_fraction sends its share of calls, on gRPC as on HTTP:
+// each call draws its own sample.
+func TestGRPCXDSRuntimeFraction(t *testing.T) {
+	v1, v2 := startDualBackend(t, "v1"), startDualBackend(t, "v2")
+	route := &routev3.RouteConfiguration{Name: "orders-routes", VirtualHosts: []*routev3.VirtualHost{{
+		Name: "orders", Domains: []string{"orders:8080"},
+		Routes: []*routev3.Route{
+			{
+				Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"},
+					RuntimeFraction: &corev3.RuntimeFractionalPercent{DefaultValue: &typev3.FractionalPercent{
+						Numerator: 30, Denominator: typev3.FractionalPercent_HUNDRED}}},
+				Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "orders-v2"}}},
+			},
+			{
+				Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+				Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "orders-v1"}}},
+			},
+		},
+	}}}
+	cp := xdstest.NewServer(t)
+	cp.SetSnapshot(t, xdsNode, "1", xdstest.Listener("orders:8080", "orders-routes"), route,
+		xdstest.Cluster("orders-v1", ""), xdstest.Cluster("orders-v2", ""),
+		xdstest.Endpoints("orders-v1", v1.addr), xdstest.Endpoints("orders-v2", v2.addr))
+	m := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)))
+	hc := dialHealth(t, m, "xds:///orders:8080")
+	const n = 400
+	toV2 := 0
+	for range n {
+		if checkReaches(t, hc, v2) {
+			toV2++
+		}
+	}
+	if share := float64(toV2) / n; share < 0.22 || share > 0.38 {
+		t.Errorf("%d of %d calls took the 30%% route, want 30%% ± 8 points", toV2, n)
 	}
 }
