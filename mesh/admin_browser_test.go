@@ -71,11 +71,11 @@ func tail(s string, n int) string {
 
 // render loads url in chromium, lets its script run for 5 s of virtual
 // time and returns the DOM it built. It also saves a screenshot as name
-// into $WEFT_ARTIFACTS when set (for CI to keep), else into the test's
+// into $ARTIFACTS_DIR when set (for CI to keep), else into the test's
 // temporary directory, and logs the path.
 func render(t *testing.T, url, name string) string {
 	t.Helper()
-	dir := os.Getenv("WEFT_ARTIFACTS")
+	dir := os.Getenv("ARTIFACTS_DIR")
 	if dir == "" {
 		dir = t.TempDir()
 	} else if err := os.MkdirAll(dir, 0o755); err != nil {
