@@ -41,9 +41,7 @@ func (m *Mesh) startAdmin(addr string) error {
 	mux.HandleFunc("GET /clusters", m.serveClusters)
 	mux.HandleFunc("GET /routes", m.serveRoutes)
 	mux.HandleFunc("GET /stats", m.serveStats)
-	if h := m.tel.MetricsHandler(); h != nil {
-		mux.Handle("GET /metrics", h)
-	}
+	mux.Handle("GET /metrics", m.metricsHandler())
 	mux.HandleFunc("GET /config_dump", func(w http.ResponseWriter, r *http.Request) {
 		var dump any = []any{}
 		if m.xds != nil {
@@ -81,6 +79,28 @@ func (m *Mesh) startAdmin(addr string) error {
 		srv.Serve(ln)
 	}()
 	return nil
+}
+
+// metricsHandler serves the Prometheus text of the mesh's metrics. With a
+// meter provider of the caller's (WithMeterProvider) the mesh has no
+// reader to serve, since OpenTelemetry's SDK takes readers only when a
+// provider is built; /metrics then says how to get them there. The same
+// holds with OTEL_SDK_DISABLED=true.
+func (m *Mesh) metricsHandler() http.Handler {
+	if h := m.tel.MetricsHandler(); h != nil {
+		return h
+	}
+	why := "the mesh's metrics go to the meter provider given with WithMeterProvider, which the mesh did not build and cannot add a reader to"
+	if m.cfg.meterProvider == nil {
+		why = "telemetry is disabled (OTEL_SDK_DISABLED=true)"
+	}
+	msg := "mesh: admin: no metrics to serve here: " + why + ". " +
+		"To scrape them, build that provider with a Prometheus reader " +
+		"(go.opentelemetry.io/otel/exporters/prometheus) and serve its registry, " +
+		"or leave WithMeterProvider unset: the mesh then serves /metrics itself.\n"
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, msg, http.StatusNotFound)
+	})
 }
 
 // adminHosts is the set of Host values the admin listener answers. A page
