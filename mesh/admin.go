@@ -11,6 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/resolver"
 )
 
 // The admin endpoint is for operators, on its own listener (WEFT_ADMIN_ADDR),
@@ -225,7 +228,9 @@ func writeJSON(w http.ResponseWriter, v any) {
 
 // ClusterStatus is one service's live state, as /clusters reports it.
 type ClusterStatus struct {
-	Service   string           `json:"service"`
+	Service string `json:"service"`
+	// Policy is the balancer in force: the mesh's default (WithLBPolicy)
+	// for a service outside xDS, the cluster's own for an xDS cluster.
 	Policy    string           `json:"lb_policy"`
 	Error     string           `json:"discovery_error,omitempty"`
 	Endpoints []EndpointStatus `json:"endpoints"`
@@ -237,6 +242,9 @@ type EndpointStatus struct {
 	Weight   uint32 `json:"weight"`
 	Locality string `json:"locality,omitempty"`
 	Priority uint32 `json:"priority"`
+	// Health is discovery's health for the endpoint; when discovery has
+	// none (static and DNS endpoints), HEALTHY once the endpoint's last
+	// request succeeded without an outlier ejection, UNKNOWN before.
 	Health   string `json:"health"`
 	InFlight int64  `json:"in_flight"`
 	Ejected  bool   `json:"ejected"`
@@ -255,7 +263,7 @@ func (m *Mesh) Clusters() []ClusterStatus {
 		for _, e := range s.balancer().Endpoints() {
 			cs.Endpoints = append(cs.Endpoints, EndpointStatus{
 				Addr: e.Addr, Weight: e.EffectiveWeight(), Locality: e.Locality.String(),
-				Priority: e.Priority, Health: e.Health.String(), InFlight: e.InFlight(), Ejected: e.Ejected(),
+				Priority: e.Priority, Health: endpointHealth(e), InFlight: e.InFlight(), Ejected: e.Ejected(),
 			})
 		}
 		out = append(out, cs)
@@ -264,12 +272,25 @@ func (m *Mesh) Clusters() []ClusterStatus {
 	return out
 }
 
+// endpointHealth is the health /clusters shows: discovery's when it has
+// one, else HEALTHY for an endpoint whose last request succeeded and that
+// outlier detection has not ejected. UNKNOWN is left for endpoints never
+// tried, or whose last request failed.
+func endpointHealth(e *balancer.Endpoint) string {
+	if e.Health == resolver.HealthUnknown && e.LastSucceeded() && !e.Ejected() {
+		return resolver.Healthy.String()
+	}
+	return e.Health.String()
+}
+
 func (m *Mesh) serveClusters(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, m.Clusters())
 }
 
 // allServices returns every mesh service and xDS cluster the HTTP path has
-// used, with the balancer policy each is configured with.
+// used, with the balancer policy in force for each: the mesh's default
+// for a service outside xDS, the cluster's own (after any fallback to
+// round_robin) for an xDS cluster.
 func (m *Mesh) allServices() (services map[string]*service, policy map[string]string) {
 	services, policy = map[string]*service{}, map[string]string{} // copies: the published maps are shared
 	for name, s := range *m.services.Load() {
@@ -278,7 +299,7 @@ func (m *Mesh) allServices() (services map[string]*service, policy map[string]st
 	if m.xds != nil {
 		m.xds.mu.Lock()
 		for name, s := range m.xds.clusters {
-			services[name], policy[name] = s, "xds"
+			services[name], policy[name] = s, s.policy.Load().name
 		}
 		m.xds.mu.Unlock()
 	}
