@@ -72,6 +72,9 @@ type Load struct {
 	// later and no slow-start balancer has seen it yet, and otherwise the
 	// slow-start clock's reading when one first did, plus one.
 	rampStart atomic.Int64
+	// succeeded is whether the last request to finish on this address
+	// (canceled ones aside) was a Success, for LastSucceeded.
+	succeeded atomic.Bool
 }
 
 // rampPending marks a Load whose address joined after the Cluster's first
@@ -98,6 +101,14 @@ func (e *Endpoint) Ejected() bool {
 	h := e.load.outlier.Load()
 	return h != nil && h.ejected.Load()
 }
+
+// LastSucceeded reports whether the last request that finished on the
+// endpoint's address, through PickResult.Finish, was a Success; requests
+// the caller canceled do not count, and it is false before any finished.
+// It lets a status page call an endpoint that discovery gives no health
+// (static and DNS endpoints) healthy once it has shown that it serves. It
+// is safe for concurrent use.
+func (e *Endpoint) LastSucceeded() bool { return e.load.succeeded.Load() }
 
 // Outcome classifies how a request ended, in the terms Envoy's retry and
 // outlier-detection settings use.
@@ -183,6 +194,13 @@ type PickResult struct {
 // the endpoint, and calls Done.
 func (r PickResult) Finish(d DoneInfo) {
 	r.Endpoint.load.inFlight.Add(-1)
+	if d.Outcome != Canceled {
+		// Written only on a change, so a serving endpoint's requests do
+		// not all write this word.
+		if ok := d.Outcome == Success; r.Endpoint.load.succeeded.Load() != ok {
+			r.Endpoint.load.succeeded.Store(ok)
+		}
+	}
 	if h := r.Endpoint.load.outlier.Load(); h != nil {
 		h.record(d.Outcome)
 	}

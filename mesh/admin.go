@@ -11,6 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/resolver"
 )
 
 // The admin endpoint is for operators, on its own listener (WEFT_ADMIN_ADDR),
@@ -41,9 +44,7 @@ func (m *Mesh) startAdmin(addr string) error {
 	mux.HandleFunc("GET /clusters", m.serveClusters)
 	mux.HandleFunc("GET /routes", m.serveRoutes)
 	mux.HandleFunc("GET /stats", m.serveStats)
-	if h := m.tel.MetricsHandler(); h != nil {
-		mux.Handle("GET /metrics", h)
-	}
+	mux.Handle("GET /metrics", m.metricsHandler())
 	mux.HandleFunc("GET /config_dump", func(w http.ResponseWriter, r *http.Request) {
 		var dump any = []any{}
 		if m.xds != nil {
@@ -81,6 +82,28 @@ func (m *Mesh) startAdmin(addr string) error {
 		srv.Serve(ln)
 	}()
 	return nil
+}
+
+// metricsHandler serves the Prometheus text of the mesh's metrics. With a
+// meter provider of the caller's (WithMeterProvider) the mesh has no
+// reader to serve, since OpenTelemetry's SDK takes readers only when a
+// provider is built; /metrics then says how to get them there. The same
+// holds with OTEL_SDK_DISABLED=true.
+func (m *Mesh) metricsHandler() http.Handler {
+	if h := m.tel.MetricsHandler(); h != nil {
+		return h
+	}
+	why := "the mesh's metrics go to the meter provider given with WithMeterProvider, which the mesh did not build and cannot add a reader to"
+	if m.cfg.meterProvider == nil {
+		why = "telemetry is disabled (OTEL_SDK_DISABLED=true)"
+	}
+	msg := "mesh: admin: no metrics to serve here: " + why + ". " +
+		"To scrape them, build that provider with a Prometheus reader " +
+		"(go.opentelemetry.io/otel/exporters/prometheus) and serve its registry, " +
+		"or leave WithMeterProvider unset: the mesh then serves /metrics itself.\n"
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, msg, http.StatusNotFound)
+	})
 }
 
 // adminHosts is the set of Host values the admin listener answers. A page
@@ -205,7 +228,9 @@ func writeJSON(w http.ResponseWriter, v any) {
 
 // ClusterStatus is one service's live state, as /clusters reports it.
 type ClusterStatus struct {
-	Service   string           `json:"service"`
+	Service string `json:"service"`
+	// Policy is the balancer in force: the mesh's default (WithLBPolicy)
+	// for a service outside xDS, the cluster's own for an xDS cluster.
 	Policy    string           `json:"lb_policy"`
 	Error     string           `json:"discovery_error,omitempty"`
 	Endpoints []EndpointStatus `json:"endpoints"`
@@ -217,6 +242,9 @@ type EndpointStatus struct {
 	Weight   uint32 `json:"weight"`
 	Locality string `json:"locality,omitempty"`
 	Priority uint32 `json:"priority"`
+	// Health is discovery's health for the endpoint; when discovery has
+	// none (static and DNS endpoints), HEALTHY once the endpoint's last
+	// request succeeded without an outlier ejection, UNKNOWN before.
 	Health   string `json:"health"`
 	InFlight int64  `json:"in_flight"`
 	Ejected  bool   `json:"ejected"`
@@ -235,7 +263,7 @@ func (m *Mesh) Clusters() []ClusterStatus {
 		for _, e := range s.balancer().Endpoints() {
 			cs.Endpoints = append(cs.Endpoints, EndpointStatus{
 				Addr: e.Addr, Weight: e.EffectiveWeight(), Locality: e.Locality.String(),
-				Priority: e.Priority, Health: e.Health.String(), InFlight: e.InFlight(), Ejected: e.Ejected(),
+				Priority: e.Priority, Health: endpointHealth(e), InFlight: e.InFlight(), Ejected: e.Ejected(),
 			})
 		}
 		out = append(out, cs)
@@ -244,12 +272,25 @@ func (m *Mesh) Clusters() []ClusterStatus {
 	return out
 }
 
+// endpointHealth is the health /clusters shows: discovery's when it has
+// one, else HEALTHY for an endpoint whose last request succeeded and that
+// outlier detection has not ejected. UNKNOWN is left for endpoints never
+// tried, or whose last request failed.
+func endpointHealth(e *balancer.Endpoint) string {
+	if e.Health == resolver.HealthUnknown && e.LastSucceeded() && !e.Ejected() {
+		return resolver.Healthy.String()
+	}
+	return e.Health.String()
+}
+
 func (m *Mesh) serveClusters(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, m.Clusters())
 }
 
 // allServices returns every mesh service and xDS cluster the HTTP path has
-// used, with the balancer policy each is configured with.
+// used, with the balancer policy in force for each: the mesh's default
+// for a service outside xDS, the cluster's own (after any fallback to
+// round_robin) for an xDS cluster.
 func (m *Mesh) allServices() (services map[string]*service, policy map[string]string) {
 	services, policy = map[string]*service{}, map[string]string{} // copies: the published maps are shared
 	for name, s := range *m.services.Load() {
@@ -258,7 +299,7 @@ func (m *Mesh) allServices() (services map[string]*service, policy map[string]st
 	if m.xds != nil {
 		m.xds.mu.Lock()
 		for name, s := range m.xds.clusters {
-			services[name], policy[name] = s, "xds"
+			services[name], policy[name] = s, s.policy.Load().name
 		}
 		m.xds.mu.Unlock()
 	}

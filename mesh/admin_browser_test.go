@@ -158,7 +158,7 @@ func TestAdminPageInABrowser(t *testing.T) {
 	// The service name and endpoint addresses reach the page only through
 	// the script's fetches: their presence proves it ran and rendered.
 	wantInDOM(t, dom, append([]string{`<h1 id="service">checkout-frontend</h1>`, "orders", "inventory",
-		"least_request", "HEALTHY", "req/s", "No xDS control plane"}, append(addrs, inv...)...)...)
+		"default lb (non-xDS services) least_request", "HEALTHY", "req/s", "No xDS control plane"}, append(addrs, inv...)...)...)
 	if status := statusText(dom); !strings.HasPrefix(status, "live ·") {
 		t.Errorf("the page's status is %q, want live", status)
 	}
@@ -189,7 +189,11 @@ func TestAdminPageInABrowserShowsXDSRoutes(t *testing.T) {
 		t.Errorf("a service name became markup on the page")
 	}
 	wantInDOM(t, dom, `<h1 id="service">checkout-frontend&lt;img src=x id=injected&gt;</h1>`, "xDS control plane", "orders:8080", "orders-routes",
-		"orders-v1", "orders-v2", "80%", "20%", `header x-canary = "true"`, "ACKED", v1.addr, v2.addr)
+		"orders-v1", "orders-v2", "80%", "20%", `header x-canary = "true"`, "ACKED", v1.addr, v2.addr,
+		`<span class="pill accent">round_robin</span>`)
+	if strings.Contains(dom, `<span class="pill accent">xds</span>`) {
+		t.Errorf("an xDS cluster's policy shows as xds, not the policy in force")
+	}
 	if status := statusText(dom); !strings.HasPrefix(status, "live ·") {
 		t.Errorf("the page's status is %q, want live", status)
 	}

@@ -16,7 +16,9 @@ type adminStats struct {
 	NowUnixMs int64  `json:"now_unix_ms"`
 	XDS       bool   `json:"xds"`
 	MTLS      string `json:"mtls"`
-	LBPolicy  string `json:"lb_policy"`
+	// LBPolicy is the default balancer of services outside xDS; each xDS
+	// cluster's own is in /clusters.
+	LBPolicy string `json:"lb_policy"`
 	// Requests is, per mesh service and xDS cluster, the requests sent to
 	// its endpoints since the service was first used (each attempt of a
 	// retried request counts). An xDS cluster closed by the idle sweep

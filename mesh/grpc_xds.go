@@ -471,7 +471,10 @@ func (r *xdsResolver) Close() {
 type clusterPolicy struct {
 	b   balancer.Builder
 	cfg any
-	gen uint64
+	// name is the policy in force under the wrappers (priority,
+	// locality, outlier detection): what /clusters shows as lb_policy.
+	name string
+	gen  uint64
 }
 
 // subscribers is a set of change callbacks; they must not block.

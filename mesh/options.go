@@ -284,8 +284,9 @@ func WithHTTP2Cleartext(on bool) Option {
 
 // WithAdminAddr serves the admin endpoint on addr: a live HTML page at /,
 // /healthz, /readyz, /clusters, /routes, /stats, /config_dump, /metrics
-// (with the Prometheus exporter) and /debug/pprof/ (with WithAdminPprof);
-// it overrides WEFT_ADMIN_ADDR. "" turns it off.
+// (Prometheus text of the mesh's OpenTelemetry metrics, whatever
+// OTEL_METRICS_EXPORTER says; see WithMeterProvider) and /debug/pprof/
+// (with WithAdminPprof); it overrides WEFT_ADMIN_ADDR. "" turns it off.
 func WithAdminAddr(addr string) Option {
 	return optionFunc(func(c *config) error {
 		if addr != "" {
@@ -357,8 +358,14 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 	})
 }
 
-// WithMeterProvider sets the provider of the mesh's metrics; nil keeps the
-// global provider (otel.GetMeterProvider()).
+// WithMeterProvider sets the provider of the mesh's metrics; nil, the
+// default, has the mesh build one from the OTEL_* variables.
+//
+// The admin endpoint's /metrics serves the provider the mesh builds itself,
+// to which it adds a Prometheus reader. A provider given here was built
+// without the mesh, and OpenTelemetry takes readers only when a provider
+// is built, so /metrics then answers 404 with a note: to scrape the
+// mesh's metrics, give that provider a Prometheus reader and serve it.
 func WithMeterProvider(mp metric.MeterProvider) Option {
 	return optionFunc(func(c *config) error {
 		if mp != nil {

@@ -22,8 +22,10 @@ func setupTelemetry(ctx context.Context, cfg *config) (*telemetry.Telemetry, err
 		telemetry.WithMeterProvider(cfg.meterProvider),
 	}
 	if cfg.adminAddr != "" {
-		// The admin endpoint serves /metrics; no second port for it.
-		opts = append(opts, telemetry.WithPrometheusListener(false))
+		// The admin endpoint serves /metrics whenever it is on, whatever
+		// OTEL_METRICS_EXPORTER says (that variable picks where metrics
+		// are also pushed), and no second port is opened for them.
+		opts = append(opts, telemetry.WithPrometheus(), telemetry.WithPrometheusListener(false))
 	}
 	return telemetry.Setup(ctx, opts...)
 }

@@ -513,7 +513,7 @@ func (x *xdsPath) clusterLocked(name string) *service {
 	}
 	rr := balancer.Get(balancer.RoundRobin)
 	s := newService(name, rr, nil, x.m.newServiceResilience())
-	s.policy.Store(&clusterPolicy{b: rr})
+	s.policy.Store(&clusterPolicy{b: rr, name: rr.Name()})
 	s.stats = x.m.metrics.Cluster(name)
 	s.resolveNow = func() {
 		if target := s.dnsTarget.Load(); target != nil {
@@ -577,7 +577,7 @@ func (w *clusterWatcher) OnUpdate(r xds.Resource) {
 	if c.LBPolicy != w.policy || fmt.Sprint(c.LBConfig) != fmt.Sprint(w.lbConfig) || fmt.Sprint(c.OutlierDetection) != w.outlier ||
 		lbExtras(c) != w.lbExtras {
 		w.policy, w.lbConfig, w.outlier, w.lbExtras = c.LBPolicy, c.LBConfig, fmt.Sprint(c.OutlierDetection), lbExtras(c)
-		b, cfg := w.x.balancerFor(c)
+		b, cfg, name := w.x.balancerFor(c)
 		old := s.balancer()
 		nb := balancer.NewCluster(b, cfg)
 		var eps []resolver.Endpoint
@@ -589,7 +589,7 @@ func (w *clusterWatcher) OnUpdate(r xds.Resource) {
 		}
 		s.bal.Store(nb)
 		old.Close()
-		s.policy.Store(&clusterPolicy{b: b, cfg: cfg, gen: s.gen.Add(1)})
+		s.policy.Store(&clusterPolicy{b: b, cfg: cfg, name: name, gen: s.gen.Add(1)})
 	}
 	if tls := fmt.Sprint(c.TLS); tls != w.tls {
 		w.tls = tls
@@ -687,13 +687,14 @@ func (w *endpointsWatcher) OnDoesNotExist() {
 // balancerFor builds a cluster's balancer: its lb policy inside Envoy's
 // locality/priority failover, inside outlier detection when the cluster
 // asks for it.
-func (x *xdsPath) balancerFor(c *xds.Cluster) (balancer.Builder, any) {
-	b, cfg := x.policyFor(c)
+func (x *xdsPath) balancerFor(c *xds.Cluster) (b balancer.Builder, cfg any, policy string) {
+	b, cfg = x.policyFor(c)
+	policy = b.Name()
 	b = x.priorityLocality(c, b)
 	if od := c.OutlierDetection; od != nil {
 		b = balancer.NewOutlierDetection(b, outlierConfig(od))
 	}
-	return b, cfg
+	return b, cfg, policy
 }
 
 // outlierConfig maps the xDS outlier detection to the balancer's. Fields

@@ -107,7 +107,7 @@
     $("badges").replaceChildren(
       stats.xds ? pill("xDS control plane", "accent") : pill("no control plane"),
       pill("mTLS " + stats.mtls, stats.mtls === "disable" ? null : "ok"),
-      pill("default lb " + stats.lb_policy),
+      pill("default lb (non-xDS services) " + stats.lb_policy),
     );
   }
 
