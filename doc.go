@@ -31,21 +31,10 @@
 // Inbound, Handler and NewGRPCServer verify the caller and record the
 // request before the service's own code runs.
 //
-// # Example
+// # Where to start
 //
-//	// WEFT_ENDPOINTS=orders=10.0.0.1:8080,10.0.0.2:8080
-//	func main() {
-//		ctx := context.Background()
-//		m, err := mesh.New(ctx, mesh.WithServiceName("frontend"))
-//		if err != nil {
-//			log.Fatal(err) // names the bad variable or option
-//		}
-//		defer m.Close()
-//
-//		resp, err := m.HTTPClient().Get("http://orders/items") // balanced
-//		if err == nil {
-//			resp.Body.Close()
-//		}
-//		log.Fatal(m.ListenAndServe(ctx, ":8080", http.HandlerFunc(page)))
-//	}
+// Package [github.com/weftmesh/weft/mesh] is the way in: its documentation
+// (go doc github.com/weftmesh/weft/mesh) opens on how the pieces fit and a
+// twenty-line service, a client and a server of HTTP and gRPC, and its
+// examples run as they are.
 package weft

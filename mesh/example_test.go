@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 
+	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/weftmesh/weft/mesh"
@@ -37,6 +38,92 @@ func Example() {
 	body, _ := io.ReadAll(resp.Body)
 	fmt.Println(string(body))
 	// Output: orders answered GET /items
+}
+
+// The README's twenty lines, run on loopback: a frontend that calls orders
+// over HTTP and inventory over gRPC by name, and serves its own page through
+// the mesh's inbound chain.
+func Example_frontend() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	// Two dependencies: orders (plain net/http) and inventory (gRPC on a mesh).
+	orders := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "orders: %s", r.URL.Path)
+	}))
+	defer orders.Close()
+	inv, err := mesh.New(ctx, mesh.WithServiceName("inventory"))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer inv.Close()
+	srv, err := inv.NewGRPCServer()
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	invLis, _ := net.Listen("tcp", "127.0.0.1:0")
+	go srv.Serve(invLis)
+	defer srv.Stop()
+
+	// In production: WEFT_ENDPOINTS='orders=10.0.0.1:8080;inventory=10.0.1.5:50051'
+	m, err := mesh.New(ctx, mesh.WithServiceName("frontend"),
+		mesh.WithEndpoints("orders", orders.Listener.Addr().String()),
+		mesh.WithEndpoints("inventory", invLis.Addr().String()))
+	if err != nil {
+		fmt.Println(err) // a bad variable or option is named
+		return
+	}
+	defer m.Close()
+
+	// Clients: the URL host or gRPC target is a service name, not an address.
+	resp, err := m.HTTPClient().Get("http://orders/items")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	fmt.Println(string(body))
+	cc, err := m.DialGRPC("inventory")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer cc.Close()
+	st, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println("inventory:", st.GetStatus())
+
+	// Server: the mesh's inbound chain wraps the handler; Serve returns,
+	// after draining, when ctx ends.
+	lis, _ := net.Listen("tcp", "127.0.0.1:0")
+	served := make(chan error, 1)
+	go func() {
+		served <- m.Serve(ctx, lis, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "frontend page")
+		}))
+	}()
+	page, err := http.Get("http://" + lis.Addr().String() + "/")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	body, _ = io.ReadAll(page.Body)
+	page.Body.Close()
+	http.DefaultClient.CloseIdleConnections()
+	fmt.Println(string(body))
+	cancel()
+	<-served
+	// Output:
+	// orders: /items
+	// inventory: SERVING
+	// frontend page
 }
 
 // A bad environment variable or option stops New with an error naming it.

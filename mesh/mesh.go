@@ -1,8 +1,3 @@
-// Package mesh is Weft's façade: New reads the environment and options and
-// composes discovery, balancing, security and telemetry into one Mesh, whose
-// methods wrap a service's HTTP and gRPC clients and servers.
-//
-// A Mesh is safe for concurrent use. Close releases everything it started.
 package mesh
 
 import (

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
@@ -156,4 +157,69 @@ func (ca *CA) SignCertificate(tmpl *x509.Certificate) ([]*x509.Certificate, cryp
 		return nil, nil, fmt.Errorf("spiffetest: parsing certificate: %w", err)
 	}
 	return []*x509.Certificate{cert}, key, nil
+}
+
+// MarshalPEM returns the CA's root certificate ("CERTIFICATE") and its
+// private key (PKCS#8, "PRIVATE KEY") in PEM, the form [CAFromPEM] reads. It
+// lets a development CA outlive the process that made it, so that services
+// started one by one share a trust domain. The key is the CA's secret:
+// whoever holds it can issue any identity in the trust domain.
+func (ca *CA) MarshalPEM() (certPEM, keyPEM []byte, err error) {
+	der, err := x509.MarshalPKCS8PrivateKey(ca.key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("spiffetest: encoding CA key: %w", err)
+	}
+	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw})
+	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	return certPEM, keyPEM, nil
+}
+
+// CAFromPEM returns a CA that signs with the root certificate and key that
+// [CA.MarshalPEM] wrote. The trust domain is the root's SPIFFE ID (its one
+// URI SAN). It fails if the certificate is not a CA, the key is not an ECDSA
+// key matching the certificate, or the root has expired.
+func CAFromPEM(certPEM, keyPEM []byte) (*CA, error) {
+	cb, _ := pem.Decode(certPEM)
+	if cb == nil || cb.Type != "CERTIFICATE" {
+		return nil, errors.New("spiffetest: CA certificate: no CERTIFICATE PEM block")
+	}
+	cert, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("spiffetest: CA certificate: %w", err)
+	}
+	if !cert.IsCA {
+		return nil, errors.New("spiffetest: CA certificate: not a CA")
+	}
+	if len(cert.URIs) != 1 {
+		return nil, fmt.Errorf("spiffetest: CA certificate: %d URI SANs, want the trust domain's SPIFFE ID", len(cert.URIs))
+	}
+	tdID, err := spiffeid.FromURI(cert.URIs[0])
+	if err != nil {
+		return nil, fmt.Errorf("spiffetest: CA certificate: %w", err)
+	}
+	if time.Now().After(cert.NotAfter) {
+		return nil, fmt.Errorf("spiffetest: CA certificate expired at %s", cert.NotAfter.UTC().Format(time.RFC3339))
+	}
+	kb, _ := pem.Decode(keyPEM)
+	if kb == nil || kb.Type != "PRIVATE KEY" {
+		return nil, errors.New("spiffetest: CA key: no PKCS#8 PRIVATE KEY PEM block")
+	}
+	k, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("spiffetest: CA key: %w", err)
+	}
+	key, ok := k.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("spiffetest: CA key: %T, want an ECDSA key", k)
+	}
+	if !key.PublicKey.Equal(cert.PublicKey) {
+		return nil, errors.New("spiffetest: CA key does not match the CA certificate")
+	}
+	// Continue serial numbers where no earlier process is likely to have
+	// been: a fresh random 62-bit start.
+	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
+	if err != nil {
+		return nil, fmt.Errorf("spiffetest: serial: %w", err)
+	}
+	return &CA{td: tdID.TrustDomain(), key: key, cert: cert, serial: serial.Int64() + 1}, nil
 }

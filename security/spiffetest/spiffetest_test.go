@@ -3,7 +3,9 @@ package spiffetest_test
 import (
 	"context"
 	"crypto/x509"
+	"encoding/pem"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -333,5 +335,73 @@ func TestStartWorkloadAPIErrors(t *testing.T) {
 	dir := t.TempDir()
 	if _, err := spiffetest.StartWorkloadAPI(newCA(t, tdA), idA, spiffetest.WithSocketPath(dir+"/missing/agent.sock")); err == nil {
 		t.Error("StartWorkloadAPI on an unusable socket path = nil error, want error")
+	}
+}
+
+func TestCAFromPEM(t *testing.T) {
+	ca := newCA(t, tdA)
+	certPEM, keyPEM, err := ca.MarshalPEM()
+	if err != nil {
+		t.Fatalf("MarshalPEM: %v", err)
+	}
+	loaded, err := spiffetest.CAFromPEM(certPEM, keyPEM)
+	if err != nil {
+		t.Fatalf("CAFromPEM: %v", err)
+	}
+	if got, want := loaded.TrustDomain(), tdA; got != want {
+		t.Errorf("TrustDomain() = %s, want %s", got, want)
+	}
+	svid, err := loaded.IssueX509SVID(idA, time.Minute)
+	if err != nil {
+		t.Fatalf("IssueX509SVID: %v", err)
+	}
+	// An SVID of the loaded CA verifies against the original CA's bundle:
+	// the same trust domain across processes.
+	if _, _, err := x509svid.Verify(svid.Certificates, x509bundle.NewSet(ca.Bundle())); err != nil {
+		t.Errorf("SVID of the loaded CA does not verify against the original bundle: %v", err)
+	}
+
+	other := newCA(t, tdA)
+	_, otherKey, err := other.MarshalPEM()
+	if err != nil {
+		t.Fatalf("MarshalPEM: %v", err)
+	}
+	leafChain, _, err := ca.SignCertificate(&x509.Certificate{URIs: []*url.URL{idA.URL()}})
+	if err != nil {
+		t.Fatalf("SignCertificate: %v", err)
+	}
+	leafPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafChain[0].Raw})
+	expiredChain, _, err := ca.SignCertificate(&x509.Certificate{
+		URIs:                  []*url.URL{tdA.ID().URL()},
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		NotBefore:             time.Now().Add(-2 * time.Hour),
+		NotAfter:              time.Now().Add(-time.Hour),
+	})
+	if err != nil {
+		t.Fatalf("SignCertificate: %v", err)
+	}
+	expiredPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: expiredChain[0].Raw})
+	for _, tc := range []struct {
+		name          string
+		cert, key     []byte
+		wantErrSubstr string
+	}{
+		{"no certificate", nil, keyPEM, "no CERTIFICATE PEM block"},
+		{"key in place of certificate", keyPEM, keyPEM, "no CERTIFICATE PEM block"},
+		{"leaf, not a CA", leafPEM, keyPEM, "not a CA"},
+		{"expired", expiredPEM, keyPEM, "expired at"},
+		{"no key", certPEM, nil, "no PKCS#8 PRIVATE KEY PEM block"},
+		{"another CA's key", certPEM, otherKey, "does not match"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := spiffetest.CAFromPEM(tc.cert, tc.key)
+			if err == nil || !strings.Contains(err.Error(), tc.wantErrSubstr) {
+				t.Errorf("CAFromPEM: got error %v, want one containing %q", err, tc.wantErrSubstr)
+			}
+			if err != nil && !strings.HasPrefix(err.Error(), "spiffetest: ") {
+				t.Errorf("error %q lacks the package prefix", err)
+			}
+		})
 	}
 }

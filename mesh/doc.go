@@ -1,0 +1,58 @@
+// Package mesh is Weft's façade, the one package a service imports to join
+// the mesh. [New] reads the environment and options and composes discovery,
+// load balancing, routing, retries, circuit breaking, SPIFFE mutual TLS,
+// authorization and OpenTelemetry into one [Mesh], whose methods wrap the
+// service's own HTTP and gRPC clients and servers; no sidecar sits between
+// them.
+//
+//   - Clients: [Mesh.HTTPClient] (or [Mesh.Transport] around a transport of
+//     your own) and [Mesh.DialGRPC]. A URL's host or a gRPC target is a
+//     service name, not an address: the mesh finds the service's
+//     endpoints, its balancer picks one, and the outcome feeds the balancer.
+//     A host that is not a mesh service passes through untouched.
+//   - Servers: [Mesh.Handler], [Mesh.ListenAndServe] or [Mesh.Serve] for
+//     net/http, [Mesh.NewGRPCServer] for gRPC. The mesh's inbound chain
+//     (peer identity, authorization, telemetry, load shedding) runs before
+//     the service's code; [security.PeerID] tells a handler who called.
+//
+// # Configuration
+//
+// New reads WEFT_*, GRPC_XDS_*, SPIFFE_ENDPOINT_SOCKET and OTEL_* variables
+// when it is called; options ([WithEndpoints], [WithBootstrap],
+// [WithX509Source], ...) override them. A bad value fails New with an
+// error naming the variable or option and the value ([EnvError]).
+//
+// Without a control plane, WEFT_ENDPOINTS or WEFT_DNS say where services
+// live. With an xDS bootstrap (GRPC_XDS_BOOTSTRAP, or [WithBootstrap]) the
+// control plane's listeners, routes, clusters and endpoints decide, for
+// HTTP and gRPC alike, over one xDS client and one ADS stream per Mesh.
+//
+// With an identity (SPIFFE_ENDPOINT_SOCKET, the WEFT_SVID_CERT_FILE,
+// WEFT_SVID_KEY_FILE and WEFT_BUNDLE_FILE files, or [WithX509Source]), the
+// mesh's clients and servers speak SPIFFE mTLS to each other; WEFT_MTLS
+// (strict by default) says whether a server also accepts plaintext.
+//
+// # Example
+//
+//	// WEFT_ENDPOINTS='orders=10.0.0.1:8080,10.0.0.2:8080;inventory=10.0.1.5:50051'
+//	func main() {
+//		ctx := context.Background()
+//		m, err := mesh.New(ctx, mesh.WithServiceName("frontend")) // reads WEFT_*, GRPC_XDS_*, OTEL_*
+//		if err != nil {
+//			log.Fatal(err) // a bad variable is named: mesh: WEFT_ENDPOINTS="orders": ...
+//		}
+//		defer m.Close()
+//
+//		// Clients: the URL host or gRPC target is a service name, not an address.
+//		resp, err := m.HTTPClient().Get("http://orders/items") // balanced over orders' endpoints
+//		cc, err := m.DialGRPC("inventory")                      // same discovery, same balancer code
+//
+//		// Servers: the mesh's inbound chain wraps your handler.
+//		srv, err := m.NewGRPCServer()
+//		pb.RegisterInventoryServer(srv, impl)
+//		go srv.Serve(lis)
+//		log.Fatal(m.ListenAndServe(ctx, ":8080", mux)) // drains in-flight requests when ctx ends
+//	}
+//
+// A Mesh is safe for concurrent use. Close releases everything it started.
+package mesh
