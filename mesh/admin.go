@@ -39,7 +39,7 @@ func (m *Mesh) startAdmin(addr string) error {
 			http.Error(w, "identity: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		w.Write([]byte("ok\n"))
+		m.serveReadyControlPlane(w)
 	})
 	mux.HandleFunc("GET /clusters", m.serveClusters)
 	mux.HandleFunc("GET /routes", m.serveRoutes)
@@ -76,6 +76,7 @@ func (m *Mesh) startAdmin(addr string) error {
 	hosts := newAdminHosts(addr, ln.Addr(), m.cfg.adminHosts)
 	srv := &http.Server{Handler: hosts.check(mux), ReadHeaderTimeout: 10 * time.Second}
 	m.admin = srv
+	m.adminBound = ln.Addr().String()
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()

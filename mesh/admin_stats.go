@@ -24,6 +24,9 @@ type adminStats struct {
 	// retried request counts). An xDS cluster closed by the idle sweep
 	// starts again from zero when it is used again.
 	Requests map[string]uint64 `json:"requests"`
+	// ControlPlane is the xDS connection and the config's age, nil
+	// without a control plane.
+	ControlPlane *controlPlaneStatus `json:"control_plane,omitempty"`
 }
 
 // requestCount is how many requests the HTTP path has sent to svc's
@@ -32,8 +35,9 @@ func (m *Mesh) requestCount(svc *service) uint64 { return svc.requests.Load() }
 
 func (m *Mesh) stats() adminStats {
 	services, _ := m.allServices()
+	now := time.Now()
 	st := adminStats{
-		Service: m.cfg.serviceName, NowUnixMs: time.Now().UnixMilli(), XDS: m.xds != nil,
+		Service: m.cfg.serviceName, NowUnixMs: now.UnixMilli(), XDS: m.xds != nil, ControlPlane: m.controlPlane(now),
 		MTLS: m.mtlsMode().String(), LBPolicy: m.cfg.lbPolicy, Requests: make(map[string]uint64, len(services)),
 	}
 	for name, s := range services {

@@ -55,9 +55,11 @@ type Mesh struct {
 	ctx    context.Context // ends at Close: stops servers started by ListenAndServe
 	cancel context.CancelFunc
 	admin  *http.Server
-	wg     sync.WaitGroup
-	closed bool
-	once   sync.Once
+	// adminBound is the admin listener's address, "" when it is off.
+	adminBound string
+	wg         sync.WaitGroup
+	closed     bool
+	once       sync.Once
 
 	// grpcLB is the load-balancing config of gRPC channels to mesh
 	// services, naming policy to grpc-go; releaseGRPCLB drops the name.
@@ -183,8 +185,8 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 			return fail(&EnvError{Var: EnvAdminAddr, Value: cfg.adminAddr, Err: err})
 		}
 	}
-	m.log.Debug("weft: mesh ready", "service", cfg.serviceName, "static_services", m.static.Services(),
-		"lb_policy", cfg.lbPolicy, "xds", cfg.bootstrap != nil, "mtls", m.mtlsMode().String())
+	m.watchIdentity()
+	m.logStart()
 	return m, nil
 }
 

@@ -34,9 +34,11 @@ var ErrNoRoute = errors.New("weft: no route matches the request")
 
 // xdsPath routes HTTP requests by the control plane's configuration.
 type xdsPath struct {
-	m        *Mesh
-	client   *xds.Client
-	template string // client_default_listener_resource_name_template
+	m      *Mesh
+	client *xds.Client
+	// serverURI is the bootstrap's first (primary) management server.
+	serverURI string
+	template  string // client_default_listener_resource_name_template
 	// serverTemplate is server_listener_resource_name_template: set, the
 	// mesh's servers follow the control plane's inbound listeners.
 	serverTemplate string
@@ -117,7 +119,8 @@ func newXDSPath(m *Mesh, raw []byte, source string) (*xdsPath, error) {
 	if err != nil {
 		return nil, &EnvError{Var: source, Value: abbreviate(string(raw)), Err: err}
 	}
-	var opts []xds.Option
+	cpl := &cpLogger{log: m.log}
+	opts := []xds.Option{xds.WithEvents(cpl.event)}
 	if m.cfg.xdsDelta {
 		opts = append(opts, xds.WithDelta())
 	}
@@ -125,7 +128,7 @@ func newXDSPath(m *Mesh, raw []byte, source string) (*xdsPath, error) {
 	if err != nil {
 		return nil, &EnvError{Var: source, Value: abbreviate(string(raw)), Err: err}
 	}
-	x := &xdsPath{m: m, client: c, template: b.ClientDefaultListenerResourceNameTemplate,
+	x := &xdsPath{m: m, client: c, serverURI: b.Servers[0].URI, template: b.ClientDefaultListenerResourceNameTemplate,
 		serverTemplate: b.ServerListenerResourceNameTemplate, clusters: map[string]*service{}, locality: b.Node.Locality,
 		idle: m.cfg.xdsIdle, stop: make(chan struct{}), done: make(chan struct{})}
 	if x.idle <= 0 {

@@ -77,6 +77,7 @@ type config struct {
 	newBackoff      func() backoff.BackOff
 	clock           clock
 	delta           bool
+	events          func(Event)
 }
 
 // WithDialOptions adds grpc.DialOptions used to reach the management
@@ -199,6 +200,10 @@ type Client struct {
 	streamGen      uint64
 	ignoreDeletion bool
 	nextWatcherID  uint64
+	// conn is the connection's state; reported, each type's version last
+	// told to the events function.
+	conn     Connection
+	reported [numTypes]reportedVersion
 
 	// decodeMu guards decoded: each type's resources of the last response,
 	// by their bytes' hash. A state-of-the-world server resends every
@@ -488,6 +493,7 @@ func (c *Client) run() {
 		if received {
 			bo.Reset()
 		}
+		c.connFailed(received, err)
 		c.streamFailed(err)
 		d := bo.NextBackOff()
 		if d == backoff.Stop {
@@ -520,6 +526,7 @@ func (c *Client) hasSubscriptions() bool {
 func (c *Client) connectOnce() (received bool, err error) {
 	var errs []error
 	for i, cc := range c.conns {
+		c.trying(c.servers[i])
 		ctx, cancel := context.WithCancel(c.ctx)
 		run, err := c.openStream(ctx, cancel, cc, c.servers[i])
 		if err != nil {
@@ -609,8 +616,15 @@ func (c *Client) beginStream(srv ServerConfig) uint64 {
 
 func (c *Client) runStream(ctx context.Context, cancel context.CancelFunc, stream adsStream, srv ServerConfig) (received bool, err error) {
 	gen := c.beginStream(srv)
+	first := true
 	return runADS(cancel, func() error { return c.sendLoop(ctx, stream, gen) }, stream.Recv,
-		func(resp *discoveryv3.DiscoveryResponse) { c.handleResponse(resp, gen) })
+		func(resp *discoveryv3.DiscoveryResponse) {
+			if first {
+				first = false
+				c.streamAnswered(srv, gen)
+			}
+			c.handleResponse(resp, gen)
+		})
 }
 
 // runADS runs one stream, of either protocol, until it fails: send runs on
@@ -975,8 +989,10 @@ func (c *Client) handleResponse(resp *discoveryv3.DiscoveryResponse, gen uint64)
 		detail := strings.Join(errs, "; ")
 		l.nacked, l.errDetail, l.nackDelay = true, detail, nackDelayBase
 		c.nackErr[t] = detail
+		c.respondedLocked(t, resp.GetVersionInfo(), len(res), errors.New(detail))
 	} else {
 		c.versions[t] = resp.GetVersionInfo()
+		c.respondedLocked(t, resp.GetVersionInfo(), len(res), nil)
 	}
 	c.dirty[t] = true
 	c.signal()

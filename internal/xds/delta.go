@@ -25,8 +25,15 @@ type deltaStream = grpc.BidiStreamingClient[discoveryv3.DeltaDiscoveryRequest, d
 
 func (c *Client) runDeltaStream(ctx context.Context, cancel context.CancelFunc, stream deltaStream, srv ServerConfig) (received bool, err error) {
 	gen := c.beginStream(srv)
+	first := true
 	return runADS(cancel, func() error { return c.deltaSendLoop(ctx, stream, gen) }, stream.Recv,
-		func(resp *discoveryv3.DeltaDiscoveryResponse) { c.handleDeltaResponse(resp, gen) })
+		func(resp *discoveryv3.DeltaDiscoveryResponse) {
+			if first {
+				first = false
+				c.streamAnswered(srv, gen)
+			}
+			c.handleDeltaResponse(resp, gen)
+		})
 }
 
 // deltaSendLoop sends a request for every type whose subscriptions, ACK or
@@ -255,8 +262,10 @@ func (c *Client) handleDeltaResponse(resp *discoveryv3.DeltaDiscoveryResponse, g
 		detail := strings.Join(errs, "; ")
 		l.nacked, l.errDetail, l.nackDelay = true, detail, nackDelayBase
 		c.nackErr[t] = detail
+		c.respondedLocked(t, resp.GetSystemVersionInfo(), len(res), errors.New(detail))
 	} else {
 		c.versions[t] = resp.GetSystemVersionInfo()
+		c.respondedLocked(t, resp.GetSystemVersionInfo(), len(res), nil)
 	}
 	c.nonces[t] = resp.GetNonce()
 	c.dirty[t] = true

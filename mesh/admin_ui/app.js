@@ -101,11 +101,23 @@
     prev = now;
   }
 
+  // The control plane's connection, never shown healthy while it is away:
+  // the resources it sent keep their ACKED state, so this is the place
+  // that says the stream is down.
+  function controlPlanePill(stats) {
+    const cp = stats.control_plane;
+    if (!stats.xds || !cp) return pill("no control plane");
+    const cls = { connected: "ok", idle: "accent", reconnecting: "bad" }[cp.state] || "warn";
+    const p = pill("control plane " + cp.text, cls);
+    p.id = "control-plane";
+    return p;
+  }
+
   function renderHeader(stats) {
     $("service").textContent = stats.service || "(unnamed service)";
     document.title = (stats.service || "Weft") + " · Weft admin";
     $("badges").replaceChildren(
-      stats.xds ? pill("xDS control plane", "accent") : pill("no control plane"),
+      controlPlanePill(stats),
       pill("mTLS " + stats.mtls, stats.mtls === "disable" ? null : "ok"),
       pill("default lb (non-xDS services) " + stats.lb_policy),
     );

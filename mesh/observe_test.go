@@ -1,0 +1,216 @@
+package mesh_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weftmesh/weft/internal/xds/xdstest"
+	"github.com/weftmesh/weft/mesh"
+)
+
+// jsonLogs is a mesh logger writing JSON lines to a buffer the test reads.
+type jsonLogs struct{ buf syncBuffer }
+
+func (l *jsonLogs) option() mesh.Option {
+	return mesh.WithLogger(slog.New(slog.NewJSONHandler(&l.buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+}
+
+// lines returns the logged records whose message is msg.
+func (l *jsonLogs) lines(t *testing.T, msg string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(l.buf.String()))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var rec map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+			t.Fatalf("log line is not JSON: %v\n%s", err, sc.Text())
+		}
+		if rec["msg"] == msg {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+// wait waits until at least n lines with msg were logged and returns them.
+func (l *jsonLogs) wait(t *testing.T, msg string, n int, within time.Duration) []map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		got := l.lines(t, msg)
+		if len(got) >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d %q lines within %v, want %d; the log:\n%s", len(got), msg, within, n, l.buf.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitBody polls url until its body contains want and returns the status.
+func waitBody(t *testing.T, c *http.Client, url, want string, within time.Duration) int {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		code, _, body := fetch(t, c, url)
+		if strings.Contains(body, want) {
+			return code
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET %s: body %q (status %d) lacks %q after %v", url, body, code, want, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestMeshLogsControlPlaneLossAndReturn(t *testing.T) {
+	a := startChaosBackend(t, "a", newLedger())
+	cp := xdstest.NewServer(t)
+	cp.SetSnapshot(t, xdsNode, "1", chaosRoutes(a.addr)...)
+	admin := freeAddr(t)
+	var logs jsonLogs
+	m := newMesh(t, mesh.WithServiceName("frontend"), mesh.WithBootstrap(cp.Bootstrap(xdsNode)), mesh.WithAdminAddr(admin), logs.option())
+	c := adminClient(t)
+
+	start := logs.wait(t, "weft: mesh started", 1, time.Second)[0]
+	for k, want := range map[string]any{"service": "frontend", "mtls": "disable", "identity": "none",
+		"xds_server": cp.Addr, "xds_protocol": "sotw", "admin": admin, "static_services": 0.0, "dns_services": 0.0} {
+		if got := start[k]; got != want {
+			t.Errorf("start line %s = %v, want %v", k, got, want)
+		}
+	}
+	// Nothing watched yet: the mesh has not asked, so it is not waiting.
+	if code := waitBody(t, c, "http://"+admin+"/readyz", "idle", 10*time.Second); code != http.StatusOK {
+		t.Errorf("/readyz before any subscription: status %d, want 200", code)
+	}
+
+	waitServedBy(t, m.HTTPClient(), "http://orders:8080/", 10*time.Second, "a")
+	logs.wait(t, "weft: control plane connected", 1, 10*time.Second)
+	if code := waitBody(t, c, "http://"+admin+"/readyz", "control plane: connected", 10*time.Second); code != http.StatusOK {
+		t.Errorf("/readyz while connected: status %d, want 200", code)
+	}
+	applied := logs.wait(t, "weft: xDS config applied", 4, 10*time.Second)
+	for _, rec := range applied {
+		if rec["version"] != "1" || rec["resources"] != 1.0 {
+			t.Errorf("applied line %v: want version 1, 1 resource", rec)
+		}
+	}
+
+	cp.Stop()
+	lost := logs.wait(t, "weft: control plane lost", 1, 10*time.Second)[0]
+	if lost["error"] == "" || lost["error"] == nil {
+		t.Errorf("lost line has no reason: %v", lost)
+	}
+	if lost["since_last_good_config"] == "never" {
+		t.Errorf("lost line: since_last_good_config = never, want a duration: %v", lost)
+	}
+	// The last good config serves: ready, but the body and the page do
+	// not pretend the control plane is there.
+	if code := waitBody(t, c, "http://"+admin+"/readyz", "control plane: reconnecting", 10*time.Second); code != http.StatusOK {
+		t.Errorf("/readyz while reconnecting with a cached config: status %d, want 200", code)
+	}
+	var st struct {
+		ControlPlane struct {
+			State, Text string
+			LastError   string `json:"last_error"`
+		} `json:"control_plane"`
+	}
+	_, _, body := fetch(t, c, "http://"+admin+"/stats")
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.ControlPlane.State != "reconnecting" || !strings.Contains(st.ControlPlane.Text, "reconnecting") || st.ControlPlane.LastError == "" {
+		t.Errorf("/stats control_plane = %+v, want reconnecting with the last error", st.ControlPlane)
+	}
+	_, _, page := fetch(t, c, "http://"+admin+"/")
+	if !strings.Contains(page, "control_plane") || !strings.Contains(page, "controlPlanePill") {
+		t.Error("the page does not show the control plane's connection")
+	}
+
+	// Let the client retry a few times (its backoff starts at 1 s) before
+	// the control plane comes back; none of the retries may log a line.
+	time.Sleep(3 * time.Second)
+	cp.Restart(t)
+	back := logs.wait(t, "weft: control plane connected", 2, 30*time.Second)[1]
+	if s, _ := back["since_last_good_config"].(string); s == "" || s == "never" {
+		t.Errorf("reconnected line: since_last_good_config = %v, want a duration", back["since_last_good_config"])
+	}
+	if back["down_for"] == nil {
+		t.Errorf("reconnected line lacks down_for: %v", back)
+	}
+	if n, _ := back["failed_attempts"].(float64); n < 1 {
+		t.Errorf("reconnected line: failed_attempts = %v, want >= 1 (the retries happened)", back["failed_attempts"])
+	}
+	waitBody(t, c, "http://"+admin+"/readyz", "control plane: connected", 10*time.Second)
+
+	for msg, want := range map[string]int{
+		"weft: control plane lost":              1,
+		"weft: control plane still unreachable": 0, // within 30 s of the loss
+		"weft: control plane unreachable":       0,
+		"weft: control plane connected":         2,
+		"weft: xDS config applied":              4, // the resend after reconnecting is no change
+	} {
+		if got := len(logs.lines(t, msg)); got != want {
+			t.Errorf("%d %q lines, want %d", got, msg, want)
+		}
+	}
+}
+
+func TestReadyzBeforeAnyConfigIsNotReady(t *testing.T) {
+	cp := xdstest.NewServer(t)
+	cp.Stop() // a control plane that never answers
+	admin := freeAddr(t)
+	var logs jsonLogs
+	m := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)), mesh.WithAdminAddr(admin), logs.option())
+	c := adminClient(t)
+
+	// A request subscribes: the mesh now waits for a config.
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://orders:8080/", nil)
+	if resp, err := m.HTTPClient().Do(req); err == nil {
+		resp.Body.Close()
+	}
+	if code := waitBody(t, c, "http://"+admin+"/readyz", "never connected", 10*time.Second); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz before any config: status %d, want 503", code)
+	}
+	first := logs.wait(t, "weft: control plane unreachable", 1, 10*time.Second)[0]
+	if first["error"] == "" || first["server"] != cp.Addr {
+		t.Errorf("unreachable line %v: want the server and the error", first)
+	}
+}
+
+func TestMeshLogsSVIDRotation(t *testing.T) {
+	api := workloadAPI(t, newCA(t, shop), ordersID)
+	t.Setenv("SPIFFE_ENDPOINT_SOCKET", api.Addr())
+	var logs jsonLogs
+	newMesh(t, logs.option())
+
+	start := logs.wait(t, "weft: mesh started", 1, time.Second)[0]
+	if start["identity"] != ordersID.String() || start["mtls"] != "strict" {
+		t.Errorf("start line identity %v mtls %v, want %v strict", start["identity"], start["mtls"], ordersID)
+	}
+	want := api.X509SVID().Certificates[0].NotAfter.UTC().Format(time.RFC3339)
+	if start["identity_expires"] != want {
+		t.Errorf("start line identity_expires = %v, want %v", start["identity_expires"], want)
+	}
+
+	svid, err := api.Rotate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := svid.Certificates[0]
+	rotated := logs.wait(t, "weft: SVID rotated", 1, 20*time.Second)[0]
+	if rotated["serial"] != leaf.SerialNumber.String() || rotated["expires"] != leaf.NotAfter.UTC().Format(time.RFC3339) ||
+		rotated["identity"] != ordersID.String() {
+		t.Errorf("rotated line %v: want serial %v, expiry %v, identity %v", rotated, leaf.SerialNumber, leaf.NotAfter.UTC(), ordersID)
+	}
+}
