@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 	"github.com/weftmesh/weft/mesh"
 )
@@ -212,5 +215,44 @@ func TestMeshLogsSVIDRotation(t *testing.T) {
 	if rotated["serial"] != leaf.SerialNumber.String() || rotated["expires"] != leaf.NotAfter.UTC().Format(time.RFC3339) ||
 		rotated["identity"] != ordersID.String() {
 		t.Errorf("rotated line %v: want serial %v, expiry %v, identity %v", rotated, leaf.SerialNumber, leaf.NotAfter.UTC(), ordersID)
+	}
+}
+
+func TestMeshLogsARejectedVersionOnce(t *testing.T) {
+	v1, v2 := startDualBackend(t, "v1"), startDualBackend(t, "v2")
+	cp := xdstest.NewServer(t)
+	cp.SetSnapshot(t, xdsNode, "1", ordersConfig(v1.addr, v2.addr, 100, 0)...)
+	var logs jsonLogs
+	m := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)), logs.option())
+	sendHTTP(t, m.HTTPClient(), 5, false)
+
+	bad := ordersConfig(v1.addr, v2.addr, 100, 0)
+	for _, r := range bad {
+		if cl, ok := r.(*clusterv3.Cluster); ok && cl.Name == "orders-v1" {
+			cl.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}
+			cl.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED
+		}
+	}
+	cp.SetSnapshot(t, xdsNode, "2", bad...)
+	// go-control-plane answers each NACK with the same version again: wait
+	// for the mesh to have rejected it at least twice.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	nacks := 0
+	if _, err := cp.WaitRequest(ctx, func(r *discoveryv3.DiscoveryRequest) bool {
+		if r.GetErrorDetail() != nil {
+			nacks++
+		}
+		return nacks >= 2
+	}); err != nil {
+		t.Fatalf("the mesh did not NACK twice: %v", err)
+	}
+	rejected := logs.wait(t, "weft: xDS config rejected", 1, 10*time.Second)
+	if len(rejected) != 1 {
+		t.Errorf("%d rejected lines for one rejected version, want 1", len(rejected))
+	}
+	rec := rejected[0]
+	if rec["level"] != "WARN" || rec["type"] != "CDS" || rec["version"] != "2" || !strings.Contains(rec["error"].(string), "orders-v1") {
+		t.Errorf("rejected line %v: want WARN, CDS, version 2 and an error naming orders-v1", rec)
 	}
 }
