@@ -226,6 +226,11 @@ type BuildOptions struct {
 	// Config is the policy's parsed configuration (from ConfigParser), or
 	// nil for the policy's defaults.
 	Config any
+	// OnEjection, if set, is told each time outlier detection ejects an
+	// endpoint (ejected true) or returns it, so the owner can say so in
+	// its logs. It is called under the balancer's lock: it must not
+	// block or call into the balancer. Wrapping policies pass it down.
+	OnEjection func(addr string, ejected bool)
 }
 
 // Balancer turns a service's endpoint sets into pickers.
@@ -358,6 +363,7 @@ type Cluster struct {
 	endpoints []*Endpoint
 	byAddr    map[string]*Endpoint
 	onPicker  func(Picker)
+	onEject   func(addr string, ejected bool)
 	closed    bool
 	// seeded is set by the first Update with endpoints: addresses that
 	// appear after it are new, for slow start.
@@ -373,6 +379,12 @@ type ClusterOption func(*Cluster)
 // Cluster has installed it; gRPC's adapter uses it to refresh its channel.
 func OnPicker(f func(Picker)) ClusterOption { return func(c *Cluster) { c.onPicker = f } }
 
+// OnEjection registers f to be told of outlier ejections and returns
+// (BuildOptions.OnEjection), so the mesh can log them with the cluster.
+func OnEjection(f func(addr string, ejected bool)) ClusterOption {
+	return func(c *Cluster) { c.onEject = f }
+}
+
 // NewCluster returns a Cluster balancing with policy b and its parsed
 // config (nil for defaults). Until the first Update, picks fail with
 // ErrNoHealthyEndpoint.
@@ -382,7 +394,7 @@ func NewCluster(b Builder, config any, opts ...ClusterOption) *Cluster {
 		o(c)
 	}
 	c.picker.Store(&pickerBox{ErrPicker(ErrNoHealthyEndpoint)})
-	c.bal = b.Build(BuildOptions{UpdatePicker: c.setPicker, Config: config})
+	c.bal = b.Build(BuildOptions{UpdatePicker: c.setPicker, Config: config, OnEjection: c.onEject})
 	return c
 }
 

@@ -242,12 +242,13 @@ func parseChildConfig(child Builder, js json.RawMessage) (any, error) {
 
 func (b *outlierBuilder) Build(opts BuildOptions) Balancer {
 	d := &outlierBalancer{
-		cfg:   b.cfg,
-		clock: b.clock,
-		rng:   b.rng,
-		hosts: map[*Load]*outlierHost{},
+		cfg:     b.cfg,
+		clock:   b.clock,
+		rng:     b.rng,
+		hosts:   map[*Load]*outlierHost{},
+		onEject: opts.OnEjection,
 	}
-	d.child = b.child.Build(BuildOptions{UpdatePicker: opts.UpdatePicker, Config: opts.Config})
+	d.child = b.child.Build(BuildOptions{UpdatePicker: opts.UpdatePicker, Config: opts.Config, OnEjection: opts.OnEjection})
 	d.mu.Lock()
 	d.stop = d.clock.afterFunc(d.cfg.interval, d.onInterval)
 	d.mu.Unlock()
@@ -268,6 +269,7 @@ type outlierBalancer struct {
 	order   []*outlierHost         // hosts in endpoint order
 	ejected int                    // hosts with ejected set
 	stop    func()                 // stops the pending interval timer
+	onEject func(addr string, ejected bool)
 	closed  bool
 	scratch []rated
 }
@@ -278,6 +280,7 @@ type outlierBalancer struct {
 type outlierHost struct {
 	det  *outlierBalancer
 	load *Load
+	addr string
 
 	successes, failures        atomic.Uint64 // in the current interval
 	consecutive, consecGateway atomic.Int64
@@ -369,6 +372,9 @@ func (d *outlierBalancer) eject(h *outlierHost, now time.Duration, enforce uint6
 	h.ejected.Store(true)
 	d.ejected++
 	h.ejectedAt = now
+	if d.onEject != nil {
+		d.onEject(h.addr, true)
+	}
 	// Envoy stops growing the multiplier once the ejection time it gives
 	// passes the maximum, so that it decays back in bounded time.
 	if time.Duration(h.multiplier)*d.cfg.base < d.cfg.max+d.cfg.base {
@@ -400,6 +406,9 @@ func (d *outlierBalancer) onInterval() {
 			if now-h.ejectedAt >= d.ejectionTime(h) {
 				h.ejected.Store(false)
 				d.ejected--
+				if d.onEject != nil {
+					d.onEject(h.addr, false)
+				}
 				// A run that was close to the threshold before the
 				// ejection must not eject the endpoint again at once.
 				h.consecutive.Store(0)
@@ -522,7 +531,7 @@ func (d *outlierBalancer) UpdateEndpoints(eps []*Endpoint) {
 		}
 		h := d.hosts[e.load]
 		if h == nil {
-			h = &outlierHost{det: d, load: e.load}
+			h = &outlierHost{det: d, load: e.load, addr: e.Addr}
 			e.load.outlier.Store(h)
 		}
 		hosts[e.load] = h

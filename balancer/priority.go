@@ -119,6 +119,7 @@ func (b *plBuilder) Build(opts BuildOptions) Balancer {
 		child:  b.child,
 		config: opts.Config,
 		update: opts.UpdatePicker,
+		eject:  opts.OnEjection,
 		rng:    b.rng,
 		zone:   b.zone,
 		leaves: map[plKey]*plLeaf{},
@@ -145,6 +146,7 @@ type plBalancer struct {
 	child  Builder
 	config any
 	update func(Picker)
+	eject  func(addr string, ejected bool)
 	rng    func() uint64
 	zone   *zoneAware
 	leaves map[plKey]*plLeaf  // per locality, for priorities not in panic
@@ -158,6 +160,7 @@ func (b *plBalancer) newLeaf() *plLeaf {
 	l.bal = b.child.Build(BuildOptions{
 		UpdatePicker: func(p Picker) { l.picker.Store(&pickerBox{p}) },
 		Config:       b.config,
+		OnEjection:   b.eject,
 	})
 	return l
 }

@@ -164,7 +164,7 @@ func (b *slowStartBuilder) Build(opts BuildOptions) Balancer {
 	return &slowStartBalancer{
 		cfg:   b.cfg,
 		clock: b.clock,
-		child: b.leaf.Build(BuildOptions{UpdatePicker: opts.UpdatePicker, Config: opts.Config}),
+		child: b.leaf.Build(BuildOptions{UpdatePicker: opts.UpdatePicker, Config: opts.Config, OnEjection: opts.OnEjection}),
 	}
 }
 

@@ -318,11 +318,14 @@ type service struct {
 	gen    atomic.Uint64 // numbers the policies
 	subs   subscribers
 	pins   atomic.Int32
+	// clusterOpts are given to each balancer the service builds (the
+	// ejection log).
+	clusterOpts []balancer.ClusterOption
 }
 
-func newService(name string, policy balancer.Builder, config any, res serviceResilience) *service {
-	s := &service{name: name, ready: make(chan struct{})}
-	s.bal.Store(balancer.NewCluster(policy, config))
+func newService(name string, policy balancer.Builder, config any, res serviceResilience, opts ...balancer.ClusterOption) *service {
+	s := &service{name: name, ready: make(chan struct{}), clusterOpts: opts}
+	s.bal.Store(balancer.NewCluster(policy, config, opts...))
 	s.res.Store(&res)
 	return s
 }
@@ -419,7 +422,7 @@ func (m *Mesh) addService(name string) *service {
 	if m.closed {
 		return nil
 	}
-	s := newService(name, m.policy, nil, m.newServiceResilience())
+	s := newService(name, m.policy, nil, m.newServiceResilience(), m.logEjections(name))
 	s.stats = m.metrics.Cluster(name)
 	m.addBreaker(s)
 	s.resolveNow = func() { m.disc.ResolveNow(name) }

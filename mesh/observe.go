@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/internal/xds"
 )
 
@@ -225,4 +226,15 @@ func (m *Mesh) serveReadyControlPlane(w http.ResponseWriter) {
 		return
 	}
 	fmt.Fprintf(w, "ok\ncontrol plane: %s\n", cp.Text)
+}
+
+// logEjections logs each outlier ejection from cluster, and each return.
+func (m *Mesh) logEjections(cluster string) balancer.ClusterOption {
+	return balancer.OnEjection(func(addr string, ejected bool) {
+		if ejected {
+			m.log.Warn("weft: endpoint ejected", "cluster", cluster, "address", addr)
+			return
+		}
+		m.log.Info("weft: endpoint returned", "cluster", cluster, "address", addr)
+	})
 }

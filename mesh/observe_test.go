@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 
+	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 	"github.com/weftmesh/weft/mesh"
 )
@@ -254,5 +256,29 @@ func TestMeshLogsARejectedVersionOnce(t *testing.T) {
 	rec := rejected[0]
 	if rec["level"] != "WARN" || rec["type"] != "CDS" || rec["version"] != "2" || !strings.Contains(rec["error"].(string), "orders-v1") {
 		t.Errorf("rejected line %v: want WARN, CDS, version 2 and an error naming orders-v1", rec)
+	}
+}
+
+func TestMeshLogsAnEjectionAndTheReturn(t *testing.T) {
+	addrs, _ := backends(t, 1)
+	broken := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "always failing", http.StatusServiceUnavailable)
+	}))
+	defer broken.Close()
+	bad := broken.Listener.Addr().String()
+	var logs jsonLogs
+	m := newMesh(t, mesh.WithEndpoints("orders", addrs[0], bad), logs.option(),
+		mesh.WithOutlierDetection(balancer.OutlierConfig{Interval: 50 * time.Millisecond, BaseEjectionTime: 100 * time.Millisecond}))
+	c := m.HTTPClient()
+	for i := 0; i < 300 && len(logs.lines(t, "weft: endpoint ejected")) == 0; i++ {
+		get(t, c, "http://orders/items")
+	}
+	ejected := logs.wait(t, "weft: endpoint ejected", 1, 10*time.Second)[0]
+	if ejected["cluster"] != "orders" || ejected["address"] != bad || ejected["level"] != "WARN" {
+		t.Errorf("ejected line %v: want WARN, cluster orders, address %s", ejected, bad)
+	}
+	back := logs.wait(t, "weft: endpoint returned", 1, 10*time.Second)[0]
+	if back["cluster"] != "orders" || back["address"] != bad {
+		t.Errorf("returned line %v: want cluster orders, address %s", back, bad)
 	}
 }

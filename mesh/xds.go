@@ -515,7 +515,7 @@ func (x *xdsPath) clusterLocked(name string) *service {
 		return nil
 	}
 	rr := balancer.Get(balancer.RoundRobin)
-	s := newService(name, rr, nil, x.m.newServiceResilience())
+	s := newService(name, rr, nil, x.m.newServiceResilience(), x.m.logEjections(name))
 	s.policy.Store(&clusterPolicy{b: rr, name: rr.Name()})
 	s.stats = x.m.metrics.Cluster(name)
 	s.resolveNow = func() {
@@ -582,7 +582,7 @@ func (w *clusterWatcher) OnUpdate(r xds.Resource) {
 		w.policy, w.lbConfig, w.outlier, w.lbExtras = c.LBPolicy, c.LBConfig, fmt.Sprint(c.OutlierDetection), lbExtras(c)
 		b, cfg, name := w.x.balancerFor(c)
 		old := s.balancer()
-		nb := balancer.NewCluster(b, cfg)
+		nb := balancer.NewCluster(b, cfg, s.clusterOpts...)
 		var eps []resolver.Endpoint
 		for _, e := range old.Endpoints() {
 			eps = append(eps, e.Endpoint)
