@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -279,7 +280,11 @@ func (m *Mesh) newBreaker(name string) *resilience.Breaker {
 	user := settings.OnStateChange
 	settings.OnStateChange = func(from, to resilience.State) {
 		stats.BreakerState(context.Background(), from.String(), to.String())
-		m.log.Info("weft: circuit breaker", "service", name, "from", from.String(), "to", to.String())
+		level := slog.LevelInfo
+		if to == resilience.StateOpen {
+			level = slog.LevelWarn // requests now fail fast
+		}
+		m.log.Log(context.Background(), level, "weft: circuit breaker", "service", name, "from", from.String(), "to", to.String())
 		if user != nil {
 			user(from, to)
 		}
