@@ -203,6 +203,7 @@ type Client struct {
 	// conn is the connection's state; reported, each type's version last
 	// told to the events function.
 	conn     Connection
+	connGen  uint64 // the stream conn last counted as connected
 	reported [numTypes]reportedVersion
 
 	// decodeMu guards decoded: each type's resources of the last response,
@@ -617,6 +618,7 @@ func (c *Client) beginStream(srv ServerConfig) uint64 {
 func (c *Client) runStream(ctx context.Context, cancel context.CancelFunc, stream adsStream, srv ServerConfig) (received bool, err error) {
 	gen := c.beginStream(srv)
 	first := true
+	defer c.upAfter(srv, gen)()
 	return runADS(cancel, func() error { return c.sendLoop(ctx, stream, gen) }, stream.Recv,
 		func(resp *discoveryv3.DiscoveryResponse) {
 			if first {

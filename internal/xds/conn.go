@@ -130,14 +130,28 @@ func (c *Client) emitLocked(e Event) {
 	c.ser.schedule(func() { f(e) })
 }
 
-// streamAnswered records that the stream to srv answered for the first
-// time.
+// streamUpAfter is how long a stream that has not answered must stay
+// open to count as connected: an incremental server has nothing to send
+// a client that reconnects with every version it already has.
+const streamUpAfter = time.Second
+
+// upAfter counts the stream gen to srv as connected once it has stayed
+// open streamUpAfter, unless it answered before; the returned func stops
+// the timer.
+func (c *Client) upAfter(srv ServerConfig, gen uint64) (stop func()) {
+	t := c.cfg.clock.AfterFunc(streamUpAfter, func() { c.streamAnswered(srv, gen) })
+	return func() { t.Stop() }
+}
+
+// streamAnswered records that the stream gen to srv is up: it answered,
+// or stayed open streamUpAfter. Only the first call of a stream counts.
 func (c *Client) streamAnswered(srv ServerConfig, gen uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed || c.streamGen != gen {
+	if c.closed || c.streamGen != gen || c.connGen == gen {
 		return
 	}
+	c.connGen = gen
 	now := c.cfg.clock.Now()
 	var down time.Time
 	if c.conn.State == ConnReconnecting {

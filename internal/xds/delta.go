@@ -26,6 +26,7 @@ type deltaStream = grpc.BidiStreamingClient[discoveryv3.DeltaDiscoveryRequest, d
 func (c *Client) runDeltaStream(ctx context.Context, cancel context.CancelFunc, stream deltaStream, srv ServerConfig) (received bool, err error) {
 	gen := c.beginStream(srv)
 	first := true
+	defer c.upAfter(srv, gen)()
 	return runADS(cancel, func() error { return c.deltaSendLoop(ctx, stream, gen) }, stream.Recv,
 		func(resp *discoveryv3.DeltaDiscoveryResponse) {
 			if first {
