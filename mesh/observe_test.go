@@ -17,6 +17,7 @@ import (
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 	"github.com/weftmesh/weft/mesh"
+	"github.com/weftmesh/weft/resilience"
 )
 
 // jsonLogs is a mesh logger writing JSON lines to a buffer the test reads.
@@ -77,17 +78,28 @@ func waitBody(t *testing.T, c *http.Client, url, want string, within time.Durati
 }
 
 func TestMeshLogsControlPlaneLossAndReturn(t *testing.T) {
+	for _, tt := range []struct{ proto string }{{"sotw"}, {"delta"}} {
+		t.Run(tt.proto, func(t *testing.T) { testControlPlaneLossAndReturn(t, tt.proto == "delta") })
+	}
+}
+
+func testControlPlaneLossAndReturn(t *testing.T, delta bool) {
 	a := startChaosBackend(t, "a", newLedger())
 	cp := xdstest.NewServer(t)
 	cp.SetSnapshot(t, xdsNode, "1", chaosRoutes(a.addr)...)
 	admin := freeAddr(t)
 	var logs jsonLogs
-	m := newMesh(t, mesh.WithServiceName("frontend"), mesh.WithBootstrap(cp.Bootstrap(xdsNode)), mesh.WithAdminAddr(admin), logs.option())
+	m := newMesh(t, mesh.WithServiceName("frontend"), mesh.WithBootstrap(cp.Bootstrap(xdsNode)), mesh.WithAdminAddr(admin),
+		mesh.WithXDSDelta(delta), logs.option())
+	proto := "sotw"
+	if delta {
+		proto = "delta"
+	}
 	c := adminClient(t)
 
 	start := logs.wait(t, "weft: mesh started", 1, time.Second)[0]
 	for k, want := range map[string]any{"service": "frontend", "mtls": "disable", "identity": "none",
-		"xds_server": cp.Addr, "xds_protocol": "sotw", "admin": admin, "static_services": 0.0, "dns_services": 0.0} {
+		"xds_server": cp.Addr, "xds_protocol": proto, "admin": admin, "static_services": 0.0, "dns_services": 0.0} {
 		if got := start[k]; got != want {
 			t.Errorf("start line %s = %v, want %v", k, got, want)
 		}
@@ -104,7 +116,7 @@ func TestMeshLogsControlPlaneLossAndReturn(t *testing.T) {
 	}
 	applied := logs.wait(t, "weft: xDS config applied", 4, 10*time.Second)
 	for _, rec := range applied {
-		if rec["version"] != "1" || rec["resources"] != 1.0 {
+		if (!delta && rec["version"] != "1") || rec["resources"] != 1.0 {
 			t.Errorf("applied line %v: want version 1, 1 resource", rec)
 		}
 	}
@@ -280,5 +292,25 @@ func TestMeshLogsAnEjectionAndTheReturn(t *testing.T) {
 	back := logs.wait(t, "weft: endpoint returned", 1, 10*time.Second)[0]
 	if back["cluster"] != "orders" || back["address"] != bad {
 		t.Errorf("returned line %v: want cluster orders, address %s", back, bad)
+	}
+}
+
+func TestMeshLogsABreakerOpeningAtWarn(t *testing.T) {
+	broken := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "always failing", http.StatusServiceUnavailable)
+	}))
+	defer broken.Close()
+	var logs jsonLogs
+	m := newMesh(t, mesh.WithEndpoints("orders", broken.Listener.Addr().String()), logs.option(),
+		mesh.WithBreaker(resilience.BreakerSettings{ConsecutiveFailures: 2, OpenTimeout: time.Minute}))
+	c := m.HTTPClient()
+	for i := 0; i < 50 && len(logs.lines(t, "weft: circuit breaker")) == 0; i++ {
+		if resp, err := c.Get("http://orders/"); err == nil {
+			resp.Body.Close()
+		}
+	}
+	rec := logs.wait(t, "weft: circuit breaker", 1, 10*time.Second)[0]
+	if rec["to"] != "open" || rec["level"] != "WARN" || rec["service"] != "orders" {
+		t.Errorf("breaker line %v: want WARN, service orders, to open", rec)
 	}
 }
