@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -98,7 +99,13 @@ func (l *cpLogger) event(e xds.Event) {
 			"suppressed", l.suppressed, "since_last_good_config", sinceLastGood(e))
 		l.lastLogged, l.suppressed = e.At, 0
 	case xds.EventApplied:
-		l.log.Info("weft: xDS config applied", "type", e.Type.String(), "version", e.Version, "resources", e.Count)
+		// Endpoints churn with every deployment and autoscaling step:
+		// their versions are Debug, the rest of the config Info.
+		level := slog.LevelInfo
+		if e.Type == xds.EndpointsType {
+			level = slog.LevelDebug
+		}
+		l.log.Log(context.Background(), level, "weft: xDS config applied", "type", e.Type.String(), "version", e.Version, "resources", e.Count)
 	case xds.EventNACKed:
 		l.log.Warn("weft: xDS config rejected", "type", e.Type.String(), "version", e.Version, "error", errString(e.Err))
 	}

@@ -314,3 +314,30 @@ func TestMeshLogsABreakerOpeningAtWarn(t *testing.T) {
 		t.Errorf("breaker line %v: want WARN, service orders, to open", rec)
 	}
 }
+
+// TestAdminPageInABrowserShowsTheControlPlaneLostAndBack: the page's
+// header never shows a healthy control plane while it is away.
+func TestAdminPageInABrowserShowsTheControlPlaneLostAndBack(t *testing.T) {
+	chromiumPath(t)
+	a := startChaosBackend(t, "a", newLedger())
+	cp := xdstest.NewServer(t)
+	cp.SetSnapshot(t, xdsNode, "1", chaosRoutes(a.addr)...)
+	admin := freeAddr(t)
+	m := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)), mesh.WithAdminAddr(admin))
+	waitServedBy(t, m.HTTPClient(), "http://orders:8080/", 10*time.Second, "a")
+	c := adminClient(t)
+	url := "http://" + admin + "/"
+
+	waitBody(t, c, url+"readyz", "control plane: connected", 10*time.Second)
+	wantInDOM(t, render(t, url, "admin-control-plane-connected.png"), "xDS control plane connected to "+cp.Addr, "config age")
+	cp.Stop()
+	waitBody(t, c, url+"readyz", "control plane: reconnecting", 10*time.Second)
+	dom := render(t, url, "admin-control-plane-lost.png")
+	wantInDOM(t, dom, "xDS control plane reconnecting to "+cp.Addr+" since", "last error", "config age")
+	if strings.Contains(dom, "xDS control plane connected") {
+		t.Error("the page shows the control plane connected while it is stopped")
+	}
+	cp.Restart(t)
+	waitBody(t, c, url+"readyz", "control plane: connected", 30*time.Second)
+	wantInDOM(t, render(t, url, "admin-control-plane-back.png"), "xDS control plane connected to "+cp.Addr)
+}

@@ -108,7 +108,7 @@
     const cp = stats.control_plane;
     if (!stats.xds || !cp) return pill("no control plane");
     const cls = { connected: "ok", idle: "accent", reconnecting: "bad" }[cp.state] || "warn";
-    const p = pill("control plane " + cp.text, cls);
+    const p = pill("xDS control plane " + cp.text, cls);
     p.id = "control-plane";
     return p;
   }
