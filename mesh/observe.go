@@ -128,8 +128,10 @@ type controlPlaneStatus struct {
 	// ConfigAgeSeconds is how long ago the configuration in use was
 	// accepted; absent when none ever was.
 	ConfigAgeSeconds *float64 `json:"config_age_seconds,omitempty"`
-	// Text says all of it in one line.
-	Text string `json:"text"`
+	// Text says all of it in one line; Summary leaves out the server and
+	// the error, for the page's header.
+	Text    string `json:"text"`
+	Summary string `json:"summary"`
 	// Ready is false when no configuration ever arrived although the mesh
 	// asked for one.
 	Ready bool `json:"ready"`
@@ -148,20 +150,24 @@ func (m *Mesh) controlPlane(now time.Time) *controlPlaneStatus {
 	if !c.Since.IsZero() {
 		st.Since = c.Since.UTC().Format(time.RFC3339)
 	}
-	var b strings.Builder
+	var b, sum strings.Builder
 	switch c.State {
 	case xds.ConnConnected:
 		fmt.Fprintf(&b, "connected to %s since %s", c.Server, st.Since)
+		sum.WriteString("connected")
 	case xds.ConnReconnecting:
 		fmt.Fprintf(&b, "reconnecting to %s since %s (last error: %s)", c.Server, st.Since, c.LastError)
+		fmt.Fprintf(&sum, "reconnecting since %s UTC", c.Since.UTC().Format(time.TimeOnly))
 	default:
 		if c.Server == "" {
 			// Nothing watched yet: the client connects on first use.
 			st.State = "idle"
 			b.WriteString("idle: not contacted yet, nothing subscribed")
+			sum.WriteString("idle")
 			break
 		}
 		fmt.Fprintf(&b, "never connected to %s", c.Server)
+		sum.WriteString("never connected")
 		if c.LastError != "" {
 			fmt.Fprintf(&b, " (last error: %s)", c.LastError)
 		}
@@ -171,10 +177,12 @@ func (m *Mesh) controlPlane(now time.Time) *controlPlaneStatus {
 		secs := age.Seconds()
 		st.ConfigAgeSeconds = &secs
 		fmt.Fprintf(&b, "; config age %s", age.Round(time.Second))
+		fmt.Fprintf(&sum, " · config age %s", age.Round(time.Second))
 	} else if c.State != xds.ConnNever {
 		b.WriteString("; no config accepted yet")
+		sum.WriteString(" · no config yet")
 	}
-	st.Text = b.String()
+	st.Text, st.Summary = b.String(), sum.String()
 	return st
 }
 

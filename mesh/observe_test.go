@@ -329,15 +329,15 @@ func TestAdminPageInABrowserShowsTheControlPlaneLostAndBack(t *testing.T) {
 	url := "http://" + admin + "/"
 
 	waitBody(t, c, url+"readyz", "control plane: connected", 10*time.Second)
-	wantInDOM(t, render(t, url, "admin-control-plane-connected.png"), "xDS control plane connected to "+cp.Addr, "config age")
+	wantInDOM(t, render(t, url, "admin-control-plane-connected.png"), "xDS control plane connected · config age", "connected to "+cp.Addr)
 	cp.Stop()
 	waitBody(t, c, url+"readyz", "control plane: reconnecting", 10*time.Second)
 	dom := render(t, url, "admin-control-plane-lost.png")
-	wantInDOM(t, dom, "xDS control plane reconnecting to "+cp.Addr+" since", "last error", "config age")
+	wantInDOM(t, dom, "xDS control plane reconnecting since", "reconnecting to "+cp.Addr, "last error", "config age")
 	if strings.Contains(dom, "xDS control plane connected") {
 		t.Error("the page shows the control plane connected while it is stopped")
 	}
 	cp.Restart(t)
 	waitBody(t, c, url+"readyz", "control plane: connected", 30*time.Second)
-	wantInDOM(t, render(t, url, "admin-control-plane-back.png"), "xDS control plane connected to "+cp.Addr)
+	wantInDOM(t, render(t, url, "admin-control-plane-back.png"), "xDS control plane connected · config age", "connected to "+cp.Addr)
 }

@@ -108,8 +108,9 @@
     const cp = stats.control_plane;
     if (!stats.xds || !cp) return pill("no control plane");
     const cls = { connected: "ok", idle: "accent", reconnecting: "bad" }[cp.state] || "warn";
-    const p = pill("xDS control plane " + cp.text, cls);
+    const p = pill("xDS control plane " + cp.summary, cls);
     p.id = "control-plane";
+    p.title = cp.text; // the server and the last error
     return p;
   }
 
