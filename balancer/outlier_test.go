@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -503,5 +504,41 @@ func TestConsecutiveRetryAfterRefusal(t *testing.T) {
 	feed(t, c, map[string][]balancer.Outcome{second: repeat(balancer.ServerError, 3)})
 	if !endpoint(t, c, second).Ejected() {
 		t.Error("after 7 + 3 failures in a row, with room to eject: not ejected")
+	}
+}
+
+// TestOnEjectionTellsEjectionsAndReturns: the hook hears each ejection
+// and each return once, with the address, through a wrapping policy too.
+func TestOnEjectionTellsEjectionsAndReturns(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		build func(clk *balancer.FakeClock) balancer.Builder
+	}{
+		{"outlier over round_robin", func(clk *balancer.FakeClock) balancer.Builder {
+			return balancer.NewOutlierDetectionForTest(balancer.Get(balancer.RoundRobin), balancer.OutlierConfig{}, clk, seeded(7))
+		}},
+		{"priority over outlier", func(clk *balancer.FakeClock) balancer.Builder {
+			return balancer.NewPriorityLocalityForTest(
+				balancer.NewOutlierDetectionForTest(balancer.Get(balancer.RoundRobin), balancer.OutlierConfig{}, clk, seeded(7)), seeded(8))
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := new(balancer.FakeClock)
+			var got []string
+			c := balancer.NewCluster(tt.build(clk), nil, balancer.OnEjection(func(addr string, ejected bool) {
+				got = append(got, fmt.Sprintf("%s %v", addr, ejected))
+			}))
+			t.Cleanup(c.Close)
+			eps := equal(3)
+			c.Update(eps)
+			bad := eps[1].Addr
+			feed(t, c, map[string][]balancer.Outcome{bad: repeat(balancer.ServerError, 5)})
+			clk.Advance(30 * time.Second) // the base ejection time
+			clk.Advance(30 * time.Second) // nothing more to tell
+			want := []string{bad + " true", bad + " false"}
+			if !slices.Equal(got, want) {
+				t.Errorf("OnEjection calls = %q, want %q", got, want)
+			}
+		})
 	}
 }
