@@ -14,6 +14,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/textproto"
+	"net/url"
 	"strings"
 	"time"
 
@@ -303,15 +304,30 @@ func combine(hash, h uint64) uint64 { return (hash<<1 | hash>>63) ^ h }
 // Rewrite applies the route's rewrites and request header changes to out,
 // the outgoing copy of a request, whose URL it may change and whose
 // Header it may replace but not modify.
+//
+// Path rewrites work on the path as sent (escaped), as Envoy's do and as
+// routes are matched: "/old/a%2Fb" under prefix_rewrite "/new" becomes
+// "/new/a%2Fb", not "/new/a/b". A prefix_rewrite replaces what the route
+// matched: the prefix (in any case when the match ignores case) or, for an
+// exact path match, the whole path.
 func (p *Plan) Rewrite(out *http.Request) {
 	a, r := &p.Route.Action, p.Route
-	if a.PrefixRewrite != "" && r.Match.Kind == xds.PathPrefix {
-		out.URL.Path = a.PrefixRewrite + strings.TrimPrefix(out.URL.Path, r.Match.Path)
-		out.URL.RawPath = ""
-	}
-	if a.RegexRewrite != nil {
-		out.URL.Path = a.RegexRewrite.Pattern.ReplaceAllString(out.URL.Path, a.RegexRewrite.Substitution)
-		out.URL.RawPath = ""
+	if a.PrefixRewrite != "" || a.RegexRewrite != nil {
+		path := out.URL.EscapedPath()
+		if a.PrefixRewrite != "" {
+			switch m := &r.Match; m.Kind {
+			case xds.PathPrefix:
+				if n := len(m.Path); len(path) >= n && (path[:n] == m.Path || !m.CaseSensitive && strings.EqualFold(path[:n], m.Path)) {
+					path = a.PrefixRewrite + path[n:]
+				}
+			case xds.PathExact:
+				path = a.PrefixRewrite
+			}
+		}
+		if a.RegexRewrite != nil {
+			path = a.RegexRewrite.Pattern.ReplaceAllString(path, a.RegexRewrite.Substitution)
+		}
+		setEscapedPath(out.URL, path)
 	}
 	if a.HostRewrite != "" {
 		out.Host = a.HostRewrite
@@ -323,6 +339,19 @@ func (p *Plan) Rewrite(out *http.Request) {
 		}
 		ApplyHeaders(out.Header, a.RequestHeadersToAdd, a.RequestHeadersToRemove)
 	}
+}
+
+// setEscapedPath sets u's path from its escaped form, keeping the escapes
+// (an encoded slash stays one) when they are valid.
+func setEscapedPath(u *url.URL, escaped string) {
+	if p, err := url.PathUnescape(escaped); err == nil {
+		u.Path, u.RawPath = p, escaped
+		if u.EscapedPath() != escaped {
+			u.RawPath = "" // escapes url would write the same way
+		}
+		return
+	}
+	u.Path, u.RawPath = escaped, ""
 }
 
 // ApplyHeaders removes, then adds or sets, header values.

@@ -2,6 +2,8 @@ package route_test
 
 import (
 	"net/http"
+	"net/url"
+	"regexp"
 	"slices"
 	"testing"
 	"time"
@@ -89,5 +91,50 @@ func TestGRPCRequestAndHash(t *testing.T) {
 	}
 	if c, ok := route.GRPCHash(req.Header, []xds.HashPolicy{{Kind: xds.HashChannelID}}, 7); !ok || c != 7 {
 		t.Errorf("channel id hash = %d, %v; want 7", c, ok)
+	}
+}
+
+// Rewrites as Envoy applies them to the path as sent (escaped); each case
+// is one where the HTTP path used to send something else than Envoy.
+func TestRewriteAsEnvoy(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		match  xds.RouteMatch
+		action xds.RouteAction
+		target string
+		want   string // the escaped path and query sent
+	}{
+		{"exact match, prefix_rewrite replaces the whole path",
+			xds.RouteMatch{Kind: xds.PathExact, Path: "/exact", CaseSensitive: true}, xds.RouteAction{PrefixRewrite: "/replaced"},
+			"/exact?q=1", "/replaced?q=1"},
+		{"ignoreUriCase prefix is trimmed in any case",
+			xds.RouteMatch{Kind: xds.PathPrefix, Path: "/CaseOld", CaseSensitive: false}, xds.RouteAction{PrefixRewrite: "/new"},
+			"/caseold/items", "/new/items"},
+		{"a case-sensitive prefix is trimmed as written",
+			xds.RouteMatch{Kind: xds.PathPrefix, Path: "/old", CaseSensitive: true}, xds.RouteAction{PrefixRewrite: "/new"},
+			"/old/items?x=%2F", "/new/items?x=%2F"},
+		{"an encoded slash stays encoded",
+			xds.RouteMatch{Kind: xds.PathPrefix, Path: "/old", CaseSensitive: true}, xds.RouteAction{PrefixRewrite: "/new"},
+			"/old/a%2Fb", "/new/a%2Fb"},
+		{"regex rewrite with groups",
+			xds.RouteMatch{Kind: xds.PathPrefix, Path: "/", CaseSensitive: true},
+			xds.RouteAction{RegexRewrite: &xds.RegexRewrite{Pattern: regexp.MustCompile(`^/regex/(v[0-9]+)/(.*)$`), Substitution: "/${2}/${1}"}},
+			"/regex/v1/items", "/items/v1"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			u, err := url.Parse("http://orders:8080" + tt.target)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := &http.Request{URL: u, Header: http.Header{}}
+			route.New(&xds.Route{Match: tt.match, Action: tt.action}, 0).Rewrite(out)
+			got := out.URL.EscapedPath()
+			if out.URL.RawQuery != "" {
+				got += "?" + out.URL.RawQuery
+			}
+			if got != tt.want {
+				t.Errorf("%s rewritten to %s, want %s (Envoy's)", tt.target, got, tt.want)
+			}
+		})
 	}
 }

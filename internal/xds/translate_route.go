@@ -297,11 +297,10 @@ func translateAction(r *routev3.Route, out *RouteAction) error {
 		case *routev3.RouteAction_HashPolicy_Header_:
 			h.Kind, h.Name = HashHeader, p.Header.GetHeaderName()
 			if rw := p.Header.GetRegexRewrite(); rw != nil {
-				re, err := regexp.Compile(rw.GetPattern().GetRegex())
-				if err != nil {
-					return ferr(f+".header.regex_rewrite.pattern.regex", "%v", err)
+				var err error
+				if h.Rewrite, err = regexRewrite(rw, f+".header.regex_rewrite"); err != nil {
+					return err
 				}
-				h.Rewrite = &RegexRewrite{Pattern: re, Substitution: rw.GetSubstitution()}
 			}
 		case *routev3.RouteAction_HashPolicy_FilterState_:
 			if p.FilterState.GetKey() != "io.grpc.channel_id" {
@@ -321,11 +320,10 @@ func translateAction(r *routev3.Route, out *RouteAction) error {
 	}
 	out.PrefixRewrite = a.GetPrefixRewrite()
 	if rw := a.GetRegexRewrite(); rw != nil {
-		re, err := regexp.Compile(rw.GetPattern().GetRegex())
-		if err != nil {
-			return ferr("route.regex_rewrite.pattern.regex", "%v", err)
+		var err error
+		if out.RegexRewrite, err = regexRewrite(rw, "route.regex_rewrite"); err != nil {
+			return err
 		}
-		out.RegexRewrite = &RegexRewrite{Pattern: re, Substitution: rw.GetSubstitution()}
 	}
 	out.HostRewrite = a.GetHostRewriteLiteral()
 	out.RequestHeadersToAdd = headerOptions(r.GetRequestHeadersToAdd())
@@ -397,4 +395,54 @@ func translateRetry(rp *routev3.RetryPolicy) (*RetryPolicy, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// regexRewrite compiles a RegexMatchAndSubstitute. Envoy's substitution is
+// RE2's rewrite string, where \1 is the first group and \\ a backslash;
+// Go's regexp expands $1 instead, and would send "\1" as written. The
+// substitution is converted once here ("$" escaped as "$$"), and one that
+// RE2 would refuse (another escape, a group the pattern lacks) is NACKed.
+func regexRewrite(rw *matcherv3.RegexMatchAndSubstitute, field string) (*RegexRewrite, error) {
+	re, err := regexp.Compile(rw.GetPattern().GetRegex())
+	if err != nil {
+		return nil, ferr(field+".pattern.regex", "%v", err)
+	}
+	sub, err := goSubstitution(rw.GetSubstitution(), re.NumSubexp())
+	if err != nil {
+		return nil, ferr(field+".substitution", "%v", err)
+	}
+	return &RegexRewrite{Pattern: re, Substitution: sub}, nil
+}
+
+// goSubstitution turns an RE2 rewrite string into a regexp.Expand template.
+func goSubstitution(s string, groups int) (string, error) {
+	if !strings.ContainsAny(s, `\$`) {
+		return s, nil
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '$':
+			b.WriteString("$$")
+		case '\\':
+			if i+1 == len(s) {
+				return "", fmt.Errorf("%q ends in a lone backslash", s)
+			}
+			i++
+			switch n := s[i]; {
+			case n == '\\':
+				b.WriteByte('\\')
+			case n >= '0' && n <= '9':
+				if int(n-'0') > groups {
+					return "", fmt.Errorf("%q refers to group %c; the pattern has %d", s, n, groups)
+				}
+				b.WriteString("${" + string(n) + "}")
+			default:
+				return "", fmt.Errorf("%q has the escape \\%c; only \\0-\\9 and \\\\ are allowed", s, n)
+			}
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String(), nil
 }

@@ -376,3 +376,38 @@ func TestTranslateRouteTimeout(t *testing.T) {
 		})
 	}
 }
+
+// Envoy's regex_rewrite substitution is RE2's rewrite string (\1 for a
+// group); it reaches Go's regexp converted, and what RE2 refuses is NACKed
+// by field.
+func TestRegexRewriteSubstitution(t *testing.T) {
+	withRewrite := func(pattern, sub string) *routev3.RouteConfiguration {
+		rc := xdstest.RouteConfig("rc", "*", "c")
+		rc.VirtualHosts[0].Routes[0].GetRoute().RegexRewrite = &matcherv3.RegexMatchAndSubstitute{
+			Pattern: &matcherv3.RegexMatcher{Regex: pattern}, Substitution: sub}
+		return rc
+	}
+	for _, tt := range []struct {
+		sub, path, want string
+	}{
+		{`/\2/\1`, "/regex/v1/items", "/items/v1"},
+		{`/\0`, "/regex/v1/items", "//regex/v1/items"},
+		{`/$1\\x`, "/regex/v1/items", `/$1\x`},
+		{"/plain", "/regex/v1/items", "/plain"},
+	} {
+		_, r, err := Decode(RouteConfigType, mustAny(t, withRewrite(`^/regex/(v[0-9]+)/(.*)$`, tt.sub)))
+		if err != nil {
+			t.Fatalf("substitution %q: %v", tt.sub, err)
+		}
+		rw := r.(*RouteConfig).VirtualHosts[0].Routes[0].Action.RegexRewrite
+		if got := rw.Pattern.ReplaceAllString(tt.path, rw.Substitution); got != tt.want {
+			t.Errorf("substitution %q on %s = %s, want %s", tt.sub, tt.path, got, tt.want)
+		}
+	}
+	for _, sub := range []string{`/\3`, `/\x`, `/end\`} {
+		re := decodeErr(t, RouteConfigType, withRewrite(`^/regex/(v[0-9]+)/(.*)$`, sub))
+		if !strings.HasSuffix(re.Field, "regex_rewrite.substitution") {
+			t.Errorf("substitution %q: error field %q, want ...regex_rewrite.substitution: %v", sub, re.Field, re)
+		}
+	}
+}
