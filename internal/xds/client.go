@@ -996,8 +996,25 @@ func (c *Client) handleResponse(resp *discoveryv3.DiscoveryResponse, gen uint64)
 		c.versions[t] = resp.GetVersionInfo()
 		c.respondedLocked(t, resp.GetVersionInfo(), len(res), nil)
 	}
-	c.dirty[t] = true
-	c.signal()
+	c.ackAfterDeliveryLocked(t, gen)
+}
+
+// ackAfterDeliveryLocked has the answer to a response of type t (its ACK
+// or NACK) sent once the watchers have received what the response
+// changed. Their callbacks run in order on the serializer, so the answer
+// queued behind them leaves after them: an ACK then means the version is
+// in use, as a control plane (or an operator reading its ACK) takes it.
+// Before, the ACK could leave first, and a request sent just after it
+// still met the previous endpoints.
+func (c *Client) ackAfterDeliveryLocked(t ResourceType, gen uint64) {
+	c.ser.schedule(func() {
+		c.mu.Lock()
+		if c.streamGen == gen && !c.closed {
+			c.dirty[t] = true
+		}
+		c.mu.Unlock()
+		c.signal()
+	})
 }
 
 // addsLocked reports whether a watched name of type t is missing from

@@ -269,6 +269,5 @@ func (c *Client) handleDeltaResponse(resp *discoveryv3.DeltaDiscoveryResponse, g
 		c.respondedLocked(t, resp.GetSystemVersionInfo(), len(res), nil)
 	}
 	c.nonces[t] = resp.GetNonce()
-	c.dirty[t] = true
-	c.signal()
+	c.ackAfterDeliveryLocked(t, gen)
 }
