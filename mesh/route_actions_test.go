@@ -52,7 +52,8 @@ func shopConfig(shop, orders string) []types.Resource {
 			redirect("/port", &routev3.RedirectAction{PortRedirect: 9090, ResponseCode: routev3.RedirectAction_PERMANENT_REDIRECT}),
 			redirect("/strip", &routev3.RedirectAction{StripQuery: true}),
 			redirect("/scheme", &routev3.RedirectAction{SchemeRewriteSpecifier: &routev3.RedirectAction_HttpsRedirect{HttpsRedirect: true}}),
-			direct("/down", 503, "maintenance"),
+			withResponseHeader(direct("/down", 503, "maintenance"), "x-down", "yes"),
+			withResponseHeader(redirect("/header", &routev3.RedirectAction{HostRedirect: "h"}), "x-moved", "yes"),
 			direct("/ok", 200, "fine"),
 			direct("/grpc.health.v1.Health/", 200, "not for gRPC"),
 			{Match: prefix("/"), Action: &routev3.Route_Route{Route: &routev3.RouteAction{
@@ -65,6 +66,11 @@ func shopConfig(shop, orders string) []types.Resource {
 		xdstest.Cluster("shop", ""), xdstest.Endpoints("shop", shop),
 		xdstest.Cluster("orders", ""), xdstest.Endpoints("orders", orders),
 	}
+}
+
+func withResponseHeader(r *routev3.Route, name, value string) *routev3.Route {
+	r.ResponseHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: name, Value: value}}}
+	return r
 }
 
 // TestXDSRedirectAndDirectResponseAnswerLocally holds Weft's HTTP client to
@@ -127,6 +133,19 @@ func TestXDSRedirectAndDirectResponseAnswerLocally(t *testing.T) {
 	}
 	if h := hits(); len(h) != 0 {
 		t.Errorf("backends received %v; want no request", h)
+	}
+
+	// The route's response_headers_to_add apply to local answers too, as
+	// in Envoy.
+	for path, name := range map[string]string{"/down": "x-down", "/header": "x-moved"} {
+		resp, err := c.Get("http://shop:8080" + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get(name); got != "yes" {
+			t.Errorf("GET %s: %s = %q; want \"yes\"", path, name, got)
+		}
 	}
 
 	// The default policy follows a redirect to another mesh route.
