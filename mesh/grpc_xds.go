@@ -123,7 +123,12 @@ func (c *xdsChannel) route(ctx context.Context, method string) (context.Context,
 	req.FractionSample = rand.Uint32N(1_000_000) // for runtime_fraction matches
 	rt, ok := st.routes.Match(c.authority, &req)
 	if !ok || rt.Action.Kind != xds.ActionForward {
-		// grpc-go's answer to a call no route takes.
+		// grpc-go's answer to a call no route takes. A redirect or
+		// direct_response route fails the call the same way: grpc-go's
+		// xDS client reads any action but route and non_forwarding_action
+		// as unsupported, and its config selector fails such a call with
+		// UNAVAILABLE ("matched route does not have a supported route
+		// action type"); a gRPC call has no redirect to follow.
 		return ctx, callRoute{}, status.Errorf(codes.Unavailable, "weft: no matching route for %s on %q (listener %q)", method, c.authority, h.name)
 	}
 	plan := st.plans[rt]

@@ -21,6 +21,13 @@ import (
 // services (http://orders/..., http://orders:8080/...) are balanced over the
 // service's endpoints; other hosts pass through to the default transport.
 // The client has no overall timeout of its own; use request contexts.
+//
+// A request whose xDS route is a redirect or a direct response is
+// answered in the process, as Envoy answers it, with no upstream
+// contacted: the route's status and body, or its status and a Location
+// built from the request URL. The client follows such a redirect by
+// net/http's default policy (up to 10 hops); a copy of the client with
+// CheckRedirect returning http.ErrUseLastResponse sees the 3xx instead.
 func (m *Mesh) HTTPClient() *http.Client { return m.client }
 
 // Transport wraps base so that requests to mesh services go to an endpoint

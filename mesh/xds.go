@@ -457,6 +457,15 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 	mreq := xds.RequestFromHTTP(req)
 	mreq.FractionSample = rand.Uint32N(1_000_000)
 	rt, ok := st.routes.Match(req.URL.Host, &mreq)
+	if ok && (rt.Action.Kind == xds.ActionRedirect || rt.Action.Kind == xds.ActionDirectResponse) {
+		// Envoy answers these routes itself; so does Weft, with no
+		// upstream contacted. An http.Client then follows a redirect
+		// by its own CheckRedirect policy.
+		closeBody(req)
+		resp = route.Local(rt, req)
+		route.ApplyHeaders(resp.Header, rt.Action.ResponseHeadersToAdd, rt.Action.ResponseHeadersToRemove)
+		return resp, true, nil
+	}
 	if !ok || rt.Action.Kind != xds.ActionForward {
 		closeBody(req)
 		return nil, true, fmt.Errorf("%w: host %q path %q (listener %q)", ErrNoRoute, req.URL.Host, req.URL.Path, h.name)

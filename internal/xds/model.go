@@ -201,21 +201,62 @@ type QueryParamMatcher struct {
 // ActionKind is what a matched route does.
 type ActionKind uint8
 
-// Action kinds. A route whose action Weft does not implement (redirect,
-// direct response) is ActionUnsupported: it matches and fails the request,
-// as grpc-go does, rather than letting a later route take the request.
+// Action kinds. A route whose action Weft does not implement is
+// ActionUnsupported: it matches and fails the request, as grpc-go does,
+// rather than letting a later route take the request.
 const (
 	ActionForward ActionKind = iota
 	// ActionNonForwarding is the route action of inbound (server)
 	// routes: the request is served here.
 	ActionNonForwarding
-	// ActionUnsupported is a redirect or a direct response.
+	// ActionUnsupported is a route with an action Weft does not know
+	// (filter_action, or none).
 	ActionUnsupported
+	// ActionRedirect answers with a redirect (RouteAction.Redirect); the
+	// HTTP client answers it locally, gRPC fails the call as grpc-go does.
+	ActionRedirect
+	// ActionDirectResponse answers with a fixed status and body
+	// (RouteAction.DirectResponse), as ActionRedirect.
+	ActionDirectResponse
 )
+
+// Redirect is a route's redirect action (Envoy's RedirectAction). Empty
+// fields keep the request's part of the URL.
+type Redirect struct {
+	// Scheme is scheme_redirect, or "https" for https_redirect.
+	Scheme string
+	// Host is host_redirect; it replaces the request's host and port.
+	Host string
+	// Port is port_redirect; 0 keeps the port.
+	Port uint32
+	// Path is path_redirect when HasPath; a query in it replaces the
+	// request's and survives StripQuery.
+	Path    string
+	HasPath bool
+	// PrefixRewrite replaces the matched prefix (the whole path for exact
+	// and regex matches) when non-empty.
+	PrefixRewrite string
+	// RegexRewrite rewrites the path when non-nil; Substitution is in
+	// Go's syntax (${1}), converted from Envoy's (\1).
+	RegexRewrite *RegexRewrite
+	// Code is the response status: 301 (the default), 302, 303, 307 or 308.
+	Code       int
+	StripQuery bool
+}
+
+// DirectResponse is a route's direct_response action.
+type DirectResponse struct {
+	Status int
+	Body   []byte
+}
 
 // RouteAction is where and how a matched request is sent.
 type RouteAction struct {
 	Kind ActionKind
+	// Redirect is set for ActionRedirect, DirectResponse for
+	// ActionDirectResponse.
+	Redirect       *Redirect
+	DirectResponse *DirectResponse
 	// Cluster is the single target; empty when WeightedClusters is set.
 	Cluster          string
 	WeightedClusters []WeightedCluster

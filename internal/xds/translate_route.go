@@ -30,6 +30,7 @@ func TranslateRouteConfig(rc *routev3.RouteConfiguration) (*RouteConfig, error) 
 
 func translateRouteConfig(rc *routev3.RouteConfiguration) (*RouteConfig, error) {
 	out := &RouteConfig{meta: meta{Name: rc.GetName()}}
+	maxBody := maxDirectResponseBody(rc)
 	for i, vh := range rc.GetVirtualHosts() {
 		f := fmt.Sprintf("virtual_hosts[%d]", i)
 		v := &VirtualHost{Name: vh.GetName(), Domains: vh.GetDomains()}
@@ -46,6 +47,10 @@ func translateRouteConfig(rc *routev3.RouteConfiguration) (*RouteConfig, error) 
 			rt, err := translateRoute(r)
 			if err != nil {
 				return nil, prefixed(fmt.Sprintf("%s.routes[%d]", f, j), err)
+			}
+			if rt != nil && rt.Action.DirectResponse != nil && len(rt.Action.DirectResponse.Body) > maxBody {
+				return nil, ferr(fmt.Sprintf("%s.routes[%d].direct_response.body", f, j),
+					"%d bytes, above max_direct_response_body_size_bytes (%d)", len(rt.Action.DirectResponse.Body), maxBody)
 			}
 			if rt != nil {
 				if rt.Session, err = routeSessionOf(r, vh, fmt.Sprintf("%s.routes[%d]", f, j), f, out); err != nil {
@@ -224,6 +229,9 @@ const (
 
 func translateAction(r *routev3.Route, out *RouteAction) error {
 	a := r.GetRoute()
+	if local, err := translateLocalAction(r, out); local {
+		return err
+	}
 	if a == nil {
 		out.Kind = ActionUnsupported
 		if r.GetNonForwardingAction() != nil {
