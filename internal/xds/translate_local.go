@@ -1,7 +1,6 @@
 package xds
 
 import (
-	"regexp"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -74,11 +73,11 @@ func translateRedirect(a *routev3.RedirectAction) (*Redirect, error) {
 	case *routev3.RedirectAction_PrefixRewrite:
 		out.PrefixRewrite = p.PrefixRewrite
 	case *routev3.RedirectAction_RegexRewrite:
-		re, err := regexp.Compile(p.RegexRewrite.GetPattern().GetRegex())
+		rw, err := regexRewrite(p.RegexRewrite, "regex_rewrite")
 		if err != nil {
-			return nil, ferr("regex_rewrite.pattern.regex", "%v", err)
+			return nil, err
 		}
-		out.RegexRewrite = &RegexRewrite{Pattern: re, Substitution: goSubstitution(p.RegexRewrite.GetSubstitution())}
+		out.RegexRewrite = rw
 	}
 	code, ok := redirectCodes[a.GetResponseCode()]
 	if !ok {
@@ -118,26 +117,4 @@ func maxDirectResponseBody(rc *routev3.RouteConfiguration) int {
 		return int(m.GetValue())
 	}
 	return defaultMaxDirectResponseBody
-}
-
-// goSubstitution turns an RE2 substitution in Envoy's syntax (\1 for a
-// group, \\ for a backslash) into Go's Regexp.Expand syntax (${1}, $$).
-func goSubstitution(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '$':
-			b.WriteString("$$")
-		case c == '\\' && i+1 < len(s) && s[i+1] >= '0' && s[i+1] <= '9':
-			b.WriteString("${" + s[i+1:i+2] + "}")
-			i++
-		case c == '\\' && i+1 < len(s) && s[i+1] == '\\':
-			b.WriteByte('\\')
-			i++
-		default:
-			b.WriteByte(c)
-		}
-	}
-	return b.String()
 }
