@@ -35,7 +35,6 @@ import (
 
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 	"github.com/weftmesh/weft/mesh"
-	"github.com/weftmesh/weft/mesh/grpcgoxds"
 )
 
 // Parity of gRPC through Weft's own xDS client with grpc-go's xDS client
@@ -596,7 +595,7 @@ func newParityEnv(t *testing.T, row parityRow) *parityEnv {
 	}
 	e.clients = []*parityClient{
 		{name: weftGRPC, hc: dialHealth(t, newMesh(t, mesh.WithBootstrap(bs)), "xds:///"+parityHost)},
-		{name: grpcGo, hc: dialHealth(t, newMesh(t, mesh.WithBootstrap(bs), mesh.WithGRPCGoXDS(grpcgoxds.New())), "xds:///"+parityHost)},
+		{name: grpcGo, hc: dialHealth(t, newMesh(t, mesh.WithBootstrap(bs), mesh.WithGRPCGoXDS(grpcGoOracle{})), "xds:///"+parityHost)},
 		{name: weftHTTP, http: newMesh(t, mesh.WithBootstrap(bs)).HTTPClient()},
 	}
 	return e

@@ -34,7 +34,6 @@ import (
 
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 	"github.com/weftmesh/weft/mesh"
-	"github.com/weftmesh/weft/mesh/grpcgoxds"
 	"github.com/weftmesh/weft/security"
 	"github.com/weftmesh/weft/security/spiffetest"
 )
@@ -400,7 +399,7 @@ func TestXDSInboundGRPCParity(t *testing.T) {
 	bootstrap := serverBootstrap(t, cp, map[string]any{"certificate_providers": svidProviderFiles(t, ca, ordersID)})
 	t.Setenv("SPIFFE_ENDPOINT_SOCKET", workloadAPI(t, ca, ordersID).Addr())
 	weft := serveGRPCHealth(t, newMesh(t, mesh.WithBootstrap(bootstrap)))
-	oracle := serveGRPCHealth(t, newMesh(t, mesh.WithBootstrap(bootstrap), mesh.WithGRPCGoXDS(grpcgoxds.New())))
+	oracle := serveGRPCHealth(t, newMesh(t, mesh.WithBootstrap(bootstrap), mesh.WithGRPCGoXDS(grpcGoOracle{})))
 
 	path := func(p string) *rbacv3.Permission {
 		return &rbacv3.Permission{Rule: &rbacv3.Permission_UrlPath{UrlPath: &matcherv3.PathMatcher{Rule: &matcherv3.PathMatcher_Path{

@@ -17,7 +17,6 @@ import (
 
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 	"github.com/weftmesh/weft/mesh"
-	"github.com/weftmesh/weft/mesh/grpcgoxds"
 )
 
 // paymentsConfig is a second mesh service, "payments:9090", on one backend.
@@ -193,7 +192,7 @@ func TestBehindIstioAgent(t *testing.T) {
 	// The control: the same workload with grpc-go's own xDS client opens a
 	// stream per channel beside the mesh's, and the agent closes the
 	// previous one each time.
-	ctl := newMesh(t, mesh.WithBootstrap(agent.Bootstrap(xdsNode)), mesh.WithGRPCGoXDS(grpcgoxds.New()))
+	ctl := newMesh(t, mesh.WithBootstrap(agent.Bootstrap(xdsNode)), mesh.WithGRPCGoXDS(grpcGoOracle{}))
 	_ = sendHTTP(t, ctl.HTTPClient(), 1, false)
 	cc := dialHealth(t, ctl, "xds:///payments:9090")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -269,7 +269,9 @@ type GRPCGoXDS interface {
 // grpc-go's features, not the mesh's (no hedging, zone-aware routing,
 // slow start, cookie affinity or per-try timeouts, and no delta xDS). It
 // exists for comparison and migration; nil, the default, is the mesh's
-// one stream for everything.
+// one stream for everything. grpc-go's public API reads its bootstrap from
+// GRPC_XDS_BOOTSTRAP or GRPC_XDS_BOOTSTRAP_CONFIG when the process starts,
+// so the mesh's must come from there too (see package grpcgoxds).
 func WithGRPCGoXDS(x GRPCGoXDS) Option {
 	return optionFunc(func(c *config) error { c.grpcGoXDS = x; return nil })
 }

@@ -30,7 +30,6 @@ import (
 
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 	"github.com/weftmesh/weft/mesh"
-	"github.com/weftmesh/weft/mesh/grpcgoxds"
 )
 
 const xdsNode = "weft-test"
@@ -159,7 +158,7 @@ func TestXDSRoutingMatchesGRPCGo(t *testing.T) {
 	cp.SetSnapshot(t, xdsNode, "1", ordersConfig(v1.addr, v2.addr, 80, 20)...)
 	m := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)))
 	// The oracle: grpc-go's own xDS client on the same resources.
-	oracle := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)), mesh.WithGRPCGoXDS(grpcgoxds.New()))
+	oracle := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)), mesh.WithGRPCGoXDS(grpcGoOracle{}))
 
 	dial := func(m *mesh.Mesh, target string) healthpb.HealthClient {
 		cc, err := m.DialGRPC(target)
@@ -506,7 +505,7 @@ func TestNewGRPCServerKinds(t *testing.T) {
 		want string
 	}{
 		{"server template", []mesh.Option{mesh.WithBootstrap(b)}, "*mesh.xdsGRPCServer"},
-		{"server template, WithGRPCGoXDS", []mesh.Option{mesh.WithBootstrap(b), mesh.WithGRPCGoXDS(grpcgoxds.New())}, "*xds.GRPCServer"},
+		{"server template, WithGRPCGoXDS", []mesh.Option{mesh.WithBootstrap(b), mesh.WithGRPCGoXDS(grpcGoOracle{})}, "*xds.GRPCServer"},
 		{"no xDS", nil, "*grpc.Server"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
