@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -119,8 +118,7 @@ func (c *xdsChannel) route(ctx context.Context, method string) (context.Context,
 		return ctx, callRoute{}, status.Errorf(codes.Unavailable, "%v", st.err)
 	}
 	md, _ := metadata.FromOutgoingContext(ctx)
-	req := route.GRPCRequest(md, method)
-	req.FractionSample = rand.Uint32N(1_000_000) // for runtime_fraction matches
+	req, _ := xds.RequestFromGRPC(method, md, false)
 	rt, ok := st.routes.Match(c.authority, &req)
 	if !ok || rt.Action.Kind != xds.ActionForward {
 		// grpc-go's answer to a call no route takes. A redirect or

@@ -115,7 +115,7 @@ func (m *Mesh) grpcInboundDecision(ctx context.Context, fullMethod string) error
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	ti, isTLS := p.AuthInfo.(credentials.TLSInfo)
-	req, authority := inbound.GRPCRequest(fullMethod, md, isTLS)
+	req, authority := xds.RequestFromGRPC(fullMethod, md, isTLS)
 	in := inbound.Request{Conn: xds.ConnInfo{Local: addrPortOf(p.LocalAddr), Remote: addrPortOf(p.Addr), TLS: isTLS}, Host: authority, Req: &req}
 	if isTLS {
 		in.ServerName = ti.State.ServerName

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"strings"
 	"sync"
@@ -455,7 +454,6 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 		return nil, true, st.err
 	}
 	mreq := xds.RequestFromHTTP(req)
-	mreq.FractionSample = rand.Uint32N(1_000_000)
 	rt, ok := st.routes.Match(req.URL.Host, &mreq)
 	if ok && (rt.Action.Kind == xds.ActionRedirect || rt.Action.Kind == xds.ActionDirectResponse) {
 		// Envoy answers these routes itself; so does Weft, with no

@@ -68,7 +68,7 @@ func TestDecide(t *testing.T) {
 	callerCert := &x509.Certificate{URIs: []*url.URL{u}}
 	local, remote := netip.MustParseAddrPort("10.0.0.1:8080"), netip.MustParseAddrPort("10.0.0.2:40000")
 	req := func(path string, tls bool, cert *x509.Certificate) *inbound.Request {
-		r, host := inbound.GRPCRequest(path, metadata.Pairs(":authority", "orders:8080", "x-user", "a"), tls)
+		r, host := xds.RequestFromGRPC(path, metadata.Pairs(":authority", "orders:8080", "x-user", "a"), tls)
 		return &inbound.Request{Conn: xds.ConnInfo{Local: local, Remote: remote, TLS: tls}, Host: host, Req: &r, PeerCert: cert}
 	}
 	onPort := func(r *inbound.Request, port uint16) *inbound.Request {
@@ -115,24 +115,5 @@ func TestDecide(t *testing.T) {
 	}
 	if fc, err := inbound.Chain(l, xds.ConnInfo{Local: local, Remote: remote, TLS: true}); err != nil || fc.TLS.String() != "mtls" {
 		t.Errorf("Chain for a TLS connection = %v %v, want the mtls chain", fc, err)
-	}
-}
-
-// TestGRPCRequest: metadata becomes headers the matchers read, without
-// pseudo-headers or binary values; the method path is kept as sent.
-func TestGRPCRequest(t *testing.T) {
-	md := metadata.Pairs(":authority", "orders:7070", "x-user", "a", "x-user", "b", "trace-bin", "\x00", "content-type", "application/grpc")
-	r, host := inbound.GRPCRequest("/svc.Orders/Get", md, true)
-	if host != "orders:7070" || r.Method != "POST" || r.Path != "/svc.Orders/Get" || r.Scheme != "https" {
-		t.Errorf("GRPCRequest = %q %q %q %q, want orders:7070 POST /svc.Orders/Get https", host, r.Method, r.Path, r.Scheme)
-	}
-	if got := r.Header.Values("X-User"); len(got) != 2 {
-		t.Errorf("x-user = %v, want both values", got)
-	}
-	if _, ok := r.Header["Trace-Bin"]; ok {
-		t.Error("binary metadata became a header")
-	}
-	if _, ok := r.Header[":authority"]; ok {
-		t.Error("a pseudo-header became a header")
 	}
 }

@@ -13,14 +13,12 @@ package route
 import (
 	"math/rand/v2"
 	"net/http"
-	"net/textproto"
 	"net/url"
 	"strings"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 
 	"github.com/weftmesh/weft/internal/xds"
 	"github.com/weftmesh/weft/resilience"
@@ -211,22 +209,6 @@ func PickCluster(a *xds.RouteAction) string {
 		n -= uint64(w.Weight)
 	}
 	return ws[len(ws)-1].Name
-}
-
-// GRPCRequest is a gRPC call's matching input: the method is :path and
-// the outgoing metadata are the headers, without binary ("-bin") ones,
-// which grpc-go's matchers never see either (gRFC A28); content-type is
-// application/grpc.
-func GRPCRequest(md metadata.MD, method string) xds.Request {
-	hdr := make(http.Header, len(md)+1)
-	for k, v := range md {
-		if strings.HasSuffix(k, "-bin") {
-			continue
-		}
-		hdr[textproto.CanonicalMIMEHeaderKey(k)] = v
-	}
-	hdr["Content-Type"] = []string{"application/grpc"}
-	return xds.Request{Method: http.MethodPost, Path: method, Header: hdr, Scheme: "http"}
 }
 
 // HTTPHash computes the route's hash policies over an HTTP request, for

@@ -75,10 +75,10 @@ func TestTimeouts(t *testing.T) {
 // binary ones; the method is the path.
 func TestGRPCRequestAndHash(t *testing.T) {
 	md := metadata.Pairs("x-user", "alice", "trace-bin", "\x00\x01")
-	req := route.GRPCRequest(md, "/pkg.Svc/Method")
+	req, _ := xds.RequestFromGRPC("/pkg.Svc/Method", md, false)
 	if req.Path != "/pkg.Svc/Method" || req.Header.Get("X-User") != "alice" || req.Header.Get("Trace-Bin") != "" ||
 		req.Header.Get("Content-Type") != "application/grpc" {
-		t.Errorf("GRPCRequest = %+v", req)
+		t.Errorf("RequestFromGRPC = %+v", req)
 	}
 	byUser := []xds.HashPolicy{{Kind: xds.HashHeader, Name: "x-user"}}
 	g, ok := route.GRPCHash(req.Header, byUser, 7)

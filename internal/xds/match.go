@@ -1,9 +1,12 @@
 package xds
 
 import (
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strings"
+
+	"google.golang.org/grpc/metadata"
 
 	"github.com/weftmesh/weft/internal/rbac"
 )
@@ -26,7 +29,9 @@ type Request struct {
 	FractionSample uint32
 }
 
-// RequestFromHTTP returns the matching inputs of r.
+// RequestFromHTTP returns the matching inputs of r, with its own
+// FractionSample drawn, so that no caller can forget one and let every
+// request take a runtime_fraction route.
 func RequestFromHTTP(r *http.Request) Request {
 	p := r.URL.RawPath
 	if p == "" {
@@ -36,7 +41,41 @@ func RequestFromHTTP(r *http.Request) Request {
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	return Request{Method: r.Method, Path: p, RawQuery: r.URL.RawQuery, Header: r.Header, Scheme: scheme}
+	return Request{Method: r.Method, Path: p, RawQuery: r.URL.RawQuery, Header: r.Header, Scheme: scheme,
+		FractionSample: rand.Uint32N(1_000_000)}
+}
+
+// RequestFromGRPC returns the matching inputs of a gRPC call, on the
+// client (outgoing metadata) or the server (incoming), and the call's
+// authority when the metadata carry one. The method is POST and the full
+// method path ("/pkg.Service/Method") is :path, exactly as grpc-go
+// dispatches it; the metadata are the headers, without pseudo-headers and
+// without binary ("-bin") ones, whose values are not text a matcher can
+// judge and which grpc-go's matchers never see either (gRFC A28);
+// content-type is application/grpc when the metadata lack it (a client's
+// outgoing metadata do). A FractionSample is drawn, as by RequestFromHTTP.
+func RequestFromGRPC(fullMethod string, md metadata.MD, isTLS bool) (req Request, authority string) {
+	h := make(http.Header, len(md)+1)
+	for k, vs := range md {
+		switch {
+		case k == ":authority":
+			if len(vs) > 0 {
+				authority = vs[0]
+			}
+			continue
+		case strings.HasPrefix(k, ":"), strings.HasSuffix(k, "-bin"):
+			continue
+		}
+		h[http.CanonicalHeaderKey(k)] = vs
+	}
+	if _, ok := h["Content-Type"]; !ok {
+		h["Content-Type"] = []string{"application/grpc"}
+	}
+	scheme := "http"
+	if isTLS {
+		scheme = "https"
+	}
+	return Request{Method: http.MethodPost, Path: fullMethod, Header: h, Scheme: scheme, FractionSample: rand.Uint32N(1_000_000)}, authority
 }
 
 // Match returns the first route of the virtual host that best matches host

@@ -5,12 +5,14 @@ package xds
 import (
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -193,4 +195,44 @@ func FuzzRouteMatch(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestRequestFromGRPC: metadata becomes headers the matchers read, without
+// pseudo-headers or binary values; the method path is kept as sent.
+func TestRequestFromGRPC(t *testing.T) {
+	md := metadata.Pairs(":authority", "orders:7070", "x-user", "a", "x-user", "b", "trace-bin", "\x00", "content-type", "application/grpc")
+	r, host := RequestFromGRPC("/svc.Orders/Get", md, true)
+	if host != "orders:7070" || r.Method != "POST" || r.Path != "/svc.Orders/Get" || r.Scheme != "https" {
+		t.Errorf("RequestFromGRPC = %q %q %q %q, want orders:7070 POST /svc.Orders/Get https", host, r.Method, r.Path, r.Scheme)
+	}
+	if got := r.Header.Values("X-User"); len(got) != 2 {
+		t.Errorf("x-user = %v, want both values", got)
+	}
+	if _, ok := r.Header["Trace-Bin"]; ok {
+		t.Error("binary metadata became a header")
+	}
+	if _, ok := r.Header[":authority"]; ok {
+		t.Error("a pseudo-header became a header")
+	}
+	// A client's outgoing metadata have no content-type; matchers see
+	// application/grpc all the same.
+	c, _ := RequestFromGRPC("/svc.Orders/Get", metadata.Pairs("x-user", "a"), false)
+	if got := c.Header.Get("Content-Type"); got != "application/grpc" || c.Scheme != "http" {
+		t.Errorf("client request: content-type %q, scheme %q; want application/grpc, http", got, c.Scheme)
+	}
+}
+
+// Each request draws its own runtime_fraction sample: a route with a 30%
+// share must not take every request (a gRPC call once did, its sample
+// left at 0).
+func TestRequestsDrawAFractionSample(t *testing.T) {
+	seen := map[uint32]bool{}
+	for range 20 {
+		g, _ := RequestFromGRPC("/svc.Orders/Get", nil, false)
+		h := RequestFromHTTP(httptest.NewRequest("GET", "/items", nil))
+		seen[g.FractionSample], seen[h.FractionSample] = true, true
+	}
+	if len(seen) < 30 {
+		t.Errorf("40 requests drew %d distinct fraction samples, want nearly 40", len(seen))
+	}
 }
