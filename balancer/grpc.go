@@ -373,10 +373,17 @@ func (b *grpcBalancer) ResolverError(err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.state = connectivity.TransientFailure
-	b.cc.UpdateState(gbalancer.State{
+	b.cc.UpdateState(resolverFailure(err))
+}
+
+// resolverFailure is the channel state of a balancer that has no
+// endpoints because its resolver failed: every call fails with
+// UNAVAILABLE, saying why.
+func resolverFailure(err error) gbalancer.State {
+	return gbalancer.State{
 		ConnectivityState: connectivity.TransientFailure,
 		Picker:            errGRPCPicker{status.Errorf(codes.Unavailable, "resolver: %v", err)},
-	})
+	}
 }
 
 func (b *grpcBalancer) UpdateSubConnState(gbalancer.SubConn, gbalancer.SubConnState) {

@@ -268,10 +268,7 @@ func (b *grpcClusters) ResolverError(err error) {
 	if b.closed {
 		return
 	}
-	b.cc.UpdateState(gbalancer.State{
-		ConnectivityState: connectivity.TransientFailure,
-		Picker:            errGRPCPicker{status.Errorf(codes.Unavailable, "resolver: %v", err)},
-	})
+	b.cc.UpdateState(resolverFailure(err))
 }
 
 func (b *grpcClusters) UpdateSubConnState(gbalancer.SubConn, gbalancer.SubConnState) {
