@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -55,31 +54,6 @@ func serverBootstrap(t *testing.T, cp *xdstest.Server, extra map[string]any) []b
 }
 
 func inboundName(addr string) string { return strings.ReplaceAll(inboundTemplate, "%s", addr) }
-
-// serveGRPCHealth serves the health service on a gRPC server made by m,
-// on loopback, until the test ends; it returns the address.
-func serveGRPCHealth(t *testing.T, m *mesh.Mesh) string {
-	t.Helper()
-	gs, err := m.NewGRPCServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	healthpb.RegisterHealthServer(gs, health.NewServer())
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		gs.Serve(ln)
-	}()
-	t.Cleanup(func() {
-		gs.Stop()
-		<-done
-	})
-	return ln.Addr().String()
-}
 
 // A peer is a client of one kind: plaintext, or SPIFFE mTLS with a real
 // SVID. Each call opens a new connection, so a configuration change is
@@ -177,8 +151,8 @@ func TestXDSPeerAuthentication(t *testing.T) {
 	servers := []server{
 		{"HTTP", "A", serveWhoami(t, srv), peerClient.http},
 		{"HTTP", "B", serveWhoami(t, srv), peerClient.http},
-		{"gRPC", "A", serveGRPCHealth(t, srv), peerClient.grpc},
-		{"gRPC", "B", serveGRPCHealth(t, srv), peerClient.grpc},
+		{"gRPC", "A", serveHealth(t, srv, health.NewServer()), peerClient.grpc},
+		{"gRPC", "B", serveHealth(t, srv, health.NewServer()), peerClient.grpc},
 	}
 	listeners := func(chains func(s server) []*listenerv3.FilterChain) []*listenerv3.Listener {
 		var out []*listenerv3.Listener
@@ -293,7 +267,7 @@ func TestXDSPeerAuthentication(t *testing.T) {
 func TestXDSServersShareOneStream(t *testing.T) {
 	cp := xdstest.NewServer(t)
 	srv := newMesh(t, mesh.WithBootstrap(serverBootstrap(t, cp, nil)))
-	httpAddr, grpcAddr := serveWhoami(t, srv), serveGRPCHealth(t, srv)
+	httpAddr, grpcAddr := serveWhoami(t, srv), serveHealth(t, srv, health.NewServer())
 	set := func(version string, denyPrefix string) {
 		var res []types.Resource
 		for _, addr := range []string{httpAddr, grpcAddr} {
@@ -398,8 +372,8 @@ func TestXDSInboundGRPCParity(t *testing.T) {
 	cp := xdstest.NewServer(t)
 	bootstrap := serverBootstrap(t, cp, map[string]any{"certificate_providers": svidProviderFiles(t, ca, ordersID)})
 	t.Setenv("SPIFFE_ENDPOINT_SOCKET", workloadAPI(t, ca, ordersID).Addr())
-	weft := serveGRPCHealth(t, newMesh(t, mesh.WithBootstrap(bootstrap)))
-	oracle := serveGRPCHealth(t, newMesh(t, mesh.WithBootstrap(bootstrap), mesh.WithGRPCGoXDS(grpcGoOracle{})))
+	weft := serveHealth(t, newMesh(t, mesh.WithBootstrap(bootstrap)), health.NewServer())
+	oracle := serveHealth(t, newMesh(t, mesh.WithBootstrap(bootstrap), mesh.WithGRPCGoXDS(grpcGoOracle{})), health.NewServer())
 
 	path := func(p string) *rbacv3.Permission {
 		return &rbacv3.Permission{Rule: &rbacv3.Permission_UrlPath{UrlPath: &matcherv3.PathMatcher{Rule: &matcherv3.PathMatcher_Path{
@@ -475,7 +449,7 @@ func TestXDSServingStates(t *testing.T) {
 	cp := xdstest.NewServer(t)
 	var logs syncBuffer
 	srv := newMesh(t, mesh.WithBootstrap(serverBootstrap(t, cp, nil)), mesh.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
-	httpAddr, grpcAddr := serveWhoami(t, srv), serveGRPCHealth(t, srv)
+	httpAddr, grpcAddr := serveWhoami(t, srv), serveHealth(t, srv, health.NewServer())
 	plain := peerClient{"plaintext", nil}
 
 	// No snapshot yet: the control plane has not answered.

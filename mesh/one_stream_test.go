@@ -12,6 +12,7 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	grpcstatus "google.golang.org/grpc/status"
 
@@ -84,7 +85,7 @@ func (s *oneStreamSetup) set(t *testing.T, version string, w1, w2 uint32) {
 func TestOneADSStreamForEveryClient(t *testing.T) {
 	s := newOneStreamSetup(t)
 	m := newMesh(t, mesh.WithBootstrap(serverBootstrap(t, s.cp, nil)))
-	httpSrv, grpcSrv := serveWhoami(t, m), serveGRPCHealth(t, m)
+	httpSrv, grpcSrv := serveWhoami(t, m), serveHealth(t, m, health.NewServer())
 	s.servers = []string{httpSrv, grpcSrv}
 	s.set(t, "1", 100, 0)
 	plain := peerClient{"plaintext", nil}
