@@ -57,20 +57,21 @@ func main() {
 }
 
 // sections are the parts of a run, in the order they run and print.
-var sections = []string{"http", "grpc", "full", "open", "memory", "xds"}
+var sections = []string{"http", "grpc", "full", "open", "sidecar", "memory", "xds"}
 
 type options struct {
-	short      bool
-	warm       int           // memory: requests that warm each stack
-	perVariant time.Duration // closed loop: each variant's share of each case
-	slice      time.Duration // closed loop: length of one turn
-	rates      []float64
-	rateTime   time.Duration // open loop: each variant's share of each rate
-	endpoints  []int
-	clusters   int
-	xdsDelta   bool // xDS scale over incremental xDS
-	only       map[string]bool
-	cpuProfile string
+	short       bool
+	warm        int           // memory: requests that warm each stack
+	perVariant  time.Duration // closed loop: each variant's share of each case
+	slice       time.Duration // closed loop: length of one turn
+	rates       []float64
+	rateTime    time.Duration // open loop: each variant's share of each rate
+	sidecarRate float64       // sidecar: the open-loop rate
+	endpoints   []int
+	clusters    int
+	xdsDelta    bool // xDS scale over incremental xDS
+	only        map[string]bool
+	cpuProfile  string
 }
 
 func parseFlags(args []string, out io.Writer) (options, error) {
@@ -82,6 +83,7 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	fs.DurationVar(&o.slice, "slice", 50*time.Millisecond, "closed loop: length of one variant's turn")
 	rates := fs.String("rates", "500,2000,5000", "open loop: requests per second, comma-separated")
 	fs.DurationVar(&o.rateTime, "rate-duration", 4*time.Second, "open loop: time each variant gets at each rate")
+	fs.Float64Var(&o.sidecarRate, "sidecar-rate", 1000, "sidecar: open-loop requests per second (Istio publishes its figures at 1,000)")
 	endpoints := fs.String("endpoints", "1,100,1000,10000", "xDS scale: endpoints in one cluster, comma-separated")
 	fs.IntVar(&o.clusters, "clusters", 1000, "xDS scale: clusters of one endpoint each (0 = skip)")
 	fs.BoolVar(&o.xdsDelta, "xds-delta", false, "xDS scale: the mesh speaks incremental (delta) xDS instead of state of the world")
@@ -98,7 +100,7 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		short := map[string]string{"duration": "10ms", "slice": "5ms", "rates": "200,400", "rate-duration": "100ms",
-			"endpoints": "1,100,1000,10000", "clusters": "50"}
+			"endpoints": "1,100,1000,10000", "clusters": "50", "sidecar-rate": "200"}
 		for name, v := range short {
 			if !set[name] {
 				if err := fs.Set(name, v); err != nil {
@@ -138,6 +140,8 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	switch {
 	case o.perVariant <= 0 || o.slice <= 0 || o.rateTime <= 0:
 		return o, errors.New("-duration, -slice and -rate-duration must be positive")
+	case o.sidecarRate <= 0 || o.sidecarRate > 50_000 || o.sidecarRate*o.rateTime.Seconds() < 8:
+		return o, errors.New("-sidecar-rate must be between 0 and 50000, with at least 8 requests in -rate-duration")
 	case o.clusters < 0 || o.clusters > 10_000:
 		return o, errors.New("-clusters must be between 0 and 10000")
 	case len(o.only) == 0:
@@ -171,6 +175,7 @@ type report struct {
 	full     []fullRow
 	open     []openRow
 	memory   []memoryRow
+	sidecar  *sidecarReport
 	xds      []scaleResult
 	spans    int64 // spans the full stack exported
 }
@@ -249,7 +254,7 @@ func run(ctx context.Context, args []string, out io.Writer) (*report, error) {
 			return rep, fmt.Errorf("memory: %w", err)
 		}
 	}
-	needStacks := o.only["http"] || o.only["grpc"] || o.only["full"] || o.only["open"]
+	needStacks := o.only["http"] || o.only["grpc"] || o.only["full"] || o.only["open"] || o.only["sidecar"]
 	var s *stacks
 	if needStacks {
 		if s, err = e.buildStacks(ctx, cp, cert, roots, clientSrc, serverSrc); err != nil {
@@ -291,6 +296,12 @@ func run(ctx context.Context, args []string, out io.Writer) (*report, error) {
 		}
 		printOpen(out, o, rep)
 	}
+	if o.only["sidecar"] {
+		if rep.sidecar, err = measureSidecar(ctx, o, e, s, out); err != nil {
+			return rep, fmt.Errorf("sidecar: %w", err)
+		}
+		printSidecar(out, o, rep.sidecar)
+	}
 	if o.only["memory"] {
 		printMemory(out, o, rep)
 	}
@@ -307,7 +318,7 @@ func measureHTTP(ctx context.Context, o options, s *stacks, rep *report) error {
 	for _, p := range protocols {
 		for _, n := range sizes {
 			for _, c := range concurrencies {
-				res, err := interleave(ctx, []variant{{"plain " + p.name, s.plainHTTP[p.key]}, {"Weft " + p.name, s.weftHTTP[p.key]}},
+				res, err := interleave(ctx, []variant{{name: "plain " + p.name, call: s.plainHTTP[p.key]}, {name: "Weft " + p.name, call: s.weftHTTP[p.key]}},
 					n, c, o.perVariant, o.slice)
 				if err != nil {
 					return err
@@ -322,8 +333,8 @@ func measureHTTP(ctx context.Context, o options, s *stacks, rep *report) error {
 func measureGRPC(ctx context.Context, o options, s *stacks, rep *report) error {
 	for _, n := range sizes {
 		for _, c := range concurrencies {
-			res, err := interleave(ctx, []variant{{"plain gRPC", s.plainGRPC}, {"grpc-go xds", s.grpcXDS},
-				{"Weft gRPC", s.weftGRPC}, {"Weft gRPC xds", s.weftGRPCXDS}}, n, c, o.perVariant, o.slice)
+			res, err := interleave(ctx, []variant{{name: "plain gRPC", call: s.plainGRPC}, {name: "grpc-go xds", call: s.grpcXDS},
+				{name: "Weft gRPC", call: s.weftGRPC}, {name: "Weft gRPC xds", call: s.weftGRPCXDS}}, n, c, o.perVariant, o.slice)
 			if err != nil {
 				return err
 			}
@@ -335,8 +346,8 @@ func measureGRPC(ctx context.Context, o options, s *stacks, rep *report) error {
 
 func measureFull(ctx context.Context, o options, s *stacks, rep *report) error {
 	for _, c := range concurrencies {
-		res, err := interleave(ctx, []variant{{"plain TLS", s.plainHTTP["tls"]}, {"Weft mTLS", s.weftHTTP["tls"]},
-			{"Weft full stack", s.weftFull}}, 1024, c, o.perVariant, o.slice)
+		res, err := interleave(ctx, []variant{{name: "plain TLS", call: s.plainHTTP["tls"]}, {name: "Weft mTLS", call: s.weftHTTP["tls"]},
+			{name: "Weft full stack", call: s.weftFull}}, 1024, c, o.perVariant, o.slice)
 		if err != nil {
 			return err
 		}

@@ -93,6 +93,22 @@ func TestShortRun(t *testing.T) {
 			}
 		}
 	}
+	switch {
+	case rep.sidecar == nil:
+		t.Error("no sidecar report")
+	case rep.sidecar.skipped:
+		// A machine without HAProxy: -short never installs it.
+		t.Logf("sidecar rows skipped: %s", rep.sidecar.proxy)
+	case len(rep.sidecar.rows) != 4:
+		t.Errorf("%d sidecar rows, want 4", len(rep.sidecar.rows))
+	default:
+		for _, r := range rep.sidecar.rows {
+			if r.closed.ops == 0 || r.open.requests == 0 || r.open.errors != 0 || r.open.cpu <= 0 {
+				t.Errorf("sidecar %s: closed %+v, open %d requests, %d errors, CPU %v; want requests, no errors, CPU measured",
+					r.name, r.closed, r.open.requests, r.open.errors, r.open.cpu)
+			}
+		}
+	}
 	if len(rep.memory) != 3 || rep.memory[0].mem.rss == 0 && rep.memory[1].mem.rss == 0 {
 		t.Errorf("memory rows %+v, want 3 with RSS read", rep.memory)
 	}
@@ -110,7 +126,11 @@ func TestShortRun(t *testing.T) {
 		t.Errorf("no hardware line first:\n%s", text)
 	}
 	ts := tables(text)
-	wantRows := []int{len(rep.http), len(rep.grpc), len(rep.full), 3 * len(rep.open), len(rep.memory), len(rep.xds)}
+	wantRows := []int{len(rep.http), len(rep.grpc), len(rep.full), 3 * len(rep.open)}
+	if rep.sidecar != nil && !rep.sidecar.skipped {
+		wantRows = append(wantRows, len(rep.sidecar.rows))
+	}
+	wantRows = append(wantRows, len(rep.memory), len(rep.xds))
 	if len(ts) != len(wantRows) {
 		t.Fatalf("%d tables, want %d:\n%s", len(ts), len(wantRows), text)
 	}

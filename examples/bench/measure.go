@@ -59,10 +59,12 @@ func interleave(ctx context.Context, vs []variant, size, conc int, perVariant, s
 	for r := range rounds {
 		for k := range vs {
 			i := (k + r) % len(vs)
+			x0 := vs[i].ext()
 			res, err := runSlice(ctx, vs[i].call, size, conc, slice)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", vs[i].name, err)
 			}
+			res.cpu += vs[i].ext() - x0
 			out[i].ops += res.ops
 			out[i].busy += res.busy
 			out[i].allocs += res.allocs
@@ -157,6 +159,13 @@ func openPair(ctx context.Context, plain, weft caller, size int, rate float64, p
 	}
 	return out, nil
 }
+
+// runOpen runs one caller open loop at rate for d.
+func runOpen(ctx context.Context, call caller, size int, rate float64, d time.Duration) openloop.Result {
+	return openloop.Run(ctx, 1, rate, d, requestCap, nil, func(ctx context.Context, _ int) error { return call(ctx, size) })[0]
+}
+
+func sortDurations(d []time.Duration) { slices.Sort(d) }
 
 // cpuTime is the user and system CPU time the process has used, all
 // threads.

@@ -71,6 +71,18 @@ type caller func(ctx context.Context, size int) error
 type variant struct {
 	name string
 	call caller
+	// extCPU, when set, is the CPU time used so far by the variant's
+	// processes other than this one (a sidecar's proxies), so that CPU per
+	// request counts them.
+	extCPU func() time.Duration
+}
+
+// ext is the variant's CPU time outside this process so far.
+func (v variant) ext() time.Duration {
+	if v.extCPU == nil {
+		return 0
+	}
+	return v.extCPU()
 }
 
 func httpCaller(c *http.Client, base string) caller {
@@ -510,10 +522,10 @@ func (e *env) buildStacks(ctx context.Context, cp *controlPlane, cert tls.Certif
 func (s *stacks) all() []variant {
 	var out []variant
 	for _, p := range protocols {
-		out = append(out, variant{"plain " + p.name, s.plainHTTP[p.key]}, variant{"Weft " + p.name, s.weftHTTP[p.key]})
+		out = append(out, variant{name: "plain " + p.name, call: s.plainHTTP[p.key]}, variant{name: "Weft " + p.name, call: s.weftHTTP[p.key]})
 	}
 	return append(out,
-		variant{"Weft full stack", s.weftFull},
-		variant{"plain gRPC", s.plainGRPC}, variant{"grpc-go xds", s.grpcXDS},
-		variant{"Weft gRPC", s.weftGRPC}, variant{"Weft gRPC xds", s.weftGRPCXDS})
+		variant{name: "Weft full stack", call: s.weftFull},
+		variant{name: "plain gRPC", call: s.plainGRPC}, variant{name: "grpc-go xds", call: s.grpcXDS},
+		variant{name: "Weft gRPC", call: s.weftGRPC}, variant{name: "Weft gRPC xds", call: s.weftGRPCXDS})
 }
