@@ -72,7 +72,7 @@ func (m *Mesh) inboundChain(public bool) []func(http.Handler) http.Handler {
 // normalizeRequest hands the rest of the chain the request whose path both
 // authorization engines judge and the handler receives.
 func (m *Mesh) normalizeRequest(next http.Handler) http.Handler {
-	return security.NormalizeRequest(next, security.WithLogger(m.log))
+	return security.NormalizeRequest(next, security.WithLogger(m.limited))
 }
 
 // forwardedClientCert is the header Envoy uses to pass a client
