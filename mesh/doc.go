@@ -3,7 +3,9 @@
 // load balancing, routing, retries, circuit breaking, SPIFFE mutual TLS,
 // authorization and OpenTelemetry into one [Mesh], whose methods wrap the
 // service's own HTTP and gRPC clients and servers; no sidecar sits between
-// them.
+// them. Four methods are most of what a service calls: [Mesh.HTTPClient]
+// and [Mesh.Handler] for HTTP, [Mesh.DialGRPC] and [Mesh.NewGRPCServer]
+// for gRPC.
 //
 //   - Clients: [Mesh.HTTPClient] (or [Mesh.Transport] around a transport of
 //     your own) and [Mesh.DialGRPC]. A URL's host or a gRPC target is a

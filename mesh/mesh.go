@@ -22,7 +22,13 @@ import (
 
 const defaultShutdownTimeout = 10 * time.Second
 
-// Mesh is one service's view of the mesh.
+// Mesh is one service's view of the mesh. Most services call four of its
+// methods: HTTPClient (an *http.Client whose URL hosts are service names),
+// Handler (the inbound chain around an http.Handler), DialGRPC (a
+// *grpc.ClientConn to a service name) and NewGRPCServer (a gRPC server
+// with the inbound chain); ListenAndServe and Serve run an HTTP server
+// with Handler applied, Transport wraps a transport of your own, and
+// Close releases everything. A Mesh is safe for concurrent use.
 type Mesh struct {
 	cfg config
 	log *slog.Logger
