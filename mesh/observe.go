@@ -280,7 +280,7 @@ func (m *Mesh) watchPolicy() {
 			if st.Err != nil && !st.ErrAt.Equal(last.ErrAt) {
 				// The same bad content saved again is one line per
 				// limitEvery.
-				m.limited.Warn("weft: authorization policy rejected; the last good policies stay in force", "file", st.Path,
+				m.limited.Warn("weft: authorization policy rejected; keeping the last good authorization policies", "file", st.Path,
 					"version_in_force", st.Version, "error", st.Err.Error())
 			}
 			last = st

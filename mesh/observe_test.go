@@ -429,7 +429,7 @@ func TestMeshLogsPolicyReloadsAndRejections(t *testing.T) {
 		t.Errorf("reloaded line %v: want file %s, version 2, 2 policies", reloaded, policy)
 	}
 
-	const rejected = "weft: authorization policy rejected; the last good policies stay in force"
+	const rejected = "weft: authorization policy rejected; keeping the last good authorization policies"
 	writeRenamed(t, policy, []byte("kind: AuthorizationPolicy\nspec: [\n"))
 	rec := logs.wait(t, rejected, 1, 15*time.Second)[0]
 	if rec["level"] != "WARN" || rec["file"] != policy || rec["version_in_force"] != 2.0 || rec["error"] == "" {

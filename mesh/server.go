@@ -38,6 +38,12 @@ import (
 //   - the authorization policy (WEFT_AUTHZ_POLICY), answering 403 to a
 //     denied request;
 //   - then h.
+//
+// Handler leaves TLS to the server that runs it. For a port that browsers
+// reach, run it with Serve and Public or PublicTLS rather than with a
+// server of your own: under a server listener template Handler follows
+// the control plane's inbound listener for the connection's address,
+// which describes a mesh port.
 func (m *Mesh) Handler(h http.Handler) http.Handler {
 	return m.handler(h, false)
 }
@@ -230,7 +236,9 @@ func (m *Mesh) ServerTLSConfig() *tls.Config {
 // ListenAndServe serves h, wrapped by Handler, on addr until ctx ends or
 // the mesh is closed; then it stops accepting, waits for requests in flight
 // up to the shutdown timeout, and returns nil. Plaintext listeners accept
-// HTTP/1.1 and cleartext HTTP/2 (h2c) alike.
+// HTTP/1.1 and cleartext HTTP/2 (h2c) alike. For a public server beside
+// the mesh's (an edge service's browser port), open the listener and call
+// Serve with Public or PublicTLS.
 func (m *Mesh) ListenAndServe(ctx context.Context, addr string, h http.Handler) error {
 	ln, err := listen(addr)
 	if err != nil {
