@@ -245,12 +245,13 @@ func (m *Mesh) serveReadyControlPlane(w http.ResponseWriter) {
 
 // logEjections logs each outlier ejection from cluster, and each return.
 func (m *Mesh) logEjections(cluster string) balancer.ClusterOption {
-	return balancer.OnEjection(func(addr string, ejected bool) {
+	return balancer.OnEjection(func(ctx context.Context, addr string, ejected bool) {
 		if ejected {
-			m.limited.Warn("weft: endpoint ejected", "cluster", cluster, "address", addr)
+			// ctx is the request whose failure ejected it, when one did.
+			m.limited.WarnContext(ctx, "weft: endpoint ejected", "cluster", cluster, "address", addr)
 			return
 		}
-		m.limited.Info("weft: endpoint returned", "cluster", cluster, "address", addr)
+		m.limited.InfoContext(ctx, "weft: endpoint returned", "cluster", cluster, "address", addr)
 	})
 }
 

@@ -446,9 +446,9 @@ func TestMeshLogsPolicyReloadsAndRejections(t *testing.T) {
 	}
 }
 
-// TestStateChangeLinesCarryTheRequestsTrace: the breaker opening and a
-// denial are logged with the trace and span IDs of the request that
-// caused them.
+// TestStateChangeLinesCarryTheRequestsTrace: the breaker opening, an
+// endpoint's ejection and a denial are logged with the trace and span IDs
+// of the request that caused them.
 func TestStateChangeLinesCarryTheRequestsTrace(t *testing.T) {
 	tp := sdktrace.NewTracerProvider()
 	defer tp.Shutdown(context.Background())
@@ -484,9 +484,24 @@ func TestStateChangeLinesCarryTheRequestsTrace(t *testing.T) {
 	}
 	send("http://edge/private")
 
+	// An ejection: a second mesh without the breaker, whose failing
+	// endpoint is ejected by the request that fails a third time in a row.
+	good, _ := backends(t, 1)
+	var ejectLogs jsonLogs
+	m2 := newMesh(t, mesh.WithEndpoints("orders", good[0], broken.Listener.Addr().String()), mesh.WithTracerProvider(tp),
+		mesh.WithOutlierDetection(balancer.OutlierConfig{ConsecutiveErrors: 3, Interval: time.Minute}), ejectLogs.option())
+	for i := 0; i < 100 && len(ejectLogs.lines(t, "weft: endpoint ejected")) == 0; i++ {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://orders/", nil)
+		if resp, err := m2.HTTPClient().Do(req); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+
 	opened := logs.wait(t, "weft: circuit breaker", 1, 10*time.Second)[0]
 	denied := serverLogs.wait(t, "security: request denied", 1, 10*time.Second)[0]
-	for name, rec := range map[string]map[string]any{"breaker": opened, "denial": denied} {
+	ejected := ejectLogs.wait(t, "weft: endpoint ejected", 1, 10*time.Second)[0]
+	for name, rec := range map[string]map[string]any{"breaker": opened, "denial": denied, "ejection": ejected} {
 		if rec["trace_id"] != traceID || rec["span_id"] == nil || rec["span_id"] == "" {
 			t.Errorf("%s line %v: want trace_id %s and a span_id", name, rec, traceID)
 		}
