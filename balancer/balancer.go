@@ -158,6 +158,11 @@ type DoneInfo struct {
 	Outcome Outcome
 	// Err is the transport error, if any.
 	Err error
+	// Ctx, when not nil, is the request's context: a change of state the
+	// outcome causes (an outlier ejection) is reported with it, so that
+	// its log line carries the request's trace. It is never used to
+	// cancel anything.
+	Ctx context.Context
 }
 
 // PickInfo describes the request being placed.
@@ -202,7 +207,7 @@ func (r PickResult) Finish(d DoneInfo) {
 		}
 	}
 	if h := r.Endpoint.load.outlier.Load(); h != nil {
-		h.record(d.Outcome)
+		h.record(d.Outcome, d.Ctx)
 	}
 	if r.Done != nil {
 		r.Done(d)
@@ -228,9 +233,12 @@ type BuildOptions struct {
 	Config any
 	// OnEjection, if set, is told each time outlier detection ejects an
 	// endpoint (ejected true) or returns it, so the owner can say so in
-	// its logs. It is called under the balancer's lock: it must not
-	// block or call into the balancer. Wrapping policies pass it down.
-	OnEjection func(addr string, ejected bool)
+	// its logs. ctx is the context of the request whose outcome caused an
+	// ejection (DoneInfo.Ctx), context.Background() for a decision of the
+	// periodic sweep (success rate, failure percentage, a return). It is
+	// called under the balancer's lock: it must not block or call into the
+	// balancer. Wrapping policies pass it down.
+	OnEjection func(ctx context.Context, addr string, ejected bool)
 }
 
 // Balancer turns a service's endpoint sets into pickers.
@@ -363,7 +371,7 @@ type Cluster struct {
 	endpoints []*Endpoint
 	byAddr    map[string]*Endpoint
 	onPicker  func(Picker)
-	onEject   func(addr string, ejected bool)
+	onEject   func(ctx context.Context, addr string, ejected bool)
 	closed    bool
 	// seeded is set by the first Update with endpoints: addresses that
 	// appear after it are new, for slow start.
@@ -381,7 +389,7 @@ func OnPicker(f func(Picker)) ClusterOption { return func(c *Cluster) { c.onPick
 
 // OnEjection registers f to be told of outlier ejections and returns
 // (BuildOptions.OnEjection), so the mesh can log them with the cluster.
-func OnEjection(f func(addr string, ejected bool)) ClusterOption {
+func OnEjection(f func(ctx context.Context, addr string, ejected bool)) ClusterOption {
 	return func(c *Cluster) { c.onEject = f }
 }
 

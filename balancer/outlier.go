@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -269,7 +270,7 @@ type outlierBalancer struct {
 	order   []*outlierHost         // hosts in endpoint order
 	ejected int                    // hosts with ejected set
 	stop    func()                 // stops the pending interval timer
-	onEject func(addr string, ejected bool)
+	onEject func(ctx context.Context, addr string, ejected bool)
 	closed  bool
 	scratch []rated
 }
@@ -293,8 +294,8 @@ type outlierHost struct {
 }
 
 // record counts one outcome; it is the data path's only cost of outlier
-// detection.
-func (h *outlierHost) record(o Outcome) {
+// detection. ctx is the request's, nil when the data path has none.
+func (h *outlierHost) record(o Outcome, ctx context.Context) {
 	switch {
 	case o == Canceled:
 		return // the caller gave up: nothing learned about the endpoint
@@ -322,7 +323,7 @@ func (h *outlierHost) record(o Outcome) {
 	// triggers, so concurrent failures past it do not each take the lock.
 	consecutive := h.consecutive.Add(1) == d.cfg.consecutive
 	if gateway || consecutive {
-		d.ejectNow(h, consecutive, gateway)
+		d.ejectNow(ctx, h, consecutive, gateway)
 	}
 }
 
@@ -339,13 +340,16 @@ func isGatewayFailure(o Outcome) bool {
 
 // ejectNow ejects h for a run of consecutive failures, or of gateway
 // failures, that reached its threshold.
-func (d *outlierBalancer) ejectNow(h *outlierHost, consecutive, gateway bool) {
+func (d *outlierBalancer) ejectNow(ctx context.Context, h *outlierHost, consecutive, gateway bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed || d.hosts[h.load] != h || h.ejected.Load() {
 		return
 	}
-	ejected := d.eject(h, d.clock.now(), 100)
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ejected := d.eject(ctx, h, d.clock.now(), 100)
 	// As Envoy does, the run that triggered starts again, ejected or not:
 	// an endpoint that MaxEjectionPercent kept in gets another chance
 	// after as many failures more.
@@ -362,7 +366,7 @@ func (d *outlierBalancer) ejectNow(h *outlierHost, consecutive, gateway bool) {
 
 // eject ejects h unless MaxEjectionPercent forbids it or the enforcement
 // draw (percent out of 100) says no; it reports whether it did.
-func (d *outlierBalancer) eject(h *outlierHost, now time.Duration, enforce uint64) bool {
+func (d *outlierBalancer) eject(ctx context.Context, h *outlierHost, now time.Duration, enforce uint64) bool {
 	if h.ejected.Load() || uint64(d.ejected)*100 >= d.cfg.maxPercent*uint64(len(d.order)) {
 		return false
 	}
@@ -373,7 +377,7 @@ func (d *outlierBalancer) eject(h *outlierHost, now time.Duration, enforce uint6
 	d.ejected++
 	h.ejectedAt = now
 	if d.onEject != nil {
-		d.onEject(h.addr, true)
+		d.onEject(ctx, h.addr, true)
 	}
 	// Envoy stops growing the multiplier once the ejection time it gives
 	// passes the maximum, so that it decays back in bounded time.
@@ -407,7 +411,7 @@ func (d *outlierBalancer) onInterval() {
 				h.ejected.Store(false)
 				d.ejected--
 				if d.onEject != nil {
-					d.onEject(h.addr, false)
+					d.onEject(context.Background(), h.addr, false)
 				}
 				// A run that was close to the threshold before the
 				// ejection must not eject the endpoint again at once.
@@ -476,7 +480,7 @@ func (d *outlierBalancer) successRateEjections(now time.Duration) bool {
 	threshold := mean - d.cfg.srFactor*stdev
 	changed := false
 	for _, r := range c {
-		if r.rate < threshold && d.eject(r.h, now, d.cfg.srEnforce) {
+		if r.rate < threshold && d.eject(context.Background(), r.h, now, d.cfg.srEnforce) {
 			changed = true
 		}
 	}
@@ -493,7 +497,7 @@ func (d *outlierBalancer) failurePercentageEjections(now time.Duration) bool {
 	}
 	changed := false
 	for _, r := range c {
-		if 100-r.rate >= d.cfg.fpThreshold && d.eject(r.h, now, d.cfg.fpEnforce) {
+		if 100-r.rate >= d.cfg.fpThreshold && d.eject(context.Background(), r.h, now, d.cfg.fpEnforce) {
 			changed = true
 		}
 	}

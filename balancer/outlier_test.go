@@ -1,6 +1,7 @@
 package balancer_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -38,6 +39,9 @@ func endpoint(t *testing.T, c *balancer.Cluster, addr string) *balancer.Endpoint
 // len(outcomes[addr]) requests, ending them with those outcomes in order;
 // other picks end in Success. It stops early when an address is ejected
 // and so no longer picked, and fails t after 10,000 picks.
+// requestKey names the request in the context feed gives each outcome.
+type requestKey struct{}
+
 func feed(t *testing.T, c *balancer.Cluster, outcomes map[string][]balancer.Outcome) {
 	t.Helper()
 	done := map[string]int{}
@@ -56,11 +60,14 @@ func feed(t *testing.T, c *balancer.Cluster, outcomes map[string][]balancer.Outc
 			t.Fatalf("Pick: %v", err)
 		}
 		o := balancer.Success
+		var ctx context.Context
 		if os := outcomes[r.Endpoint.Addr]; done[r.Endpoint.Addr] < len(os) {
 			o = os[done[r.Endpoint.Addr]]
 			done[r.Endpoint.Addr]++
+			// The request's context names it: "addr#n", the nth outcome fed.
+			ctx = context.WithValue(context.Background(), requestKey{}, fmt.Sprintf("%s#%d", r.Endpoint.Addr, done[r.Endpoint.Addr]))
 		}
-		r.Finish(balancer.DoneInfo{Outcome: o})
+		r.Finish(balancer.DoneInfo{Outcome: o, Ctx: ctx})
 	}
 	t.Fatalf("outcomes not fed after 10,000 picks: %v of %v", done, outcomes)
 }
@@ -508,7 +515,9 @@ func TestConsecutiveRetryAfterRefusal(t *testing.T) {
 }
 
 // TestOnEjectionTellsEjectionsAndReturns: the hook hears each ejection
-// and each return once, with the address, through a wrapping policy too.
+// and each return once, with the address, through a wrapping policy too;
+// an ejection with the context of the request whose failure caused it, a
+// return (a decision of the sweep) with none.
 func TestOnEjectionTellsEjectionsAndReturns(t *testing.T) {
 	for _, tt := range []struct {
 		name  string
@@ -525,8 +534,9 @@ func TestOnEjectionTellsEjectionsAndReturns(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			clk := new(balancer.FakeClock)
 			var got []string
-			c := balancer.NewCluster(tt.build(clk), nil, balancer.OnEjection(func(addr string, ejected bool) {
-				got = append(got, fmt.Sprintf("%s %v", addr, ejected))
+			c := balancer.NewCluster(tt.build(clk), nil, balancer.OnEjection(func(ctx context.Context, addr string, ejected bool) {
+				req, _ := ctx.Value(requestKey{}).(string)
+				got = append(got, fmt.Sprintf("%s %v %s", addr, ejected, req))
 			}))
 			t.Cleanup(c.Close)
 			eps := equal(3)
@@ -535,7 +545,7 @@ func TestOnEjectionTellsEjectionsAndReturns(t *testing.T) {
 			feed(t, c, map[string][]balancer.Outcome{bad: repeat(balancer.ServerError, 5)})
 			clk.Advance(30 * time.Second) // the base ejection time
 			clk.Advance(30 * time.Second) // nothing more to tell
-			want := []string{bad + " true", bad + " false"}
+			want := []string{bad + " true " + bad + "#5", bad + " false "}
 			if !slices.Equal(got, want) {
 				t.Errorf("OnEjection calls = %q, want %q", got, want)
 			}

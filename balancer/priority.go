@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
 	"math"
 	"math/rand/v2"
@@ -146,7 +147,7 @@ type plBalancer struct {
 	child  Builder
 	config any
 	update func(Picker)
-	eject  func(addr string, ejected bool)
+	eject  func(ctx context.Context, addr string, ejected bool)
 	rng    func() uint64
 	zone   *zoneAware
 	leaves map[plKey]*plLeaf  // per locality, for priorities not in panic

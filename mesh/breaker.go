@@ -8,10 +8,12 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
 
+	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/resilience"
 )
 
@@ -274,23 +276,68 @@ func (m *Mesh) addBreaker(s *service) {
 	})
 }
 
-func (m *Mesh) newBreaker(name string) *resilience.Breaker {
+func (m *Mesh) newBreaker(name string) *tracedBreaker {
 	settings := *m.cfg.breaker
 	stats := m.metrics.Cluster(name)
 	user := settings.OnStateChange
+	t := &tracedBreaker{ctx: context.Background()}
 	settings.OnStateChange = func(from, to resilience.State) {
-		stats.BreakerState(context.Background(), from.String(), to.String())
+		// Called with t.mu held, inside the call that caused the change:
+		// t.ctx is that request's.
+		stats.BreakerState(t.ctx, from.String(), to.String())
 		level := slog.LevelInfo
 		if to == resilience.StateOpen {
 			level = slog.LevelWarn // requests now fail fast
 		}
-		m.log.Log(context.Background(), level, "weft: circuit breaker", "service", name, "from", from.String(), "to", to.String())
+		m.limited.Log(t.ctx, level, "weft: circuit breaker", "service", name, "from", from.String(), "to", to.String())
 		if user != nil {
 			user(from, to)
 		}
 	}
 	stats.BreakerState(context.Background(), "", resilience.StateClosed.String())
-	return resilience.NewBreaker(settings)
+	t.b = resilience.NewBreaker(settings)
+	return t
+}
+
+// tracedBreaker is a service's breaker, entered only with the context of
+// the request it judges, so that the transition a request causes (the
+// failure that opens it, the probe that closes it) is logged with that
+// request's trace and span IDs. Its lock is held around the breaker's own
+// short critical sections only, never across a request.
+type tracedBreaker struct {
+	b   *resilience.Breaker
+	mu  sync.Mutex
+	ctx context.Context // the request in allow or report; Background otherwise
+}
+
+// allow is Breaker.Allow for the request of ctx.
+func (t *tracedBreaker) allow(ctx context.Context) (func(balancer.Outcome), error) {
+	t.mu.Lock()
+	t.ctx = ctx
+	done, err := t.b.Allow()
+	t.ctx = context.Background()
+	t.mu.Unlock()
+	return done, err
+}
+
+// report hands done, from allow, the outcome of the request of ctx.
+func (t *tracedBreaker) report(ctx context.Context, done func(balancer.Outcome), o balancer.Outcome) {
+	t.mu.Lock()
+	t.ctx = ctx
+	done(o)
+	t.ctx = context.Background()
+	t.mu.Unlock()
+}
+
+// unary is resilience.BreakerUnaryClientInterceptor on t.
+func (t *tracedBreaker) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	done, err := t.allow(ctx)
+	if err != nil {
+		return resilience.GRPCError(err)
+	}
+	err = invoker(ctx, method, req, reply, cc, opts...)
+	t.report(ctx, done, resilience.GRPCOutcome(err))
+	return err
 }
 
 // breakerTransport asks a service's breaker before each attempt and
@@ -298,7 +345,7 @@ func (m *Mesh) newBreaker(name string) *resilience.Breaker {
 // attempt counts and an open breaker stops retries too.
 type breakerTransport struct {
 	next    resilience.EndpointTransport
-	breaker *resilience.Breaker
+	breaker *tracedBreaker
 	svc     *service
 }
 
@@ -308,14 +355,14 @@ func (b *breakerTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 }
 
 func (b *breakerTransport) RoundTripAttempt(req *http.Request, a *resilience.Attempts) (*http.Response, string, error) {
-	done, err := b.breaker.Allow()
+	done, err := b.breaker.allow(req.Context())
 	if err != nil {
 		closeBody(req)
 		b.svc.stats.Overflow(req.Context(), "open")
 		return nil, "", fmt.Errorf("weft: service %q: %w", b.svc.name, err)
 	}
 	resp, endpoint, err := b.next.RoundTripAttempt(req, a)
-	done(resilience.HTTPOutcome(resp, err))
+	b.breaker.report(req.Context(), done, resilience.HTTPOutcome(resp, err))
 	return resp, endpoint, err
 }
 

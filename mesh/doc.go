@@ -3,7 +3,9 @@
 // load balancing, routing, retries, circuit breaking, SPIFFE mutual TLS,
 // authorization and OpenTelemetry into one [Mesh], whose methods wrap the
 // service's own HTTP and gRPC clients and servers; no sidecar sits between
-// them.
+// them. Four methods are most of what a service calls: [Mesh.HTTPClient]
+// and [Mesh.Handler] for HTTP, [Mesh.DialGRPC] and [Mesh.NewGRPCServer]
+// for gRPC.
 //
 //   - Clients: [Mesh.HTTPClient] (or [Mesh.Transport] around a transport of
 //     your own) and [Mesh.DialGRPC]. A URL's host or a gRPC target is a
@@ -53,6 +55,21 @@
 //		go srv.Serve(lis)
 //		log.Fatal(m.ListenAndServe(ctx, ":8080", mux)) // drains in-flight requests when ctx ends
 //	}
+//
+// # An edge service
+//
+// With an identity every mesh server demands a client certificate, which
+// browsers do not have. A server given [Public] (plaintext) or [PublicTLS]
+// / [PublicTLSFiles] (one-way TLS with a web certificate) serves its own
+// transport while the process's other servers stay strict:
+//
+//	go m.Serve(ctx, meshLis, api)                                   // SPIFFE mTLS
+//	go m.Serve(ctx, publicLis, site, mesh.PublicTLSFiles(crt, key)) // browsers
+//
+// A public server has no peer identity: authorization judges its requests
+// with an empty principal, so rules naming principals never match there,
+// and it does not follow the control plane's inbound listener, which
+// describes the mesh port.
 //
 // A Mesh is safe for concurrent use. Close releases everything it started.
 package mesh

@@ -2,16 +2,22 @@ package mesh_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/weftmesh/weft/mesh"
+	"github.com/weftmesh/weft/security"
+	"github.com/weftmesh/weft/security/spiffetest"
 )
 
 // A client that names its dependency, not its addresses.
@@ -193,4 +199,59 @@ func ExampleMesh_DialGRPC() {
 	}
 	fmt.Println(resp.GetStatus())
 	// Output: SERVING
+}
+
+// An edge service: the frontend's mesh port demands a SPIFFE client
+// certificate (strict mTLS, the default with an identity) while its public
+// port serves browsers over one-way TLS with a web certificate. Handlers
+// on the public port see no peer identity.
+func ExampleMesh_Serve_edge() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// In production the identity comes from SPIFFE_ENDPOINT_SOCKET or
+	// the WEFT_SVID_* files, and the web certificate from
+	// PublicTLSFiles("/etc/tls/tls.crt", "/etc/tls/tls.key").
+	meshCA, _ := spiffetest.NewCA(spiffeid.RequireTrustDomainFromString("shop.example"))
+	svid, _ := meshCA.IssueX509SVID(spiffeid.RequireFromString("spiffe://shop.example/ns/shop/sa/frontend"), time.Hour)
+	webCA, _ := spiffetest.NewCA(spiffeid.RequireTrustDomainFromString("web.example"))
+	chain, key, _ := webCA.SignCertificate(&x509.Certificate{DNSNames: []string{"localhost"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature})
+	webCert := tls.Certificate{Certificate: [][]byte{chain[0].Raw}, PrivateKey: key}
+
+	m, err := mesh.New(ctx, mesh.WithServiceName("frontend"),
+		mesh.WithX509Source(security.NewStaticSource(svid, meshCA.Bundle())))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer m.Close()
+	page := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if id, ok := security.PeerID(r.Context()); ok {
+			fmt.Fprintf(w, "hello %s", id)
+			return
+		}
+		io.WriteString(w, "hello browser")
+	})
+	meshLis, _ := net.Listen("tcp", "127.0.0.1:0")
+	publicLis, _ := net.Listen("tcp", "127.0.0.1:0")
+	go m.Serve(ctx, meshLis, page)                            // mesh port: SPIFFE mTLS
+	go m.Serve(ctx, publicLis, page, mesh.PublicTLS(webCert)) // public port: browsers
+
+	roots := x509.NewCertPool()
+	roots.AddCert(webCA.Root())
+	browser := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "localhost"}}}
+	defer browser.CloseIdleConnections()
+	for _, lis := range []net.Listener{publicLis, meshLis} {
+		resp, err := browser.Get("https://" + lis.Addr().String() + "/")
+		if err != nil {
+			fmt.Println("refused: the mesh port asks for a certificate the browser does not have")
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		fmt.Println(string(body))
+	}
+	// Output:
+	// hello browser
+	// refused: the mesh port asks for a certificate the browser does not have
 }

@@ -237,7 +237,7 @@ func (p *routePlan) grpcUnary(svc *service) grpc.UnaryClientInterceptor {
 		chain = append(chain, resilience.RetryUnaryClientInterceptor(p.GRPC, opts...))
 	}
 	if res.breaker != nil {
-		chain = append(chain, resilience.BreakerUnaryClientInterceptor(res.breaker))
+		chain = append(chain, res.breaker.unary)
 	}
 	chain = append(chain, resilience.ThresholdsUnaryClientInterceptor(res.thresholds), sessionUnary)
 	ic := chainUnary(chain)

@@ -152,7 +152,7 @@ func (m *Mesh) grpcClientResilience(target string) []grpc.DialOption {
 		unary = append(unary, resilience.RetryUnaryClientInterceptor(m.cfg.retry, opts...))
 	}
 	if m.cfg.breaker != nil {
-		unary = append(unary, resilience.BreakerUnaryClientInterceptor(m.newBreaker(m.grpcServiceName(target))))
+		unary = append(unary, m.newBreaker(m.grpcServiceName(target)).unary)
 	}
 	unary = append(unary, resilience.ThresholdsUnaryClientInterceptor(th))
 	return []grpc.DialOption{

@@ -252,7 +252,7 @@ func (m *Mesh) xdsInbound(next http.Handler) http.Handler {
 		st := l.state.Load()
 		switch {
 		case st.err != nil:
-			m.log.DebugContext(r.Context(), "weft: inbound request refused", "listener", l.name, "status", http.StatusServiceUnavailable, "error", st.err)
+			m.limited.DebugContext(r.Context(), "weft: inbound request refused", "listener", l.name, "status", http.StatusServiceUnavailable, "error", st.err)
 			http.Error(w, "inbound configuration unavailable", http.StatusServiceUnavailable)
 			return
 		case !st.exists:
@@ -263,7 +263,7 @@ func (m *Mesh) xdsInbound(next http.Handler) http.Handler {
 			// The body stays generic, as Envoy's do: the listener's name
 			// is for the operator's log, not the caller.
 			if status != http.StatusForbidden {
-				m.log.DebugContext(r.Context(), "weft: inbound request refused", "listener", l.name, "status", status, "reason", msg,
+				m.limited.DebugContext(r.Context(), "weft: inbound request refused", "listener", l.name, "status", status, "reason", msg,
 					"method", r.Method, "path", r.URL.Path)
 			}
 			if status == http.StatusMisdirectedRequest {
@@ -319,7 +319,7 @@ func (m *Mesh) inboundDecision(listener string, st *inboundState, r *http.Reques
 		return http.StatusServiceUnavailable, "inbound route is not a non-forwarding route"
 	}
 	src, _ := security.PeerID(r.Context())
-	m.log.InfoContext(r.Context(), "weft: request denied by xDS RBAC", "listener", listener, "filter", d.Filter.FilterName, "action", d.Filter.Action.String(),
+	m.limited.InfoContext(r.Context(), "weft: request denied by xDS RBAC", "listener", listener, "filter", d.Filter.FilterName, "action", d.Filter.Action.String(),
 		"policy", d.Policy, "method", r.Method, "path", p, "source_id", src.String(), "source_ip", ci.Remote.Addr().String())
 	return http.StatusForbidden, "RBAC: access denied"
 }

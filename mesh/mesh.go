@@ -22,11 +22,21 @@ import (
 
 const defaultShutdownTimeout = 10 * time.Second
 
-// Mesh is one service's view of the mesh.
+// Mesh is one service's view of the mesh. Most services call four of its
+// methods: HTTPClient (an *http.Client whose URL hosts are service names),
+// Handler (the inbound chain around an http.Handler), DialGRPC (a
+// *grpc.ClientConn to a service name) and NewGRPCServer (a gRPC server
+// with the inbound chain); ListenAndServe and Serve run an HTTP server
+// with Handler applied, Transport wraps a transport of your own, and
+// Close releases everything. A Mesh is safe for concurrent use.
 type Mesh struct {
-	cfg    config
-	log    *slog.Logger
-	policy balancer.Builder
+	cfg config
+	log *slog.Logger
+	// limited is log for lines that may repeat (ejections, breaker
+	// transitions, denials, refused policy files): each at most once per
+	// limitEvery, with a count of those not written.
+	limited *slog.Logger
+	policy  balancer.Builder
 
 	static *resolver.Static
 	dns    *resolver.DNS
@@ -107,7 +117,8 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 	}
 	// Services without xDS get locality/priority failover (DNS SRV
 	// priorities) and outlier detection around the chosen policy.
-	m := &Mesh{cfg: cfg, log: cfg.logger, policy: cfg.servicePolicy()}
+	m := &Mesh{cfg: cfg, log: cfg.logger, policy: cfg.servicePolicy(),
+		limited: slog.New(newLimitedHandler(cfg.logger.Handler(), limitEvery, nil))}
 	// From here on every failure goes through Close, which undoes
 	// whatever part of the mesh was built, whatever that part is.
 	fail := func(err error) (*Mesh, error) {
@@ -130,7 +141,9 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 		if wl.Service == "" {
 			wl.Service = cfg.serviceName
 		}
-		w, err := security.WatchPolicyFile(cfg.authzPolicyFile, security.WithLogger(cfg.logger), security.WithWorkload(wl))
+		// The mesh logs the watcher's reloads and refusals itself
+		// (watchPolicy), as lines of its own.
+		w, err := security.WatchPolicyFile(cfg.authzPolicyFile, security.WithLogger(slog.New(slog.DiscardHandler)), security.WithWorkload(wl))
 		if err != nil {
 			return fail(&EnvError{Var: EnvAuthzPolicy, Value: cfg.authzPolicyFile, Err: err})
 		}
@@ -186,6 +199,7 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 		}
 	}
 	m.watchIdentity()
+	m.watchPolicy()
 	m.logStart()
 	return m, nil
 }

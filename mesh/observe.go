@@ -245,11 +245,46 @@ func (m *Mesh) serveReadyControlPlane(w http.ResponseWriter) {
 
 // logEjections logs each outlier ejection from cluster, and each return.
 func (m *Mesh) logEjections(cluster string) balancer.ClusterOption {
-	return balancer.OnEjection(func(addr string, ejected bool) {
+	return balancer.OnEjection(func(ctx context.Context, addr string, ejected bool) {
 		if ejected {
-			m.log.Warn("weft: endpoint ejected", "cluster", cluster, "address", addr)
+			// ctx is the request whose failure ejected it, when one did.
+			m.limited.WarnContext(ctx, "weft: endpoint ejected", "cluster", cluster, "address", addr)
 			return
 		}
-		m.log.Info("weft: endpoint returned", "cluster", cluster, "address", addr)
+		m.limited.InfoContext(ctx, "weft: endpoint returned", "cluster", cluster, "address", addr)
 	})
+}
+
+// watchPolicy logs each reload of the authorization policy file and each
+// content refused (the last good policies staying in force), once per
+// change the watcher reads.
+func (m *Mesh) watchPolicy() {
+	if m.authz == nil {
+		return
+	}
+	w := m.authz
+	last := w.Status()
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		for {
+			select {
+			case <-m.ctx.Done():
+				return
+			case <-w.Updated():
+			}
+			st := w.Status()
+			if st.Version != last.Version {
+				m.log.Info("weft: authorization policy reloaded", "file", st.Path, "version", st.Version,
+					"policies", w.Policies().Len())
+			}
+			if st.Err != nil && !st.ErrAt.Equal(last.ErrAt) {
+				// The same bad content saved again is one line per
+				// limitEvery.
+				m.limited.Warn("weft: authorization policy rejected; keeping the last good authorization policies", "file", st.Path,
+					"version_in_force", st.Version, "error", st.Err.Error())
+			}
+			last = st
+		}
+	}()
 }

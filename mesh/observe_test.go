@@ -4,15 +4,19 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/internal/xds/xdstest"
@@ -340,4 +344,166 @@ func TestAdminPageInABrowserShowsTheControlPlaneLostAndBack(t *testing.T) {
 	cp.Restart(t)
 	waitBody(t, c, url+"readyz", "control plane: connected", 30*time.Second)
 	wantInDOM(t, render(t, url, "admin-control-plane-back.png"), "xDS control plane connected · config age", "connected to "+cp.Addr)
+}
+
+// TestMeshLogsControlPlaneLossAndSVIDRotationOnce: a mesh with an identity
+// and a control plane loses the control plane, has its SVID rotated while
+// it is away, and gets the control plane back. Each change is one line
+// with its attributes, and nothing is logged twice.
+func TestMeshLogsControlPlaneLossAndSVIDRotationOnce(t *testing.T) {
+	api := workloadAPI(t, newCA(t, shop), ordersID)
+	t.Setenv("SPIFFE_ENDPOINT_SOCKET", api.Addr())
+	cp := xdstest.NewServer(t)
+	cp.SetSnapshot(t, xdsNode, "1", chaosRoutes("127.0.0.1:1")...)
+	var logs jsonLogs
+	m := newMesh(t, mesh.WithServiceName("frontend"), mesh.WithBootstrap(cp.Bootstrap(xdsNode)), logs.option())
+
+	// A request subscribes; its outcome does not matter here.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://orders:8080/", nil)
+	if resp, err := m.HTTPClient().Do(req); err == nil {
+		resp.Body.Close()
+	}
+	logs.wait(t, "weft: control plane connected", 1, 10*time.Second)
+	logs.wait(t, "weft: xDS config applied", 4, 10*time.Second)
+
+	cp.Stop()
+	lost := logs.wait(t, "weft: control plane lost", 1, 10*time.Second)[0]
+	if lost["level"] != "WARN" || lost["server"] != cp.Addr || lost["error"] == "" || lost["since_last_good_config"] == "never" {
+		t.Errorf("lost line %v: want WARN, server %s, the reason, the time since the last good config", lost, cp.Addr)
+	}
+
+	svid, err := api.Rotate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := svid.Certificates[0]
+	rotated := logs.wait(t, "weft: SVID rotated", 1, 20*time.Second)[0]
+	for k, want := range map[string]any{"level": "INFO", "identity": ordersID.String(),
+		"expires": leaf.NotAfter.UTC().Format(time.RFC3339), "serial": leaf.SerialNumber.String()} {
+		if rotated[k] != want {
+			t.Errorf("rotated line %s = %v, want %v", k, rotated[k], want)
+		}
+	}
+
+	time.Sleep(2 * time.Second) // a retry or two while away, none logged
+	cp.Restart(t)
+	back := logs.wait(t, "weft: control plane connected", 2, 30*time.Second)[1]
+	if s, _ := back["since_last_good_config"].(string); s == "" || s == "never" || back["down_for"] == nil {
+		t.Errorf("reconnected line %v: want since_last_good_config and down_for durations", back)
+	}
+	time.Sleep(time.Second) // room for a duplicate to show
+
+	for msg, want := range map[string]int{
+		"weft: mesh started":                    1,
+		"weft: control plane lost":              1,
+		"weft: control plane still unreachable": 0,
+		"weft: control plane connected":         2,
+		"weft: SVID rotated":                    1,
+		"weft: xDS config applied":              4, // the resend after reconnecting is no change
+		"weft: xDS config rejected":             0,
+	} {
+		if got := len(logs.lines(t, msg)); got != want {
+			t.Errorf("%d %q lines, want %d; the log:\n%s", got, msg, want, logs.buf.String())
+		}
+	}
+}
+
+// TestMeshLogsPolicyReloadsAndRejections: a policy file saved again is one
+// line; a bad one is one line naming the file and the error, the last
+// good policies stay in force, and the same bad file saved again within
+// 10 s is not a second line.
+func TestMeshLogsPolicyReloadsAndRejections(t *testing.T) {
+	policy := filepath.Join(t.TempDir(), "authz.yaml")
+	if err := os.WriteFile(policy, []byte(edgePolicy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs jsonLogs
+	newMesh(t, mesh.WithAuthorizationPolicyFile(policy), logs.option())
+
+	two := edgePolicy + "---\n" + strings.Replace(edgePolicy, "name: edge", "name: edge-2", 1)
+	writeRenamed(t, policy, []byte(two))
+	reloaded := logs.wait(t, "weft: authorization policy reloaded", 1, 15*time.Second)[0]
+	if reloaded["file"] != policy || reloaded["version"] != 2.0 || reloaded["policies"] != 2.0 {
+		t.Errorf("reloaded line %v: want file %s, version 2, 2 policies", reloaded, policy)
+	}
+
+	const rejected = "weft: authorization policy rejected; keeping the last good authorization policies"
+	writeRenamed(t, policy, []byte("kind: AuthorizationPolicy\nspec: [\n"))
+	rec := logs.wait(t, rejected, 1, 15*time.Second)[0]
+	if rec["level"] != "WARN" || rec["file"] != policy || rec["version_in_force"] != 2.0 || rec["error"] == "" {
+		t.Errorf("rejected line %v: want WARN, file %s, version 2 in force, the error", rec, policy)
+	}
+	time.Sleep(10 * time.Millisecond)
+	writeRenamed(t, policy, []byte("kind: AuthorizationPolicy\nspec: [\n"))
+	time.Sleep(3 * time.Second) // past the watcher's next checks
+	if n := len(logs.lines(t, rejected)); n != 1 {
+		t.Errorf("%d rejected lines for the same bad file saved twice within 10 s, want 1", n)
+	}
+	if n := len(logs.lines(t, "weft: authorization policy reloaded")); n != 1 {
+		t.Errorf("%d reloaded lines, want 1", n)
+	}
+}
+
+// TestStateChangeLinesCarryTheRequestsTrace: the breaker opening, an
+// endpoint's ejection and a denial are logged with the trace and span IDs
+// of the request that caused them.
+func TestStateChangeLinesCarryTheRequestsTrace(t *testing.T) {
+	tp := sdktrace.NewTracerProvider()
+	defer tp.Shutdown(context.Background())
+
+	broken := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "always failing", http.StatusServiceUnavailable)
+	}))
+	defer broken.Close()
+	policy := filepath.Join(t.TempDir(), "authz.yaml")
+	if err := os.WriteFile(policy, []byte(edgePolicy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var serverLogs jsonLogs
+	server := newMesh(t, mesh.WithAuthorizationPolicyFile(policy), mesh.WithTracerProvider(tp), serverLogs.option())
+	addr := serveOn(t, server)
+
+	var logs jsonLogs
+	m := newMesh(t, mesh.WithEndpoints("orders", broken.Listener.Addr().String()), mesh.WithEndpoints("edge", addr),
+		mesh.WithBreaker(resilience.BreakerSettings{ConsecutiveFailures: 2, OpenTimeout: time.Minute}),
+		mesh.WithTracerProvider(tp), logs.option())
+	ctx, span := tp.Tracer("test").Start(context.Background(), "caller")
+	defer span.End()
+	traceID := span.SpanContext().TraceID().String()
+	send := func(url string) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if resp, err := m.HTTPClient().Do(req); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	for i := 0; i < 50 && len(logs.lines(t, "weft: circuit breaker")) == 0; i++ {
+		send("http://orders/")
+	}
+	send("http://edge/private")
+
+	// An ejection: a second mesh without the breaker, whose failing
+	// endpoint is ejected by the request that fails a third time in a row.
+	good, _ := backends(t, 1)
+	var ejectLogs jsonLogs
+	m2 := newMesh(t, mesh.WithEndpoints("orders", good[0], broken.Listener.Addr().String()), mesh.WithTracerProvider(tp),
+		mesh.WithOutlierDetection(balancer.OutlierConfig{ConsecutiveErrors: 3, Interval: time.Minute}), ejectLogs.option())
+	for i := 0; i < 100 && len(ejectLogs.lines(t, "weft: endpoint ejected")) == 0; i++ {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://orders/", nil)
+		if resp, err := m2.HTTPClient().Do(req); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+
+	opened := logs.wait(t, "weft: circuit breaker", 1, 10*time.Second)[0]
+	denied := serverLogs.wait(t, "security: request denied", 1, 10*time.Second)[0]
+	ejected := ejectLogs.wait(t, "weft: endpoint ejected", 1, 10*time.Second)[0]
+	for name, rec := range map[string]map[string]any{"breaker": opened, "denial": denied, "ejection": ejected} {
+		if rec["trace_id"] != traceID || rec["span_id"] == nil || rec["span_id"] == "" {
+			t.Errorf("%s line %v: want trace_id %s and a span_id", name, rec, traceID)
+		}
+	}
 }

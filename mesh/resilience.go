@@ -87,7 +87,7 @@ func retryFromEnv(getenv func(string) string, p *resilience.RetryPolicy) error {
 type serviceResilience struct {
 	budget     resilience.Budget // nil: no retry budget
 	thresholds *resilience.Thresholds
-	breaker    *resilience.Breaker // nil: no classic breaker
+	breaker    *tracedBreaker // nil: no classic breaker
 }
 
 // newServiceResilience is the state of a service not configured by xDS.

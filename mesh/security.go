@@ -311,14 +311,14 @@ func (m *Mesh) authzServerOptions() []grpc.ServerOption {
 	}
 	e := countedPolicy{m.authz, m}
 	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(security.UnaryServerInterceptor(e, security.WithLogger(m.log))),
-		grpc.ChainStreamInterceptor(security.StreamServerInterceptor(e, security.WithLogger(m.log))),
+		grpc.ChainUnaryInterceptor(security.UnaryServerInterceptor(e, security.WithLogger(m.limited))),
+		grpc.ChainStreamInterceptor(security.StreamServerInterceptor(e, security.WithLogger(m.limited))),
 	}
 }
 
 // authorization is the HTTP middleware enforcing the policy.
 func (m *Mesh) authorization(next http.Handler) http.Handler {
-	return security.AuthorizationHandler(countedPolicy{m.authz, m}, next, security.WithLogger(m.log))
+	return security.AuthorizationHandler(countedPolicy{m.authz, m}, next, security.WithLogger(m.limited))
 }
 
 // countedPolicy records each authorization decision in the

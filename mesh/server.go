@@ -38,8 +38,20 @@ import (
 //   - the authorization policy (WEFT_AUTHZ_POLICY), answering 403 to a
 //     denied request;
 //   - then h.
+//
+// Handler leaves TLS to the server that runs it. For a port that browsers
+// reach, run it with Serve and Public or PublicTLS rather than with a
+// server of your own: under a server listener template Handler follows
+// the control plane's inbound listener for the connection's address,
+// which describes a mesh port.
 func (m *Mesh) Handler(h http.Handler) http.Handler {
-	for _, mw := range m.inboundChain() {
+	return m.handler(h, false)
+}
+
+// handler is Handler; a public server's chain leaves out the control
+// plane's inbound listener (see PublicTLS).
+func (m *Mesh) handler(h http.Handler, public bool) http.Handler {
+	for _, mw := range m.inboundChain(public) {
 		h = mw(h)
 	}
 	return h
@@ -48,15 +60,16 @@ func (m *Mesh) Handler(h http.Handler) http.Handler {
 // inboundChain lists the server middleware innermost first, so Handler
 // wraps them in order. The order is the mesh's decision, not the user's:
 // identity must be known before anything that authorizes or records by it.
-func (m *Mesh) inboundChain() []func(http.Handler) http.Handler {
+func (m *Mesh) inboundChain(public bool) []func(http.Handler) http.Handler {
 	chain := []func(http.Handler) http.Handler{}
+	xdsIn := m.inbound != nil && !public
 	if m.authz != nil {
 		chain = append(chain, m.authorization)
 	}
-	if m.inbound != nil {
+	if xdsIn {
 		chain = append(chain, m.xdsInbound)
 	}
-	if m.authz != nil || m.inbound != nil {
+	if m.authz != nil || xdsIn {
 		chain = append(chain, m.normalizeRequest)
 	}
 	return append(chain, deadlineFromHeader, peerIdentity, m.inboundRateLimit, m.instrumentServer, stripForwardedClientCert)
@@ -65,7 +78,7 @@ func (m *Mesh) inboundChain() []func(http.Handler) http.Handler {
 // normalizeRequest hands the rest of the chain the request whose path both
 // authorization engines judge and the handler receives.
 func (m *Mesh) normalizeRequest(next http.Handler) http.Handler {
-	return security.NormalizeRequest(next, security.WithLogger(m.log))
+	return security.NormalizeRequest(next, security.WithLogger(m.limited))
 }
 
 // forwardedClientCert is the header Envoy uses to pass a client
@@ -223,7 +236,9 @@ func (m *Mesh) ServerTLSConfig() *tls.Config {
 // ListenAndServe serves h, wrapped by Handler, on addr until ctx ends or
 // the mesh is closed; then it stops accepting, waits for requests in flight
 // up to the shutdown timeout, and returns nil. Plaintext listeners accept
-// HTTP/1.1 and cleartext HTTP/2 (h2c) alike.
+// HTTP/1.1 and cleartext HTTP/2 (h2c) alike. For a public server beside
+// the mesh's (an edge service's browser port), open the listener and call
+// Serve with Public or PublicTLS.
 func (m *Mesh) ListenAndServe(ctx context.Context, addr string, h http.Handler) error {
 	ln, err := listen(addr)
 	if err != nil {
@@ -234,18 +249,37 @@ func (m *Mesh) ListenAndServe(ctx context.Context, addr string, h http.Handler) 
 
 // Serve is ListenAndServe on a listener the caller opened (one on port 0,
 // a unix socket, an inherited descriptor). Serve closes ln.
-func (m *Mesh) Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
+//
+// opts configure this server alone: with Public or PublicTLS it serves
+// browsers and other callers without a client certificate, while the
+// mesh's other servers keep mTLS (the edge pattern; see PublicTLS).
+// Serve fails at once, closing ln, when an option does.
+func (m *Mesh) Serve(ctx context.Context, ln net.Listener, h http.Handler, opts ...ServerOption) error {
+	sc, err := m.newServerConfig(opts)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	srv := &http.Server{
-		Handler:           m.Handler(h),
+		Handler:           m.handler(h, sc.public),
 		ReadHeaderTimeout: 10 * time.Second, // bounds a slowloris; bodies are the handler's business
 		Protocols:         &protocols,
 		ErrorLog:          slog.NewLogLogger(m.log.Handler(), slog.LevelWarn),
 		BaseContext:       withServerAddr(ln),
 	}
-	if tc := m.ServerTLSConfig(); tc != nil {
+	switch tc := m.ServerTLSConfig(); {
+	case sc.public:
+		m.logPublic(sc, "http", ln.Addr().String())
+		if ptc := sc.tlsConfig(); ptc != nil {
+			// Browsers negotiate HTTP/2 by ALPN.
+			protocols.SetHTTP2(true)
+			srv.TLSConfig = ptc
+			ln = tls.NewListener(ln, ptc)
+		}
+	case tc != nil:
 		// A copy per server: net/http's HTTP/2 set-up writes to the config,
 		// and several servers of one mesh must not share those writes.
 		tc = tc.Clone()
@@ -254,7 +288,7 @@ func (m *Mesh) Serve(ctx context.Context, ln net.Listener, h http.Handler) error
 			ln = m.secureListener(ln, tc)
 		}
 	}
-	if m.inbound != nil {
+	if m.inbound != nil && !sc.public {
 		// The inbound listener's filter chains choose TLS per connection.
 		ln = security.PerConnectionListener(ln, m.inboundTLSChooser(ln.Addr().String(), newChainTLS(srv.TLSConfig)), security.WithLogger(m.log))
 	}
@@ -278,7 +312,7 @@ func (m *Mesh) Serve(ctx context.Context, ln net.Listener, h http.Handler) error
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), m.cfg.shutdownTimeout)
 	defer cancel()
-	err := srv.Shutdown(sctx)
+	err = srv.Shutdown(sctx)
 	if err != nil {
 		srv.Close() // the timeout passed: cut the stragglers
 	}
@@ -305,11 +339,24 @@ type GRPCServer interface {
 // server is grpc-go's xDS server instead, at the
 // cost of a second ADS stream per server, which istio-agent, keeping one
 // stream per workload, answers by closing the mesh's other stream.
+//
+// Among opts, Public or PublicTLS make this server public (see PublicTLS):
+// it then serves its own transport, not the mesh's credentials, and does
+// not follow the inbound listener, whatever the bootstrap and WithGRPCGoXDS
+// say.
 func (m *Mesh) NewGRPCServer(opts ...grpc.ServerOption) (GRPCServer, error) {
+	mine, opts := splitServerOptions(opts)
+	sc, err := m.newServerConfig(mine)
+	if err != nil {
+		return nil, err
+	}
 	base := append([]grpc.ServerOption{m.grpcServerTelemetry()}, m.authzServerOptions()...)
 	base = append(base, m.grpcServerResilience()...)
 	strip := []grpc.ServerOption{grpc.ChainUnaryInterceptor(stripForwardedClientCertUnary), grpc.ChainStreamInterceptor(stripForwardedClientCertStream)}
 	switch {
+	case sc.public:
+		m.logPublic(sc, "grpc", "")
+		return grpc.NewServer(append(append([]grpc.ServerOption{grpc.Creds(sc.grpcCreds())}, append(strip, base...)...), opts...)...), nil
 	case m.inbound == nil:
 		return grpc.NewServer(append(append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds())}, append(strip, base...)...), opts...)...), nil
 	case m.cfg.grpcGoXDS == nil:

@@ -108,7 +108,7 @@ func (m *Mesh) grpcInboundDecision(ctx context.Context, fullMethod string) error
 	st := l.state.Load()
 	switch {
 	case st.err != nil:
-		m.log.DebugContext(ctx, "weft: inbound call refused", "listener", l.name, "code", codes.Unavailable, "error", st.err)
+		m.limited.DebugContext(ctx, "weft: inbound call refused", "listener", l.name, "code", codes.Unavailable, "error", st.err)
 		return status.Error(codes.Unavailable, "inbound configuration unavailable")
 	case !st.exists:
 		return nil
@@ -132,7 +132,7 @@ func (m *Mesh) grpcInboundDecision(ctx context.Context, fullMethod string) error
 		return nil
 	case inbound.Denied:
 		src, _ := security.PeerID(ctx)
-		m.log.InfoContext(ctx, "weft: call denied by xDS RBAC", "listener", l.name, "filter", d.Filter.FilterName, "action", d.Filter.Action.String(),
+		m.limited.InfoContext(ctx, "weft: call denied by xDS RBAC", "listener", l.name, "filter", d.Filter.FilterName, "action", d.Filter.Action.String(),
 			"policy", d.Policy, "method", fullMethod, "source_id", src.String(), "source_ip", in.Conn.Remote.Addr().String())
 		return status.Error(codes.PermissionDenied, "RBAC: access denied")
 	case inbound.NoFilterChain:
@@ -151,6 +151,6 @@ func (m *Mesh) grpcInboundDecision(ctx context.Context, fullMethod string) error
 	case inbound.NotNonForwarding:
 		msg = "the incoming RPC matched to a route that was not of action type non forwarding"
 	}
-	m.log.DebugContext(ctx, "weft: inbound call refused", "listener", l.name, "code", codes.Unavailable, "reason", msg, "method", fullMethod)
+	m.limited.DebugContext(ctx, "weft: inbound call refused", "listener", l.name, "code", codes.Unavailable, "reason", msg, "method", fullMethod)
 	return status.Error(codes.Unavailable, msg)
 }

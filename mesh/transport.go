@@ -203,7 +203,7 @@ func (p *pickTransport) RoundTripAttempt(req *http.Request, attempts *resilience
 		setSessionCookie(resp, sess, info.Override, res.Endpoint.Addr)
 	}
 	outcome := httpOutcome(ctx, resp, err)
-	res.Finish(balancer.DoneInfo{Latency: time.Duration(end - start), End: end, Outcome: outcome, Err: err})
+	res.Finish(balancer.DoneInfo{Latency: time.Duration(end - start), End: end, Outcome: outcome, Err: err, Ctx: ctx})
 	svc.requests.Add(1)
 	if err != nil || resp.Body == nil {
 		th.ReleaseRequest()

@@ -79,8 +79,11 @@ func takeGRPC(ctx context.Context, l Limiter) error {
 // pushbackKey is gRPC's retry pushback trailer (gRFC A6).
 const pushbackKey = "grpc-retry-pushback-ms"
 
-// grpcOutcome is balancer.GRPCOutcome, except that a refusal by this
+// GRPCOutcome is the outcome of a unary call that ended with err, for a
+// breaker's done: balancer.GRPCOutcome, except that a refusal by this
 // package's breakers and limits beneath says nothing about the endpoint.
+func GRPCOutcome(err error) balancer.Outcome { return grpcOutcome(err) }
+
 func grpcOutcome(err error) balancer.Outcome {
 	if isLocalRefusal(err) {
 		return balancer.Canceled

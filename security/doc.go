@@ -18,6 +18,11 @@
 // decides whether that peer ID may connect. [PermissiveListener] serves
 // mutual TLS and plaintext on one port, for WEFT_MTLS=permissive.
 //
+// A public port (an edge service's, reached by browsers) is not mutual TLS:
+// [ServerOnlyTLSConfig] serves a web certificate and asks for none, from
+// [StaticCertificate] or from [LoadKeyPairFiles], which reads the PEM
+// files again when they change. Its callers have no [PeerID].
+//
 // Inside an HTTP handler wrapped by the mesh, or a gRPC method served by the
 // mesh's server, [PeerID] returns the caller's SPIFFE ID as verified during
 // the handshake; [PeerIDFromTLS] reads it from a connection state.
