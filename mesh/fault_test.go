@@ -228,8 +228,7 @@ func TestFaultInjection(t *testing.T) {
 	}
 	for _, row := range rows {
 		t.Run(row.name, func(t *testing.T) {
-			var e *parityEnv
-			e = newParityEnv(t, parityRow{name: row.name, backends: 1, resources: func(pe *parityEnv) []types.Resource { return row.resources(t, pe) }})
+			e := newParityEnv(t, parityRow{name: row.name, backends: 1, resources: func(pe *parityEnv) []types.Resource { return row.resources(t, pe) }})
 			row.run(t, e)
 		})
 	}

@@ -57,9 +57,6 @@ type xdsPath struct {
 	clusterSnap atomic.Pointer[map[string]*service]
 	warned      bool
 
-	// rand draws the faults' random numbers; nil: fault.DefaultRand.
-	rand fault.Rand
-
 	idle time.Duration
 	stop chan struct{}
 	done chan struct{}
@@ -503,7 +500,7 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 	if faults != nil {
 		// Faults come before the pick, as Envoy's fault filter runs
 		// before its router: an aborted request reaches no endpoint.
-		abort, err := faults.Inject(ctx, &fault.Request{Match: &mreq, Host: req.URL.Host, Cluster: name}, x.rand)
+		abort, err := faults.Inject(ctx, &fault.Request{Match: &mreq, Host: req.URL.Host, Cluster: name}, nil)
 		if err != nil {
 			closeBody(req)
 			return nil, true, err

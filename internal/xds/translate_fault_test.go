@@ -200,7 +200,8 @@ func TestFaultNACK(t *testing.T) {
 		{"delay percentage denominator", &faultv3.HTTPFault{Delay: fixedDelay(time.Second, pct(1, 9))}, "delay.percentage.denominator", "unknown"},
 		{"header matcher without name", &faultv3.HTTPFault{Abort: httpAbort(503, nil), Headers: []*routev3.HeaderMatcher{{}}}, "headers[0].name", "empty"},
 		{"header matcher bad regex", &faultv3.HTTPFault{Abort: httpAbort(503, nil), Headers: []*routev3.HeaderMatcher{{Name: "x",
-			HeaderMatchSpecifier: &routev3.HeaderMatcher_SafeRegexMatch{SafeRegexMatch: &matcherv3.RegexMatcher{Regex: "("}}}}}, "headers[0].safe_regex_match.regex", ""},
+			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+				MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: "("}}}}}}}, "headers[0].string_match.safe_regex.regex", ""},
 	}
 	route := func(tp map[string]*anypb.Any, wc map[string]*anypb.Any, vh map[string]*anypb.Any) *routev3.RouteConfiguration {
 		return &routev3.RouteConfiguration{Name: "orders-rc", VirtualHosts: []*routev3.VirtualHost{{
