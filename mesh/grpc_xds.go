@@ -139,7 +139,7 @@ func (c *xdsChannel) route(ctx context.Context, method string) (context.Context,
 	if faults != nil {
 		// grpc-go's fault filter runs in the config selector's
 		// interceptor, before the pick: so do Weft's faults.
-		abort, err := faults.Inject(ctx, &fault.Request{Match: &req, Host: c.authority, Cluster: name}, nil)
+		abort, err := faults.Inject(ctx, &fault.Request{Match: fault.MatchOf(&req), Host: c.authority, Cluster: name}, nil)
 		if err != nil {
 			return ctx, callRoute{}, status.FromContextError(err).Err()
 		}

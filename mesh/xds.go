@@ -500,7 +500,7 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 	if faults != nil {
 		// Faults come before the pick, as Envoy's fault filter runs
 		// before its router: an aborted request reaches no endpoint.
-		abort, err := faults.Inject(ctx, &fault.Request{Match: &mreq, Host: req.URL.Host, Cluster: name}, nil)
+		abort, err := faults.Inject(ctx, &fault.Request{Match: fault.MatchOf(&mreq), Host: req.URL.Host, Cluster: name}, nil)
 		if err != nil {
 			closeBody(req)
 			return nil, true, err

@@ -162,11 +162,24 @@ func (a *Abort) HTTPResponse(req *http.Request) *http.Response {
 
 // Request is what a decision reads of a request: the route-matching
 // inputs (headers, and for header matchers the path and method), the
-// authority, and the cluster the route chose.
+// authority, and the cluster the route chose. It holds values, not the
+// caller's xds.Request, so that the caller's stays on its stack.
 type Request struct {
-	Match   *xds.Request
+	Match   RequestMatch
 	Host    string
 	Cluster string
+}
+
+// RequestMatch is the part of an xds.Request a fault's header matchers
+// read.
+type RequestMatch struct {
+	Method, Path, RawQuery, Scheme string
+	Header                         http.Header
+}
+
+// MatchOf copies the fields of r a decision reads.
+func MatchOf(r *xds.Request) RequestMatch {
+	return RequestMatch{Method: r.Method, Path: r.Path, RawQuery: r.RawQuery, Scheme: r.Scheme, Header: r.Header}
 }
 
 // Inject runs the policy on one request: for each filter in turn, unless
@@ -227,7 +240,7 @@ func (s *step) applies(req *Request) bool {
 		return false
 	}
 	if len(c.Headers) > 0 {
-		m := req.Match
+		m := &req.Match
 		in := rbac.Input{Method: m.Method, Path: m.Path, RawQuery: m.RawQuery, Scheme: m.Scheme, Host: req.Host, Header: m.Header}
 		for i := range c.Headers {
 			if !c.Headers[i].Match(&in) {

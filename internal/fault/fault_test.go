@@ -50,7 +50,7 @@ func req(h ...string) *fault.Request {
 	for i := 0; i+1 < len(h); i += 2 {
 		hdr.Add(h[i], h[i+1])
 	}
-	return &fault.Request{Match: &xds.Request{Method: "GET", Path: "/", Header: hdr}, Cluster: "c"}
+	return &fault.Request{Match: fault.RequestMatch{Method: "GET", Path: "/", Header: hdr}, Cluster: "c"}
 }
 
 // TestDecide holds the decision to Envoy's fault filter documentation and
