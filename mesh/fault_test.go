@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	commonfaultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/grpc"
@@ -417,6 +419,61 @@ func runFaultOverrides(t *testing.T, e *parityEnv) {
 			if !ok {
 				t.Errorf("%s: x-variant %q: %v; want HTTP %d / %v", c.name, tc.variant, o, tc.status, tc.code)
 			}
+		}
+	}
+}
+
+// TestFaultConfigUpdates: a listener's fault follows the control plane;
+// a malformed one is NACKed naming the listener and the field, and the
+// last good config keeps serving (the abort stays in force); the next
+// good one takes effect. On Weft HTTP and Weft gRPC, which share the
+// listener through one xDS client.
+func TestFaultConfigUpdates(t *testing.T) {
+	e := newParityEnv(t, parityRow{name: "updates", backends: 1, resources: func(e *parityEnv) []types.Resource {
+		return []types.Resource{faultListener(abortHTTP(503, hundred)), parityRoutes(parityRoute("svc", nil, nil)),
+			parityCluster("svc", nil), xdstest.Endpoints("svc", addrs(e.b...)...)}
+	}})
+	rest := []types.Resource{parityRoutes(parityRoute("svc", nil, nil)), parityCluster("svc", nil), xdstest.Endpoints("svc", addrs(e.b...)...)}
+	clients := []*parityClient{e.client(weftHTTP), e.client(weftGRPC)}
+	aborted := func(c *parityClient, o faultOutcome) bool {
+		if c.hc != nil {
+			return o.code == codes.Unavailable && !o.backend
+		}
+		return o.status == http.StatusServiceUnavailable && o.body == "fault filter abort"
+	}
+	for _, c := range clients {
+		if o := faultCall(c, callLimit); !aborted(c, o) {
+			t.Fatalf("%s: %v; want the listener's abort", c.name, o)
+		}
+	}
+
+	e.cp.SetSnapshot(t, xdsNode, "2", append(rest, faultListener(&faultv3.HTTPFault{Abort: &faultv3.FaultAbort{Percentage: hundred}}))...)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	nack, err := e.cp.WaitRequest(ctx, func(r *discoveryv3.DiscoveryRequest) bool {
+		return r.GetErrorDetail() != nil && strings.HasSuffix(r.GetTypeUrl(), "Listener")
+	})
+	if err != nil {
+		t.Fatalf("no NACK of the malformed fault: %v", err)
+	}
+	msg := nack.GetErrorDetail().GetMessage()
+	if !strings.Contains(msg, parityHost) || !strings.Contains(msg, "http_filters[0].typed_config.abort") {
+		t.Errorf("NACK %q does not name the listener and the field", msg)
+	}
+	for _, c := range clients {
+		if o := faultCall(c, callLimit); !aborted(c, o) {
+			t.Errorf("%s after the NACK: %v; want the last good config's abort", c.name, o)
+		}
+	}
+
+	e.cp.SetSnapshot(t, xdsNode, "3", append(rest, faultListener(nil))...)
+	for _, c := range clients {
+		start := time.Now()
+		for o := faultCall(c, callLimit); !o.backend || o.code != codes.OK; o = faultCall(c, callLimit) {
+			if time.Since(start) > 15*time.Second {
+				t.Fatalf("%s: still %v 15 s after the fault was removed", c.name, o)
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 	}
 }
