@@ -160,6 +160,18 @@ func TestFaultInjection(t *testing.T) {
 				}
 				return check(o.status == http.StatusOK && o.body == "fault filter abort" && !o.backend, `200 "fault filter abort" before the backend`)
 			})
+			// A stream is aborted as a unary call is, before it opens.
+			for _, c := range e.clients[:2] {
+				ctx, cancel := context.WithTimeout(context.Background(), callLimit)
+				s, err := c.hc.Watch(ctx, &healthpb.HealthCheckRequest{})
+				if err == nil {
+					_, err = s.Recv()
+				}
+				cancel()
+				if status.Code(err) != codes.ResourceExhausted {
+					t.Errorf("%s: stream: %v, want RESOURCE_EXHAUSTED", c.name, err)
+				}
+			}
 		}},
 		{name: "abort 100% with an HTTP status", resources: func(t *testing.T, e *parityEnv) []types.Resource {
 			return []types.Resource{faultListener(abortHTTP(403, hundred)), parityRoutes(parityRoute("svc", nil, nil)),

@@ -152,6 +152,9 @@ func (a *Abort) HTTPResponse(req *http.Request) *http.Response {
 		h.Set("Content-Type", "text/plain")
 	}
 	h.Set("Content-Length", strconv.Itoa(len(body)))
+	if req.Method == http.MethodHead {
+		body = "" // the length a GET would get, and no body (RFC 9110)
+	}
 	return &http.Response{
 		Status: strconv.Itoa(st) + " " + http.StatusText(st), StatusCode: st,
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,

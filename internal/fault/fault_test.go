@@ -249,6 +249,11 @@ func TestHTTPResponse(t *testing.T) {
 	if resp.StatusCode != 503 || string(body) != fault.AbortBody || resp.Request != r {
 		t.Errorf("got %d %q, want 503 %q", resp.StatusCode, body, fault.AbortBody)
 	}
+	head, _ := http.NewRequest(http.MethodHead, "http://orders/x", nil)
+	resp = (&fault.Abort{HTTPStatus: 503}).HTTPResponse(head)
+	if body, _ := io.ReadAll(resp.Body); resp.StatusCode != 503 || len(body) != 0 {
+		t.Errorf("HEAD: %d with a %d-byte body, want 503 and none", resp.StatusCode, len(body))
+	}
 	r.Header.Set("Content-Type", "application/grpc+proto")
 	resp = (&fault.Abort{HTTPStatus: 200, Code: codes.ResourceExhausted, GRPC: true}).HTTPResponse(r)
 	if resp.StatusCode != 200 || resp.Header.Get("Grpc-Status") != "8" {
