@@ -275,24 +275,26 @@ func (s *step) decide(h http.Header, rnd Rand) (time.Duration, *Abort) {
 	var abort *Abort
 	if a := s.cfg.Abort; a != nil {
 		num := a.Percent.Numerator
-		var out *Abort
+		var out Abort
+		ok := false
 		switch a.Kind {
 		case xds.AbortHTTPStatus:
-			out = httpAbort(int64(a.HTTPStatus))
+			out, ok = httpAbort(int64(a.HTTPStatus))
 		case xds.AbortGRPCStatus:
-			out = grpcAbort(int64(a.GRPCStatus))
+			out, ok = grpcAbort(int64(a.GRPCStatus))
 		case xds.AbortFromHeader:
 			// The HTTP status header wins when both are sent (Envoy's and
 			// grpc-go's order); an invalid value is ignored.
-			if v, ok := headerInt(h, HeaderAbortHTTP); ok {
-				out = httpAbort(v)
-			} else if v, ok := headerInt(h, HeaderAbortGRPC); ok {
-				out = grpcAbort(v)
+			if v, set := headerInt(h, HeaderAbortHTTP); set {
+				out, ok = httpAbort(v)
+			} else if v, set := headerInt(h, HeaderAbortGRPC); set {
+				out, ok = grpcAbort(v)
 			}
 			num = capped(h, HeaderAbortPercentage, num)
 		}
-		if out != nil && hit(num, a.Percent.Denominator, rnd) {
-			abort = out
+		if ok && hit(num, a.Percent.Denominator, rnd) {
+			hitAbort := out // on the heap only when it fires
+			abort = &hitAbort
 		}
 	}
 	return delay, abort
@@ -335,22 +337,22 @@ func headerInt(h http.Header, name string) (int64, bool) {
 
 // httpAbort is an abort with an HTTP status; a status outside [200, 600)
 // (from a header: configs with one are refused) aborts nothing.
-func httpAbort(st int64) *Abort {
+func httpAbort(st int64) (Abort, bool) {
 	if st < 200 || st >= 600 {
-		return nil
+		return Abort{}, false
 	}
-	return &Abort{HTTPStatus: int(st), Code: CodeFromHTTP(int(st))}
+	return Abort{HTTPStatus: int(st), Code: CodeFromHTTP(int(st))}, true
 }
 
-func grpcAbort(c int64) *Abort {
+func grpcAbort(c int64) (Abort, bool) {
 	if c < 0 {
-		return nil
+		return Abort{}, false
 	}
 	code := codes.Code(c)
 	if c > int64(codes.Unauthenticated) {
 		code = codes.Unknown
 	}
-	return &Abort{HTTPStatus: http.StatusOK, Code: code, GRPC: true}
+	return Abort{HTTPStatus: http.StatusOK, Code: code, GRPC: true}, true
 }
 
 // CodeFromHTTP maps an HTTP status to the gRPC code a gRPC client reads
