@@ -215,6 +215,23 @@ func TestFaultInjection(t *testing.T) {
 			return []types.Resource{faultListener(delayFixed(400*time.Millisecond, hundred)), parityRoutes(parityRoute("svc", nil, nil)),
 				parityCluster("svc", nil), xdstest.Endpoints("svc", addrs(e.b...)...)}
 		}, run: runFaultDelay},
+		{name: "delay outside the route timeout", resources: func(t *testing.T, e *parityEnv) []types.Resource {
+			// Envoy's router starts the route's timeout when the request
+			// reaches it, after the fault filter's delay, and grpc-go does
+			// not count the delay against the route's max_stream_duration
+			// either: a 600 ms delay on a 300 ms route timeout lets the
+			// call through, on every client.
+			return []types.Resource{faultListener(delayFixed(600*time.Millisecond, hundred)), parityRoutes(parityRoute("svc", nil, func(a *routev3.RouteAction) {
+				a.Timeout = durationpb.New(300 * time.Millisecond)
+				a.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(300 * time.Millisecond)}
+			})), parityCluster("svc", nil), xdstest.Endpoints("svc", addrs(e.b...)...)}
+		}, run: func(t *testing.T, e *parityEnv) {
+			for _, c := range e.clients {
+				if o := faultCall(c, callLimit); !o.backend || o.code != codes.OK || o.took < 600*time.Millisecond {
+					t.Errorf("%s: %v; want OK after the 600 ms delay", c.name, o)
+				}
+			}
+		}},
 		{name: "max_active_faults", resources: func(t *testing.T, e *parityEnv) []types.Resource {
 			f := delayFixed(4*time.Second, hundred)
 			f.MaxActiveFaults = wrapperspb.UInt32(2)
