@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/internal/fault"
 	"github.com/weftmesh/weft/internal/route"
 	"github.com/weftmesh/weft/internal/xds"
 	"github.com/weftmesh/weft/resilience"
@@ -95,6 +97,9 @@ type callRoute struct {
 	// passthrough: no listener has the plain name dialled; the call goes
 	// to its DNS addresses with no route policy.
 	passthrough bool
+	// okAbort: a fault aborted the call with status OK, which gRFC A33
+	// reads as trailers with OK and no message, received at once.
+	okAbort bool
 }
 
 // route matches a call and puts its routing decision in the returned
@@ -130,7 +135,21 @@ func (c *xdsChannel) route(ctx context.Context, method string) (context.Context,
 		return ctx, callRoute{}, status.Errorf(codes.Unavailable, "weft: no matching route for %s on %q (listener %q)", method, c.authority, h.name)
 	}
 	plan := st.plans[rt]
-	name := plan.Cluster()
+	name, faults := plan.PickCluster()
+	if faults != nil {
+		// grpc-go's fault filter runs in the config selector's
+		// interceptor, before the pick: so do Weft's faults.
+		abort, err := faults.Inject(ctx, &fault.Request{Match: fault.MatchOf(&req), Host: c.authority, Cluster: name}, nil)
+		if err != nil {
+			return ctx, callRoute{}, status.FromContextError(err).Err()
+		}
+		if abort != nil {
+			if abort.Code == codes.OK {
+				return ctx, callRoute{okAbort: true}, nil
+			}
+			return ctx, callRoute{}, abort.Err()
+		}
+	}
 	svc := c.x.cluster(name)
 	if svc == nil {
 		return ctx, callRoute{}, status.Error(codes.Unavailable, errClosed.Error())
@@ -159,6 +178,11 @@ func (c *xdsChannel) unary(ctx context.Context, method string, req, reply any, c
 	if err != nil {
 		return err
 	}
+	if cr.okAbort {
+		// A unary call expects one message; grpc-go's fault filter ends
+		// it at the first send, and the caller sees io.EOF.
+		return errOKAbortUnary
+	}
 	if cr.passthrough {
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
@@ -169,6 +193,9 @@ func (c *xdsChannel) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc
 	ctx, cr, err := c.route(ctx, method)
 	if err != nil {
 		return nil, err
+	}
+	if cr.okAbort {
+		return okStream{ctx}, nil
 	}
 	if cr.passthrough {
 		return streamer(ctx, desc, cc, method, opts...)
@@ -193,6 +220,20 @@ func (c *xdsChannel) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc
 	}
 	return &timedStream{ClientStream: s, cancel: cancel}, nil
 }
+
+// errOKAbortUnary ends a unary call a fault aborted with status OK.
+var errOKAbortUnary = status.Error(codes.Unknown, "weft: fault injection ended the call with status OK and no response message")
+
+// okStream is a stream a fault aborted with status OK: it ends at once,
+// with no message, as if the server had sent trailers with OK.
+type okStream struct{ ctx context.Context }
+
+func (okStream) Header() (metadata.MD, error) { return nil, nil }
+func (okStream) Trailer() metadata.MD         { return nil }
+func (okStream) CloseSend() error             { return nil }
+func (s okStream) Context() context.Context   { return s.ctx }
+func (okStream) SendMsg(any) error            { return io.EOF }
+func (okStream) RecvMsg(any) error            { return io.EOF }
 
 // timedStream releases its deadline's timer when the stream ends.
 type timedStream struct {

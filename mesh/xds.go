@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/internal/fault"
 	"github.com/weftmesh/weft/internal/route"
 	"github.com/weftmesh/weft/internal/xds"
 	"github.com/weftmesh/weft/resilience"
@@ -174,6 +175,11 @@ type xdsHost struct {
 	timeout   time.Duration
 	rdsConfig *xds.RouteConfig
 	session   atomic.Pointer[xds.SessionCookie] // the listener's stateful session
+	// faults are the listener's fault filters; counters keeps each
+	// filter's count of active faults, by name, across listener versions
+	// (max_active_faults bounds the filter, not one version of it).
+	faults   []fault.Filter
+	counters map[string]*fault.Counter
 	// subs are told of every new state (gRPC channels' resolvers); pins
 	// counts those channels, which the idle sweep leaves alone.
 	subs subscribers
@@ -341,8 +347,11 @@ func (w *listenerWatcher) OnUpdate(r xds.Resource) {
 	h.session.Store(l.StatefulSession)
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	changed := l.MaxStreamDuration != h.timeout
+	// Fault filters are compared by nothing cheaper than their configs:
+	// any listener with some is published again.
+	changed := l.MaxStreamDuration != h.timeout || len(l.Faults)+len(h.faults) > 0
 	h.timeout = l.MaxStreamDuration
+	h.setFaults(l.Faults)
 	if l.RouteConfig != nil {
 		if h.cancelRDS != nil {
 			h.cancelRDS()
@@ -362,6 +371,23 @@ func (w *listenerWatcher) OnUpdate(r xds.Resource) {
 	if changed && h.rdsConfig != nil {
 		// Same routes, new default timeout: the plans carry it.
 		w.x.publish(h, h.rdsConfig, h.timeout)
+	}
+}
+
+// setFaults installs a listener version's fault filters, each keeping its
+// counter of active faults. Callers hold h.mu.
+func (h *xdsHost) setFaults(fs []xds.FaultFilter) {
+	h.faults = nil
+	for _, f := range fs {
+		c := h.counters[f.Name]
+		if c == nil {
+			if h.counters == nil {
+				h.counters = map[string]*fault.Counter{}
+			}
+			c = &fault.Counter{}
+			h.counters[f.Name] = c
+		}
+		h.faults = append(h.faults, fault.Filter{Name: f.Name, Default: f.Config, Active: c})
 	}
 }
 
@@ -420,11 +446,12 @@ func (w *routeWatcher) OnDoesNotExist() {
 }
 
 // publish installs a route configuration, planning each route once.
+// Callers hold h.mu.
 func (x *xdsPath) publish(h *xdsHost, rc *xds.RouteConfig, listenerTimeout time.Duration) {
 	st := &hostState{exists: true, routes: rc, plans: map[*xds.Route]*routePlan{}, defaultTimeout: listenerTimeout}
 	for _, vh := range rc.VirtualHosts {
 		for _, r := range vh.Routes {
-			st.plans[r] = &routePlan{Plan: route.New(r, listenerTimeout)}
+			st.plans[r] = &routePlan{Plan: route.New(r, listenerTimeout, h.faults...)}
 			x.noteSession(r.Session != nil)
 		}
 	}
@@ -468,7 +495,22 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 		closeBody(req)
 		return nil, true, fmt.Errorf("%w: host %q path %q (listener %q)", ErrNoRoute, req.URL.Host, req.URL.Path, h.name)
 	}
-	svc := x.cluster(route.PickCluster(&rt.Action))
+	plan := st.plans[rt]
+	name, faults := plan.PickCluster()
+	if faults != nil {
+		// Faults come before the pick, as Envoy's fault filter runs
+		// before its router: an aborted request reaches no endpoint.
+		abort, err := faults.Inject(ctx, &fault.Request{Match: fault.MatchOf(&mreq), Host: req.URL.Host, Cluster: name}, nil)
+		if err != nil {
+			closeBody(req)
+			return nil, true, err
+		}
+		if abort != nil {
+			closeBody(req)
+			return abort.HTTPResponse(req), true, nil
+		}
+	}
+	svc := x.cluster(name)
 	if svc == nil {
 		closeBody(req)
 		return nil, true, errClosed
@@ -483,7 +525,7 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 	if x.sessions.Load() {
 		req = withSession(req, xdsSession(h.session.Load(), rt))
 	}
-	resp, err = st.plans[rt].roundTripper(t, svc).RoundTrip(req)
+	resp, err = plan.roundTripper(t, svc).RoundTrip(req)
 	countOverflow(ctx, svc, err)
 	if resp != nil && len(rt.Action.ResponseHeadersToAdd)+len(rt.Action.ResponseHeadersToRemove) > 0 {
 		route.ApplyHeaders(resp.Header, rt.Action.ResponseHeadersToAdd, rt.Action.ResponseHeadersToRemove)

@@ -1,7 +1,8 @@
 // Package route turns an xDS route into what the data path applies, once
 // per route version, for HTTP requests and gRPC calls alike: the cluster a
 // request goes to, its timeout, retry and hedge policies, its hash for
-// consistent-hashing balancers, and its rewrites and header changes.
+// consistent-hashing balancers, its rewrites and header changes, and the
+// fault policy (internal/fault) of each cluster it may choose.
 //
 // One route means the same thing to both protocols; where they differ, the
 // difference is Envoy's or grpc-go's and is written down here: retry_on
@@ -20,6 +21,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"google.golang.org/grpc/codes"
 
+	"github.com/weftmesh/weft/internal/fault"
 	"github.com/weftmesh/weft/internal/xds"
 	"github.com/weftmesh/weft/resilience"
 )
@@ -40,13 +42,18 @@ type Plan struct {
 	// Mutates is set when the route rewrites the request or changes its
 	// headers, so that a request that needs no header copy gets none.
 	Mutates bool
+
+	// faults is the fault policy of a single-cluster route, or of each
+	// weighted cluster; nil entries inject nothing.
+	faults []*fault.Policy
 }
 
 // New plans r. listenerTimeout is the listener's max_stream_duration (0:
-// none), the timeout of a route that sets none. Where the route is silent,
-// Envoy's defaults hold on HTTP: a 15 s route timeout covering all
+// none), the timeout of a route that sets none; faults are the listener's
+// fault filters, which the route's overrides refine. Where the route is
+// silent, Envoy's defaults hold on HTTP: a 15 s route timeout covering all
 // attempts, and no retries.
-func New(r *xds.Route, listenerTimeout time.Duration) *Plan {
+func New(r *xds.Route, listenerTimeout time.Duration, faults ...fault.Filter) *Plan {
 	a := &r.Action
 	p := &Plan{Route: r, HTTP: resilience.RetryPolicy{NumRetries: -1}, GRPC: resilience.RetryPolicy{NumRetries: -1, Timeout: -1}}
 	switch d, set := Timeout(a, listenerTimeout); {
@@ -94,7 +101,39 @@ func New(r *xds.Route, listenerTimeout time.Duration) *Plan {
 	p.GRPCHedge = Hedge(a.HedgePolicy, p.GRPC)
 	p.Mutates = a.PrefixRewrite != "" || a.RegexRewrite != nil || a.HostRewrite != "" ||
 		len(a.RequestHeadersToAdd) > 0 || len(a.RequestHeadersToRemove) > 0
+	if len(faults) > 0 {
+		if len(a.WeightedClusters) == 0 {
+			if pol := fault.Resolve(faults, r, nil); pol != nil {
+				p.faults = []*fault.Policy{pol}
+			}
+		} else {
+			some := false
+			p.faults = make([]*fault.Policy, len(a.WeightedClusters))
+			for i := range a.WeightedClusters {
+				p.faults[i] = fault.Resolve(faults, r, &a.WeightedClusters[i])
+				some = some || p.faults[i] != nil
+			}
+			if !some {
+				p.faults = nil
+			}
+		}
+	}
 	return p
+}
+
+// PickCluster chooses the cluster of one request, as [PickCluster] does,
+// and returns the fault policy that applies to the request on its way
+// there (nil: none).
+func (p *Plan) PickCluster() (string, *fault.Policy) {
+	a := &p.Route.Action
+	name, i := pickCluster(a)
+	if p.faults == nil {
+		return name, nil
+	}
+	if i < 0 {
+		i = 0
+	}
+	return name, p.faults[i]
 }
 
 // Timeout is a route's bound on a request, of either protocol, as Envoy
@@ -197,18 +236,25 @@ func (p *Plan) Cluster() string { return PickCluster(&p.Route.Action) }
 // PickCluster chooses a cluster of a route action: its single cluster, or
 // one of its weighted clusters by weight.
 func PickCluster(a *xds.RouteAction) string {
+	name, _ := pickCluster(a)
+	return name
+}
+
+// pickCluster is PickCluster that also returns the index of the weighted
+// cluster chosen, -1 for a single cluster.
+func pickCluster(a *xds.RouteAction) (string, int) {
 	ws := a.WeightedClusters
 	if len(ws) == 0 {
-		return a.Cluster
+		return a.Cluster, -1
 	}
 	n := rand.Uint64N(a.TotalWeight)
-	for _, w := range ws {
+	for i, w := range ws {
 		if n < uint64(w.Weight) {
-			return w.Name
+			return w.Name, i
 		}
 		n -= uint64(w.Weight)
 	}
-	return ws[len(ws)-1].Name
+	return ws[len(ws)-1].Name, len(ws) - 1
 }
 
 // HTTPHash computes the route's hash policies over an HTTP request, for

@@ -112,6 +112,8 @@ type Listener struct {
 	// StatefulSession is the stateful session filter's cookie (gRFC A55),
 	// nil when the filter is absent or has no session state.
 	StatefulSession *SessionCookie
+	// Faults are the fault injection filters (gRFC A33), in chain order.
+	Faults []FaultFilter
 }
 
 // RouteConfig is a RouteConfiguration: virtual hosts chosen by Host. Immutable once
@@ -137,6 +139,10 @@ type Route struct {
 	Action RouteAction
 	// Session is the route's StatefulSessionPerRoute; nil: the listener's.
 	Session *RouteSession
+	// FaultOverrides are the HTTPFault configs of the route's and its
+	// virtual host's typed_per_filter_config, by filter name, the route's
+	// winning; nil when neither has one.
+	FaultOverrides map[string]*Fault
 }
 
 // PathMatchKind says how RouteMatch.Path is compared with a request path.
@@ -295,6 +301,9 @@ type RouteAction struct {
 type WeightedCluster struct {
 	Name   string
 	Weight uint32
+	// FaultOverrides are the cluster's own HTTPFault overrides, by
+	// filter name; they beat the route's.
+	FaultOverrides map[string]*Fault
 }
 
 // RetryPolicy is a route's retry policy with grpc-go's defaults applied.

@@ -213,6 +213,19 @@ func translateListener(l *listenerv3.Listener) (*Listener, error) {
 				out.Unapplied = append(out.Unapplied, fmt.Sprintf("%s.http_filters[%s].%s", hp, f.GetName(), u))
 			}
 			out.StatefulSession = c
+		case isFault(f.GetTypedConfig()):
+			field := fmt.Sprintf("%s.http_filters[%d]", hp, i)
+			c, unapplied, err := translateFault(f.GetTypedConfig())
+			if err != nil {
+				return nil, prefixed(field+".typed_config", err)
+			}
+			for _, u := range unapplied {
+				out.Unapplied = append(out.Unapplied, fmt.Sprintf("%s.http_filters[%s].%s", hp, f.GetName(), u))
+			}
+			// A disabled filter waits for a route to enable it with a
+			// config of its own.
+			c.Disabled = f.GetDisabled()
+			out.Faults = append(out.Faults, FaultFilter{Name: f.GetName(), Config: c})
 		case !isRouter:
 			out.Unapplied = append(out.Unapplied, fmt.Sprintf("%s.http_filters[%s]", hp, f.GetName()))
 		}

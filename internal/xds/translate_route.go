@@ -56,6 +56,9 @@ func translateRouteConfig(rc *routev3.RouteConfiguration) (*RouteConfig, error) 
 				if rt.Session, err = routeSessionOf(r, vh, fmt.Sprintf("%s.routes[%d]", f, j), f, out); err != nil {
 					return nil, err
 				}
+				if err := routeFaultOverrides(r, vh, rt, fmt.Sprintf("%s.routes[%d]", f, j), f, out); err != nil {
+					return nil, err
+				}
 				v.Routes = append(v.Routes, rt)
 			}
 		}

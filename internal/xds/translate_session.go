@@ -138,6 +138,9 @@ func routeSession(route, vhost map[string]*anypb.Any, routeField, vhostField str
 				}
 				a = fc.GetConfig()
 			}
+			if isFault(a) {
+				continue // faultOverrides reads it
+			}
 			if a.MessageIs((*rbacfilterv3.RBACPerRoute)(nil)) {
 				// A per-route RBAC override decides who may call the
 				// route; skipping it would let in callers it refuses.

@@ -93,6 +93,7 @@ var (
 		"virtual_hosts.routes.response_headers_to_add", "virtual_hosts.routes.response_headers_to_remove",
 		// Reported entry by entry when not a stateful session's.
 		"virtual_hosts.typed_per_filter_config", "virtual_hosts.routes.typed_per_filter_config",
+		"virtual_hosts.routes.route.weighted_clusters.clusters.typed_per_filter_config",
 	)
 	clusterFields = newFieldSet("name", "type",
 		"eds_cluster_config.eds_config", "eds_cluster_config.service_name",

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	statefulsessionv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/stateful_session/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	cookiev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/stateful_session/cookie/v3"
@@ -30,5 +31,15 @@ func StatefulSession(name, path string, ttl time.Duration) *statefulsessionv3.St
 func WithStatefulSession(hcm *hcmv3.HttpConnectionManager, ss *statefulsessionv3.StatefulSession) *hcmv3.HttpConnectionManager {
 	f := &hcmv3.HttpFilter{Name: "envoy.filters.http.stateful_session", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(ss)}}
 	hcm.HttpFilters = append([]*hcmv3.HttpFilter{f}, hcm.HttpFilters...)
+	return hcm
+}
+
+// WithFault returns hcm with an HTTPFault filter named name ahead of the
+// router (and after the filters already there), as istiod installs it on
+// client listeners.
+func WithFault(hcm *hcmv3.HttpConnectionManager, name string, f *faultv3.HTTPFault) *hcmv3.HttpConnectionManager {
+	fl := &hcmv3.HttpFilter{Name: name, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(f)}}
+	n := len(hcm.HttpFilters)
+	hcm.HttpFilters = append(hcm.HttpFilters[:n-1:n-1], fl, hcm.HttpFilters[n-1])
 	return hcm
 }
