@@ -18,6 +18,7 @@ import (
 	"github.com/weftmesh/weft/resolver"
 	"github.com/weftmesh/weft/security"
 	"github.com/weftmesh/weft/telemetry"
+	"github.com/weftmesh/weft/telemetry/admin"
 )
 
 const defaultShutdownTimeout = 10 * time.Second
@@ -54,7 +55,7 @@ type Mesh struct {
 
 	ctx    context.Context // ends at Close: stops servers started by ListenAndServe
 	cancel context.CancelFunc
-	admin  *http.Server
+	admin  *admin.Server
 	// adminBound is the admin listener's address, "" when it is off.
 	adminBound string
 	wg         sync.WaitGroup

@@ -279,7 +279,7 @@
 
   async function tick() {
     const [stats, clusters, routes, dump] = await Promise.allSettled(
-      ["stats", "clusters", "routes", "config_dump?resources=false"].map(getJSON));
+      ["stats", "clusters", "routes", "config_dump?format=weft&resources=false"].map(getJSON));
     const failed = [stats, clusters, routes, dump].filter((r) => r.status === "rejected");
     const val = (r) => (r.status === "fulfilled" ? r.value : null);
     try {
