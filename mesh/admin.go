@@ -181,11 +181,4 @@ func (a adminSource) ConfigDump() ([]byte, error) {
 	return a.m.xds.client.ConfigDump()
 }
 
-func (a adminSource) Inbound() admin.Inbound {
-	m := a.m
-	in := admin.Inbound{MTLS: m.mtlsMode().String()}
-	in.Identity = a.Status(time.Now()).Identity
-	return in
-}
-
-func (a adminSource) Golden(now time.Time) []admin.GoldenStat { return nil }
+func (a adminSource) Golden(now time.Time) []admin.GoldenStat { return a.m.golden.Snapshot(now) }

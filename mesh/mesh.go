@@ -56,6 +56,10 @@ type Mesh struct {
 	ctx    context.Context // ends at Close: stops servers started by ListenAndServe
 	cancel context.CancelFunc
 	admin  *admin.Server
+	// golden and decisions are the admin endpoint's golden metrics and
+	// recent authorization decisions; nil when it is off.
+	golden    *admin.Golden
+	decisions *admin.DecisionLog
 	// adminBound is the admin listener's address, "" when it is off.
 	adminBound string
 	wg         sync.WaitGroup
@@ -109,6 +113,11 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 	// Services without xDS get locality/priority failover (DNS SRV
 	// priorities) and outlier detection around the chosen policy.
 	m := &Mesh{cfg: cfg, log: cfg.logger, policy: cfg.servicePolicy()}
+	if cfg.adminAddr != "" {
+		// What only the admin endpoint shows is recorded only when it
+		// is on: without it, the data path pays nothing for them.
+		m.golden, m.decisions = admin.NewGolden(0), admin.NewDecisionLog()
+	}
 	// From here on every failure goes through Close, which undoes
 	// whatever part of the mesh was built, whatever that part is.
 	fail := func(err error) (*Mesh, error) {

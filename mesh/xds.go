@@ -442,6 +442,10 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 	}
 	h.used.Store(true)
 	ctx := req.Context()
+	var start time.Time
+	if x.m.golden != nil {
+		start = time.Now()
+	}
 	if err := h.wait(ctx); err != nil {
 		closeBody(req)
 		return nil, true, err
@@ -486,6 +490,9 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 	}
 	resp, err = st.plans[rt].roundTripper(t, svc).RoundTrip(req)
 	countOverflow(ctx, svc, err)
+	if x.m.golden != nil {
+		x.m.goldenOutbound(svc.name, rt.Name, start, resp, err)
+	}
 	if resp != nil && len(rt.Action.ResponseHeadersToAdd)+len(rt.Action.ResponseHeadersToRemove) > 0 {
 		route.ApplyHeaders(resp.Header, rt.Action.ResponseHeadersToAdd, rt.Action.ResponseHeadersToRemove)
 	}

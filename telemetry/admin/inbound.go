@@ -38,8 +38,12 @@ type InboundListener struct {
 	Address string `json:"address"`
 	// State is PENDING, ACTIVE, NOT_FOUND (the servers apply the mesh's
 	// own mode) or ERROR.
-	State  string         `json:"state"`
-	Error  string         `json:"error,omitempty"`
+	State string `json:"state"`
+	Error string `json:"error,omitempty"`
+	// Mode sums the chains up as Istio's PeerAuthentication would:
+	// STRICT, PERMISSIVE (TLS and plaintext served), DISABLE, or TLS
+	// (server-side TLS without client certificates).
+	Mode   string         `json:"mode,omitempty"`
 	Chains []InboundChain `json:"chains,omitempty"`
 }
 
