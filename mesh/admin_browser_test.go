@@ -75,6 +75,13 @@ func tail(s string, n int) string {
 // temporary directory, and logs the path.
 func render(t *testing.T, url, name string) string {
 	t.Helper()
+	return renderWindow(t, url, name, "1280,900")
+}
+
+// renderWindow is render with a window of size "width,height", for a
+// screenshot that must show more than the top of the page.
+func renderWindow(t *testing.T, url, name, size string) string {
+	t.Helper()
 	dir := os.Getenv("ARTIFACTS_DIR")
 	if dir == "" {
 		dir = t.TempDir()
@@ -83,7 +90,7 @@ func render(t *testing.T, url, name string) string {
 	}
 	path := filepath.Join(dir, name)
 	dom := runChromium(t, "--virtual-time-budget=5000", "--dump-dom",
-		"--hide-scrollbars", "--window-size=1280,900", "--screenshot="+path, url)
+		"--hide-scrollbars", "--window-size="+size, "--screenshot="+path, url)
 	if fi, err := os.Stat(path); err != nil || fi.Size() == 0 {
 		t.Errorf("no screenshot at %s: %v", path, err)
 	} else {
@@ -196,5 +203,25 @@ func TestAdminPageInABrowserShowsXDSRoutes(t *testing.T) {
 	}
 	if status := statusText(dom); !strings.HasPrefix(status, "live ·") {
 		t.Errorf("the page's status is %q, want live", status)
+	}
+}
+
+// The server's page shows who callers meet and what it decided: its
+// identity, the policy with its rules, the denials with the policy that
+// decided and the caller, and golden metrics by caller.
+func TestAdminPageInABrowserShowsInboundDenials(t *testing.T) {
+	chromiumPath(t)
+	serverAdmin, _, _ := inboundWithDenials(t)
+	dom := renderWindow(t, "http://"+serverAdmin+"/", "admin-inbound-denials.png", "1280,1300")
+	wantInDOM(t, dom, `<span class="mono" id="inbound-identity">`+ordersID.String()+`</span>`,
+		"shop/orders", "shop/no-secrets", `path prefix "/secret"`,
+		`<tr class="decision-deny">`, ">DENY<", "/secret/key", "no policy allowed it", frontendID.String(),
+		"2 denied", `data-direction="inbound"`, "/items/1")
+	if status := statusText(dom); !strings.HasPrefix(status, "live ·") {
+		t.Errorf("the page's status is %q, want live", status)
+	}
+	// /tap is not served here: its panel stays hidden.
+	if !strings.Contains(dom, `<section id="tap-section" hidden="">`) {
+		t.Errorf("the tap panel shows although /tap answers 404")
 	}
 }

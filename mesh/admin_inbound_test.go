@@ -45,21 +45,25 @@ spec:
 // The admin endpoint shows the server side: who this service is, the
 // policy in force with its rules, and the decisions it made, denials with
 // the policy that decided and the caller; and golden metrics both ways.
-func TestAdminInboundShowsPolicyAndDecisions(t *testing.T) {
+// inboundWithDenials starts a server "orders" with an identity, a policy
+// file and an admin listener, and a client with its own admin listener,
+// and sends it two allowed requests and two denied ones.
+func inboundWithDenials(t *testing.T) (serverAdmin, clientAdmin, policy string) {
+	t.Helper()
 	ca := newCA(t, shop)
 	server := workloadAPI(t, ca, ordersID)
 	client := workloadAPI(t, ca, frontendID)
-	policy := filepath.Join(t.TempDir(), "authz.yaml")
+	policy = filepath.Join(t.TempDir(), "authz.yaml")
 	if err := os.WriteFile(policy, []byte(inboundPolicy), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("SPIFFE_ENDPOINT_SOCKET", server.Addr())
 	t.Setenv("WEFT_AUTHZ_POLICY", policy)
-	adminAddr := freeAddr(t)
-	addr := serveWhoami(t, newMesh(t, mesh.WithServiceName("orders"), mesh.WithAdminAddr(adminAddr), mesh.WithWorkload(security.Workload{Namespace: "shop"})))
+	serverAdmin = freeAddr(t)
+	addr := serveWhoami(t, newMesh(t, mesh.WithServiceName("orders"), mesh.WithAdminAddr(serverAdmin), mesh.WithWorkload(security.Workload{Namespace: "shop"})))
 	t.Setenv("WEFT_AUTHZ_POLICY", "")
 	t.Setenv("SPIFFE_ENDPOINT_SOCKET", client.Addr())
-	clientAdmin := freeAddr(t)
+	clientAdmin = freeAddr(t)
 	c := newMesh(t, mesh.WithEndpoints("orders", addr), mesh.WithAdminAddr(clientAdmin)).HTTPClient()
 
 	for _, tt := range []struct {
@@ -75,7 +79,11 @@ func TestAdminInboundShowsPolicyAndDecisions(t *testing.T) {
 			t.Fatalf("GET %s: status %d, want %d", tt.path, resp.StatusCode, tt.want)
 		}
 	}
+	return serverAdmin, clientAdmin, policy
+}
 
+func TestAdminInboundShowsPolicyAndDecisions(t *testing.T) {
+	adminAddr, clientAdmin, policy := inboundWithDenials(t)
 	ac := adminClient(t)
 	_, _, body := fetch(t, ac, "http://"+adminAddr+"/inbound")
 	var in admin.Inbound

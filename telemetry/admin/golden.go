@@ -71,6 +71,10 @@ type window struct {
 type series struct {
 	win            [2]window
 	total, success atomic.Uint64
+	// created is when the series began (unix ns): a series younger than
+	// the window is read over its own age, so a rate does not start
+	// diluted by time before its first request.
+	created int64
 }
 
 // Golden records request rate, success rate and latency percentiles per
@@ -110,7 +114,7 @@ func (g *Golden) series(k GoldenKey) *series {
 			return s
 		}
 	}
-	s = &series{}
+	s = &series{created: time.Now().UnixNano()}
 	g.m[k] = s
 	return s
 }
@@ -196,6 +200,10 @@ func (g *Golden) Snapshot(now time.Time) []GoldenStat {
 	span := time.Duration(now.UnixNano()-epoch*int64(GoldenWindow)) + GoldenWindow
 	for i, s := range all {
 		k := keys[i]
+		span := span
+		if age := time.Duration(now.UnixNano() - s.created); age > 0 && age < span {
+			span = max(age, time.Second)
+		}
 		st := GoldenStat{Direction: k.Direction, Service: k.Service, Route: k.Route, Caller: k.Caller,
 			WindowSeconds: span.Seconds(), Total: s.total.Load(), TotalSuccess: s.success.Load()}
 		var buckets [numBuckets]uint64
