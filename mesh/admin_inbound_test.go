@@ -5,9 +5,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/weftmesh/weft/internal/xds/xdstest"
 	"github.com/weftmesh/weft/mesh"
 	"github.com/weftmesh/weft/security"
 	"github.com/weftmesh/weft/telemetry/admin"
@@ -150,5 +152,68 @@ func TestAdminInboundShowsPolicyAndDecisions(t *testing.T) {
 	}
 	if len(golden) != 1 || golden[0].Direction != "outbound" || golden[0].Service != "orders" || golden[0].Requests != 4 || golden[0].Total != 4 {
 		t.Errorf("/stats/golden of the client = %s, want one outbound series for orders with 4 requests", body)
+	}
+}
+
+// Under an xDS inbound listener the page shows the listener's mTLS mode
+// (PeerAuthentication STRICT: every chain requires a client certificate),
+// its RBAC filters' policies in words, and the RBAC denials with the
+// policy that decided.
+func TestAdminInboundShowsTheXDSListener(t *testing.T) {
+	ca := newCA(t, shop)
+	cp := xdstest.NewServer(t)
+	var bs map[string]any
+	if err := json.Unmarshal(cp.Bootstrap(xdsNode), &bs); err != nil {
+		t.Fatal(err)
+	}
+	bs["server_listener_resource_name_template"] = inboundTemplate
+	bootstrap, _ := json.Marshal(bs)
+
+	t.Setenv("SPIFFE_ENDPOINT_SOCKET", workloadAPI(t, ca, ordersID).Addr())
+	adminAddr := freeAddr(t)
+	addr := serveWhoami(t, newMesh(t, mesh.WithBootstrap(bootstrap), mesh.WithAdminAddr(adminAddr)))
+	name := strings.ReplaceAll(inboundTemplate, "%s", addr)
+	cp.SetSnapshot(t, xdsNode, "1", inboundRBAC(name, frontendID.String()))
+	t.Setenv("SPIFFE_ENDPOINT_SOCKET", workloadAPI(t, ca, frontendID).Addr())
+	frontend := newMesh(t, mesh.WithEndpoints("orders", addr)).HTTPClient()
+	if got := statusOf(t, frontend, "GET", "http://orders/items"); got != 200 {
+		t.Fatalf("GET /items = %d, want 200", got)
+	}
+	if got := statusOf(t, frontend, "GET", "http://orders/admin/users"); got != 403 {
+		t.Fatalf("GET /admin/users = %d, want 403", got)
+	}
+
+	_, _, body := fetch(t, adminClient(t), "http://"+adminAddr+"/inbound")
+	var in admin.Inbound
+	if err := json.Unmarshal([]byte(body), &in); err != nil {
+		t.Fatalf("/inbound: %v\n%s", err, body)
+	}
+	if len(in.Listeners) != 1 {
+		t.Fatalf("/inbound lists %d listeners, want 1:\n%s", len(in.Listeners), body)
+	}
+	l := in.Listeners[0]
+	if l.Name != name || l.Address != addr || l.State != "ACTIVE" || l.Mode != "STRICT" || len(l.Chains) != 1 || l.Chains[0].MTLS != "STRICT" {
+		t.Errorf("/inbound listener = %+v, want %s at %s, ACTIVE, STRICT, one STRICT chain", l, name, addr)
+	}
+	var rbac []string
+	for _, c := range l.Chains {
+		for _, p := range c.RBAC {
+			rbac = append(rbac, p.Action+" "+p.Filter+" "+p.Name+": "+strings.Join(p.Rules, "; "))
+		}
+	}
+	for _, want := range []string{`DENY deny deny-admin: path prefix "/admin" from any`,
+		`ALLOW allow allow-caller: header :method = "GET" from principal = "` + frontendID.String() + `"`} {
+		if !slices.Contains(rbac, want) {
+			t.Errorf("/inbound RBAC lacks %q; it holds %q", want, rbac)
+		}
+	}
+	var denial *admin.Decision
+	for i, d := range in.Decisions {
+		if !d.Allowed {
+			denial = &in.Decisions[i]
+		}
+	}
+	if denial == nil || denial.Rule != "deny-admin" || denial.Engine != "xds_rbac" || denial.Peer != frontendID.String() || denial.Path != "/admin/users" {
+		t.Errorf("/inbound denial = %+v, want deny-admin by xDS RBAC of %s on /admin/users", denial, frontendID)
 	}
 }
