@@ -214,7 +214,7 @@ func TestAdminPageInABrowserShowsInboundDenials(t *testing.T) {
 	serverAdmin, _, _ := inboundWithDenials(t)
 	dom := renderWindow(t, "http://"+serverAdmin+"/", "admin-inbound-denials.png", "1280,1300")
 	wantInDOM(t, dom, `<span class="mono" id="inbound-identity">`+ordersID.String()+`</span>`,
-		"shop/orders", "shop/no-secrets", `path prefix "/secret"`,
+		"shop/orders", "shop/no-secrets", `path starts with "/secret"`,
 		`<tr class="decision-deny">`, ">DENY<", "/secret/key", "no policy allowed it", frontendID.String(),
 		"2 denied", `data-direction="inbound"`, "/items/1")
 	if status := statusText(dom); !strings.HasPrefix(status, "live ·") {

@@ -99,10 +99,10 @@ func TestAdminInboundShowsPolicyAndDecisions(t *testing.T) {
 	for _, p := range in.Policies {
 		rules[p.Action+" "+p.Name] = strings.Join(p.Rules, "; ")
 	}
-	if r := rules["ALLOW shop/orders"]; !strings.Contains(r, `principal = "spiffe://shop.example/ns/shop/sa/frontend"`) || !strings.Contains(r, `path prefix "/items"`) {
+	if r := rules["ALLOW shop/orders"]; !strings.Contains(r, `principal = "spiffe://shop.example/ns/shop/sa/frontend"`) || !strings.Contains(r, `path starts with "/items"`) {
 		t.Errorf("/inbound: ALLOW shop/orders rules = %q; all policies: %v", r, rules)
 	}
-	if r := rules["DENY shop/no-secrets"]; !strings.Contains(r, `path prefix "/secret"`) {
+	if r := rules["DENY shop/no-secrets"]; !strings.Contains(r, `path starts with "/secret"`) {
 		t.Errorf("/inbound: DENY shop/no-secrets rules = %q; all policies: %v", r, rules)
 	}
 	// Istio's order: a DENY policy decides first; with ALLOW policies,
@@ -201,7 +201,7 @@ func TestAdminInboundShowsTheXDSListener(t *testing.T) {
 			rbac = append(rbac, p.Action+" "+p.Filter+" "+p.Name+": "+strings.Join(p.Rules, "; "))
 		}
 	}
-	for _, want := range []string{`DENY deny deny-admin: path prefix "/admin" from any`,
+	for _, want := range []string{`DENY deny deny-admin: path starts with "/admin" from any`,
 		`ALLOW allow allow-caller: header :method = "GET" from principal = "` + frontendID.String() + `"`} {
 		if !slices.Contains(rbac, want) {
 			t.Errorf("/inbound RBAC lacks %q; it holds %q", want, rbac)

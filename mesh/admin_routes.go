@@ -55,7 +55,7 @@ func (m *Mesh) routes() []admin.HostRoutes {
 
 func describeRoute(r *xds.Route, plan *routePlan) admin.Route {
 	a := &r.Action
-	e := admin.Route{Name: r.Name, Match: describeMatch(&r.Match)}
+	e := admin.Route{Name: r.Name, Match: r.Match.String()}
 	if a.Kind != xds.ActionForward {
 		e.NonForwarding = true
 		return e
@@ -93,62 +93,4 @@ func describeRoute(r *xds.Route, plan *routePlan) admin.Route {
 	}
 	e.Rewrite = strings.Join(rw, "; ")
 	return e
-}
-
-// describeMatch says what a route matches, the way an operator would
-// write it down: every clause must hold.
-func describeMatch(m *xds.RouteMatch) string {
-	var parts []string
-	switch m.Kind {
-	case xds.PathPrefix:
-		parts = append(parts, "prefix "+strconv.Quote(m.Path))
-	case xds.PathExact:
-		parts = append(parts, "path = "+strconv.Quote(m.Path))
-	case xds.PathRegex:
-		parts = append(parts, "path ~ "+strconv.Quote(m.Path))
-	}
-	if !m.CaseSensitive {
-		parts[len(parts)-1] += " (any case)"
-	}
-	for _, h := range m.Headers {
-		parts = append(parts, describeString("header", h.Name, h.Kind, h.Value, h.IgnoreCase, h.Present, h.Invert, h.RangeStart, h.RangeEnd))
-	}
-	for _, q := range m.QueryParams {
-		parts = append(parts, describeString("query", q.Name, q.Kind, q.Value, q.IgnoreCase, true, false, 0, 0))
-	}
-	if m.HasFraction {
-		parts = append(parts, "fraction "+strconv.FormatFloat(float64(m.FractionPerMillion)/10_000, 'f', -1, 64)+"%")
-	}
-	return strings.Join(parts, " and ")
-}
-
-func describeString(what, name string, kind xds.StringMatchKind, value string, ignoreCase, present, invert bool, start, end int64) string {
-	s := what + " " + name
-	switch kind {
-	case xds.MatchExact:
-		s += " = " + strconv.Quote(value)
-	case xds.MatchPrefix:
-		s += " starts with " + strconv.Quote(value)
-	case xds.MatchSuffix:
-		s += " ends with " + strconv.Quote(value)
-	case xds.MatchContains:
-		s += " contains " + strconv.Quote(value)
-	case xds.MatchRegex:
-		s += " ~ " + strconv.Quote(value)
-	case xds.MatchPresent:
-		if present {
-			s += " present"
-		} else {
-			s += " absent"
-		}
-	case xds.MatchRange:
-		s += fmt.Sprintf(" in [%d, %d)", start, end)
-	}
-	if ignoreCase {
-		s += " (any case)"
-	}
-	if invert {
-		s = "not " + s
-	}
-	return s
 }

@@ -6,7 +6,8 @@ import (
 	"strings"
 )
 
-// String says what s matches, for an operator: `= "x"`, `prefix "x"`.
+// String says what s matches, for an operator: `= "x"`,
+// `starts with "x"`, `~ "x"`.
 func (s *StringMatcher) String() string {
 	if s == nil {
 		return "any"
@@ -16,9 +17,9 @@ func (s *StringMatcher) String() string {
 	case MatchExact:
 		out = "= " + strconv.Quote(s.Value)
 	case MatchPrefix:
-		out = "prefix " + strconv.Quote(s.Value)
+		out = "starts with " + strconv.Quote(s.Value)
 	case MatchSuffix:
-		out = "suffix " + strconv.Quote(s.Value)
+		out = "ends with " + strconv.Quote(s.Value)
 	case MatchContains:
 		out = "contains " + strconv.Quote(s.Value)
 	case MatchRegex:
@@ -57,7 +58,7 @@ func (m Matcher) String() string {
 	case kindNot:
 		return "not (" + m.subs[0].String() + ")"
 	case kindHeader:
-		return describeHeader(m.header)
+		return m.header.String()
 	case kindPath:
 		return "path " + m.str.String()
 	case kindHost:
@@ -82,7 +83,9 @@ func (m Matcher) String() string {
 	return "?"
 }
 
-func describeHeader(h *HeaderMatcher) string {
+// String says what h matches: `header x-env = "prod" (any case)`,
+// `not header x-debug present`, `header x-shard in [1, 10)`.
+func (h *HeaderMatcher) String() string {
 	s := "header " + h.Name
 	switch h.Kind {
 	case MatchPresent:
