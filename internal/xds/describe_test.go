@@ -27,4 +27,3 @@ func TestRouteMatchString(t *testing.T) {
 		}
 	}
 }
-
