@@ -1,71 +1,19 @@
 package admin_test
 
 import (
-	"bytes"
-	"context"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/weftmesh/weft/internal/browsertest"
 	"github.com/weftmesh/weft/telemetry/admin"
 )
-
-// The Tap panel is JavaScript reading a stream; only a browser shows it
-// works. This runs Debian's chromium headless, as mesh's page tests do,
-// and skips where it is missing.
-func chromium(t *testing.T) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("-short: skipping the admin page's browser test")
-	}
-	for _, name := range []string{"chromium", "chromium-browser"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	t.Skip("chromium is not installed (on Debian: apt-get install -y chromium): skipping the admin page's browser test")
-	return ""
-}
-
-// renderPage loads url in headless chromium for 5 s of virtual time,
-// saves a screenshot as name into $ARTIFACTS_DIR (else a temporary
-// directory) and returns the DOM.
-func renderPage(t *testing.T, url, name string) string {
-	t.Helper()
-	bin := chromium(t)
-	dir := os.Getenv("ARTIFACTS_DIR")
-	if dir == "" {
-		dir = t.TempDir()
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	home := t.TempDir()
-	shot := filepath.Join(dir, name)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-		"--user-data-dir="+filepath.Join(home, "profile"), "--virtual-time-budget=5000", "--dump-dom",
-		"--hide-scrollbars", "--window-size=1400,900", "--screenshot="+shot, url)
-	cmd.Env = append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+home, "XDG_CACHE_HOME="+home)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("chromium: %v\n%s", err, stderr.String())
-	}
-	t.Logf("screenshot of the admin page: %s", shot)
-	return stdout.String()
-}
 
 // The Tap panel follows /tap's newline-delimited JSON as it streams, and
 // shows each event's decision: route, cluster, endpoint, attempts, authz.
 func TestPageFollowsTap(t *testing.T) {
-	chromium(t)
+	browsertest.Chromium(t)
 	srv, err := admin.New("127.0.0.1:0", source{})
 	if err != nil {
 		t.Fatal(err)
@@ -93,7 +41,7 @@ func TestPageFollowsTap(t *testing.T) {
 		case <-time.After(30 * time.Second):
 		}
 	}))
-	dom := renderPage(t, "http://"+srv.Addr().String()+"/", "admin-tap.png")
+	dom := browsertest.Render(t, "http://"+srv.Addr().String()+"/", "admin-tap.png", "1400,900")
 	for _, want := range []string{`<section id="tap-section">`, "streaming", "/items/1", "items → orders-v1 → 10.0.0.1:8080",
 		"10.0.0.2:8080 503 (retry on 5xx); 10.0.0.1:8080 200", "/orders.Orders/Delete", "deny shop/no-deletes",
 		"spiffe://shop.example/ns/shop/sa/frontend", "PermissionDenied", "2 events seen"} {
