@@ -9,9 +9,9 @@ import "time"
 type Source interface {
 	// Status is who the service is and how it runs, read at now.
 	Status(now time.Time) Status
-	// Ready is nil when the service can take traffic, else why not (the
-	// text of /readyz's 503). detail is more to say when ready ("control
-	// plane: connected ..."), one line or "".
+	// Ready's error is nil when the service can take traffic, else says
+	// why not (the text of /readyz's 503). detail is more to say when
+	// ready ("control plane: connected ..."), one line or "".
 	Ready(now time.Time) (detail string, err error)
 	// Requests is, per service and cluster, the requests sent to its
 	// endpoints since it was first used: monotonic counters the page
