@@ -1,87 +1,29 @@
 package mesh
 
 import (
-	"encoding/json"
 	"errors"
-	"fmt"
-	"net"
 	"net/http"
-	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/resolver"
+	"github.com/weftmesh/weft/telemetry/admin"
 )
 
 // The admin endpoint is for operators, on its own listener (WEFT_ADMIN_ADDR),
-// never on the service's port.
+// never on the service's port. telemetry/admin serves it; the mesh is its
+// Source (adminSource) and mounts nothing else today.
 func (m *Mesh) startAdmin(addr string) error {
-	ln, err := listen(addr)
+	srv, err := admin.New(addr, adminSource{m},
+		admin.WithHosts(m.cfg.adminHosts...), admin.WithPprof(m.cfg.adminPprof), admin.WithMetrics(m.metricsHandler()))
 	if err != nil {
 		return err
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		m.mu.Lock()
-		closed := m.closed
-		m.mu.Unlock()
-		if closed {
-			http.Error(w, "closing", http.StatusServiceUnavailable)
-			return
-		}
-		if err := m.identityErr(); err != nil {
-			http.Error(w, "identity: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		m.serveReadyControlPlane(w)
-	})
-	mux.HandleFunc("GET /clusters", m.serveClusters)
-	mux.HandleFunc("GET /routes", m.serveRoutes)
-	mux.HandleFunc("GET /stats", m.serveStats)
-	mux.Handle("GET /metrics", m.metricsHandler())
-	mux.HandleFunc("GET /config_dump", func(w http.ResponseWriter, r *http.Request) {
-		var dump any = []any{}
-		if m.xds != nil {
-			d := m.xds.configDump()
-			// The admin page polls without the resources: an EDS
-			// resource can hold thousands of endpoints it does not show.
-			if r.URL.Query().Get("resources") == "false" {
-				for _, e := range d {
-					delete(e, "resource")
-				}
-			}
-			if d != nil {
-				dump = d
-			}
-		}
-		writeJSON(w, dump)
-	})
-	page, err := newAdminPage()
-	if err != nil {
-		ln.Close()
-		return err
-	}
-	// "/{$}" is the root alone: other unknown paths stay 404s rather
-	// than serving the page.
-	mux.Handle("GET /{$}", page)
-	if m.cfg.adminPprof {
-		mountPprof(mux)
-	}
-	hosts := newAdminHosts(addr, ln.Addr(), m.cfg.adminHosts)
-	srv := &http.Server{Handler: hosts.check(mux), ReadHeaderTimeout: 10 * time.Second}
 	m.admin = srv
-	m.adminBound = ln.Addr().String()
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		srv.Serve(ln)
-	}()
+	m.adminBound = srv.Addr().String()
+	srv.Serve()
 	return nil
 }
 
@@ -107,149 +49,11 @@ func (m *Mesh) metricsHandler() http.Handler {
 	})
 }
 
-// adminHosts is the set of Host values the admin listener answers. A page
-// in a browser can reach a loopback listener through DNS rebinding (its
-// own name made to resolve to 127.0.0.1), but its requests then carry its
-// own name in Host: answering only loopback names and addresses, the
-// listener's own address and the hosts an operator names
-// (WEFT_ADMIN_HOSTS) keeps such a page from reading the admin endpoint.
-type adminHosts struct {
-	names map[string]bool // lower case, no port
-	ips   []netip.Addr    // the listener's own addresses
-}
-
-func newAdminHosts(configured string, bound net.Addr, extra []string) *adminHosts {
-	h := &adminHosts{names: map[string]bool{"localhost": true}}
-	if host, _, err := net.SplitHostPort(configured); err == nil && host != "" {
-		h.names[normalizeHost(host)] = true
-	}
-	for _, e := range extra {
-		h.names[normalizeHost(e)] = true
-	}
-	if ta, ok := bound.(*net.TCPAddr); ok {
-		ip, _ := netip.AddrFromSlice(ta.IP)
-		ip = ip.Unmap()
-		if ip.IsUnspecified() {
-			// Bound to every interface: its own addresses are theirs.
-			addrs, _ := net.InterfaceAddrs()
-			for _, a := range addrs {
-				if p, err := netip.ParsePrefix(a.String()); err == nil {
-					h.ips = append(h.ips, p.Addr().Unmap())
-				}
-			}
-		} else if ip.IsValid() {
-			h.ips = append(h.ips, ip)
-		}
-	}
-	return h
-}
-
-// normalizeHost lowercases host and drops a port, IPv6 brackets, a
-// zone-less trailing dot.
-func normalizeHost(host string) string {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(strings.TrimPrefix(strings.TrimSuffix(host, "]"), "["), ".")
-	return strings.ToLower(host)
-}
-
-func (h *adminHosts) allowed(hostHeader string) bool {
-	if hostHeader == "" {
-		return true // HTTP/1.0 without Host: no browser sends that
-	}
-	host := normalizeHost(hostHeader)
-	if h.names[host] {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
-		return false
-	}
-	ip = ip.Unmap()
-	return ip.IsLoopback() || slices.Contains(h.ips, ip)
-}
-
-func (h *adminHosts) check(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !h.allowed(r.Host) {
-			http.Error(w, fmt.Sprintf("mesh: admin: Host %q is not allowed here: the admin listener answers localhost, loopback addresses, "+
-				"its own address and the hosts listed in %s", r.Host, EnvAdminHosts), http.StatusMisdirectedRequest)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-// checkAdminHost refuses a WEFT_ADMIN_HOSTS entry that is no host name or
-// address (an optional port is allowed and ignored).
-func checkAdminHost(e string) error {
-	host := e
-	if h, port, err := net.SplitHostPort(e); err == nil {
-		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-			return fmt.Errorf("%q is not a host name or address (with an optional port)", e)
-		}
-		host = h
-	}
-	if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
-		return nil
-	}
-	if host == "" || strings.ContainsAny(host, "/ \t*@?#[]") {
-		return fmt.Errorf("%q is not a host name or address", e)
-	}
-	return nil
-}
-
-// parseAdminHosts reads WEFT_ADMIN_HOSTS: "admin.internal,10.0.0.7".
-func parseAdminHosts(v string) ([]string, error) {
-	var out []string
-	for e := range strings.SplitSeq(v, ",") {
-		if e = strings.TrimSpace(e); e == "" {
-			continue
-		}
-		if err := checkAdminHost(e); err != nil {
-			return nil, err
-		}
-		out = append(out, e)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no hosts (want a comma-separated list such as admin.internal,10.0.0.7)")
-	}
-	return out, nil
-}
-
-// writeJSON writes v indented, for people reading the endpoint with curl.
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
-}
-
 // ClusterStatus is one service's live state, as /clusters reports it.
-type ClusterStatus struct {
-	Service string `json:"service"`
-	// Policy is the balancer in force: the mesh's default (WithLBPolicy)
-	// for a service outside xDS, the cluster's own for an xDS cluster.
-	Policy    string           `json:"lb_policy"`
-	Error     string           `json:"discovery_error,omitempty"`
-	Endpoints []EndpointStatus `json:"endpoints"`
-}
+type ClusterStatus = admin.Cluster
 
 // EndpointStatus is one endpoint's live state.
-type EndpointStatus struct {
-	Addr     string `json:"addr"`
-	Weight   uint32 `json:"weight"`
-	Locality string `json:"locality,omitempty"`
-	Priority uint32 `json:"priority"`
-	// Health is discovery's health for the endpoint; when discovery has
-	// none (static and DNS endpoints), HEALTHY once the endpoint's last
-	// request succeeded without an outlier ejection, UNKNOWN before.
-	Health   string `json:"health"`
-	InFlight int64  `json:"in_flight"`
-	Ejected  bool   `json:"ejected"`
-}
+type EndpointStatus = admin.Endpoint
 
 // Clusters returns the live state of every mesh service and xDS cluster
 // the HTTP path has used, sorted by name.
@@ -284,10 +88,6 @@ func endpointHealth(e *balancer.Endpoint) string {
 	return e.Health.String()
 }
 
-func (m *Mesh) serveClusters(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, m.Clusters())
-}
-
 // allServices returns every mesh service and xDS cluster the HTTP path has
 // used, with the balancer policy in force for each: the mesh's default
 // for a service outside xDS, the cluster's own (after any fallback to
@@ -306,3 +106,79 @@ func (m *Mesh) allServices() (services map[string]*service, policy map[string]st
 	}
 	return services, policy
 }
+
+// adminSource is the mesh as telemetry/admin reads it.
+type adminSource struct{ m *Mesh }
+
+var _ admin.Source = adminSource{}
+
+func (a adminSource) Status(now time.Time) admin.Status {
+	m := a.m
+	st := admin.Status{Service: m.cfg.serviceName, MTLS: m.mtlsMode().String(), LBPolicy: m.cfg.lbPolicy,
+		XDS: m.xds != nil, ControlPlane: m.controlPlane(now)}
+	if m.id != nil {
+		if svid, err := m.id.src.GetX509SVID(); err == nil && svid != nil {
+			st.Identity = svid.ID.String()
+			if len(svid.Certificates) > 0 {
+				st.IdentityExpires = svid.Certificates[0].NotAfter.UTC().Format(time.RFC3339)
+			}
+		}
+	}
+	return st
+}
+
+// Ready is /readyz: not while closing, nor with an unusable identity, nor
+// when the mesh asked a control plane for configuration and none ever
+// came. A configuration kept from a control plane now away still serves
+// (that is what caching it is for); the detail says so.
+func (a adminSource) Ready(now time.Time) (string, error) {
+	m := a.m
+	m.mu.Lock()
+	closed := m.closed
+	m.mu.Unlock()
+	if closed {
+		return "", errors.New("closing")
+	}
+	if err := m.identityErr(); err != nil {
+		return "", errors.New("identity: " + err.Error())
+	}
+	cp := m.controlPlane(now)
+	switch {
+	case cp == nil:
+		return "", nil
+	case !cp.Ready:
+		return "", errors.New("control plane: " + cp.Text)
+	}
+	return "control plane: " + cp.Text, nil
+}
+
+// Requests is how many requests the HTTP path has sent to each service's
+// endpoints.
+func (a adminSource) Requests() map[string]uint64 {
+	services, _ := a.m.allServices()
+	out := make(map[string]uint64, len(services))
+	for name, s := range services {
+		out[name] = s.requests.Load()
+	}
+	return out
+}
+
+func (a adminSource) Clusters() []admin.Cluster { return a.m.Clusters() }
+
+func (a adminSource) Routes() []admin.HostRoutes { return a.m.routes() }
+
+func (a adminSource) Resources(withBodies bool) []admin.Resource {
+	if a.m.xds == nil {
+		return nil
+	}
+	return a.m.xds.resources(withBodies)
+}
+
+func (a adminSource) ConfigDump() ([]byte, error) {
+	if a.m.xds == nil {
+		return nil, nil
+	}
+	return a.m.xds.client.ConfigDump()
+}
+
+func (a adminSource) Golden(now time.Time) []admin.GoldenStat { return a.m.golden.Snapshot(now) }

@@ -1,95 +1,46 @@
 package mesh_test
 
 import (
-	"bytes"
 	"context"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/weftmesh/weft/internal/browsertest"
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 	"github.com/weftmesh/weft/mesh"
 )
 
 // The admin page is JavaScript rendering JSON; only a browser shows that
 // it works. These tests run Debian's chromium headless against a live mesh
-// and read the DOM the script built. They skip where chromium is missing.
+// (internal/browsertest) and read the DOM the script built. They skip
+// where chromium is missing.
 
 // chromiumPath returns the browser to run, or skips the test naming what
 // is missing.
 func chromiumPath(t *testing.T) string {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("-short: skipping the admin page's browser test")
-	}
-	for _, name := range []string{"chromium", "chromium-browser"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	t.Skip("chromium is not installed (no chromium or chromium-browser on PATH; on Debian: apt-get install -y chromium): skipping the admin page's browser test")
-	return ""
+	return browsertest.Chromium(t)
 }
 
-// runChromium runs headless chromium with args after the common flags and
-// returns its standard output. Its profile and home are temporary
-// directories, so it reads and leaves nothing outside them.
-func runChromium(t *testing.T, args ...string) string {
-	t.Helper()
-	bin := chromiumPath(t)
-	home := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, append([]string{
-		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync",
-		"--disable-dev-shm-usage", "--user-data-dir=" + filepath.Join(home, "profile"),
-	}, args...)...)
-	cmd.Env = append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+home, "XDG_CACHE_HOME="+home)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	// Chromium's helper processes may hold the pipes after it exits.
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("%s %s: %v\nstderr:\n%s", bin, strings.Join(args, " "), err, tail(stderr.String(), 3000))
-	}
-	return stdout.String()
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return "…" + s[len(s)-n:]
-	}
-	return s
-}
+func tail(s string, n int) string { return browsertest.Tail(s, n) }
 
 // render loads url in chromium, lets its script run for 5 s of virtual
-// time and returns the DOM it built. It also saves a screenshot as name
-// into $ARTIFACTS_DIR when set (for CI to keep), else into the test's
-// temporary directory, and logs the path.
+// time and returns the DOM it built, keeping a screenshot as name in
+// $ARTIFACTS_DIR (else the test's temporary directory).
 func render(t *testing.T, url, name string) string {
 	t.Helper()
-	dir := os.Getenv("ARTIFACTS_DIR")
-	if dir == "" {
-		dir = t.TempDir()
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, name)
-	dom := runChromium(t, "--virtual-time-budget=5000", "--dump-dom",
-		"--hide-scrollbars", "--window-size=1280,900", "--screenshot="+path, url)
-	if fi, err := os.Stat(path); err != nil || fi.Size() == 0 {
-		t.Errorf("no screenshot at %s: %v", path, err)
-	} else {
-		t.Logf("screenshot of the admin page: %s", path)
-	}
-	return dom
+	return browsertest.Render(t, url, name, "1280,900")
+}
+
+// renderWindow is render with a window of size "width,height", for a
+// screenshot that must show more than the top of the page.
+func renderWindow(t *testing.T, url, name, size string) string {
+	t.Helper()
+	return browsertest.Render(t, url, name, size)
 }
 
 // traffic sends requests through c until the test ends, so the page has
@@ -196,5 +147,25 @@ func TestAdminPageInABrowserShowsXDSRoutes(t *testing.T) {
 	}
 	if status := statusText(dom); !strings.HasPrefix(status, "live ·") {
 		t.Errorf("the page's status is %q, want live", status)
+	}
+}
+
+// The server's page shows who callers meet and what it decided: its
+// identity, the policy with its rules, the denials with the policy that
+// decided and the caller, and golden metrics by caller.
+func TestAdminPageInABrowserShowsInboundDenials(t *testing.T) {
+	chromiumPath(t)
+	serverAdmin, _, _ := inboundWithDenials(t)
+	dom := renderWindow(t, "http://"+serverAdmin+"/", "admin-inbound-denials.png", "1280,1300")
+	wantInDOM(t, dom, `<span class="mono" id="inbound-identity">`+ordersID.String()+`</span>`,
+		"shop/orders", "shop/no-secrets", `path starts with "/secret"`,
+		`<tr class="decision-deny">`, ">DENY<", "/secret/key", "no policy allowed it", frontendID.String(),
+		"2 denied", `data-direction="inbound"`, "/items/1")
+	if status := statusText(dom); !strings.HasPrefix(status, "live ·") {
+		t.Errorf("the page's status is %q, want live", status)
+	}
+	// /tap is not served here: its panel stays hidden.
+	if !strings.Contains(dom, `<section id="tap-section" hidden="">`) {
+		t.Errorf("the tap panel shows although /tap answers 404")
 	}
 }

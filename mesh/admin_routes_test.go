@@ -3,8 +3,15 @@ package mesh_test
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
+
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 	"github.com/weftmesh/weft/mesh"
@@ -81,13 +88,63 @@ func TestAdminRoutesShowTheXDSRoutesAndSplits(t *testing.T) {
 		}
 	}
 
-	// The page polls the xDS state without the resources themselves.
-	_, _, dump := fetch(t, c, "http://"+admin+"/config_dump?resources=false")
+	// The page polls Weft's view of the xDS state without the resources
+	// themselves.
+	_, _, dump := fetch(t, c, "http://"+admin+"/config_dump?format=weft&resources=false")
 	if !strings.Contains(dump, `"ACKED"`) || !strings.Contains(dump, "orders-routes") || strings.Contains(dump, `"resource"`) {
-		t.Errorf("/config_dump?resources=false:\n%.2000s", dump)
+		t.Errorf("/config_dump?format=weft&resources=false:\n%.2000s", dump)
 	}
-	if _, _, full := fetch(t, c, "http://"+admin+"/config_dump"); !strings.Contains(full, `"resource"`) {
-		t.Errorf("/config_dump lost the resources:\n%.2000s", full)
+	if _, _, full := fetch(t, c, "http://"+admin+"/config_dump?format=weft"); !strings.Contains(full, `"resource"`) {
+		t.Errorf("/config_dump?format=weft lost the resources:\n%.2000s", full)
+	}
+
+	// /config_dump is Envoy's ConfigDump: what reads Envoy's reads it,
+	// down to the resources as the control plane sent them.
+	_, _, envoy := fetch(t, c, "http://"+admin+"/config_dump")
+	var cd adminv3.ConfigDump
+	if err := protojson.Unmarshal([]byte(envoy), &cd); err != nil {
+		t.Fatalf("/config_dump is not an envoy.admin.v3.ConfigDump: %v\n%.2000s", err, envoy)
+	}
+	var dumped []string
+	for _, a := range cd.GetConfigs() {
+		m, err := a.UnmarshalNew()
+		if err != nil {
+			t.Fatalf("config %s: %v", a.GetTypeUrl(), err)
+		}
+		switch d := m.(type) {
+		case *adminv3.ListenersConfigDump:
+			for _, l := range d.GetDynamicListeners() {
+				var lis listenerv3.Listener
+				if err := l.GetActiveState().GetListener().UnmarshalTo(&lis); err != nil {
+					t.Errorf("listener %s: %v", l.GetName(), err)
+				}
+				dumped = append(dumped, "LDS "+lis.GetName()+" "+l.GetClientStatus().String()+" "+l.GetActiveState().GetVersionInfo())
+			}
+		case *adminv3.RoutesConfigDump:
+			for _, r := range d.GetDynamicRouteConfigs() {
+				var rc routev3.RouteConfiguration
+				if err := r.GetRouteConfig().UnmarshalTo(&rc); err != nil {
+					t.Errorf("route config: %v", err)
+				}
+				if r.GetLastUpdated() == nil {
+					t.Errorf("route config %s has no last_updated", rc.GetName())
+				}
+				dumped = append(dumped, "RDS "+rc.GetName()+" "+r.GetClientStatus().String()+" "+r.GetVersionInfo())
+			}
+		case *adminv3.ClustersConfigDump:
+			for _, c := range d.GetDynamicActiveClusters() {
+				var cl clusterv3.Cluster
+				if err := c.GetCluster().UnmarshalTo(&cl); err != nil {
+					t.Errorf("cluster: %v", err)
+				}
+				dumped = append(dumped, "CDS "+cl.GetName()+" "+c.GetClientStatus().String()+" "+c.GetVersionInfo())
+			}
+		}
+	}
+	for _, want := range []string{"LDS orders:8080 ACKED 1", "RDS orders-routes ACKED 1", "CDS orders-v1 ACKED 1"} {
+		if !slices.Contains(dumped, want) {
+			t.Errorf("/config_dump lacks %q; it holds %q", want, dumped)
+		}
 	}
 }
 
@@ -98,7 +155,11 @@ func TestAdminRoutesWithoutAControlPlaneIsEmpty(t *testing.T) {
 	if code, _, body := fetch(t, c, "http://"+admin+"/routes"); code != http.StatusOK || strings.TrimSpace(body) != "[]" {
 		t.Errorf("/routes without xDS: status %d, body %q, want []", code, body)
 	}
-	if code, _, body := fetch(t, c, "http://"+admin+"/config_dump"); code != http.StatusOK || strings.TrimSpace(body) != "[]" {
-		t.Errorf("/config_dump without xDS: status %d, body %q, want []", code, body)
+	if code, _, body := fetch(t, c, "http://"+admin+"/config_dump?format=weft"); code != http.StatusOK || strings.TrimSpace(body) != "[]" {
+		t.Errorf("/config_dump?format=weft without xDS: status %d, body %q, want []", code, body)
+	}
+	var cd adminv3.ConfigDump
+	if code, _, body := fetch(t, c, "http://"+admin+"/config_dump"); code != http.StatusOK || protojson.Unmarshal([]byte(body), &cd) != nil || len(cd.GetConfigs()) != 0 {
+		t.Errorf("/config_dump without xDS: status %d, body %q, want an empty ConfigDump", code, body)
 	}
 }

@@ -117,10 +117,16 @@ func BenchmarkServerHandler(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { m.Close() })
+	// With the admin listener on, the chain also records golden metrics.
+	withAdmin, err := mesh.New(context.Background(), mesh.WithAdminAddr("127.0.0.1:0"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { withAdmin.Close() })
 	for _, c := range []struct {
 		name string
 		h    http.Handler
-	}{{"plain", h}, {"weft", m.Handler(h)}} {
+	}{{"plain", h}, {"weft", m.Handler(h)}, {"weft_admin", withAdmin.Handler(h)}} {
 		b.Run(c.name, func(b *testing.B) {
 			srv := httptest.NewServer(c.h)
 			defer srv.Close()

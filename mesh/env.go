@@ -17,6 +17,7 @@ import (
 	"github.com/weftmesh/weft/internal/suggest"
 	"github.com/weftmesh/weft/resolver"
 	"github.com/weftmesh/weft/security"
+	"github.com/weftmesh/weft/telemetry/admin"
 )
 
 // The environment variables New reads. A bad value is an error naming the
@@ -265,7 +266,7 @@ func (c *config) fromEnv(ctx context.Context, lookupEnv func(string) (string, bo
 		c.adminAddr = v
 	}
 	if v := getenv(EnvAdminHosts); v != "" {
-		hosts, err := parseAdminHosts(v)
+		hosts, err := admin.ParseHosts(v)
 		if err != nil {
 			return bad(EnvAdminHosts, err)
 		}

@@ -33,7 +33,7 @@ func (m *Mesh) DialGRPC(target string, opts ...grpc.DialOption) (*grpc.ClientCon
 	if target == "" {
 		return nil, errors.New("weft: DialGRPC: empty target")
 	}
-	base := []grpc.DialOption{grpc.WithTransportCredentials(m.grpcClientCreds()), m.grpcClientTelemetry()}
+	base := append([]grpc.DialOption{grpc.WithTransportCredentials(m.grpcClientCreds()), m.grpcClientTelemetry()}, m.goldenDialOptions(target)...)
 	switch {
 	case strings.HasPrefix(target, "xds:") && m.cfg.grpcGoXDS != nil:
 		res, err := m.xdsResolver()

@@ -18,6 +18,7 @@ import (
 	"github.com/weftmesh/weft/resolver"
 	"github.com/weftmesh/weft/security"
 	"github.com/weftmesh/weft/telemetry"
+	"github.com/weftmesh/weft/telemetry/admin"
 )
 
 const defaultShutdownTimeout = 10 * time.Second
@@ -64,7 +65,11 @@ type Mesh struct {
 
 	ctx    context.Context // ends at Close: stops servers started by ListenAndServe
 	cancel context.CancelFunc
-	admin  *http.Server
+	admin  *admin.Server
+	// golden and decisions are the admin endpoint's golden metrics and
+	// recent authorization decisions; nil when it is off.
+	golden    *admin.Golden
+	decisions *admin.DecisionLog
 	// adminBound is the admin listener's address, "" when it is off.
 	adminBound string
 	wg         sync.WaitGroup
@@ -119,6 +124,11 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 	// priorities) and outlier detection around the chosen policy.
 	m := &Mesh{cfg: cfg, log: cfg.logger, policy: cfg.servicePolicy(),
 		limited: slog.New(newLimitedHandler(cfg.logger.Handler(), limitEvery, nil))}
+	if cfg.adminAddr != "" {
+		// What only the admin endpoint shows is recorded only when it
+		// is on: without it, the data path pays nothing for them.
+		m.golden, m.decisions = admin.NewGolden(0), admin.NewDecisionLog()
+	}
 	// From here on every failure goes through Close, which undoes
 	// whatever part of the mesh was built, whatever that part is.
 	fail := func(err error) (*Mesh, error) {

@@ -4,13 +4,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/internal/xds"
+	"github.com/weftmesh/weft/telemetry/admin"
 )
 
 // repeatEvery bounds how often the same state (a control plane still
@@ -118,34 +118,15 @@ func errString(err error) string {
 	return err.Error()
 }
 
-// controlPlaneStatus is the control-plane connection as /readyz and the
-// admin page show it.
-type controlPlaneStatus struct {
-	State     string `json:"state"` // connected, reconnecting, never connected, idle
-	Server    string `json:"server,omitempty"`
-	Since     string `json:"since,omitempty"` // RFC 3339
-	LastError string `json:"last_error,omitempty"`
-	// ConfigAgeSeconds is how long ago the configuration in use was
-	// accepted; absent when none ever was.
-	ConfigAgeSeconds *float64 `json:"config_age_seconds,omitempty"`
-	// Text says all of it in one line; Summary leaves out the server and
-	// the error, for the page's header.
-	Text    string `json:"text"`
-	Summary string `json:"summary"`
-	// Ready is false when no configuration ever arrived although the mesh
-	// asked for one.
-	Ready bool `json:"ready"`
-}
-
 // controlPlane returns the control plane's state, nil without one.
-func (m *Mesh) controlPlane(now time.Time) *controlPlaneStatus {
+func (m *Mesh) controlPlane(now time.Time) *admin.ControlPlane {
 	if m.xds == nil {
 		return nil
 	}
 	c := m.xds.client.Connection()
 	// Ready unless the mesh asked and no configuration ever came: a last
 	// good configuration keeps serving while the stream is away.
-	st := &controlPlaneStatus{State: c.State.String(), Server: c.Server, LastError: c.LastError,
+	st := &admin.ControlPlane{State: c.State.String(), Server: c.Server, LastError: c.LastError,
 		Ready: c.Server == "" || !c.LastGood.IsZero()}
 	if !c.Since.IsZero() {
 		st.Since = c.Since.UTC().Format(time.RFC3339)
@@ -224,23 +205,6 @@ func (m *Mesh) watchIdentity() {
 			}
 		}
 	}()
-}
-
-// serveReadyControlPlane ends /readyz: 200 while a configuration serves,
-// even one kept from a control plane now away (that is what caching it is
-// for), with the body saying so; 503 when the mesh asked for a
-// configuration and none ever came.
-func (m *Mesh) serveReadyControlPlane(w http.ResponseWriter) {
-	cp := m.controlPlane(time.Now())
-	if cp == nil {
-		w.Write([]byte("ok\n"))
-		return
-	}
-	if !cp.Ready {
-		http.Error(w, "control plane: "+cp.Text, http.StatusServiceUnavailable)
-		return
-	}
-	fmt.Fprintf(w, "ok\ncontrol plane: %s\n", cp.Text)
 }
 
 // logEjections logs each outlier ejection from cluster, and each return.

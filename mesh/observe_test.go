@@ -329,15 +329,20 @@ func TestAdminPageInABrowserShowsTheControlPlaneLostAndBack(t *testing.T) {
 	admin := freeAddr(t)
 	m := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)), mesh.WithAdminAddr(admin))
 	waitServedBy(t, m.HTTPClient(), "http://orders:8080/", 10*time.Second, "a")
+	// Traffic flows throughout, under the last good config while the
+	// control plane is away: the golden metrics keep counting it.
+	traffic(t, m.HTTPClient(), "http://orders:8080/")
 	c := adminClient(t)
 	url := "http://" + admin + "/"
 
 	waitBody(t, c, url+"readyz", "control plane: connected", 10*time.Second)
-	wantInDOM(t, render(t, url, "admin-control-plane-connected.png"), "xDS control plane connected · config age", "connected to "+cp.Addr)
+	wantInDOM(t, render(t, url, "admin-control-plane-connected.png"), "xDS control plane connected · config age", "connected to "+cp.Addr,
+		`data-direction="outbound"`)
 	cp.Stop()
 	waitBody(t, c, url+"readyz", "control plane: reconnecting", 10*time.Second)
 	dom := render(t, url, "admin-control-plane-lost.png")
-	wantInDOM(t, dom, "xDS control plane reconnecting since", "reconnecting to "+cp.Addr, "last error", "config age")
+	wantInDOM(t, dom, "xDS control plane reconnecting since", "reconnecting to "+cp.Addr, "last error", "config age",
+		`<span class="pill bad" id="control-plane"`, `data-direction="outbound"`, "100%")
 	if strings.Contains(dom, "xDS control plane connected") {
 		t.Error("the page shows the control plane connected while it is stopped")
 	}

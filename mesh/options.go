@@ -17,6 +17,7 @@ import (
 	"github.com/weftmesh/weft/resilience"
 	"github.com/weftmesh/weft/resolver"
 	"github.com/weftmesh/weft/security"
+	"github.com/weftmesh/weft/telemetry/admin"
 )
 
 // An Option configures New. Options are applied after the environment, so
@@ -309,7 +310,7 @@ func WithAdminAddr(addr string) Option {
 func WithAdminHosts(hosts ...string) Option {
 	return optionFunc(func(c *config) error {
 		for _, h := range hosts {
-			if err := checkAdminHost(h); err != nil {
+			if err := admin.CheckHost(h); err != nil {
 				return fmt.Errorf("mesh: WithAdminHosts: %w", err)
 			}
 		}

@@ -309,7 +309,7 @@ func (m *Mesh) authzServerOptions() []grpc.ServerOption {
 	if m.authz == nil {
 		return nil
 	}
-	e := countedPolicy{m.authz, m}
+	e := countedPolicy{m.authz, m, "grpc"}
 	return []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(security.UnaryServerInterceptor(e, security.WithLogger(m.limited))),
 		grpc.ChainStreamInterceptor(security.StreamServerInterceptor(e, security.WithLogger(m.limited))),
@@ -318,18 +318,21 @@ func (m *Mesh) authzServerOptions() []grpc.ServerOption {
 
 // authorization is the HTTP middleware enforcing the policy.
 func (m *Mesh) authorization(next http.Handler) http.Handler {
-	return security.AuthorizationHandler(countedPolicy{m.authz, m}, next, security.WithLogger(m.limited))
+	return security.AuthorizationHandler(countedPolicy{m.authz, m, "http"}, next, security.WithLogger(m.limited))
 }
 
 // countedPolicy records each authorization decision in the
-// weft.authz.decisions metric on its way to the enforcing middleware.
+// weft.authz.decisions metric, and for the admin page, on its way to the
+// enforcing middleware.
 type countedPolicy struct {
-	e security.PolicyEvaluator
-	m *Mesh
+	e        security.PolicyEvaluator
+	m        *Mesh
+	protocol string // http or grpc
 }
 
 func (c countedPolicy) Evaluate(r *security.Request) security.Decision {
 	d := c.e.Evaluate(r)
 	c.m.metrics.AuthzDecision(context.Background(), d.Allow, d.Policy)
+	c.m.recordDecision("policy", c.protocol, d.Allow, d.Policy, r)
 	return d
 }

@@ -72,7 +72,7 @@ func (m *Mesh) inboundChain(public bool) []func(http.Handler) http.Handler {
 	if m.authz != nil || xdsIn {
 		chain = append(chain, m.normalizeRequest)
 	}
-	return append(chain, deadlineFromHeader, peerIdentity, m.inboundRateLimit, m.instrumentServer, stripForwardedClientCert)
+	return append(chain, deadlineFromHeader, m.goldenInbound, peerIdentity, m.inboundRateLimit, m.instrumentServer, stripForwardedClientCert)
 }
 
 // normalizeRequest hands the rest of the chain the request whose path both
@@ -352,7 +352,8 @@ func (m *Mesh) NewGRPCServer(opts ...grpc.ServerOption) (GRPCServer, error) {
 	}
 	base := append([]grpc.ServerOption{m.grpcServerTelemetry()}, m.authzServerOptions()...)
 	base = append(base, m.grpcServerResilience()...)
-	strip := []grpc.ServerOption{grpc.ChainUnaryInterceptor(stripForwardedClientCertUnary), grpc.ChainStreamInterceptor(stripForwardedClientCertStream)}
+	// Golden metrics first, so they see every call, denied ones too.
+	strip := append(m.goldenServerOptions(), grpc.ChainUnaryInterceptor(stripForwardedClientCertUnary), grpc.ChainStreamInterceptor(stripForwardedClientCertStream))
 	switch {
 	case sc.public:
 		m.logPublic(sc, "grpc", "")

@@ -61,9 +61,10 @@ func (m *Mesh) newXDSGRPCServer(base, opts []grpc.ServerOption) *xdsGRPCServer {
 		cfgs = newChainTLS(tc.Clone())
 	}
 	creds := security.PerConnectionCredentials(ctx, m.inboundTLSChooser("", cfgs), security.WithLogger(m.log))
-	all := append([]grpc.ServerOption{grpc.Creds(creds),
+	all := append(append([]grpc.ServerOption{grpc.Creds(creds)}, m.goldenServerOptions()...),
 		grpc.ChainUnaryInterceptor(stripForwardedClientCertUnary, m.xdsInboundUnary),
-		grpc.ChainStreamInterceptor(stripForwardedClientCertStream, m.xdsInboundStream)}, base...)
+		grpc.ChainStreamInterceptor(stripForwardedClientCertStream, m.xdsInboundStream))
+	all = append(all, base...)
 	return &xdsGRPCServer{Server: grpc.NewServer(append(all, opts...)...), cancel: cancel}
 }
 
@@ -125,6 +126,7 @@ func (m *Mesh) grpcInboundDecision(ctx context.Context, fullMethod string) error
 	}
 	d := inbound.Decide(st.listener, st.routes, &in, func(allowed bool, policy string) {
 		m.metrics.AuthzDecision(ctx, allowed, policy)
+		m.recordXDSDecision(ctx, "grpc", allowed, policy, "POST", fullMethod, in.Conn.Remote)
 	})
 	var msg string
 	switch d.Outcome {

@@ -89,8 +89,15 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeBody(req)
 		return nil, err
 	}
+	var start time.Time
+	if t.m.golden != nil {
+		start = time.Now()
+	}
 	resp, err := t.serviceRoundTripper(svc).RoundTrip(req)
 	countOverflow(req.Context(), svc, err)
+	if t.m.golden != nil {
+		t.m.goldenOutbound(svc.name, "", start, resp, err)
+	}
 	if resp != nil {
 		resp.Request = req
 	}

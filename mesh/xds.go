@@ -21,6 +21,7 @@ import (
 	"github.com/weftmesh/weft/resilience"
 	"github.com/weftmesh/weft/resolver"
 	"github.com/weftmesh/weft/security"
+	"github.com/weftmesh/weft/telemetry/admin"
 )
 
 // maxXDSHosts bounds the listener watches the HTTP path opens for hosts it
@@ -468,6 +469,10 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 	}
 	h.used.Store(true)
 	ctx := req.Context()
+	var start time.Time
+	if x.m.golden != nil {
+		start = time.Now()
+	}
 	if err := h.wait(ctx); err != nil {
 		closeBody(req)
 		return nil, true, err
@@ -527,6 +532,9 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 	}
 	resp, err = plan.roundTripper(t, svc).RoundTrip(req)
 	countOverflow(ctx, svc, err)
+	if x.m.golden != nil {
+		x.m.goldenOutbound(svc.name, rt.Name, start, resp, err)
+	}
 	if resp != nil && len(rt.Action.ResponseHeadersToAdd)+len(rt.Action.ResponseHeadersToRemove) > 0 {
 		route.ApplyHeaders(resp.Header, rt.Action.ResponseHeadersToAdd, rt.Action.ResponseHeadersToRemove)
 	}
@@ -815,21 +823,16 @@ func limitsFrom(cb xds.CircuitBreaker) resilience.Limits {
 	}
 }
 
-// configDump is the admin endpoint's view of the xDS state, like Envoy's
-// /config_dump: every resource asked for, its state and version, the last
-// NACK, and the fields received but not applied.
-func (x *xdsPath) configDump() []map[string]any {
-	var out []map[string]any
+// resources is the admin endpoint's view of the xDS state
+// (/config_dump?format=weft): every resource asked for, its state and
+// version, the last NACK, and the fields received but not applied.
+func (x *xdsPath) resources(withBodies bool) []admin.Resource {
+	var out []admin.Resource
 	for _, r := range x.client.Dump() {
-		e := map[string]any{"type": r.Type.String(), "name": r.Name, "state": string(r.State), "version": r.Version}
-		if r.Error != "" {
-			e["last_nack"] = r.Error
-		}
-		if len(r.Unapplied) > 0 {
-			e["unapplied_fields"] = r.Unapplied
-		}
-		if r.Resource != nil {
-			e["resource"] = r.Resource
+		e := admin.Resource{Type: r.Type.String(), Name: r.Name, State: string(r.State), Version: r.Version,
+			LastNACK: r.Error, Unapplied: r.Unapplied}
+		if withBodies && r.Resource != nil {
+			e.Resource = r.Resource
 		}
 		out = append(out, e)
 	}

@@ -381,11 +381,19 @@ func TestXDSBadUpdateIsNACKedAndTheLastGoodConfigServes(t *testing.T) {
 			if got := sendHTTP(t, c, 50, false); got != 0 {
 				t.Errorf("%d requests went to v2 after a rejected update", got)
 			}
-			dump := get(t, http.DefaultClient, "http://"+admin+"/config_dump")
+			// Weft's view, and Envoy's ConfigDump: the rejected version
+			// as received is its error_state, beside the version in use.
+			weft := get(t, http.DefaultClient, "http://"+admin+"/config_dump?format=weft")
+			envoy := get(t, http.DefaultClient, "http://"+admin+"/config_dump")
 			http.DefaultClient.CloseIdleConnections()
 			for _, want := range []string{`"last_nack"`, tt.culprit, `"NACKED"`} {
-				if !strings.Contains(dump, want) {
-					t.Errorf("/config_dump lacks %s:\n%.2000s", want, dump)
+				if !strings.Contains(weft, want) {
+					t.Errorf("/config_dump?format=weft lacks %s:\n%.2000s", want, weft)
+				}
+			}
+			for _, want := range []string{`"error_state"`, `"failed_configuration"`, `"last_update_attempt"`, `"client_status": "NACKED"`, `"version_info": "2"`, `"@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump"`} {
+				if !strings.Contains(envoy, want) {
+					t.Errorf("/config_dump lacks %s:\n%.3000s", want, envoy)
 				}
 			}
 		})

@@ -228,13 +228,26 @@ type resourceState struct {
 	res      Resource
 	raw      []byte // bytes of res's proto, to skip unchanged resends
 	version  string // the response's, or with WithDelta the resource's own
-	dne      bool
-	err      error
+	// updated is when res last changed (Envoy's last_updated).
+	updated time.Time
+	dne     bool
+	err     error
+	// failed is the latest version rejected, for the config dump's
+	// error_state; nil once a version is accepted. Its bytes are the
+	// response's, which the decoding cache holds anyway.
+	failed   *failedUpdate
 	dneTimer timer
 	// idle is set when the last watcher left. The name stays subscribed
 	// until the next request that adds a name (see sendLoop), and its
 	// state keeps following the server, so a new watcher gets it at once.
 	idle bool
+}
+
+// failedUpdate is a rejected version of a resource, as received.
+type failedUpdate struct {
+	raw     []byte
+	version string
+	at      time.Time
 }
 
 type watcherEntry struct {
@@ -930,6 +943,7 @@ func (c *Client) handleResponse(resp *discoveryv3.DiscoveryResponse, gen uint64)
 					rs.dneTimer = nil
 				}
 				rs.err = d.err
+				rs.failed = &failedUpdate{raw: d.raw, version: resp.GetVersionInfo(), at: c.cfg.clock.Now()}
 				err := d.err
 				c.notifyLocked(rs, func(w Watcher) { w.OnError(err) })
 				continue
@@ -938,11 +952,11 @@ func (c *Client) handleResponse(resp *discoveryv3.DiscoveryResponse, gen uint64)
 				rs.dneTimer.Stop()
 				rs.dneTimer = nil
 			}
-			rs.err, rs.dne, rs.version = nil, false, resp.GetVersionInfo()
+			rs.err, rs.failed, rs.dne, rs.version = nil, nil, false, resp.GetVersionInfo()
 			if rs.res != nil && string(rs.raw) == string(d.raw) {
 				continue // unchanged: watchers already have it
 			}
-			rs.res, rs.raw = d.res, d.raw
+			rs.res, rs.raw, rs.updated = d.res, d.raw, c.cfg.clock.Now()
 			r := d.res
 			c.notifyLocked(rs, func(w Watcher) { w.OnUpdate(r) })
 		}
@@ -975,7 +989,7 @@ func (c *Client) handleResponse(resp *discoveryv3.DiscoveryResponse, gen uint64)
 				if c.ignoreDeletion {
 					continue // gRFC A53: keep serving the last version
 				}
-				rs.res, rs.raw, rs.err, rs.dne = nil, nil, nil, true
+				rs.res, rs.raw, rs.err, rs.failed, rs.dne = nil, nil, nil, nil, true
 				c.notifyLocked(rs, Watcher.OnDoesNotExist)
 			}
 		}

@@ -215,16 +215,17 @@ func (c *Client) handleDeltaResponse(resp *discoveryv3.DeltaDiscoveryResponse, g
 			if d.err != nil {
 				// The last good version, if any, keeps serving.
 				rs.err = d.err
+				rs.failed = &failedUpdate{raw: d.raw, version: wrapped[i].GetVersion(), at: c.cfg.clock.Now()}
 				err := d.err
 				c.notifyLocked(rs, func(w Watcher) { w.OnError(err) })
 				continue
 			}
-			rs.err, rs.dne = nil, false
+			rs.err, rs.failed, rs.dne = nil, nil, false
 			rs.version = wrapped[i].GetVersion()
 			if rs.res != nil && string(rs.raw) == string(d.raw) {
 				continue // unchanged: watchers already have it
 			}
-			rs.res, rs.raw = d.res, d.raw
+			rs.res, rs.raw, rs.updated = d.res, d.raw, c.cfg.clock.Now()
 			r := d.res
 			c.notifyLocked(rs, func(w Watcher) { w.OnUpdate(r) })
 		}
@@ -240,7 +241,7 @@ func (c *Client) handleDeltaResponse(resp *discoveryv3.DeltaDiscoveryResponse, g
 						rs.dneTimer.Stop()
 						rs.dneTimer = nil
 					}
-					rs.err, rs.dne = nil, true
+					rs.err, rs.failed, rs.dne = nil, nil, true
 					c.notifyLocked(rs, Watcher.OnDoesNotExist)
 				}
 				continue
@@ -248,7 +249,7 @@ func (c *Client) handleDeltaResponse(resp *discoveryv3.DeltaDiscoveryResponse, g
 			if c.ignoreDeletion {
 				continue // gRFC A53: keep serving the last version
 			}
-			rs.res, rs.raw, rs.err, rs.version, rs.dne = nil, nil, nil, "", true
+			rs.res, rs.raw, rs.err, rs.failed, rs.version, rs.dne = nil, nil, nil, nil, "", true
 			c.notifyLocked(rs, Watcher.OnDoesNotExist)
 		}
 	}

@@ -117,11 +117,12 @@
   function renderHeader(stats) {
     $("service").textContent = stats.service || "(unnamed service)";
     document.title = (stats.service || "Weft") + " · Weft admin";
-    $("badges").replaceChildren(
+    $("badges").replaceChildren(...[
       controlPlanePill(stats),
       pill("mTLS " + stats.mtls, stats.mtls === "disable" ? null : "ok"),
+      stats.identity ? pill(stats.identity, "accent") : null,
       pill("default lb (non-xDS services) " + stats.lb_policy),
-    );
+    ].filter((x) => x));
   }
 
   function renderSummary(stats, clusters, dump) {
@@ -272,15 +273,182 @@
       table(["type", "name", "state", "version", "last NACK", "unapplied fields"], rows, "nothing subscribed yet")));
   }
 
+  function fmtMs(v) {
+    if (v == null) return "–";
+    return v < 10 ? v.toFixed(2) : v < 100 ? v.toFixed(1) : Math.round(v).toLocaleString("en-US");
+  }
+
+  function successPill(sr) {
+    if (sr == null) return h("span", { class: "muted" }, "–");
+    const pct = Math.round(sr * 1000) / 10 + "%";
+    return pill(pct, sr >= 0.99 ? "ok" : sr >= 0.9 ? "warn" : "bad");
+  }
+
+  // renderGolden shows /stats/golden as Linkerd's viz stat does: one row
+  // per direction, route and caller.
+  function renderGolden(rows) {
+    if (!rows || rows.length === 0) {
+      $("golden").replaceChildren(h("p", { class: "muted" }, "No traffic yet: a row appears after the first request either way."));
+      return;
+    }
+    const body = rows.map((g) => h("tr", { "data-direction": g.direction },
+      h("td", null, pill(g.direction, g.direction === "inbound" ? "accent" : null)),
+      h("td", { class: "mono wrap" }, g.direction === "inbound" ? (g.caller || "(no identity)") : (g.service || "–")),
+      h("td", { class: "mono wrap" }, g.route || "–"),
+      h("td", { class: "num" }, fmtRate(g.rps)),
+      h("td", null, successPill(g.success_rate)),
+      h("td", { class: "num" }, fmtMs(g.p50_ms)),
+      h("td", { class: "num" }, fmtMs(g.p95_ms)),
+      h("td", { class: "num" }, fmtMs(g.p99_ms)),
+      h("td", { class: "num muted" }, String(g.total))));
+    $("golden").replaceChildren(h("div", { class: "card" },
+      table(["direction", "caller / service", "route", "rps#", "success", "p50 ms#", "p95 ms#", "p99 ms#", "total#"], body, "")));
+  }
+
+  function modePill(m) {
+    switch (m) {
+      case "STRICT": case "strict": return pill("mTLS " + m, "ok");
+      case "PERMISSIVE": case "permissive": return pill("mTLS " + m, "warn");
+      case "DISABLE": case "disable": case "PLAINTEXT": return pill(m, "bad");
+      default: return pill(m || "?");
+    }
+  }
+
+  function policyList(policies) {
+    return h("ul", { class: "rules" }, policies.map((p) => h("li", null,
+      pill(p.action, p.action === "DENY" ? "bad" : p.action === "ALLOW" ? "ok" : null), " ",
+      h("b", { class: "mono" }, p.name), p.filter ? h("span", { class: "muted" }, " (" + p.filter + ")") : null,
+      p.rules.length === 0 ? h("div", { class: "muted" }, "no rules: matches no request") :
+        h("ul", null, p.rules.map((r) => h("li", { class: "mono" }, r))))));
+  }
+
+  // renderInbound shows the server side: identity, the TLS mode and
+  // RBAC of each xDS inbound listener, the policy file and decisions.
+  function renderInbound(inb) {
+    const parts = [];
+    parts.push(h("div", { class: "card" }, h("div", { class: "card-head" },
+      h("h3", null, "identity"), h("span", { class: "mono", id: "inbound-identity" }, inb.identity || "none (no SPIFFE identity)"),
+      modePill(inb.mtls), h("span", { class: "muted" }, "the mesh's own mode, for servers not under an xDS inbound listener"),
+      h("div", { class: "rate" }, pill(`${inb.allowed} allowed`, "ok"), pill(`${inb.denied} denied`, inb.denied ? "bad" : null)))));
+    for (const l of inb.listeners || []) {
+      parts.push(h("div", { class: "card", "data-listener": l.name },
+        h("div", { class: "card-head" }, h("h3", { class: "mono" }, l.address), pill(l.state, l.state === "ACTIVE" ? "ok" : l.state === "ERROR" ? "bad" : null),
+          l.mode ? modePill(l.mode) : null, h("span", { class: "muted mono" }, l.name)),
+        l.error ? h("div", { class: "error" }, l.error) : null,
+        table(["filter chain", "matches", "transport", "routes", "RBAC"], (l.chains || []).map((c) => h("tr", null,
+          h("td", { class: "mono" }, c.name || "–"), h("td", null, c.match), h("td", null, modePill(c.mtls)),
+          h("td", { class: "mono" }, c.route_config || "–"),
+          h("td", null, c.rbac && c.rbac.length ? policyList(c.rbac) : h("span", { class: "muted" }, "none: every request allowed")))),
+        "no filter chains")));
+    }
+    if (inb.policy_file) {
+      parts.push(h("div", { class: "card" }, h("div", { class: "card-head" }, h("h3", null, "authorization policy"),
+        h("span", { class: "mono muted" }, inb.policy_file)),
+        inb.policy_error ? h("div", { class: "error" }, "latest version refused, the previous one serves: " + inb.policy_error) : null,
+        policyList(inb.policies || [])));
+    }
+    const rows = (inb.decisions || []).map((d) => h("tr", { class: d.allowed ? null : "decision-deny" },
+      h("td", { class: "mono" }, new Date(d.time).toLocaleTimeString("en-GB")),
+      h("td", null, d.allowed ? pill("ALLOW", "ok") : pill("DENY", "bad")),
+      h("td", { class: "mono wrap" }, d.rule || (d.allowed ? "–" : "no policy allowed it")),
+      h("td", { class: "mono wrap" }, d.peer || "–"),
+      h("td", { class: "mono" }, d.protocol + " " + d.method),
+      h("td", { class: "mono wrap" }, d.path),
+      h("td", { class: "muted" }, d.engine === "xds_rbac" ? "xDS RBAC" : "policy file")));
+    parts.push(h("div", { class: "card", id: "decisions" }, h("h3", null, "recent decisions ",
+      h("span", { class: "muted" }, "(every denial; allowed requests sampled)")),
+      table(["time", "decision", "rule", "peer", "method", "path", "by"], rows, "no authorization decision yet")));
+    $("inbound").replaceChildren(...parts);
+  }
+
+  // Tap: /tap streams one JSON object a line while the request is open.
+  // Another part of the admin endpoint serves it; where it answers 404
+  // the panel stays hidden.
+  const TAP_ROWS = 200;
+  let tapSeen = 0;
+  function tapRow(e) {
+    const attempts = (e.attempts || []).map((a) => `${a.endpoint} ${a.status}${a.reason ? " (" + a.reason + ")" : ""}`).join("; ");
+    const where = [e.route, e.cluster, e.endpoint].filter((x) => x).join(" → ");
+    const authz = e.authz ? `${e.authz.decision}${e.authz.rule ? " " + e.authz.rule : ""}` : "";
+    const bad = typeof e.status === "number" ? e.status >= 500 : e.status && e.status !== "OK";
+    return h("tr", { class: "tap-new" },
+      h("td", { class: "mono" }, e.time ? new Date(e.time).toLocaleTimeString("en-GB") : "–"),
+      h("td", null, pill(e.direction || "?", e.direction === "inbound" ? "accent" : null)),
+      h("td", null, e.protocol || ""),
+      h("td", { class: "mono" }, e.method || ""),
+      h("td", { class: "mono" }, e.authority || ""),
+      h("td", { class: "mono wrap" }, e.path || ""),
+      h("td", { class: "num" }, bad ? pill(String(e.status), "bad") : String(e.status ?? "")),
+      h("td", { class: "num" }, fmtMs(e.latency_ms)),
+      h("td", { class: "mono wrap" }, e.peer || ""),
+      h("td", { class: "mono wrap" }, where),
+      h("td", { class: "mono wrap" }, attempts),
+      h("td", null, authz ? pill(authz, e.authz.decision === "deny" || e.authz.decision === "DENY" ? "bad" : "ok") : ""));
+  }
+
+  async function tap() {
+    let delay = 1000;
+    for (;;) {
+      let resp;
+      try {
+        resp = await fetch("tap", { cache: "no-store" });
+      } catch (err) {
+        $("tap-state").textContent = "unreachable, retrying";
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, 15000);
+        continue;
+      }
+      if (resp.status === 404) return; // no tap on this admin endpoint: the panel stays hidden
+      $("tap-section").hidden = false;
+      if (!resp.ok || !resp.body) {
+        $("tap-state").textContent = `HTTP ${resp.status}, retrying`;
+        $("tap-state").className = "pill bad";
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, 15000);
+        continue;
+      }
+      delay = 1000;
+      $("tap-state").textContent = "streaming";
+      $("tap-state").className = "pill ok";
+      const reader = resp.body.getReader();
+      const dec = new TextDecoder();
+      let buf = "";
+      try {
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buf += dec.decode(value, { stream: true });
+          let nl;
+          while ((nl = buf.indexOf("\n")) >= 0) {
+            const line = buf.slice(0, nl).trim();
+            buf = buf.slice(nl + 1);
+            if (!line) continue;
+            let e;
+            try { e = JSON.parse(line); } catch (_) { continue; }
+            const body = $("tap");
+            body.prepend(tapRow(e));
+            while (body.children.length > TAP_ROWS) body.lastChild.remove();
+            tapSeen++;
+            $("tap-count").textContent = `${tapSeen} event${tapSeen === 1 ? "" : "s"} seen`;
+          }
+        }
+      } catch (_) { /* the stream broke: reconnect */ }
+      $("tap-state").textContent = "reconnecting";
+      $("tap-state").className = "pill warn";
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+
   function setStatus(ok, text) {
     $("status").className = "status " + (ok ? "live" : "down");
     $("status-text").textContent = text;
   }
 
   async function tick() {
-    const [stats, clusters, routes, dump] = await Promise.allSettled(
-      ["stats", "clusters", "routes", "config_dump?resources=false"].map(getJSON));
-    const failed = [stats, clusters, routes, dump].filter((r) => r.status === "rejected");
+    const paths = ["stats", "clusters", "routes", "config_dump?format=weft&resources=false", "inbound", "stats/golden"];
+    const results = await Promise.allSettled(paths.map(getJSON));
+    const [stats, clusters, routes, dump, inbound, golden] = results;
+    const failed = results.filter((r) => r.status === "rejected");
     const val = (r) => (r.status === "fulfilled" ? r.value : null);
     try {
       const st = val(stats);
@@ -289,6 +457,8 @@
       if (val(clusters)) renderServices(val(clusters));
       if (val(routes)) renderRoutes(val(routes), xdsOn);
       if (val(dump)) renderXDS(val(dump), xdsOn);
+      if (val(inbound)) renderInbound(val(inbound));
+      if (val(golden)) renderGolden(val(golden));
       if (st) renderSummary(st, val(clusters), val(dump));
     } catch (err) {
       failed.push({ reason: err });
@@ -304,4 +474,5 @@
   }
 
   tick();
+  tap();
 })();

@@ -1,4 +1,4 @@
-package mesh
+package admin
 
 import (
 	"crypto/sha256"
@@ -13,25 +13,25 @@ import (
 // script are inlined, so it needs no other asset, CDN or build step, and
 // works wherever the admin port is reachable (a port-forward included).
 //
-//go:embed admin_ui/index.html admin_ui/style.css admin_ui/app.js
-var adminUI embed.FS
+//go:embed ui/index.html ui/style.css ui/app.js
+var uiFS embed.FS
 
-// adminPage serves the page with a Content-Security-Policy that allows
+// page serves the page with a Content-Security-Policy that allows
 // exactly its own inline style and script (by hash) and fetches to the
 // admin endpoint: names on the page come from the control plane, and
 // should one ever reach the page as markup, the browser runs nothing it
 // brings.
-type adminPage struct {
+type page struct {
 	body []byte
 	csp  string
 }
 
-func newAdminPage() (*adminPage, error) {
+func newPage() (*page, error) {
 	read := func(name string) (string, error) {
-		b, err := adminUI.ReadFile("admin_ui/" + name)
+		b, err := uiFS.ReadFile("ui/" + name)
 		return string(b), err
 	}
-	page, err := read("index.html")
+	doc, err := read("index.html")
 	if err != nil {
 		return nil, err
 	}
@@ -43,24 +43,24 @@ func newAdminPage() (*adminPage, error) {
 	if err != nil {
 		return nil, err
 	}
-	if strings.Count(page, "{{STYLE}}") != 1 || strings.Count(page, "{{SCRIPT}}") != 1 ||
+	if strings.Count(doc, "{{STYLE}}") != 1 || strings.Count(doc, "{{SCRIPT}}") != 1 ||
 		strings.Contains(script, "</script") || strings.Contains(style, "</style") {
-		return nil, errors.New("weft: admin page: malformed embedded assets")
+		return nil, errors.New("admin: page: malformed embedded assets")
 	}
-	page = strings.Replace(page, "{{STYLE}}", style, 1)
-	page = strings.Replace(page, "{{SCRIPT}}", script, 1)
+	doc = strings.Replace(doc, "{{STYLE}}", style, 1)
+	doc = strings.Replace(doc, "{{SCRIPT}}", script, 1)
 	hash := func(s string) string {
 		sum := sha256.Sum256([]byte(s))
 		return "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
 	}
-	return &adminPage{
-		body: []byte(page),
+	return &page{
+		body: []byte(doc),
 		csp: "default-src 'none'; script-src " + hash(script) + "; style-src " + hash(style) +
 			"; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
 	}, nil
 }
 
-func (p *adminPage) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+func (p *page) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Content-Security-Policy", p.csp)

@@ -1,4 +1,4 @@
-package mesh
+package admin
 
 import (
 	"net"
@@ -10,7 +10,7 @@ import (
 // it is bound to, or every interface address when bound to all of them
 // (a kubelet probes the pod IP).
 func TestAdminHostsOwnAddress(t *testing.T) {
-	bound := newAdminHosts("10.1.2.3:9901", &net.TCPAddr{IP: net.ParseIP("10.1.2.3"), Port: 9901}, nil)
+	bound := newHosts("10.1.2.3:9901", &net.TCPAddr{IP: net.ParseIP("10.1.2.3"), Port: 9901}, nil)
 	for host, want := range map[string]bool{
 		"10.1.2.3:9901": true, "10.1.2.3": true, "10.1.2.4:9901": false, "[::ffff:10.1.2.3]:9901": true,
 		"localhost": true, "127.0.0.1": true, "[::1]": true, "evil.example": false,
@@ -20,7 +20,7 @@ func TestAdminHostsOwnAddress(t *testing.T) {
 		}
 	}
 
-	all := newAdminHosts(":9901", &net.TCPAddr{IP: net.IPv6unspecified, Port: 9901}, []string{"ops.example"})
+	all := newHosts(":9901", &net.TCPAddr{IP: net.IPv6unspecified, Port: 9901}, []string{"ops.example"})
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
 		t.Fatal(err)
