@@ -564,59 +564,46 @@ type clusterWatcher struct {
 	limits      xds.CircuitBreaker
 	endpoints   string // what the endpoint watch is on: "eds:<name>" or "dns:<host:port>"
 	cancelEndpt func()
+	// agg follows an aggregate cluster's underlying clusters, and leaves
+	// their endpoints; both nil for other clusters.
+	agg    *xds.Aggregate
+	leaves *aggregateLeaves
 }
 
 func (w *clusterWatcher) stopEndpoints() {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	if w.cancelEndpt != nil {
 		w.cancelEndpt()
 		w.cancelEndpt, w.endpoints = nil, ""
+	}
+	agg := w.stopAggregateLocked()
+	w.mu.Unlock()
+	if agg != nil {
+		// Outside w.mu: the aggregate calls its watcher, which takes it,
+		// under its own lock.
+		agg.Close()
 	}
 }
 
 func (w *clusterWatcher) OnUpdate(r xds.Resource) {
 	w.x.logUnapplied("Cluster", r)
 	c := r.(*xds.Cluster)
+	if c.Kind == xds.ClusterAggregate {
+		w.followAggregate(c)
+		return
+	}
 	s := w.s
 	// gRPC channels learn of every change: policy, TLS, thresholds.
 	defer s.subs.notify()
 	w.mu.Lock()
-	defer w.mu.Unlock()
-
-	if c.LBPolicy != w.policy || fmt.Sprint(c.LBConfig) != fmt.Sprint(w.lbConfig) || fmt.Sprint(c.OutlierDetection) != w.outlier ||
-		lbExtras(c) != w.lbExtras {
-		w.policy, w.lbConfig, w.outlier, w.lbExtras = c.LBPolicy, c.LBConfig, fmt.Sprint(c.OutlierDetection), lbExtras(c)
-		b, cfg, name := w.x.balancerFor(c)
-		old := s.balancer()
-		nb := balancer.NewCluster(b, cfg, s.clusterOpts...)
-		var eps []resolver.Endpoint
-		for _, e := range old.Endpoints() {
-			eps = append(eps, e.Endpoint)
+	agg := w.stopAggregateLocked()
+	defer func() {
+		w.mu.Unlock()
+		if agg != nil {
+			agg.Close()
 		}
-		if len(eps) > 0 {
-			nb.Update(eps)
-		}
-		s.bal.Store(nb)
-		old.Close()
-		s.policy.Store(&clusterPolicy{b: b, cfg: cfg, name: name, gen: s.gen.Add(1)})
-	}
-	if tls := fmt.Sprint(c.TLS); tls != w.tls {
-		w.tls = tls
-		old := s.upstream.Swap(w.x.upstreamFor(c))
-		if old != nil && old.rt != nil {
-			old.rt.CloseIdleConnections()
-		}
-		// gRPC channels reconnect to the cluster with the new TLS.
-		p := *s.policy.Load()
-		p.gen = s.gen.Add(1)
-		s.policy.Store(&p)
-	}
-	if c.CircuitBreaker != w.limits {
-		w.limits = c.CircuitBreaker
-		res := clusterResilience(c.CircuitBreaker)
-		s.res.Store(&res)
-	}
+	}()
+	w.applyLocked(c)
 
 	switch c.Kind {
 	case xds.ClusterEDS:
@@ -656,6 +643,45 @@ func (w *clusterWatcher) OnUpdate(r xds.Resource) {
 		}
 		s.setErr(nil)
 		s.markReady()
+	}
+}
+
+// applyLocked applies what a cluster says about balancing, upstream TLS
+// and thresholds; the endpoints are the caller's.
+func (w *clusterWatcher) applyLocked(c *xds.Cluster) {
+	s := w.s
+	if c.LBPolicy != w.policy || fmt.Sprint(c.LBConfig) != fmt.Sprint(w.lbConfig) || fmt.Sprint(c.OutlierDetection) != w.outlier ||
+		lbExtras(c) != w.lbExtras {
+		w.policy, w.lbConfig, w.outlier, w.lbExtras = c.LBPolicy, c.LBConfig, fmt.Sprint(c.OutlierDetection), lbExtras(c)
+		b, cfg, name := w.x.balancerFor(c)
+		old := s.balancer()
+		nb := balancer.NewCluster(b, cfg, s.clusterOpts...)
+		var eps []resolver.Endpoint
+		for _, e := range old.Endpoints() {
+			eps = append(eps, e.Endpoint)
+		}
+		if len(eps) > 0 {
+			nb.Update(eps)
+		}
+		s.bal.Store(nb)
+		old.Close()
+		s.policy.Store(&clusterPolicy{b: b, cfg: cfg, name: name, gen: s.gen.Add(1)})
+	}
+	if tls := fmt.Sprint(c.TLS); tls != w.tls {
+		w.tls = tls
+		old := s.upstream.Swap(w.x.upstreamFor(c))
+		if old != nil && old.rt != nil {
+			old.rt.CloseIdleConnections()
+		}
+		// gRPC channels reconnect to the cluster with the new TLS.
+		p := *s.policy.Load()
+		p.gen = s.gen.Add(1)
+		s.policy.Store(&p)
+	}
+	if c.CircuitBreaker != w.limits {
+		w.limits = c.CircuitBreaker
+		res := clusterResilience(c.CircuitBreaker)
+		s.res.Store(&res)
 	}
 }
 

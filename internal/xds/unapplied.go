@@ -94,7 +94,7 @@ var (
 		// Reported entry by entry when not a stateful session's.
 		"virtual_hosts.typed_per_filter_config", "virtual_hosts.routes.typed_per_filter_config",
 	)
-	clusterFields = newFieldSet("name", "type",
+	clusterFields = newFieldSet("name", "type", "cluster_type.name", "cluster_type.typed_config",
 		"eds_cluster_config.eds_config", "eds_cluster_config.service_name",
 		"lb_policy", "ring_hash_lb_config", "least_request_lb_config", "load_balancing_policy",
 		"round_robin_lb_config.slow_start_config.slow_start_window",
