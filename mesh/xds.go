@@ -37,7 +37,10 @@ type xdsPath struct {
 	client *xds.Client
 	// serverURI is the bootstrap's first (primary) management server.
 	serverURI string
-	template  string // client_default_listener_resource_name_template
+	// bootstrap names listeners: a URL host through
+	// client_default_listener_resource_name_template, an xDS authority's
+	// host (hostKey) through the authority's template.
+	bootstrap *xds.Bootstrap
 	// serverTemplate is server_listener_resource_name_template: set, the
 	// mesh's servers follow the control plane's inbound listeners.
 	serverTemplate string
@@ -127,7 +130,7 @@ func newXDSPath(m *Mesh, raw []byte, source string) (*xdsPath, error) {
 	if err != nil {
 		return nil, &EnvError{Var: source, Value: abbreviate(string(raw)), Err: err}
 	}
-	x := &xdsPath{m: m, client: c, serverURI: b.Servers[0].URI, template: b.ClientDefaultListenerResourceNameTemplate,
+	x := &xdsPath{m: m, client: c, serverURI: b.Servers[0].URI, bootstrap: b,
 		serverTemplate: b.ServerListenerResourceNameTemplate, clusters: map[string]*service{}, locality: b.Node.Locality,
 		idle: m.cfg.xdsIdle, stop: make(chan struct{}), done: make(chan struct{})}
 	if x.idle <= 0 {
@@ -299,9 +302,9 @@ func (x *xdsPath) hostLocked(urlHost string) *xdsHost {
 		}
 		return nil
 	}
-	name := urlHost
-	if x.template != "" {
-		name = strings.ReplaceAll(x.template, "%s", urlHost)
+	name, err := x.listenerName(urlHost)
+	if err != nil {
+		return nil // DialGRPC checked the authority already
 	}
 	h := &xdsHost{name: name, ready: make(chan struct{})}
 	next := make(map[string]*xdsHost, len(cur)+1)
@@ -312,6 +315,24 @@ func (x *xdsPath) hostLocked(urlHost string) *xdsHost {
 	x.hosts.Store(&next)
 	h.cancelLDS = x.client.Watch(xds.ListenerType, name, &listenerWatcher{x: x, h: h})
 	return h
+}
+
+// hostKey is the key of the listener a gRPC target names: its host, or
+// for xds://<authority>/<host> one that no URL host can be.
+func hostKey(authority, host string) string {
+	if authority == "" {
+		return host
+	}
+	return "xds://" + authority + "/" + host
+}
+
+// listenerName is the Listener resource the host key names (gRFC A47).
+func (x *xdsPath) listenerName(key string) (string, error) {
+	if rest, ok := strings.CutPrefix(key, "xds://"); ok {
+		authority, host, _ := strings.Cut(rest, "/")
+		return x.bootstrap.ListenerName(authority, host)
+	}
+	return x.bootstrap.ListenerName("", key)
 }
 
 type listenerWatcher struct {

@@ -43,8 +43,7 @@ type Bootstrap struct {
 	// Listener name; "%s" when the bootstrap does not set it.
 	ClientDefaultListenerResourceNameTemplate string
 	ServerListenerResourceNameTemplate        string
-	// Authorities are parsed for federation (gRFC A47); the client does
-	// not use them yet.
+	// Authorities serve xdstp:// resource names (gRFC A47), by authority.
 	Authorities map[string]Authority
 }
 

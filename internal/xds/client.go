@@ -170,13 +170,13 @@ type Client struct {
 	fedMu     sync.Mutex
 	federated map[string]*Client
 	fedClosed bool
-	node    *corev3.Node
-	conns   []*grpc.ClientConn
-	seed    maphash.Seed
-	ctx     context.Context
-	cancel  context.CancelFunc
-	done    chan struct{}
-	ser     *serializer
+	node      *corev3.Node
+	conns     []*grpc.ClientConn
+	seed      maphash.Seed
+	ctx       context.Context
+	cancel    context.CancelFunc
+	done      chan struct{}
+	ser       *serializer
 	// wake tells the send loop that a type is dirty; subWake tells the
 	// run loop, idle until something is watched, to connect.
 	wake    chan struct{}
