@@ -288,7 +288,7 @@ func New(b *Bootstrap, opts ...Option) (*Client, error) {
 	// Check every authority's servers now: a bootstrap naming one that
 	// cannot be dialled is refused at start, not at its first resource.
 	for name, a := range b.Authorities {
-		if err := checkServers(a.Servers); err != nil {
+		if err := checkServers(a.Servers, cfg.clock); err != nil {
 			return nil, fmt.Errorf("xds: authorities[%q]: %w", name, err)
 		}
 	}
@@ -304,9 +304,9 @@ func New(b *Bootstrap, opts ...Option) (*Client, error) {
 }
 
 // checkServers checks that each server's channel credentials are usable.
-func checkServers(servers []ServerConfig) error {
+func checkServers(servers []ServerConfig, cl clock) error {
 	for i, s := range servers {
-		if _, err := channelCreds(s); err != nil {
+		if _, err := channelCreds(s, cl); err != nil {
 			return fmt.Errorf("xds_servers[%d]: %w", i, err)
 		}
 	}
@@ -314,13 +314,25 @@ func checkServers(servers []ServerConfig) error {
 }
 
 // channelCreds returns the transport credentials a server's channel_creds
-// select.
-func channelCreds(s ServerConfig) (credentials.TransportCredentials, error) {
+// select. A "tls" entry with a config reads its files now: one that
+// cannot be read or parsed is an error naming the field and the file.
+func channelCreds(s ServerConfig, cl clock) (credentials.TransportCredentials, error) {
 	switch s.CredsType {
 	case CredsInsecure:
 		return insecure.NewCredentials(), nil
 	case CredsTLS:
-		return credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12}), nil
+		if s.CredsConfig == nil {
+			return credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12}), nil
+		}
+		files, err := parseTLSConfig("channel_creds (tls).config", s.CredsConfig)
+		if err != nil {
+			return nil, err
+		}
+		src, err := newFileSource(files, cl)
+		if err != nil {
+			return nil, fmt.Errorf("channel_creds (tls).config.%w", err)
+		}
+		return &fileCreds{src: src}, nil
 	case CredsGoogleDefault:
 		return google.NewDefaultCredentials().TransportCredentials(), nil
 	}
@@ -337,7 +349,7 @@ func newClient(cfg config, servers []ServerConfig, node *corev3.Node, ser *seria
 		c.resources[i] = make(map[string]*resourceState)
 	}
 	for i, s := range servers {
-		tc, err := channelCreds(s)
+		tc, err := channelCreds(s, cfg.clock)
 		if err != nil {
 			c.closeConns()
 			return nil, fmt.Errorf("xds: xds_servers[%d]: %w", i, err)
