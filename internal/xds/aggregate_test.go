@@ -11,6 +11,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 )
@@ -27,11 +28,12 @@ func TestTranslateAggregateCluster(t *testing.T) {
 	}
 	otherMsg, _ := anypb.New(&clusterv3.Cluster{})
 	tests := []struct {
-		name    string
-		in      *clusterv3.Cluster
-		want    []string
-		policy  string
-		wantErr string
+		name      string
+		in        *clusterv3.Cluster
+		want      []string
+		policy    string
+		unapplied string
+		wantErr   string
 	}{
 		{name: "two clusters", in: xdstest.AggregateCluster("agg", "primary", "secondary"), want: []string{"primary", "secondary"}, policy: "round_robin"},
 		{name: "Envoy's CLUSTER_PROVIDED is round robin", in: func() *clusterv3.Cluster {
@@ -44,6 +46,12 @@ func TestTranslateAggregateCluster(t *testing.T) {
 			c.LbPolicy = clusterv3.Cluster_RING_HASH
 			return c
 		}(), want: []string{"a"}, policy: "ring_hash"},
+		{name: "its own thresholds, outlier detection and TLS are not read", in: func() *clusterv3.Cluster {
+			c := xdstest.AggregateCluster("agg", "a")
+			c.OutlierDetection = &clusterv3.OutlierDetection{MaxEjectionPercent: wrapperspb.UInt32(10)}
+			c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{MaxRequests: wrapperspb.UInt32(1)}}}
+			return c
+		}(), want: []string{"a"}, policy: "round_robin", unapplied: "circuit_breakers.thresholds,outlier_detection.max_ejection_percent"},
 		{name: "empty list", in: xdstest.AggregateCluster("agg"), wantErr: `CDS resource "agg": cluster_type.typed_config.clusters: empty`},
 		{name: "names itself", in: xdstest.AggregateCluster("agg", "a", "agg"), wantErr: `cluster_type.typed_config.clusters[1]: the aggregate cluster "agg" names itself`},
 		{name: "empty name", in: xdstest.AggregateCluster("agg", ""), wantErr: `cluster_type.typed_config.clusters[0]: empty cluster name`},
@@ -70,8 +78,8 @@ func TestTranslateAggregateCluster(t *testing.T) {
 			if got.Kind != ClusterAggregate || !slices.Equal(got.AggregateClusters, tt.want) || got.LBPolicy != tt.policy {
 				t.Errorf("got kind %v clusters %v policy %q, want AGGREGATE %v %q", got.Kind, got.AggregateClusters, got.LBPolicy, tt.want, tt.policy)
 			}
-			if len(got.Unapplied) != 0 {
-				t.Errorf("unapplied fields %v, want none", got.Unapplied)
+			if u := strings.Join(got.Unapplied, ","); u != tt.unapplied {
+				t.Errorf("unapplied fields %q, want %q", u, tt.unapplied)
 			}
 		})
 	}

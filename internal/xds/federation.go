@@ -74,14 +74,21 @@ func (b *Bootstrap) ListenerName(authority, host string) (string, error) {
 	if tmpl == "" {
 		tmpl = "%s"
 	}
+	return PopulateTemplate(tmpl, host), nil
+}
+
+// PopulateTemplate puts s into a listener name template in place of %s:
+// percent-encoded segment by segment in an xdstp:// template, as grpc-go
+// encodes it, verbatim in an old-style one.
+func PopulateTemplate(tmpl, s string) string {
 	if IsXDSTP(tmpl) {
-		segs := strings.Split(host, "/")
+		segs := strings.Split(s, "/")
 		for i := range segs {
 			segs[i] = url.PathEscape(segs[i])
 		}
-		host = strings.Join(segs, "/")
+		s = strings.Join(segs, "/")
 	}
-	return strings.ReplaceAll(tmpl, "%s", host), nil
+	return strings.ReplaceAll(tmpl, "%s", s)
 }
 
 // serversKey identifies a list of management servers: authorities with

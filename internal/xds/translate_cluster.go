@@ -40,7 +40,11 @@ const (
 
 // TranslateCluster validates a Cluster. An error is a *ResourceError.
 func TranslateCluster(c *clusterv3.Cluster) (*Cluster, error) {
-	out, err := finish(translateCluster(c))(c, nil, clusterApplied)
+	fs := clusterApplied
+	if c.GetClusterType().GetName() == AggregateClusterType {
+		fs = aggregateApplied
+	}
+	out, err := finish(translateCluster(c))(c, nil, fs)
 	if err != nil {
 		return nil, resourceErr(ClusterType, c.GetName(), err)
 	}
