@@ -155,8 +155,9 @@ type ResourceStatus struct {
 
 // Client is an xDS client keeping one ADS stream (state of the world, or
 // incremental with WithDelta) to the first reachable management server of
-// a bootstrap. It is safe for
-// concurrent use; Close releases everything it started.
+// a bootstrap, and one more for each federation authority whose servers
+// differ (gRFC A47). It is safe for concurrent use; Close releases
+// everything it started.
 type Client struct {
 	cfg     config
 	servers []ServerConfig

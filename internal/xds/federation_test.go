@@ -97,14 +97,24 @@ func federatedBootstrap(t *testing.T, def, own *xdstest.Server) []byte {
 // TestFederation: xdstp:// resources of an authority with servers of its
 // own come over a stream to those servers; those of an authority without
 // servers, and old-style names, over the top-level servers' stream: one
-// stream per server. Names are matched in canonical form.
+// stream per server. Names are matched in canonical form. Both protocols.
 func TestFederation(t *testing.T) {
+	for _, delta := range []bool{false, true} {
+		t.Run(map[bool]string{false: "state of the world", true: "delta"}[delta], func(t *testing.T) { testFederation(t, delta) })
+	}
+}
+
+func testFederation(t *testing.T, delta bool) {
 	def, own := xdstest.NewServer(t), xdstest.NewServer(t)
 	ownCluster := "xdstp://own/envoy.config.cluster.v3.Cluster/c?a=1&b=2"
 	sharedCluster := "xdstp://shared/envoy.config.cluster.v3.Cluster/s"
 	def.SetSnapshot(t, node, "1", xdstest.Cluster("plain", ""), xdstest.Cluster(sharedCluster, ""))
 	own.SetSnapshot(t, node, "1", xdstest.Cluster(ownCluster, ""))
-	c := newTestClient(t, federatedBootstrap(t, def, own), fastBackoff())
+	opts := []Option{fastBackoff()}
+	if delta {
+		opts = append(opts, WithDelta())
+	}
+	c := newTestClient(t, federatedBootstrap(t, def, own), opts...)
 
 	tests := []struct {
 		watch, want string
@@ -129,6 +139,13 @@ func TestFederation(t *testing.T) {
 	}
 	for _, r := range def.Requests() {
 		for _, n := range r.GetResourceNames() {
+			if strings.Contains(n, "//own/") {
+				t.Errorf("top-level server was asked for %q", n)
+			}
+		}
+	}
+	for _, r := range def.DeltaRequests() {
+		for _, n := range r.GetResourceNamesSubscribe() {
 			if strings.Contains(n, "//own/") {
 				t.Errorf("top-level server was asked for %q", n)
 			}
