@@ -1,8 +1,10 @@
 package mesh_test
 
 import (
+	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -11,12 +13,15 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/weftmesh/weft/internal/xds/xdstest"
+	"github.com/weftmesh/weft/mesh"
 )
 
 // unhealthyEDS is cluster's load assignment with addrs all marked
@@ -191,4 +196,37 @@ func mustAnyT(t *testing.T, m proto.Message) *anypb.Any {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// TestAggregateClusterUnsubscribes: when the aggregate cluster becomes an
+// EDS cluster, the mesh stops following the underlying clusters and their
+// endpoints; over delta xDS the control plane hears of it at once.
+func TestAggregateClusterUnsubscribes(t *testing.T) {
+	cp := xdstest.NewServer(t)
+	b0, b1 := startParityBackend(t, "b0"), startParityBackend(t, "b1")
+	front := []types.Resource{parityListener(), parityRoutes(parityRoute("agg", nil, nil))}
+	cp.SetSnapshot(t, xdsNode, "1", append(front, xdstest.AggregateCluster("agg", "primary"), parityCluster("primary", nil),
+		xdstest.Endpoints("primary", b0.addr))...)
+	c := &parityClient{name: weftHTTP, http: newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)), mesh.WithXDSDelta(true)).HTTPClient()}
+	if o := c.call(callLimit); o.backend != "b0" {
+		t.Fatalf("through the aggregate: backend %q, err %v; want b0", o.backend, o.err)
+	}
+	cp.SetSnapshot(t, xdsNode, "2", append(front, parityCluster("agg", nil), xdstest.Endpoints("agg", b1.addr),
+		parityCluster("primary", nil), xdstest.Endpoints("primary", b0.addr))...)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	for _, typ := range []string{resource.ClusterType, resource.EndpointType} {
+		if _, err := cp.WaitDeltaRequest(ctx, func(r *discoveryv3.DeltaDiscoveryRequest) bool {
+			return r.GetTypeUrl() == typ && slices.Contains(r.GetResourceNamesUnsubscribe(), "primary")
+		}); err != nil {
+			t.Errorf("no %s unsubscription of primary: %v", typ, err)
+		}
+	}
+	// The endpoints already known serve until the cluster's own arrive.
+	for o := c.call(callLimit); o.backend != "b1"; o = c.call(callLimit) {
+		if ctx.Err() != nil {
+			t.Fatalf("after the change: backend %q, err %v; want b1", o.backend, o.err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
