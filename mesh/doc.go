@@ -27,7 +27,9 @@
 // Without a control plane, WEFT_ENDPOINTS or WEFT_DNS say where services
 // live. With an xDS bootstrap (GRPC_XDS_BOOTSTRAP, or [WithBootstrap]) the
 // control plane's listeners, routes, clusters and endpoints decide, for
-// HTTP and gRPC alike, over one xDS client and one ADS stream per Mesh.
+// HTTP and gRPC alike, over one xDS client per Mesh and one ADS stream per
+// control-plane server (one in all unless the bootstrap's federation
+// authorities name servers of their own).
 //
 // With an identity (SPIFFE_ENDPOINT_SOCKET, the WEFT_SVID_CERT_FILE,
 // WEFT_SVID_KEY_FILE and WEFT_BUNDLE_FILE files, or [WithX509Source]), the

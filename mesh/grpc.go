@@ -45,7 +45,8 @@ func (m *Mesh) DialGRPC(target string, opts ...grpc.DialOption) (*grpc.ClientCon
 		if m.xds == nil {
 			return nil, fmt.Errorf("weft: DialGRPC(%q): no xDS bootstrap: set %s or %s, or use WithBootstrap", target, EnvBootstrap, EnvBootstrapConfig)
 		}
-		t, opts, err := m.dialXDS(xdsAuthority(target), false)
+		auth, host := xdsAuthority(target)
+		t, opts, err := m.dialXDS(auth, host, false)
 		if err != nil {
 			return nil, fmt.Errorf("weft: DialGRPC(%q): %w", target, err)
 		}
@@ -55,7 +56,7 @@ func (m *Mesh) DialGRPC(target string, opts ...grpc.DialOption) (*grpc.ClientCon
 	case m.xds != nil && !m.isStatic(target):
 		// With a control plane, a plain name is the listener an HTTP
 		// request to http://<target>/ follows.
-		t, opts, err := m.dialXDS(target, true)
+		t, opts, err := m.dialXDS("", target, true)
 		if err != nil {
 			return nil, fmt.Errorf("weft: DialGRPC(%q): %w", target, err)
 		}
@@ -98,14 +99,18 @@ func (m *Mesh) xdsResolver() (gresolver.Builder, error) {
 	return m.xdsRes, m.xdsErr
 }
 
-// xdsAuthority is the listener part of an "xds:" target: "orders:50051"
-// in "xds:///orders:50051" (an authority, "xds://a/orders", names a
-// control plane this mesh does not have, and is kept whole so the lookup
-// fails by name).
-func xdsAuthority(target string) string {
+// xdsAuthority splits an "xds:" target into its xDS authority and the
+// host its listener is named by: "", "orders:50051" for
+// "xds:///orders:50051"; "a", "orders" for "xds://a/orders", whose
+// listener the bootstrap's authority "a" names (gRFC A47).
+func xdsAuthority(target string) (authority, host string) {
 	t := strings.TrimPrefix(target, "xds:")
-	t = strings.TrimPrefix(t, "//")
-	return strings.TrimPrefix(t, "/")
+	if rest, ok := strings.CutPrefix(t, "//"); ok {
+		// xds://<authority>/<host>; xds:///<host> has none.
+		authority, host, _ = strings.Cut(rest, "/")
+		return authority, host
+	}
+	return "", strings.TrimPrefix(t, "/")
 }
 
 // hasScheme reports whether a gRPC target names a resolver scheme.

@@ -57,7 +57,10 @@ type xdsChannel struct {
 	// authority is the target as dialled, "host:port": the listener's name
 	// (through the client template) and the virtual host it is matched by.
 	authority string
-	id        uint64
+	// hostKey is the key of the channel's listener: authority, or with an
+	// xDS authority in the target (xds://<authority>/<host>) that too.
+	hostKey string
+	id      uint64
 	// plain is set for a channel dialled by plain name ("orders:50051"):
 	// when the control plane says no listener has that name, the channel
 	// goes to the name's DNS addresses, as an HTTP request to the same
@@ -70,15 +73,21 @@ type xdsChannel struct {
 const passthroughCluster = ""
 
 // dialXDS returns the dial options that route a channel to authority by
-// the control plane's configuration, and the target to dial.
-func (m *Mesh) dialXDS(authority string, plain bool) (string, []grpc.DialOption, error) {
+// the control plane's configuration, and the target to dial. xdsAuthority
+// is the target's xDS authority (xds://<xdsAuthority>/<authority>), whose
+// listener template and servers the bootstrap's authorities give.
+func (m *Mesh) dialXDS(xdsAuthority, authority string, plain bool) (string, []grpc.DialOption, error) {
 	if authority == "" {
 		return "", nil, errors.New("empty xDS target")
 	}
 	if m.isClosed() {
 		return "", nil, errClosed
 	}
-	ch := &xdsChannel{x: m.xds, authority: authority, id: channelIDs.Add(1), plain: plain}
+	key := hostKey(xdsAuthority, authority)
+	if _, err := m.xds.listenerName(key); err != nil {
+		return "", nil, err
+	}
+	ch := &xdsChannel{x: m.xds, authority: authority, hostKey: key, id: channelIDs.Add(1), plain: plain}
 	return grpcXDSScheme + ":///" + authority, []grpc.DialOption{
 		grpc.WithTransportCredentials(clusterCreds{def: m.grpcClientCreds()}),
 		grpc.WithResolvers(&xdsResolverBuilder{ch: ch}),
@@ -105,7 +114,7 @@ type callRoute struct {
 // route matches a call and puts its routing decision in the returned
 // context.
 func (c *xdsChannel) route(ctx context.Context, method string) (context.Context, callRoute, error) {
-	h := c.x.host(c.authority)
+	h := c.x.host(c.hostKey)
 	if h == nil {
 		return ctx, callRoute{}, status.Errorf(codes.Unavailable, "weft: xDS host limit reached; %q cannot be followed", c.authority)
 	}
@@ -315,7 +324,7 @@ func (b *xdsResolverBuilder) Scheme() string { return grpcXDSScheme }
 
 func (b *xdsResolverBuilder) Build(_ gresolver.Target, cc gresolver.ClientConn, _ gresolver.BuildOptions) (gresolver.Resolver, error) {
 	x := b.ch.x
-	h := x.pinHost(b.ch.authority)
+	h := x.pinHost(b.ch.hostKey)
 	if h == nil {
 		return nil, fmt.Errorf("weft: xDS host limit reached; %q cannot be followed", b.ch.authority)
 	}

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -88,7 +87,7 @@ func (in *inboundXDS) listener(addr string) *inboundListener {
 	if l := cur[addr]; l != nil || in.closed {
 		return l
 	}
-	name := strings.ReplaceAll(in.template, "%s", addr)
+	name := xds.PopulateTemplate(in.template, addr)
 	l := &inboundListener{in: in, name: name, ready: make(chan struct{}), rds: map[string]func(){}, routes: map[string]*xds.RouteConfig{}}
 	next := make(map[string]*inboundListener, len(cur)+1)
 	for k, v := range cur {

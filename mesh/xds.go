@@ -39,7 +39,10 @@ type xdsPath struct {
 	client *xds.Client
 	// serverURI is the bootstrap's first (primary) management server.
 	serverURI string
-	template  string // client_default_listener_resource_name_template
+	// bootstrap names listeners: a URL host through
+	// client_default_listener_resource_name_template, an xDS authority's
+	// host (hostKey) through the authority's template.
+	bootstrap *xds.Bootstrap
 	// serverTemplate is server_listener_resource_name_template: set, the
 	// mesh's servers follow the control plane's inbound listeners.
 	serverTemplate string
@@ -129,7 +132,7 @@ func newXDSPath(m *Mesh, raw []byte, source string) (*xdsPath, error) {
 	if err != nil {
 		return nil, &EnvError{Var: source, Value: abbreviate(string(raw)), Err: err}
 	}
-	x := &xdsPath{m: m, client: c, serverURI: b.Servers[0].URI, template: b.ClientDefaultListenerResourceNameTemplate,
+	x := &xdsPath{m: m, client: c, serverURI: b.Servers[0].URI, bootstrap: b,
 		serverTemplate: b.ServerListenerResourceNameTemplate, clusters: map[string]*service{}, locality: b.Node.Locality,
 		idle: m.cfg.xdsIdle, stop: make(chan struct{}), done: make(chan struct{})}
 	if x.idle <= 0 {
@@ -306,9 +309,9 @@ func (x *xdsPath) hostLocked(urlHost string) *xdsHost {
 		}
 		return nil
 	}
-	name := urlHost
-	if x.template != "" {
-		name = strings.ReplaceAll(x.template, "%s", urlHost)
+	name, err := x.listenerName(urlHost)
+	if err != nil {
+		return nil // DialGRPC checked the authority already
 	}
 	h := &xdsHost{name: name, ready: make(chan struct{})}
 	next := make(map[string]*xdsHost, len(cur)+1)
@@ -319,6 +322,24 @@ func (x *xdsPath) hostLocked(urlHost string) *xdsHost {
 	x.hosts.Store(&next)
 	h.cancelLDS = x.client.Watch(xds.ListenerType, name, &listenerWatcher{x: x, h: h})
 	return h
+}
+
+// hostKey is the key of the listener a gRPC target names: its host, or
+// for xds://<authority>/<host> one that no URL host can be.
+func hostKey(authority, host string) string {
+	if authority == "" {
+		return host
+	}
+	return "xds://" + authority + "/" + host
+}
+
+// listenerName is the Listener resource the host key names (gRFC A47).
+func (x *xdsPath) listenerName(key string) (string, error) {
+	if rest, ok := strings.CutPrefix(key, "xds://"); ok {
+		authority, host, _ := strings.Cut(rest, "/")
+		return x.bootstrap.ListenerName(authority, host)
+	}
+	return x.bootstrap.ListenerName("", key)
 }
 
 type listenerWatcher struct {
@@ -614,59 +635,46 @@ type clusterWatcher struct {
 	limits      xds.CircuitBreaker
 	endpoints   string // what the endpoint watch is on: "eds:<name>" or "dns:<host:port>"
 	cancelEndpt func()
+	// agg follows an aggregate cluster's underlying clusters, and leaves
+	// their endpoints; both nil for other clusters.
+	agg    *xds.Aggregate
+	leaves *aggregateLeaves
 }
 
 func (w *clusterWatcher) stopEndpoints() {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	if w.cancelEndpt != nil {
 		w.cancelEndpt()
 		w.cancelEndpt, w.endpoints = nil, ""
+	}
+	agg := w.stopAggregateLocked()
+	w.mu.Unlock()
+	if agg != nil {
+		// Outside w.mu: the aggregate calls its watcher, which takes it,
+		// under its own lock.
+		agg.Close()
 	}
 }
 
 func (w *clusterWatcher) OnUpdate(r xds.Resource) {
 	w.x.logUnapplied("Cluster", r)
 	c := r.(*xds.Cluster)
+	if c.Kind == xds.ClusterAggregate {
+		w.followAggregate(c)
+		return
+	}
 	s := w.s
 	// gRPC channels learn of every change: policy, TLS, thresholds.
 	defer s.subs.notify()
 	w.mu.Lock()
-	defer w.mu.Unlock()
-
-	if c.LBPolicy != w.policy || fmt.Sprint(c.LBConfig) != fmt.Sprint(w.lbConfig) || fmt.Sprint(c.OutlierDetection) != w.outlier ||
-		lbExtras(c) != w.lbExtras {
-		w.policy, w.lbConfig, w.outlier, w.lbExtras = c.LBPolicy, c.LBConfig, fmt.Sprint(c.OutlierDetection), lbExtras(c)
-		b, cfg, name := w.x.balancerFor(c)
-		old := s.balancer()
-		nb := balancer.NewCluster(b, cfg, s.clusterOpts...)
-		var eps []resolver.Endpoint
-		for _, e := range old.Endpoints() {
-			eps = append(eps, e.Endpoint)
+	agg := w.stopAggregateLocked()
+	defer func() {
+		w.mu.Unlock()
+		if agg != nil {
+			agg.Close()
 		}
-		if len(eps) > 0 {
-			nb.Update(eps)
-		}
-		s.bal.Store(nb)
-		old.Close()
-		s.policy.Store(&clusterPolicy{b: b, cfg: cfg, name: name, gen: s.gen.Add(1)})
-	}
-	if tls := fmt.Sprint(c.TLS); tls != w.tls {
-		w.tls = tls
-		old := s.upstream.Swap(w.x.upstreamFor(c))
-		if old != nil && old.rt != nil {
-			old.rt.CloseIdleConnections()
-		}
-		// gRPC channels reconnect to the cluster with the new TLS.
-		p := *s.policy.Load()
-		p.gen = s.gen.Add(1)
-		s.policy.Store(&p)
-	}
-	if c.CircuitBreaker != w.limits {
-		w.limits = c.CircuitBreaker
-		res := clusterResilience(c.CircuitBreaker)
-		s.res.Store(&res)
-	}
+	}()
+	w.applyLocked(c)
 
 	switch c.Kind {
 	case xds.ClusterEDS:
@@ -706,6 +714,45 @@ func (w *clusterWatcher) OnUpdate(r xds.Resource) {
 		}
 		s.setErr(nil)
 		s.markReady()
+	}
+}
+
+// applyLocked applies what a cluster says about balancing, upstream TLS
+// and thresholds; the endpoints are the caller's.
+func (w *clusterWatcher) applyLocked(c *xds.Cluster) {
+	s := w.s
+	if c.LBPolicy != w.policy || fmt.Sprint(c.LBConfig) != fmt.Sprint(w.lbConfig) || fmt.Sprint(c.OutlierDetection) != w.outlier ||
+		lbExtras(c) != w.lbExtras {
+		w.policy, w.lbConfig, w.outlier, w.lbExtras = c.LBPolicy, c.LBConfig, fmt.Sprint(c.OutlierDetection), lbExtras(c)
+		b, cfg, name := w.x.balancerFor(c)
+		old := s.balancer()
+		nb := balancer.NewCluster(b, cfg, s.clusterOpts...)
+		var eps []resolver.Endpoint
+		for _, e := range old.Endpoints() {
+			eps = append(eps, e.Endpoint)
+		}
+		if len(eps) > 0 {
+			nb.Update(eps)
+		}
+		s.bal.Store(nb)
+		old.Close()
+		s.policy.Store(&clusterPolicy{b: b, cfg: cfg, name: name, gen: s.gen.Add(1)})
+	}
+	if tls := fmt.Sprint(c.TLS); tls != w.tls {
+		w.tls = tls
+		old := s.upstream.Swap(w.x.upstreamFor(c))
+		if old != nil && old.rt != nil {
+			old.rt.CloseIdleConnections()
+		}
+		// gRPC channels reconnect to the cluster with the new TLS.
+		p := *s.policy.Load()
+		p.gen = s.gen.Add(1)
+		s.policy.Store(&p)
+	}
+	if c.CircuitBreaker != w.limits {
+		w.limits = c.CircuitBreaker
+		res := clusterResilience(c.CircuitBreaker)
+		s.res.Store(&res)
 	}
 }
 

@@ -43,8 +43,7 @@ type Bootstrap struct {
 	// Listener name; "%s" when the bootstrap does not set it.
 	ClientDefaultListenerResourceNameTemplate string
 	ServerListenerResourceNameTemplate        string
-	// Authorities are parsed for federation (gRFC A47); the client does
-	// not use them yet.
+	// Authorities serve xdstp:// resource names (gRFC A47), by authority.
 	Authorities map[string]Authority
 }
 
@@ -240,7 +239,7 @@ func parseServers(field string, js []jsonServer) ([]ServerConfig, error) {
 		}
 		sc := ServerConfig{URI: s.ServerURI, Features: s.ServerFeatures}
 		types := make([]string, 0, len(s.ChannelCreds))
-		for _, c := range s.ChannelCreds {
+		for j, c := range s.ChannelCreds {
 			types = append(types, c.Type)
 			if sc.CredsType != "" {
 				continue
@@ -250,6 +249,13 @@ func parseServers(field string, js []jsonServer) ([]ServerConfig, error) {
 				sc.CredsType = c.Type
 				if len(c.Config) > 0 && !bytes.Equal(c.Config, []byte("null")) {
 					sc.CredsConfig = c.Config
+				}
+			}
+			if c.Type == CredsTLS && sc.CredsConfig != nil {
+				// gRFC A65: the file_watcher provider's fields; the
+				// files themselves are read when the client starts.
+				if _, err := parseTLSConfig(fmt.Sprintf("%s.channel_creds[%d].config", f, j), sc.CredsConfig); err != nil {
+					return nil, fmt.Errorf("xds: bootstrap: %w", err)
 				}
 			}
 		}

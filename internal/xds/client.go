@@ -155,18 +155,29 @@ type ResourceStatus struct {
 
 // Client is an xDS client keeping one ADS stream (state of the world, or
 // incremental with WithDelta) to the first reachable management server of
-// a bootstrap. It is safe for
-// concurrent use; Close releases everything it started.
+// a bootstrap, and one more for each federation authority whose servers
+// differ (gRFC A47). It is safe for concurrent use; Close releases
+// everything it started.
 type Client struct {
 	cfg     config
 	servers []ServerConfig
-	node    *corev3.Node
-	conns   []*grpc.ClientConn
-	seed    maphash.Seed
-	ctx     context.Context
-	cancel  context.CancelFunc
-	done    chan struct{}
-	ser     *serializer
+	// serversKey identifies servers; authorities are the bootstrap's
+	// (nil on an authority's own client, whose parent routes to it).
+	serversKey  string
+	authorities map[string]Authority
+	parent      *Client
+	// fedMu guards federated: the clients of authorities with servers of
+	// their own, by serversKey, started on first use.
+	fedMu     sync.Mutex
+	federated map[string]*Client
+	fedClosed bool
+	node      *corev3.Node
+	conns     []*grpc.ClientConn
+	seed      maphash.Seed
+	ctx       context.Context
+	cancel    context.CancelFunc
+	done      chan struct{}
+	ser       *serializer
 	// wake tells the send loop that a type is dirty; subWake tells the
 	// run loop, idle until something is watched, to connect.
 	wake    chan struct{}
@@ -265,7 +276,10 @@ type lastResponse struct {
 }
 
 // New starts a client for the servers of b. It does not connect until the
-// first Watch. The client must be closed.
+// first Watch. Resources named xdstp://<authority>/... go to the servers of
+// that authority in b.Authorities (gRFC A47), on a stream of their own
+// when the authority lists servers other than b.Servers. The client must
+// be closed.
 func New(b *Bootstrap, opts ...Option) (*Client, error) {
 	if b == nil || len(b.Servers) == 0 {
 		return nil, errors.New("xds: bootstrap has no xds_servers")
@@ -285,23 +299,74 @@ func New(b *Bootstrap, opts ...Option) (*Client, error) {
 			return eb
 		}
 	}
-	c := &Client{cfg: cfg, servers: b.Servers, node: b.Node.Proto(), seed: maphash.MakeSeed(),
+	// Check every authority's servers now: a bootstrap naming one that
+	// cannot be dialled is refused at start, not at its first resource.
+	for name, a := range b.Authorities {
+		if err := checkServers(a.Servers, cfg.clock); err != nil {
+			return nil, fmt.Errorf("xds: authorities[%q]: %w", name, err)
+		}
+	}
+	c, err := newClient(cfg, b.Servers, b.Node.Proto(), nil)
+	if err != nil {
+		return nil, err
+	}
+	c.authorities = b.Authorities
+	if c.authorities == nil {
+		c.authorities = map[string]Authority{}
+	}
+	return c, nil
+}
+
+// checkServers checks that each server's channel credentials are usable.
+func checkServers(servers []ServerConfig, cl clock) error {
+	for i, s := range servers {
+		if _, err := channelCreds(s, cl); err != nil {
+			return fmt.Errorf("xds_servers[%d]: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// channelCreds returns the transport credentials a server's channel_creds
+// select. A "tls" entry with a config reads its files now: one that
+// cannot be read or parsed is an error naming the field and the file.
+func channelCreds(s ServerConfig, cl clock) (credentials.TransportCredentials, error) {
+	switch s.CredsType {
+	case CredsInsecure:
+		return insecure.NewCredentials(), nil
+	case CredsTLS:
+		if s.CredsConfig == nil {
+			return credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12}), nil
+		}
+		files, err := parseTLSConfig("channel_creds (tls).config", s.CredsConfig)
+		if err != nil {
+			return nil, err
+		}
+		src, err := newFileSource(files, cl)
+		if err != nil {
+			return nil, fmt.Errorf("channel_creds (tls).config.%w", err)
+		}
+		return &fileCreds{src: src}, nil
+	case CredsGoogleDefault:
+		return google.NewDefaultCredentials().TransportCredentials(), nil
+	}
+	return nil, fmt.Errorf("unsupported channel creds %q", s.CredsType)
+}
+
+// newClient starts a client of one list of servers. ser, when non-nil, is
+// the serializer of the client whose authority this one serves, so that
+// every watcher call of a Client stays serialized.
+func newClient(cfg config, servers []ServerConfig, node *corev3.Node, ser *serializer) (*Client, error) {
+	c := &Client{cfg: cfg, servers: servers, serversKey: serversKey(servers), node: node, seed: maphash.MakeSeed(),
 		done: make(chan struct{}), wake: make(chan struct{}, 1), subWake: make(chan struct{}, 1)}
 	for i := range c.resources {
 		c.resources[i] = make(map[string]*resourceState)
 	}
-	for i, s := range b.Servers {
-		var tc credentials.TransportCredentials
-		switch s.CredsType {
-		case CredsInsecure:
-			tc = insecure.NewCredentials()
-		case CredsTLS:
-			tc = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12})
-		case CredsGoogleDefault:
-			tc = google.NewDefaultCredentials().TransportCredentials()
-		default:
+	for i, s := range servers {
+		tc, err := channelCreds(s, cfg.clock)
+		if err != nil {
 			c.closeConns()
-			return nil, fmt.Errorf("xds: xds_servers[%d]: unsupported channel creds %q", i, s.CredsType)
+			return nil, fmt.Errorf("xds: xds_servers[%d]: %w", i, err)
 		}
 		dopts := append([]grpc.DialOption{
 			grpc.WithTransportCredentials(tc),
@@ -315,7 +380,10 @@ func New(b *Bootstrap, opts ...Option) (*Client, error) {
 		c.conns = append(c.conns, cc)
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	c.ser = newSerializer()
+	c.ser = ser
+	if ser == nil {
+		c.ser = newSerializer()
+	}
 	go c.run()
 	return c, nil
 }
@@ -343,9 +411,19 @@ func (c *Client) Close() error {
 		}
 	}
 	c.mu.Unlock()
+	c.fedMu.Lock()
+	c.fedClosed = true
+	subs := c.federated
+	c.federated = nil
+	c.fedMu.Unlock()
+	for _, sub := range subs {
+		sub.Close()
+	}
 	c.cancel()
 	<-c.done
-	c.ser.close()
+	if c.parent == nil {
+		c.ser.close() // an authority's client shares its parent's
+	}
 	c.closeConns()
 	return nil
 }
@@ -365,6 +443,24 @@ func (c *Client) signal() {
 func (c *Client) Watch(t ResourceType, name string, w Watcher) (cancel func()) {
 	if t < 0 || t >= numTypes {
 		panic(fmt.Sprintf("xds: Watch: unknown resource type %d", t))
+	}
+	if IsXDSTP(name) {
+		target, canonical, err := c.route(name)
+		if err != nil {
+			c.mu.Lock()
+			if !c.closed {
+				we := &watcherEntry{w: w}
+				c.ser.schedule(func() { deliver(we, func(w Watcher) { w.OnError(err) }) })
+				c.mu.Unlock()
+				return func() { we.canceled.Store(true) }
+			}
+			c.mu.Unlock()
+			return func() {}
+		}
+		if target != c {
+			return target.Watch(t, canonical, w)
+		}
+		name = canonical
 	}
 	we := &watcherEntry{w: w}
 	c.mu.Lock()
@@ -449,9 +545,30 @@ func (c *Client) notifyLocked(rs *resourceState, f func(Watcher)) {
 	}
 }
 
-// Dump returns the state of every watched resource, sorted by type and
-// name.
+// Dump returns the state of every watched resource, of every authority's
+// stream, sorted by type and name.
 func (c *Client) Dump() []ResourceStatus {
+	out := c.dumpOwn()
+	c.fedMu.Lock()
+	subs := make([]*Client, 0, len(c.federated))
+	for _, sub := range c.federated {
+		subs = append(subs, sub)
+	}
+	c.fedMu.Unlock()
+	for _, sub := range subs {
+		out = append(out, sub.dumpOwn()...)
+	}
+	slices.SortFunc(out, func(a, b ResourceStatus) int {
+		if a.Type != b.Type {
+			return int(a.Type) - int(b.Type)
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	return out
+}
+
+// dumpOwn returns the states of the resources of c's own stream.
+func (c *Client) dumpOwn() []ResourceStatus {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []ResourceStatus
@@ -475,12 +592,6 @@ func (c *Client) Dump() []ResourceStatus {
 			out = append(out, s)
 		}
 	}
-	slices.SortFunc(out, func(a, b ResourceStatus) int {
-		if a.Type != b.Type {
-			return int(a.Type) - int(b.Type)
-		}
-		return strings.Compare(a.Name, b.Name)
-	})
 	return out
 }
 
@@ -839,6 +950,7 @@ func (c *Client) decode(t ResourceType, as []*anypb.Any, hashes []uint64) []deco
 			continue
 		}
 		name, r, err := Decode(t, a)
+		name = canonicalName(name) // xdstp:// names as Watch stores them
 		out[i] = decoded{name: name, res: r, raw: a.GetValue(), err: err}
 		next[h] = decodedBytes{typeURL: a.GetTypeUrl(), raw: a.GetValue(), decoded: out[i]}
 	}

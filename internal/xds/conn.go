@@ -110,7 +110,9 @@ type Connection struct {
 	LastGood time.Time
 }
 
-// Connection returns the client's connection state.
+// Connection returns the connection state of the stream to the
+// bootstrap's top-level servers; an authority's stream of its own reports
+// through the events function only.
 func (c *Client) Connection() Connection {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -163,7 +163,7 @@ func (c *Client) handleDeltaResponse(resp *discoveryv3.DeltaDiscoveryResponse, g
 	var dup string
 	for i := range res {
 		d := &res[i] // a copy of the cache's entry: safe to change
-		name := wrapped[i].GetName()
+		name := canonicalName(wrapped[i].GetName())
 		switch {
 		case name == "":
 			name = d.name
@@ -185,7 +185,7 @@ func (c *Client) handleDeltaResponse(resp *discoveryv3.DeltaDiscoveryResponse, g
 		seen[name] = true
 	}
 	for _, name := range resp.GetRemovedResources() {
-		if seen[name] && dup == "" {
+		if seen[canonicalName(name)] && dup == "" {
 			dup = name
 		}
 	}
@@ -231,6 +231,7 @@ func (c *Client) handleDeltaResponse(resp *discoveryv3.DeltaDiscoveryResponse, g
 		}
 		// Removal is explicit in delta, for every type.
 		for _, name := range resp.GetRemovedResources() {
+			name = canonicalName(name)
 			rs := c.resources[t][name]
 			if rs == nil {
 				continue

@@ -1,5 +1,6 @@
 // Package xds is Weft's xDS client: it parses gRPC's bootstrap file, keeps
-// one state-of-the-world ADS stream to a management server, validates the
+// one ADS stream to a management server (one per server with federation,
+// gRFC A47: xdstp:// names go to their authority's servers), validates the
 // Listener, RouteConfiguration, Cluster and ClusterLoadAssignment resources
 // it receives the way grpc-go validates them, and translates them into
 // immutable snapshots (Listener, RouteConfig, Cluster, Endpoints) that the

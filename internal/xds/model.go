@@ -370,6 +370,9 @@ const (
 	ClusterEDS ClusterKind = iota
 	ClusterLogicalDNS
 	ClusterStatic
+	// ClusterAggregate is an aggregate cluster (envoy.clusters.aggregate,
+	// gRFC A37): a prioritized list of other clusters.
+	ClusterAggregate
 )
 
 // String returns the Envoy name of the kind.
@@ -381,6 +384,8 @@ func (k ClusterKind) String() string {
 		return "LOGICAL_DNS"
 	case ClusterStatic:
 		return "STATIC"
+	case ClusterAggregate:
+		return "AGGREGATE"
 	}
 	return "unknown"
 }
@@ -397,6 +402,10 @@ type Cluster struct {
 	DNSHostPort string
 	// StaticEndpoints is the inline load assignment of a STATIC cluster.
 	StaticEndpoints *Endpoints
+	// AggregateClusters are an aggregate cluster's underlying clusters,
+	// highest priority first, as listed (never empty, never the cluster
+	// itself). ResolveAggregate follows them down to the leaf clusters.
+	AggregateClusters []string
 	// LBPolicy names the balancer (round_robin, ring_hash, least_request,
 	// or a custom policy's type name); LBConfig is its configuration.
 	LBPolicy string

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"slices"
 	"strconv"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	xdstypev3 "github.com/cncf/xds/go/xds/type/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	aggregatev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/clusters/aggregate/v3"
 	leastrequestv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/least_request/v3"
 	ringhashv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/ring_hash/v3"
 	roundrobinv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/round_robin/v3"
@@ -38,7 +40,11 @@ const (
 
 // TranslateCluster validates a Cluster. An error is a *ResourceError.
 func TranslateCluster(c *clusterv3.Cluster) (*Cluster, error) {
-	out, err := finish(translateCluster(c))(c, nil, clusterApplied)
+	fs := clusterApplied
+	if c.GetClusterType().GetName() == AggregateClusterType {
+		fs = aggregateApplied
+	}
+	out, err := finish(translateCluster(c))(c, nil, fs)
 	if err != nil {
 		return nil, resourceErr(ClusterType, c.GetName(), err)
 	}
@@ -84,10 +90,20 @@ func translateCluster(c *clusterv3.Cluster) (*Cluster, error) {
 		default:
 			return nil, ferr("type", "unsupported cluster type %v", ct.Type)
 		}
+	case *clusterv3.Cluster_ClusterType:
+		if err := translateAggregate(c, ct.ClusterType, out); err != nil {
+			return nil, err
+		}
 	default:
 		return nil, ferr("cluster_discovery_type", "unsupported %T", ct)
 	}
-	if err := translateLB(c, out); err != nil {
+	if out.Kind == ClusterAggregate && c.GetLoadBalancingPolicy() == nil && c.GetLbPolicy() == clusterv3.Cluster_CLUSTER_PROVIDED {
+		// Envoy wants CLUSTER_PROVIDED on an aggregate cluster, whose
+		// balancer first picks the underlying cluster; grpc-go balances
+		// the flattened priorities with round_robin then (gRFC A75 lets
+		// the aggregate's policy be anything).
+		out.LBPolicy = "round_robin"
+	} else if err := translateLB(c, out); err != nil {
 		return nil, err
 	}
 	for _, t := range c.GetCircuitBreakers().GetThresholds() {
@@ -126,6 +142,40 @@ func translateCluster(c *clusterv3.Cluster) (*Cluster, error) {
 		out.TLS = t
 	}
 	return out, nil
+}
+
+// AggregateClusterType is the cluster_type name of an aggregate cluster.
+const AggregateClusterType = "envoy.clusters.aggregate"
+
+// translateAggregate reads a cluster_type extension: only the aggregate
+// cluster is known (gRFC A37).
+func translateAggregate(c *clusterv3.Cluster, ct *clusterv3.Cluster_CustomClusterType, out *Cluster) error {
+	if ct.GetName() != AggregateClusterType {
+		return ferr("cluster_type.name", "unsupported cluster type %q", ct.GetName())
+	}
+	tc := ct.GetTypedConfig()
+	cfg := &aggregatev3.ClusterConfig{}
+	if tc == nil || !tc.MessageIs(cfg) {
+		return ferr("cluster_type.typed_config", "not an envoy.extensions.clusters.aggregate.v3.ClusterConfig")
+	}
+	if err := tc.UnmarshalTo(cfg); err != nil {
+		return ferr("cluster_type.typed_config", "%v", err)
+	}
+	if len(cfg.GetClusters()) == 0 {
+		return ferr("cluster_type.typed_config.clusters", "empty: an aggregate cluster needs at least one cluster")
+	}
+	for i, name := range cfg.GetClusters() {
+		f := fmt.Sprintf("cluster_type.typed_config.clusters[%d]", i)
+		switch name {
+		case "":
+			return ferr(f, "empty cluster name")
+		case c.GetName():
+			return ferr(f, "the aggregate cluster %q names itself", name)
+		}
+	}
+	out.Kind = ClusterAggregate
+	out.AggregateClusters = slices.Clone(cfg.GetClusters())
+	return nil
 }
 
 func translateLB(c *clusterv3.Cluster, out *Cluster) error {

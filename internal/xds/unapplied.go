@@ -114,6 +114,15 @@ var (
 		"outlier_detection.consecutive_5xx", "outlier_detection.enforcing_consecutive_5xx",
 		"outlier_detection.consecutive_gateway_failure", "outlier_detection.enforcing_consecutive_gateway_failure",
 		"transport_socket")
+	// An aggregate cluster's own balancer balances its flattened
+	// priorities, as in grpc-go; its thresholds, outlier detection and TLS
+	// are not read (its first underlying cluster's apply).
+	aggregateApplied = newFieldSet("name", "cluster_type.name", "cluster_type.typed_config",
+		"lb_policy", "ring_hash_lb_config", "least_request_lb_config", "load_balancing_policy",
+		"round_robin_lb_config.slow_start_config.slow_start_window",
+		"round_robin_lb_config.slow_start_config.aggression.default_value",
+		"round_robin_lb_config.slow_start_config.min_weight_percent",
+		"common_lb_config.zone_aware_lb_config")
 	// A STATIC or LOGICAL_DNS cluster's inline assignment is applied as an
 	// EDS one is.
 	clusterApplied   = graft(clusterFields, "load_assignment", endpointsApplied)

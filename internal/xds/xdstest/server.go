@@ -44,15 +44,24 @@ type Server struct {
 	// opened counts the ADS streams ever opened (both protocols); open
 	// those open now.
 	opened, open int
+	// opts are the gRPC server's options (its TLS, for one).
+	opts []grpc.ServerOption
 }
 
 // NewServer starts a server and stops it when tb ends.
 func NewServer(tb testing.TB) *Server {
 	tb.Helper()
+	return NewServerWith(tb)
+}
+
+// NewServerWith is NewServer with options for the gRPC server, such as
+// grpc.Creds for a server behind TLS; Restart keeps them.
+func NewServerWith(tb testing.TB, opts ...grpc.ServerOption) *Server {
+	tb.Helper()
 	// ads=false: with ads=true the cache holds back a response until a
 	// request names every resource of the snapshot, and a proxyless client
 	// asks only for what it uses.
-	s := &Server{cache: cache.NewSnapshotCache(false, cache.IDHash{}, log.LoggerFuncs{}), cond: make(chan struct{})}
+	s := &Server{cache: cache.NewSnapshotCache(false, cache.IDHash{}, log.LoggerFuncs{}), cond: make(chan struct{}), opts: opts}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatalf("xdstest: listen: %v", err)
@@ -105,7 +114,7 @@ func (s *Server) serve(lis net.Listener) {
 			s.notifyLocked()
 			s.mu.Unlock()
 		}}
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(s.opts...)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, serverv3.NewServer(ctx, s.cache, cb))
 	done := make(chan struct{})
 	go func() {
