@@ -485,6 +485,11 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 	}
 	resp, err = st.plans[rt].roundTripper(t, svc).RoundTrip(req)
 	countOverflow(ctx, svc, err)
+	if r := overflowReply(req, svc.name, err); r != nil {
+		// Envoy's 503, with the route's response headers as on any
+		// local reply; LocalReplyError has the error.
+		resp, err = r, nil
+	}
 	if resp != nil && len(rt.Action.ResponseHeadersToAdd)+len(rt.Action.ResponseHeadersToRemove) > 0 {
 		route.ApplyHeaders(resp.Header, rt.Action.ResponseHeadersToAdd, rt.Action.ResponseHeadersToRemove)
 	}
