@@ -162,6 +162,9 @@ func (c *xdsChannel) unary(ctx context.Context, method string, req, reply any, c
 	if cr.passthrough {
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
+	if len(cr.plan.Route.Action.MirrorPolicies) > 0 {
+		c.mirrorUnary(ctx, cr.plan, method, req, reply, cc, invoker, opts)
+	}
 	return cr.plan.grpcUnary(cr.svc)(ctx, method, req, reply, cc, invoker, opts...)
 }
 
@@ -370,6 +373,11 @@ func (r *xdsResolver) publish() {
 			}
 			for _, w := range rt.Action.WeightedClusters {
 				names[w.Name] = true
+			}
+			// Mirror clusters get sub-connections too, so a copy is
+			// picked as any call is.
+			for _, name := range mirrorClusters(&rt.Action) {
+				names[name] = true
 			}
 		}
 	}

@@ -196,7 +196,7 @@ func (p *pickTransport) RoundTripAttempt(req *http.Request, attempts *resilience
 		out.req.Host = req.URL.Host
 	}
 	if p.plan != nil && p.plan.Mutates {
-		p.plan.Rewrite(&out.req)
+		p.plan.Rewrite(&out.req, svc.name)
 	}
 	if deadline, ok := ctx.Deadline(); ok {
 		setTimeoutHeader(&out.req, deadline)

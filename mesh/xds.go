@@ -46,6 +46,8 @@ type xdsPath struct {
 	// stateful session, so requests before that skip the lookup.
 	locality resolver.Locality
 	sessions atomic.Bool
+	// mirrors are the mirrored copies in flight, ended by close.
+	mirrors *mirrors
 
 	hosts atomic.Pointer[map[string]*xdsHost] // by URL host; copy on write
 	mu    sync.Mutex                          // guards writes to hosts and clusters
@@ -129,7 +131,7 @@ func newXDSPath(m *Mesh, raw []byte, source string) (*xdsPath, error) {
 	}
 	x := &xdsPath{m: m, client: c, serverURI: b.Servers[0].URI, template: b.ClientDefaultListenerResourceNameTemplate,
 		serverTemplate: b.ServerListenerResourceNameTemplate, clusters: map[string]*service{}, locality: b.Node.Locality,
-		idle: m.cfg.xdsIdle, stop: make(chan struct{}), done: make(chan struct{})}
+		idle: m.cfg.xdsIdle, stop: make(chan struct{}), done: make(chan struct{}), mirrors: newMirrors()}
 	if x.idle <= 0 {
 		x.idle = defaultXDSIdleTimeout
 	}
@@ -143,6 +145,8 @@ func newXDSPath(m *Mesh, raw []byte, source string) (*xdsPath, error) {
 func (x *xdsPath) close() {
 	close(x.stop)
 	<-x.done
+	// Copies in flight end before the clusters they use close.
+	x.mirrors.close()
 	x.mu.Lock()
 	hosts := *x.hosts.Load()
 	clusters := x.clusters
@@ -461,14 +465,15 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 		// by its own CheckRedirect policy.
 		closeBody(req)
 		resp = route.Local(rt, req)
-		route.ApplyHeaders(resp.Header, rt.Action.ResponseHeadersToAdd, rt.Action.ResponseHeadersToRemove)
+		route.ResponseHeaders(resp.Header, &rt.Action, "")
 		return resp, true, nil
 	}
 	if !ok || rt.Action.Kind != xds.ActionForward {
 		closeBody(req)
 		return nil, true, fmt.Errorf("%w: host %q path %q (listener %q)", ErrNoRoute, req.URL.Host, req.URL.Path, h.name)
 	}
-	svc := x.cluster(route.PickCluster(&rt.Action))
+	cluster := route.PickCluster(&rt.Action)
+	svc := x.cluster(cluster)
 	if svc == nil {
 		closeBody(req)
 		return nil, true, errClosed
@@ -483,15 +488,19 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 	if x.sessions.Load() {
 		req = withSession(req, xdsSession(h.session.Load(), rt))
 	}
-	resp, err = st.plans[rt].roundTripper(t, svc).RoundTrip(req)
+	plan := st.plans[rt]
+	if len(rt.Action.MirrorPolicies) > 0 {
+		req = x.mirror(t, plan, cluster, req)
+	}
+	resp, err = plan.roundTripper(t, svc).RoundTrip(req)
 	countOverflow(ctx, svc, err)
 	if r := overflowReply(req, svc.name, err); r != nil {
 		// Envoy's 503, with the route's response headers as on any
 		// local reply; LocalReplyError has the error.
 		resp, err = r, nil
 	}
-	if resp != nil && len(rt.Action.ResponseHeadersToAdd)+len(rt.Action.ResponseHeadersToRemove) > 0 {
-		route.ApplyHeaders(resp.Header, rt.Action.ResponseHeadersToAdd, rt.Action.ResponseHeadersToRemove)
+	if resp != nil && route.HasResponseHeaders(&rt.Action) {
+		route.ResponseHeaders(resp.Header, &rt.Action, cluster)
 	}
 	return resp, true, err
 }

@@ -127,7 +127,7 @@ func TestRewriteAsEnvoy(t *testing.T) {
 				t.Fatal(err)
 			}
 			out := &http.Request{URL: u, Header: http.Header{}}
-			route.New(&xds.Route{Match: tt.match, Action: tt.action}, 0).Rewrite(out)
+			route.New(&xds.Route{Match: tt.match, Action: tt.action}, 0).Rewrite(out, "")
 			got := out.URL.EscapedPath()
 			if out.URL.RawQuery != "" {
 				got += "?" + out.URL.RawQuery

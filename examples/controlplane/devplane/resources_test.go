@@ -2,6 +2,7 @@ package devplane_test
 
 import (
 	"context"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -124,7 +125,7 @@ func TestWeftTranslatorAcceptsEveryResource(t *testing.T) {
 		t.Errorf("admin route = match %q action %+v", admin.Match.Path, admin.Action)
 	}
 	wantSplit := []xds.WeightedCluster{{Name: "orders-v1", Weight: 80}, {Name: "orders-v2", Weight: 20}}
-	if !slices.Equal(def.Action.WeightedClusters, wantSplit) || def.Action.TotalWeight != 100 {
+	if !reflect.DeepEqual(def.Action.WeightedClusters, wantSplit) || def.Action.TotalWeight != 100 {
 		t.Errorf("default split = %v (total %d), want %v", def.Action.WeightedClusters, def.Action.TotalWeight, wantSplit)
 	}
 	rp := def.Action.RetryPolicy
