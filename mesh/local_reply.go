@@ -64,8 +64,15 @@ func isLocalReply(resp *http.Response) bool { return LocalReplyError(resp) != ni
 // answer to it; nil for any other error. A refused retry is not turned:
 // its error is the last attempt's, as Envoy's answer is.
 func overflowReply(req *http.Request, service string, err error) *http.Response {
+	if err == nil {
+		return nil // before errors.As, whose target would cost an allocation
+	}
+	return overflowReplyOf(req, service, err)
+}
+
+func overflowReplyOf(req *http.Request, service string, err error) *http.Response {
 	var oe *resilience.OverflowError
-	if err == nil || !errors.As(err, &oe) || oe.Threshold == resilience.ThresholdMaxRetries {
+	if !errors.As(err, &oe) || oe.Threshold == resilience.ThresholdMaxRetries {
 		return nil
 	}
 	hdr := http.Header{
