@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 control planes still send the deprecated append field, and Envoy refuses it beside append_action
+
 package xds
 
 import (
