@@ -88,6 +88,13 @@ func headerRoutes(name, host string, mostSpecificWins bool) *routev3.RouteConfig
 			a.HostRewriteSpecifier = &routev3.RouteAction_HostRewritePathRegex{HostRewritePathRegex: regex(`^/hostpath/([^/]+)/.*$`, `\1.internal`)}
 		}),
 		fwd(&routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: "/exact"}}, func(a *routev3.RouteAction) { a.PrefixRewrite = "/replaced" }),
+		fwd(prefix("/auto-named"), func(a *routev3.RouteAction) {
+			a.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: "named"}
+			a.HostRewriteSpecifier = &routev3.RouteAction_AutoHostRewrite{AutoHostRewrite: wrapperspb.Bool(true)}
+		}),
+		fwd(prefix("/auto-unnamed"), func(a *routev3.RouteAction) {
+			a.HostRewriteSpecifier = &routev3.RouteAction_AutoHostRewrite{AutoHostRewrite: wrapperspb.Bool(true)}
+		}),
 		fwd(prefix("/"), nil),
 	}
 	return &routev3.RouteConfiguration{
@@ -124,15 +131,20 @@ func headerRoutes(name, host string, mostSpecificWins bool) *routev3.RouteConfig
 // after the header changes (host_rewrite_literal, host_rewrite_header,
 // host_rewrite_path_regex on the path before its rewrite); the weighted
 // cluster's host_rewrite_literal holds when the route has none.
+// auto_host_rewrite: "the host header will be swapped with the hostname
+// of the upstream host chosen by the cluster manager", when it has one.
 func TestHeaderChangesEndToEnd(t *testing.T) {
 	backend := startRecBackend(t, http.Header{
 		"X-Backend-Internal": {"secret"}, "X-Upstream-Secret": {"s"}, "X-Resp-Level": {"backend"},
 	})
 	cp := xdstest.NewServer(t)
+	named := xdstest.Endpoints("named", backend.addr)
+	named.Endpoints[0].LbEndpoints[0].GetEndpoint().Hostname = "backend.example"
 	cp.SetSnapshot(t, xdsNode, "1",
 		xdstest.Listener(parityHost, "rc-default"), headerRoutes("rc-default", parityHost, false),
 		xdstest.Listener("wins:8080", "rc-wins"), headerRoutes("rc-wins", "wins:8080", true),
-		parityCluster("main", nil), xdstest.Endpoints("main", backend.addr))
+		parityCluster("main", nil), xdstest.Endpoints("main", backend.addr),
+		parityCluster("named", nil), named)
 	c := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode))).HTTPClient()
 
 	type want struct {
@@ -184,6 +196,12 @@ func TestHeaderChangesEndToEnd(t *testing.T) {
 		}},
 		{"exact match, prefix_rewrite", parityHost, "/exact?q=1", want{
 			host: parityHost, path: "/replaced?q=1",
+		}},
+		{"auto_host_rewrite, the endpoint's hostname", parityHost, "/auto-named", want{
+			host: "backend.example", path: "/auto-named",
+		}},
+		{"auto_host_rewrite, an endpoint without one", parityHost, "/auto-unnamed", want{
+			host: parityHost, path: "/auto-unnamed",
 		}},
 	}
 	for _, tt := range tests {

@@ -198,6 +198,10 @@ func (p *pickTransport) RoundTripAttempt(req *http.Request, attempts *resilience
 	if p.plan != nil && p.plan.Mutates {
 		p.plan.Rewrite(&out.req, svc.name)
 	}
+	if p.plan != nil && p.plan.Route.Action.AutoHostRewrite && res.Endpoint.Hostname != "" {
+		// Envoy's router rewrites the host once the endpoint is picked.
+		out.req.Host = res.Endpoint.Hostname
+	}
 	if deadline, ok := ctx.Deadline(); ok {
 		setTimeoutHeader(&out.req, deadline)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -651,10 +652,21 @@ func (w *clusterWatcher) OnUpdate(r xds.Resource) {
 			w.endpoints = key
 			target := c.DNSHostPort
 			s.dnsTarget.Store(&target)
+			// The DNS name is the endpoints' hostname, as Envoy's
+			// logical DNS host has it, for auto_host_rewrite.
+			hostname, _, err := net.SplitHostPort(target)
+			if err != nil {
+				hostname = target
+			}
 			w.cancelEndpt = w.x.m.dns.Watch(target, resolver.WatcherFunc(func(st resolver.State) {
 				s.setErr(st.Err)
 				if st.Err == nil || len(st.Endpoints) > 0 {
-					s.balancer().Update(st.Endpoints)
+					eps := make([]resolver.Endpoint, len(st.Endpoints))
+					for i, e := range st.Endpoints {
+						e.Hostname = hostname
+						eps[i] = e
+					}
+					s.balancer().Update(eps)
 				}
 				s.markReady()
 			}))

@@ -291,6 +291,9 @@ type RouteAction struct {
 	HostRewrite          string
 	HostRewriteHeader    string
 	HostRewritePathRegex *RegexRewrite
+	// AutoHostRewrite is auto_host_rewrite: the Host becomes the picked
+	// endpoint's hostname, when it has one.
+	AutoHostRewrite bool
 
 	// The route's own header changes.
 	RequestHeadersToAdd     []HeaderValueOption

@@ -116,9 +116,9 @@ func TestTranslateMirrorsAndHeaders(t *testing.T) {
 		{name: "host_rewrite_header naming Host", edit: func(rc *routev3.RouteConfiguration) {
 			rc.VirtualHosts[0].Routes[0].GetRoute().HostRewriteSpecifier = &routev3.RouteAction_HostRewriteHeader{HostRewriteHeader: ":authority"}
 		}, wantField: "virtual_hosts[0].routes[0].route.host_rewrite_header"},
-		{name: "auto_host_rewrite is reported, not applied", edit: func(rc *routev3.RouteConfiguration) {
+		{name: "auto_host_rewrite is applied", edit: func(rc *routev3.RouteConfiguration) {
 			rc.VirtualHosts[0].Routes[0].GetRoute().HostRewriteSpecifier = &routev3.RouteAction_AutoHostRewrite{AutoHostRewrite: wrapperspb.Bool(true)}
-		}, wantSkipped: "virtual_hosts.routes.route.auto_host_rewrite"},
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

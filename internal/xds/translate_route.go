@@ -346,14 +346,14 @@ func translateAction(r *routev3.Route, out *RouteAction) error {
 			return ferr("route.host_rewrite_header", "%q is not a header a request may carry", hs.HostRewriteHeader)
 		}
 		out.HostRewriteHeader = hs.HostRewriteHeader
+	case *routev3.RouteAction_AutoHostRewrite:
+		out.AutoHostRewrite = hs.AutoHostRewrite.GetValue()
 	case *routev3.RouteAction_HostRewritePathRegex:
 		var err error
 		if out.HostRewritePathRegex, err = regexRewrite(hs.HostRewritePathRegex, "route.host_rewrite_path_regex"); err != nil {
 			return err
 		}
 	}
-	// auto_host_rewrite needs the endpoint's hostname, which Weft's
-	// endpoints do not carry: it stays in the unapplied report.
 	req, err := headerMutation(r.GetRequestHeadersToAdd(), r.GetRequestHeadersToRemove(), "")
 	if err != nil {
 		return err

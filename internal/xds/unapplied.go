@@ -89,7 +89,7 @@ var (
 		"virtual_hosts.routes.route.prefix_rewrite",
 		"virtual_hosts.routes.route.regex_rewrite",
 		"virtual_hosts.routes.route.host_rewrite_literal",
-		"virtual_hosts.routes.route.host_rewrite_header",
+		"virtual_hosts.routes.route.host_rewrite_header", "virtual_hosts.routes.route.auto_host_rewrite",
 		"virtual_hosts.routes.route.host_rewrite_path_regex",
 		"virtual_hosts.routes.request_headers_to_add", "virtual_hosts.routes.request_headers_to_remove",
 		"virtual_hosts.routes.response_headers_to_add", "virtual_hosts.routes.response_headers_to_remove",
@@ -147,7 +147,8 @@ var (
 		"endpoints.locality", "endpoints.load_balancing_weight", "endpoints.priority",
 		"endpoints.lb_endpoints.endpoint.address.socket_address.address",
 		"endpoints.lb_endpoints.endpoint.address.socket_address.port_value",
-		"endpoints.lb_endpoints.health_status", "endpoints.lb_endpoints.load_balancing_weight")
+		"endpoints.lb_endpoints.health_status", "endpoints.lb_endpoints.load_balancing_weight",
+		"endpoints.lb_endpoints.endpoint.hostname")
 )
 
 // unappliedFields returns, sorted and without duplicates, the paths of the
