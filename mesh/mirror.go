@@ -176,6 +176,22 @@ func (x *xdsPath) sendMirror(t *transport, target *service, out *http.Request) {
 	target.stats.Mirror(ctx, telemetry.MirrorSent)
 }
 
+// copyCallOptions keeps the call options a copy may share with its call:
+// not those that write what the call learns (its header, trailer, peer,
+// the end of the call) into the caller's variables, which the caller owns
+// once its call returns.
+func copyCallOptions(opts []grpc.CallOption) []grpc.CallOption {
+	out := make([]grpc.CallOption, 0, len(opts)+1)
+	for _, o := range opts {
+		switch o.(type) {
+		case grpc.HeaderCallOption, grpc.TrailerCallOption, grpc.PeerCallOption, grpc.OnFinishCallOption:
+			continue
+		}
+		out = append(out, o)
+	}
+	return out
+}
+
 // mirrorTimeout is how long a copy may take.
 func mirrorTimeout(plan *routePlan) time.Duration {
 	if d := plan.HTTP.Timeout; d > 0 {
@@ -277,7 +293,7 @@ func (c *xdsChannel) mirrorUnary(ctx context.Context, plan *routePlan, method st
 		}
 		mctx = balancer.ContextWithGRPCRoute(mctx, &balancer.GRPCRoute{Cluster: m.Cluster})
 		copyReq, copyReply := proto.Clone(in), out.ProtoReflect().New().Interface()
-		callOpts := append([]grpc.CallOption(nil), opts...)
+		callOpts := copyCallOptions(opts)
 		if x.m.id == nil && target.upstream.Load() == nil {
 			callOpts = append(callOpts, grpc.CallAuthority(route.MirrorHost(m, c.authority)))
 		}

@@ -14,7 +14,10 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 	"github.com/weftmesh/weft/mesh"
@@ -210,9 +213,17 @@ func TestRequestMirroring(t *testing.T) {
 				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 				defer cancel()
 				for i := range 10 {
-					if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: fmt.Sprint(i)}); err != nil {
+					// The copy must not write into the call's header,
+					// trailer or peer, which the caller owns once the
+					// call returns (the race detector watches).
+					var hdr, trl metadata.MD
+					var p peer.Peer
+					if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: fmt.Sprint(i)},
+						grpc.Header(&hdr), grpc.Trailer(&trl), grpc.Peer(&p)); err != nil {
 						t.Fatalf("call %d: %v", i, err)
 					}
+					hdr, trl, p = nil, nil, peer.Peer{} // the caller reuses them
+					_, _, _ = hdr, trl, p
 				}
 				if tc.copies == 0 {
 					time.Sleep(200 * time.Millisecond) // copies would have arrived by now
