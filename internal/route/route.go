@@ -306,7 +306,10 @@ func combine(hash, h uint64) uint64 { return (hash<<1 | hash>>63) ^ h }
 // rewrite, without the query).
 func (p *Plan) Rewrite(out *http.Request, cluster string) {
 	a, r := &p.Route.Action, p.Route
-	origPath := out.URL.EscapedPath()
+	var origPath string // as sent, before the rewrite: host_rewrite_path_regex reads it
+	if a.PrefixRewrite != "" || a.RegexRewrite != nil || a.HostRewritePathRegex != nil {
+		origPath = out.URL.EscapedPath()
+	}
 	if a.PrefixRewrite != "" || a.RegexRewrite != nil {
 		path := origPath
 		if a.PrefixRewrite != "" {
