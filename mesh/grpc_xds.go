@@ -182,6 +182,12 @@ func (c *xdsChannel) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc
 			return grpcSession{sc}.stream(ctx, desc, cc, method, streamer, opts...)
 		}
 	}
+	// A stream counts against the cluster's max_requests as a unary call
+	// does, as in grpc-go, whose picker counts every call.
+	counted, th := open, cr.svc.res.Load().thresholds
+	open = func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		return resilience.ThresholdsStreamClientInterceptor(th)(ctx, desc, cc, method, counted, opts...)
+	}
 	// The route's timeout bounds the stream whether or not the route
 	// pins it to a session's endpoint.
 	timeout := cr.plan.GRPC.Timeout

@@ -31,8 +31,8 @@ import (
 // before headers. reset reason: overflow". The route's
 // response_headers_to_add apply to that reply as to any local reply.
 //
-// grpc-go's cluster_impl picker fails a call over max_requests with
-// UNAVAILABLE ("max requests %d exceeded on service %s"); the oracle,
+// grpc-go's cluster_impl picker fails a call over max_requests, unary or
+// stream, with UNAVAILABLE ("max requests %d exceeded on service %s"); the oracle,
 // grpc-go's own xDS client, runs beside Weft's gRPC path on the same
 // resources.
 func TestCircuitBreakerOverflowAnswers(t *testing.T) {
@@ -86,6 +86,15 @@ func TestCircuitBreakerOverflowAnswers(t *testing.T) {
 					t.Fatalf("a second call over max_requests 1: %v (%v); want UNAVAILABLE", got, err)
 				}
 				t.Logf("%s: %v", c.name, err)
+				// A stream counts as a call: grpc-go's picker refuses it
+				// too (the backend would answer UNIMPLEMENTED).
+				s, err := c.hc.Watch(ctx, &healthpb.HealthCheckRequest{})
+				if err == nil {
+					_, err = s.Recv()
+				}
+				if got := status.Code(err); got != codes.Unavailable {
+					t.Errorf("a stream over max_requests 1: %v (%v); want UNAVAILABLE", got, err)
+				}
 				return
 			}
 
