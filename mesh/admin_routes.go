@@ -88,9 +88,21 @@ func describeRoute(r *xds.Route, plan *routePlan) admin.Route {
 	if a.RegexRewrite != nil {
 		rw = append(rw, "path ~ "+strconv.Quote(a.RegexRewrite.Pattern.String())+" → "+strconv.Quote(a.RegexRewrite.Substitution))
 	}
-	if a.HostRewrite != "" {
+	switch {
+	case a.HostRewrite != "":
 		rw = append(rw, "host → "+strconv.Quote(a.HostRewrite))
+	case a.HostRewriteHeader != "":
+		rw = append(rw, "host → header "+strconv.Quote(a.HostRewriteHeader))
+	case a.HostRewritePathRegex != nil:
+		rw = append(rw, "host ← path ~ "+strconv.Quote(a.HostRewritePathRegex.Pattern.String())+" → "+strconv.Quote(a.HostRewritePathRegex.Substitution))
+	case a.AutoHostRewrite:
+		rw = append(rw, "host → the endpoint's hostname")
 	}
 	e.Rewrite = strings.Join(rw, "; ")
+	var ms []string
+	for _, m := range a.MirrorPolicies {
+		ms = append(ms, fmt.Sprintf("%s %g%%", m.Cluster, float64(m.FractionPerMillion)/10_000))
+	}
+	e.Mirror = strings.Join(ms, ", ")
 	return e
 }

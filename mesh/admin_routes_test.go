@@ -163,3 +163,32 @@ func TestAdminRoutesWithoutAControlPlaneIsEmpty(t *testing.T) {
 		t.Errorf("/config_dump without xDS: status %d, body %q, want an empty ConfigDump", code, body)
 	}
 }
+
+// /routes names a route's mirror clusters with the share copied.
+func TestAdminRoutesShowMirrors(t *testing.T) {
+	main, shadow := startRecBackend(t, nil), startRecBackend(t, nil)
+	cp := xdstest.NewServer(t)
+	cp.SetSnapshot(t, xdsNode, "1", mirrorResources(main.addr, shadow.addr)...)
+	admin := freeAddr(t)
+	m := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)), mesh.WithAdminAddr(admin))
+	if resp, err := m.HTTPClient().Get("http://" + parityHost + "/"); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+	}
+	_, _, body := fetch(t, adminClient(t), "http://"+admin+"/routes")
+	var got []struct {
+		VirtualHosts []struct {
+			Routes []struct {
+				Mirror string `json:"mirror"`
+			} `json:"routes"`
+		} `json:"virtual_hosts"`
+	}
+	if err := json.Unmarshal([]byte(body), &got); err != nil || len(got) != 1 || len(got[0].VirtualHosts) != 1 || len(got[0].VirtualHosts[0].Routes) != 2 {
+		t.Fatalf("/routes: %v\n%s", err, body)
+	}
+	rs := got[0].VirtualHosts[0].Routes
+	if rs[0].Mirror != "shadow 25%" || rs[1].Mirror != "shadow 100%" {
+		t.Errorf("mirrors = %q, %q; want \"shadow 25%%\", \"shadow 100%%\"", rs[0].Mirror, rs[1].Mirror)
+	}
+}

@@ -36,6 +36,19 @@
 // mesh's clients and servers speak SPIFFE mTLS to each other; WEFT_MTLS
 // (strict by default) says whether a server also accepts plaintext.
 //
+// # Answers in Envoy's place
+//
+// Where Envoy, as a sidecar, would answer a request itself, the HTTP client
+// returns the same answer as a response rather than an error, because a
+// caller written for a sidecar branches on the status: a redirect or
+// direct-response route gets its status, Location and body, and a request
+// a cluster's circuit-breaker threshold refuses gets 503 with
+// x-envoy-overloaded: true. The typed error stays reachable for Go
+// callers: [LocalReplyError] returns it from the response (for an
+// overflow, errors.Is(err, resilience.ErrOverflow) holds and errors.As
+// finds a *resilience.OverflowError naming the threshold). gRPC calls get
+// the status grpc-go gives: UNAVAILABLE.
+//
 // # Example
 //
 //	// WEFT_ENDPOINTS='orders=10.0.0.1:8080,10.0.0.2:8080;inventory=10.0.1.5:50051'

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -18,6 +19,7 @@ import (
 	"github.com/weftmesh/weft/mesh"
 	"github.com/weftmesh/weft/security"
 	"github.com/weftmesh/weft/security/spiffetest"
+	"github.com/weftmesh/weft/resilience"
 )
 
 // A client that names its dependency, not its addresses.
@@ -254,4 +256,45 @@ func ExampleMesh_Serve_edge() {
 	// Output:
 	// hello browser
 	// refused: the mesh port asks for a certificate the browser does not have
+}
+
+// A request over a circuit-breaker threshold gets Envoy's answer, 503
+// with x-envoy-overloaded, and LocalReplyError gives Go code the error.
+func ExampleLocalReplyError() {
+	entered, release := make(chan struct{}), make(chan struct{})
+	orders := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		<-release
+	}))
+	defer orders.Close()
+	m, err := mesh.New(context.Background(), mesh.WithEndpoints("orders", orders.Listener.Addr().String()),
+		mesh.WithCircuitBreaker(resilience.Limits{MaxRequests: 1}))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer m.Close()
+
+	done := make(chan struct{})
+	go func() { // takes the one request slot
+		defer close(done)
+		if resp, err := m.HTTPClient().Get("http://orders/slow"); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	<-entered
+	resp, err := m.HTTPClient().Get("http://orders/items")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	resp.Body.Close()
+	fmt.Println(resp.StatusCode, resp.Header.Get("X-Envoy-Overloaded"))
+	err = mesh.LocalReplyError(resp)
+	fmt.Println(errors.Is(err, resilience.ErrOverflow), err)
+	close(release)
+	<-done
+	// Output:
+	// 503 true
+	// true weft: service "orders": resilience: overflow: max requests
 }

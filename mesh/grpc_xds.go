@@ -195,6 +195,9 @@ func (c *xdsChannel) unary(ctx context.Context, method string, req, reply any, c
 	if cr.passthrough {
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
+	if len(cr.plan.Route.Action.MirrorPolicies) > 0 {
+		c.mirrorUnary(ctx, cr.plan, method, req, reply, cc, invoker, opts)
+	}
 	return cr.plan.grpcUnary(cr.svc)(ctx, method, req, reply, cc, invoker, opts...)
 }
 
@@ -214,6 +217,12 @@ func (c *xdsChannel) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc
 		open = func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 			return grpcSession{sc}.stream(ctx, desc, cc, method, streamer, opts...)
 		}
+	}
+	// A stream counts against the cluster's max_requests as a unary call
+	// does, as in grpc-go, whose picker counts every call.
+	counted, th := open, cr.svc.res.Load().thresholds
+	open = func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		return resilience.ThresholdsStreamClientInterceptor(th)(ctx, desc, cc, method, counted, opts...)
 	}
 	// The route's timeout bounds the stream whether or not the route
 	// pins it to a session's endpoint.
@@ -420,6 +429,11 @@ func (r *xdsResolver) publish() {
 			}
 			for _, w := range rt.Action.WeightedClusters {
 				names[w.Name] = true
+			}
+			// Mirror clusters get sub-connections too, so a copy is
+			// picked as any call is.
+			for _, name := range mirrorClusters(&rt.Action) {
+				names[name] = true
 			}
 		}
 	}

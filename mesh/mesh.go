@@ -345,6 +345,9 @@ type service struct {
 	// clusterOpts are given to each balancer the service builds (the
 	// ejection log).
 	clusterOpts []balancer.ClusterOption
+	// mirrors counts the mirrored copies in flight to this cluster,
+	// against maxMirrorsInFlight.
+	mirrors atomic.Int32
 }
 
 func newService(name string, policy balancer.Builder, config any, res serviceResilience, opts ...balancer.ClusterOption) *service {

@@ -691,8 +691,10 @@ func TestDeadlinePropagatesAcrossHops(t *testing.T) {
 	}
 }
 
-// Envoy's max_requests on a mesh service: past the limit a request fails at
-// once with resilience.ErrOverflow instead of queueing.
+// Envoy's max_requests on a mesh service: past the limit a request is
+// answered at once, as Envoy answers it, with 503 and x-envoy-overloaded,
+// instead of queueing; LocalReplyError gives Go callers
+// resilience.ErrOverflow.
 func TestMaxRequestsFailsFast(t *testing.T) {
 	release := make(chan struct{})
 	var inHandler atomic.Int64
@@ -730,10 +732,17 @@ func TestMaxRequestsFailsFast(t *testing.T) {
 	defer tcancel()
 	req, _ := http.NewRequestWithContext(tctx, "GET", "http://orders/third", nil)
 	start := time.Now()
-	_, err := m.HTTPClient().Do(req)
+	resp, err := m.HTTPClient().Do(req)
 	took := time.Since(start)
-	if !errors.Is(err, resilience.ErrOverflow) {
-		t.Fatalf("a third request over MaxRequests 2: err = %v, want resilience.ErrOverflow", err)
+	if err != nil {
+		t.Fatalf("a third request over MaxRequests 2: %v; want Envoy's 503", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("X-Envoy-Overloaded") != "true" {
+		t.Errorf("a third request over MaxRequests 2: %s, x-envoy-overloaded %q; want 503 and true", resp.Status, resp.Header.Get("X-Envoy-Overloaded"))
+	}
+	if err := mesh.LocalReplyError(resp); !errors.Is(err, resilience.ErrOverflow) {
+		t.Errorf("LocalReplyError = %v, want resilience.ErrOverflow", err)
 	}
 	if took > 50*time.Millisecond {
 		t.Errorf("the overflowing request took %v, want a fast failure", took)

@@ -38,8 +38,11 @@ func WithRetryPolicy(p resilience.RetryPolicy) Option {
 
 // WithCircuitBreaker sets Envoy-style per-service thresholds (max requests,
 // pending requests and retries in flight; zero fields are Envoy's
-// defaults) for services not configured by xDS. Requests over a threshold
-// fail at once with resilience.ErrOverflow instead of queueing.
+// defaults) for services not configured by xDS. A request over a
+// threshold is answered at once, as Envoy answers it (503 with
+// x-envoy-overloaded: true; see LocalReplyError for the error, which
+// wraps resilience.ErrOverflow), instead of queueing; a gRPC call fails
+// with UNAVAILABLE.
 func WithCircuitBreaker(l resilience.Limits) Option {
 	return optionFunc(func(c *config) error {
 		c.limits = l

@@ -28,6 +28,12 @@ import (
 // built from the request URL. The client follows such a redirect by
 // net/http's default policy (up to 10 hops); a copy of the client with
 // CheckRedirect returning http.ErrUseLastResponse sees the 3xx instead.
+//
+// A request a circuit-breaker threshold refuses (max_requests from CDS or
+// WithCircuitBreaker) is answered as Envoy answers it, with 503,
+// x-envoy-overloaded: true and Envoy's body, not with an error: callers
+// written for a sidecar read a status. [LocalReplyError] returns the error
+// behind such an answer (errors.Is(err, resilience.ErrOverflow)).
 func (m *Mesh) HTTPClient() *http.Client { return m.client }
 
 // Transport wraps base so that requests to mesh services go to an endpoint
@@ -77,7 +83,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if t.m.xds != nil {
 			resp, handled, err := t.m.xds.roundTrip(t, req)
 			if handled {
-				if resp != nil {
+				if resp != nil && !isLocalReply(resp) {
 					resp.Request = req
 				}
 				return resp, err
@@ -95,8 +101,16 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp, err := t.serviceRoundTripper(svc).RoundTrip(req)
 	countOverflow(req.Context(), svc, err)
+	local := overflowReply(req, svc.name, err)
+	if local != nil {
+		resp, err = local, nil
+	}
 	if t.m.golden != nil {
 		t.m.goldenOutbound(svc.name, "", start, resp, err)
+	}
+	if local != nil {
+		// Envoy's 503: its Request carries the error for LocalReplyError.
+		return local, nil
 	}
 	if resp != nil {
 		resp.Request = req
@@ -194,7 +208,11 @@ func (p *pickTransport) RoundTripAttempt(req *http.Request, attempts *resilience
 		out.req.Host = req.URL.Host
 	}
 	if p.plan != nil && p.plan.Mutates {
-		p.plan.Rewrite(&out.req)
+		p.plan.Rewrite(&out.req, svc.name)
+	}
+	if p.plan != nil && p.plan.Route.Action.AutoHostRewrite && res.Endpoint.Hostname != "" {
+		// Envoy's router rewrites the host once the endpoint is picked.
+		out.req.Host = res.Endpoint.Hostname
 	}
 	if deadline, ok := ctx.Deadline(); ok {
 		setTimeoutHeader(&out.req, deadline)

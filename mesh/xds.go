@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -51,6 +52,8 @@ type xdsPath struct {
 	// stateful session, so requests before that skip the lookup.
 	locality resolver.Locality
 	sessions atomic.Bool
+	// mirrors are the mirrored copies in flight, ended by close.
+	mirrors *mirrors
 
 	hosts atomic.Pointer[map[string]*xdsHost] // by URL host; copy on write
 	mu    sync.Mutex                          // guards writes to hosts and clusters
@@ -134,7 +137,7 @@ func newXDSPath(m *Mesh, raw []byte, source string) (*xdsPath, error) {
 	}
 	x := &xdsPath{m: m, client: c, serverURI: b.Servers[0].URI, bootstrap: b,
 		serverTemplate: b.ServerListenerResourceNameTemplate, clusters: map[string]*service{}, locality: b.Node.Locality,
-		idle: m.cfg.xdsIdle, stop: make(chan struct{}), done: make(chan struct{})}
+		idle: m.cfg.xdsIdle, stop: make(chan struct{}), done: make(chan struct{}), mirrors: newMirrors()}
 	if x.idle <= 0 {
 		x.idle = defaultXDSIdleTimeout
 	}
@@ -148,6 +151,8 @@ func newXDSPath(m *Mesh, raw []byte, source string) (*xdsPath, error) {
 func (x *xdsPath) close() {
 	close(x.stop)
 	<-x.done
+	// Copies in flight end before the clusters they use close.
+	x.mirrors.close()
 	x.mu.Lock()
 	hosts := *x.hosts.Load()
 	clusters := x.clusters
@@ -514,7 +519,7 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 		// by its own CheckRedirect policy.
 		closeBody(req)
 		resp = route.Local(rt, req)
-		route.ApplyHeaders(resp.Header, rt.Action.ResponseHeadersToAdd, rt.Action.ResponseHeadersToRemove)
+		route.ResponseHeaders(resp.Header, &rt.Action, "")
 		return resp, true, nil
 	}
 	if !ok || rt.Action.Kind != xds.ActionForward {
@@ -522,11 +527,11 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 		return nil, true, fmt.Errorf("%w: host %q path %q (listener %q)", ErrNoRoute, req.URL.Host, req.URL.Path, h.name)
 	}
 	plan := st.plans[rt]
-	name, faults := plan.PickCluster()
+	cluster, faults := plan.PickCluster()
 	if faults != nil {
 		// Faults come before the pick, as Envoy's fault filter runs
 		// before its router: an aborted request reaches no endpoint.
-		abort, err := faults.Inject(ctx, &fault.Request{Match: fault.MatchOf(&mreq), Host: req.URL.Host, Cluster: name}, nil)
+		abort, err := faults.Inject(ctx, &fault.Request{Match: fault.MatchOf(&mreq), Host: req.URL.Host, Cluster: cluster}, nil)
 		if err != nil {
 			closeBody(req)
 			return nil, true, err
@@ -536,7 +541,7 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 			return abort.HTTPResponse(req), true, nil
 		}
 	}
-	svc := x.cluster(name)
+	svc := x.cluster(cluster)
 	if svc == nil {
 		closeBody(req)
 		return nil, true, errClosed
@@ -551,13 +556,21 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 	if x.sessions.Load() {
 		req = withSession(req, xdsSession(h.session.Load(), rt))
 	}
+	if len(rt.Action.MirrorPolicies) > 0 {
+		req = x.mirror(t, plan, cluster, req)
+	}
 	resp, err = plan.roundTripper(t, svc).RoundTrip(req)
 	countOverflow(ctx, svc, err)
+	if r := overflowReply(req, svc.name, err); r != nil {
+		// Envoy's 503, with the route's response headers as on any
+		// local reply; LocalReplyError has the error.
+		resp, err = r, nil
+	}
 	if x.m.golden != nil {
 		x.m.goldenOutbound(svc.name, rt.Name, start, resp, err)
 	}
-	if resp != nil && len(rt.Action.ResponseHeadersToAdd)+len(rt.Action.ResponseHeadersToRemove) > 0 {
-		route.ApplyHeaders(resp.Header, rt.Action.ResponseHeadersToAdd, rt.Action.ResponseHeadersToRemove)
+	if resp != nil && route.HasResponseHeaders(&rt.Action) {
+		route.ResponseHeaders(resp.Header, &rt.Action, cluster)
 	}
 	return resp, true, err
 }
@@ -695,10 +708,21 @@ func (w *clusterWatcher) OnUpdate(r xds.Resource) {
 			w.endpoints = key
 			target := c.DNSHostPort
 			s.dnsTarget.Store(&target)
+			// The DNS name is the endpoints' hostname, as Envoy's
+			// logical DNS host has it, for auto_host_rewrite.
+			hostname, _, err := net.SplitHostPort(target)
+			if err != nil {
+				hostname = target
+			}
 			w.cancelEndpt = w.x.m.dns.Watch(target, resolver.WatcherFunc(func(st resolver.State) {
 				s.setErr(st.Err)
 				if st.Err == nil || len(st.Endpoints) > 0 {
-					s.balancer().Update(st.Endpoints)
+					eps := make([]resolver.Endpoint, len(st.Endpoints))
+					for i, e := range st.Endpoints {
+						e.Hostname = hostname
+						eps[i] = e
+					}
+					s.balancer().Update(eps)
 				}
 				s.markReady()
 			}))

@@ -466,7 +466,7 @@ func TestXDSUnappliedFieldsAreLogged(t *testing.T) {
 	res := ordersConfig(v1.addr, v2.addr, 100, 0)
 	for _, r := range res {
 		if rc, ok := r.(*routev3.RouteConfiguration); ok {
-			rc.VirtualHosts[0].RequestHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-vh", Value: "1"}}}
+			rc.VirtualHosts[0].IncludeRequestAttemptCount = true
 		}
 	}
 	cp.SetSnapshot(t, xdsNode, "1", res...)
@@ -474,7 +474,7 @@ func TestXDSUnappliedFieldsAreLogged(t *testing.T) {
 	m := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)), mesh.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	sendHTTP(t, m.HTTPClient(), 1, false)
 	out := logs.String()
-	if !strings.Contains(out, "fields Weft does not apply") || !strings.Contains(out, "request_headers_to_add") || !strings.Contains(out, "orders-routes") {
+	if !strings.Contains(out, "fields Weft does not apply") || !strings.Contains(out, "include_request_attempt_count") || !strings.Contains(out, "orders-routes") {
 		t.Errorf("no log line naming the unapplied field of orders-routes:\n%s", out)
 	}
 }

@@ -6,7 +6,9 @@ package resilience
 import (
 	"context"
 	"fmt"
+	"io"
 	"strconv"
+	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
@@ -41,6 +43,67 @@ func ThresholdsUnaryClientInterceptor(t *Thresholds) grpc.UnaryClientInterceptor
 		defer t.ReleaseRequest()
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
+}
+
+// ThresholdsStreamClientInterceptor is ThresholdsUnaryClientInterceptor
+// for streams, as grpc-go counts every call against max_requests: a
+// stream holds its slot from its opening until it ends, that is until
+// RecvMsg or Header fails (io.EOF included), SendMsg fails with another
+// error than io.EOF, or its context ends, the ways grpc-go's documentation
+// gives for a stream to end.
+func ThresholdsStreamClientInterceptor(t *Thresholds) grpc.StreamClientInterceptor {
+	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		if err := t.AcquireRequest(); err != nil {
+			return nil, GRPCError(err)
+		}
+		s, err := streamer(ctx, desc, cc, method, opts...)
+		if err != nil {
+			t.ReleaseRequest()
+			return nil, err
+		}
+		cs := &countedStream{ClientStream: s, t: t}
+		cs.stop = context.AfterFunc(ctx, cs.release)
+		return cs, nil
+	}
+}
+
+// countedStream releases its max_requests slot once, when it ends.
+type countedStream struct {
+	grpc.ClientStream
+	t    *Thresholds
+	once sync.Once
+	stop func() bool
+}
+
+func (s *countedStream) release() { s.once.Do(s.t.ReleaseRequest) }
+
+func (s *countedStream) end() {
+	s.stop()
+	s.release()
+}
+
+func (s *countedStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	if err != nil {
+		s.end()
+	}
+	return err
+}
+
+func (s *countedStream) SendMsg(m any) error {
+	err := s.ClientStream.SendMsg(m)
+	if err != nil && err != io.EOF {
+		s.end()
+	}
+	return err
+}
+
+func (s *countedStream) Header() (metadata.MD, error) {
+	md, err := s.ClientStream.Header()
+	if err != nil {
+		s.end()
+	}
+	return md, err
 }
 
 // RateLimitUnaryServerInterceptor refuses the calls l does not allow with

@@ -1,7 +1,7 @@
 package resilience
 
 import (
-	"fmt"
+	"strings"
 	"sync/atomic"
 )
 
@@ -50,11 +50,36 @@ func NewThresholds(l Limits) *Thresholds {
 	}}
 }
 
+// OverflowError is the error of a request or retry a Thresholds refused.
+// It wraps ErrOverflow, so errors.Is(err, ErrOverflow) holds, and names
+// the threshold reached, so that a caller can tell a request refused
+// outright from a retry that was not made.
+type OverflowError struct {
+	// Threshold is the limit reached, named as in Envoy's
+	// CircuitBreakers.Thresholds: ThresholdMaxRequests,
+	// ThresholdMaxPendingRequests or ThresholdMaxRetries.
+	Threshold string
+}
+
+// The thresholds an OverflowError names.
+const (
+	ThresholdMaxRequests        = "max_requests"
+	ThresholdMaxPendingRequests = "max_pending_requests"
+	ThresholdMaxRetries         = "max_retries"
+)
+
+func (e *OverflowError) Error() string {
+	return ErrOverflow.Error() + ": " + strings.ReplaceAll(e.Threshold, "_", " ")
+}
+
+// Unwrap returns ErrOverflow.
+func (e *OverflowError) Unwrap() error { return ErrOverflow }
+
 // errors wrapping ErrOverflow, made once so that refusing costs nothing.
 var (
-	errOverflowPending  = fmt.Errorf("%w: max pending requests", ErrOverflow)
-	errOverflowRequests = fmt.Errorf("%w: max requests", ErrOverflow)
-	errOverflowRetries  = fmt.Errorf("%w: max retries", ErrOverflow)
+	errOverflowPending  error = &OverflowError{Threshold: ThresholdMaxPendingRequests}
+	errOverflowRequests error = &OverflowError{Threshold: ThresholdMaxRequests}
+	errOverflowRetries  error = &OverflowError{Threshold: ThresholdMaxRetries}
 )
 
 func (t *Thresholds) acquire(c *atomic.Int64, limit int64, overflow error) error {

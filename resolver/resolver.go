@@ -78,6 +78,10 @@ type Endpoint struct {
 	// LocalityWeight is the weight of the endpoint's locality; 0 means 1.
 	LocalityWeight uint32
 	Health         Health
+	// Hostname is the endpoint's host name when discovery knows one: an
+	// EDS endpoint's hostname, or the DNS name of an xDS LOGICAL_DNS
+	// cluster. A route's auto_host_rewrite sends it as the Host.
+	Hostname string
 }
 
 // EffectiveWeight returns Weight, with 0 read as 1.

@@ -27,6 +27,7 @@ const (
 	MetricRateLimitRejections = "weft.rate_limit.rejections"
 	MetricAuthzDecisions      = "weft.authz.decisions"
 	MetricXDSUpdates          = "weft.xds.updates"
+	MetricMirrors             = "weft.client.mirrors"
 )
 
 // Attribute keys of Weft's metrics, besides AttrCluster and AttrRetryReason.
@@ -39,6 +40,7 @@ const (
 	AttrAuthzPolicy     = attribute.Key("weft.authz.policy")
 	AttrXDSType         = attribute.Key("weft.xds.type")
 	AttrXDSUpdateResult = attribute.Key("weft.xds.result")
+	AttrMirrorResult    = attribute.Key("weft.mirror.result")
 )
 
 // Metrics holds Weft's own instruments, created once from a meter
@@ -57,6 +59,7 @@ type Metrics struct {
 	rateLimited metric.Int64Counter
 	authz       metric.Int64Counter
 	xds         metric.Int64Counter
+	mirrors     metric.Int64Counter
 
 	sets attrCache[attrKey]
 }
@@ -105,6 +108,10 @@ func NewMetrics(opts ...Option) (*Metrics, error) {
 	m.xds, err = meter.Int64Counter(MetricXDSUpdates,
 		metric.WithDescription("xDS resource updates, by type and whether they were accepted."),
 		metric.WithUnit("{update}"))
+	check(err)
+	m.mirrors, err = meter.Int64Counter(MetricMirrors,
+		metric.WithDescription("Mirrored copies of client requests (request_mirror_policies), by mirror cluster and result."),
+		metric.WithUnit("{request}"))
 	check(err)
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("telemetry: creating instruments: %w", err)
@@ -193,6 +200,23 @@ func (c *ClusterMetrics) Overflow(ctx context.Context, reason string) {
 	c.m.overflows.Add(ctx, 1, c.m.sets.get(attrKey{kindOverflow, c.name, reason}).add...)
 }
 
+// Mirror results: a copy that was sent (and answered, whatever the
+// status), that failed without an answer, that the in-flight budget
+// dropped, or that was skipped because the request's body could not be
+// replayed.
+const (
+	MirrorSent    = "sent"
+	MirrorFailed  = "failed"
+	MirrorDropped = "dropped"
+	MirrorSkipped = "skipped"
+)
+
+// Mirror counts one mirrored copy of a request to this cluster by result
+// (MirrorSent, MirrorFailed, MirrorDropped, MirrorSkipped).
+func (c *ClusterMetrics) Mirror(ctx context.Context, result string) {
+	c.m.mirrors.Add(ctx, 1, c.m.sets.get(attrKey{kindMirror, c.name, result}).add...)
+}
+
 // BreakerState records a circuit breaker's transition: from goes to 0 and
 // to goes to 1 in weft.circuit_breaker.state. Pass from "" for the initial
 // state. It fits resilience.BreakerSettings.OnStateChange with the states'
@@ -220,6 +244,7 @@ const (
 	kindRateLimit
 	kindAuthz
 	kindXDS
+	kindMirror
 )
 
 func (k attrKey) attributes() attribute.Set {
@@ -243,6 +268,8 @@ func (k attrKey) attributes() attribute.Set {
 		return attribute.NewSet(AttrAuthzDecision.String(k.a), AttrAuthzPolicy.String(k.b))
 	case kindXDS:
 		return attribute.NewSet(AttrXDSType.String(k.a), AttrXDSUpdateResult.String(k.b))
+	case kindMirror:
+		return attribute.NewSet(AttrCluster.String(k.a), AttrMirrorResult.String(k.b))
 	}
 	return *attribute.EmptySet()
 }

@@ -99,8 +99,12 @@ func New(r *xds.Route, listenerTimeout time.Duration, faults ...fault.Filter) *P
 	}
 	p.HTTPHedge = Hedge(a.HedgePolicy, p.HTTP)
 	p.GRPCHedge = Hedge(a.HedgePolicy, p.GRPC)
-	p.Mutates = a.PrefixRewrite != "" || a.RegexRewrite != nil || a.HostRewrite != "" ||
+	p.Mutates = a.PrefixRewrite != "" || a.RegexRewrite != nil || a.HostRewrite != "" || a.HostRewriteHeader != "" ||
+		a.HostRewritePathRegex != nil || len(a.RequestHeaders) > 0 ||
 		len(a.RequestHeadersToAdd) > 0 || len(a.RequestHeadersToRemove) > 0
+	for _, w := range a.WeightedClusters {
+		p.Mutates = p.Mutates || w.HostRewrite != "" || !w.RequestHeaders.Empty()
+	}
 	if len(faults) > 0 {
 		if len(a.WeightedClusters) == 0 {
 			if pol := fault.Resolve(faults, r, nil); pol != nil {
@@ -330,18 +334,30 @@ func hashValue(p xds.HashPolicy, v string) uint64 {
 func combine(hash, h uint64) uint64 { return (hash<<1 | hash>>63) ^ h }
 
 // Rewrite applies the route's rewrites and request header changes to out,
-// the outgoing copy of a request, whose URL it may change and whose
-// Header it may replace but not modify.
+// the outgoing copy of a request to cluster, whose URL it may change and
+// whose Header it may replace but not modify.
 //
 // Path rewrites work on the path as sent (escaped), as Envoy's do and as
 // routes are matched: "/old/a%2Fb" under prefix_rewrite "/new" becomes
 // "/new/a%2Fb", not "/new/a/b". A prefix_rewrite replaces what the route
 // matched: the prefix (in any case when the match ignores case) or, for an
 // exact path match, the whole path.
-func (p *Plan) Rewrite(out *http.Request) {
+//
+// Header changes follow Envoy's order: the weighted cluster's own first,
+// then the route's levels (see xds.RouteAction.RequestHeaders), each level
+// removing before it adds. The Host is rewritten after them, as Envoy's
+// route entry does: the weighted cluster's host_rewrite_literal, replaced
+// by the route's host rewrite when it has one (host_rewrite_header reads
+// the header as changed; host_rewrite_path_regex the path before its
+// rewrite, without the query).
+func (p *Plan) Rewrite(out *http.Request, cluster string) {
 	a, r := &p.Route.Action, p.Route
+	var origPath string // as sent, before the rewrite: host_rewrite_path_regex reads it
+	if a.PrefixRewrite != "" || a.RegexRewrite != nil || a.HostRewritePathRegex != nil {
+		origPath = out.URL.EscapedPath()
+	}
 	if a.PrefixRewrite != "" || a.RegexRewrite != nil {
-		path := out.URL.EscapedPath()
+		path := origPath
 		if a.PrefixRewrite != "" {
 			switch m := &r.Match; m.Kind {
 			case xds.PathPrefix:
@@ -357,16 +373,73 @@ func (p *Plan) Rewrite(out *http.Request) {
 		}
 		setEscapedPath(out.URL, path)
 	}
-	if a.HostRewrite != "" {
-		out.Host = a.HostRewrite
-	}
-	if len(a.RequestHeadersToAdd)+len(a.RequestHeadersToRemove) > 0 {
-		out.Header = out.Header.Clone()
-		if out.Header == nil {
-			out.Header = http.Header{}
+	var wc *xds.WeightedCluster
+	for i := range a.WeightedClusters {
+		if a.WeightedClusters[i].Name == cluster {
+			wc = &a.WeightedClusters[i]
+			break
 		}
-		ApplyHeaders(out.Header, a.RequestHeadersToAdd, a.RequestHeadersToRemove)
 	}
+	if len(a.RequestHeaders) > 0 || wc != nil && !wc.RequestHeaders.Empty() {
+		h := out.Header.Clone()
+		if h == nil {
+			h = http.Header{}
+		}
+		if wc != nil {
+			ApplyHeaders(h, wc.RequestHeaders)
+		}
+		for _, m := range a.RequestHeaders {
+			ApplyHeaders(h, m)
+		}
+		out.Header = h
+	}
+	host := ""
+	if wc != nil {
+		host = wc.HostRewrite
+	}
+	switch {
+	case a.HostRewrite != "":
+		host = a.HostRewrite
+	case a.HostRewriteHeader != "":
+		if v := out.Header.Get(a.HostRewriteHeader); v != "" {
+			host = v
+		}
+	case a.HostRewritePathRegex != nil:
+		host = a.HostRewritePathRegex.Pattern.ReplaceAllString(origPath, a.HostRewritePathRegex.Substitution)
+	}
+	if host != "" {
+		out.Host = host
+	}
+}
+
+// ResponseHeaders applies a route's response header changes to h, the
+// header of a response from cluster ("" for a local reply): the weighted
+// cluster's own first, then the route's levels, as Envoy does.
+func ResponseHeaders(h http.Header, a *xds.RouteAction, cluster string) {
+	if cluster != "" && len(a.WeightedClusters) > 0 {
+		for i := range a.WeightedClusters {
+			if w := &a.WeightedClusters[i]; w.Name == cluster {
+				ApplyHeaders(h, w.ResponseHeaders)
+				break
+			}
+		}
+	}
+	for _, m := range a.ResponseHeaders {
+		ApplyHeaders(h, m)
+	}
+}
+
+// HasResponseHeaders reports whether ResponseHeaders may change anything.
+func HasResponseHeaders(a *xds.RouteAction) bool {
+	if len(a.ResponseHeaders) > 0 {
+		return true
+	}
+	for _, w := range a.WeightedClusters {
+		if !w.ResponseHeaders.Empty() {
+			return true
+		}
+	}
+	return false
 }
 
 // setEscapedPath sets u's path from its escaped form, keeping the escapes
@@ -382,16 +455,60 @@ func setEscapedPath(u *url.URL, escaped string) {
 	u.Path, u.RawPath = escaped, ""
 }
 
-// ApplyHeaders removes, then adds or sets, header values.
-func ApplyHeaders(h http.Header, add []xds.HeaderValueOption, remove []string) {
-	for _, name := range remove {
+// ApplyHeaders applies one level's header changes to h as Envoy's header
+// parser does: the removals first, then each addition by its append
+// action; an empty value is added only when the option keeps empty
+// values.
+func ApplyHeaders(h http.Header, m xds.HeaderMutation) {
+	for _, name := range m.Remove {
 		h.Del(name)
 	}
-	for _, o := range add {
-		if o.Append {
+	for _, o := range m.Add {
+		if o.Value == "" && !o.KeepEmpty {
+			continue
+		}
+		switch o.Action {
+		case xds.AppendIfExistsOrAdd:
 			h.Add(o.Name, o.Value)
-		} else {
+		case xds.AddIfAbsent:
+			if len(h.Values(o.Name)) == 0 {
+				h.Add(o.Name, o.Value)
+			}
+		case xds.OverwriteIfExists:
+			if len(h.Values(o.Name)) > 0 {
+				h.Set(o.Name, o.Value)
+			}
+		case xds.OverwriteIfExistsOrAdd:
 			h.Set(o.Name, o.Value)
 		}
 	}
+}
+
+// MirrorSampled draws whether a request is mirrored by m: each policy
+// draws on its own, as Envoy's runtime_fraction does per policy.
+func MirrorSampled(m *xds.MirrorPolicy) bool {
+	return m.FractionPerMillion >= 1_000_000 || rand.Uint32N(1_000_000) < m.FractionPerMillion
+}
+
+// MirrorHost is the Host a mirrored copy carries: host_rewrite_literal
+// when set, the request's Host unchanged under
+// disable_shadow_host_suffix_append, and otherwise, as Envoy's shadow
+// writer does, the host with "-shadow" appended before any port
+// ("orders:8080" becomes "orders-shadow:8080").
+func MirrorHost(m *xds.MirrorPolicy, host string) string {
+	switch {
+	case m.HostRewrite != "":
+		return m.HostRewrite
+	case m.KeepHost || host == "":
+		return host
+	}
+	end := len(host)
+	if strings.HasPrefix(host, "[") {
+		if i := strings.LastIndex(host, "]:"); i >= 0 {
+			end = i + 1
+		}
+	} else if i := strings.LastIndexByte(host, ':'); i >= 0 {
+		end = i
+	}
+	return host[:end] + "-shadow" + host[end:]
 }

@@ -127,7 +127,7 @@ func TestRewriteAsEnvoy(t *testing.T) {
 				t.Fatal(err)
 			}
 			out := &http.Request{URL: u, Header: http.Header{}}
-			route.New(&xds.Route{Match: tt.match, Action: tt.action}, 0).Rewrite(out)
+			route.New(&xds.Route{Match: tt.match, Action: tt.action}, 0).Rewrite(out, "")
 			got := out.URL.EscapedPath()
 			if out.URL.RawQuery != "" {
 				got += "?" + out.URL.RawQuery
@@ -136,5 +136,28 @@ func TestRewriteAsEnvoy(t *testing.T) {
 				t.Errorf("%s rewritten to %s, want %s (Envoy's)", tt.target, got, tt.want)
 			}
 		})
+	}
+}
+
+// TestMirrorHost: Envoy's shadow writer appends "-shadow" to the host,
+// before its port ("Switch authority to add a shadow postfix"), unless
+// disable_shadow_host_suffix_append is set or host_rewrite_literal
+// replaces the host.
+func TestMirrorHost(t *testing.T) {
+	for _, tt := range []struct {
+		m    xds.MirrorPolicy
+		host string
+		want string
+	}{
+		{xds.MirrorPolicy{}, "orders", "orders-shadow"},
+		{xds.MirrorPolicy{}, "orders:8080", "orders-shadow:8080"},
+		{xds.MirrorPolicy{}, "[::1]:8080", "[::1]-shadow:8080"},
+		{xds.MirrorPolicy{}, "[::1]", "[::1]-shadow"},
+		{xds.MirrorPolicy{KeepHost: true}, "orders:8080", "orders:8080"},
+		{xds.MirrorPolicy{KeepHost: true, HostRewrite: "shadow.example"}, "orders:8080", "shadow.example"},
+	} {
+		if got := route.MirrorHost(&tt.m, tt.host); got != tt.want {
+			t.Errorf("MirrorHost(%+v, %q) = %q; want %q", tt.m, tt.host, got, tt.want)
+		}
 	}
 }

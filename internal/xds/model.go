@@ -289,12 +289,36 @@ type RouteAction struct {
 	// RegexRewrite replaces the whole-path matches of Pattern with
 	// Substitution when Pattern is non-nil.
 	RegexRewrite *RegexRewrite
-	HostRewrite  string
+	// HostRewrite is host_rewrite_literal; HostRewriteHeader is
+	// host_rewrite_header (the Host becomes that request header's value,
+	// when the request has it); HostRewritePathRegex is
+	// host_rewrite_path_regex (the Host becomes the path, without its
+	// query, rewritten by it).
+	HostRewrite          string
+	HostRewriteHeader    string
+	HostRewritePathRegex *RegexRewrite
+	// AutoHostRewrite is auto_host_rewrite: the Host becomes the picked
+	// endpoint's hostname, when it has one.
+	AutoHostRewrite bool
 
+	// The route's own header changes.
 	RequestHeadersToAdd     []HeaderValueOption
 	RequestHeadersToRemove  []string
 	ResponseHeadersToAdd    []HeaderValueOption
 	ResponseHeadersToRemove []string
+	// RequestHeaders and ResponseHeaders are the header changes of every
+	// level enclosing the route, its own included, in the order Envoy
+	// evaluates them, each later level winning over an earlier one: the
+	// route, its virtual host, then the route configuration, or the
+	// other way round with most_specific_header_mutations_wins. A
+	// weighted cluster's own come before all of them.
+	RequestHeaders  []HeaderMutation
+	ResponseHeaders []HeaderMutation
+
+	// MirrorPolicies are the route's request_mirror_policies or, when it
+	// has none, its virtual host's or, failing those, its route
+	// configuration's: the most specific non-empty list, not merged.
+	MirrorPolicies []MirrorPolicy
 }
 
 // WeightedCluster is one target of a weighted split.
@@ -304,6 +328,13 @@ type WeightedCluster struct {
 	// FaultOverrides are the cluster's own HTTPFault overrides, by
 	// filter name; they beat the route's.
 	FaultOverrides map[string]*Fault
+	// RequestHeaders and ResponseHeaders are the cluster's own header
+	// changes, applied before the route's levels when it is chosen.
+	RequestHeaders  HeaderMutation
+	ResponseHeaders HeaderMutation
+	// HostRewrite is the cluster's host_rewrite_literal; it wins over
+	// the route's host rewrite.
+	HostRewrite string
 }
 
 // RetryPolicy is a route's retry policy with grpc-go's defaults applied.
@@ -356,10 +387,55 @@ type RegexRewrite struct {
 	Substitution string
 }
 
-// HeaderValueOption is a header to add; Append false replaces the value.
+// AppendAction is how a HeaderValueOption meets a header already present
+// (HeaderValueOption.append_action in Envoy).
+type AppendAction uint8
+
+// Append actions.
+const (
+	// AppendIfExistsOrAdd adds the value beside any already there.
+	AppendIfExistsOrAdd AppendAction = iota
+	// AddIfAbsent adds the value only when the header is absent.
+	AddIfAbsent
+	// OverwriteIfExistsOrAdd replaces any values with this one.
+	OverwriteIfExistsOrAdd
+	// OverwriteIfExists replaces the values of a header that is present,
+	// and adds none otherwise.
+	OverwriteIfExists
+)
+
+// HeaderValueOption is a header to add, as its Action says. An empty
+// Value is added only with KeepEmpty, as in Envoy.
 type HeaderValueOption struct {
 	Name, Value string
-	Append      bool
+	Action      AppendAction
+	KeepEmpty   bool
+}
+
+// HeaderMutation is one level's header changes (a route's, a virtual
+// host's, a route configuration's or a weighted cluster's): the removals
+// first, then the additions in order, as Envoy evaluates a level.
+type HeaderMutation struct {
+	Add    []HeaderValueOption
+	Remove []string
+}
+
+// Empty reports whether m changes nothing.
+func (m HeaderMutation) Empty() bool { return len(m.Add) == 0 && len(m.Remove) == 0 }
+
+// MirrorPolicy is one of a route's request_mirror_policies: a copy of each
+// request it samples goes to Cluster, and its answer is discarded.
+type MirrorPolicy struct {
+	Cluster string
+	// FractionPerMillion is runtime_fraction's default_value: the share
+	// of requests mirrored, out of 1,000,000 (all when unset).
+	FractionPerMillion uint32
+	// KeepHost is disable_shadow_host_suffix_append: the copy keeps the
+	// request's Host rather than gaining Envoy's "-shadow" suffix.
+	KeepHost bool
+	// HostRewrite is host_rewrite_literal: the copy's Host, as sent (it
+	// implies KeepHost).
+	HostRewrite string
 }
 
 // ClusterKind is a cluster's discovery type.

@@ -76,7 +76,7 @@ func translateEndpoints(la *endpointv3.ClusterLoadAssignment) (*Endpoints, error
 			}
 			all = append(all, resolver.Endpoint{
 				Addr: addr, Weight: ew, Locality: loc, Priority: prio, LocalityWeight: w,
-				Health: health(e.GetHealthStatus()),
+				Health: health(e.GetHealthStatus()), Hostname: e.GetEndpoint().GetHostname(),
 			})
 		}
 		out.Localities = append(out.Localities, LocalityEndpoints{Locality: loc, Priority: prio, Weight: w, Endpoints: all[start:len(all):len(all)]})

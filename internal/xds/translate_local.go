@@ -40,8 +40,11 @@ func translateLocalAction(r *routev3.Route, out *RouteAction) (ok bool, err erro
 	default:
 		return false, nil
 	}
-	out.ResponseHeadersToAdd = headerOptions(r.GetResponseHeadersToAdd())
-	out.ResponseHeadersToRemove = r.GetResponseHeadersToRemove()
+	resp, err := headerMutation(r.GetResponseHeadersToAdd(), r.GetResponseHeadersToRemove(), "response_")
+	if err != nil {
+		return true, err
+	}
+	out.ResponseHeadersToAdd, out.ResponseHeadersToRemove = resp.Add, resp.Remove
 	return true, nil
 }
 

@@ -67,6 +67,9 @@ func translateRouteConfig(rc *routev3.RouteConfiguration) (*RouteConfig, error) 
 		}
 		out.VirtualHosts = append(out.VirtualHosts, v)
 	}
+	if err := inheritRouteConfigPolicies(rc, out, rc.GetVirtualHosts()); err != nil {
+		return nil, err
+	}
 	return out, nil
 }
 
@@ -117,18 +120,11 @@ func translateRoute(r *routev3.Route) (*Route, error) {
 		rm.QueryParams = append(rm.QueryParams, qm)
 	}
 	if rf := m.GetRuntimeFraction(); rf != nil {
-		dv := rf.GetDefaultValue()
-		n := uint64(dv.GetNumerator())
-		switch dv.GetDenominator() {
-		case typev3.FractionalPercent_HUNDRED:
-			n *= 10_000
-		case typev3.FractionalPercent_TEN_THOUSAND:
-			n *= 100
-		case typev3.FractionalPercent_MILLION:
-		default:
-			return nil, ferr("match.runtime_fraction.default_value.denominator", "unknown %v", dv.GetDenominator())
+		n, err := perMillion(rf.GetDefaultValue())
+		if err != nil {
+			return nil, prefixed("match.runtime_fraction.default_value", err)
 		}
-		rm.HasFraction, rm.FractionPerMillion = true, uint32(min(n, 1_000_000))
+		rm.HasFraction, rm.FractionPerMillion = true, n
 	}
 	if err := translateAction(r, &rt.Action); err != nil {
 		return nil, err
@@ -259,7 +255,16 @@ func translateAction(r *routev3.Route, out *RouteAction) error {
 				continue
 			}
 			total += uint64(w)
-			out.WeightedClusters = append(out.WeightedClusters, WeightedCluster{Name: c.GetName(), Weight: w})
+			wc := WeightedCluster{Name: c.GetName(), Weight: w, HostRewrite: c.GetHostRewriteLiteral()}
+			f := fmt.Sprintf("route.weighted_clusters.clusters[%d]", i)
+			var err error
+			if wc.RequestHeaders, err = headerMutation(c.GetRequestHeadersToAdd(), c.GetRequestHeadersToRemove(), ""); err != nil {
+				return prefixed(f, err)
+			}
+			if wc.ResponseHeaders, err = headerMutation(c.GetResponseHeadersToAdd(), c.GetResponseHeadersToRemove(), "response_"); err != nil {
+				return prefixed(f, err)
+			}
+			out.WeightedClusters = append(out.WeightedClusters, wc)
 		}
 		if total == 0 {
 			return ferr("route.weighted_clusters", "weights sum to 0")
@@ -336,22 +341,227 @@ func translateAction(r *routev3.Route, out *RouteAction) error {
 			return err
 		}
 	}
-	out.HostRewrite = a.GetHostRewriteLiteral()
-	out.RequestHeadersToAdd = headerOptions(r.GetRequestHeadersToAdd())
-	out.RequestHeadersToRemove = r.GetRequestHeadersToRemove()
-	out.ResponseHeadersToAdd = headerOptions(r.GetResponseHeadersToAdd())
-	out.ResponseHeadersToRemove = r.GetResponseHeadersToRemove()
+	switch hs := a.GetHostRewriteSpecifier().(type) {
+	case *routev3.RouteAction_HostRewriteLiteral:
+		out.HostRewrite = hs.HostRewriteLiteral
+	case *routev3.RouteAction_HostRewriteHeader:
+		if !modifiableHeader(hs.HostRewriteHeader) {
+			return ferr("route.host_rewrite_header", "%q is not a header a request may carry", hs.HostRewriteHeader)
+		}
+		out.HostRewriteHeader = hs.HostRewriteHeader
+	case *routev3.RouteAction_AutoHostRewrite:
+		out.AutoHostRewrite = hs.AutoHostRewrite.GetValue()
+	case *routev3.RouteAction_HostRewritePathRegex:
+		var err error
+		if out.HostRewritePathRegex, err = regexRewrite(hs.HostRewritePathRegex, "route.host_rewrite_path_regex"); err != nil {
+			return err
+		}
+	}
+	req, err := headerMutation(r.GetRequestHeadersToAdd(), r.GetRequestHeadersToRemove(), "")
+	if err != nil {
+		return err
+	}
+	resp, err := headerMutation(r.GetResponseHeadersToAdd(), r.GetResponseHeadersToRemove(), "response_")
+	if err != nil {
+		return err
+	}
+	out.RequestHeadersToAdd, out.RequestHeadersToRemove = req.Add, req.Remove
+	out.ResponseHeadersToAdd, out.ResponseHeadersToRemove = resp.Add, resp.Remove
+	for i, p := range a.GetRequestMirrorPolicies() {
+		mp, err := translateMirror(p, fmt.Sprintf("route.request_mirror_policies[%d]", i))
+		if err != nil {
+			return err
+		}
+		if mp != nil {
+			out.MirrorPolicies = append(out.MirrorPolicies, *mp)
+		}
+	}
 	return nil
 }
 
-func headerOptions(hs []*corev3.HeaderValueOption) []HeaderValueOption {
-	var out []HeaderValueOption
-	for _, h := range hs {
-		app := h.GetAppendAction() == corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
-		if h.GetAppend() != nil { // the deprecated field wins when set
-			app = h.GetAppend().GetValue()
+// headerMutation reads one level's header changes; prefix is "" for the
+// request's fields and "response_" for the response's. As Envoy does, it
+// refuses to add or remove pseudo-headers and Host: a route rewrites the
+// host with host_rewrite_*.
+func headerMutation(add []*corev3.HeaderValueOption, remove []string, prefix string) (HeaderMutation, error) {
+	var m HeaderMutation
+	for i, h := range add {
+		f := fmt.Sprintf("%sheaders_to_add[%d]", prefix, i)
+		if prefix == "" {
+			f = "request_" + f
 		}
-		out = append(out, HeaderValueOption{Name: h.GetHeader().GetKey(), Value: h.GetHeader().GetValue(), Append: app})
+		name := h.GetHeader().GetKey()
+		if !modifiableHeader(name) {
+			return m, ferr(f+".header.key", "%q may not be added", name)
+		}
+		o := HeaderValueOption{Name: name, Value: h.GetHeader().GetValue(), KeepEmpty: h.GetKeepEmptyValue()}
+		if raw := h.GetHeader().GetRawValue(); len(raw) > 0 && o.Value == "" {
+			o.Value = string(raw)
+		}
+		switch h.GetAppendAction() {
+		case corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD:
+			o.Action = AppendIfExistsOrAdd
+		case corev3.HeaderValueOption_ADD_IF_ABSENT:
+			o.Action = AddIfAbsent
+		case corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD:
+			o.Action = OverwriteIfExistsOrAdd
+		case corev3.HeaderValueOption_OVERWRITE_IF_EXISTS:
+			o.Action = OverwriteIfExists
+		default:
+			return m, ferr(f+".append_action", "unknown %v", h.GetAppendAction())
+		}
+		if ap := h.GetAppend(); ap != nil {
+			// The deprecated field, when set, says append or overwrite;
+			// Envoy refuses it beside append_action.
+			if h.GetAppendAction() != corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD {
+				return m, ferr(f+".append", "set beside append_action")
+			}
+			o.Action = AppendIfExistsOrAdd
+			if !ap.GetValue() {
+				o.Action = OverwriteIfExistsOrAdd
+			}
+		}
+		m.Add = append(m.Add, o)
+	}
+	for i, name := range remove {
+		if !modifiableHeader(name) {
+			f := fmt.Sprintf("%sheaders_to_remove[%d]", prefix, i)
+			if prefix == "" {
+				f = "request_" + f
+			}
+			return m, ferr(f, "%q may not be removed", name)
+		}
+		m.Remove = append(m.Remove, name)
+	}
+	return m, nil
+}
+
+// modifiableHeader reports whether a route may add or remove a header:
+// not a pseudo-header, not Host, not empty (Envoy's isModifiableHeader).
+func modifiableHeader(name string) bool {
+	return name != "" && name[0] != ':' && !strings.EqualFold(name, "host")
+}
+
+// translateMirror reads one request mirror policy; nil for one naming its
+// cluster by cluster_header, which Weft does not apply (it stays in the
+// unapplied report).
+func translateMirror(p *routev3.RouteAction_RequestMirrorPolicy, field string) (*MirrorPolicy, error) {
+	if p.GetCluster() != "" && p.GetClusterHeader() != "" {
+		return nil, ferr(field, "both cluster and cluster_header set")
+	}
+	if p.GetCluster() == "" {
+		if p.GetClusterHeader() != "" {
+			return nil, nil
+		}
+		return nil, ferr(field+".cluster", "empty")
+	}
+	m := &MirrorPolicy{Cluster: p.GetCluster(), FractionPerMillion: 1_000_000,
+		KeepHost: p.GetDisableShadowHostSuffixAppend() || p.GetHostRewriteLiteral() != "", HostRewrite: p.GetHostRewriteLiteral()}
+	if rf := p.GetRuntimeFraction(); rf != nil {
+		n, err := perMillion(rf.GetDefaultValue())
+		if err != nil {
+			return nil, prefixed(field+".runtime_fraction.default_value", err)
+		}
+		m.FractionPerMillion = n
+	}
+	return m, nil
+}
+
+// perMillion reads a FractionalPercent as a share of 1,000,000, capped at
+// all of them.
+func perMillion(f *typev3.FractionalPercent) (uint32, error) {
+	n := uint64(f.GetNumerator())
+	switch f.GetDenominator() {
+	case typev3.FractionalPercent_HUNDRED:
+		n *= 10_000
+	case typev3.FractionalPercent_TEN_THOUSAND:
+		n *= 100
+	case typev3.FractionalPercent_MILLION:
+	default:
+		return 0, ferr("denominator", "unknown %v", f.GetDenominator())
+	}
+	return uint32(min(n, 1_000_000)), nil
+}
+
+// inheritRouteConfigPolicies gives every forwarding route the header
+// changes and mirror policies of the levels that enclose it.
+//
+// Envoy evaluates header mutations "from most specific (i.e. route entry
+// level) to least specific (i.e. route configuration level). Later header
+// mutations may override earlier mutations. This order can be reversed by
+// setting [most_specific_header_mutations_wins] to true." A weighted
+// cluster's come first in either order. Mirror policies are not merged:
+// "the most specific non-empty one becomes the mirror policies".
+func inheritRouteConfigPolicies(rc *routev3.RouteConfiguration, out *RouteConfig, vhs []*routev3.VirtualHost) error {
+	rcReq, err := headerMutation(rc.GetRequestHeadersToAdd(), rc.GetRequestHeadersToRemove(), "")
+	if err != nil {
+		return err
+	}
+	rcResp, err := headerMutation(rc.GetResponseHeadersToAdd(), rc.GetResponseHeadersToRemove(), "response_")
+	if err != nil {
+		return err
+	}
+	rcMirrors, err := mirrorPolicies(rc.GetRequestMirrorPolicies(), "request_mirror_policies")
+	if err != nil {
+		return err
+	}
+	ascend := rc.GetMostSpecificHeaderMutationsWins()
+	for i, v := range out.VirtualHosts {
+		vh := vhs[i]
+		f := fmt.Sprintf("virtual_hosts[%d]", i)
+		vhReq, err := headerMutation(vh.GetRequestHeadersToAdd(), vh.GetRequestHeadersToRemove(), "")
+		if err != nil {
+			return prefixed(f, err)
+		}
+		vhResp, err := headerMutation(vh.GetResponseHeadersToAdd(), vh.GetResponseHeadersToRemove(), "response_")
+		if err != nil {
+			return prefixed(f, err)
+		}
+		vhMirrors, err := mirrorPolicies(vh.GetRequestMirrorPolicies(), f+".request_mirror_policies")
+		if err != nil {
+			return err
+		}
+		for _, r := range v.Routes {
+			a := &r.Action
+			a.RequestHeaders = levels(ascend, HeaderMutation{a.RequestHeadersToAdd, a.RequestHeadersToRemove}, vhReq, rcReq)
+			a.ResponseHeaders = levels(ascend, HeaderMutation{a.ResponseHeadersToAdd, a.ResponseHeadersToRemove}, vhResp, rcResp)
+			if a.Kind != ActionForward || len(a.MirrorPolicies) > 0 {
+				continue
+			}
+			if a.MirrorPolicies = vhMirrors; len(a.MirrorPolicies) == 0 {
+				a.MirrorPolicies = rcMirrors
+			}
+		}
+	}
+	return nil
+}
+
+func mirrorPolicies(ps []*routev3.RouteAction_RequestMirrorPolicy, field string) ([]MirrorPolicy, error) {
+	var out []MirrorPolicy
+	for i, p := range ps {
+		mp, err := translateMirror(p, fmt.Sprintf("%s[%d]", field, i))
+		if err != nil {
+			return nil, err
+		}
+		if mp != nil {
+			out = append(out, *mp)
+		}
+	}
+	return out, nil
+}
+
+// levels lists the non-empty header mutations in the order Envoy
+// evaluates them: most specific first, unless ascend.
+func levels(ascend bool, route, vhost, rc HeaderMutation) []HeaderMutation {
+	ls := []HeaderMutation{route, vhost, rc}
+	if ascend {
+		ls[0], ls[2] = ls[2], ls[0]
+	}
+	var out []HeaderMutation
+	for _, l := range ls {
+		if !l.Empty() {
+			out = append(out, l)
+		}
 	}
 	return out
 }

@@ -267,7 +267,7 @@ func FuzzDecode(f *testing.F) {
 
 func TestUnappliedFields(t *testing.T) {
 	rc := xdstest.RouteConfig("rc", "*", "c")
-	rc.VirtualHosts[0].RequestHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "k", Value: "v"}}}
+	rc.VirtualHosts[0].IncludeRequestAttemptCount = true
 	rc.VirtualHosts[0].Routes[0].GetRoute().IdleTimeout = durationpb.New(time.Second)
 	hcm := xdstest.HCM("", rc)
 	hcm.XffNumTrustedHops = 1
@@ -281,7 +281,7 @@ func TestUnappliedFields(t *testing.T) {
 	const p = "api_listener.api_listener."
 	want := []string{
 		p + "http_filters[fault]",
-		p + "route_config.virtual_hosts.request_headers_to_add",
+		p + "route_config.virtual_hosts.include_request_attempt_count",
 		p + "route_config.virtual_hosts.routes.route.idle_timeout",
 		p + "xff_num_trusted_hops",
 		"stat_prefix",

@@ -89,8 +89,35 @@ var (
 		"virtual_hosts.routes.route.prefix_rewrite",
 		"virtual_hosts.routes.route.regex_rewrite",
 		"virtual_hosts.routes.route.host_rewrite_literal",
+		"virtual_hosts.routes.route.host_rewrite_header", "virtual_hosts.routes.route.auto_host_rewrite",
+		"virtual_hosts.routes.route.host_rewrite_path_regex",
 		"virtual_hosts.routes.request_headers_to_add", "virtual_hosts.routes.request_headers_to_remove",
 		"virtual_hosts.routes.response_headers_to_add", "virtual_hosts.routes.response_headers_to_remove",
+		"virtual_hosts.request_headers_to_add", "virtual_hosts.request_headers_to_remove",
+		"virtual_hosts.response_headers_to_add", "virtual_hosts.response_headers_to_remove",
+		"request_headers_to_add", "request_headers_to_remove",
+		"response_headers_to_add", "response_headers_to_remove",
+		"most_specific_header_mutations_wins",
+		"virtual_hosts.routes.route.weighted_clusters.clusters.request_headers_to_add",
+		"virtual_hosts.routes.route.weighted_clusters.clusters.request_headers_to_remove",
+		"virtual_hosts.routes.route.weighted_clusters.clusters.response_headers_to_add",
+		"virtual_hosts.routes.route.weighted_clusters.clusters.response_headers_to_remove",
+		"virtual_hosts.routes.route.weighted_clusters.clusters.host_rewrite_literal",
+		// Mirror policies at the three levels; cluster_header,
+		// trace_sampled, runtime_key and request_headers_mutations are
+		// not applied and stay in the report.
+		"virtual_hosts.routes.route.request_mirror_policies.cluster",
+		"virtual_hosts.routes.route.request_mirror_policies.runtime_fraction.default_value",
+		"virtual_hosts.routes.route.request_mirror_policies.disable_shadow_host_suffix_append",
+		"virtual_hosts.routes.route.request_mirror_policies.host_rewrite_literal",
+		"virtual_hosts.request_mirror_policies.cluster",
+		"virtual_hosts.request_mirror_policies.runtime_fraction.default_value",
+		"virtual_hosts.request_mirror_policies.disable_shadow_host_suffix_append",
+		"virtual_hosts.request_mirror_policies.host_rewrite_literal",
+		"request_mirror_policies.cluster",
+		"request_mirror_policies.runtime_fraction.default_value",
+		"request_mirror_policies.disable_shadow_host_suffix_append",
+		"request_mirror_policies.host_rewrite_literal",
 		// Reported entry by entry when not a stateful session's.
 		"virtual_hosts.typed_per_filter_config", "virtual_hosts.routes.typed_per_filter_config",
 		"virtual_hosts.routes.route.weighted_clusters.clusters.typed_per_filter_config",
@@ -130,7 +157,8 @@ var (
 		"endpoints.locality", "endpoints.load_balancing_weight", "endpoints.priority",
 		"endpoints.lb_endpoints.endpoint.address.socket_address.address",
 		"endpoints.lb_endpoints.endpoint.address.socket_address.port_value",
-		"endpoints.lb_endpoints.health_status", "endpoints.lb_endpoints.load_balancing_weight")
+		"endpoints.lb_endpoints.health_status", "endpoints.lb_endpoints.load_balancing_weight",
+		"endpoints.lb_endpoints.endpoint.hostname")
 )
 
 // unappliedFields returns, sorted and without duplicates, the paths of the

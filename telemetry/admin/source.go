@@ -150,6 +150,9 @@ type Route struct {
 	Timeout string `json:"timeout,omitempty"`
 	Retries string `json:"retries,omitempty"`
 	Rewrite string `json:"rewrite,omitempty"`
+	// Mirror names the clusters requests are copied to, with the share
+	// copied.
+	Mirror string `json:"mirror,omitempty"`
 }
 
 // WeightedShare is one cluster of a weighted split.
