@@ -731,9 +731,12 @@ func runOutlier(t *testing.T, e *parityEnv) map[string]string {
 		// failing backend.
 		window := 0
 		for window < 30 {
-			if calls == 4000 || time.Since(start) > 20*time.Second {
+			// Paced, so that the detector's 500 ms interval runs within the
+			// count on a fast machine: unpaced, 4,000 calls can end first.
+			if calls == 10000 || time.Since(start) > 20*time.Second {
 				t.Fatalf("%s: the failing backend was not ejected after %d calls, %v (%d failed)", c.name, calls, time.Since(start), failed)
 			}
+			time.Sleep(time.Millisecond)
 			before := c.arrivals(bad)
 			o := c.call(callLimit)
 			calls++
