@@ -4,7 +4,9 @@ import (
 	"context"
 	"net"
 	"testing"
+	"time"
 
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -136,7 +138,19 @@ func TestGRPCTraceAcrossServices(t *testing.T) {
 		{svcB, "rpc.server.call.duration"},
 	}
 	for _, c := range checks {
-		m, ok := findMetric(c.svc.collect(t), c.metric)
+		// otelgrpc records a call's duration on the stats handler's End
+		// event, which grpc-go may deliver just after Stop has returned
+		// (the server side) or after the client's call has returned: wait
+		// a bounded time for it.
+		var (
+			m  metricdata.Metrics
+			ok bool
+		)
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if m, ok = findMetric(c.svc.collect(t), c.metric); ok || time.Now().After(deadline) {
+				break
+			}
+		}
 		if !ok {
 			t.Errorf("%s: no %s", c.svc.name, c.metric)
 			continue
