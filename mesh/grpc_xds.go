@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"sync"
-	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/attributes"
@@ -45,17 +44,16 @@ import (
 // channel (grpc.WithResolvers), never globally.
 const grpcXDSScheme = "weft-xds"
 
-// channelIDs numbers the mesh's xDS channels, for hash policies on the
-// channel id (Envoy's filter state, grpc-go's channel ID).
-var channelIDs atomic.Uint64
-
 // xdsChannel is the routing state of one gRPC channel.
 type xdsChannel struct {
 	x *xdsPath
 	// authority is the target as dialled, "host:port": the listener's name
 	// (through the client template) and the virtual host it is matched by.
 	authority string
-	id        uint64
+	// client is what hash policies hash about the channel: a random
+	// channel id, as grpc-go draws one per channel (a counter would put
+	// every channel's hash at the start of a ring), and the source IP.
+	client route.Client
 	// plain is set for a channel dialled by plain name ("orders:50051"):
 	// when the control plane says no listener has that name, the channel
 	// goes to the name's DNS addresses, as an HTTP request to the same
@@ -76,7 +74,7 @@ func (m *Mesh) dialXDS(authority string, plain bool) (string, []grpc.DialOption,
 	if m.isClosed() {
 		return "", nil, errClosed
 	}
-	ch := &xdsChannel{x: m.xds, authority: authority, id: channelIDs.Add(1), plain: plain}
+	ch := &xdsChannel{x: m.xds, authority: authority, client: m.hashClient(), plain: plain}
 	return grpcXDSScheme + ":///" + authority, []grpc.DialOption{
 		grpc.WithTransportCredentials(clusterCreds{def: m.grpcClientCreds()}),
 		grpc.WithResolvers(&xdsResolverBuilder{ch: ch}),
@@ -138,7 +136,7 @@ func (c *xdsChannel) route(ctx context.Context, method string) (context.Context,
 	svc.used.Store(true)
 	d := &balancer.GRPCRoute{Cluster: name}
 	if hp := rt.Action.HashPolicies; len(hp) > 0 {
-		d.Hash, d.HasHash = route.GRPCHash(req.Header, hp, c.id)
+		d.Hash, d.HasHash = route.GRPCHash(req.Header, hp, c.client)
 	}
 	ctx = balancer.ContextWithGRPCRoute(ctx, d)
 	cr := callRoute{plan: plan, svc: svc}

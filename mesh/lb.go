@@ -78,6 +78,9 @@ func lbFromEnv(getenv func(string) string, c *config) error {
 		c.slowStart.Window = d
 		c.slowStartSource = EnvSlowStartWindow
 	}
+	if err := hashFromEnv(getenv, c); err != nil {
+		return err
+	}
 	return sessionFromEnv(getenv, c)
 }
 

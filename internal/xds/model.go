@@ -388,8 +388,10 @@ type Cluster struct {
 	DNSHostPort string
 	// StaticEndpoints is the inline load assignment of a STATIC cluster.
 	StaticEndpoints *Endpoints
-	// LBPolicy names the balancer (round_robin, ring_hash, least_request,
-	// or a custom policy's type name); LBConfig is its configuration.
+	// LBPolicy names the balancer (round_robin, ring_hash, maglev, random,
+	// least_request, or a custom policy's type name); LBConfig is its
+	// configuration: RingHashConfig, MaglevConfig, LeastRequestConfig, a
+	// custom policy's JSON, or nil.
 	LBPolicy string
 	LBConfig any
 	// CircuitBreaker holds the DEFAULT-priority thresholds.
@@ -404,6 +406,12 @@ type Cluster struct {
 
 // RingHashConfig configures ring_hash.
 type RingHashConfig struct{ MinRingSize, MaxRingSize uint64 }
+
+// MaglevConfig configures maglev.
+type MaglevConfig struct {
+	// TableSize is a prime no larger than 5000011 (default 65537).
+	TableSize uint64
+}
 
 // LeastRequestConfig configures least_request.
 type LeastRequestConfig struct {

@@ -96,7 +96,7 @@ var (
 	)
 	clusterFields = newFieldSet("name", "type",
 		"eds_cluster_config.eds_config", "eds_cluster_config.service_name",
-		"lb_policy", "ring_hash_lb_config", "least_request_lb_config", "load_balancing_policy",
+		"lb_policy", "ring_hash_lb_config", "least_request_lb_config", "maglev_lb_config.table_size", "load_balancing_policy",
 		"round_robin_lb_config.slow_start_config.slow_start_window",
 		"round_robin_lb_config.slow_start_config.aggression.default_value",
 		"round_robin_lb_config.slow_start_config.min_weight_percent",

@@ -1,0 +1,81 @@
+package xds
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	maglevv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/maglev/v3"
+	randomv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/random/v3"
+	wrrlocalityv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/wrr_locality/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/weftmesh/weft/internal/xds/xdstest"
+)
+
+// TestTranslateMaglevRandom: MAGLEV and RANDOM, as lb_policy (with
+// maglev_lb_config) and as load_balancing_policy extensions. Envoy:
+// "table_size: The table size for Maglev hashing. Maglev aims for
+// 'minimal disruption' rather than an absolute guarantee. ... The
+// default is 65537 and the max is 5000011. It must be a prime number
+// limited to 5000011." A size that is not such a prime NACKs the cluster,
+// naming the field.
+func TestTranslateMaglevRandom(t *testing.T) {
+	typed := func(m proto.Message) func(*clusterv3.Cluster) {
+		return func(c *clusterv3.Cluster) { c.LoadBalancingPolicy = xdstest.LBPolicy(m) }
+	}
+	legacyMaglev := func(size uint64) func(*clusterv3.Cluster) {
+		return func(c *clusterv3.Cluster) {
+			c.LbPolicy = clusterv3.Cluster_MAGLEV
+			if size != 0 {
+				c.LbConfig = &clusterv3.Cluster_MaglevLbConfig_{MaglevLbConfig: &clusterv3.Cluster_MaglevLbConfig{TableSize: wrapperspb.UInt64(size)}}
+			}
+		}
+	}
+	tests := []struct {
+		name      string
+		set       func(*clusterv3.Cluster)
+		policy    string
+		config    any
+		wantField string // set: NACKed, naming this field
+	}{
+		{name: "lb_policy MAGLEV, default size", set: legacyMaglev(0), policy: "maglev", config: MaglevConfig{TableSize: 65537}},
+		{name: "lb_policy MAGLEV, size 251", set: legacyMaglev(251), policy: "maglev", config: MaglevConfig{TableSize: 251}},
+		{name: "lb_policy MAGLEV, largest size", set: legacyMaglev(5000011), policy: "maglev", config: MaglevConfig{TableSize: 5000011}},
+		{name: "lb_policy MAGLEV, size not prime", set: legacyMaglev(1000), wantField: "maglev_lb_config.table_size"},
+		{name: "lb_policy MAGLEV, size too large", set: legacyMaglev(5000087), wantField: "maglev_lb_config.table_size"},
+		{name: "lb_policy RANDOM", set: func(c *clusterv3.Cluster) { c.LbPolicy = clusterv3.Cluster_RANDOM }, policy: "random"},
+		{name: "typed Maglev", set: typed(&maglevv3.Maglev{TableSize: wrapperspb.UInt64(65521)}), policy: "maglev", config: MaglevConfig{TableSize: 65521}},
+		{name: "typed Maglev, default size", set: typed(&maglevv3.Maglev{}), policy: "maglev", config: MaglevConfig{TableSize: 65537}},
+		{name: "typed Maglev, size not prime", set: typed(&maglevv3.Maglev{TableSize: wrapperspb.UInt64(65536)}),
+			wantField: "load_balancing_policy.policies[policy-0].table_size"},
+		{name: "typed Random", set: typed(&randomv3.Random{}), policy: "random"},
+		{name: "Maglev inside wrr_locality", set: typed(&wrrlocalityv3.WrrLocality{EndpointPickingPolicy: xdstest.LBPolicy(&maglevv3.Maglev{})}),
+			policy: "maglev", config: MaglevConfig{TableSize: 65537}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := xdstest.Cluster("svc", "")
+			tt.set(c)
+			got, err := TranslateCluster(c)
+			if tt.wantField != "" {
+				var re *ResourceError
+				if !errors.As(err, &re) || re.Field != tt.wantField {
+					t.Fatalf("TranslateCluster() error = %v, want a ResourceError on field %s", err, tt.wantField)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("TranslateCluster() error = %v", err)
+			}
+			if got.LBPolicy != tt.policy || fmt.Sprint(got.LBConfig) != fmt.Sprint(tt.config) {
+				t.Errorf("policy %q config %v, want %q %v", got.LBPolicy, got.LBConfig, tt.policy, tt.config)
+			}
+			if len(got.Unapplied) != 0 {
+				t.Errorf("unapplied fields %v, want none", got.Unapplied)
+			}
+		})
+	}
+}
