@@ -129,7 +129,7 @@ func (p *pickTransport) RoundTripAttempt(req *http.Request, attempts *resilience
 		closeBody(req)
 		return nil, "", err
 	}
-	info := balancer.PickInfo{Ctx: ctx}
+	info := balancer.PickInfo{Ctx: ctx, Header: req.Header}
 	sess := p.session(req)
 	pickInfoSession(&info, req, sess)
 	if p.plan != nil {

@@ -78,6 +78,20 @@ type Endpoint struct {
 	// LocalityWeight is the weight of the endpoint's locality; 0 means 1.
 	LocalityWeight uint32
 	Health         Health
+	// HashKey, when not empty, places the endpoint on a consistent-hashing
+	// policy's ring or table instead of Addr (gRFC A76; the "hash_key" of
+	// an EDS endpoint's "envoy.lb" metadata), so that an endpoint that
+	// comes back at another address keeps its requests.
+	HashKey string
+}
+
+// Key returns what consistent-hashing policies place the endpoint by:
+// HashKey, or Addr when it has none.
+func (e Endpoint) Key() string {
+	if e.HashKey != "" {
+		return e.HashKey
+	}
+	return e.Addr
 }
 
 // EffectiveWeight returns Weight, with 0 read as 1.

@@ -6,10 +6,12 @@ import (
 	"testing"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	maglevv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/maglev/v3"
 	randomv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/random/v3"
 	wrrlocalityv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/wrr_locality/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/weftmesh/weft/internal/xds/xdstest"
@@ -77,5 +79,28 @@ func TestTranslateMaglevRandom(t *testing.T) {
 				t.Errorf("unapplied fields %v, want none", got.Unapplied)
 			}
 		})
+	}
+}
+
+// TestTranslateEndpointHashKey: gRFC A76, "the xDS resolver ... will set
+// the hash_key endpoint attribute to the value of LbEndpoint.Metadata
+// envoy.lb hash_key field, as described in Envoy's documentation for the
+// ring hash load balancer". A hash_key that is not a string is ignored.
+func TestTranslateEndpointHashKey(t *testing.T) {
+	la := xdstest.Endpoints("svc", "10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80")
+	meta := func(v *structpb.Value) *corev3.Metadata {
+		return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
+			"envoy.lb": {Fields: map[string]*structpb.Value{"hash_key": v}}}}
+	}
+	la.Endpoints[0].LbEndpoints[0].Metadata = meta(structpb.NewStringValue("pod-0"))
+	la.Endpoints[0].LbEndpoints[1].Metadata = meta(structpb.NewNumberValue(7))
+	got, err := TranslateEndpoints(la)
+	if err != nil {
+		t.Fatalf("TranslateEndpoints() error = %v", err)
+	}
+	for i, want := range []struct{ hashKey, key string }{{"pod-0", "pod-0"}, {"", "10.0.0.2:80"}, {"", "10.0.0.3:80"}} {
+		if e := got.All[i]; e.HashKey != want.hashKey || e.Key() != want.key {
+			t.Errorf("endpoint %d: HashKey %q Key %q, want %q %q", i, e.HashKey, e.Key(), want.hashKey, want.key)
+		}
 	}
 }
