@@ -422,8 +422,14 @@ type LeastRequestConfig struct {
 }
 
 // CircuitBreaker is a cluster's thresholds; the defaults are Envoy's.
+// max_connections is not among them: it is reported as not applied, on
+// both protocols. grpc-go ignores it, a gRPC channel holding one HTTP/2
+// connection per endpoint; an HTTP client's connections are what its
+// transport pools per endpoint, and max_requests and
+// max_pending_requests, which are applied, bound the concurrency that
+// the connections carry.
 type CircuitBreaker struct {
-	MaxConnections, MaxPendingRequests, MaxRequests, MaxRetries uint32
+	MaxPendingRequests, MaxRequests, MaxRetries uint32
 	// RetryBudget holds the thresholds' retry_budget when HasRetryBudget.
 	RetryBudget    RetryBudget
 	HasRetryBudget bool

@@ -30,7 +30,7 @@ import (
 
 // defaultCircuitBreaker returns Envoy's default thresholds.
 func defaultCircuitBreaker() CircuitBreaker {
-	return CircuitBreaker{MaxConnections: 1024, MaxPendingRequests: 1024, MaxRequests: 1024, MaxRetries: 3}
+	return CircuitBreaker{MaxPendingRequests: 1024, MaxRequests: 1024, MaxRetries: 3}
 }
 
 // Ring sizes grpc-go accepts (gRFC A42).
@@ -96,9 +96,6 @@ func translateCluster(c *clusterv3.Cluster) (*Cluster, error) {
 	for _, t := range c.GetCircuitBreakers().GetThresholds() {
 		if t.GetPriority() != corev3.RoutingPriority_DEFAULT {
 			continue
-		}
-		if v := t.GetMaxConnections(); v != nil {
-			out.CircuitBreaker.MaxConnections = v.GetValue()
 		}
 		if v := t.GetMaxPendingRequests(); v != nil {
 			out.CircuitBreaker.MaxPendingRequests = v.GetValue()

@@ -3,10 +3,12 @@ package xds
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	maglevv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/maglev/v3"
 	randomv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/random/v3"
 	wrrlocalityv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/wrr_locality/v3"
@@ -102,5 +104,37 @@ func TestTranslateEndpointHashKey(t *testing.T) {
 		if e := got.All[i]; e.HashKey != want.hashKey || e.Key() != want.key {
 			t.Errorf("endpoint %d: HashKey %q Key %q, want %q %q", i, e.HashKey, e.Key(), want.hashKey, want.key)
 		}
+	}
+}
+
+// TestLBReport: what the ignored-field report says of the load-balancing
+// fields. max_connections is not applied on either protocol (grpc-go
+// ignores it too) and is reported; EDS's overprovisioning_factor is not
+// applied, since the node advertises
+// "envoy.lb.does_not_support_overprovisioning", and is reported.
+func TestLBReport(t *testing.T) {
+	c := xdstest.Cluster("svc", "")
+	c.LbPolicy = clusterv3.Cluster_MAGLEV
+	c.LbConfig = &clusterv3.Cluster_MaglevLbConfig_{MaglevLbConfig: &clusterv3.Cluster_MaglevLbConfig{TableSize: wrapperspb.UInt64(251)}}
+	c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{
+		{MaxConnections: wrapperspb.UInt32(10), MaxRequests: wrapperspb.UInt32(5)}}}
+	got, err := TranslateCluster(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"circuit_breakers.thresholds.max_connections"}; !slices.Equal(got.Unapplied, want) {
+		t.Errorf("cluster: unapplied %q, want %q", got.Unapplied, want)
+	}
+	la := xdstest.Endpoints("svc", "10.0.0.1:80")
+	la.Policy = &endpointv3.ClusterLoadAssignment_Policy{OverprovisioningFactor: wrapperspb.UInt32(140)}
+	eps, err := TranslateEndpoints(la)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"policy.overprovisioning_factor"}; !slices.Equal(eps.Unapplied, want) {
+		t.Errorf("endpoints: unapplied %q, want %q", eps.Unapplied, want)
+	}
+	if !slices.Contains(Node{}.Proto().GetClientFeatures(), "envoy.lb.does_not_support_overprovisioning") {
+		t.Error("the node does not advertise envoy.lb.does_not_support_overprovisioning")
 	}
 }

@@ -101,7 +101,7 @@ var (
 		"round_robin_lb_config.slow_start_config.aggression.default_value",
 		"round_robin_lb_config.slow_start_config.min_weight_percent",
 		"common_lb_config.zone_aware_lb_config",
-		"circuit_breakers.thresholds.priority", "circuit_breakers.thresholds.max_connections",
+		"circuit_breakers.thresholds.priority",
 		"circuit_breakers.thresholds.max_pending_requests", "circuit_breakers.thresholds.max_requests",
 		"circuit_breakers.thresholds.max_retries", "circuit_breakers.thresholds.retry_budget",
 		"outlier_detection.interval", "outlier_detection.base_ejection_time", "outlier_detection.max_ejection_time",
