@@ -73,7 +73,7 @@ func newMaglevBuilder(rng func() uint64) Builder {
 		parse: parseMaglev,
 		build: func(c maglevConfig, serving []*Endpoint) Picker {
 			p := newMaglevPicker(serving, c.TableSize, rng)
-			p.header = c.RequestHashHeader
+			p.header = newHashHeader(c.RequestHashHeader)
 			return p
 		},
 	}
@@ -84,7 +84,7 @@ type maglevPicker struct {
 	endpoints []*Endpoint
 	table     []uint32 // indexes into endpoints
 	rng       func() uint64
-	header    string // requestHashHeader, "" for none
+	header    hashHeader // requestHashHeader; zero for none
 }
 
 func newMaglevPicker(serving []*Endpoint, size uint64, rng func() uint64) *maglevPicker {
@@ -143,6 +143,9 @@ func newMaglevPicker(serving []*Endpoint, size uint64, rng func() uint64) *magle
 }
 
 func (p *maglevPicker) Pick(info PickInfo) (PickResult, error) {
-	h := requestHash(info, p.header, p.rng)
+	h := info.Hash
+	if !info.HasHash {
+		h = unhashed(info, p.header, p.rng)
+	}
 	return PickResult{Endpoint: p.endpoints[p.table[h%uint64(len(p.table))]]}, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -92,7 +93,7 @@ func newRingHashBuilder(rng func() uint64) Builder {
 		parse: parseRingHash,
 		build: func(c ringHashConfig, serving []*Endpoint) Picker {
 			p := newRingHashPicker(serving, c.MinRingSize, c.MaxRingSize, rng)
-			p.header = c.RequestHashHeader
+			p.header = newHashHeader(c.RequestHashHeader)
 			return p
 		},
 	}
@@ -104,7 +105,7 @@ type ringHashPicker struct {
 	hashes    []uint64 // ascending
 	owners    []uint32 // owners[i] indexes endpoints: the owner of hashes[i]
 	rng       func() uint64
-	header    string // requestHashHeader, "" for none
+	header    hashHeader // requestHashHeader; zero for none
 }
 
 func newRingHashPicker(serving []*Endpoint, minSize, maxSize uint64, rng func() uint64) *ringHashPicker {
@@ -149,7 +150,10 @@ func newRingHashPicker(serving []*Endpoint, minSize, maxSize uint64, rng func() 
 }
 
 func (p *ringHashPicker) Pick(info PickInfo) (PickResult, error) {
-	h := requestHash(info, p.header, p.rng)
+	h := info.Hash
+	if !info.HasHash {
+		h = unhashed(info, p.header, p.rng)
+	}
 	// The first entry at or after h, wrapping past the end to the first.
 	lo, hi := 0, len(p.hashes)
 	for lo < hi {
@@ -166,28 +170,40 @@ func (p *ringHashPicker) Pick(info PickInfo) (PickResult, error) {
 	return PickResult{Endpoint: p.endpoints[p.owners[lo]]}, nil
 }
 
-// requestHash is the hash a consistent-hashing policy places a request by:
-// the request's Hash, else, when the policy names a header (gRFC A76's
+// unhashed is the hash a consistent-hashing policy places a request that
+// has no Hash by: when the policy names a header (gRFC A76's
 // requestHashHeader), xxhash64 of its values joined with commas, from the
 // HTTP request's Header or the gRPC call's outgoing metadata, else a
 // random one.
-func requestHash(info PickInfo, header string, rng func() uint64) uint64 {
-	if info.HasHash {
-		return info.Hash
-	}
-	if header != "" {
+func unhashed(info PickInfo, header hashHeader, rng func() uint64) uint64 {
+	if header.http != "" {
 		var vs []string
 		if info.Header != nil {
-			vs = info.Header.Values(header)
+			vs = info.Header[header.http]
 		} else if info.Ctx != nil {
-			md, _ := metadata.FromOutgoingContext(info.Ctx)
-			vs = md.Get(header)
+			vs = metadata.ValueFromOutgoingContext(info.Ctx, header.grpc)
 		}
-		if len(vs) > 0 {
+		switch len(vs) {
+		case 0:
+		case 1:
+			return xxhash.Sum64String(vs[0])
+		default:
 			return xxhash.Sum64String(strings.Join(vs, ","))
 		}
 	}
 	return rng()
+}
+
+// hashHeader is a requestHashHeader as each protocol spells it, so a pick
+// need not convert it: canonical for an http.Header, lower case for gRPC
+// metadata.
+type hashHeader struct{ http, grpc string }
+
+func newHashHeader(name string) hashHeader {
+	if name == "" {
+		return hashHeader{}
+	}
+	return hashHeader{http: http.CanonicalHeaderKey(name), grpc: strings.ToLower(name)}
 }
 
 // checkRequestHashHeader validates a requestHashHeader as grpc-go does.
