@@ -124,4 +124,3 @@ func TestLBHashEnv(t *testing.T) {
 		}
 	}
 }
-

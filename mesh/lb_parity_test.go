@@ -82,7 +82,9 @@ func TestLBParity(t *testing.T) {
 					FilterState: &routev3.RouteAction_HashPolicy_FilterState{Key: "io.grpc.channel_id"}}}}
 			})), parityCluster("svc", func(c *clusterv3.Cluster) { c.LbPolicy = clusterv3.Cluster_RING_HASH }),
 				xdstest.Endpoints("svc", addrs(e.b...)...)}
-		}, run: func(t *testing.T, e *parityEnv) map[string]string { return runOneBackend(t, e, weftGRPC, grpcGo, weftHTTP) }},
+		}, run: func(t *testing.T, e *parityEnv) map[string]string {
+			return runOneBackend(t, e, weftGRPC, grpcGo, weftHTTP)
+		}},
 		// Envoy: connection_properties "Hash on source IP address". A
 		// proxyless client's source is its own process, so all its calls
 		// stick to one endpoint, the same one on both protocols. grpc-go
