@@ -60,8 +60,8 @@ func WithSlowStart(cfg balancer.SlowStartConfig) Option {
 	})
 }
 
-// lbFromEnv reads WEFT_LOCALITY, WEFT_SLOW_START_WINDOW and the session
-// cookie variables.
+// lbFromEnv reads WEFT_LOCALITY, WEFT_SLOW_START_WINDOW, the hash source
+// and the session cookie variables.
 func lbFromEnv(getenv func(string) string, c *config) error {
 	if v := getenv(EnvLocality); v != "" {
 		l, err := resolver.ParseLocality(v)

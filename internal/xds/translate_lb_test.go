@@ -5,14 +5,17 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	maglevv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/maglev/v3"
 	randomv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/random/v3"
 	wrrlocalityv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/wrr_locality/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -136,5 +139,33 @@ func TestLBReport(t *testing.T) {
 	}
 	if !slices.Contains(Node{}.Proto().GetClientFeatures(), "envoy.lb.does_not_support_overprovisioning") {
 		t.Error("the node does not advertise envoy.lb.does_not_support_overprovisioning")
+	}
+}
+
+// TestHashPolicyReport: the hash policies are applied but for what makes
+// Envoy generate a cookie ("If the cookie is not present and ttl below
+// is not set, no hash will be produced. If the ttl is present and
+// non-zero, the generated cookie will have the TTL"): Weft hashes a
+// cookie the request carries and generates none, so ttl, path and
+// attributes are reported.
+func TestHashPolicyReport(t *testing.T) {
+	rc := xdstest.RouteConfig("rc", "*", "c")
+	rc.VirtualHosts[0].Routes[0].GetRoute().HashPolicy = []*routev3.RouteAction_HashPolicy{
+		{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: "x-user"}}, Terminal: true},
+		{PolicySpecifier: &routev3.RouteAction_HashPolicy_Cookie_{Cookie: &routev3.RouteAction_HashPolicy_Cookie{Name: "s", Ttl: durationpb.New(time.Hour), Path: "/"}}},
+		{PolicySpecifier: &routev3.RouteAction_HashPolicy_ConnectionProperties_{ConnectionProperties: &routev3.RouteAction_HashPolicy_ConnectionProperties{SourceIp: true}}},
+		{PolicySpecifier: &routev3.RouteAction_HashPolicy_FilterState_{FilterState: &routev3.RouteAction_HashPolicy_FilterState{Key: "io.grpc.channel_id"}}},
+		{PolicySpecifier: &routev3.RouteAction_HashPolicy_QueryParameter_{QueryParameter: &routev3.RouteAction_HashPolicy_QueryParameter{Name: "q"}}},
+	}
+	got, err := TranslateRouteConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const p = "virtual_hosts.routes.route.hash_policy.cookie."
+	if want := []string{p + "path", p + "ttl"}; !slices.Equal(got.Unapplied, want) {
+		t.Errorf("unapplied %q, want %q", got.Unapplied, want)
+	}
+	if hp := got.VirtualHosts[0].Routes[0].Action.HashPolicies; len(hp) != 5 {
+		t.Errorf("%d hash policies, want 5", len(hp))
 	}
 }

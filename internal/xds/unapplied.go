@@ -85,7 +85,14 @@ var (
 		"virtual_hosts.retry_policy.retriable_request_headers",
 		"virtual_hosts.retry_policy.retry_host_predicate",
 		"virtual_hosts.hedge_policy",
-		"virtual_hosts.routes.route.hash_policy",
+		// Envoy's generated cookie (a cookie policy's ttl, path and
+		// attributes) is not made: those are reported.
+		"virtual_hosts.routes.route.hash_policy.header",
+		"virtual_hosts.routes.route.hash_policy.cookie.name",
+		"virtual_hosts.routes.route.hash_policy.query_parameter",
+		"virtual_hosts.routes.route.hash_policy.connection_properties",
+		"virtual_hosts.routes.route.hash_policy.filter_state",
+		"virtual_hosts.routes.route.hash_policy.terminal",
 		"virtual_hosts.routes.route.prefix_rewrite",
 		"virtual_hosts.routes.route.regex_rewrite",
 		"virtual_hosts.routes.route.host_rewrite_literal",
