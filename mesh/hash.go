@@ -115,7 +115,7 @@ func (c *config) checkHash() error {
 func (c *config) hashPolicies() []xds.HashPolicy {
 	var out []xds.HashPolicy
 	if c.hashHeader != "" {
-		out = append(out, xds.HashPolicy{Kind: xds.HashHeader, Name: c.hashHeader})
+		out = append(out, xds.HashPolicy{Kind: xds.HashHeader, Name: http.CanonicalHeaderKey(c.hashHeader)})
 	}
 	if c.hashCookie != "" {
 		out = append(out, xds.HashPolicy{Kind: xds.HashCookie, Name: c.hashCookie})

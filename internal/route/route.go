@@ -245,7 +245,7 @@ func HTTPHash(req *http.Request, policies []xds.HashPolicy, c Client) (uint64, b
 		var h uint64
 		switch p.Kind {
 		case xds.HashHeader:
-			vs := req.Header.Values(p.Name)
+			vs := headerValues(req.Header, p.Name)
 			if len(vs) == 0 {
 				continue
 			}
@@ -294,7 +294,7 @@ func GRPCHash(hdr http.Header, policies []xds.HashPolicy, c Client) (uint64, boo
 		var h uint64
 		switch p.Kind {
 		case xds.HashHeader:
-			vs := hdr.Values(p.Name)
+			vs := headerValues(hdr, p.Name)
 			if len(vs) == 0 {
 				continue
 			}
@@ -316,6 +316,17 @@ func GRPCHash(hdr http.Header, policies []xds.HashPolicy, c Client) (uint64, boo
 		}
 	}
 	return hash, found
+}
+
+// headerValues is h.Values(name) without canonicalizing a name that
+// already is canonical, as translation makes hash policies' header names:
+// canonicalizing a lower-case name, as control planes write them, costs
+// an allocation per request.
+func headerValues(h http.Header, name string) []string {
+	if vs, ok := h[name]; ok {
+		return vs
+	}
+	return h.Values(name)
 }
 
 func hashValue(p xds.HashPolicy, v string) uint64 {

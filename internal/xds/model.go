@@ -334,7 +334,8 @@ const (
 // HashPolicy is one entry of a route's hash_policy.
 type HashPolicy struct {
 	Kind HashPolicyKind
-	// Name is the header, cookie or query parameter name.
+	// Name is the header (in canonical form), cookie or query parameter
+	// name.
 	Name     string
 	Terminal bool
 	// Rewrite, when non-nil, rewrites the header value before hashing.
