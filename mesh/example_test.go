@@ -194,3 +194,40 @@ func ExampleMesh_DialGRPC() {
 	fmt.Println(resp.GetStatus())
 	// Output: SERVING
 }
+
+// Requests that carry the same x-user stick to one backend of a service
+// outside xDS, as under an xDS hash policy on the header.
+func ExampleWithLBHashHeader() {
+	var addrs []string
+	for i := range 3 {
+		b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "backend %d", i)
+		}))
+		defer b.Close()
+		addrs = append(addrs, b.Listener.Addr().String())
+	}
+	// In production: WEFT_LB_POLICY=ring_hash WEFT_LB_HASH_HEADER=x-user
+	m, err := mesh.New(context.Background(), mesh.WithEndpoints("carts", addrs...),
+		mesh.WithLBPolicy("ring_hash"), mesh.WithLBHashHeader("x-user"))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer m.Close()
+
+	seen := map[string]bool{}
+	for range 5 {
+		req, _ := http.NewRequest(http.MethodGet, "http://carts/cart", nil)
+		req.Header.Set("x-user", "alice")
+		resp, err := m.HTTPClient().Do(req)
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		seen[string(body)] = true
+	}
+	fmt.Println("backends alice reached:", len(seen))
+	// Output: backends alice reached: 1
+}
