@@ -3,9 +3,14 @@ package interop
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
 )
 
 // istioLBConfig is what TestIstiodLoadBalancing feeds istiod: three
@@ -94,9 +99,10 @@ spec:
 //     and max_requests), but a DestinationRule with outlierDetection turns
 //     on locality failover: EDS puts the client's own locality (r1/z1) in
 //     priority 0, r1/z2 in 1 and r2/z3 in 2. Every client sends every
-//     call to a, the backend in r1/z1.
+//     call to a, the backend in r1/z1; when a stops, the gRPC clients
+//     move to b, in r1/z2.
 func TestIstiodLoadBalancing(t *testing.T) {
-	a := startEchoBackend(t, "a", "127.0.0.21")
+	a, stopA := startStoppableEcho(t, "a", "127.0.0.21")
 	b := startEchoBackend(t, "b", "127.0.0.22")
 	c := startEchoBackend(t, "c", "127.0.0.23")
 	d := startIstiod(t, fill(istioLBConfig, map[string]int{
@@ -208,7 +214,8 @@ func TestIstiodLoadBalancing(t *testing.T) {
 	})
 
 	t.Run("outlierDetection and localityLbSetting", func(t *testing.T) {
-		for _, r := range rows("locality") {
+		locality := rows("locality")
+		for _, r := range locality {
 			t.Run(r.name, func(t *testing.T) {
 				got, err := spread(40, func() (string, error) { return r.call() })
 				if err != nil || len(got) != 1 || got["a"] != 40 {
@@ -216,7 +223,52 @@ func TestIstiodLoadBalancing(t *testing.T) {
 				}
 			})
 		}
+		// a stops: gRPC channels see its connection fail and move to
+		// priority 1, b in r1/z2, not c in another region, as grpc-go
+		// does. The HTTP path has no outlier detection from istiod's
+		// proxyless generator to eject a, so, like Envoy without it, it
+		// keeps picking a; what its retries on connect-failure (istiod's
+		// default retry policy) reach instead is logged.
+		stopA()
+		for _, r := range locality {
+			t.Run(r.name+" after a stops", func(t *testing.T) {
+				if r.name == rowHTTP {
+					got, err := spread(5, func() (string, error) { return r.call() })
+					t.Logf("HTTP without outlier detection, by retries: %v %v", got, err)
+					return
+				}
+				if err := eventually(20*time.Second, func() error {
+					if got, err := r.call(); err != nil || got != "b" {
+						return fmt.Errorf("reached %q: %v", got, err)
+					}
+					return nil
+				}); err != nil {
+					t.Fatalf("calls never moved to b: %v", err)
+				}
+				if got, err := spread(20, func() (string, error) { return r.call() }); err != nil || got["b"] != 20 {
+					t.Errorf("calls reached %v (%v), want all 20 on b, priority 1 (r1/z2)", got, err)
+				}
+			})
+		}
 	})
+}
+
+// startStoppableEcho is startEchoBackend with a stop function, which the
+// test may call before it ends.
+func startStoppableEcho(t *testing.T, name, ip string) (*echoBackend, func()) {
+	t.Helper()
+	b := &echoBackend{behaviour: &behaviour{name: name}, ip: ip}
+	hl, gl := listenT(t, ip), listenT(t, ip)
+	b.httpPort, b.grpcPort = port(hl), port(gl)
+	hs := &http.Server{Handler: b.behaviour, ReadHeaderTimeout: 5 * time.Second}
+	gs := grpc.NewServer()
+	testpb.RegisterTestServiceServer(gs, grpcEcho{b: b.behaviour})
+	go hs.Serve(hl)
+	go gs.Serve(gl)
+	var once sync.Once
+	stop := func() { once.Do(func() { hs.Close(); gs.Stop() }) }
+	t.Cleanup(stop)
+	return b, stop
 }
 
 // spread makes n calls and counts them by backend; it stops at the first
