@@ -28,6 +28,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"sort"
 	"sync"
@@ -172,6 +173,11 @@ type PickInfo struct {
 	// consistent-hashing policies; valid when HasHash is true.
 	Hash    uint64
 	HasHash bool
+	// Header, when set, is the HTTP request's header, which ring_hash and
+	// maglev hash when their settings name a requestHashHeader (gRFC
+	// A76) and the request has no Hash. A gRPC call's metadata are read
+	// from Ctx instead.
+	Header http.Header
 	// Tried, when set, reports the endpoints this request already tried;
 	// Cluster.Pick then picks again, a few times, to send a retry to
 	// another endpoint where one exists (Envoy's previous_hosts).

@@ -1,9 +1,13 @@
 package balancer_test
 
 import (
+	"context"
 	"fmt"
+	"net/http"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/metadata"
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/resolver"
@@ -107,6 +111,32 @@ func BenchmarkBuild(b *testing.B) {
 					bal.UpdateEndpoints(eps)
 				}
 				_ = picker
+			})
+		}
+	}
+}
+
+// BenchmarkPickRequestHashHeader measures ring_hash and maglev placing
+// requests that carry no hash by their requestHashHeader (gRFC A76): from
+// an HTTP request's header, and from a gRPC call's outgoing metadata,
+// which grpc-go copies on every read.
+func BenchmarkPickRequestHashHeader(b *testing.B) {
+	for _, name := range []string{balancer.RingHash, balancer.Maglev} {
+		for _, proto := range []string{"http", "grpc"} {
+			b.Run(name+"/"+proto, func(b *testing.B) {
+				c := newCluster(b, balancer.Get(name), `{"requestHashHeader":"x-user"}`, equal(100))
+				info := balancer.PickInfo{Ctx: context.Background(), Header: http.Header{"X-User": {"alice"}}}
+				if proto == "grpc" {
+					info = balancer.PickInfo{Ctx: metadata.AppendToOutgoingContext(context.Background(), "x-user", "alice")}
+				}
+				b.ReportAllocs()
+				for b.Loop() {
+					r, err := c.Pick(info)
+					if err != nil {
+						b.Fatal(err)
+					}
+					r.Finish(balancer.DoneInfo{})
+				}
 			})
 		}
 	}

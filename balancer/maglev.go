@@ -19,17 +19,19 @@ import (
 // endpoint's share of the table is close to its weight's share. A request
 // without a hash (PickInfo.HasHash false) gets a random one.
 //
-// The table is built by Envoy's method (weighted Maglev): endpoint addr's
-// permutation of the M entries starts at xxhash64(addr, seed 0) mod M and
-// steps by xxhash64(addr, seed 1) mod (M-1) + 1; endpoints take turns
-// claiming their next free entry, each joining a round only as often as
-// its weight relative to the heaviest allows. Endpoints take their turns
-// in address order, so every client with the same endpoints builds the
+// The table is built by Envoy's method (weighted Maglev): the permutation
+// of the M entries of the endpoint with key k (its hash key, gRFC A76,
+// else its address) starts at xxhash64(k, seed 0) mod M and steps by
+// xxhash64(k, seed 1) mod (M-1) + 1; endpoints take turns claiming their
+// next free entry, each joining a round only as often as its weight
+// relative to the heaviest allows. Endpoints take their turns in key
+// order, so every client with the same endpoints builds the
 // same table whatever order discovery lists them in.
 //
-// Settings, as JSON: {"tableSize": 65537}. The size must be a prime (so
-// that every permutation visits every entry) no larger than 5000011, as in
-// Envoy. It should be well above the endpoint count: with fewer entries
+// Settings, as JSON: {"tableSize": 65537, "requestHashHeader": "x-user"}.
+// The size must be a prime (so that every permutation visits every entry)
+// no larger than 5000011, as in Envoy. requestHashHeader is ring_hash's
+// (gRFC A76): a request without a hash hashes that header. It should be well above the endpoint count: with fewer entries
 // than endpoints, some endpoints get none.
 const Maglev = "maglev"
 
@@ -41,31 +43,38 @@ const (
 func init() { Register(newMaglevBuilder(rand.Uint64)) }
 
 type maglevConfig struct {
-	TableSize uint64 `json:"tableSize"`
+	TableSize         uint64 `json:"tableSize"`
+	RequestHashHeader string `json:"requestHashHeader"`
 }
 
-func parseMaglev(js json.RawMessage) (uint64, error) {
-	c := maglevConfig{TableSize: defaultMaglevTableSize}
+func parseMaglev(js json.RawMessage) (maglevConfig, error) {
+	def := maglevConfig{TableSize: defaultMaglevTableSize}
+	c := def
 	if err := unmarshalConfig(js, &c); err != nil {
-		return defaultMaglevTableSize, err
+		return def, err
+	}
+	if err := checkRequestHashHeader(c.RequestHashHeader); err != nil {
+		return def, err
 	}
 	if c.TableSize == 0 {
-		return defaultMaglevTableSize, nil
+		c.TableSize = defaultMaglevTableSize
 	}
 	if c.TableSize > maxMaglevTableSize || !new(big.Int).SetUint64(c.TableSize).ProbablyPrime(0) {
-		return defaultMaglevTableSize, fmt.Errorf("tableSize %d: must be a prime no larger than %d", c.TableSize, maxMaglevTableSize)
+		return def, fmt.Errorf("tableSize %d: must be a prime no larger than %d", c.TableSize, maxMaglevTableSize)
 	}
-	return c.TableSize, nil
+	return c, nil
 }
 
 // newMaglevBuilder returns the policy drawing hashes for requests that have
 // none from rng.
 func newMaglevBuilder(rng func() uint64) Builder {
-	return configBuilder[uint64]{
+	return configBuilder[maglevConfig]{
 		name:  Maglev,
 		parse: parseMaglev,
-		build: func(size uint64, serving []*Endpoint) Picker {
-			return newMaglevPicker(serving, size, rng)
+		build: func(c maglevConfig, serving []*Endpoint) Picker {
+			p := newMaglevPicker(serving, c.TableSize, rng)
+			p.header = newHashHeader(c.RequestHashHeader)
+			return p
 		},
 	}
 }
@@ -75,10 +84,11 @@ type maglevPicker struct {
 	endpoints []*Endpoint
 	table     []uint32 // indexes into endpoints
 	rng       func() uint64
+	header    hashHeader // requestHashHeader; zero for none
 }
 
 func newMaglevPicker(serving []*Endpoint, size uint64, rng func() uint64) *maglevPicker {
-	eps := slices.SortedFunc(slices.Values(serving), func(a, b *Endpoint) int { return cmp.Compare(a.Addr, b.Addr) })
+	eps := slices.SortedFunc(slices.Values(serving), func(a, b *Endpoint) int { return cmp.Compare(a.Key(), b.Key()) })
 	type builder struct {
 		offset, skip, next uint64
 		weight, target     float64
@@ -96,8 +106,8 @@ func newMaglevPicker(serving []*Endpoint, size uint64, rng func() uint64) *magle
 	}
 	for i, e := range eps {
 		bs[i] = builder{
-			offset: seeded(e.Addr, 0) % size,
-			skip:   seeded(e.Addr, 1)%(size-1) + 1,
+			offset: seeded(e.Key(), 0) % size,
+			skip:   seeded(e.Key(), 1)%(size-1) + 1,
 			weight: float64(e.EffectiveWeight()) / float64(maxWeight),
 		}
 	}
@@ -135,7 +145,7 @@ func newMaglevPicker(serving []*Endpoint, size uint64, rng func() uint64) *magle
 func (p *maglevPicker) Pick(info PickInfo) (PickResult, error) {
 	h := info.Hash
 	if !info.HasHash {
-		h = p.rng()
+		h = unhashed(info, p.header, p.rng)
 	}
 	return PickResult{Endpoint: p.endpoints[p.table[h%uint64(len(p.table))]]}, nil
 }

@@ -35,7 +35,8 @@ const (
 // Priorities (resolver.Endpoint.Priority, lower preferred; the values
 // present are taken in order, gaps ignored):
 //   - A priority's health is min(100, 140 × healthy / endpoints), in whole
-//     percent rounded down (overprovisioning factor 1.4).
+//     percent rounded down (overprovisioning factor 1.4; see
+//     WithoutOverprovisioning for grpc-go's behaviour, which has none).
 //   - Load goes to priorities in order: each takes
 //     min(what is left, health × 100 / min(100, Σ health)) percent; the
 //     rounding remainder goes to the first priority that took any. So a
@@ -92,7 +93,7 @@ func NewPriorityLocality(child Builder, opts ...PriorityOption) Builder {
 }
 
 func newPriorityLocality(child Builder, rng func() uint64, opts ...PriorityOption) Builder {
-	b := &plBuilder{child: child, rng: rng}
+	b := &plBuilder{child: child, rng: rng, factor: overprovisioningFactor}
 	for _, o := range opts {
 		if o != nil {
 			o(b)
@@ -106,6 +107,23 @@ type plBuilder struct {
 	child Builder
 	rng   func() uint64
 	zone  *zoneAware // nil: locality weights only
+	// factor is the overprovisioning factor in percent; 0 means none
+	// (WithoutOverprovisioning).
+	factor uint64
+}
+
+// WithoutOverprovisioning drops the overprovisioning factor, as grpc-go
+// does and as the node's client feature
+// "envoy.lb.does_not_support_overprovisioning" tells an xDS control plane
+// (which must then supply any gradual failover itself): a priority keeps
+// all its traffic while any of its endpoints is healthy, and a locality
+// its full weight while any of its endpoints is, so traffic moves to the
+// next priority, or leaves a locality, only when none is. Since a
+// priority with a healthy endpoint is then fully healthy, panic (with
+// its threshold of 50% healthy) happens only when no priority has a
+// healthy endpoint.
+func WithoutOverprovisioning() PriorityOption {
+	return func(b *plBuilder) { b.factor = 0 }
 }
 
 func (b *plBuilder) Name() string { return "priority_locality:" + b.child.Name() }
@@ -123,6 +141,7 @@ func (b *plBuilder) Build(opts BuildOptions) Balancer {
 		eject:  opts.OnEjection,
 		rng:    b.rng,
 		zone:   b.zone,
+		factor: b.factor,
 		leaves: map[plKey]*plLeaf{},
 		panics: map[uint32]*plLeaf{},
 	}
@@ -150,6 +169,7 @@ type plBalancer struct {
 	eject  func(ctx context.Context, addr string, ejected bool)
 	rng    func() uint64
 	zone   *zoneAware
+	factor uint64             // overprovisioning, percent; 0: none
 	leaves map[plKey]*plLeaf  // per locality, for priorities not in panic
 	panics map[uint32]*plLeaf // per priority in panic: all its endpoints
 	closed bool
@@ -221,13 +241,19 @@ func groupEndpoints(eps []*Endpoint) []*plPriority {
 
 // priorityLoads sets each priority's health, load and panic flag by
 // Envoy's rules (LoadBalancerBase::recalculatePerPriorityState and
-// recalculatePerPriorityPanic), in whole percent.
-func priorityLoads(prios []*plPriority) {
+// recalculatePerPriorityPanic), in whole percent, with overprovisioning
+// factor percent (0: none, so any healthy endpoint makes a priority
+// fully healthy).
+func priorityLoads(prios []*plPriority, factor uint64) {
 	var sum, hosts uint64
 	for _, p := range prios {
 		p.health = 0
-		if p.total > 0 {
-			p.health = min(100, overprovisioningFactor*p.healthy/p.total)
+		switch {
+		case p.total == 0:
+		case factor == 0 && p.healthy > 0:
+			p.health = 100
+		case factor > 0:
+			p.health = min(100, factor*p.healthy/p.total)
 		}
 		sum += p.health
 		hosts += p.total
@@ -271,12 +297,16 @@ func priorityLoads(prios []*plPriority) {
 }
 
 // localityWeight is Envoy's effective locality weight: LocalityWeight ×
-// min(1, 1.4 × healthy / endpoints).
-func localityWeight(l *plLocality) float64 {
-	if l.total == 0 {
+// min(1, factor × healthy / endpoints), or, without overprovisioning
+// (factor 0), LocalityWeight while any endpoint is healthy.
+func localityWeight(l *plLocality, factor uint64) float64 {
+	switch {
+	case l.total == 0 || l.healthy == 0:
 		return 0
+	case factor == 0:
+		return float64(l.weight)
 	}
-	avail := math.Min(1, float64(overprovisioningFactor)/100*float64(l.healthy)/float64(l.total))
+	avail := math.Min(1, float64(factor)/100*float64(l.healthy)/float64(l.total))
 	return float64(l.weight) * avail
 }
 
@@ -285,7 +315,7 @@ func (b *plBalancer) UpdateEndpoints(eps []*Endpoint) {
 		return
 	}
 	prios := groupEndpoints(eps)
-	priorityLoads(prios)
+	priorityLoads(prios, b.factor)
 
 	var (
 		leaves []*plLeaf
@@ -305,7 +335,7 @@ func (b *plBalancer) UpdateEndpoints(eps []*Endpoint) {
 				b.leaves[l.key] = lf
 			}
 			lf.bal.UpdateEndpoints(l.eps)
-			total += localityWeight(l)
+			total += localityWeight(l, b.factor)
 		}
 		if p.load == 0 {
 			continue
@@ -347,7 +377,7 @@ func (b *plBalancer) UpdateEndpoints(eps []*Endpoint) {
 			zone = b.zone.shares(p)
 		}
 		for i, l := range p.localities {
-			w := localityWeight(l) / total
+			w := localityWeight(l, b.factor) / total
 			if zone != nil {
 				w = b.zone.routing*zone[i] + (1-b.zone.routing)*w
 			}

@@ -6,10 +6,14 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/cespare/xxhash/v2"
+	"golang.org/x/net/http/httpguts"
+	"google.golang.org/grpc/metadata"
 )
 
 // RingHash is the name of the ring-hash policy (consistent hashing, as
@@ -21,18 +25,24 @@ import (
 //
 // The ring is built as grpc-go and Envoy build it, so the same endpoints
 // and weights give the same ring, and a hash the same endpoint, on every
-// data path: endpoints sorted by address; a ring of
+// data path: endpoints sorted by key (the endpoint's hash key, gRFC A76,
+// else its address); a ring of
 // min(ceil(minWeight × minRingSize)/minWeight, maxRingSize) entries, where
 // minWeight is the smallest weight's share of the total; entries in
-// proportion to weight, endpoint addr's i-th entry at xxhash64("addr_i").
+// proportion to weight, the i-th entry of the endpoint with key k at
+// xxhash64("k_i").
 // A ring smaller than the endpoint count leaves some endpoints without an
 // entry, which with the cap below happens past 4096 endpoints; maglev,
 // with 65537 entries by default, suits such services better.
 //
-// Settings, as JSON: {"minRingSize": 1024, "maxRingSize": 4096}. As in
-// grpc-go, sizes above 8388608 are rejected, min may not exceed max, and
-// both are then capped at 4096 entries, which bounds the memory and build
-// time a control plane can demand.
+// Settings, as JSON: {"minRingSize": 1024, "maxRingSize": 4096,
+// "requestHashHeader": "x-user"}. As in grpc-go, sizes above 8388608 are
+// rejected, min may not exceed max, and both are then capped at 4096
+// entries, which bounds the memory and build time a control plane can
+// demand. requestHashHeader (gRFC A76) makes a request without a hash
+// (from an xDS hash policy) hash the named header's values, joined with
+// commas, as grpc-go does; a request without the header gets a random
+// hash. Binary ("-bin") headers are refused.
 const RingHash = "ring_hash"
 
 const (
@@ -45,14 +55,18 @@ const (
 func init() { Register(newRingHashBuilder(rand.Uint64)) }
 
 type ringHashConfig struct {
-	MinRingSize uint64 `json:"minRingSize"`
-	MaxRingSize uint64 `json:"maxRingSize"`
+	MinRingSize       uint64 `json:"minRingSize"`
+	MaxRingSize       uint64 `json:"maxRingSize"`
+	RequestHashHeader string `json:"requestHashHeader"`
 }
 
 func parseRingHash(js json.RawMessage) (ringHashConfig, error) {
 	var c ringHashConfig
 	if err := unmarshalConfig(js, &c); err != nil {
-		return ringHashConfig{defaultMinRingSize, defaultMaxRingSize}, err
+		return ringHashConfig{defaultMinRingSize, defaultMaxRingSize, ""}, err
+	}
+	if err := checkRequestHashHeader(c.RequestHashHeader); err != nil {
+		return ringHashConfig{defaultMinRingSize, defaultMaxRingSize, ""}, err
 	}
 	if c.MinRingSize > maxRingSizeBound || c.MaxRingSize > maxRingSizeBound {
 		return c, fmt.Errorf("ring sizes %d..%d: must be at most %d", c.MinRingSize, c.MaxRingSize, maxRingSizeBound)
@@ -78,7 +92,9 @@ func newRingHashBuilder(rng func() uint64) Builder {
 		name:  RingHash,
 		parse: parseRingHash,
 		build: func(c ringHashConfig, serving []*Endpoint) Picker {
-			return newRingHashPicker(serving, c.MinRingSize, c.MaxRingSize, rng)
+			p := newRingHashPicker(serving, c.MinRingSize, c.MaxRingSize, rng)
+			p.header = newHashHeader(c.RequestHashHeader)
+			return p
 		},
 	}
 }
@@ -89,10 +105,11 @@ type ringHashPicker struct {
 	hashes    []uint64 // ascending
 	owners    []uint32 // owners[i] indexes endpoints: the owner of hashes[i]
 	rng       func() uint64
+	header    hashHeader // requestHashHeader; zero for none
 }
 
 func newRingHashPicker(serving []*Endpoint, minSize, maxSize uint64, rng func() uint64) *ringHashPicker {
-	eps := slices.SortedFunc(slices.Values(serving), func(a, b *Endpoint) int { return cmp.Compare(a.Addr, b.Addr) })
+	eps := slices.SortedFunc(slices.Values(serving), func(a, b *Endpoint) int { return cmp.Compare(a.Key(), b.Key()) })
 	var total float64
 	for _, e := range eps {
 		total += float64(e.EffectiveWeight())
@@ -114,7 +131,7 @@ func newRingHashPicker(serving []*Endpoint, minSize, maxSize uint64, rng func() 
 	for i, e := range eps {
 		target += scale * float64(e.EffectiveWeight()) / total
 		for n := 0; current < target; n++ {
-			buf = strconv.AppendInt(append(append(buf[:0], e.Addr...), '_'), int64(n), 10)
+			buf = strconv.AppendInt(append(append(buf[:0], e.Key()...), '_'), int64(n), 10)
 			entries = append(entries, entry{xxhash.Sum64(buf), uint32(i)})
 			current++
 		}
@@ -135,7 +152,7 @@ func newRingHashPicker(serving []*Endpoint, minSize, maxSize uint64, rng func() 
 func (p *ringHashPicker) Pick(info PickInfo) (PickResult, error) {
 	h := info.Hash
 	if !info.HasHash {
-		h = p.rng()
+		h = unhashed(info, p.header, p.rng)
 	}
 	// The first entry at or after h, wrapping past the end to the first.
 	lo, hi := 0, len(p.hashes)
@@ -151,4 +168,54 @@ func (p *ringHashPicker) Pick(info PickInfo) (PickResult, error) {
 		lo = 0
 	}
 	return PickResult{Endpoint: p.endpoints[p.owners[lo]]}, nil
+}
+
+// unhashed is the hash a consistent-hashing policy places a request that
+// has no Hash by: when the policy names a header (gRFC A76's
+// requestHashHeader), xxhash64 of its values joined with commas, from the
+// HTTP request's Header or the gRPC call's outgoing metadata, else a
+// random one.
+func unhashed(info PickInfo, header hashHeader, rng func() uint64) uint64 {
+	if header.http != "" {
+		var vs []string
+		if info.Header != nil {
+			vs = info.Header[header.http]
+		} else if info.Ctx != nil {
+			vs = metadata.ValueFromOutgoingContext(info.Ctx, header.grpc)
+		}
+		switch len(vs) {
+		case 0:
+		case 1:
+			return xxhash.Sum64String(vs[0])
+		default:
+			return xxhash.Sum64String(strings.Join(vs, ","))
+		}
+	}
+	return rng()
+}
+
+// hashHeader is a requestHashHeader as each protocol spells it, so a pick
+// need not convert it: canonical for an http.Header, lower case for gRPC
+// metadata.
+type hashHeader struct{ http, grpc string }
+
+func newHashHeader(name string) hashHeader {
+	if name == "" {
+		return hashHeader{}
+	}
+	return hashHeader{http: http.CanonicalHeaderKey(name), grpc: strings.ToLower(name)}
+}
+
+// checkRequestHashHeader validates a requestHashHeader as grpc-go does.
+func checkRequestHashHeader(name string) error {
+	if name == "" {
+		return nil
+	}
+	if !httpguts.ValidHeaderFieldName(name) {
+		return fmt.Errorf("requestHashHeader %q is not a header name", name)
+	}
+	if strings.HasSuffix(strings.ToLower(name), "-bin") {
+		return fmt.Errorf("requestHashHeader %q: binary headers cannot be hashed", name)
+	}
+	return nil
 }

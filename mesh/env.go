@@ -68,6 +68,7 @@ var knownEnv = []string{
 	EnvPerTryTimeout, EnvTimeout, EnvOutlierErrors, EnvXDSDelta,
 	EnvHedgeDelay, EnvHedgeMax, EnvBreaker, EnvRateLimit,
 	EnvLocality, EnvSlowStartWindow, EnvSessionCookie, EnvSessionCookieTTL,
+	EnvLBHashHeader, EnvLBHashCookie,
 	// Read by IstioBootstrapFromEnv.
 	"WEFT_ISTIO_XDS_ADDRESS", "WEFT_ISTIO_CERT_DIR",
 }

@@ -17,9 +17,9 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/weftmesh/weft/mesh"
+	"github.com/weftmesh/weft/resilience"
 	"github.com/weftmesh/weft/security"
 	"github.com/weftmesh/weft/security/spiffetest"
-	"github.com/weftmesh/weft/resilience"
 )
 
 // A client that names its dependency, not its addresses.
@@ -297,4 +297,41 @@ func ExampleLocalReplyError() {
 	// Output:
 	// 503 true
 	// true weft: service "orders": resilience: overflow: max requests
+}
+
+// Requests that carry the same x-user stick to one backend of a service
+// outside xDS, as under an xDS hash policy on the header.
+func ExampleWithLBHashHeader() {
+	var addrs []string
+	for i := range 3 {
+		b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "backend %d", i)
+		}))
+		defer b.Close()
+		addrs = append(addrs, b.Listener.Addr().String())
+	}
+	// In production: WEFT_LB_POLICY=ring_hash WEFT_LB_HASH_HEADER=x-user
+	m, err := mesh.New(context.Background(), mesh.WithEndpoints("carts", addrs...),
+		mesh.WithLBPolicy("ring_hash"), mesh.WithLBHashHeader("x-user"))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer m.Close()
+
+	seen := map[string]bool{}
+	for range 5 {
+		req, _ := http.NewRequest(http.MethodGet, "http://carts/cart", nil)
+		req.Header.Set("x-user", "alice")
+		resp, err := m.HTTPClient().Do(req)
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		seen[string(body)] = true
+	}
+	fmt.Println("backends alice reached:", len(seen))
+	// Output: backends alice reached: 1
 }

@@ -68,6 +68,7 @@ func (m *Mesh) DialGRPC(target string, opts ...grpc.DialOption) (*grpc.ClientCon
 		}
 		base = append(base, m.grpcClientResilience(target)...)
 		base = append(base, m.grpcSessionOptions()...) // beneath retries: per attempt
+		base = append(base, m.grpcHashOptions()...)
 		target = grpcScheme + ":///" + target
 		base = append(base,
 			grpc.WithResolvers(m.grpcRes),

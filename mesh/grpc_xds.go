@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"sync"
-	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/attributes"
@@ -47,10 +46,6 @@ import (
 // channel (grpc.WithResolvers), never globally.
 const grpcXDSScheme = "weft-xds"
 
-// channelIDs numbers the mesh's xDS channels, for hash policies on the
-// channel id (Envoy's filter state, grpc-go's channel ID).
-var channelIDs atomic.Uint64
-
 // xdsChannel is the routing state of one gRPC channel.
 type xdsChannel struct {
 	x *xdsPath
@@ -60,7 +55,10 @@ type xdsChannel struct {
 	// hostKey is the key of the channel's listener: authority, or with an
 	// xDS authority in the target (xds://<authority>/<host>) that too.
 	hostKey string
-	id      uint64
+	// client is what hash policies hash about the channel: a random
+	// channel id, as grpc-go draws one per channel (a counter would put
+	// every channel's hash at the start of a ring), and the source IP.
+	client route.Client
 	// plain is set for a channel dialled by plain name ("orders:50051"):
 	// when the control plane says no listener has that name, the channel
 	// goes to the name's DNS addresses, as an HTTP request to the same
@@ -87,7 +85,7 @@ func (m *Mesh) dialXDS(xdsAuthority, authority string, plain bool) (string, []gr
 	if _, err := m.xds.listenerName(key); err != nil {
 		return "", nil, err
 	}
-	ch := &xdsChannel{x: m.xds, authority: authority, hostKey: key, id: channelIDs.Add(1), plain: plain}
+	ch := &xdsChannel{x: m.xds, authority: authority, hostKey: key, client: m.hashClient(), plain: plain}
 	return grpcXDSScheme + ":///" + authority, []grpc.DialOption{
 		grpc.WithTransportCredentials(clusterCreds{def: m.grpcClientCreds()}),
 		grpc.WithResolvers(&xdsResolverBuilder{ch: ch}),
@@ -166,7 +164,7 @@ func (c *xdsChannel) route(ctx context.Context, method string) (context.Context,
 	svc.used.Store(true)
 	d := &balancer.GRPCRoute{Cluster: name}
 	if hp := rt.Action.HashPolicies; len(hp) > 0 {
-		d.Hash, d.HasHash = route.GRPCHash(req.Header, hp, c.id)
+		d.Hash, d.HasHash = route.GRPCHash(req.Header, hp, c.client)
 	}
 	ctx = balancer.ContextWithGRPCRoute(ctx, d)
 	cr := callRoute{plan: plan, svc: svc}

@@ -60,8 +60,8 @@ func WithSlowStart(cfg balancer.SlowStartConfig) Option {
 	})
 }
 
-// lbFromEnv reads WEFT_LOCALITY, WEFT_SLOW_START_WINDOW and the session
-// cookie variables.
+// lbFromEnv reads WEFT_LOCALITY, WEFT_SLOW_START_WINDOW, the hash source
+// and the session cookie variables.
 func lbFromEnv(getenv func(string) string, c *config) error {
 	if v := getenv(EnvLocality); v != "" {
 		l, err := resolver.ParseLocality(v)
@@ -77,6 +77,9 @@ func lbFromEnv(getenv func(string) string, c *config) error {
 		}
 		c.slowStart.Window = d
 		c.slowStartSource = EnvSlowStartWindow
+	}
+	if err := hashFromEnv(getenv, c); err != nil {
+		return err
 	}
 	return sessionFromEnv(getenv, c)
 }
@@ -107,6 +110,10 @@ func (c *config) servicePolicy() balancer.Builder {
 // priorityLocality wraps an xDS cluster's policy in slow start and
 // priority/locality failover, zone-aware when the cluster asks for it.
 // The caller's locality is the bootstrap node's, else WEFT_LOCALITY's.
+// The node tells the control plane "envoy.lb.does_not_support_overprovisioning",
+// as grpc-go does, and the failover is grpc-go's to match: a priority or
+// locality serves while any of its endpoints is healthy, whatever EDS's
+// overprovisioning_factor says (which is reported as not applied).
 func (x *xdsPath) priorityLocality(c *xds.Cluster, b balancer.Builder) balancer.Builder {
 	if ss := c.SlowStart; ss != nil {
 		minPct := ss.MinWeightPercent
@@ -117,7 +124,7 @@ func (x *xdsPath) priorityLocality(c *xds.Cluster, b balancer.Builder) balancer.
 	}
 	z := c.ZoneAware
 	if z == nil {
-		return balancer.NewPriorityLocality(b)
+		return balancer.NewPriorityLocality(b, balancer.WithoutOverprovisioning())
 	}
 	cfg := balancer.ZoneAwareConfig{Local: x.locality, RoutingEnabledPercent: z.RoutingEnabledPercent,
 		MinClusterSize: max(z.MinClusterSize, 1), FailTrafficOnPanic: z.FailTrafficOnPanic}
@@ -127,7 +134,7 @@ func (x *xdsPath) priorityLocality(c *xds.Cluster, b balancer.Builder) balancer.
 	if cfg.RoutingEnabledPercent == 0 {
 		cfg.RoutingEnabledPercent = -1 // xDS's 0 is none; the balancer's 0 is 100%
 	}
-	return balancer.NewPriorityLocality(b, balancer.WithZoneAware(cfg))
+	return balancer.NewPriorityLocality(b, balancer.WithoutOverprovisioning(), balancer.WithZoneAware(cfg))
 }
 
 // lbExtras prints a cluster's zone-aware and slow start configs, to tell

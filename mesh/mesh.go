@@ -15,6 +15,7 @@ import (
 	gresolver "google.golang.org/grpc/resolver"
 
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/internal/xds"
 	"github.com/weftmesh/weft/resolver"
 	"github.com/weftmesh/weft/security"
 	"github.com/weftmesh/weft/telemetry"
@@ -57,11 +58,14 @@ type Mesh struct {
 	id        *identity               // nil: mTLS off
 	authz     *security.PolicyWatcher // nil: no authorization policy
 	grpcRes   gresolver.Builder
-	xdsOnce   sync.Once
-	xdsRes    gresolver.Builder
-	xdsErr    error
-	services  atomic.Pointer[map[string]*service] // copy on write
-	mu        sync.Mutex                          // guards services writes, closed, admin
+	// hashPolicies are the hash source of services outside xDS
+	// (WithLBHashHeader, WithLBHashCookie); nil for none.
+	hashPolicies []xds.HashPolicy
+	xdsOnce      sync.Once
+	xdsRes       gresolver.Builder
+	xdsErr       error
+	services     atomic.Pointer[map[string]*service] // copy on write
+	mu           sync.Mutex                          // guards services writes, closed, admin
 
 	ctx    context.Context // ends at Close: stops servers started by ListenAndServe
 	cancel context.CancelFunc
@@ -115,6 +119,9 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 	if err := cfg.checkSlowStart(); err != nil {
 		return nil, err
 	}
+	if err := cfg.checkHash(); err != nil {
+		return nil, err
+	}
 	// Lines the mesh logs inside a request carry its trace and span IDs.
 	cfg.logger = slog.New(telemetry.NewLogHandler(cfg.logger.Handler()))
 	for _, w := range cfg.envWarnings {
@@ -122,7 +129,7 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 	}
 	// Services without xDS get locality/priority failover (DNS SRV
 	// priorities) and outlier detection around the chosen policy.
-	m := &Mesh{cfg: cfg, log: cfg.logger, policy: cfg.servicePolicy(),
+	m := &Mesh{cfg: cfg, log: cfg.logger, policy: cfg.servicePolicy(), hashPolicies: cfg.hashPolicies(),
 		limited: slog.New(newLimitedHandler(cfg.logger.Handler(), limitEvery, nil))}
 	if cfg.adminAddr != "" {
 		// What only the admin endpoint shows is recorded only when it

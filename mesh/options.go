@@ -55,10 +55,13 @@ type config struct {
 	outlier         balancer.OutlierConfig
 	zone            balancer.ZoneAwareConfig
 	slowStart       balancer.SlowStartConfig
-	slowStartSource string             // the variable or option that set it, for errors
-	session         *xds.SessionCookie // nil: no session affinity
-	xdsIdle         time.Duration
-	xdsDelta        bool // incremental xDS instead of state of the world
+	slowStartSource string // the variable or option that set it, for errors
+	// hashHeader and hashCookie are the hash source of ring_hash and
+	// maglev outside xDS; hashSource names what set the last, for errors.
+	hashHeader, hashCookie, hashSource string
+	session                            *xds.SessionCookie // nil: no session affinity
+	xdsIdle                            time.Duration
+	xdsDelta                           bool // incremental xDS instead of state of the world
 	// grpcGoXDS, when set, hands xds:/// channels and NewGRPCServer to
 	// grpc-go's own xDS client instead of the mesh's.
 	grpcGoXDS       GRPCGoXDS

@@ -47,9 +47,9 @@ func (m *Mesh) HTTPClient() *http.Client { return m.client }
 // *http.Transport.
 func (m *Mesh) Transport(base http.RoundTripper) http.RoundTripper {
 	if base == nil {
-		return m.instrumentClient(&transport{m: m, base: m.base, mesh: m.meshBase, defaultBase: true})
+		return m.instrumentClient(&transport{m: m, base: m.base, mesh: m.meshBase, defaultBase: true, client: m.hashClient()})
 	}
-	return m.instrumentClient(&transport{m: m, base: base, mesh: m.meshTransport(base)})
+	return m.instrumentClient(&transport{m: m, base: base, mesh: m.meshTransport(base), client: m.hashClient()})
 }
 
 type transport struct {
@@ -60,6 +60,10 @@ type transport struct {
 	base        http.RoundTripper // pass-through traffic
 	mesh        http.RoundTripper // traffic to mesh endpoints
 	rts         sync.Map          // *service -> its retrying round tripper
+	// client is what xDS hash policies hash about this client: its own
+	// random id (the HTTP counterpart of a gRPC channel's) and the
+	// process's source IP.
+	client route.Client
 
 	// clusterTLS holds, for a caller's base, the copies of it secured
 	// with each TLS cluster's own config (see clusterTransport).
@@ -146,11 +150,15 @@ func (p *pickTransport) RoundTripAttempt(req *http.Request, attempts *resilience
 		closeBody(req)
 		return nil, "", err
 	}
-	info := balancer.PickInfo{Ctx: ctx}
+	info := balancer.PickInfo{Ctx: ctx, Header: req.Header}
 	sess := p.session(req)
 	pickInfoSession(&info, req, sess)
-	if p.plan != nil && len(p.plan.Route.Action.HashPolicies) > 0 {
-		info.Hash, info.HasHash = route.HTTPHash(req, p.plan.Route.Action.HashPolicies)
+	if p.plan != nil {
+		if hp := p.plan.Route.Action.HashPolicies; len(hp) > 0 {
+			info.Hash, info.HasHash = route.HTTPHash(req, hp, p.t.client)
+		}
+	} else if hp := p.t.m.hashPolicies; len(hp) > 0 {
+		info.Hash, info.HasHash = route.HTTPHash(req, hp, route.Client{})
 	}
 	if attempts != nil {
 		info.Tried = attempts

@@ -54,6 +54,8 @@ type xdsPath struct {
 	sessions atomic.Bool
 	// mirrors are the mirrored copies in flight, ended by close.
 	mirrors *mirrors
+	// sourceIP is what source-IP hash policies hash (see sourceIP).
+	sourceIP string
 
 	hosts atomic.Pointer[map[string]*xdsHost] // by URL host; copy on write
 	mu    sync.Mutex                          // guards writes to hosts and clusters
@@ -137,7 +139,8 @@ func newXDSPath(m *Mesh, raw []byte, source string) (*xdsPath, error) {
 	}
 	x := &xdsPath{m: m, client: c, serverURI: b.Servers[0].URI, bootstrap: b,
 		serverTemplate: b.ServerListenerResourceNameTemplate, clusters: map[string]*service{}, locality: b.Node.Locality,
-		idle: m.cfg.xdsIdle, stop: make(chan struct{}), done: make(chan struct{}), mirrors: newMirrors()}
+		sourceIP: sourceIP(b.Node.Metadata),
+		idle:     m.cfg.xdsIdle, stop: make(chan struct{}), done: make(chan struct{}), mirrors: newMirrors()}
 	if x.idle <= 0 {
 		x.idle = defaultXDSIdleTimeout
 	}
@@ -869,6 +872,8 @@ func (x *xdsPath) policyFor(c *xds.Cluster) (balancer.Builder, any) {
 	switch cfg := c.LBConfig.(type) {
 	case xds.RingHashConfig:
 		js, _ = json.Marshal(map[string]uint64{"minRingSize": cfg.MinRingSize, "maxRingSize": cfg.MaxRingSize})
+	case xds.MaglevConfig:
+		js, _ = json.Marshal(map[string]uint64{"tableSize": cfg.TableSize})
 	case xds.LeastRequestConfig:
 		js, _ = json.Marshal(map[string]any{"choiceCount": cfg.ChoiceCount, "activeRequestBias": cfg.ActiveRequestBias})
 	case json.RawMessage:

@@ -82,6 +82,20 @@ type Endpoint struct {
 	// EDS endpoint's hostname, or the DNS name of an xDS LOGICAL_DNS
 	// cluster. A route's auto_host_rewrite sends it as the Host.
 	Hostname string
+	// HashKey, when not empty, places the endpoint on a consistent-hashing
+	// policy's ring or table instead of Addr (gRFC A76; the "hash_key" of
+	// an EDS endpoint's "envoy.lb" metadata), so that an endpoint that
+	// comes back at another address keeps its requests.
+	HashKey string
+}
+
+// Key returns what consistent-hashing policies place the endpoint by:
+// HashKey, or Addr when it has none.
+func (e Endpoint) Key() string {
+	if e.HashKey != "" {
+		return e.HashKey
+	}
+	return e.Addr
 }
 
 // EffectiveWeight returns Weight, with 0 read as 1.

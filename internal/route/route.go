@@ -261,56 +261,64 @@ func pickCluster(a *xds.RouteAction) (string, int) {
 	return ws[len(ws)-1].Name, len(ws) - 1
 }
 
-// HTTPHash computes the route's hash policies over an HTTP request, for
-// consistent-hashing balancers, combining them as Envoy does.
-func HTTPHash(req *http.Request, policies []xds.HashPolicy) (uint64, bool) {
-	var hash uint64
-	found := false
-	for _, p := range policies {
-		var v string
-		var ok bool
-		switch p.Kind {
-		case xds.HashHeader:
-			vs := req.Header.Values(p.Name)
-			v, ok = strings.Join(vs, ","), len(vs) > 0
-		case xds.HashCookie:
-			if c, err := req.Cookie(p.Name); err == nil {
-				v, ok = c.Value, true
-			}
-		case xds.HashQueryParam:
-			q := req.URL.Query()
-			v, ok = q.Get(p.Name), q.Has(p.Name)
-		}
-		if !ok {
-			continue
-		}
-		hash = combine(hash, hashValue(p, v))
-		found = true
-		if p.Terminal {
-			break
-		}
-	}
-	return hash, found
+// Client is what hash policies may hash about the client itself rather
+// than the request. A zero Client hashes nothing.
+type Client struct {
+	// ID is the client's own random hash, for filter_state hash policies
+	// on "io.grpc.channel_id": a gRPC channel's, as grpc-go draws one per
+	// channel, or an HTTP transport's, the HTTP client's counterpart, so
+	// that all of one client's requests stick to one endpoint.
+	ID uint64
+	// SourceIP is xxhash64 of the source IP's text, as Envoy hashes it,
+	// for connection_properties.source_ip; valid when HasSourceIP.
+	SourceIP    uint64
+	HasSourceIP bool
 }
 
-// GRPCHash hashes a gRPC call by the route's hash policies, as grpc-go
-// does (gRFC A42), combined as HTTPHash combines them: headers from the
-// call's metadata and the channel id. Policies on cookies, query
-// parameters and source IPs have nothing to hash on a client call.
-func GRPCHash(hdr http.Header, policies []xds.HashPolicy, channelID uint64) (uint64, bool) {
+// NewClient returns a Client with a random ID, and sourceIP (an IP
+// address as text, or "" for none) for source-IP policies.
+func NewClient(sourceIP string) Client {
+	c := Client{ID: rand.Uint64()}
+	if sourceIP != "" {
+		c.SourceIP, c.HasSourceIP = xxhash.Sum64String(sourceIP), true
+	}
+	return c
+}
+
+// HTTPHash computes the route's hash policies over an HTTP request sent
+// by client c, for consistent-hashing balancers, combining them as Envoy
+// does.
+func HTTPHash(req *http.Request, policies []xds.HashPolicy, c Client) (uint64, bool) {
 	var hash uint64
 	found := false
 	for _, p := range policies {
 		var h uint64
 		switch p.Kind {
 		case xds.HashHeader:
-			vs := hdr.Values(p.Name)
+			vs := headerValues(req.Header, p.Name)
 			if len(vs) == 0 {
 				continue
 			}
 			h = hashValue(p, strings.Join(vs, ","))
+		case xds.HashCookie:
+			ck, err := req.Cookie(p.Name)
+			if err != nil {
+				continue
+			}
+			h = hashValue(p, ck.Value)
+		case xds.HashQueryParam:
+			q := req.URL.Query()
+			if !q.Has(p.Name) {
+				continue
+			}
+			h = hashValue(p, q.Get(p.Name))
 		case xds.HashChannelID:
-			h = channelID
+			h = c.ID
+		case xds.HashSourceIP:
+			if !c.HasSourceIP {
+				continue
+			}
+			h = c.SourceIP
 		default:
 			continue
 		}
@@ -321,6 +329,54 @@ func GRPCHash(hdr http.Header, policies []xds.HashPolicy, channelID uint64) (uin
 		}
 	}
 	return hash, found
+}
+
+// GRPCHash hashes a gRPC call from client c by the route's hash policies,
+// combined as HTTPHash combines them: headers from the call's metadata
+// (gRFC A42), the channel id, as grpc-go does, and the source IP, which
+// grpc-go ignores but Weft's HTTP path hashes, so that a route means the
+// same on both. Cookies and query parameters have nothing to hash on a
+// gRPC call, and grpc-go ignores them too.
+func GRPCHash(hdr http.Header, policies []xds.HashPolicy, c Client) (uint64, bool) {
+	var hash uint64
+	found := false
+	for _, p := range policies {
+		var h uint64
+		switch p.Kind {
+		case xds.HashHeader:
+			vs := headerValues(hdr, p.Name)
+			if len(vs) == 0 {
+				continue
+			}
+			h = hashValue(p, strings.Join(vs, ","))
+		case xds.HashChannelID:
+			h = c.ID
+		case xds.HashSourceIP:
+			if !c.HasSourceIP {
+				continue
+			}
+			h = c.SourceIP
+		default:
+			continue
+		}
+		hash = combine(hash, h)
+		found = true
+		if p.Terminal {
+			break
+		}
+	}
+	return hash, found
+}
+
+// headerValues is h.Values(name) without canonicalizing a name that
+// already is canonical, as translation makes hash policies' header names:
+// canonicalizing a lower-case name, as control planes write them, costs
+// an allocation per request.
+func headerValues(h http.Header, name string) []string {
+	if vs, ok := h[name]; ok {
+		return vs
+	}
+	return h.Values(name)
 }
 
 func hashValue(p xds.HashPolicy, v string) uint64 {

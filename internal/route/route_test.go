@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -81,16 +82,55 @@ func TestGRPCRequestAndHash(t *testing.T) {
 		t.Errorf("RequestFromGRPC = %+v", req)
 	}
 	byUser := []xds.HashPolicy{{Kind: xds.HashHeader, Name: "x-user"}}
-	g, ok := route.GRPCHash(req.Header, byUser, 7)
-	h, ok2 := route.HTTPHash(&http.Request{Header: http.Header{"X-User": {"alice"}}}, byUser)
+	client := route.Client{ID: 7}
+	g, ok := route.GRPCHash(req.Header, byUser, client)
+	h, ok2 := route.HTTPHash(&http.Request{Header: http.Header{"X-User": {"alice"}}}, byUser, client)
 	if !ok || !ok2 || g != h {
 		t.Errorf("gRPC hash %x (%v), HTTP hash %x (%v): the same header must hash alike", g, ok, h, ok2)
 	}
-	if _, ok := route.GRPCHash(req.Header, []xds.HashPolicy{{Kind: xds.HashHeader, Name: "absent"}}, 7); ok {
-		t.Error("a missing header produced a hash")
+}
+
+// TestClientHash: the hash policies on the client rather than the
+// request, on both protocols. Envoy: filter_state "Hash on the value of
+// the filter state object at the given key"; grpc-go hashes key
+// io.grpc.channel_id, a random number per channel, and ignores other
+// keys (translation drops them). connection_properties "Hash on source IP
+// address": for a client that sends its own requests, the process's IP,
+// the same on every request (Client.SourceIP).
+func TestClientHash(t *testing.T) {
+	a, b := route.NewClient("10.1.2.3"), route.NewClient("10.1.2.3")
+	if a.ID == b.ID {
+		t.Fatalf("two clients drew the same id %x", a.ID)
 	}
-	if c, ok := route.GRPCHash(req.Header, []xds.HashPolicy{{Kind: xds.HashChannelID}}, 7); !ok || c != 7 {
-		t.Errorf("channel id hash = %d, %v; want 7", c, ok)
+	channel := []xds.HashPolicy{{Kind: xds.HashChannelID}}
+	source := []xds.HashPolicy{{Kind: xds.HashSourceIP}}
+	absentThenSource := []xds.HashPolicy{{Kind: xds.HashHeader, Name: "absent"}, {Kind: xds.HashSourceIP}}
+	httpReq := &http.Request{Header: http.Header{}}
+	for _, tt := range []struct {
+		name     string
+		policies []xds.HashPolicy
+		c        route.Client
+		want     uint64
+		wantOK   bool
+	}{
+		{"channel id", channel, a, a.ID, true},
+		{"channel id of another client", channel, b, b.ID, true},
+		{"source IP", source, a, xxhash.Sum64String("10.1.2.3"), true},
+		{"source IP is the same for every client", source, b, xxhash.Sum64String("10.1.2.3"), true},
+		{"absent header, then source IP", absentThenSource, a, xxhash.Sum64String("10.1.2.3"), true},
+		{"no source IP known", source, route.NewClient(""), 0, false},
+		{"absent header only", []xds.HashPolicy{{Kind: xds.HashHeader, Name: "absent"}}, a, 0, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			for proto, hash := range map[string]func() (uint64, bool){
+				"gRPC": func() (uint64, bool) { return route.GRPCHash(http.Header{}, tt.policies, tt.c) },
+				"HTTP": func() (uint64, bool) { return route.HTTPHash(httpReq, tt.policies, tt.c) },
+			} {
+				if got, ok := hash(); ok != tt.wantOK || got != tt.want {
+					t.Errorf("%s: hash = %x, %v; want %x, %v", proto, got, ok, tt.want, tt.wantOK)
+				}
+			}
+		})
 	}
 }
 

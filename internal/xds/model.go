@@ -374,7 +374,8 @@ const (
 // HashPolicy is one entry of a route's hash_policy.
 type HashPolicy struct {
 	Kind HashPolicyKind
-	// Name is the header, cookie or query parameter name.
+	// Name is the header (in canonical form), cookie or query parameter
+	// name.
 	Name     string
 	Terminal bool
 	// Rewrite, when non-nil, rewrites the header value before hashing.
@@ -482,8 +483,10 @@ type Cluster struct {
 	// highest priority first, as listed (never empty, never the cluster
 	// itself). ResolveAggregate follows them down to the leaf clusters.
 	AggregateClusters []string
-	// LBPolicy names the balancer (round_robin, ring_hash, least_request,
-	// or a custom policy's type name); LBConfig is its configuration.
+	// LBPolicy names the balancer (round_robin, ring_hash, maglev, random,
+	// least_request, or a custom policy's type name); LBConfig is its
+	// configuration: RingHashConfig, MaglevConfig, LeastRequestConfig, a
+	// custom policy's JSON, or nil.
 	LBPolicy string
 	LBConfig any
 	// CircuitBreaker holds the DEFAULT-priority thresholds.
@@ -499,6 +502,12 @@ type Cluster struct {
 // RingHashConfig configures ring_hash.
 type RingHashConfig struct{ MinRingSize, MaxRingSize uint64 }
 
+// MaglevConfig configures maglev.
+type MaglevConfig struct {
+	// TableSize is a prime no larger than 5000011 (default 65537).
+	TableSize uint64
+}
+
 // LeastRequestConfig configures least_request.
 type LeastRequestConfig struct {
 	ChoiceCount uint32
@@ -508,8 +517,14 @@ type LeastRequestConfig struct {
 }
 
 // CircuitBreaker is a cluster's thresholds; the defaults are Envoy's.
+// max_connections is not among them: it is reported as not applied, on
+// both protocols. grpc-go ignores it, a gRPC channel holding one HTTP/2
+// connection per endpoint; an HTTP client's connections are what its
+// transport pools per endpoint, and max_requests and
+// max_pending_requests, which are applied, bound the concurrency that
+// the connections carry.
 type CircuitBreaker struct {
-	MaxConnections, MaxPendingRequests, MaxRequests, MaxRetries uint32
+	MaxPendingRequests, MaxRequests, MaxRetries uint32
 	// RetryBudget holds the thresholds' retry_budget when HasRetryBudget.
 	RetryBudget    RetryBudget
 	HasRetryBudget bool

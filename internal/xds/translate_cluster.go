@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/big"
 	"net"
 	"slices"
 	"strconv"
@@ -17,6 +18,8 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	aggregatev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/clusters/aggregate/v3"
 	leastrequestv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/least_request/v3"
+	maglevv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/maglev/v3"
+	randomv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/random/v3"
 	ringhashv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/ring_hash/v3"
 	roundrobinv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/round_robin/v3"
 	wrrlocalityv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/wrr_locality/v3"
@@ -29,7 +32,7 @@ import (
 
 // defaultCircuitBreaker returns Envoy's default thresholds.
 func defaultCircuitBreaker() CircuitBreaker {
-	return CircuitBreaker{MaxConnections: 1024, MaxPendingRequests: 1024, MaxRequests: 1024, MaxRetries: 3}
+	return CircuitBreaker{MaxPendingRequests: 1024, MaxRequests: 1024, MaxRetries: 3}
 }
 
 // Ring sizes grpc-go accepts (gRFC A42).
@@ -109,9 +112,6 @@ func translateCluster(c *clusterv3.Cluster) (*Cluster, error) {
 	for _, t := range c.GetCircuitBreakers().GetThresholds() {
 		if t.GetPriority() != corev3.RoutingPriority_DEFAULT {
 			continue
-		}
-		if v := t.GetMaxConnections(); v != nil {
-			out.CircuitBreaker.MaxConnections = v.GetValue()
 		}
 		if v := t.GetMaxPendingRequests(); v != nil {
 			out.CircuitBreaker.MaxPendingRequests = v.GetValue()
@@ -220,6 +220,14 @@ func translateLB(c *clusterv3.Cluster, out *Cluster) error {
 			return prefixed("least_request_lb_config", err)
 		}
 		out.LBPolicy, out.LBConfig = "least_request", cfg
+	case clusterv3.Cluster_MAGLEV:
+		cfg, err := maglev(c.GetMaglevLbConfig().GetTableSize().GetValue())
+		if err != nil {
+			return prefixed("maglev_lb_config", err)
+		}
+		out.LBPolicy, out.LBConfig = "maglev", cfg
+	case clusterv3.Cluster_RANDOM:
+		out.LBPolicy = "random"
 	default:
 		return ferr("lb_policy", "unsupported %v", c.GetLbPolicy())
 	}
@@ -241,6 +249,29 @@ func ringHash(minSize, maxSize uint64) (RingHashConfig, error) {
 		return cfg, ferr("minimum_ring_size", "%d is above maximum_ring_size %d", cfg.MinRingSize, cfg.MaxRingSize)
 	}
 	return cfg, nil
+}
+
+// Maglev table sizes (Envoy's): the default, and the largest prime Envoy
+// accepts.
+const (
+	defaultMaglevTableSize = 65537
+	maxMaglevTableSize     = 5000011
+)
+
+// maglev reads a Maglev table_size, 0 meaning unset. Envoy rejects a size
+// that is not a prime ("The table size of maglev must be prime number"):
+// a Maglev permutation visits every entry only when the size is prime.
+func maglev(size uint64) (MaglevConfig, error) {
+	if size == 0 {
+		return MaglevConfig{TableSize: defaultMaglevTableSize}, nil
+	}
+	if size > maxMaglevTableSize {
+		return MaglevConfig{}, ferr("table_size", "%d is above %d", size, maxMaglevTableSize)
+	}
+	if !new(big.Int).SetUint64(size).ProbablyPrime(0) {
+		return MaglevConfig{}, ferr("table_size", "%d is not a prime", size)
+	}
+	return MaglevConfig{TableSize: size}, nil
 }
 
 // leastRequest reads least_request's settings; bias is a runtime value,
@@ -289,6 +320,20 @@ func knownPolicy(a *anypb.Any, out *Cluster) (bool, error) {
 			return false, err
 		}
 		out.LBPolicy, out.LBConfig = "least_request", cfg
+		return true, nil
+	case a.MessageIs((*maglevv3.Maglev)(nil)):
+		m := &maglevv3.Maglev{}
+		if err := a.UnmarshalTo(m); err != nil {
+			return false, err
+		}
+		cfg, err := maglev(m.GetTableSize().GetValue())
+		if err != nil {
+			return false, err
+		}
+		out.LBPolicy, out.LBConfig = "maglev", cfg
+		return true, nil
+	case a.MessageIs((*randomv3.Random)(nil)):
+		out.LBPolicy = "random"
 		return true, nil
 	case a.MessageIs((*wrrlocalityv3.WrrLocality)(nil)):
 		// Locality weighting is always on in Weft's balancer; the child

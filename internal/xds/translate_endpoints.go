@@ -76,7 +76,7 @@ func translateEndpoints(la *endpointv3.ClusterLoadAssignment) (*Endpoints, error
 			}
 			all = append(all, resolver.Endpoint{
 				Addr: addr, Weight: ew, Locality: loc, Priority: prio, LocalityWeight: w,
-				Health: health(e.GetHealthStatus()), Hostname: e.GetEndpoint().GetHostname(),
+				Health: health(e.GetHealthStatus()), Hostname: e.GetEndpoint().GetHostname(), HashKey: hashKey(e),
 			})
 		}
 		out.Localities = append(out.Localities, LocalityEndpoints{Locality: loc, Priority: prio, Weight: w, Endpoints: all[start:len(all):len(all)]})
@@ -87,6 +87,15 @@ func translateEndpoints(la *endpointv3.ClusterLoadAssignment) (*Endpoints, error
 	}
 	out.All = all
 	return out, nil
+}
+
+// hashKey returns the endpoint's "hash_key" in its "envoy.lb" filter
+// metadata, which places it on a consistent-hashing ring instead of its
+// address. Envoy: "If the endpoint has a hash_key in its envoy.lb
+// metadata, it is used as the key"; gRFC A76 has grpc-go read it the same
+// way. A key that is not a string is ignored, as grpc-go ignores it.
+func hashKey(e *endpointv3.LbEndpoint) string {
+	return e.GetMetadata().GetFilterMetadata()["envoy.lb"].GetFields()["hash_key"].GetStringValue()
 }
 
 func health(h corev3.HealthStatus) resolver.Health {

@@ -5,6 +5,7 @@ package xds
 import (
 	"fmt"
 	"math"
+	"net/http"
 	"regexp"
 	"strings"
 	"time"
@@ -311,7 +312,8 @@ func translateAction(r *routev3.Route, out *RouteAction) error {
 		h := HashPolicy{Terminal: hp.GetTerminal()}
 		switch p := hp.GetPolicySpecifier().(type) {
 		case *routev3.RouteAction_HashPolicy_Header_:
-			h.Kind, h.Name = HashHeader, p.Header.GetHeaderName()
+			// Canonical, so hashing a request need not canonicalize it.
+			h.Kind, h.Name = HashHeader, http.CanonicalHeaderKey(p.Header.GetHeaderName())
 			if rw := p.Header.GetRegexRewrite(); rw != nil {
 				var err error
 				if h.Rewrite, err = regexRewrite(rw, f+".header.regex_rewrite"); err != nil {

@@ -15,6 +15,7 @@ import (
 	cookiev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/stateful_session/cookie/v3"
 	commonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/common/v3"
 	leastrequestv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/least_request/v3"
+	randomv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/random/v3"
 	roundrobinv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/round_robin/v3"
 	wrrlocalityv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/wrr_locality/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
@@ -218,7 +219,7 @@ func legacyLBExtras(c *clusterv3.Cluster, out *Cluster) error {
 }
 
 // typedLBExtras reads slow_start_config and locality_lb_config of a typed
-// round_robin or least_request policy.
+// round_robin, least_request or random policy.
 func typedLBExtras(a *anypb.Any, out *Cluster) error {
 	var (
 		ss  *commonv3.SlowStartConfig
@@ -237,6 +238,12 @@ func typedLBExtras(a *anypb.Any, out *Cluster) error {
 			return err
 		}
 		ss, llb = lr.GetSlowStartConfig(), lr.GetLocalityLbConfig()
+	case a.MessageIs((*randomv3.Random)(nil)):
+		r := &randomv3.Random{}
+		if err := a.UnmarshalTo(r); err != nil {
+			return err
+		}
+		llb = r.GetLocalityLbConfig()
 	case a.MessageIs((*wrrlocalityv3.WrrLocality)(nil)):
 		// The child that knownPolicy chose: the first it knows.
 		w := &wrrlocalityv3.WrrLocality{}

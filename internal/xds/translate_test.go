@@ -190,7 +190,6 @@ func TestTranslateCluster(t *testing.T) {
 		{"lb", got.LBPolicy, "least_request"},
 		{"lb config", got.LBConfig, LeastRequestConfig{ChoiceCount: 2, ActiveRequestBias: 1}},
 		{"max requests (DEFAULT priority)", got.CircuitBreaker.MaxRequests, uint32(77)},
-		{"max connections default", got.CircuitBreaker.MaxConnections, uint32(1024)},
 		{"od interval", got.OutlierDetection.Interval, time.Second},
 		{"od success rate on by default", got.OutlierDetection.SuccessRate != nil, true},
 		{"od failure pct", got.OutlierDetection.FailurePercentage.EnforcementPercentage, uint32(50)},

@@ -150,7 +150,7 @@ func TestWeftTranslatorAcceptsEveryResource(t *testing.T) {
 	if o.Kind != xds.ClusterEDS || o.EDSServiceName != "orders-v2" || o.LBPolicy != "least_request" {
 		t.Errorf("orders-v2 = kind %v eds %q lb %q", o.Kind, o.EDSServiceName, o.LBPolicy)
 	}
-	if want := (xds.CircuitBreaker{MaxConnections: 10, MaxRequests: 100, MaxPendingRequests: 5, MaxRetries: 2}); o.CircuitBreaker != want {
+	if want := (xds.CircuitBreaker{MaxRequests: 100, MaxPendingRequests: 5, MaxRetries: 2}); o.CircuitBreaker != want {
 		t.Errorf("circuit breaker = %+v, want %+v", o.CircuitBreaker, want)
 	}
 	if od := o.OutlierDetection; od == nil || od.Interval != 5*time.Second || od.BaseEjectionTime != 15*time.Second ||
@@ -162,9 +162,10 @@ func TestWeftTranslatorAcceptsEveryResource(t *testing.T) {
 		t.Errorf("upstream TLS = %+v", o.TLS)
 	}
 	for name, want := range map[string]string{"users-v1": "ring_hash", "cart-v1": "maglev", "search-v1": "random", "pricing-v1": "p2c_ewma"} {
-		// maglev, random and custom policies are requested as Weft's own
-		// policies first ("weft_<name>", gRFC A52), which Weft's translator
-		// takes; other clients fall back to the next policy they know.
+		// maglev and random are requested by their Envoy extensions first,
+		// which Weft's translator takes; custom policies as Weft's own
+		// ("weft_<name>", gRFC A52); other clients fall back to the next
+		// policy they know.
 		if got := clusters[name].LBPolicy; got != want {
 			t.Errorf("%s LB policy = %q, want %q", name, got, want)
 		}
@@ -192,12 +193,13 @@ func TestWeftTranslatorAcceptsEveryResource(t *testing.T) {
 	}
 
 	// What Weft reads but does not act on: hedging, Envoy's consecutive-5xx
-	// ejection, and the policies listed before the fallback it takes.
+	// ejection, max_connections (for Envoy clients), and the policies
+	// listed before the fallback it takes.
 	slices.Sort(unapplied)
 	unapplied = slices.Compact(unapplied)
 	t.Logf("fields Weft's translator reports as unapplied: %v", unapplied)
 	for _, f := range unapplied {
-		if !strings.Contains(f, "hedge_policy") && !strings.Contains(f, "consecutive_5xx") {
+		if !strings.Contains(f, "hedge_policy") && !strings.Contains(f, "consecutive_5xx") && f != "circuit_breakers.thresholds.max_connections" {
 			t.Errorf("unexpected unapplied field %s", f)
 		}
 	}

@@ -163,3 +163,14 @@ func Endpoints(cluster string, addrs ...string) *endpointv3.ClusterLoadAssignmen
 		LbEndpoints:         lbs,
 	}}}
 }
+
+// LBPolicy returns a load_balancing_policy listing policies in order of
+// preference, named "policy-0", "policy-1", ...
+func LBPolicy(policies ...proto.Message) *clusterv3.LoadBalancingPolicy {
+	out := &clusterv3.LoadBalancingPolicy{}
+	for i, p := range policies {
+		out.Policies = append(out.Policies, &clusterv3.LoadBalancingPolicy_Policy{
+			TypedExtensionConfig: &corev3.TypedExtensionConfig{Name: "policy-" + strconv.Itoa(i), TypedConfig: mustAny(p)}})
+	}
+	return out
+}
