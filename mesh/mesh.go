@@ -15,6 +15,7 @@ import (
 	gresolver "google.golang.org/grpc/resolver"
 
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/internal/tap"
 	"github.com/weftmesh/weft/resolver"
 	"github.com/weftmesh/weft/security"
 	"github.com/weftmesh/weft/telemetry"
@@ -65,6 +66,9 @@ type Mesh struct {
 	// services, naming policy to grpc-go; releaseGRPCLB drops the name.
 	grpcLB        string
 	releaseGRPCLB func()
+
+	// tap carries live requests to /tap subscribers (never nil).
+	tap *tap.Bus
 }
 
 // New builds a Mesh from the environment (the variables documented in the
@@ -107,7 +111,7 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 	}
 	// Services without xDS get locality/priority failover (DNS SRV
 	// priorities) and outlier detection around the chosen policy.
-	m := &Mesh{cfg: cfg, log: cfg.logger, policy: cfg.servicePolicy()}
+	m := &Mesh{cfg: cfg, log: cfg.logger, policy: cfg.servicePolicy(), tap: tap.New()}
 	// From here on every failure goes through Close, which undoes
 	// whatever part of the mesh was built, whatever that part is.
 	fail := func(err error) (*Mesh, error) {
@@ -243,6 +247,7 @@ func (m *Mesh) Close() error {
 		if m.cancel != nil {
 			m.cancel()
 		}
+		m.tap.Close() // ends the /tap streams
 		for _, s := range services {
 			s.close()
 		}

@@ -309,16 +309,16 @@ func (m *Mesh) authzServerOptions() []grpc.ServerOption {
 	if m.authz == nil {
 		return nil
 	}
-	e := countedPolicy{m.authz, m}
+	e := countedPolicy{e: m.authz, m: m}
 	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(security.UnaryServerInterceptor(e, security.WithLogger(m.log))),
-		grpc.ChainStreamInterceptor(security.StreamServerInterceptor(e, security.WithLogger(m.log))),
+		grpc.ChainUnaryInterceptor(m.tappedAuthzUnary(security.UnaryServerInterceptor(e, security.WithLogger(m.log)))),
+		grpc.ChainStreamInterceptor(m.tappedAuthzStream(security.StreamServerInterceptor(e, security.WithLogger(m.log)))),
 	}
 }
 
 // authorization is the HTTP middleware enforcing the policy.
 func (m *Mesh) authorization(next http.Handler) http.Handler {
-	return security.AuthorizationHandler(countedPolicy{m.authz, m}, next, security.WithLogger(m.log))
+	return m.tappedAuthz(security.AuthorizationHandler(countedPolicy{e: m.authz, m: m}, next, security.WithLogger(m.log)), next)
 }
 
 // countedPolicy records each authorization decision in the
@@ -326,10 +326,13 @@ func (m *Mesh) authorization(next http.Handler) http.Handler {
 type countedPolicy struct {
 	e security.PolicyEvaluator
 	m *Mesh
+	// tap, when set, is the tapped request the decision is for.
+	tap *tapCall
 }
 
 func (c countedPolicy) Evaluate(r *security.Request) security.Decision {
 	d := c.e.Evaluate(r)
 	c.m.metrics.AuthzDecision(context.Background(), d.Allow, d.Policy)
+	c.tap.authz(d.Allow, d.Policy)
 	return d
 }

@@ -59,7 +59,7 @@ func (m *Mesh) inboundChain() []func(http.Handler) http.Handler {
 	if m.authz != nil || m.inbound != nil {
 		chain = append(chain, m.normalizeRequest)
 	}
-	return append(chain, deadlineFromHeader, peerIdentity, m.inboundRateLimit, m.instrumentServer, stripForwardedClientCert)
+	return append(chain, deadlineFromHeader, peerIdentity, m.inboundRateLimit, m.tapServer, m.instrumentServer, stripForwardedClientCert)
 }
 
 // normalizeRequest hands the rest of the chain the request whose path both
@@ -308,7 +308,8 @@ type GRPCServer interface {
 func (m *Mesh) NewGRPCServer(opts ...grpc.ServerOption) (GRPCServer, error) {
 	base := append([]grpc.ServerOption{m.grpcServerTelemetry()}, m.authzServerOptions()...)
 	base = append(base, m.grpcServerResilience()...)
-	strip := []grpc.ServerOption{grpc.ChainUnaryInterceptor(stripForwardedClientCertUnary), grpc.ChainStreamInterceptor(stripForwardedClientCertStream)}
+	strip := []grpc.ServerOption{grpc.ChainUnaryInterceptor(stripForwardedClientCertUnary, m.tapServerUnary),
+		grpc.ChainStreamInterceptor(stripForwardedClientCertStream, m.tapServerStream)}
 	switch {
 	case m.inbound == nil:
 		return grpc.NewServer(append(append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds())}, append(strip, base...)...), opts...)...), nil

@@ -62,8 +62,8 @@ func (m *Mesh) newXDSGRPCServer(base, opts []grpc.ServerOption) *xdsGRPCServer {
 	}
 	creds := security.PerConnectionCredentials(ctx, m.inboundTLSChooser("", cfgs), security.WithLogger(m.log))
 	all := append([]grpc.ServerOption{grpc.Creds(creds),
-		grpc.ChainUnaryInterceptor(stripForwardedClientCertUnary, m.xdsInboundUnary),
-		grpc.ChainStreamInterceptor(stripForwardedClientCertStream, m.xdsInboundStream)}, base...)
+		grpc.ChainUnaryInterceptor(stripForwardedClientCertUnary, m.tapServerUnary, m.xdsInboundUnary),
+		grpc.ChainStreamInterceptor(stripForwardedClientCertStream, m.tapServerStream, m.xdsInboundStream)}, base...)
 	return &xdsGRPCServer{Server: grpc.NewServer(append(all, opts...)...), cancel: cancel}
 }
 
@@ -125,6 +125,7 @@ func (m *Mesh) grpcInboundDecision(ctx context.Context, fullMethod string) error
 	}
 	d := inbound.Decide(st.listener, st.routes, &in, func(allowed bool, policy string) {
 		m.metrics.AuthzDecision(ctx, allowed, policy)
+		m.tapAuthz(ctx, allowed, policy)
 	})
 	var msg string
 	switch d.Outcome {

@@ -455,6 +455,9 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 	}
 	mreq := xds.RequestFromHTTP(req)
 	rt, ok := st.routes.Match(req.URL.Host, &mreq)
+	if ok && x.m.tap.Active() {
+		tapFrom(ctx).setRoute(rt, "")
+	}
 	if ok && (rt.Action.Kind == xds.ActionRedirect || rt.Action.Kind == xds.ActionDirectResponse) {
 		// Envoy answers these routes itself; so does Weft, with no
 		// upstream contacted. An http.Client then follows a redirect
@@ -472,6 +475,9 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 	if svc == nil {
 		closeBody(req)
 		return nil, true, errClosed
+	}
+	if x.m.tap.Active() {
+		tapFrom(ctx).setRoute(rt, svc.name)
 	}
 	svc.used.Store(true)
 	// The cluster's thresholds and budget come with CDS, before its
