@@ -46,6 +46,7 @@ func (m *Mesh) startAdmin(addr string) error {
 	mux.HandleFunc("GET /stats", m.serveStats)
 	mux.Handle("GET /metrics", m.metricsHandler())
 	mux.Handle("GET /tap", m.tapHandler())
+	mux.HandleFunc("GET /explain", m.serveExplain)
 	mux.HandleFunc("GET /config_dump", func(w http.ResponseWriter, r *http.Request) {
 		var dump any = []any{}
 		if m.xds != nil {

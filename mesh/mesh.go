@@ -16,6 +16,7 @@ import (
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/internal/tap"
+	"github.com/weftmesh/weft/internal/xds"
 	"github.com/weftmesh/weft/resolver"
 	"github.com/weftmesh/weft/security"
 	"github.com/weftmesh/weft/telemetry"
@@ -326,6 +327,8 @@ type service struct {
 	// clusterOpts are given to each balancer the service builds (the
 	// ejection log).
 	clusterOpts []balancer.ClusterOption
+	// cds is an xDS cluster's last CDS resource, for /explain.
+	cds atomic.Pointer[xds.Cluster]
 }
 
 func newService(name string, policy balancer.Builder, config any, res serviceResilience, opts ...balancer.ClusterOption) *service {

@@ -585,6 +585,7 @@ func (w *clusterWatcher) OnUpdate(r xds.Resource) {
 	w.x.logUnapplied("Cluster", r)
 	c := r.(*xds.Cluster)
 	s := w.s
+	s.cds.Store(c)
 	// gRPC channels learn of every change: policy, TLS, thresholds.
 	defer s.subs.notify()
 	w.mu.Lock()

@@ -179,3 +179,16 @@ func valueString(kind StringMatchKind, value string, ignoreCase, present bool, s
 	}
 	return s
 }
+
+// StringMatcherString says what a string matcher accepts: `exact
+// "spiffe://td/ns/a/sa/b"`.
+func StringMatcherString(m *StringMatcher) string {
+	s := valueString(m.Kind, m.Value, m.IgnoreCase, true, 0, 0)
+	if m.Kind == MatchExact {
+		s = "exact " + strconv.Quote(m.Value)
+		if m.IgnoreCase {
+			s += " (any case)"
+		}
+	}
+	return s
+}
