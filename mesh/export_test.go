@@ -42,3 +42,6 @@ func (m *Mesh) SetStaticEndpoints(service string, specs ...string) error {
 
 // TapBus is the mesh's tap, for tests that subscribe without HTTP.
 func TapBus(m *Mesh) *tap.Bus { return m.tap }
+
+// AdminAddr is the admin listener's bound address ("" when off).
+func AdminAddr(m *Mesh) string { return m.adminBound }

@@ -113,7 +113,7 @@ func (c *xdsChannel) route(ctx context.Context, method string) (context.Context,
 	switch {
 	case !st.exists && c.plain:
 		if c.x.m.tap.Active() {
-			tapFrom(ctx).setRoute(nil, "passthrough")
+			tapFrom(ctx).setRoute("", "passthrough")
 		}
 		return balancer.ContextWithGRPCRoute(ctx, &passthroughRoute), callRoute{passthrough: true}, nil
 	case !st.exists:
@@ -141,7 +141,7 @@ func (c *xdsChannel) route(ctx context.Context, method string) (context.Context,
 	}
 	svc.used.Store(true)
 	if c.x.m.tap.Active() {
-		tapFrom(ctx).setRoute(rt, name)
+		tapFrom(ctx).setRoute(plan.label, name)
 	}
 	d := &balancer.GRPCRoute{Cluster: name}
 	if hp := rt.Action.HashPolicies; len(hp) > 0 {

@@ -30,19 +30,26 @@ import (
 // each attempt, the authorization decision) write it there, and the
 // outermost layer publishes the event when the request ends.
 
-// tapCall is the event of one request in flight. Hedged attempts finish
-// concurrently, so it is guarded.
+// tapCall is the event of one request in flight, and the context node
+// that carries it (one allocation for both). Hedged attempts finish
+// concurrently, so it is guarded; once finished it is published as is,
+// and nothing writes it again.
 type tapCall struct {
-	mu       sync.Mutex
-	ev       tap.Event
-	attempts []tapAttempt
+	context.Context
+	mu   sync.Mutex
+	ev   tap.Event
+	side []attemptSide // beside ev.Attempts, index for index
+	done bool
+	// inline hold the first attempts, so a request that makes no more
+	// allocates nothing for them.
+	inlineAttempts [2]tap.Attempt
+	inlineSide     [2]attemptSide
 }
 
-type tapAttempt struct {
-	tap.Attempt
-	start time.Time
-	resp  *http.Response // the attempt's response, to tell the winner
-	peer  string
+// attemptSide is what the tap knows of an attempt beyond its line.
+type attemptSide struct {
+	resp *http.Response // the attempt's response, to tell the winner
+	peer string
 	// pending: the attempt had not ended when the request did (a hedge
 	// that lost the race).
 	pending bool
@@ -50,30 +57,44 @@ type tapAttempt struct {
 
 type tapKey struct{}
 
+func (c *tapCall) Value(key any) any {
+	if key == (tapKey{}) {
+		return c
+	}
+	return c.Context.Value(key)
+}
+
 func tapFrom(ctx context.Context) *tapCall {
 	c, _ := ctx.Value(tapKey{}).(*tapCall)
 	return c
 }
 
 func newTapCall(ctx context.Context, direction, protocol, method, authority, path string) (context.Context, *tapCall) {
-	c := &tapCall{ev: tap.Event{Time: time.Now(), Direction: direction, Protocol: protocol, Method: method, Authority: authority, Path: path}}
+	c := &tapCall{Context: ctx, ev: tap.Event{Time: time.Now(), Direction: direction, Protocol: protocol, Method: method, Authority: authority, Path: path}}
+	c.ev.Attempts, c.side = c.inlineAttempts[:0], c.inlineSide[:0]
 	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
 		c.ev.TraceID = sc.TraceID().String()
 	}
-	return context.WithValue(ctx, tapKey{}, c), c
+	return c, c
 }
 
-// setRoute records the routing decision.
-func (c *tapCall) setRoute(rt *xds.Route, cluster string) {
+// setRoute records the routing decision: the route's label (routeLabel)
+// and the cluster, each kept when empty.
+func (c *tapCall) setRoute(label, cluster string) {
 	if c == nil {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if rt != nil {
-		c.ev.Route = routeLabel(rt)
+	if c.done {
+		return
 	}
-	c.ev.Cluster = cluster
+	if label != "" {
+		c.ev.Route = label
+	}
+	if cluster != "" {
+		c.ev.Cluster = cluster
+	}
 }
 
 // routeLabel names a route for an operator: its name, or what it matches.
@@ -100,30 +121,35 @@ func (c *tapCall) startAttempt(ctx context.Context, endpoint string) int {
 	reason := tap.ReasonHedge
 	if !hedge {
 		reason = tap.ReasonFirst
-		for _, a := range c.attempts {
+		for _, a := range c.ev.Attempts {
 			if a.Reason != tap.ReasonHedge {
 				reason = tap.ReasonRetry
 				break
 			}
 		}
 	}
-	c.attempts = append(c.attempts, tapAttempt{Attempt: tap.Attempt{Endpoint: endpoint, Reason: reason}, start: time.Now(), pending: true})
-	return len(c.attempts) - 1
+	c.ev.Attempts = append(c.ev.Attempts, tap.Attempt{Endpoint: endpoint, Reason: reason})
+	c.side = append(c.side, attemptSide{pending: true})
+	return len(c.side) - 1
 }
 
-// endAttempt records the outcome of attempt i.
+// endAttempt records the outcome of attempt i, unless the request has
+// ended (a losing hedge): its line is out.
 func (c *tapCall) endAttempt(i int, resp *http.Response, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	a := &c.attempts[i]
-	a.pending, a.resp = false, resp
+	if c.done {
+		return
+	}
+	a, side := &c.ev.Attempts[i], &c.side[i]
+	side.pending, side.resp = false, resp
 	if err != nil {
 		a.Error = err.Error()
 	}
 	if resp != nil {
 		a.Status = resp.StatusCode
 		if id, ok := security.PeerIDFromTLS(resp.TLS); ok {
-			a.peer = id.String()
+			side.peer = id.String()
 		}
 	}
 }
@@ -134,14 +160,17 @@ func (c *tapCall) endGRPCAttempt(i int, p *peer.Peer, err error) {
 	st := status.Convert(err)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	a := &c.attempts[i]
-	a.pending = false
+	if c.done {
+		return
+	}
+	a, side := &c.ev.Attempts[i], &c.side[i]
+	side.pending = false
 	if p.Addr != nil {
 		a.Endpoint = p.Addr.String()
 	}
 	if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok {
 		if id, ok := security.PeerIDFromTLS(&ti.State); ok {
-			a.peer = id.String()
+			side.peer = id.String()
 		}
 	}
 	a.Status, a.GRPCStatus = grpcHTTPStatus(st.Code()), st.Code().String()
@@ -161,7 +190,7 @@ func (c *tapCall) authz(allowed bool, rule string) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.ev.Authz != nil && c.ev.Authz.Decision == "deny" {
+	if c.done || c.ev.Authz != nil && c.ev.Authz.Decision == "deny" {
 		return
 	}
 	d := "allow"
@@ -183,31 +212,31 @@ func (m *Mesh) tapAuthz(ctx context.Context, allowed bool, rule string) {
 func (c *tapCall) finish(b *tap.Bus, resp *http.Response) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ev := c.ev
+	if c.done {
+		return
+	}
+	c.done = true
+	ev := &c.ev
 	ev.LatencyMS = tap.Since(ev.Time)
-	slices.SortStableFunc(c.attempts, func(a, b tapAttempt) int { return a.start.Compare(b.start) })
-	ev.Attempts = make([]tap.Attempt, len(c.attempts))
-	var winner *tapAttempt
-	for i := range c.attempts {
-		a := &c.attempts[i]
-		if a.pending && a.Error == "" {
-			a.Error = "still in flight when the request ended: another attempt answered first"
+	winner := -1
+	for i := range c.side {
+		if c.side[i].pending && ev.Attempts[i].Error == "" {
+			ev.Attempts[i].Error = "still in flight when the request ended: another attempt answered first"
 		}
-		ev.Attempts[i] = a.Attempt
-		if resp != nil && a.resp == resp {
-			winner = a
+		if resp != nil && c.side[i].resp == resp {
+			winner = i
 		}
 	}
-	if winner == nil && len(c.attempts) > 0 {
-		winner = &c.attempts[len(c.attempts)-1]
+	if winner < 0 {
+		winner = len(c.side) - 1
 	}
-	if winner != nil {
-		ev.Endpoint = winner.Endpoint
+	if winner >= 0 {
+		ev.Endpoint = ev.Attempts[winner].Endpoint
 		if ev.Peer == "" {
-			ev.Peer = winner.peer
+			ev.Peer = c.side[winner].peer
 		}
 	}
-	b.Publish(&ev)
+	b.Publish(ev)
 }
 
 // tapRoundTrip is transport.RoundTrip with the request tapped.

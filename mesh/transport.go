@@ -97,7 +97,7 @@ func (t *transport) roundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	if t.m.tap.Active() {
-		tapFrom(req.Context()).setRoute(nil, svc.name)
+		tapFrom(req.Context()).setRoute("", svc.name)
 	}
 	resp, err := t.serviceRoundTripper(svc).RoundTrip(req)
 	countOverflow(req.Context(), svc, err)

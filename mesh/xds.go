@@ -196,6 +196,8 @@ type hostState struct {
 // life of the route configuration version that made it.
 type routePlan struct {
 	*route.Plan
+	// label names the route on /tap.
+	label string
 	// rts caches the retrying round tripper of each (transport, cluster)
 	// this route sends to, so a request builds none.
 	rts sync.Map // planKey -> *plannedRT
@@ -424,7 +426,7 @@ func (x *xdsPath) publish(h *xdsHost, rc *xds.RouteConfig, listenerTimeout time.
 	st := &hostState{exists: true, routes: rc, plans: map[*xds.Route]*routePlan{}, defaultTimeout: listenerTimeout}
 	for _, vh := range rc.VirtualHosts {
 		for _, r := range vh.Routes {
-			st.plans[r] = &routePlan{Plan: route.New(r, listenerTimeout)}
+			st.plans[r] = &routePlan{Plan: route.New(r, listenerTimeout), label: routeLabel(r)}
 			x.noteSession(r.Session != nil)
 		}
 	}
@@ -456,7 +458,7 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 	mreq := xds.RequestFromHTTP(req)
 	rt, ok := st.routes.Match(req.URL.Host, &mreq)
 	if ok && x.m.tap.Active() {
-		tapFrom(ctx).setRoute(rt, "")
+		tapFrom(ctx).setRoute(st.plans[rt].label, "")
 	}
 	if ok && (rt.Action.Kind == xds.ActionRedirect || rt.Action.Kind == xds.ActionDirectResponse) {
 		// Envoy answers these routes itself; so does Weft, with no
@@ -477,7 +479,7 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 		return nil, true, errClosed
 	}
 	if x.m.tap.Active() {
-		tapFrom(ctx).setRoute(rt, svc.name)
+		tapFrom(ctx).setRoute(st.plans[rt].label, svc.name)
 	}
 	svc.used.Store(true)
 	// The cluster's thresholds and budget come with CDS, before its

@@ -320,3 +320,37 @@ func BenchmarkPublish(b *testing.B) {
 		bus.Publish(e)
 	}
 }
+
+// AppendJSON writes what encoding/json writes for an event.
+func TestAppendJSONIsEncodingJSON(t *testing.T) {
+	for _, e := range []tap.Event{
+		{Attempts: []tap.Attempt{}},
+		{
+			Time: time.Date(2026, 12, 7, 1, 2, 3, 456789, time.FixedZone("x", 3600)), Direction: tap.Inbound, Protocol: tap.GRPC,
+			Method: "/pkg.S/M", Authority: "orders:8080", Path: "/a\"b\\c\n\t<&>\u2028\x01é\xff", Status: 200, GRPCStatus: "PermissionDenied",
+			LatencyMS: 12.3456, Peer: "spiffe://td/ns/a/sa/b", Route: `prefix "/"`, Cluster: "c", Endpoint: "127.0.0.1:1",
+			Attempts: []tap.Attempt{{Endpoint: "a", Status: 503, Reason: "first", Error: "boom"}, {Endpoint: "b", Status: 200, GRPCStatus: "OK", Reason: "hedge"}},
+			Authz:    &tap.Authz{Decision: "deny", Rule: "ns/deny"}, TraceID: "0123", Error: "x", Dropped: 7,
+		},
+	} {
+		got := e.AppendJSON(nil)
+		want, err := json.Marshal(&e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(want) {
+			t.Errorf("AppendJSON:\n%s\nencoding/json:\n%s", got, want)
+		}
+	}
+}
+
+func BenchmarkAppendJSON(b *testing.B) {
+	e := tap.Event{Time: time.Now(), Direction: tap.Outbound, Protocol: tap.HTTP, Method: "GET", Authority: "orders:8080", Path: "/items/1",
+		Status: 200, LatencyMS: 1.25, Route: "default", Cluster: "orders", Endpoint: "10.0.0.1:8080",
+		Attempts: []tap.Attempt{{Endpoint: "10.0.0.1:8080", Status: 200, Reason: "first"}}}
+	var buf []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = e.AppendJSON(buf[:0])
+	}
+}
