@@ -1,9 +1,9 @@
 package mesh_test
 
 import (
-	"bufio"
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"syscall"
@@ -14,11 +14,10 @@ import (
 	"github.com/weftmesh/weft/mesh"
 )
 
-// tapBenchMeshes returns a plain client with its URL, and two meshes
-// routing http://orders:8080/items by xDS to the same loopback server:
-// one nobody taps, one followed by a /tap reader that decodes nothing and
-// keeps up (a person's curl). The reader stops at cleanup.
-func tapBenchMeshes(b *testing.B) (plain *http.Client, plainURL string, off, on *mesh.Mesh) {
+// tapBenchMesh returns a plain client with its URL, and a mesh with an
+// admin listener routing http://orders:8080/items by xDS to the same
+// loopback server.
+func tapBenchMesh(b *testing.B) (plain *http.Client, plainURL string, m *mesh.Mesh) {
 	b.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, "k")
@@ -30,69 +29,67 @@ func tapBenchMeshes(b *testing.B) (plain *http.Client, plainURL string, off, on 
 		xdstest.RouteConfig("orders-routes", "*", "orders"),
 		xdstest.Cluster("orders", ""),
 		xdstest.Endpoints("orders", srv.Listener.Addr().String()))
-	newBench := func(opts ...mesh.Option) *mesh.Mesh {
-		m, err := mesh.New(context.Background(), append([]mesh.Option{mesh.WithBootstrap(cp.Bootstrap("bench"))}, opts...)...)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { m.Close() })
-		return m
+	m, err := mesh.New(context.Background(), mesh.WithBootstrap(cp.Bootstrap("bench")), mesh.WithAdminAddr("127.0.0.1:0"),
+		mesh.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		b.Fatal(err)
 	}
-	ln := "127.0.0.1:0"
-	off = newBench()
-	on = newBench(mesh.WithAdminAddr(ln))
-	admin := mesh.AdminAddr(on)
+	b.Cleanup(func() { m.Close() })
+	plainTransport := http.DefaultTransport.(*http.Transport).Clone()
+	b.Cleanup(plainTransport.CloseIdleConnections)
+	doGET(b, m.HTTPClient(), "http://orders:8080/items")
+	return &http.Client{Transport: plainTransport}, srv.URL + "/items", m
+}
 
+// follower opens /tap on m like `curl -N > /dev/null`: it reads every
+// line and keeps up. stop closes it and waits until the mesh has no
+// follower left, so what runs next runs with the tap off.
+func follower(b *testing.B, m *mesh.Mesh) (stop func()) {
+	b.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	tr := &http.Transport{}
-	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+admin+"/tap", nil)
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+mesh.AdminAddr(m)+"/tap", nil)
 	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil || resp.StatusCode != http.StatusOK {
 		cancel()
 		b.Fatalf("/tap: %v %v", resp, err)
 	}
-	lines := make(chan struct{}, 1)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		sc := bufio.NewScanner(resp.Body)
-		for sc.Scan() {
-			select {
-			case lines <- struct{}{}:
-			default:
+		io.Copy(io.Discard, resp.Body)
+	}()
+	return func() {
+		cancel()
+		resp.Body.Close()
+		<-done
+		tr.CloseIdleConnections()
+		for deadline := time.Now().Add(10 * time.Second); mesh.TapBus(m).Active(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				b.Fatal("the follower is still subscribed 10s after it left")
 			}
 		}
-	}()
-	b.Cleanup(func() { cancel(); resp.Body.Close(); <-done; tr.CloseIdleConnections() })
-
-	plainTransport := http.DefaultTransport.(*http.Transport).Clone()
-	b.Cleanup(plainTransport.CloseIdleConnections)
-	doGET(b, off.HTTPClient(), "http://orders:8080/items")
-	doGET(b, on.HTTPClient(), "http://orders:8080/items")
-	select {
-	case <-lines:
-	case <-time.After(10 * time.Second):
-		b.Fatal("no /tap line for the first request")
 	}
-	return &http.Client{Transport: plainTransport}, srv.URL + "/items", off, on
 }
 
 // BenchmarkTapGET is BenchmarkSequentialGETXDS with the tap off (nobody
 // follows /tap) and on (one follower), each measured alone.
 func BenchmarkTapGET(b *testing.B) {
-	_, _, off, on := tapBenchMeshes(b)
-	for _, c := range []struct {
-		name string
-		m    *mesh.Mesh
-	}{{"off", off}, {"on", on}} {
-		b.Run(c.name, func(b *testing.B) {
-			cl := c.m.HTTPClient()
-			b.ReportAllocs()
-			for b.Loop() {
-				doGET(b, cl, "http://orders:8080/items")
-			}
-		})
-	}
+	_, _, m := tapBenchMesh(b)
+	cl := m.HTTPClient()
+	b.Run("off", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			doGET(b, cl, "http://orders:8080/items")
+		}
+	})
+	b.Run("on", func(b *testing.B) {
+		defer follower(b, m)()
+		b.ReportAllocs()
+		for b.Loop() {
+			doGET(b, cl, "http://orders:8080/items")
+		}
+	})
 }
 
 // cpuNow is the CPU time this process has used, user and system, on
@@ -105,32 +102,51 @@ func cpuNow() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// interleave runs the gets in turn, in blocks of 100 requests each so
-// all see the same machine state, until b.Loop ends, and reports each
-// one's mean wall-clock and CPU time per request and the ratios of the
-// later ones to the first.
-func interleave(b *testing.B, names []string, gets []func()) {
+// benchKind is one kind of request an interleaved benchmark sends, with
+// what must hold around its blocks (not timed).
+type benchKind struct {
+	name  string
+	get   func()
+	setup func() (teardown func()) // nil: none
+}
+
+// interleave sends blocks of 100 requests of each kind in turn, so all
+// see the same machine state, each round starting with the next kind, until b.Loop ends, and reports each kind's
+// mean wall-clock and CPU time per request and their ratios to the
+// first kind's.
+func interleave(b *testing.B, kinds []benchKind) {
 	const block = 100
-	wall := make([]time.Duration, len(gets))
-	cpu := make([]time.Duration, len(gets))
+	wall := make([]time.Duration, len(kinds))
+	cpu := make([]time.Duration, len(kinds))
 	n := 0
 	for b.Loop() {
-		for i, get := range gets {
+		// Each round starts with the next kind, so none always follows
+		// the same one.
+		for j := range kinds {
+			i := (j + n/block) % len(kinds)
+			k := kinds[i]
+			var teardown func()
+			if k.setup != nil {
+				teardown = k.setup()
+			}
 			w0, c0 := time.Now(), cpuNow()
 			for range block {
-				get()
+				k.get()
 			}
 			cpu[i] += cpuNow() - c0
 			wall[i] += time.Since(w0)
+			if teardown != nil {
+				teardown()
+			}
 		}
 		n += block
 	}
-	for i, name := range names {
-		b.ReportMetric(float64(wall[i].Nanoseconds())/float64(n), name+"-ns/req")
-		b.ReportMetric(float64(cpu[i].Nanoseconds())/float64(n), name+"-cpu-ns/req")
+	for i, k := range kinds {
+		b.ReportMetric(float64(wall[i].Nanoseconds())/float64(n), k.name+"-ns/req")
+		b.ReportMetric(float64(cpu[i].Nanoseconds())/float64(n), k.name+"-cpu-ns/req")
 		if i > 0 {
-			b.ReportMetric(float64(wall[i])/float64(wall[0]), name+"/"+names[0])
-			b.ReportMetric(float64(cpu[i])/float64(cpu[0]), name+"/"+names[0]+"-cpu")
+			b.ReportMetric(float64(wall[i])/float64(wall[0]), k.name+"/"+kinds[0].name)
+			b.ReportMetric(float64(cpu[i])/float64(cpu[0]), k.name+"/"+kinds[0].name+"-cpu")
 		}
 	}
 }
@@ -142,13 +158,14 @@ func interleave(b *testing.B, names []string, gets []func()) {
 // is what one follower adds, reader included. Each b.N iteration is 100
 // requests of each kind.
 func BenchmarkTapGETInterleaved(b *testing.B) {
-	plain, plainURL, off, on := tapBenchMeshes(b)
+	plain, plainURL, m := tapBenchMesh(b)
 	doGET(b, plain, plainURL)
-	offC, onC := off.HTTPClient(), on.HTTPClient()
-	interleave(b, []string{"plain", "off", "on"}, []func(){
-		func() { doGET(b, plain, plainURL) },
-		func() { doGET(b, offC, "http://orders:8080/items") },
-		func() { doGET(b, onC, "http://orders:8080/items") },
+	cl := m.HTTPClient()
+	get := func() { doGET(b, cl, "http://orders:8080/items") }
+	interleave(b, []benchKind{
+		{name: "plain", get: func() { doGET(b, plain, plainURL) }},
+		{name: "off", get: get},
+		{name: "on", get: get, setup: func() func() { return follower(b, m) }},
 	})
 }
 
@@ -168,13 +185,12 @@ func (memRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 // with the mesh's own work on a request (route match, pick, retry
 // layer), not with a loopback round trip, which is far longer.
 func BenchmarkTapMeshOnly(b *testing.B) {
-	_, _, off, on := tapBenchMeshes(b)
-	offC := &http.Client{Transport: off.Transport(memRoundTripper{})}
-	onC := &http.Client{Transport: on.Transport(memRoundTripper{})}
-	doGET(b, offC, "http://orders:8080/items")
-	doGET(b, onC, "http://orders:8080/items")
-	interleave(b, []string{"off", "on"}, []func(){
-		func() { doGET(b, offC, "http://orders:8080/items") },
-		func() { doGET(b, onC, "http://orders:8080/items") },
+	_, _, m := tapBenchMesh(b)
+	cl := &http.Client{Transport: m.Transport(memRoundTripper{})}
+	get := func() { doGET(b, cl, "http://orders:8080/items") }
+	get()
+	interleave(b, []benchKind{
+		{name: "off", get: get},
+		{name: "on", get: get, setup: func() func() { return follower(b, m) }},
 	})
 }
