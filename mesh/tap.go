@@ -265,6 +265,22 @@ func (c *xdsChannel) tapUnary(ctx context.Context, method string, req, reply any
 	return err
 }
 
+// grpcTapCall taps the unary calls of a channel to a mesh service
+// outside xDS (WEFT_ENDPOINTS, WEFT_DNS): the service is the cluster.
+func (m *Mesh) grpcTapCall(target string) grpc.DialOption {
+	cluster := m.grpcServiceName(target)
+	return grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if !m.tap.Active() {
+			return invoker(ctx, method, req, reply, cc, opts...)
+		}
+		ctx, call := newTapCall(ctx, tap.Outbound, tap.GRPC, method, target, method)
+		call.setRoute("", cluster)
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		call.finishGRPC(m.tap, err)
+		return err
+	})
+}
+
 // tapAttemptUnary is the innermost interceptor of a route's unary chain:
 // with the call tapped, it records each attempt's endpoint (learnt from
 // the connection the balancer picked) and outcome.

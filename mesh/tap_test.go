@@ -19,7 +19,6 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -383,12 +382,14 @@ spec:
   - to: [{operation: {paths: ["/grpc.health.v1.Health/List"]}}]
 `
 
-// TestTapInboundGRPC: a mesh gRPC server's calls show on /tap with their
-// code and the authorization decision, a denial naming its policy.
-func TestTapInboundGRPC(t *testing.T) {
-	admin := freeAddr(t)
-	m := newMesh(t, mesh.WithAdminAddr(admin), mesh.WithAuthorizationPolicyFile(writePolicy(t, denyListPolicy)))
-	gs, err := m.NewGRPCServer()
+// TestTapGRPCOutsideXDS: a mesh gRPC server's calls show on its /tap with
+// their code and the authorization decision, a denial naming its
+// policy; the client mesh, which knows the server from WEFT_ENDPOINTS,
+// shows the same calls outbound, the service as their cluster.
+func TestTapGRPCOutsideXDS(t *testing.T) {
+	srvAdmin, clAdmin := freeAddr(t), freeAddr(t)
+	srv := newMesh(t, mesh.WithAdminAddr(srvAdmin), mesh.WithAuthorizationPolicyFile(writePolicy(t, denyListPolicy)))
+	gs, err := srv.NewGRPCServer()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -399,9 +400,11 @@ func TestTapInboundGRPC(t *testing.T) {
 	}
 	go gs.Serve(ln)
 	defer gs.Stop()
-	lines := follow(t, admin, "?direction=inbound&protocol=grpc")
+	cl := newMesh(t, mesh.WithAdminAddr(clAdmin), mesh.WithEndpoints("health", ln.Addr().String()))
+	inbound := follow(t, srvAdmin, "?direction=inbound&protocol=grpc")
+	outbound := follow(t, clAdmin, "?direction=outbound&service=health")
 
-	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := cl.DialGRPC("health")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -415,13 +418,20 @@ func TestTapInboundGRPC(t *testing.T) {
 	if _, err := hc.List(ctx, &healthpb.HealthListRequest{}); status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("List: %v, want PermissionDenied", err)
 	}
-	check := await(t, lines, "Check", func(ev map[string]any) bool { return ev["method"] == "/grpc.health.v1.Health/Check" })
+	check := await(t, inbound, "Check", func(ev map[string]any) bool { return ev["method"] == "/grpc.health.v1.Health/Check" })
 	if a, _ := check["authz"].(map[string]any); check["grpc_status"] != "OK" || check["status"] != float64(200) || a["decision"] != "allow" ||
 		check["path"] != "/grpc.health.v1.Health/Check" || !strings.HasPrefix(fmt.Sprint(check["endpoint"]), "127.0.0.1:") {
 		t.Errorf("Check: %v, want OK, allowed, from 127.0.0.1", check)
 	}
-	list := await(t, lines, "List", func(ev map[string]any) bool { return ev["method"] == "/grpc.health.v1.Health/List" })
+	list := await(t, inbound, "List", func(ev map[string]any) bool { return ev["method"] == "/grpc.health.v1.Health/List" })
 	if a, _ := list["authz"].(map[string]any); list["grpc_status"] != "PermissionDenied" || a["decision"] != "deny" || a["rule"] != "ops/deny-list" {
 		t.Errorf("List: %v, want PermissionDenied, denied by ops/deny-list", list)
+	}
+	out := await(t, outbound, "List, outbound", func(ev map[string]any) bool { return ev["method"] == "/grpc.health.v1.Health/List" })
+	if out["cluster"] != "health" || out["endpoint"] != ln.Addr().String() || out["grpc_status"] != "PermissionDenied" || out["authority"] != "health" {
+		t.Errorf("List, outbound: %v, want cluster health, endpoint %s, PermissionDenied", out, ln.Addr())
+	}
+	if r, _ := attemptsOf(out); fmt.Sprint(r) != "[first]" {
+		t.Errorf("List, outbound: attempts %v, want one first attempt", r)
 	}
 }
