@@ -24,6 +24,8 @@ import (
 //     sanitize the header;
 //   - the server span and metrics (OpenTelemetry; trace context taken from
 //     the request);
+//   - the request's line on the admin listener's /tap, while someone
+//     follows it (outside authorization, so denials show with their rule);
 //   - the caller's verified SPIFFE ID into the request context (see
 //     security.PeerID);
 //   - the caller's remaining time budget (TimeoutHeader) as the context
