@@ -65,10 +65,8 @@ func (m *Mesh) DialGRPC(target string, opts ...grpc.DialOption) (*grpc.ClientCon
 		if m.isClosed() {
 			return nil, fmt.Errorf("weft: DialGRPC(%q): %w", target, errClosed)
 		}
-		base = append(base, m.grpcTapCall(target)) // outermost: the whole call
 		base = append(base, m.grpcClientResilience(target)...)
 		base = append(base, m.grpcSessionOptions()...) // beneath retries: per attempt
-		base = append(base, grpc.WithChainUnaryInterceptor(tapAttemptUnary(m.tap)))
 		target = grpcScheme + ":///" + target
 		base = append(base,
 			grpc.WithResolvers(m.grpcRes),

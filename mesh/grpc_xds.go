@@ -253,7 +253,7 @@ func (p *routePlan) grpcUnary(svc *service, bus *tap.Bus) grpc.UnaryClientInterc
 	if res.breaker != nil {
 		chain = append(chain, resilience.BreakerUnaryClientInterceptor(res.breaker))
 	}
-	chain = append(chain, resilience.ThresholdsUnaryClientInterceptor(res.thresholds), tapAttemptUnary(bus), sessionUnary)
+	chain = append(chain, resilience.ThresholdsUnaryClientInterceptor(res.thresholds), tapAttemptUnary(bus, sessionUnary))
 	ic := chainUnary(chain)
 	p.grpc.Store(svc, &plannedGRPC{res: res, ic: ic})
 	return ic

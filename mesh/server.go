@@ -108,20 +108,6 @@ func withoutForwardedClientCert(r *http.Request) *http.Request {
 	return r
 }
 
-// stripForwardedClientCertUnary is stripForwardedClientCert for gRPC
-// calls: the metadata that authorization rules and the handler read
-// carries no x-forwarded-client-cert.
-func stripForwardedClientCertUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	return handler(withoutForwardedClientCertMD(ctx), req)
-}
-
-func stripForwardedClientCertStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if ctx := withoutForwardedClientCertMD(ss.Context()); ctx != ss.Context() {
-		ss = ctxStream{ServerStream: ss, ctx: ctx}
-	}
-	return handler(srv, ss)
-}
-
 // ctxStream is a server stream with another context.
 type ctxStream struct {
 	grpc.ServerStream
@@ -310,8 +296,7 @@ type GRPCServer interface {
 func (m *Mesh) NewGRPCServer(opts ...grpc.ServerOption) (GRPCServer, error) {
 	base := append([]grpc.ServerOption{m.grpcServerTelemetry()}, m.authzServerOptions()...)
 	base = append(base, m.grpcServerResilience()...)
-	strip := []grpc.ServerOption{grpc.ChainUnaryInterceptor(stripForwardedClientCertUnary, m.tapServerUnary),
-		grpc.ChainStreamInterceptor(stripForwardedClientCertStream, m.tapServerStream)}
+	strip := []grpc.ServerOption{grpc.ChainUnaryInterceptor(m.stripAndTapUnary), grpc.ChainStreamInterceptor(m.stripAndTapStream)}
 	switch {
 	case m.inbound == nil:
 		return grpc.NewServer(append(append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds())}, append(strip, base...)...), opts...)...), nil

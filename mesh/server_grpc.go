@@ -62,8 +62,8 @@ func (m *Mesh) newXDSGRPCServer(base, opts []grpc.ServerOption) *xdsGRPCServer {
 	}
 	creds := security.PerConnectionCredentials(ctx, m.inboundTLSChooser("", cfgs), security.WithLogger(m.log))
 	all := append([]grpc.ServerOption{grpc.Creds(creds),
-		grpc.ChainUnaryInterceptor(stripForwardedClientCertUnary, m.tapServerUnary, m.xdsInboundUnary),
-		grpc.ChainStreamInterceptor(stripForwardedClientCertStream, m.tapServerStream, m.xdsInboundStream)}, base...)
+		grpc.ChainUnaryInterceptor(m.stripAndTapUnary, m.xdsInboundUnary),
+		grpc.ChainStreamInterceptor(m.stripAndTapStream, m.xdsInboundStream)}, base...)
 	return &xdsGRPCServer{Server: grpc.NewServer(append(all, opts...)...), cancel: cancel}
 }
 

@@ -265,37 +265,37 @@ func (c *xdsChannel) tapUnary(ctx context.Context, method string, req, reply any
 	return err
 }
 
-// grpcTapCall taps the unary calls of a channel to a mesh service
-// outside xDS (WEFT_ENDPOINTS, WEFT_DNS): the service is the cluster.
-func (m *Mesh) grpcTapCall(target string) grpc.DialOption {
-	cluster := m.grpcServiceName(target)
-	return grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+// tapCallUnary wraps next, the outermost interceptor of a channel to a
+// mesh service outside xDS (WEFT_ENDPOINTS, WEFT_DNS), to tap its unary
+// calls: the service is the cluster.
+func (m *Mesh) tapCallUnary(cluster, target string, next grpc.UnaryClientInterceptor) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		if !m.tap.Active() {
-			return invoker(ctx, method, req, reply, cc, opts...)
+			return next(ctx, method, req, reply, cc, invoker, opts...)
 		}
 		ctx, call := newTapCall(ctx, tap.Outbound, tap.GRPC, method, target, method)
 		call.setRoute("", cluster)
-		err := invoker(ctx, method, req, reply, cc, opts...)
+		err := next(ctx, method, req, reply, cc, invoker, opts...)
 		call.finishGRPC(m.tap, err)
 		return err
-	})
+	}
 }
 
-// tapAttemptUnary is the innermost interceptor of a route's unary chain:
-// with the call tapped, it records each attempt's endpoint (learnt from
-// the connection the balancer picked) and outcome.
-func tapAttemptUnary(b *tap.Bus) grpc.UnaryClientInterceptor {
+// tapAttemptUnary wraps next, the innermost interceptor of a channel (it
+// runs once per attempt): with the call tapped, it records each attempt's
+// endpoint (learnt from the connection the balancer picked) and outcome.
+func tapAttemptUnary(b *tap.Bus, next grpc.UnaryClientInterceptor) grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		if !b.Active() {
-			return invoker(ctx, method, req, reply, cc, opts...)
+			return next(ctx, method, req, reply, cc, invoker, opts...)
 		}
 		call := tapFrom(ctx)
 		if call == nil {
-			return invoker(ctx, method, req, reply, cc, opts...)
+			return next(ctx, method, req, reply, cc, invoker, opts...)
 		}
 		var p peer.Peer
 		i := call.startAttempt(ctx, "")
-		err := invoker(ctx, method, req, reply, cc, append(slices.Clip(opts), grpc.Peer(&p))...)
+		err := next(ctx, method, req, reply, cc, invoker, append(slices.Clip(opts), grpc.Peer(&p))...)
 		call.endGRPCAttempt(i, &p, err)
 		return err
 	}
@@ -368,8 +368,24 @@ func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// tapServerUnary and tapServerStream tap inbound gRPC calls, outside
-// authorization.
+// stripAndTapUnary and stripAndTapStream are the first interceptors of a
+// mesh gRPC server: x-forwarded-client-cert removed from the metadata
+// that authorization rules and the handler read, as
+// stripForwardedClientCert removes it from HTTP requests, then the call
+// tapped, outside authorization. One interceptor, not two: grpc-go allocates per call for
+// each interceptor of a chain, and an idle tap must cost nothing.
+func (m *Mesh) stripAndTapUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	return m.tapServerUnary(withoutForwardedClientCertMD(ctx), req, info, handler)
+}
+
+func (m *Mesh) stripAndTapStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if ctx := withoutForwardedClientCertMD(ss.Context()); ctx != ss.Context() {
+		ss = ctxStream{ServerStream: ss, ctx: ctx}
+	}
+	return m.tapServerStream(srv, ss, info, handler)
+}
+
+// tapServerUnary and tapServerStream tap inbound gRPC calls.
 func (m *Mesh) tapServerUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	if !m.tap.Active() {
 		return handler(ctx, req)
