@@ -14,12 +14,23 @@ import (
 
 // The admin endpoint is for operators, on its own listener (WEFT_ADMIN_ADDR),
 // never on the service's port. telemetry/admin serves it; the mesh is its
-// Source (adminSource) and mounts nothing else today.
+// Source (adminSource) and mounts /tap and /explain.
 func (m *Mesh) startAdmin(addr string) error {
 	srv, err := admin.New(addr, adminSource{m},
 		admin.WithHosts(m.cfg.adminHosts...), admin.WithPprof(m.cfg.adminPprof), admin.WithMetrics(m.metricsHandler()))
 	if err != nil {
 		return err
+	}
+	// Operators follow live requests (/tap) and ask what a request would
+	// do (/explain); both are the mesh's, mounted behind the Host check.
+	for _, h := range []struct {
+		pattern string
+		h       http.Handler
+	}{{"GET /tap", m.tapHandler()}, {"GET /explain", http.HandlerFunc(m.serveExplain)}} {
+		if err := srv.Handle(h.pattern, h.h); err != nil {
+			srv.Close()
+			return err
+		}
 	}
 	m.admin = srv
 	m.adminBound = srv.Addr().String()

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/weftmesh/weft/internal/tap"
 	"github.com/weftmesh/weft/resolver"
 )
 
@@ -38,3 +39,9 @@ func (m *Mesh) SetStaticEndpoints(service string, specs ...string) error {
 	m.static.Update(service, parsed[service])
 	return nil
 }
+
+// TapBus is the mesh's tap, for tests that subscribe without HTTP.
+func TapBus(m *Mesh) *tap.Bus { return m.tap }
+
+// AdminAddr is the admin listener's bound address ("" when off).
+func AdminAddr(m *Mesh) string { return m.adminBound }

@@ -19,6 +19,7 @@ import (
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/internal/fault"
 	"github.com/weftmesh/weft/internal/route"
+	"github.com/weftmesh/weft/internal/tap"
 	"github.com/weftmesh/weft/internal/xds"
 	"github.com/weftmesh/weft/resilience"
 	"github.com/weftmesh/weft/resolver"
@@ -123,6 +124,9 @@ func (c *xdsChannel) route(ctx context.Context, method string) (context.Context,
 	st := h.state.Load()
 	switch {
 	case !st.exists && c.plain:
+		if c.x.m.tap.Active() {
+			tapFrom(ctx).setRoute("", "passthrough")
+		}
 		return balancer.ContextWithGRPCRoute(ctx, &passthroughRoute), callRoute{passthrough: true}, nil
 	case !st.exists:
 		return ctx, callRoute{}, status.Errorf(codes.Unavailable, "weft: listener %q does not exist", h.name)
@@ -162,6 +166,9 @@ func (c *xdsChannel) route(ctx context.Context, method string) (context.Context,
 		return ctx, callRoute{}, status.Error(codes.Unavailable, errClosed.Error())
 	}
 	svc.used.Store(true)
+	if c.x.m.tap.Active() {
+		tapFrom(ctx).setRoute(plan.label, name)
+	}
 	d := &balancer.GRPCRoute{Cluster: name}
 	if hp := rt.Action.HashPolicies; len(hp) > 0 {
 		d.Hash, d.HasHash = route.GRPCHash(req.Header, hp, c.client)
@@ -181,6 +188,13 @@ func (c *xdsChannel) route(ctx context.Context, method string) (context.Context,
 var passthroughRoute = balancer.GRPCRoute{Cluster: passthroughCluster}
 
 func (c *xdsChannel) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	if c.x.m.tap.Active() {
+		return c.tapUnary(ctx, method, req, reply, cc, invoker, opts...)
+	}
+	return c.unaryCall(ctx, method, req, reply, cc, invoker, opts...)
+}
+
+func (c *xdsChannel) unaryCall(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 	ctx, cr, err := c.route(ctx, method)
 	if err != nil {
 		return err
@@ -196,7 +210,7 @@ func (c *xdsChannel) unary(ctx context.Context, method string, req, reply any, c
 	if len(cr.plan.Route.Action.MirrorPolicies) > 0 {
 		c.mirrorUnary(ctx, cr.plan, method, req, reply, cc, invoker, opts)
 	}
-	return cr.plan.grpcUnary(cr.svc)(ctx, method, req, reply, cc, invoker, opts...)
+	return cr.plan.grpcUnary(cr.svc, c.x.m.tap)(ctx, method, req, reply, cc, invoker, opts...)
 }
 
 func (c *xdsChannel) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
@@ -275,8 +289,8 @@ type plannedGRPC struct {
 // grpcUnary returns the route's unary interceptor to svc: the route's
 // timeout, hedging or retries, the cluster's breaker and thresholds, and
 // the route's session affinity per attempt, built once per route version
-// and cluster state.
-func (p *routePlan) grpcUnary(svc *service) grpc.UnaryClientInterceptor {
+// and cluster state; innermost, the tap's record of each attempt.
+func (p *routePlan) grpcUnary(svc *service, bus *tap.Bus) grpc.UnaryClientInterceptor {
 	res := svc.res.Load()
 	if v, ok := p.grpc.Load(svc); ok && v.(*plannedGRPC).res == res {
 		return v.(*plannedGRPC).ic
@@ -296,7 +310,7 @@ func (p *routePlan) grpcUnary(svc *service) grpc.UnaryClientInterceptor {
 	if res.breaker != nil {
 		chain = append(chain, res.breaker.unary)
 	}
-	chain = append(chain, resilience.ThresholdsUnaryClientInterceptor(res.thresholds), sessionUnary)
+	chain = append(chain, resilience.ThresholdsUnaryClientInterceptor(res.thresholds), tapAttemptUnary(bus, sessionUnary))
 	ic := chainUnary(chain)
 	p.grpc.Store(svc, &plannedGRPC{res: res, ic: ic})
 	return ic

@@ -155,6 +155,11 @@ func (m *Mesh) grpcClientResilience(target string) []grpc.DialOption {
 		unary = append(unary, m.newBreaker(m.grpcServiceName(target)).unary)
 	}
 	unary = append(unary, resilience.ThresholdsUnaryClientInterceptor(th))
+	// The tap's hooks wrap the outermost (the call) and the innermost (each
+	// attempt) rather than adding interceptors: grpc-go allocates per call
+	// for each one in a chain, and an idle tap must cost nothing.
+	unary[0] = m.tapCallUnary(m.grpcServiceName(target), target, unary[0])
+	unary[len(unary)-1] = tapAttemptUnary(m.tap, unary[len(unary)-1])
 	return []grpc.DialOption{
 		grpc.WithChainUnaryInterceptor(unary...),
 		grpc.WithChainStreamInterceptor(resilience.RetryStreamClientInterceptor(m.cfg.retry)),

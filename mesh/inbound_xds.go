@@ -303,6 +303,7 @@ func (m *Mesh) inboundDecision(listener string, st *inboundState, r *http.Reques
 	d := inbound.Decide(st.listener, st.routes, &in, func(allowed bool, policy string) {
 		m.metrics.AuthzDecision(r.Context(), allowed, policy)
 		m.recordXDSDecision(r.Context(), "http", allowed, policy, r.Method, p, ci.Remote)
+		m.tapAuthz(r.Context(), allowed, policy)
 	})
 	switch d.Outcome {
 	case inbound.Allowed:

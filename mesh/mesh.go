@@ -15,6 +15,7 @@ import (
 	gresolver "google.golang.org/grpc/resolver"
 
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/internal/tap"
 	"github.com/weftmesh/weft/internal/xds"
 	"github.com/weftmesh/weft/resolver"
 	"github.com/weftmesh/weft/security"
@@ -84,6 +85,9 @@ type Mesh struct {
 	// services, naming policy to grpc-go; releaseGRPCLB drops the name.
 	grpcLB        string
 	releaseGRPCLB func()
+
+	// tap carries live requests to /tap subscribers (never nil).
+	tap *tap.Bus
 }
 
 // New builds a Mesh from the environment (the variables documented in the
@@ -129,7 +133,7 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 	}
 	// Services without xDS get locality/priority failover (DNS SRV
 	// priorities) and outlier detection around the chosen policy.
-	m := &Mesh{cfg: cfg, log: cfg.logger, policy: cfg.servicePolicy(), hashPolicies: cfg.hashPolicies(),
+	m := &Mesh{cfg: cfg, log: cfg.logger, policy: cfg.servicePolicy(), hashPolicies: cfg.hashPolicies(), tap: tap.New(),
 		limited: slog.New(newLimitedHandler(cfg.logger.Handler(), limitEvery, nil))}
 	if cfg.adminAddr != "" {
 		// What only the admin endpoint shows is recorded only when it
@@ -274,6 +278,7 @@ func (m *Mesh) Close() error {
 		if m.cancel != nil {
 			m.cancel()
 		}
+		m.tap.Close() // ends the /tap streams
 		for _, s := range services {
 			s.close()
 		}
@@ -355,6 +360,8 @@ type service struct {
 	// mirrors counts the mirrored copies in flight to this cluster,
 	// against maxMirrorsInFlight.
 	mirrors atomic.Int32
+	// cds is an xDS cluster's last CDS resource, for /explain.
+	cds atomic.Pointer[xds.Cluster]
 }
 
 func newService(name string, policy balancer.Builder, config any, res serviceResilience, opts ...balancer.ClusterOption) *service {

@@ -309,16 +309,16 @@ func (m *Mesh) authzServerOptions() []grpc.ServerOption {
 	if m.authz == nil {
 		return nil
 	}
-	e := countedPolicy{m.authz, m, "grpc"}
+	e := countedPolicy{e: m.authz, m: m, protocol: "grpc"}
 	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(security.UnaryServerInterceptor(e, security.WithLogger(m.limited))),
-		grpc.ChainStreamInterceptor(security.StreamServerInterceptor(e, security.WithLogger(m.limited))),
+		grpc.ChainUnaryInterceptor(m.tappedAuthzUnary(security.UnaryServerInterceptor(e, security.WithLogger(m.limited)))),
+		grpc.ChainStreamInterceptor(m.tappedAuthzStream(security.StreamServerInterceptor(e, security.WithLogger(m.limited)))),
 	}
 }
 
 // authorization is the HTTP middleware enforcing the policy.
 func (m *Mesh) authorization(next http.Handler) http.Handler {
-	return security.AuthorizationHandler(countedPolicy{m.authz, m, "http"}, next, security.WithLogger(m.limited))
+	return m.tappedAuthz(security.AuthorizationHandler(countedPolicy{e: m.authz, m: m, protocol: "http"}, next, security.WithLogger(m.limited)), next)
 }
 
 // countedPolicy records each authorization decision in the
@@ -328,11 +328,14 @@ type countedPolicy struct {
 	e        security.PolicyEvaluator
 	m        *Mesh
 	protocol string // http or grpc
+	// tap, when set, is the tapped request the decision is for.
+	tap *tapCall
 }
 
 func (c countedPolicy) Evaluate(r *security.Request) security.Decision {
 	d := c.e.Evaluate(r)
 	c.m.metrics.AuthzDecision(context.Background(), d.Allow, d.Policy)
 	c.m.recordDecision("policy", c.protocol, d.Allow, d.Policy, r)
+	c.tap.authz(d.Allow, d.Policy)
 	return d
 }

@@ -24,6 +24,8 @@ import (
 //     sanitize the header;
 //   - the server span and metrics (OpenTelemetry; trace context taken from
 //     the request);
+//   - the request's line on the admin listener's /tap, while someone
+//     follows it (outside authorization, so denials show with their rule);
 //   - the caller's verified SPIFFE ID into the request context (see
 //     security.PeerID);
 //   - the caller's remaining time budget (TimeoutHeader) as the context
@@ -72,7 +74,7 @@ func (m *Mesh) inboundChain(public bool) []func(http.Handler) http.Handler {
 	if m.authz != nil || xdsIn {
 		chain = append(chain, m.normalizeRequest)
 	}
-	return append(chain, deadlineFromHeader, m.goldenInbound, peerIdentity, m.inboundRateLimit, m.instrumentServer, stripForwardedClientCert)
+	return append(chain, deadlineFromHeader, m.goldenInbound, peerIdentity, m.inboundRateLimit, m.tapServer, m.instrumentServer, stripForwardedClientCert)
 }
 
 // normalizeRequest hands the rest of the chain the request whose path both
@@ -117,20 +119,6 @@ func withoutForwardedClientCert(r *http.Request) *http.Request {
 	r = r.WithContext(r.Context())
 	r.Header = h
 	return r
-}
-
-// stripForwardedClientCertUnary is stripForwardedClientCert for gRPC
-// calls: the metadata that authorization rules and the handler read
-// carries no x-forwarded-client-cert.
-func stripForwardedClientCertUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	return handler(withoutForwardedClientCertMD(ctx), req)
-}
-
-func stripForwardedClientCertStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if ctx := withoutForwardedClientCertMD(ss.Context()); ctx != ss.Context() {
-		ss = ctxStream{ServerStream: ss, ctx: ctx}
-	}
-	return handler(srv, ss)
 }
 
 // ctxStream is a server stream with another context.
@@ -353,7 +341,7 @@ func (m *Mesh) NewGRPCServer(opts ...grpc.ServerOption) (GRPCServer, error) {
 	base := append([]grpc.ServerOption{m.grpcServerTelemetry()}, m.authzServerOptions()...)
 	base = append(base, m.grpcServerResilience()...)
 	// Golden metrics first, so they see every call, denied ones too.
-	strip := append(m.goldenServerOptions(), grpc.ChainUnaryInterceptor(stripForwardedClientCertUnary), grpc.ChainStreamInterceptor(stripForwardedClientCertStream))
+	strip := append(m.goldenServerOptions(), grpc.ChainUnaryInterceptor(m.stripAndTapUnary), grpc.ChainStreamInterceptor(m.stripAndTapStream))
 	switch {
 	case sc.public:
 		m.logPublic(sc, "grpc", "")

@@ -62,8 +62,8 @@ func (m *Mesh) newXDSGRPCServer(base, opts []grpc.ServerOption) *xdsGRPCServer {
 	}
 	creds := security.PerConnectionCredentials(ctx, m.inboundTLSChooser("", cfgs), security.WithLogger(m.log))
 	all := append(append([]grpc.ServerOption{grpc.Creds(creds)}, m.goldenServerOptions()...),
-		grpc.ChainUnaryInterceptor(stripForwardedClientCertUnary, m.xdsInboundUnary),
-		grpc.ChainStreamInterceptor(stripForwardedClientCertStream, m.xdsInboundStream))
+		grpc.ChainUnaryInterceptor(m.stripAndTapUnary, m.xdsInboundUnary),
+		grpc.ChainStreamInterceptor(m.stripAndTapStream, m.xdsInboundStream))
 	all = append(all, base...)
 	return &xdsGRPCServer{Server: grpc.NewServer(append(all, opts...)...), cancel: cancel}
 }
@@ -127,6 +127,7 @@ func (m *Mesh) grpcInboundDecision(ctx context.Context, fullMethod string) error
 	d := inbound.Decide(st.listener, st.routes, &in, func(allowed bool, policy string) {
 		m.metrics.AuthzDecision(ctx, allowed, policy)
 		m.recordXDSDecision(ctx, "grpc", allowed, policy, "POST", fullMethod, in.Conn.Remote)
+		m.tapAuthz(ctx, allowed, policy)
 	})
 	var msg string
 	switch d.Outcome {

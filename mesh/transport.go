@@ -82,6 +82,13 @@ type outbound struct {
 
 // RoundTrip implements http.RoundTripper.
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if t.m.tap.Active() {
+		return t.tapRoundTrip(req)
+	}
+	return t.roundTrip(req)
+}
+
+func (t *transport) roundTrip(req *http.Request) (*http.Response, error) {
 	svc, isMesh, err := t.m.lookup(req.URL.Host)
 	if !isMesh {
 		if t.m.xds != nil {
@@ -98,6 +105,9 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		closeBody(req)
 		return nil, err
+	}
+	if t.m.tap.Active() {
+		tapFrom(req.Context()).setRoute("", svc.name)
 	}
 	var start time.Time
 	if t.m.golden != nil {
@@ -192,10 +202,20 @@ func (p *pickTransport) RoundTripAttempt(req *http.Request, attempts *resilience
 		}
 	}
 	telemetry.AnnotateEndpoint(ctx, svc.name, res.Endpoint.Addr, res.Endpoint.Locality.String(), attempt)
+	var tapped *tapCall
+	tapAttempt := -1
+	if p.t.m.tap.Active() {
+		if tapped = tapFrom(ctx); tapped != nil {
+			tapAttempt = tapped.startAttempt(ctx, res.Endpoint.Addr)
+		}
+	}
 
 	rt := p.t.mesh
 	if up := svc.upstream.Load(); up != nil {
 		if up.err != nil {
+			if tapped != nil {
+				tapped.endAttempt(tapAttempt, nil, up.err)
+			}
 			res.Finish(balancer.DoneInfo{Outcome: balancer.Canceled})
 			th.ReleaseRequest()
 			closeBody(req)
@@ -232,6 +252,9 @@ func (p *pickTransport) RoundTripAttempt(req *http.Request, attempts *resilience
 		resp, err = mtlsRefusal(res.Endpoint.Addr, resp, err)
 	}
 	end := balancer.Now()
+	if tapped != nil {
+		tapped.endAttempt(tapAttempt, resp, err)
+	}
 	if sess != nil && err == nil {
 		setSessionCookie(resp, sess, info.Override, res.Endpoint.Addr)
 	}

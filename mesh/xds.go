@@ -214,6 +214,8 @@ type hostState struct {
 // life of the route configuration version that made it.
 type routePlan struct {
 	*route.Plan
+	// label names the route on /tap.
+	label string
 	// rts caches the retrying round tripper of each (transport, cluster)
 	// this route sends to, so a request builds none.
 	rts sync.Map // planKey -> *plannedRT
@@ -481,7 +483,7 @@ func (x *xdsPath) publish(h *xdsHost, rc *xds.RouteConfig, listenerTimeout time.
 	st := &hostState{exists: true, routes: rc, plans: map[*xds.Route]*routePlan{}, defaultTimeout: listenerTimeout}
 	for _, vh := range rc.VirtualHosts {
 		for _, r := range vh.Routes {
-			st.plans[r] = &routePlan{Plan: route.New(r, listenerTimeout, h.faults...)}
+			st.plans[r] = &routePlan{Plan: route.New(r, listenerTimeout, h.faults...), label: routeLabel(r)}
 			x.noteSession(r.Session != nil)
 		}
 	}
@@ -516,6 +518,9 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 	}
 	mreq := xds.RequestFromHTTP(req)
 	rt, ok := st.routes.Match(req.URL.Host, &mreq)
+	if ok && x.m.tap.Active() {
+		tapFrom(ctx).setRoute(st.plans[rt].label, "")
+	}
 	if ok && (rt.Action.Kind == xds.ActionRedirect || rt.Action.Kind == xds.ActionDirectResponse) {
 		// Envoy answers these routes itself; so does Weft, with no
 		// upstream contacted. An http.Client then follows a redirect
@@ -548,6 +553,9 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 	if svc == nil {
 		closeBody(req)
 		return nil, true, errClosed
+	}
+	if x.m.tap.Active() {
+		tapFrom(ctx).setRoute(st.plans[rt].label, svc.name)
 	}
 	svc.used.Store(true)
 	// The cluster's thresholds and budget come with CDS, before its
@@ -675,6 +683,7 @@ func (w *clusterWatcher) stopEndpoints() {
 func (w *clusterWatcher) OnUpdate(r xds.Resource) {
 	w.x.logUnapplied("Cluster", r)
 	c := r.(*xds.Cluster)
+	w.s.cds.Store(c)
 	if c.Kind == xds.ClusterAggregate {
 		w.followAggregate(c)
 		return

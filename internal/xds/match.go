@@ -161,48 +161,57 @@ func (rc *RouteConfig) MatchVirtualHost(host string) *VirtualHost {
 }
 
 func (m *RouteMatch) matches(host string, r *Request) bool {
+	return m.mismatch(host, r).Kind == Matched
+}
+
+// mismatch returns the first of m's conditions r fails, in the order
+// Envoy checks them (path, headers, query parameters, runtime fraction),
+// or Matched. It is the one implementation of route matching: Match takes
+// the first route it passes, Explain says why each earlier one failed.
+// It returns a small value and does not allocate.
+func (m *RouteMatch) mismatch(host string, r *Request) Mismatch {
 	switch m.Kind {
 	case PathPrefix:
 		if len(r.Path) < len(m.Path) {
-			return false
+			return Mismatch{Kind: MismatchPath}
 		}
 		if m.CaseSensitive {
 			if r.Path[:len(m.Path)] != m.Path {
-				return false
+				return Mismatch{Kind: MismatchPath}
 			}
 		} else if !strings.EqualFold(r.Path[:len(m.Path)], m.Path) {
-			return false
+			return Mismatch{Kind: MismatchPath}
 		}
 	case PathExact:
 		if m.CaseSensitive {
 			if r.Path != m.Path {
-				return false
+				return Mismatch{Kind: MismatchPath}
 			}
 		} else if !strings.EqualFold(r.Path, m.Path) {
-			return false
+			return Mismatch{Kind: MismatchPath}
 		}
 	case PathRegex:
 		if !m.regex.MatchString(r.Path) {
-			return false
+			return Mismatch{Kind: MismatchPath}
 		}
 	}
 	if len(m.Headers) > 0 {
 		in := headerInput(host, r)
 		for i := range m.Headers {
 			if !m.Headers[i].Match(&in) {
-				return false
+				return Mismatch{Kind: MismatchHeader, Index: i}
 			}
 		}
 	}
 	for i := range m.QueryParams {
 		if !m.QueryParams[i].matches(r.RawQuery) {
-			return false
+			return Mismatch{Kind: MismatchQuery, Index: i}
 		}
 	}
 	if m.HasFraction && r.FractionSample >= m.FractionPerMillion {
-		return false
+		return Mismatch{Kind: MismatchFraction}
 	}
-	return true
+	return Mismatch{}
 }
 
 // headerInput is what a header matcher reads of r sent to host.

@@ -193,6 +193,10 @@ func FuzzRouteMatch(f *testing.F) {
 			if ok && c.MatchVirtualHost(host) == nil {
 				t.Fatalf("route matched without a virtual host for %q", host)
 			}
+			// Explain takes the route Match takes, from the same matcher.
+			if _, _, m := c.Explain(host, &req); m != r {
+				t.Fatalf("Explain matched %v, Match %v", m, r)
+			}
 		}
 	})
 }
