@@ -3,6 +3,7 @@ package mesh
 import (
 	"context"
 	"net"
+	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/weftmesh/weft/internal/inbound"
+	"github.com/weftmesh/weft/internal/jwt"
 	"github.com/weftmesh/weft/internal/xds"
 	"github.com/weftmesh/weft/security"
 )
@@ -68,17 +70,43 @@ func (m *Mesh) newXDSGRPCServer(base, opts []grpc.ServerOption) *xdsGRPCServer {
 }
 
 func (m *Mesh) xdsInboundUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if err := m.grpcInboundDecision(ctx, info.FullMethod); err != nil {
+	auth, err := m.grpcInboundDecision(ctx, info.FullMethod)
+	if err != nil {
 		return nil, err
 	}
-	return handler(ctx, req)
+	return handler(grpcWithAuth(ctx, auth), req)
 }
 
 func (m *Mesh) xdsInboundStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if err := m.grpcInboundDecision(ss.Context(), info.FullMethod); err != nil {
+	auth, err := m.grpcInboundDecision(ss.Context(), info.FullMethod)
+	if err != nil {
 		return err
 	}
+	if ctx := grpcWithAuth(ss.Context(), auth); ctx != ss.Context() {
+		ss = ctxStream{ServerStream: ss, ctx: ctx}
+	}
 	return handler(srv, ss)
+}
+
+// grpcWithAuth is withAuth for a call: the verified tokens in the context,
+// and the metadata without the headers of tokens not forwarded.
+func grpcWithAuth(ctx context.Context, auth *jwt.Result) context.Context {
+	if prev, _ := jwt.FromContext(ctx); prev == auth {
+		return ctx
+	}
+	ctx = jwt.NewContext(ctx, auth)
+	if auth == nil || len(auth.Headers) == 0 {
+		return ctx
+	}
+	md, ok := metadata.FromIncomingContext(ctx)
+	if !ok {
+		return ctx
+	}
+	md = md.Copy()
+	for _, h := range auth.Headers {
+		delete(md, strings.ToLower(h))
+	}
+	return metadata.NewIncomingContext(ctx, md)
 }
 
 // grpcInboundDecision is the gRPC adapter of inbound.Decide; nil admits
@@ -86,8 +114,16 @@ func (m *Mesh) xdsInboundStream(srv any, ss grpc.ServerStream, info *grpc.Stream
 // route, or a route without the non-forwarding action, matches ("a route
 // with an inappropriate action causes RPCs matching that route to fail
 // with UNAVAILABLE", gRFC A36; grpc-go answers a missing route the same
-// way), and PERMISSION_DENIED when RBAC denies (gRFC A41).
-func (m *Mesh) grpcInboundDecision(ctx context.Context, fullMethod string) error {
+// way), PERMISSION_DENIED when RBAC denies (gRFC A41), and UNAUTHENTICATED
+// for a token the jwt_authn filter refuses (Envoy's 401, mapped as gRPC
+// maps HTTP 401). auth are the tokens verified, for the handler.
+func (m *Mesh) grpcInboundDecision(ctx context.Context, fullMethod string) (auth *jwt.Result, err error) {
+	auth, _ = jwt.FromContext(ctx)
+	err = m.grpcInboundDecide(ctx, fullMethod, &auth)
+	return auth, err
+}
+
+func (m *Mesh) grpcInboundDecide(ctx context.Context, fullMethod string, auth **jwt.Result) error {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
 		return status.Error(codes.Internal, "no peer for the call")
@@ -116,7 +152,8 @@ func (m *Mesh) grpcInboundDecision(ctx context.Context, fullMethod string) error
 	md, _ := metadata.FromIncomingContext(ctx)
 	ti, isTLS := p.AuthInfo.(credentials.TLSInfo)
 	req, authority := xds.RequestFromGRPC(fullMethod, md, isTLS)
-	in := inbound.Request{Conn: xds.ConnInfo{Local: addrPortOf(p.LocalAddr), Remote: addrPortOf(p.Addr), TLS: isTLS}, Host: authority, Req: &req}
+	in := inbound.Request{Conn: xds.ConnInfo{Local: addrPortOf(p.LocalAddr), Remote: addrPortOf(p.Addr), TLS: isTLS}, Host: authority, Req: &req,
+		Ctx: ctx, Authenticators: st.auth, Auth: *auth}
 	if isTLS {
 		in.ServerName = ti.State.ServerName
 		if len(ti.State.PeerCertificates) > 0 {
@@ -129,7 +166,12 @@ func (m *Mesh) grpcInboundDecision(ctx context.Context, fullMethod string) error
 	var msg string
 	switch d.Outcome {
 	case inbound.Allowed:
+		*auth = d.Auth
 		return nil
+	case inbound.Unauthenticated:
+		m.log.InfoContext(ctx, "weft: call refused by xDS jwt_authn", "listener", l.name, "error", d.Err, "method", fullMethod,
+			"source_ip", in.Conn.Remote.Addr().String())
+		return status.Error(codes.Unauthenticated, "Jwt verification fails")
 	case inbound.Denied:
 		src, _ := security.PeerID(ctx)
 		m.log.InfoContext(ctx, "weft: call denied by xDS RBAC", "listener", l.name, "filter", d.Filter.FilterName, "action", d.Filter.Action.String(),

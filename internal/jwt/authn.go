@@ -102,6 +102,18 @@ type Result struct {
 	Headers []string
 }
 
+// Merge returns the tokens of r and more together; either may be nil.
+func (r *Result) Merge(more *Result) *Result {
+	switch {
+	case r == nil || len(r.Verified) == 0:
+		return more
+	case more == nil || len(more.Verified) == 0:
+		return r
+	}
+	return &Result{Verified: append(append([]*Verified{}, r.Verified...), more.Verified...),
+		Headers: append(append([]string{}, r.Headers...), more.Headers...)}
+}
+
 // First is the first verified token, nil when none.
 func (r *Result) First() *Verified {
 	if r == nil || len(r.Verified) == 0 {
@@ -446,4 +458,24 @@ func fromHeader(v, prefix string) (string, bool) {
 		v = v[len(prefix):]
 	}
 	return strings.TrimSpace(v), true
+}
+
+type ctxKey struct{}
+
+// NewContext returns ctx carrying the verified tokens of its request;
+// FromContext reads them back. The mesh's servers set them before the
+// handler runs, whether or not a token was found, so that a later stage
+// (the local authorization policy) does not validate again.
+func NewContext(ctx context.Context, r *Result) context.Context {
+	if r == nil {
+		r = &Result{}
+	}
+	return context.WithValue(ctx, ctxKey{}, r)
+}
+
+// FromContext returns the tokens verified for ctx's request; ok is false
+// when no validation ran.
+func FromContext(ctx context.Context) (r *Result, ok bool) {
+	r, ok = ctx.Value(ctxKey{}).(*Result)
+	return r, ok
 }

@@ -77,6 +77,8 @@ type Provider struct {
 	Issuer string
 	// Audiences are accepted aud values; empty: aud is not checked.
 	Audiences []string
+	// Subject, when set, must accept the token's sub (Envoy's subjects).
+	Subject func(string) bool
 	// Headers, Params and Cookies are where the token is read. All three
 	// empty mean Envoy's defaults: "Authorization: Bearer <token>", then
 	// the access_token query parameter.
@@ -158,6 +160,7 @@ var (
 	ErrAmbiguous      = errors.New("jwt: more than one token in the request")
 	ErrIssuer         = errors.New("jwt: issuer is not configured")
 	ErrAudience       = errors.New("jwt: audiences are not allowed")
+	ErrSubject        = errors.New("jwt: subject is not allowed")
 	ErrExpired        = errors.New("jwt: token has expired")
 	ErrNotYetValid    = errors.New("jwt: token is not yet valid")
 	ErrNoExpiration   = errors.New("jwt: token has no expiration")
@@ -256,6 +259,9 @@ func (p *Provider) verify(t *parsed, keys *KeySet, now time.Time) (*Verified, er
 		return nil, ErrExpired
 	case reg.NotBefore != nil && now.Add(skew).Before(reg.NotBefore.Time()):
 		return nil, ErrNotYetValid
+	}
+	if p.Subject != nil && !p.Subject(reg.Subject) {
+		return nil, ErrSubject
 	}
 	if len(p.Audiences) > 0 && !slices.ContainsFunc(reg.Audience, func(a string) bool { return slices.Contains(p.Audiences, a) }) {
 		return nil, ErrAudience
