@@ -54,18 +54,21 @@ func (s *xdsGRPCServer) GracefulStop() {
 }
 
 // newXDSGRPCServer makes a gRPC server following the inbound listener
-// through the mesh's xDS client; base are the mesh's options other than
-// credentials, opts the caller's.
-func (m *Mesh) newXDSGRPCServer(base, opts []grpc.ServerOption) *xdsGRPCServer {
+// through the mesh's xDS client; authn are the interceptors verifying the
+// policy file's tokens (run before the xDS decision), base the mesh's
+// other options but credentials, opts the caller's.
+func (m *Mesh) newXDSGRPCServer(authn, base, opts []grpc.ServerOption) *xdsGRPCServer {
 	ctx, cancel := context.WithCancel(m.ctx)
 	var cfgs *chainTLS
 	if tc := m.ServerTLSConfig(); tc != nil {
 		cfgs = newChainTLS(tc.Clone())
 	}
 	creds := security.PerConnectionCredentials(ctx, m.inboundTLSChooser("", cfgs), security.WithLogger(m.log))
-	all := append([]grpc.ServerOption{grpc.Creds(creds),
-		grpc.ChainUnaryInterceptor(stripForwardedClientCertUnary, m.xdsInboundUnary),
-		grpc.ChainStreamInterceptor(stripForwardedClientCertStream, m.xdsInboundStream)}, base...)
+	all := []grpc.ServerOption{grpc.Creds(creds),
+		grpc.ChainUnaryInterceptor(stripForwardedClientCertUnary), grpc.ChainStreamInterceptor(stripForwardedClientCertStream)}
+	all = append(all, authn...)
+	all = append(all, grpc.ChainUnaryInterceptor(m.xdsInboundUnary), grpc.ChainStreamInterceptor(m.xdsInboundStream))
+	all = append(all, base...)
 	return &xdsGRPCServer{Server: grpc.NewServer(append(all, opts...)...), cancel: cancel}
 }
 

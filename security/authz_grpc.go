@@ -12,13 +12,18 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+
+	"github.com/weftmesh/weft/internal/jwt"
 )
 
 // errPermissionDenied carries no detail: the reason and policy are logged.
 var errPermissionDenied = status.Error(codes.PermissionDenied, "permission denied")
 
 // UnaryServerInterceptor returns a gRPC interceptor that evaluates every
-// unary call with e and fails denied calls with PERMISSION_DENIED. The
+// unary call with e and fails denied calls with PERMISSION_DENIED. When e
+// is a [RequestAuthenticator] and no [AuthenticationUnaryInterceptor] ran
+// before, it first validates the call's tokens (UNAUTHENTICATED for an
+// invalid one). The
 // request's method is "POST", its path the full method
 // ("/pkg.Service/Method"), its headers the incoming metadata and its host
 // the :authority; the caller's ID is [PeerID]. Denied and audited calls are
@@ -46,6 +51,25 @@ func StreamServerInterceptor(e PolicyEvaluator, opts ...Option) grpc.StreamServe
 }
 
 func authorizeGRPC(ctx context.Context, e PolicyEvaluator, logger *slog.Logger, fullMethod string) error {
+	req := grpcRequest(ctx, fullMethod)
+	if auth, ok := jwt.FromContext(ctx); ok {
+		req.auth = auth // verified before this interceptor
+	} else if a, ok := e.(RequestAuthenticator); ok {
+		if err := a.AuthenticateRequest(ctx, &req); err != nil {
+			logger.InfoContext(ctx, "security: call refused: invalid token", "method", fullMethod, "error", err)
+			return errUnauthenticated
+		}
+	}
+	d := e.Evaluate(&req)
+	logDecision(ctx, logger, &req, d)
+	if !d.Allow {
+		return errPermissionDenied
+	}
+	return nil
+}
+
+// grpcRequest is what authorization reads of a call.
+func grpcRequest(ctx context.Context, fullMethod string) Request {
 	req := Request{Method: http.MethodPost, Path: fullMethod}
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
 		req.Headers = make(http.Header, len(md))
@@ -70,12 +94,7 @@ func authorizeGRPC(ctx context.Context, e PolicyEvaluator, logger *slog.Logger, 
 	if id, ok := PeerID(ctx); ok {
 		req.SourceID = id
 	}
-	d := e.Evaluate(&req)
-	logDecision(ctx, logger, &req, d)
-	if !d.Allow {
-		return errPermissionDenied
-	}
-	return nil
+	return req
 }
 
 // logDecision logs denied and audited requests.

@@ -157,7 +157,8 @@ type Authenticator struct {
 }
 
 // NewAuthenticator builds an authenticator for providers, taking remote
-// key sets from reg (which may be nil when every set is inline). The
+// key sets from reg (nil: remote key sets are never fetched, and their
+// providers refuse every token). The
 // caller must Close it to release the remote caches.
 func NewAuthenticator(providers []*Provider, reg *Registry) (*Authenticator, error) {
 	a := &Authenticator{providers: map[string]*Provider{}, sources: map[string]keySource{}, now: time.Now}
@@ -178,8 +179,10 @@ func NewAuthenticator(providers []*Provider, reg *Registry) (*Authenticator, err
 			continue
 		}
 		if reg == nil {
-			a.Close()
-			return nil, fmt.Errorf("jwt: provider %q: a remote JWKS needs a registry", p.Name)
+			// No fetcher: the provider knows no keys and refuses every
+			// token it is asked to verify (fail closed).
+			a.sources[p.Name] = staticKeys{}
+			continue
 		}
 		src, release := reg.acquire(p)
 		a.sources[p.Name] = src
