@@ -161,15 +161,9 @@ func translateJWTProvider(name string, p *jwtv3.JwtProvider, unapplied *[]string
 	if err := out.Validate(); err != nil {
 		return nil, fmt.Errorf("%v", err)
 	}
-	for field, set := range map[string]bool{
-		"claim_to_headers":          len(p.GetClaimToHeaders()) > 0,
-		"forward_payload_header":    p.GetForwardPayloadHeader() != "",
-		"header_in_metadata":        p.GetHeaderInMetadata() != "",
-		"failed_status_in_metadata": p.GetFailedStatusInMetadata() != "",
-		"jwt_cache_config":          p.GetJwtCacheConfig() != nil,
-	} {
-		if set {
-			*unapplied = append(*unapplied, fmt.Sprintf("filter_chains.http_filters.jwt_authn.providers.%s", field))
+	for _, u := range jwtProviderUnapplied {
+		if u.set(p) {
+			*unapplied = append(*unapplied, "filter_chains.http_filters.jwt_authn.providers."+u.field)
 		}
 	}
 	return out, nil
