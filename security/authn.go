@@ -183,6 +183,24 @@ var (
 	_ RequestAuthenticator = (*PolicyWatcher)(nil)
 )
 
+// authnConfigurer is implemented by the RequestAuthenticators of this
+// package: without a RequestAuthentication there is nothing to validate,
+// and the request goes on as it came, at no cost.
+type authnConfigurer interface{ authnConfigured() bool }
+
+func (p *PolicySet) authnConfigured() bool { return p != nil && p.requirement != nil }
+
+func (w *PolicyWatcher) authnConfigured() bool {
+	a := w.authn.Load()
+	return a != nil && a.req != nil
+}
+
+// authnNeeded reports whether a has tokens to validate.
+func authnNeeded(a RequestAuthenticator) bool {
+	c, ok := a.(authnConfigurer)
+	return !ok || c.authnConfigured()
+}
+
 // AuthenticateRequest validates r against the set's RequestAuthentications.
 // A PolicySet alone has no key fetcher: its inline key sets (jwks) verify
 // tokens, and a provider with a jwksUri refuses every token; the key sets
@@ -260,6 +278,10 @@ var errUnauthenticated = status.Error(codes.Unauthenticated, "Jwt verification f
 func AuthenticationHandler(a RequestAuthenticator, next http.Handler, opts ...Option) http.Handler {
 	logger := newOptions(opts).logger
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !authnNeeded(a) {
+			next.ServeHTTP(w, r)
+			return
+		}
 		req := Request{Method: r.Method, Path: r.URL.RequestURI(), Host: r.Host, Headers: r.Header}
 		if err := a.AuthenticateRequest(r.Context(), &req); err != nil {
 			logger.InfoContext(r.Context(), "security: request refused: invalid token", "method", r.Method, "path", r.URL.Path, "error", err)
@@ -321,6 +343,9 @@ type ctxServerStream struct {
 func (s *ctxServerStream) Context() context.Context { return s.ctx }
 
 func authenticateGRPC(ctx context.Context, a RequestAuthenticator, logger *slog.Logger, fullMethod string) (context.Context, error) {
+	if !authnNeeded(a) {
+		return ctx, nil
+	}
 	req := grpcRequest(ctx, fullMethod)
 	if err := a.AuthenticateRequest(ctx, &req); err != nil {
 		logger.InfoContext(ctx, "security: call refused: invalid token", "method", fullMethod, "error", err)

@@ -54,7 +54,7 @@ func authorizeGRPC(ctx context.Context, e PolicyEvaluator, logger *slog.Logger, 
 	req := grpcRequest(ctx, fullMethod)
 	if auth, ok := jwt.FromContext(ctx); ok {
 		req.auth = auth // verified before this interceptor
-	} else if a, ok := e.(RequestAuthenticator); ok {
+	} else if a, ok := e.(RequestAuthenticator); ok && authnNeeded(a) {
 		if err := a.AuthenticateRequest(ctx, &req); err != nil {
 			logger.InfoContext(ctx, "security: call refused: invalid token", "method", fullMethod, "error", err)
 			return errUnauthenticated

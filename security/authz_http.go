@@ -65,7 +65,7 @@ func (h *authzHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if auth, ok := jwt.FromContext(r.Context()); ok {
 		req.auth = auth // verified before this handler
-	} else if a, ok := h.e.(RequestAuthenticator); ok {
+	} else if a, ok := h.e.(RequestAuthenticator); ok && authnNeeded(a) {
 		req.Path = r.URL.RequestURI() // with the query, where a token may be
 		if err := a.AuthenticateRequest(r.Context(), &req); err != nil {
 			h.logger.InfoContext(r.Context(), "security: request refused: invalid token", "method", r.Method, "path", r.URL.Path, "error", err)
