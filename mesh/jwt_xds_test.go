@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -186,5 +188,95 @@ func TestXDSInboundJWT(t *testing.T) {
 	http.DefaultClient.CloseIdleConnections()
 	if n := jwks.Fetches.Load(); n < 1 || n > 3 {
 		t.Errorf("the JWKS was fetched %d times for one cache period, want 1 (one cache for both listeners)", n)
+	}
+}
+
+// TestPolicyFileJWT: without a control plane, the policy file's
+// RequestAuthentication and AuthorizationPolicy on requestPrincipals
+// decide alike on a mesh's HTTP server and gRPC server, the JWKS fetched
+// from its jwksUri.
+func TestPolicyFileJWT(t *testing.T) {
+	iss := jwttest.NewIssuer(t, "https://issuer.test")
+	jwks := jwttest.NewServer(t, iss.JWKS())
+	policy := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(policy, fmt.Appendf(nil, `apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt}
+spec:
+  jwtRules: [{issuer: %q, jwksUri: %q}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: alice}
+spec:
+  rules: [{from: [{source: {requestPrincipals: ["%s/alice"]}}]}]
+`, iss.Name, jwks.URI(), iss.Name), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := newMesh(t, mesh.WithAuthorizationPolicyFile(policy))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go srv.Serve(ctx, ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, _ := security.RequestPrincipal(r.Context())
+		io.WriteString(w, p)
+	}))
+	gs, err := srv.NewGRPCServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	healthpb.RegisterHealthServer(gs, health.NewServer())
+	gln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go gs.Serve(gln)
+	defer gs.Stop()
+	cc, err := grpc.NewClient(gln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	defer http.DefaultClient.CloseIdleConnections()
+
+	for _, tc := range []struct {
+		name     string
+		token    string
+		wantHTTP int
+		wantGRPC codes.Code
+	}{
+		{"alice", iss.Token(t, jwttest.Claims{"sub": "alice"}), 200, codes.OK},
+		{"bob", iss.Token(t, jwttest.Claims{"sub": "bob"}), 403, codes.PermissionDenied},
+		{"no token", "", 403, codes.PermissionDenied},
+		{"expired", iss.Token(t, jwttest.Claims{"sub": "alice", "exp": time.Now().Add(-time.Hour).Unix()}), 401, codes.Unauthenticated},
+		{"HS256", jwttest.SignWith(t, jose.HS256, iss.JWKS(), "rsa", jwttest.Claims{"iss": iss.Name, "sub": "alice"}), 401, codes.Unauthenticated},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest("GET", "http://"+ln.Addr().String()+"/", nil)
+			if tc.token != "" {
+				req.Header.Set("Authorization", "Bearer "+tc.token)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.wantHTTP || tc.wantHTTP == 200 && string(b) != iss.Name+"/alice" {
+				t.Errorf("HTTP: %d %q, want %d", resp.StatusCode, b, tc.wantHTTP)
+			}
+			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if tc.token != "" {
+				cctx = metadata.AppendToOutgoingContext(cctx, "authorization", "Bearer "+tc.token)
+			}
+			_, err = healthpb.NewHealthClient(cc).Check(cctx, &healthpb.HealthCheckRequest{})
+			if got := grpcstatus.Code(err); got != tc.wantGRPC {
+				t.Errorf("gRPC: %v, want %v", err, tc.wantGRPC)
+			}
+		})
 	}
 }
