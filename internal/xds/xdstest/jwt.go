@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 istiod writes requestPrincipals and request.auth.* as the deprecated metadata matchers
+
 package xdstest
 
 import (
