@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +15,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	jwtv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -25,8 +27,14 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"istio.io/istio/pilot/pkg/model"
+	"istio.io/istio/pilot/pkg/security/authn"
 
+	"github.com/weftmesh/weft/internal/jwt"
 	"github.com/weftmesh/weft/internal/jwt/jwttest"
+	"github.com/weftmesh/weft/internal/xds"
+	"github.com/weftmesh/weft/internal/xds/xdstest"
 	"github.com/weftmesh/weft/mesh"
 	"github.com/weftmesh/weft/security"
 )
@@ -97,6 +105,11 @@ spec:
 // decision on the principal is istiod's RBAC. A valid token of alice is
 // served, an invalid token is refused with 401 (gRPC UNAUTHENTICATED), and
 // a request without one with 403 (PERMISSION_DENIED) by istiod's policy.
+//
+// For a sidecar, istiod does translate the RequestAuthentication: it
+// fetches the jwksUri itself and inlines the keys as local_jwks. The last
+// subtest runs that filter through Weft's xDS path and wants it to
+// decide every token as the policy file does.
 func TestIstiodJWT(t *testing.T) {
 	iss := jwttest.NewIssuer(t, jwtIssuer)
 	jwks := jwttest.NewServer(t, iss.JWKS())
@@ -190,6 +203,66 @@ func TestIstiodJWT(t *testing.T) {
 		})
 	}
 	t.Logf("the JWKS server saw %d fetches (the Weft server's watcher; istiod's proxyless generator fetches none)", jwks.Fetches.Load())
+
+	t.Run("istiod's sidecar jwt_authn through Weft's xDS path", func(t *testing.T) {
+		// What istiod would send a sidecar for the same workload
+		// (authn.NewPolicyApplier(...).JwtFilter, where istiod fetches
+		// the jwksUri itself and inlines it as local_jwks), translated by
+		// Weft's xDS path, decides each token as the policy file does.
+		before := jwks.Fetches.Load()
+		proxy := &model.Proxy{ConfigNamespace: "default", Labels: map[string]string{"app": "jwt"}, Metadata: &model.NodeMetadata{}}
+		f := authn.NewPolicyApplier(d.ds.PushContext(), proxy, nil).JwtFilter(false)
+		if f == nil {
+			t.Fatal("istiod made no jwt_authn filter for the workload")
+		}
+		var cfg jwtv3.JwtAuthentication
+		if err := f.GetTypedConfig().UnmarshalTo(&cfg); err != nil {
+			t.Fatal(err)
+		}
+		for n, p := range cfg.GetProviders() {
+			t.Logf("istiod's provider %s: issuer %s, local_jwks inline %v, remote_jwks %v, payload_in_metadata %q; istiod fetched the JWKS %d times",
+				n, p.GetIssuer(), p.GetLocalJwks() != nil, p.GetRemoteJwks() != nil, p.GetPayloadInMetadata(), jwks.Fetches.Load()-before)
+		}
+		l := xdstest.ServerListener("in", netip.MustParseAddrPort("127.0.0.6:1"), nil,
+			xdstest.FilterChain("c", xdstest.InboundRoutes("r"), &hcmv3.HttpFilter{Name: f.GetName(), ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: f.GetTypedConfig()}}))
+		a, err := anypb.New(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, res, err := xds.Decode(xds.ListenerType, a)
+		if err != nil {
+			t.Fatalf("Weft refuses istiod's jwt_authn filter: %v", err)
+		}
+		fc := res.(*xds.Listener).Server.FilterChains[0]
+		reg := jwt.NewRegistry(nil, nil)
+		defer reg.Close()
+		viaXDS, err := jwt.NewAuthenticator(fc.JWT.Providers, reg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer viaXDS.Close()
+		file, err := security.WatchPolicyFile(policy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer file.Close()
+		for _, tc := range cases {
+			h := http.Header{}
+			if tc.token != "" {
+				h.Set("Authorization", "Bearer "+tc.token)
+			}
+			req := &xds.Request{Method: "GET", Path: "/", Header: h}
+			xres, xerr := viaXDS.Authenticate(ctx, &jwt.Request{Method: "GET", Header: h}, fc.JWT.Requirement("jwt.mesh.local", req))
+			r := security.Request{Method: "GET", Path: "/", Headers: h}
+			ferr := file.AuthenticateRequest(ctx, &r)
+			if (xerr == nil) != (ferr == nil) || (xerr != nil) != (tc.wantHTTP == http.StatusUnauthorized) {
+				t.Errorf("%s: istiod's filter via Weft's xDS path: %v; the policy file: %v; want both to refuse exactly the invalid tokens", tc.name, xerr, ferr)
+			}
+			if v := xres.First(); xerr == nil && tc.token != "" && (v == nil || v.Principal() != jwtIssuer+"/"+v.Subject) {
+				t.Errorf("%s: istiod's filter via Weft's xDS path verified %+v", tc.name, v)
+			}
+		}
+	})
 }
 
 // checkIstiodRBAC asks istiod, with the node of workload w, for the
