@@ -137,7 +137,7 @@ func Decide(l *xds.ServerListener, routes map[string]*xds.RouteConfig, r *Reques
 	case rt.Action.Kind != xds.ActionNonForwarding:
 		return Decision{Outcome: NotNonForwarding}
 	}
-	auth := r.Auth
+	auth, orig := r.Auth, r.Req
 	if fc.JWT != nil {
 		if req := fc.JWT.Requirement(r.Host, r.Req); req != nil {
 			a := r.Authenticators[fc]
@@ -153,6 +153,16 @@ func Decide(l *xds.ServerListener, routes map[string]*xds.RouteConfig, r *Reques
 				return Decision{Outcome: Unauthenticated, Err: err}
 			}
 			auth = auth.Merge(res)
+			if len(res.Headers) > 0 {
+				// Envoy removes a token not forwarded before the filters
+				// after jwt_authn: the RBAC filters judge the request
+				// the handler will see.
+				stripped := *r.Req
+				stripped.Header = StripTokens(r.Req.Header, res)
+				r2 := *r
+				r2.Req = &stripped
+				r = &r2
+			}
 		}
 	}
 	if len(fc.RBAC) == 0 {
@@ -164,9 +174,9 @@ func Decide(l *xds.ServerListener, routes map[string]*xds.RouteConfig, r *Reques
 		// Envoy's filters run in order: an RBAC filter before jwt_authn
 		// sees only what was verified before the chain.
 		if fc.JWT != nil && i < fc.JWT.RBACBefore {
-			in.Metadata = r.Auth.Metadata()
+			in.Metadata, in.Request = r.Auth.Metadata(), orig
 		} else {
-			in.Metadata = md
+			in.Metadata, in.Request = md, r.Req
 		}
 		allowed, policy := f.Allowed(&in)
 		if f.Action == xds.RBACLog {
