@@ -67,7 +67,9 @@ func (h *authzHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		req.auth = auth // verified before this handler
 	} else if a, ok := h.e.(RequestAuthenticator); ok && authnNeeded(a) {
 		req.Path = r.URL.RequestURI() // with the query, where a token may be
-		if err := a.AuthenticateRequest(r.Context(), &req); err != nil {
+		err := a.AuthenticateRequest(r.Context(), &req)
+		req.Path = r.URL.EscapedPath() // a token in the query must not reach the log
+		if err != nil {
 			h.logger.InfoContext(r.Context(), "security: request refused: invalid token", "method", r.Method, "path", r.URL.Path, "error", err)
 			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 			http.Error(w, "Jwt verification fails", http.StatusUnauthorized)
