@@ -31,6 +31,10 @@ var errPermissionDenied = status.Error(codes.PermissionDenied, "permission denie
 func UnaryServerInterceptor(e PolicyEvaluator, opts ...Option) grpc.UnaryServerInterceptor {
 	logger := newOptions(opts).logger
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		ctx, err := authnFirst(ctx, e, logger, info.FullMethod)
+		if err != nil {
+			return nil, err
+		}
 		if err := authorizeGRPC(ctx, e, logger, info.FullMethod); err != nil {
 			return nil, err
 		}
@@ -43,8 +47,15 @@ func UnaryServerInterceptor(e PolicyEvaluator, opts ...Option) grpc.UnaryServerI
 func StreamServerInterceptor(e PolicyEvaluator, opts ...Option) grpc.StreamServerInterceptor {
 	logger := newOptions(opts).logger
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		if err := authorizeGRPC(ss.Context(), e, logger, info.FullMethod); err != nil {
+		ctx, err := authnFirst(ss.Context(), e, logger, info.FullMethod)
+		if err != nil {
 			return err
+		}
+		if err := authorizeGRPC(ctx, e, logger, info.FullMethod); err != nil {
+			return err
+		}
+		if ctx != ss.Context() {
+			ss = &ctxServerStream{ServerStream: ss, ctx: ctx}
 		}
 		return handler(srv, ss)
 	}
@@ -52,20 +63,25 @@ func StreamServerInterceptor(e PolicyEvaluator, opts ...Option) grpc.StreamServe
 
 func authorizeGRPC(ctx context.Context, e PolicyEvaluator, logger *slog.Logger, fullMethod string) error {
 	req := grpcRequest(ctx, fullMethod)
-	if auth, ok := jwt.FromContext(ctx); ok {
-		req.auth = auth // verified before this interceptor
-	} else if a, ok := e.(RequestAuthenticator); ok && authnNeeded(a) {
-		if err := a.AuthenticateRequest(ctx, &req); err != nil {
-			logger.InfoContext(ctx, "security: call refused: invalid token", "method", fullMethod, "error", err)
-			return errUnauthenticated
-		}
-	}
+	req.auth, _ = jwt.FromContext(ctx) // verified before (authnFirst, or another interceptor)
 	d := e.Evaluate(&req)
 	logDecision(ctx, logger, &req, d)
 	if !d.Allow {
 		return errPermissionDenied
 	}
 	return nil
+}
+
+// authnFirst validates the call's tokens when e holds RequestAuthentications
+// and no interceptor did before, returning the context the handler gets.
+func authnFirst(ctx context.Context, e PolicyEvaluator, logger *slog.Logger, fullMethod string) (context.Context, error) {
+	if _, ok := jwt.FromContext(ctx); ok {
+		return ctx, nil
+	}
+	if a, ok := e.(RequestAuthenticator); ok {
+		return authenticateGRPC(ctx, a, logger, fullMethod)
+	}
+	return ctx, nil
 }
 
 // grpcRequest is what authorization reads of a call.
