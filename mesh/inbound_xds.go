@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 
 	"github.com/weftmesh/weft/internal/inbound"
+	"github.com/weftmesh/weft/internal/jwt"
 	"github.com/weftmesh/weft/internal/xds"
 	"github.com/weftmesh/weft/security"
 )
@@ -39,6 +40,7 @@ type serverAddrKey struct{}
 type inboundXDS struct {
 	x         *xdsPath
 	template  string
+	keys      *jwt.Registry                               // the JWKS caches of the chains' jwt_authn filters
 	listeners atomic.Pointer[map[string]*inboundListener] // copy on write
 	mu        sync.Mutex
 	closed    bool
@@ -58,6 +60,10 @@ type inboundListener struct {
 	rds       map[string]func() // route configuration name -> cancel
 	routes    map[string]*xds.RouteConfig
 	listener  *xds.ServerListener
+	// auth are the validators of listener's jwt_authn filters (authFor
+	// is the listener they were built for); replaced ones are closed.
+	auth    map[*xds.FilterChain]*jwt.Authenticator
+	authFor *xds.ServerListener
 }
 
 // inboundState is what requests read: immutable once published.
@@ -66,10 +72,11 @@ type inboundState struct {
 	err      error // no version known and the control plane failed
 	listener *xds.ServerListener
 	routes   map[string]*xds.RouteConfig
+	auth     map[*xds.FilterChain]*jwt.Authenticator
 }
 
 func newInboundXDS(x *xdsPath, template string) *inboundXDS {
-	in := &inboundXDS{x: x, template: template}
+	in := &inboundXDS{x: x, template: template, keys: jwt.NewRegistry(nil, x.m.log)}
 	empty := map[string]*inboundListener{}
 	in.listeners.Store(&empty)
 	return in
@@ -111,8 +118,47 @@ func (in *inboundXDS) close() {
 			cancel()
 		}
 		l.rds = nil
+		closeAuth(l.auth)
+		l.auth = nil
 		l.mu.Unlock()
 	}
+	in.keys.Close()
+}
+
+func closeAuth(auth map[*xds.FilterChain]*jwt.Authenticator) {
+	for _, a := range auth {
+		a.Close()
+	}
+}
+
+// authenticatorsLocked builds the validators of the listener's jwt_authn
+// filters, once per listener version. The new ones take their remote key
+// sets from the registry before the old ones let go of them, so an update
+// that keeps a provider keeps its cached keys.
+func (l *inboundListener) authenticatorsLocked() {
+	if l.authFor == l.listener {
+		return
+	}
+	old := l.auth
+	l.auth, l.authFor = nil, l.listener
+	chains := append([]*xds.FilterChain{l.listener.Default}, l.listener.FilterChains...)
+	for _, fc := range chains {
+		if fc == nil || fc.JWT == nil {
+			continue
+		}
+		a, err := jwt.NewAuthenticator(fc.JWT.Providers, l.in.keys)
+		if err != nil {
+			// Translation validated the providers; a chain left without
+			// a validator refuses every token it would have to check.
+			l.in.x.m.log.Error("weft: inbound JWT providers", "listener", l.name, "chain", fc.Name, "error", err)
+			continue
+		}
+		if l.auth == nil {
+			l.auth = map[*xds.FilterChain]*jwt.Authenticator{}
+		}
+		l.auth[fc] = a
+	}
+	closeAuth(old)
 }
 
 // publishLocked makes the current listener and routes what requests see,
@@ -130,7 +176,8 @@ func (l *inboundListener) publishLocked() {
 	for k, v := range l.routes {
 		routes[k] = v
 	}
-	l.state.Store(&inboundState{exists: true, listener: l.listener, routes: routes})
+	l.authenticatorsLocked()
+	l.state.Store(&inboundState{exists: true, listener: l.listener, routes: routes, auth: l.auth})
 	l.once.Do(func() { close(l.ready) })
 }
 
@@ -258,12 +305,16 @@ func (m *Mesh) xdsInbound(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		if status, msg := m.inboundDecision(l.name, st, r, local); status != 0 {
+		status, msg, auth := m.inboundDecision(l.name, st, r, local)
+		if status != 0 {
 			// The body stays generic, as Envoy's do: the listener's name
 			// is for the operator's log, not the caller.
 			if status != http.StatusForbidden {
 				m.limited.DebugContext(r.Context(), "weft: inbound request refused", "listener", l.name, "status", status, "reason", msg,
 					"method", r.Method, "path", r.URL.Path)
+			}
+			if status == http.StatusUnauthorized {
+				w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 			}
 			if status == http.StatusMisdirectedRequest {
 				// No filter chain, or not the transport the chain now
@@ -274,14 +325,28 @@ func (m *Mesh) xdsInbound(next http.Handler) http.Handler {
 			http.Error(w, msg, status)
 			return
 		}
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, withAuth(r, auth))
 	})
+}
+
+// withAuth hands the handler the request with its verified tokens in the
+// context and, for providers that do not forward them, without the
+// headers that carried them.
+func withAuth(r *http.Request, auth *jwt.Result) *http.Request {
+	if prev, _ := jwt.FromContext(r.Context()); prev == auth {
+		return r // nothing new, and no allocation on the common path
+	}
+	r = r.WithContext(jwt.NewContext(r.Context(), auth))
+	if h := inbound.StripTokens(r.Header, auth); len(h) != len(r.Header) {
+		r.Header = h
+	}
+	return r
 }
 
 // inboundDecision is the HTTP adapter of inbound.Decide: it applies the
 // listener's filter chain, routes and RBAC to r; status 0 admits it.
 // listener is the resource's name, for the log.
-func (m *Mesh) inboundDecision(listener string, st *inboundState, r *http.Request, local net.Addr) (status int, msg string) {
+func (m *Mesh) inboundDecision(listener string, st *inboundState, r *http.Request, local net.Addr) (status int, msg string, auth *jwt.Result) {
 	ci := xds.ConnInfo{TLS: r.TLS != nil}
 	if local != nil {
 		ci.Local = addrPortOf(local)
@@ -293,7 +358,8 @@ func (m *Mesh) inboundDecision(listener string, st *inboundState, r *http.Reques
 	// "//admin" or "/x/%2e%2e/admin" cannot slip past a rule for "/admin".
 	p := r.URL.Path
 	req.Path = p
-	in := inbound.Request{Conn: ci, Host: r.Host, Req: &req}
+	in := inbound.Request{Conn: ci, Host: r.Host, Req: &req, Ctx: r.Context(), Authenticators: st.auth}
+	in.Auth, _ = jwt.FromContext(r.Context())
 	if r.TLS != nil {
 		in.ServerName = r.TLS.ServerName
 		if len(r.TLS.PeerCertificates) > 0 {
@@ -307,22 +373,28 @@ func (m *Mesh) inboundDecision(listener string, st *inboundState, r *http.Reques
 	})
 	switch d.Outcome {
 	case inbound.Allowed:
-		return 0, ""
+		return 0, "", d.Auth
 	case inbound.NoFilterChain:
-		return http.StatusMisdirectedRequest, "no inbound filter chain for this connection"
+		return http.StatusMisdirectedRequest, "no inbound filter chain for this connection", nil
 	case inbound.TransportMismatch:
-		return http.StatusMisdirectedRequest, "the inbound filter chain requires another transport for this connection"
+		return http.StatusMisdirectedRequest, "the inbound filter chain requires another transport for this connection", nil
 	case inbound.RoutesPending:
-		return http.StatusServiceUnavailable, "inbound routes pending"
+		return http.StatusServiceUnavailable, "inbound routes pending", nil
 	case inbound.NoRoute:
-		return http.StatusNotFound, "no inbound route"
+		return http.StatusNotFound, "no inbound route", nil
 	case inbound.NotNonForwarding:
-		return http.StatusServiceUnavailable, "inbound route is not a non-forwarding route"
+		return http.StatusServiceUnavailable, "inbound route is not a non-forwarding route", nil
+	case inbound.Unauthenticated:
+		// Envoy's jwt_authn answers 401 with a fixed body; the reason is
+		// for the operator's log.
+		m.log.InfoContext(r.Context(), "weft: request refused by xDS jwt_authn", "listener", listener, "error", d.Err,
+			"method", r.Method, "path", p, "source_ip", ci.Remote.Addr().String())
+		return http.StatusUnauthorized, "Jwt verification fails", nil
 	}
 	src, _ := security.PeerID(r.Context())
 	m.limited.InfoContext(r.Context(), "weft: request denied by xDS RBAC", "listener", listener, "filter", d.Filter.FilterName, "action", d.Filter.Action.String(),
 		"policy", d.Policy, "method", r.Method, "path", p, "source_id", src.String(), "source_ip", ci.Remote.Addr().String())
-	return http.StatusForbidden, "RBAC: access denied"
+	return http.StatusForbidden, "RBAC: access denied", nil
 }
 
 func addrPortOf(a net.Addr) netip.AddrPort {

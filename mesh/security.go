@@ -316,6 +316,19 @@ func (m *Mesh) authzServerOptions() []grpc.ServerOption {
 	}
 }
 
+// authnServerOptions are the gRPC interceptors validating the tokens of
+// the policy file's RequestAuthentications; they run before the xDS
+// inbound decision and the local policy, which both read the tokens.
+func (m *Mesh) authnServerOptions() []grpc.ServerOption {
+	if m.authz == nil {
+		return nil
+	}
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(security.AuthenticationUnaryInterceptor(m.authz, security.WithLogger(m.log))),
+		grpc.ChainStreamInterceptor(security.AuthenticationStreamInterceptor(m.authz, security.WithLogger(m.log))),
+	}
+}
+
 // authorization is the HTTP middleware enforcing the policy.
 func (m *Mesh) authorization(next http.Handler) http.Handler {
 	return m.tappedAuthz(security.AuthorizationHandler(countedPolicy{e: m.authz, m: m, protocol: "http"}, next, security.WithLogger(m.limited)), next)

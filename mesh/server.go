@@ -34,9 +34,13 @@ import (
 //     listener), the request's path normalized (security.NormalizeRequest:
 //     400 for a path that cannot be), so that authorization judges the
 //     path h will see;
+//   - with a policy file holding RequestAuthentication documents, the
+//     request's JSON Web Tokens validated (401 for an invalid one; see
+//     security.RequestPrincipal);
 //   - under xDS with a server_listener_resource_name_template, the
 //     control plane's inbound listener for the server's address: its
-//     filter chain, inbound routes and RBAC filters (403 when denied);
+//     filter chain, inbound routes, jwt_authn filter (401 for an invalid
+//     token) and RBAC filters (403 when denied);
 //   - the authorization policy (WEFT_AUTHZ_POLICY), answering 403 to a
 //     denied request;
 //   - then h.
@@ -71,10 +75,21 @@ func (m *Mesh) inboundChain(public bool) []func(http.Handler) http.Handler {
 	if xdsIn {
 		chain = append(chain, m.xdsInbound)
 	}
+	if m.authz != nil {
+		// RequestAuthentications of the policy file: tokens are verified
+		// before either authorization engine judges request principals.
+		chain = append(chain, m.requestAuthentication)
+	}
 	if m.authz != nil || xdsIn {
 		chain = append(chain, m.normalizeRequest)
 	}
 	return append(chain, deadlineFromHeader, m.goldenInbound, peerIdentity, m.inboundRateLimit, m.tapServer, m.instrumentServer, stripForwardedClientCert)
+}
+
+// requestAuthentication validates the tokens of the policy file's
+// RequestAuthentications.
+func (m *Mesh) requestAuthentication(next http.Handler) http.Handler {
+	return security.AuthenticationHandler(m.authz, next, security.WithLogger(m.limited))
 }
 
 // normalizeRequest hands the rest of the chain the request whose path both
@@ -338,8 +353,11 @@ func (m *Mesh) NewGRPCServer(opts ...grpc.ServerOption) (GRPCServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	base := append([]grpc.ServerOption{m.grpcServerTelemetry()}, m.authzServerOptions()...)
-	base = append(base, m.grpcServerResilience()...)
+	// Tokens are verified (authn) before the xDS inbound decision and the
+	// local policy (authz), which both read them.
+	authn := m.authnServerOptions()
+	after := append(m.authzServerOptions(), m.grpcServerResilience()...)
+	base := append(append([]grpc.ServerOption{m.grpcServerTelemetry()}, authn...), after...)
 	// Golden metrics first, so they see every call, denied ones too.
 	strip := append(m.goldenServerOptions(), grpc.ChainUnaryInterceptor(m.stripAndTapUnary), grpc.ChainStreamInterceptor(m.stripAndTapStream))
 	switch {
@@ -349,7 +367,8 @@ func (m *Mesh) NewGRPCServer(opts ...grpc.ServerOption) (GRPCServer, error) {
 	case m.inbound == nil:
 		return grpc.NewServer(append(append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds())}, append(strip, base...)...), opts...)...), nil
 	case m.cfg.grpcGoXDS == nil:
-		return m.newXDSGRPCServer(base, opts), nil // it strips first itself
+		// It strips first itself, then authn, then the xDS decision.
+		return m.newXDSGRPCServer(authn, append([]grpc.ServerOption{m.grpcServerTelemetry()}, after...), opts), nil
 	}
 	base = append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds())}, append(strip, base...)...)
 	srv, err := m.cfg.grpcGoXDS.NewServer(m.cfg.bootstrap, append(base, opts...)...)

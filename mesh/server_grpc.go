@@ -3,6 +3,7 @@ package mesh
 import (
 	"context"
 	"net"
+	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/weftmesh/weft/internal/inbound"
+	"github.com/weftmesh/weft/internal/jwt"
 	"github.com/weftmesh/weft/internal/xds"
 	"github.com/weftmesh/weft/security"
 )
@@ -52,9 +54,10 @@ func (s *xdsGRPCServer) GracefulStop() {
 }
 
 // newXDSGRPCServer makes a gRPC server following the inbound listener
-// through the mesh's xDS client; base are the mesh's options other than
-// credentials, opts the caller's.
-func (m *Mesh) newXDSGRPCServer(base, opts []grpc.ServerOption) *xdsGRPCServer {
+// through the mesh's xDS client; authn are the interceptors verifying the
+// policy file's tokens (run before the xDS decision), base the mesh's
+// other options but credentials, opts the caller's.
+func (m *Mesh) newXDSGRPCServer(authn, base, opts []grpc.ServerOption) *xdsGRPCServer {
 	ctx, cancel := context.WithCancel(m.ctx)
 	var cfgs *chainTLS
 	if tc := m.ServerTLSConfig(); tc != nil {
@@ -62,24 +65,51 @@ func (m *Mesh) newXDSGRPCServer(base, opts []grpc.ServerOption) *xdsGRPCServer {
 	}
 	creds := security.PerConnectionCredentials(ctx, m.inboundTLSChooser("", cfgs), security.WithLogger(m.log))
 	all := append(append([]grpc.ServerOption{grpc.Creds(creds)}, m.goldenServerOptions()...),
-		grpc.ChainUnaryInterceptor(m.stripAndTapUnary, m.xdsInboundUnary),
-		grpc.ChainStreamInterceptor(m.stripAndTapStream, m.xdsInboundStream))
+		grpc.ChainUnaryInterceptor(m.stripAndTapUnary), grpc.ChainStreamInterceptor(m.stripAndTapStream))
+	all = append(all, authn...)
+	all = append(all, grpc.ChainUnaryInterceptor(m.xdsInboundUnary), grpc.ChainStreamInterceptor(m.xdsInboundStream))
 	all = append(all, base...)
 	return &xdsGRPCServer{Server: grpc.NewServer(append(all, opts...)...), cancel: cancel}
 }
 
 func (m *Mesh) xdsInboundUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if err := m.grpcInboundDecision(ctx, info.FullMethod); err != nil {
+	auth, err := m.grpcInboundDecision(ctx, info.FullMethod)
+	if err != nil {
 		return nil, err
 	}
-	return handler(ctx, req)
+	return handler(grpcWithAuth(ctx, auth), req)
 }
 
 func (m *Mesh) xdsInboundStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if err := m.grpcInboundDecision(ss.Context(), info.FullMethod); err != nil {
+	auth, err := m.grpcInboundDecision(ss.Context(), info.FullMethod)
+	if err != nil {
 		return err
 	}
+	if ctx := grpcWithAuth(ss.Context(), auth); ctx != ss.Context() {
+		ss = ctxStream{ServerStream: ss, ctx: ctx}
+	}
 	return handler(srv, ss)
+}
+
+// grpcWithAuth is withAuth for a call: the verified tokens in the context,
+// and the metadata without the headers of tokens not forwarded.
+func grpcWithAuth(ctx context.Context, auth *jwt.Result) context.Context {
+	if prev, _ := jwt.FromContext(ctx); prev == auth {
+		return ctx
+	}
+	ctx = jwt.NewContext(ctx, auth)
+	if auth == nil || len(auth.Headers) == 0 {
+		return ctx
+	}
+	md, ok := metadata.FromIncomingContext(ctx)
+	if !ok {
+		return ctx
+	}
+	md = md.Copy()
+	for _, h := range auth.Headers {
+		delete(md, strings.ToLower(h))
+	}
+	return metadata.NewIncomingContext(ctx, md)
 }
 
 // grpcInboundDecision is the gRPC adapter of inbound.Decide; nil admits
@@ -87,8 +117,16 @@ func (m *Mesh) xdsInboundStream(srv any, ss grpc.ServerStream, info *grpc.Stream
 // route, or a route without the non-forwarding action, matches ("a route
 // with an inappropriate action causes RPCs matching that route to fail
 // with UNAVAILABLE", gRFC A36; grpc-go answers a missing route the same
-// way), and PERMISSION_DENIED when RBAC denies (gRFC A41).
-func (m *Mesh) grpcInboundDecision(ctx context.Context, fullMethod string) error {
+// way), PERMISSION_DENIED when RBAC denies (gRFC A41), and UNAUTHENTICATED
+// for a token the jwt_authn filter refuses (Envoy's 401, mapped as gRPC
+// maps HTTP 401). auth are the tokens verified, for the handler.
+func (m *Mesh) grpcInboundDecision(ctx context.Context, fullMethod string) (auth *jwt.Result, err error) {
+	auth, _ = jwt.FromContext(ctx)
+	err = m.grpcInboundDecide(ctx, fullMethod, &auth)
+	return auth, err
+}
+
+func (m *Mesh) grpcInboundDecide(ctx context.Context, fullMethod string, auth **jwt.Result) error {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
 		return status.Error(codes.Internal, "no peer for the call")
@@ -117,7 +155,8 @@ func (m *Mesh) grpcInboundDecision(ctx context.Context, fullMethod string) error
 	md, _ := metadata.FromIncomingContext(ctx)
 	ti, isTLS := p.AuthInfo.(credentials.TLSInfo)
 	req, authority := xds.RequestFromGRPC(fullMethod, md, isTLS)
-	in := inbound.Request{Conn: xds.ConnInfo{Local: addrPortOf(p.LocalAddr), Remote: addrPortOf(p.Addr), TLS: isTLS}, Host: authority, Req: &req}
+	in := inbound.Request{Conn: xds.ConnInfo{Local: addrPortOf(p.LocalAddr), Remote: addrPortOf(p.Addr), TLS: isTLS}, Host: authority, Req: &req,
+		Ctx: ctx, Authenticators: st.auth, Auth: *auth}
 	if isTLS {
 		in.ServerName = ti.State.ServerName
 		if len(ti.State.PeerCertificates) > 0 {
@@ -132,7 +171,12 @@ func (m *Mesh) grpcInboundDecision(ctx context.Context, fullMethod string) error
 	var msg string
 	switch d.Outcome {
 	case inbound.Allowed:
+		*auth = d.Auth
 		return nil
+	case inbound.Unauthenticated:
+		m.log.InfoContext(ctx, "weft: call refused by xDS jwt_authn", "listener", l.name, "error", d.Err, "method", fullMethod,
+			"source_ip", in.Conn.Remote.Addr().String())
+		return status.Error(codes.Unauthenticated, "Jwt verification fails")
 	case inbound.Denied:
 		src, _ := security.PeerID(ctx)
 		m.limited.InfoContext(ctx, "weft: call denied by xDS RBAC", "listener", l.name, "filter", d.Filter.FilterName, "action", d.Filter.Action.String(),

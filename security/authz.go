@@ -11,9 +11,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/weftmesh/weft/internal/jwt"
 	"github.com/weftmesh/weft/internal/rbac"
 	"github.com/weftmesh/weft/internal/suggest"
 )
@@ -48,6 +50,14 @@ const (
 type PolicySet struct {
 	allow, deny, audit []*policy
 	engine             rbac.Engine // the policies, translated (authz_rbac.go)
+
+	// authn are the RequestAuthentication documents; providers and
+	// requirement their translation (authn.go), nil without any.
+	authn       []*requestAuthn
+	providers   []*jwt.Provider
+	requirement *jwt.Requirement
+	authOnce    sync.Once
+	auth        *jwt.Authenticator // inline key sets only (AuthenticateRequest)
 }
 
 // PolicyEvaluator decides requests. *PolicySet and *PolicyWatcher implement
@@ -82,10 +92,13 @@ type rule struct {
 }
 
 type sourceMatch struct {
-	principals, notPrincipals         []strMatch
-	namespaces, notNamespaces         []strMatch
-	ipBlocks, notIPBlocks             []netip.Prefix
-	remoteIPBlocks, notRemoteIPBlocks []netip.Prefix
+	principals, notPrincipals []strMatch
+	// requestPrincipals are Istio's "<iss>/<sub>" values, translated
+	// with istiod's own splitting (authz_rbac.go).
+	requestPrincipals, notRequestPrincipals []string
+	namespaces, notNamespaces               []strMatch
+	ipBlocks, notIPBlocks                   []netip.Prefix
+	remoteIPBlocks, notRemoteIPBlocks       []netip.Prefix
 }
 
 type operationMatch struct {
@@ -103,6 +116,10 @@ const (
 	condSourceNamespace
 	condSourcePrincipal
 	condDestinationPort
+	condRequestPrincipal
+	// condJWTClaim: request.auth.claims[...], request.auth.audiences
+	// (claim aud) and request.auth.presenter (claim azp).
+	condJWTClaim
 )
 
 type condition struct {
@@ -111,6 +128,8 @@ type condition struct {
 	values, notValues []strMatch
 	ips, notIPs       []netip.Prefix
 	ports, notPorts   []uint16
+	claim             []string // condJWTClaim: the claim's path
+	raw, notRaw       []string // condRequestPrincipal
 }
 
 // The YAML shape of an AuthorizationPolicy (security.istio.io/v1).
@@ -135,6 +154,8 @@ type specDoc struct {
 	Action     string         `yaml:"action"`
 	Provider   map[string]any `yaml:"provider"`
 	Rules      []ruleDoc      `yaml:"rules"`
+	// JWTRules are a RequestAuthentication's (authn.go).
+	JWTRules []jwtRuleDoc `yaml:"jwtRules"`
 }
 
 // selectorDoc is Istio's WorkloadSelector.
@@ -201,17 +222,26 @@ type conditionDoc struct {
 // apiVersion security.istio.io/v1 or v1beta1.
 //
 // Supported: actions ALLOW (the default), DENY and AUDIT; from.source
-// principals, namespaces, ipBlocks and remoteIpBlocks with their not-
-// forms; to.operation hosts, ports, methods and paths with their not-
-// forms; when conditions on request.headers[NAME], source.ip, remote.ip,
-// source.namespace, source.principal and destination.port. The caller's
+// principals, requestPrincipals, namespaces, ipBlocks and remoteIpBlocks
+// with their not- forms; to.operation hosts, ports, methods and paths with
+// their not- forms; when conditions on request.headers[NAME], source.ip,
+// remote.ip, source.namespace, source.principal, destination.port,
+// request.auth.principal, request.auth.audiences, request.auth.presenter
+// and request.auth.claims[NAME] (nested: [NAME][NESTED]).
+//
+// RequestAuthentication documents (security.istio.io/v1) in the same data
+// declare the JWT issuers whose tokens the request.auth fields read: their
+// jwtRules' issuer, audiences, jwksUri or inline jwks, fromHeaders,
+// fromParams, fromCookies, forwardOriginalToken, timeout and
+// spaceDelimitedClaims. A [RequestAuthenticator] ([AuthenticationHandler],
+// or [AuthorizationHandler] itself) validates the tokens before Evaluate. The caller's
 // address is both its source and its remote IP: no proxy stands between a
 // proxyless server and its callers. Principals use Istio's form without
 // "spiffe://" ("cluster.local/ns/default/sa/web"; a "spiffe://" prefix is
 // tolerated and dropped), and string values may use one "*" as a prefix or
-// suffix wildcard, or be "*" alone. Fields Weft cannot enforce (CUSTOM
-// action, request principals, request.auth conditions) and unknown fields
-// are errors, so a policy is never silently weakened.
+// suffix wildcard, or be "*" alone. Fields Weft cannot enforce (the CUSTOM
+// action, serviceAccounts, a jwtRule's outputs to headers) and unknown
+// fields are errors, so a policy is never silently weakened.
 //
 // The policies are translated into RBAC as istiod translates them for
 // Envoy, and evaluated by the engine that evaluates the RBAC filters of an
@@ -257,9 +287,17 @@ func parseAuthorizationPolicies(data []byte, file string) (*PolicySet, error) {
 			return nil, fmt.Errorf("%sauthorization policy document %d%s: more than %d documents (the limit)",
 				where, n, docName(&doc), maxPolicyDocuments)
 		}
-		if rules += len(doc.Spec.Rules); rules > maxPolicyRules {
+		if rules += len(doc.Spec.Rules) + len(doc.Spec.JWTRules); rules > maxPolicyRules {
 			return nil, fmt.Errorf("%sauthorization policy document %d%s: more than %d rules in all documents (the limit)",
 				where, n, docName(&doc), maxPolicyRules)
+		}
+		if doc.Kind == "RequestAuthentication" {
+			ra, err := compileRequestAuthn(n, &doc)
+			if err != nil {
+				return nil, fmt.Errorf("%srequest authentication document %d%s: %w", where, n, docName(&doc), err)
+			}
+			set.authn = append(set.authn, ra)
+			continue
 		}
 		p, action, err := compilePolicy(n, &doc)
 		if err != nil {
@@ -278,7 +316,7 @@ func parseAuthorizationPolicies(data []byte, file string) (*PolicySet, error) {
 
 // empty reports whether s holds no policy at all.
 func (s *PolicySet) empty() bool {
-	return s == nil || len(s.allow)+len(s.deny)+len(s.audit) == 0
+	return s == nil || len(s.allow)+len(s.deny)+len(s.audit)+len(s.authn) == 0
 }
 
 // yamlFieldError is how yaml.v3 words an unknown field under KnownFields.
@@ -299,17 +337,19 @@ var docFields = func() map[string]struct {
 		known []string
 	}{}
 	for path, v := range map[string]any{
-		"":                       policyDoc{},
-		"metadata":               metadataDoc{},
-		"spec":                   specDoc{},
-		"spec.selector":          selectorDoc{},
-		"spec.targetRefs[]":      targetRefDoc{},
-		"spec.rules[]":           ruleDoc{},
-		"spec.rules[].from[]":    fromDoc{},
-		"spec.rules[].to[]":      toDoc{},
-		"rules[].from[].source":  sourceDoc{},
-		"rules[].to[].operation": operationDoc{},
-		"spec.rules[].when[]":    conditionDoc{},
+		"":                              policyDoc{},
+		"metadata":                      metadataDoc{},
+		"spec":                          specDoc{},
+		"spec.selector":                 selectorDoc{},
+		"spec.jwtRules[]":               jwtRuleDoc{},
+		"spec.jwtRules[].fromHeaders[]": jwtHeaderDoc{},
+		"spec.targetRefs[]":             targetRefDoc{},
+		"spec.rules[]":                  ruleDoc{},
+		"spec.rules[].from[]":           fromDoc{},
+		"spec.rules[].to[]":             toDoc{},
+		"rules[].from[].source":         sourceDoc{},
+		"rules[].to[].operation":        operationDoc{},
+		"spec.rules[].when[]":           conditionDoc{},
 	} {
 		t := reflect.TypeOf(v)
 		var known []string
@@ -372,7 +412,10 @@ func compilePolicy(n int, doc *policyDoc) (*policy, string, error) {
 		return nil, "", fmt.Errorf("apiVersion: %q is not security.istio.io/v1 or v1beta1", doc.APIVersion)
 	}
 	if doc.Kind != "AuthorizationPolicy" {
-		return nil, "", fmt.Errorf("kind: %q is not AuthorizationPolicy", doc.Kind)
+		return nil, "", fmt.Errorf("kind: %q is not AuthorizationPolicy or RequestAuthentication", doc.Kind)
+	}
+	if len(doc.Spec.JWTRules) > 0 {
+		return nil, "", errors.New("spec.jwtRules: a RequestAuthentication field, not an AuthorizationPolicy's")
 	}
 	action := doc.Spec.Action
 	switch action {
@@ -391,12 +434,7 @@ func compilePolicy(n int, doc *policyDoc) (*policy, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	p := &policy{name: strings.TrimPrefix(docName(doc), " "), scope: scope}
-	if p.name == "" {
-		p.name = "#" + strconv.Itoa(n)
-	} else {
-		p.name = strings.Trim(p.name, "()")
-	}
+	p := &policy{name: policyName(n, doc), scope: scope}
 	for i := range doc.Spec.Rules {
 		r, err := compileRule(&doc.Spec.Rules[i])
 		if err != nil {
@@ -405,6 +443,15 @@ func compilePolicy(n int, doc *policyDoc) (*policy, string, error) {
 		p.rules = append(p.rules, r)
 	}
 	return p, action, nil
+}
+
+// policyName is "namespace/name", or "#<n>" for an unnamed document.
+func policyName(n int, doc *policyDoc) string {
+	name := strings.TrimPrefix(docName(doc), " ")
+	if name == "" {
+		return "#" + strconv.Itoa(n)
+	}
+	return strings.Trim(name, "()")
 }
 
 func compileScope(doc *policyDoc) (policyScope, error) {
@@ -485,8 +532,6 @@ func compileSource(sd *sourceDoc) (*sourceMatch, error) {
 		field string
 		v     []string
 	}{
-		{"requestPrincipals", sd.RequestPrincipals},
-		{"notRequestPrincipals", sd.NotRequestPrincipals},
 		{"serviceAccounts", sd.ServiceAccounts},
 		{"notServiceAccounts", sd.NotServiceAccounts},
 	}
@@ -497,6 +542,12 @@ func compileSource(sd *sourceDoc) (*sourceMatch, error) {
 	}
 	s := &sourceMatch{}
 	var err error
+	if s.requestPrincipals, err = checkValues("requestPrincipals", sd.RequestPrincipals); err != nil {
+		return nil, err
+	}
+	if s.notRequestPrincipals, err = checkValues("notRequestPrincipals", sd.NotRequestPrincipals); err != nil {
+		return nil, err
+	}
 	if s.principals, err = compileStrings("principals", sd.Principals, trimSPIFFE); err != nil {
 		return nil, err
 	}
@@ -596,6 +647,28 @@ func compileCondition(cd *conditionDoc) (*condition, error) {
 			return nil, err
 		}
 		c.notValues, err = compileStrings("notValues", cd.NotValues, trimSPIFFE)
+	case key == "request.auth.principal":
+		c.kind = condRequestPrincipal
+		if c.raw, err = checkValues("values", cd.Values); err != nil {
+			return nil, err
+		}
+		c.notRaw, err = checkValues("notValues", cd.NotValues)
+	case key == "request.auth.audiences", key == "request.auth.presenter", strings.HasPrefix(key, "request.auth.claims"):
+		c.kind = condJWTClaim
+		switch key {
+		case "request.auth.audiences":
+			c.claim = []string{"aud"}
+		case "request.auth.presenter":
+			c.claim = []string{"azp"}
+		default:
+			if c.claim, err = claimPath(key); err != nil {
+				return nil, fieldError("key", err)
+			}
+		}
+		if c.values, err = compileStrings("values", cd.Values, nil); err != nil {
+			return nil, err
+		}
+		c.notValues, err = compileStrings("notValues", cd.NotValues, nil)
 	case key == "destination.port":
 		c.kind = condDestinationPort
 		if c.ports, err = compilePorts("values", cd.Values); err != nil {
@@ -609,6 +682,35 @@ func compileCondition(cd *conditionDoc) (*condition, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// claimPath parses "request.auth.claims[a][b]" into [a b], as istiod
+// does: at least one bracketed, non-empty name, nothing else.
+func claimPath(key string) ([]string, error) {
+	rest := strings.TrimPrefix(key, "request.auth.claims")
+	var out []string
+	for rest != "" {
+		end := strings.IndexByte(rest, ']')
+		if rest[0] != '[' || end < 2 || strings.ContainsAny(rest[1:end], "[") {
+			return nil, fmt.Errorf("bad claim name in %q: want request.auth.claims[name] or [name][nested]", key)
+		}
+		out = append(out, rest[1:end])
+		rest = rest[end+1:]
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no claim named in %q", key)
+	}
+	return out, nil
+}
+
+// checkValues refuses empty values.
+func checkValues(field string, vals []string) ([]string, error) {
+	for i, v := range vals {
+		if v == "" {
+			return nil, fieldError(fmt.Sprintf("%s[%d]", field, i), errors.New("empty value"))
+		}
+	}
+	return vals, nil
 }
 
 func trimSPIFFE(s string) string { return strings.TrimPrefix(s, "spiffe://") }

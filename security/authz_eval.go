@@ -8,6 +8,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/weftmesh/weft/internal/jwt"
 	"github.com/weftmesh/weft/internal/rbac"
 )
 
@@ -36,6 +37,10 @@ type Request struct {
 	SourceID spiffeid.ID
 	// SourceIP is the caller's address; the zero Addr when unknown.
 	SourceIP netip.Addr
+
+	// auth are the tokens a RequestAuthenticator verified for the
+	// request: what requestPrincipals and request.auth.* match.
+	auth *jwt.Result
 }
 
 // Decision is the outcome of evaluating a request; a plain comparable value.
@@ -72,7 +77,7 @@ func (p *PolicySet) Evaluate(r *Request) Decision {
 	if err != nil {
 		return Decision{Reason: reasonInvalidPath}
 	}
-	in := rbac.Input{Method: r.Method, Path: path, Host: r.Host, Header: r.Headers, RemoteAddr: r.SourceIP}
+	in := rbac.Input{Method: r.Method, Path: path, Host: r.Host, Header: r.Headers, RemoteAddr: r.SourceIP, Metadata: r.auth.Metadata()}
 	if i := strings.IndexByte(r.Path, '?'); i >= 0 {
 		in.RawQuery, _, _ = strings.Cut(r.Path[i+1:], "#")
 	}

@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+
+	"github.com/weftmesh/weft/internal/jwt"
 )
 
 // AuthorizationHandler returns middleware that evaluates every request with
@@ -19,6 +21,11 @@ import (
 // has set it, otherwise from the request's TLS state ([PeerIDFromTLS]); the
 // server's TLS config must therefore verify peers, as [ServerTLSConfig]
 // does.
+//
+// When e is a [RequestAuthenticator] (a [PolicySet] or [PolicyWatcher]
+// holding RequestAuthentication documents) and no [AuthenticationHandler]
+// ran before, the request's tokens are validated first: 401 for an
+// invalid one, and next gets the verified tokens in its context.
 //
 // The request first goes through [NormalizeRequest]: a path that cannot be
 // normalized gets 400 Bad Request, and e judges, and next receives, the
@@ -55,6 +62,21 @@ func (h *authzHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
 		req.Port = addrPort(la)
+	}
+	if auth, ok := jwt.FromContext(r.Context()); ok {
+		req.auth = auth // verified before this handler
+	} else if a, ok := h.e.(RequestAuthenticator); ok && authnNeeded(a) {
+		req.Path = r.URL.RequestURI() // with the query, where a token may be
+		err := a.AuthenticateRequest(r.Context(), &req)
+		req.Path = r.URL.EscapedPath() // a token in the query must not reach the log
+		if err != nil {
+			h.logger.InfoContext(r.Context(), "security: request refused: invalid token", "method", r.Method, "path", r.URL.Path, "error", err)
+			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+			http.Error(w, "Jwt verification fails", http.StatusUnauthorized)
+			return
+		}
+		r = withTokens(r, req.auth)
+		req.Headers = r.Header
 	}
 	d := h.e.Evaluate(&req)
 	logDecision(r.Context(), h.logger, &req, d)

@@ -2,7 +2,9 @@ package security
 
 import (
 	"regexp"
+	"strings"
 
+	"github.com/weftmesh/weft/internal/jwt"
 	"github.com/weftmesh/weft/internal/rbac"
 )
 
@@ -41,6 +43,7 @@ func (p *PolicySet) compile() *PolicySet {
 	filter(rbac.Log, p.audit)
 	filter(rbac.Deny, p.deny)
 	filter(rbac.Allow, p.allow)
+	p.compileAuthn()
 	return p
 }
 
@@ -100,6 +103,7 @@ func field[T any](ms []rbac.Matcher, values, notValues []T, m func(T) rbac.Match
 func (s *sourceMatch) toRBAC() []rbac.Matcher {
 	var ms []rbac.Matcher
 	ms = field(ms, s.principals, s.notPrincipals, principal)
+	ms = field(ms, s.requestPrincipals, s.notRequestPrincipals, requestPrincipal)
 	ms = field(ms, s.namespaces, s.notNamespaces, namespace)
 	ms = field(ms, s.remoteIPBlocks, s.notRemoteIPBlocks, rbac.RemoteIP)
 	ms = field(ms, s.ipBlocks, s.notIPBlocks, rbac.RemoteIP)
@@ -127,6 +131,10 @@ func (c *condition) toRBAC() []rbac.Matcher {
 		return field(nil, c.values, c.notValues, principal)
 	case condDestinationPort:
 		return field(nil, c.ports, c.notPorts, port)
+	case condRequestPrincipal:
+		return field(nil, c.raw, c.notRaw, requestPrincipal)
+	case condJWTClaim:
+		return claimField(c.claim, c.values, c.notValues)
 	}
 	return []rbac.Matcher{rbac.None()} // unreachable: compileCondition knows every kind
 }
@@ -211,4 +219,90 @@ func regexMatcher(expr string) rbac.StringMatcher {
 		panic(err) // every caller quotes what it did not write
 	}
 	return rbac.StringMatcher{Kind: rbac.MatchRegex, Value: expr, Regex: re}
+}
+
+// jwtPayload is where the jwt_authn filter publishes a verified payload,
+// the path istiod's metadata matchers start with.
+var jwtPayload = []string{"payload"}
+
+// jwtClaim matches the verified payload's claim at path with v, as
+// istiod's MetadataStringMatcherForJWTClaim.
+func jwtClaim(path []string, v rbac.ValueMatcher) rbac.Matcher {
+	return rbac.Metadata(jwt.FilterName, append(append([]string{}, jwtPayload...), path...), v, false)
+}
+
+func stringValue(s rbac.StringMatcher) rbac.ValueMatcher {
+	return rbac.ValueMatcher{Kind: rbac.ValueString, String: s}
+}
+
+// requestPrincipal is istiod's requestPrincipalGenerator for one value
+// "<iss>/<sub>": the issuer is what precedes the last "/", since an
+// issuer may be a URL; "*" in either part, or around the whole value,
+// widens it as istiod widens it.
+func requestPrincipal(value string) rbac.Matcher {
+	idx := strings.LastIndex(value, "/")
+	found := idx >= 0
+	iss, sub := value, ""
+	if found {
+		iss, sub = value[:idx], value[idx+1:]
+	}
+	exact := func(s string) rbac.StringMatcher { return rbac.StringMatcher{Kind: rbac.MatchExact, Value: s} }
+	var mi, ms rbac.StringMatcher
+	switch {
+	case value == "*":
+		mi, ms = anyValue, anyValue
+	case strings.HasPrefix(value, "*"):
+		if found {
+			if iss == "*" {
+				mi = anyValue
+			} else {
+				mi = rbac.StringMatcher{Kind: rbac.MatchSuffix, Value: strings.TrimPrefix(iss, "*")}
+			}
+			ms = exact(sub)
+		} else {
+			mi = anyValue
+			ms = rbac.StringMatcher{Kind: rbac.MatchSuffix, Value: strings.TrimPrefix(value, "*")}
+		}
+	case strings.HasSuffix(value, "*"):
+		if found {
+			mi = exact(iss)
+			if sub == "*" {
+				ms = anyValue
+			} else {
+				ms = rbac.StringMatcher{Kind: rbac.MatchPrefix, Value: strings.TrimSuffix(sub, "*")}
+			}
+		} else {
+			mi = rbac.StringMatcher{Kind: rbac.MatchPrefix, Value: strings.TrimSuffix(value, "*")}
+			ms = anyValue
+		}
+	default:
+		mi, ms = exact(iss), exact(sub)
+	}
+	return rbac.And(jwtClaim([]string{"iss"}, stringValue(mi)), jwtClaim([]string{"sub"}, stringValue(ms)))
+}
+
+// claimField is istiod's requestClaimGenerator (and its audiences and
+// presenter generators): the claim, a list holding one of values or a
+// value itself (MetadataListValueMatcher with useExtendedJwt); notValues
+// the negation of the same.
+func claimField(path []string, values, notValues []strMatch) []rbac.Matcher {
+	m := func(vs []strMatch) rbac.Matcher {
+		or := rbac.ValueMatcher{Kind: rbac.ValueOr}
+		for _, v := range vs {
+			or.Subs = append(or.Subs, stringValue(stringMatcher(v, false)))
+		}
+		if len(or.Subs) == 1 {
+			or = or.Subs[0]
+		}
+		list := rbac.ValueMatcher{Kind: rbac.ValueList, Subs: []rbac.ValueMatcher{or}}
+		return jwtClaim(path, rbac.ValueMatcher{Kind: rbac.ValueOr, Subs: []rbac.ValueMatcher{list, or}})
+	}
+	var ms []rbac.Matcher
+	if len(values) > 0 {
+		ms = append(ms, m(values))
+	}
+	if len(notValues) > 0 {
+		ms = append(ms, rbac.Not(m(notValues)))
+	}
+	return ms
 }

@@ -49,7 +49,13 @@ func (p *PolicySet) For(w Workload) *PolicySet {
 		}
 		return out
 	}
-	return (&PolicySet{allow: filter(p.allow), deny: filter(p.deny), audit: filter(p.audit)}).compile()
+	var authn []*requestAuthn
+	for _, ra := range p.authn {
+		if ra.scope.appliesTo(&w) {
+			authn = append(authn, ra)
+		}
+	}
+	return (&PolicySet{allow: filter(p.allow), deny: filter(p.deny), audit: filter(p.audit), authn: authn}).compile()
 }
 
 func (s *policyScope) appliesTo(w *Workload) bool {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/internal/fileutil"
+	"github.com/weftmesh/weft/internal/jwt"
 )
 
 // PolicyWatcher keeps a [PolicySet] in step with a policy file
@@ -30,6 +31,10 @@ type PolicyWatcher struct {
 	workload Workload
 	current  atomic.Pointer[PolicySet]
 	updated  chan struct{}
+	// keys caches the remote key sets of RequestAuthentications; authn
+	// validates against the policies in force.
+	keys  *jwt.Registry
+	authn atomic.Pointer[watchedAuthn]
 
 	mu     sync.Mutex
 	status PolicyStatus
@@ -75,13 +80,22 @@ func WatchPolicyFile(path string, opts ...Option) (*PolicyWatcher, error) {
 		updated:  make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
+		keys:     jwt.NewRegistry(nil, o.logger),
 	}
 	stamp := statFile(path)
 	set, err := loadPolicyFile(path)
 	if err != nil {
+		w.keys.Close()
 		return nil, err
 	}
-	w.current.Store(set.For(w.workload))
+	set = set.For(w.workload)
+	a, err := w.newWatchedAuthn(set)
+	if err != nil {
+		w.keys.Close()
+		return nil, err
+	}
+	w.current.Store(set)
+	w.authn.Store(a)
 	w.status = PolicyStatus{Path: path, Version: 1, LoadedAt: time.Now()}
 	go w.watch(o.pollInterval, stamp)
 	return w, nil
@@ -127,6 +141,11 @@ func (w *PolicyWatcher) watch(interval time.Duration, last fileStamp) {
 		}
 		last = cur
 		set, err := loadPolicyFile(w.path)
+		var a *watchedAuthn
+		if err == nil {
+			set = set.For(w.workload)
+			a, err = w.newWatchedAuthn(set)
+		}
 		now := time.Now()
 		// Log before the status changes, so that a reader of Status
 		// that sees this check sees its log line too.
@@ -143,7 +162,12 @@ func (w *PolicyWatcher) watch(interval time.Duration, last fileStamp) {
 		if err != nil {
 			w.status.Err, w.status.ErrAt = err, now
 		} else {
-			w.current.Store(set.For(w.workload))
+			// The new validator holds its key sets before the old one
+			// lets go of them: a provider kept keeps its cached keys.
+			w.current.Store(set)
+			if old := w.authn.Swap(a); old != nil && old.auth != nil {
+				old.auth.Close()
+			}
 			w.status.Version++
 			w.status.LoadedAt, w.status.Err, w.status.ErrAt = now, nil, time.Time{}
 		}
@@ -174,12 +198,14 @@ func (w *PolicyWatcher) Status() PolicyStatus {
 // [PolicyWatcher.Status] tells which.
 func (w *PolicyWatcher) Updated() <-chan struct{} { return w.updated }
 
-// Close stops watching; the last policies stay in force for Evaluate. It
-// is idempotent.
+// Close stops watching and fetching key sets; the last policies stay in
+// force for Evaluate, and their key sets as last fetched. It is
+// idempotent.
 func (w *PolicyWatcher) Close() error {
 	w.closeOnce.Do(func() {
 		close(w.stop)
 		<-w.done
+		w.keys.Close()
 	})
 	return nil
 }

@@ -37,6 +37,18 @@
 // [StreamServerInterceptor]) enforce a policy set, and [WatchPolicyFile]
 // keeps one in step with a file (WEFT_AUTHZ_POLICY).
 //
+// # Request authentication
+//
+// RequestAuthentication documents in the same data declare the JSON Web
+// Token issuers a workload accepts (Istio's semantics: an invalid token
+// is refused with 401 or UNAUTHENTICATED, a request without one goes on,
+// and AuthorizationPolicy decides on requestPrincipals and
+// request.auth.claims). [AuthenticationHandler] and its gRPC interceptors
+// validate the tokens, as [AuthorizationHandler] does itself when none ran
+// before; [RequestPrincipal] and [RequestClaims] give the handler the
+// verified token. A [PolicyWatcher] fetches and caches the issuers' key
+// sets (jwksUri), keeping the last good keys when a fetch fails.
+//
 // A file may hold the policies of a whole namespace or mesh, as istiod
 // serves them: given the loading [Workload] (its namespace, service and
 // labels), [PolicySet.For] and [WithWorkload] keep only the policies whose

@@ -3,7 +3,11 @@ package security_test
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	jose "github.com/go-jose/go-jose/v4"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/weftmesh/weft/security"
@@ -233,4 +238,63 @@ spec:
 	})
 	fmt.Println(d.Allow, d.Policy)
 	// Output: true office-only
+}
+
+// A RequestAuthentication with an inline key set, and a policy that
+// wants its tokens: a valid token is let in as its request principal,
+// an invalid one is refused with 401, a request without one with 403.
+func ExampleAuthorizationHandler_requestAuthentication() {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	jwks, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: key.Public(), KeyID: "k1", Algorithm: "ES256", Use: "sig"}}})
+	policies, err := security.ParseAuthorizationPolicies(fmt.Appendf(nil, `
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt}
+spec:
+  jwtRules: [{issuer: "https://issuer.example", audiences: [orders], jwks: %q}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: require-jwt}
+spec:
+  rules: [{from: [{source: {requestPrincipals: ["https://issuer.example/*"]}}]}]
+`, jwks))
+	if err != nil {
+		panic(err)
+	}
+	srv := httptest.NewServer(security.AuthorizationHandler(policies, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, _ := security.RequestPrincipal(r.Context())
+		fmt.Fprint(w, p)
+	}), security.WithLogger(slog.New(slog.DiscardHandler))))
+	defer srv.Close()
+
+	sign := func(claims map[string]any) string {
+		signer, _ := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, (&jose.SignerOptions{}).WithHeader("kid", "k1"))
+		payload, _ := json.Marshal(claims)
+		jws, _ := signer.Sign(payload)
+		tok, _ := jws.CompactSerialize()
+		return tok
+	}
+	exp := time.Now().Add(time.Hour).Unix()
+	for _, tok := range []string{
+		sign(map[string]any{"iss": "https://issuer.example", "sub": "alice", "aud": "orders", "exp": exp}),
+		sign(map[string]any{"iss": "https://issuer.example", "sub": "alice", "aud": "billing", "exp": exp}),
+		"",
+	} {
+		req, _ := http.NewRequest("GET", srv.URL+"/orders", nil)
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			panic(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		fmt.Println(resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	// Output:
+	// 200 https://issuer.example/alice
+	// 401 Jwt verification fails
+	// 403 Forbidden
 }

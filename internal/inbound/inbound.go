@@ -13,9 +13,12 @@
 package inbound
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
+	"net/http"
 
+	"github.com/weftmesh/weft/internal/jwt"
 	"github.com/weftmesh/weft/internal/xds"
 )
 
@@ -51,6 +54,15 @@ type Request struct {
 	PeerCert *x509.Certificate
 	// ServerName is the TLS SNI ("" without TLS).
 	ServerName string
+	// Ctx bounds the wait for a remote JWKS's first fetch.
+	Ctx context.Context
+	// Authenticators holds the live validator of each chain's jwt_authn
+	// filter (their key sets are fetched and cached); a chain with a
+	// filter and no authenticator refuses tokens it would have to check.
+	Authenticators map[*xds.FilterChain]*jwt.Authenticator
+	// Auth are the tokens already verified for the request (by the local
+	// RequestAuthentication policy); the chain's own are added to them.
+	Auth *jwt.Result
 }
 
 // Outcome is what the listener makes of a request.
@@ -77,6 +89,9 @@ const (
 	NotNonForwarding
 	// Denied: an RBAC filter denied the request.
 	Denied
+	// Unauthenticated: the jwt_authn filter refused the request's token
+	// (HTTP 401, gRPC UNAUTHENTICATED).
+	Unauthenticated
 )
 
 // Decision is the outcome and, for Denied, the filter and policy that
@@ -87,6 +102,11 @@ type Decision struct {
 	// ("" when an ALLOW filter matched none).
 	Filter *xds.RBAC
 	Policy string
+	// Err is why the token was refused, for Unauthenticated.
+	Err error
+	// Auth are the verified tokens (r.Auth and the chain's), for the
+	// handler; nil when none.
+	Auth *jwt.Result
 }
 
 // Decide applies the filter chain for r's connection, its inbound routes
@@ -117,11 +137,47 @@ func Decide(l *xds.ServerListener, routes map[string]*xds.RouteConfig, r *Reques
 	case rt.Action.Kind != xds.ActionNonForwarding:
 		return Decision{Outcome: NotNonForwarding}
 	}
+	auth, orig := r.Auth, r.Req
+	if fc.JWT != nil {
+		if req := fc.JWT.Requirement(r.Host, r.Req); req != nil {
+			a := r.Authenticators[fc]
+			if a == nil {
+				return Decision{Outcome: Unauthenticated, Err: errNoAuthenticator}
+			}
+			ctx := r.Ctx
+			if ctx == nil {
+				ctx = context.Background()
+			}
+			res, err := a.Authenticate(ctx, &jwt.Request{Method: r.Req.Method, Header: r.Req.Header, RawQuery: r.Req.RawQuery}, req)
+			if err != nil {
+				return Decision{Outcome: Unauthenticated, Err: err}
+			}
+			auth = auth.Merge(res)
+			if len(res.Headers) > 0 {
+				// Envoy removes a token not forwarded before the filters
+				// after jwt_authn: the RBAC filters judge the request
+				// the handler will see.
+				stripped := *r.Req
+				stripped.Header = StripTokens(r.Req.Header, res)
+				r2 := *r
+				r2.Req = &stripped
+				r = &r2
+			}
+		}
+	}
 	if len(fc.RBAC) == 0 {
-		return Decision{Outcome: Allowed}
+		return Decision{Outcome: Allowed, Auth: auth}
 	}
 	in := xds.RBACInput{Host: r.Host, Request: r.Req, Local: r.Conn.Local, Remote: r.Conn.Remote, PeerCert: r.PeerCert, ServerName: r.ServerName}
-	for _, f := range fc.RBAC {
+	md := auth.Metadata()
+	for i, f := range fc.RBAC {
+		// Envoy's filters run in order: an RBAC filter before jwt_authn
+		// sees only what was verified before the chain.
+		if fc.JWT != nil && i < fc.JWT.RBACBefore {
+			in.Metadata, in.Request = r.Auth.Metadata(), orig
+		} else {
+			in.Metadata, in.Request = md, r.Req
+		}
 		allowed, policy := f.Allowed(&in)
 		if f.Action == xds.RBACLog {
 			continue
@@ -133,5 +189,21 @@ func Decide(l *xds.ServerListener, routes map[string]*xds.RouteConfig, r *Reques
 			return Decision{Outcome: Denied, Filter: f, Policy: policy}
 		}
 	}
-	return Decision{Outcome: Allowed}
+	return Decision{Outcome: Allowed, Auth: auth}
+}
+
+var errNoAuthenticator = errors.New("inbound: the chain's JWT providers are not ready")
+
+// StripTokens returns h without the headers that carried verified tokens
+// of providers that do not forward them (Envoy removes them before the
+// request goes on), or h itself when there are none. h is not modified.
+func StripTokens(h http.Header, res *jwt.Result) http.Header {
+	if res == nil || len(res.Headers) == 0 {
+		return h
+	}
+	out := h.Clone()
+	for _, name := range res.Headers {
+		out.Del(name)
+	}
+	return out
 }

@@ -219,6 +219,7 @@ const (
 	kindServerName
 	kindAuthenticated
 	kindRemoteIP
+	kindMetadata
 )
 
 // Matcher is one permission or principal of a policy (Envoy's Permission
@@ -231,6 +232,7 @@ type Matcher struct {
 	header *HeaderMatcher
 	prefix netip.Prefix // destination or remote address
 	lo, hi uint32       // destination port range [lo, hi)
+	md     *metadataMatcher
 }
 
 // Any matches every request.
@@ -350,6 +352,8 @@ func (m *Matcher) match(in *Input) bool {
 		return matchPeer(m.str, in)
 	case kindRemoteIP:
 		return in.RemoteAddr.IsValid() && m.prefix.Contains(in.RemoteAddr.Unmap())
+	case kindMetadata:
+		return m.md.match(in)
 	}
 	return false
 }

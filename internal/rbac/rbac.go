@@ -75,6 +75,10 @@ type Input struct {
 	PeerID   string
 	// ServerName is the TLS SNI the caller asked for ("" without TLS).
 	ServerName string
+	// Metadata is the request's dynamic metadata by filter name: what the
+	// jwt_authn filter publishes of the tokens it verified (Istio's
+	// request.auth.*). Nil when there is none.
+	Metadata map[string]map[string]any
 }
 
 // Policy is one named RBAC policy: it matches a request when one of its

@@ -54,6 +54,9 @@ type RBACInput struct {
 	PeerCert *x509.Certificate
 	// ServerName is the TLS SNI the caller asked for ("" without TLS).
 	ServerName string
+	// Metadata is the dynamic metadata of the request: the payloads of
+	// the tokens the jwt_authn filter verified.
+	Metadata map[string]map[string]any
 }
 
 // Allowed evaluates the filter: for ALLOW, whether a policy matches; for
@@ -62,7 +65,7 @@ type RBACInput struct {
 // normalized path the handler will see; a nil Request reads as a request
 // with no method, path or headers.
 func (r *RBAC) Allowed(in *RBACInput) (allowed bool, matched string) {
-	x := rbac.Input{Host: in.Host, PeerCert: in.PeerCert, ServerName: in.ServerName}
+	x := rbac.Input{Host: in.Host, PeerCert: in.PeerCert, ServerName: in.ServerName, Metadata: in.Metadata}
 	if q := in.Request; q != nil {
 		x.Method, x.Path, x.RawQuery, x.Scheme, x.Header = q.Method, q.Path, q.RawQuery, q.Scheme, q.Header
 	}
@@ -77,8 +80,8 @@ func (r *RBAC) Allowed(in *RBACInput) (allowed bool, matched string) {
 
 // translateRBACFilter translates an RBAC HTTP filter's config. A filter
 // without rules enforces nothing (Envoy's meaning), and is returned as nil.
-// What Weft cannot evaluate (CEL conditions, the matcher API, dynamic
-// metadata) is an error rather than a guess: a policy evaluated wrongly is a
+// Metadata matchers read what the chain's jwt_authn filter verified.
+// What Weft cannot evaluate (CEL conditions, the matcher API) is an error rather than a guess: a policy evaluated wrongly is a
 // hole, so the listener is rejected and the last good one stays.
 func translateRBACFilter(name string, f *rbacfilterv3.RBAC) (*RBAC, error) {
 	if f.GetMatcher() != nil {
@@ -200,7 +203,11 @@ func translatePermission(p *rbacv3.Permission, depth int) (rbac.Matcher, error) 
 		}
 		return rbac.ServerName(s), nil
 	case *rbacv3.Permission_Metadata:
-		return metadataMatcher(r.Metadata.GetInvert()), nil
+		m, err := translateMetadataMatcher(r.Metadata)
+		if err != nil {
+			return rbac.Matcher{}, prefixed("metadata", err)
+		}
+		return m, nil
 	case nil:
 		return rbac.Matcher{}, ferr("rule", "not set")
 	default:
@@ -271,22 +278,16 @@ func translatePrincipal(p *rbacv3.Principal, depth int) (rbac.Matcher, error) {
 		}
 		return rbac.URLPath(s), nil
 	case *rbacv3.Principal_Metadata:
-		return metadataMatcher(id.Metadata.GetInvert()), nil
+		m, err := translateMetadataMatcher(id.Metadata)
+		if err != nil {
+			return rbac.Matcher{}, prefixed("metadata", err)
+		}
+		return m, nil
 	case nil:
 		return rbac.Matcher{}, ferr("identifier", "not set")
 	default:
 		return rbac.Matcher{}, ferr("identifier", "unsupported %T", id)
 	}
-}
-
-// metadataMatcher stands for a dynamic-metadata match. A proxyless server
-// has no filter that writes dynamic metadata, so the match is always false
-// (and its inversion always true), which is also grpc-go's reading.
-func metadataMatcher(invert bool) rbac.Matcher {
-	if invert {
-		return rbac.Any()
-	}
-	return rbac.None()
 }
 
 func remoteCIDR(field string, c *corev3.CidrRange) (rbac.Matcher, error) {

@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	jwtv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -38,6 +39,8 @@ type FilterChain struct {
 	// RBAC are the chain's RBAC filters in order; a request must pass
 	// each.
 	RBAC []*RBAC
+	// JWT is the chain's jwt_authn filter; nil when it has none.
+	JWT *JWTAuthn
 	// TLS is the chain's transport socket: nil serves plaintext, else the
 	// connection must complete this TLS handshake.
 	TLS *DownstreamTLS
@@ -205,7 +208,7 @@ func isLocal(local, remote netip.Addr) bool {
 
 // translateServerListener translates a Listener with filter chains. The
 // network filter of every chain must be the HttpConnectionManager; its
-// HTTP filters may be RBAC (applied), the router (last), and filters marked
+// HTTP filters may be RBAC and jwt_authn (applied), the router (last), and filters marked
 // optional (skipped, and reported). Any other filter rejects the listener:
 // an inbound filter Weft would skip could be a security control.
 func translateServerListener(l *listenerv3.Listener, out *Listener) error {
@@ -288,6 +291,20 @@ func translateFilterChain(fc *listenerv3.FilterChain, out *Listener) (*FilterCha
 			if r != nil {
 				c.RBAC = append(c.RBAC, r)
 			}
+		case tc.MessageIs((*jwtv3.JwtAuthentication)(nil)):
+			if c.JWT != nil {
+				return nil, ferr(field, "a second jwt_authn filter %q; one is supported", f.GetName())
+			}
+			cfg := &jwtv3.JwtAuthentication{}
+			if err := tc.UnmarshalTo(cfg); err != nil {
+				return nil, ferr(field+".typed_config", "%v", err)
+			}
+			a, err := translateJWTAuthn(f.GetName(), cfg, &out.Unapplied)
+			if err != nil {
+				return nil, prefixed(field+".typed_config", err)
+			}
+			a.RBACBefore = len(c.RBAC)
+			c.JWT = a
 		case tc.MessageIs((*routerv3.Router)(nil)):
 			return nil, ferr(field, "router filter %q is not last", f.GetName())
 		case f.GetIsOptional():

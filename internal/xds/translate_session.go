@@ -10,6 +10,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	jwtv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	statefulsessionv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/stateful_session/v3"
 	cookiev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/stateful_session/cookie/v3"
@@ -146,6 +147,11 @@ func routeSession(route, vhost map[string]*anypb.Any, routeField, vhostField str
 				// A per-route RBAC override decides who may call the
 				// route; skipping it would let in callers it refuses.
 				return nil, ferr(errField, "RBACPerRoute (a per-route RBAC override) is not supported: it changes who is allowed in, so the resource is refused rather than applied in part")
+			}
+			if a.MessageIs((*jwtv3.PerRouteConfig)(nil)) {
+				// A per-route jwt_authn override changes which tokens a
+				// route requires, as RBACPerRoute changes who is let in.
+				return nil, ferr(errField, "a per-route jwt_authn config is not supported: it changes which tokens are required, so the resource is refused rather than applied in part")
 			}
 			if !a.MessageIs((*statefulsessionv3.StatefulSessionPerRoute)(nil)) {
 				unapplied = append(unapplied, field)

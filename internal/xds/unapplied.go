@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 
+	jwtv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -167,6 +168,27 @@ var (
 		"endpoints.lb_endpoints.health_status", "endpoints.lb_endpoints.load_balancing_weight",
 		"endpoints.lb_endpoints.endpoint.hostname")
 )
+
+// jwtProviderUnapplied are the fields of a jwt_authn provider Weft does
+// not apply; a provider is a map value, which the wire walk does not
+// descend into, so translateJWTProvider reports them from this table.
+// None changes which tokens are accepted: they copy claims into headers
+// for the application, tune Envoy's caches and fetches, or name the
+// cluster the JWKS is fetched through (Weft fetches the URI directly).
+// Fields that would change the verdict are NACKed instead.
+var jwtProviderUnapplied = []struct {
+	field string
+	set   func(*jwtv3.JwtProvider) bool
+}{
+	{"claim_to_headers", func(p *jwtv3.JwtProvider) bool { return len(p.GetClaimToHeaders()) > 0 }},
+	{"forward_payload_header", func(p *jwtv3.JwtProvider) bool { return p.GetForwardPayloadHeader() != "" }},
+	{"header_in_metadata", func(p *jwtv3.JwtProvider) bool { return p.GetHeaderInMetadata() != "" }},
+	{"failed_status_in_metadata", func(p *jwtv3.JwtProvider) bool { return p.GetFailedStatusInMetadata() != "" }},
+	{"jwt_cache_config", func(p *jwtv3.JwtProvider) bool { return p.GetJwtCacheConfig() != nil }},
+	{"remote_jwks.http_uri.cluster", func(p *jwtv3.JwtProvider) bool { return p.GetRemoteJwks().GetHttpUri().GetCluster() != "" }},
+	{"remote_jwks.async_fetch", func(p *jwtv3.JwtProvider) bool { return p.GetRemoteJwks().GetAsyncFetch() != nil }},
+	{"remote_jwks.retry_policy", func(p *jwtv3.JwtProvider) bool { return p.GetRemoteJwks().GetRetryPolicy() != nil }},
+}
 
 // unappliedFields returns, sorted and without duplicates, the paths of the
 // fields present in raw, a serialized message of type md, that fs does not
