@@ -28,6 +28,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"slices"
 	"sort"
@@ -483,7 +484,7 @@ func (c *Cluster) Pick(info PickInfo) (PickResult, error) {
 			res = again
 		}
 		if info.Tried.Tried(res.Endpoint.Addr) {
-			if e := c.untried(info.Tried); e != nil {
+			if e := c.untried(p, res.Endpoint, info.Tried, nil); e != nil {
 				res = PickResult{Endpoint: e}
 			}
 		}
@@ -492,18 +493,52 @@ func (c *Cluster) Pick(info PickInfo) (PickResult, error) {
 	return res, nil
 }
 
-// untried returns an endpoint that may serve and that tried does not
-// report, or nil. It is the last resort of a pick for a retry or hedge
-// whose policy kept drawing endpoints already tried (with two endpoints,
-// four draws all land on the tried one 1 time in 16): going elsewhere
-// matters more than the policy's preference then.
-func (c *Cluster) untried(tried interface{ Tried(addr string) bool }) *Endpoint {
+// scopedPicker is a Picker that chooses among priorities before it picks
+// an endpoint, as NewPriorityLocality's does.
+type scopedPicker interface {
+	// retryScope returns the endpoints a pick that chose priority prio
+	// may reach (those of prio's localities that receive traffic), or
+	// nil when prio receives none. The slice is the picker's: read only.
+	retryScope(prio uint32) []*Endpoint
+}
+
+// untried returns an endpoint that may serve, that tried does not report
+// and that ok, when not nil, accepts, or nil. It is the last resort of a
+// pick for a retry or hedge whose policy kept drawing endpoints already
+// tried (with two endpoints, four draws all land on the tried one 1 time
+// in 16): going elsewhere matters more than the policy's preference then,
+// but only among the endpoints the policy could have picked in the
+// priority it chose for last, the pick's priority. Envoy's retries keep
+// the balancer's priority load (retry_priority aside, which Weft does not
+// apply): when previous_hosts finds no other host there, the retry goes
+// back to a tried one rather than to a priority the load gives nothing.
+// A picker without priorities (a bare policy) may reach every endpoint.
+func (c *Cluster) untried(p Picker, picked *Endpoint, tried interface{ Tried(addr string) bool }, ok func(*Endpoint) bool) *Endpoint {
+	fits := func(e *Endpoint) bool {
+		return e.Health.Serving() && !e.Ejected() && !tried.Tried(e.Addr) && (ok == nil || ok(e))
+	}
+	if sp, isScoped := p.(scopedPicker); isScoped {
+		eps := sp.retryScope(picked.Priority)
+		if len(eps) == 0 {
+			return nil
+		}
+		// Start at a random place, so the fallback spreads over the
+		// priority's untried endpoints rather than always taking the
+		// first.
+		off := rand.IntN(len(eps))
+		for i := range eps {
+			if e := eps[(off+i)%len(eps)]; fits(e) {
+				return e
+			}
+		}
+		return nil
+	}
 	m := c.addrs.Load()
 	if m == nil {
 		return nil
 	}
-	for addr, e := range *m {
-		if e.Health.Serving() && !e.Ejected() && !tried.Tried(addr) {
+	for _, e := range *m {
+		if fits(e) {
 			return e
 		}
 	}

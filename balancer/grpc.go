@@ -513,10 +513,11 @@ func (p *grpcPicker) Pick(gi gbalancer.PickInfo) (gbalancer.PickResult, error) {
 	}
 	switch {
 	case found.Endpoint != nil:
-		// Every draw was tried already: a READY endpoint not tried, if
-		// any, before going back to one that was (see Cluster.untried).
-		if e, c := p.untriedReady(info.Tried); e != nil {
-			return p.done(call, PickResult{Endpoint: e}, c), nil
+		// Every draw was tried already: a READY endpoint not tried in
+		// the priority of that draw, if any, before going back to one
+		// that was (see Cluster.untried).
+		if e := p.cluster.untried(p.p, found.Endpoint, info.Tried, p.isReady); e != nil {
+			return p.done(call, PickResult{Endpoint: e}, p.conns[e.Addr].sc), nil
 		}
 		return p.done(call, found, sc), nil
 	case connecting:
@@ -553,20 +554,8 @@ func (p *grpcPicker) done(call *GRPCPick, res PickResult, sc gbalancer.SubConn) 
 	}}
 }
 
-// untriedReady returns a READY endpoint that may serve and that tried does
-// not report, with its SubConn, or nil.
-func (p *grpcPicker) untriedReady(tried interface{ Tried(addr string) bool }) (*Endpoint, gbalancer.SubConn) {
-	addrs := p.cluster.addrs.Load()
-	if addrs == nil || tried == nil {
-		return nil, nil
-	}
-	for _, addr := range p.ready {
-		if e := (*addrs)[addr]; e != nil && e.Health.Serving() && !e.Ejected() && !tried.Tried(addr) {
-			return e, p.conns[addr].sc
-		}
-	}
-	return nil, nil
-}
+// isReady reports whether e's SubConn is READY.
+func (p *grpcPicker) isReady(e *Endpoint) bool { return p.conns[e.Addr].state == connReady }
 
 type errGRPCPicker struct{ err error }
 

@@ -320,6 +320,7 @@ func (b *plBalancer) UpdateEndpoints(eps []*Endpoint) {
 	var (
 		leaves []*plLeaf
 		shares []float64
+		scopes []plScope
 	)
 	seen := make(map[plKey]bool)
 	inPanic := make(map[uint32]bool)
@@ -346,6 +347,7 @@ func (b *plBalancer) UpdateEndpoints(eps []*Endpoint) {
 			shares = append(shares, share)
 			continue
 		}
+		scope := plScope{priority: p.value}
 		if p.panic {
 			inPanic[p.value] = true
 			var all []*Endpoint
@@ -367,6 +369,8 @@ func (b *plBalancer) UpdateEndpoints(eps []*Endpoint) {
 			pl.bal.UpdateEndpoints(all)
 			leaves = append(leaves, pl)
 			shares = append(shares, share)
+			scope.eps = all
+			scopes = append(scopes, scope)
 			continue
 		}
 		if total == 0 {
@@ -384,8 +388,10 @@ func (b *plBalancer) UpdateEndpoints(eps []*Endpoint) {
 			if w > 0 {
 				leaves = append(leaves, b.leaves[l.key])
 				shares = append(shares, share*w)
+				scope.eps = append(scope.eps, l.eps...)
 			}
 		}
+		scopes = append(scopes, scope)
 	}
 	for k, l := range b.leaves {
 		if !seen[k] {
@@ -403,7 +409,9 @@ func (b *plBalancer) UpdateEndpoints(eps []*Endpoint) {
 		b.update(ErrPicker(ErrNoHealthyEndpoint))
 		return
 	}
-	b.update(newPLPicker(leaves, shares, b.rng))
+	pk := newPLPicker(leaves, shares, b.rng)
+	pk.scopes = scopes
+	b.update(pk)
 }
 
 func (b *plBalancer) Close() {
@@ -434,6 +442,27 @@ type plPicker struct {
 	// above the one before it.
 	bounds []uint64
 	rng    func() uint64
+	// scopes lists, for each priority that receives traffic, the
+	// endpoints of its localities that do (all of them for a priority in
+	// panic), for retryScope.
+	scopes []plScope
+}
+
+// plScope is what a pick that chose one priority may reach.
+type plScope struct {
+	priority uint32
+	eps      []*Endpoint
+}
+
+// retryScope implements scopedPicker: the endpoints a pick that chose
+// priority prio draws from, nil when prio receives no traffic.
+func (p *plPicker) retryScope(prio uint32) []*Endpoint {
+	for i := range p.scopes {
+		if p.scopes[i].priority == prio {
+			return p.scopes[i].eps
+		}
+	}
+	return nil
 }
 
 func newPLPicker(leaves []*plLeaf, shares []float64, rng func() uint64) *plPicker {

@@ -55,3 +55,34 @@ func BenchmarkPickWrapped(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPickRetry measures a retry's pick (PickInfo.Tried) from the
+// Cluster and its Finish through priority_locality: over round_robin with
+// the endpoint a re-pick avoids tried, and over ring_hash with the
+// endpoint the request's hash lands on tried, so that every re-pick finds
+// it again and the pick falls back to the untried endpoints of the
+// priority the load chose.
+func BenchmarkPickRetry(b *testing.B) {
+	for _, n := range benchSizes {
+		for _, name := range []string{balancer.RoundRobin, balancer.RingHash} {
+			b.Run(fmt.Sprintf("%s/%d", name, n), func(b *testing.B) {
+				c := newCluster(b, balancer.NewPriorityLocality(balancer.Get(name), balancer.WithoutOverprovisioning()), "", zoned(n))
+				info := balancer.PickInfo{Hash: 42, HasHash: true}
+				first, err := c.Pick(info)
+				if err != nil {
+					b.Fatal(err)
+				}
+				first.Finish(balancer.DoneInfo{})
+				info.Tried = triedSet{first.Endpoint.Addr: true}
+				b.ReportAllocs()
+				for b.Loop() {
+					r, err := c.Pick(info)
+					if err != nil {
+						b.Fatal(err)
+					}
+					r.Finish(balancer.DoneInfo{Latency: time.Millisecond})
+				}
+			})
+		}
+	}
+}

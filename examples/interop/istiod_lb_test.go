@@ -227,14 +227,28 @@ func TestIstiodLoadBalancing(t *testing.T) {
 		// priority 1, b in r1/z2, not c in another region, as grpc-go
 		// does. The HTTP path has no outlier detection from istiod's
 		// proxyless generator to eject a, so, like Envoy without it, it
-		// keeps picking a; what its retries on connect-failure (istiod's
-		// default retry policy) reach instead is logged.
+		// keeps picking a, and its retries on connect-failure (istiod's
+		// default retry policy) stay in priority 0, as Envoy's do: with
+		// a the only endpoint there, they go back to a and the calls
+		// fail, never reaching b or c, which the load gives nothing.
 		stopA()
 		for _, r := range locality {
 			t.Run(r.name+" after a stops", func(t *testing.T) {
 				if r.name == rowHTTP {
-					got, err := spread(5, func() (string, error) { return r.call() })
-					t.Logf("HTTP without outlier detection, by retries: %v %v", got, err)
+					const n = 20
+					reached, failed := map[string]int{}, 0
+					for range n {
+						got, err := r.call()
+						if err != nil {
+							failed++
+							continue
+						}
+						reached[got]++
+					}
+					if len(reached) != 0 {
+						t.Errorf("HTTP calls reached %v with a stopped, want every retry kept in priority 0 (r1/z1)", reached)
+					}
+					t.Logf("HTTP without outlier detection: %d of %d calls failed in priority 0", failed, n)
 					return
 				}
 				if err := eventually(20*time.Second, func() error {
