@@ -497,6 +497,10 @@ type Cluster struct {
 	// ZoneAware and SlowStart are nil when the cluster does not ask.
 	ZoneAware *ZoneAwareConfig
 	SlowStart *SlowStartConfig
+	// ReportLoad is set by lrs_server {self: {}}: the cluster's load goes
+	// over LRS to the management server that sent the cluster (the only
+	// source grpc-go supports too). See Client.ReportLoad.
+	ReportLoad bool
 }
 
 // RingHashConfig configures ring_hash.
