@@ -355,6 +355,9 @@ type service struct {
 	// mirrors counts the mirrored copies in flight to this cluster,
 	// against maxMirrorsInFlight.
 	mirrors atomic.Int32
+	// load counts an xDS cluster's requests for LRS while its lrs_server
+	// is set; nil otherwise, and then requests count nothing.
+	load atomic.Pointer[lrsLoad]
 }
 
 func newService(name string, policy balancer.Builder, config any, res serviceResilience, opts ...balancer.ClusterOption) *service {

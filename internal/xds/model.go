@@ -501,6 +501,9 @@ type Cluster struct {
 	// over LRS to the management server that sent the cluster (the only
 	// source grpc-go supports too). See Client.ReportLoad.
 	ReportLoad bool
+	// LoadService is the cluster_service_name of its load reports: the
+	// eds_service_name as written, empty when unset, as grpc-go sends it.
+	LoadService string
 }
 
 // RingHashConfig configures ring_hash.

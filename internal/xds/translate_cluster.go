@@ -141,6 +141,7 @@ func translateCluster(c *clusterv3.Cluster) (*Cluster, error) {
 			return nil, ferr("lrs_server", "only self is supported, got %T", lrs.GetConfigSourceSpecifier())
 		}
 		out.ReportLoad = true
+		out.LoadService = c.GetEdsClusterConfig().GetServiceName()
 	}
 	if ts := c.GetTransportSocket(); ts != nil {
 		t, err := translateUpstreamTLS(ts)
