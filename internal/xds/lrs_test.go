@@ -252,3 +252,32 @@ func TestTranslateLRSServer(t *testing.T) {
 		})
 	}
 }
+
+// Counting a call at a locality already seen allocates nothing.
+func TestLocalityLoadAllocs(t *testing.T) {
+	cl := &ClusterLoad{localities: map[resolver.Locality]*LocalityLoad{}}
+	l := resolver.Locality{Region: "r", Zone: "z"}
+	cl.Locality(l)
+	if n := testing.AllocsPerRun(1000, func() {
+		ll := cl.Locality(l)
+		ll.Start()
+		ll.Done(false)
+	}); n != 0 {
+		t.Errorf("allocations per counted call: got %v, want 0", n)
+	}
+}
+
+func BenchmarkLocalityLoadParallel(b *testing.B) {
+	cl := &ClusterLoad{localities: map[resolver.Locality]*LocalityLoad{}}
+	locs := []resolver.Locality{{Zone: "a"}, {Zone: "b"}, {Zone: "c"}}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			ll := cl.Locality(locs[i%len(locs)])
+			ll.Start()
+			ll.Done(i%7 == 0)
+			i++
+		}
+	})
+}
