@@ -83,9 +83,20 @@ func (l *LocalityLoad) Done(failed bool) {
 type lrsState struct {
 	mu       sync.Mutex
 	clusters map[[2]string]*ClusterLoad
-	cancel   context.CancelFunc
-	done     chan struct{}
+	// retired are clusters that stopped reporting since the last report:
+	// their last counts go in the next one.
+	retired []*ClusterLoad
+	cancel  context.CancelFunc
+	done    chan struct{}
+	// flush asks a stream waiting for its next report to send one now
+	// and close the channel it is given: the final report, before the
+	// stream closes, as grpc-go sends it.
+	flush chan chan struct{}
 }
+
+// finalReportTimeout bounds the wait for the final report when the last
+// cluster stops reporting.
+const finalReportTimeout = time.Second
 
 // ReportLoad starts counting the load of cluster, whose endpoints come
 // from the EDS resource service, for the management server the cluster
@@ -104,6 +115,7 @@ func (c *Client) ReportLoad(cluster, service string) (load *ClusterLoad, stop fu
 	defer c.lrs.mu.Unlock()
 	if c.lrs.clusters == nil {
 		c.lrs.clusters = map[[2]string]*ClusterLoad{}
+		c.lrs.flush = make(chan chan struct{})
 	}
 	key := [2]string{cluster, service}
 	cl := c.lrs.clusters[key]
@@ -131,6 +143,7 @@ func (c *Client) stopReporting(key [2]string, cl *ClusterLoad) {
 	cl.refs--
 	if cl.refs == 0 {
 		delete(c.lrs.clusters, key)
+		c.lrs.retired = append(c.lrs.retired, cl)
 	}
 	var cancel context.CancelFunc
 	var done chan struct{}
@@ -138,11 +151,31 @@ func (c *Client) stopReporting(key [2]string, cl *ClusterLoad) {
 		cancel, done = c.lrs.cancel, c.lrs.done
 		c.lrs.cancel, c.lrs.done = nil, nil
 	}
+	flush := c.lrs.flush
 	c.lrs.mu.Unlock()
-	if cancel != nil {
-		cancel()
-		<-done
+	if cancel == nil {
+		return
 	}
+	// A stream between reports sends the last counts now; one not up
+	// (connecting, backing off) or busy sending is not waited for.
+	sent := make(chan struct{})
+	select {
+	case flush <- sent:
+		t := time.NewTimer(finalReportTimeout)
+		select {
+		case <-sent:
+		case <-t.C:
+		}
+		t.Stop()
+	default:
+	}
+	cancel()
+	<-done
+	c.lrs.mu.Lock()
+	if c.lrs.cancel == nil {
+		c.lrs.retired = nil // nobody left to report them to
+	}
+	c.lrs.mu.Unlock()
 }
 
 // stopLRS ends the LRS stream, on Close.
@@ -281,6 +314,12 @@ func (c *Client) lrsStream(ctx context.Context) (answered bool, err error) {
 			if err := stream.Send(&lrsv3.LoadStatsRequest{ClusterStats: c.loadStats(cfg)}); err != nil {
 				return true, err
 			}
+		case sent := <-c.lrs.flush:
+			err := stream.Send(&lrsv3.LoadStatsRequest{ClusterStats: c.loadStats(cfg)})
+			close(sent)
+			if err != nil {
+				return true, err
+			}
 		}
 	}
 }
@@ -293,14 +332,21 @@ func (c *Client) loadStats(cfg lrsConfig) []*endpointv3.ClusterStats {
 	defer c.lrs.mu.Unlock()
 	now := c.cfg.clock.Now()
 	var out []*endpointv3.ClusterStats
-	for _, cl := range c.lrs.clusters {
+	add := func(cl *ClusterLoad) {
 		if !cfg.all && !contains(cfg.clusters, cl.cluster) {
-			continue
+			return
 		}
 		if cs := cl.stats(now); cs != nil {
 			out = append(out, cs)
 		}
 	}
+	for _, cl := range c.lrs.clusters {
+		add(cl)
+	}
+	for _, cl := range c.lrs.retired {
+		add(cl)
+	}
+	c.lrs.retired = nil
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].ClusterName != out[j].ClusterName {
 			return out[i].ClusterName < out[j].ClusterName

@@ -281,3 +281,26 @@ func BenchmarkLocalityLoadParallel(b *testing.B) {
 		}
 	})
 }
+
+// When the last cluster stops reporting, its counts since the last report
+// go out in a final report before the stream closes, as grpc-go sends one;
+// a cluster that stops while others report is in the next report.
+func TestLRSFinalReport(t *testing.T) {
+	srv := xdstest.NewServer(t)
+	srv.LRS.SetResponse(&lrsv3.LoadStatsResponse{SendAllClusters: true, LoadReportingInterval: durationpb.New(time.Hour)})
+	c := newTestClient(t, srv.Bootstrap(node), fastBackoff())
+	a, stopA := c.ReportLoad("a", "a")
+	b, stopB := c.ReportLoad("b", "b")
+	waitStreams(t, srv.LRS, 1, 1)
+	count(a, resolver.Locality{Zone: "z"}, 2, 1, 0)
+	count(b, resolver.Locality{Zone: "z"}, 1, 0, 0)
+	stopA()
+	stopB()
+	waitStreams(t, srv.LRS, 1, 0)
+	if got, want := srv.LRS.Totals(node, "a")["/z/"], (xdstest.LocalityCounts{Succeeded: 2, Errors: 1, Issued: 3}); got != want {
+		t.Errorf("cluster a: got %+v, want %+v", got, want)
+	}
+	if got, want := srv.LRS.Totals(node, "b")["/z/"], (xdstest.LocalityCounts{Succeeded: 1, Issued: 1}); got != want {
+		t.Errorf("cluster b: got %+v, want %+v", got, want)
+	}
+}
