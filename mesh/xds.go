@@ -682,6 +682,10 @@ func (w *clusterWatcher) OnUpdate(r xds.Resource) {
 	w.x.logUnapplied("Cluster", r)
 	c := r.(*xds.Cluster)
 	if c.Kind == xds.ClusterAggregate {
+		// An aggregate cluster reports no load (see lrsLoad).
+		w.mu.Lock()
+		w.applyLoadLocked(&xds.Cluster{})
+		w.mu.Unlock()
 		w.followAggregate(c)
 		return
 	}
