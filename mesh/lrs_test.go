@@ -2,6 +2,7 @@ package mesh_test
 
 import (
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -115,6 +116,43 @@ func TestLoadReportingParity(t *testing.T) {
 		}
 	}
 
+	// In progress: every client counts a call from its pick to its end
+	// (for HTTP, its response headers), at the picked endpoint's locality.
+	for _, bk := range b {
+		bk.delay.Store(int64(1500 * time.Millisecond))
+	}
+	const inFlight = 4
+	var wg sync.WaitGroup
+	for _, c := range clients {
+		for range inFlight {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c.call(callLimit)
+			}()
+		}
+	}
+	for _, c := range clients {
+		var got uint64
+		waitLRS(t, c.name+"'s calls in progress", func() bool {
+			got = latestInProgress(cp.LRS, nodes[c.name])
+			return got == inFlight
+		}, func() {
+			t.Errorf("%s: requests in progress in the latest report: got %d, want %d", c.name, got, inFlight)
+		})
+	}
+	wg.Wait()
+	for _, bk := range b {
+		bk.delay.Store(0)
+	}
+	for _, c := range clients {
+		var got uint64
+		waitLRS(t, c.name+"'s calls done", func() bool {
+			got = latestInProgress(cp.LRS, nodes[c.name])
+			return got == 0
+		}, func() { t.Errorf("%s: requests in progress after the calls ended: got %d, want 0", c.name, got) })
+	}
+
 	// lrs_server gone: the Weft clients close their stream, as grpc-go does.
 	setAll("3", false)
 	for _, c := range clients {
@@ -124,6 +162,25 @@ func TestLoadReportingParity(t *testing.T) {
 		_, open := cp.LRS.Streams()
 		return open == 0
 	})
+}
+
+// latestInProgress is the requests in progress to cluster svc in node's
+// latest report.
+func latestInProgress(l *xdstest.LRSServer, node string) uint64 {
+	rs := l.Reports()
+	for i := len(rs) - 1; i >= 0; i-- {
+		if rs[i].Node != node {
+			continue
+		}
+		var n uint64
+		for _, cs := range rs[i].Req.GetClusterStats() {
+			for _, ls := range cs.GetUpstreamLocalityStats() {
+				n += ls.GetTotalRequestsInProgress()
+			}
+		}
+		return n
+	}
+	return 0
 }
 
 // waitLRS polls cond for up to 20s; onFail, if given, reports instead of
