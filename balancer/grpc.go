@@ -160,6 +160,9 @@ type grpcBalancer struct {
 	// addrAttrs go on every SubConn's address (see
 	// GRPCCluster.AddressAttributes).
 	addrAttrs *attributes.Attributes
+	// load counts calls for load reporting, nil when the cluster does not
+	// report (see GRPCCluster.Load).
+	load LoadReporter
 
 	subConns map[string]*grpcSubConn // by address; only touched serially
 	lastErr  error
@@ -352,7 +355,7 @@ func (b *grpcBalancer) onPicker(p Picker) {
 	var gp gbalancer.Picker
 	switch b.state {
 	case connectivity.Ready:
-		gp = &grpcPicker{p: p, cluster: b.cluster, conns: b.conns, ready: b.ready}
+		gp = &grpcPicker{p: p, cluster: b.cluster, conns: b.conns, ready: b.ready, load: b.load}
 	case connectivity.Connecting:
 		gp = errGRPCPicker{gbalancer.ErrNoSubConnAvailable}
 	default:
@@ -460,6 +463,7 @@ type grpcPicker struct {
 	conns   map[string]grpcConn // never mutated after publication
 	ready   []string            // never mutated after publication
 	next    atomic.Uint32       // rotation over ready, for fallbacks
+	load    LoadReporter        // nil unless the cluster reports load
 }
 
 // Pick asks the policy, and asks again, up to retryPickAttempts times, when
@@ -547,10 +551,18 @@ func (p *grpcPicker) done(call *GRPCPick, res PickResult, sc gbalancer.SubConn) 
 			r.Record(res.Endpoint.Addr)
 		}
 	}
+	var ll LocalityLoad
+	if p.load != nil {
+		ll = p.load.Locality(res.Endpoint.Locality)
+		ll.Start()
+	}
 	start := Now()
 	return gbalancer.PickResult{SubConn: sc, Done: func(di gbalancer.DoneInfo) {
 		end := Now()
 		res.Finish(DoneInfo{Latency: time.Duration(end - start), End: end, Outcome: GRPCOutcome(di.Err), Err: di.Err})
+		if ll != nil {
+			ll.Done(di.Err != nil)
+		}
 	}}
 }
 

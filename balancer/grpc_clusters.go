@@ -44,10 +44,30 @@ type GRPCCluster struct {
 	// upstream TLS, such as the server identities it allows, reaches the
 	// handshake. A change needs a new Generation.
 	AddressAttributes *attributes.Attributes
+	// Load, when non-nil, counts the cluster's calls per locality of the
+	// endpoint each attempt is picked for (xDS load reporting): started
+	// at the pick, done when grpc-go reports the attempt's end, failed
+	// when it ends with an error, as grpc-go's cluster_impl counts them.
+	// A change needs a new Generation.
+	Load LoadReporter
 	// Err, with no Endpoints, fails the calls routed to the cluster with
 	// UNAVAILABLE (the cluster does not exist, or its endpoints could not
 	// be had); with Endpoints, the channel keeps using them.
 	Err error
+}
+
+// LoadReporter counts a cluster's calls per locality for load reporting.
+// Locality is called on every pick: it must not block, and should not
+// allocate once a locality has been seen.
+type LoadReporter interface {
+	Locality(resolver.Locality) LocalityLoad
+}
+
+// LocalityLoad counts the calls of one locality: Start at the pick, Done
+// at the end of the attempt.
+type LocalityLoad interface {
+	Start()
+	Done(failed bool)
 }
 
 type grpcClustersKey struct{}
@@ -173,7 +193,7 @@ func (b *grpcClusters) UpdateClientConnState(ccs gbalancer.ClientConnState) erro
 			ccw := &childCC{ClientConn: b.cc, parent: b, name: name}
 			ch = &clusterChild{
 				bal: &grpcBalancer{builder: spec.Builder, cc: ccw, subConns: map[string]*grpcSubConn{},
-					addrAttrs: spec.AddressAttributes},
+					addrAttrs: spec.AddressAttributes, load: spec.Load},
 				cc:         ccw,
 				generation: spec.Generation,
 			}

@@ -472,7 +472,7 @@ func (r *xdsResolver) publish() {
 			continue // pending: its calls wait for it
 		}
 		pol := s.svc.policy.Load()
-		c := balancer.GRPCCluster{Builder: pol.b, Config: pol.cfg, Generation: pol.gen}
+		c := balancer.GRPCCluster{Builder: pol.b, Config: pol.cfg, Generation: pol.gen, Load: pol.load}
 		if up := s.svc.upstream.Load(); up != nil {
 			c.AddressAttributes = attributes.New(upstreamKey{}, up)
 		}
@@ -554,6 +554,8 @@ type clusterPolicy struct {
 	// locality, outlier detection): what /clusters shows as lb_policy.
 	name string
 	gen  uint64
+	// load counts the cluster's calls for LRS, nil when it does not report.
+	load balancer.LoadReporter
 }
 
 // subscribers is a set of change callbacks; they must not block.

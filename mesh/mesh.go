@@ -362,6 +362,9 @@ type service struct {
 	mirrors atomic.Int32
 	// cds is an xDS cluster's last CDS resource, for /explain.
 	cds atomic.Pointer[xds.Cluster]
+	// load counts an xDS cluster's requests for LRS while its lrs_server
+	// is set; nil otherwise, and then requests count nothing.
+	load atomic.Pointer[lrsLoad]
 }
 
 func newService(name string, policy balancer.Builder, config any, res serviceResilience, opts ...balancer.ClusterOption) *service {

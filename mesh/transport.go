@@ -13,6 +13,7 @@ import (
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/internal/route"
+	"github.com/weftmesh/weft/internal/xds"
 	"github.com/weftmesh/weft/resilience"
 	"github.com/weftmesh/weft/telemetry"
 )
@@ -246,6 +247,12 @@ func (p *pickTransport) RoundTripAttempt(req *http.Request, attempts *resilience
 		setTimeoutHeader(&out.req, deadline)
 	}
 
+	// LRS counts the attempt at its endpoint's locality (see lrsLoad).
+	var ll *xds.LocalityLoad
+	if ld := svc.load.Load(); ld != nil {
+		ll = ld.cl.Locality(res.Endpoint.Locality)
+		ll.Start()
+	}
 	start := balancer.Now()
 	resp, err := rt.RoundTrip(&out.req)
 	if p.t.m.id == nil {
@@ -254,6 +261,9 @@ func (p *pickTransport) RoundTripAttempt(req *http.Request, attempts *resilience
 	end := balancer.Now()
 	if tapped != nil {
 		tapped.endAttempt(tapAttempt, resp, err)
+	}
+	if ll != nil {
+		ll.Done(err != nil || resp.StatusCode >= 500)
 	}
 	if sess != nil && err == nil {
 		setSessionCookie(resp, sess, info.Override, res.Endpoint.Addr)

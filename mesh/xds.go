@@ -630,6 +630,7 @@ func (x *xdsPath) clusterLocked(name string) *service {
 	s.cancel = func() {
 		cancelCDS()
 		cw.stopEndpoints()
+		cw.stopLoad()
 	}
 	x.clusters[name] = s
 	x.publishClustersLocked()
@@ -663,6 +664,11 @@ type clusterWatcher struct {
 	// their endpoints; both nil for other clusters.
 	agg    *xds.Aggregate
 	leaves *aggregateLeaves
+	// loadKey is the cluster_service_name reported under, with a
+	// leading "+", or "" when the cluster reports no load; stopLRS ends
+	// the reporting.
+	loadKey string
+	stopLRS func()
 }
 
 func (w *clusterWatcher) stopEndpoints() {
@@ -685,6 +691,10 @@ func (w *clusterWatcher) OnUpdate(r xds.Resource) {
 	c := r.(*xds.Cluster)
 	w.s.cds.Store(c)
 	if c.Kind == xds.ClusterAggregate {
+		// An aggregate cluster reports no load (see lrsLoad).
+		w.mu.Lock()
+		w.applyLoadLocked(&xds.Cluster{})
+		w.mu.Unlock()
 		w.followAggregate(c)
 		return
 	}
@@ -772,7 +782,7 @@ func (w *clusterWatcher) applyLocked(c *xds.Cluster) {
 		}
 		s.bal.Store(nb)
 		old.Close()
-		s.policy.Store(&clusterPolicy{b: b, cfg: cfg, name: name, gen: s.gen.Add(1)})
+		s.policy.Store(&clusterPolicy{b: b, cfg: cfg, name: name, gen: s.gen.Add(1), load: s.policy.Load().load})
 	}
 	if tls := fmt.Sprint(c.TLS); tls != w.tls {
 		w.tls = tls
@@ -785,6 +795,7 @@ func (w *clusterWatcher) applyLocked(c *xds.Cluster) {
 		p.gen = s.gen.Add(1)
 		s.policy.Store(&p)
 	}
+	w.applyLoadLocked(c)
 	if c.CircuitBreaker != w.limits {
 		w.limits = c.CircuitBreaker
 		res := clusterResilience(c.CircuitBreaker)

@@ -225,6 +225,11 @@ type Client struct {
 	// from being n²/2 translations.
 	decodeMu sync.Mutex
 	decoded  [numTypes]map[uint64]decodedBytes
+
+	// activeServer is the index in conns of the server the ADS stream
+	// uses (or last tried): the one lrs_server self names.
+	activeServer atomic.Int32
+	lrs          lrsState
 }
 
 // decodedBytes is one resource's bytes and what Decode made of them.
@@ -421,6 +426,7 @@ func (c *Client) Close() error {
 	}
 	c.cancel()
 	<-c.done
+	c.stopLRS()
 	if c.parent == nil {
 		c.ser.close() // an authority's client shares its parent's
 	}
@@ -652,6 +658,7 @@ func (c *Client) connectOnce() (received bool, err error) {
 	var errs []error
 	for i, cc := range c.conns {
 		c.trying(c.servers[i])
+		c.activeServer.Store(int32(i))
 		ctx, cancel := context.WithCancel(c.ctx)
 		run, err := c.openStream(ctx, cancel, cc, c.servers[i])
 		if err != nil {

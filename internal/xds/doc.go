@@ -21,6 +21,11 @@
 // (A53). A control plane that resends a rejected version in a loop gets
 // re-NACKs paced from 100 ms up to 2 s, not a busy client.
 //
+// Clusters whose lrs_server is self report their load over LRS
+// (Client.ReportLoad): one LoadReportingService stream to the management
+// server, open while any cluster reports, with counters per locality that
+// the data path updates without allocating.
+//
 // RouteConfig.Match picks a virtual host and route for a request without
 // allocating; its matchers are compiled when the resource is translated.
 package xds

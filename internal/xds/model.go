@@ -497,6 +497,13 @@ type Cluster struct {
 	// ZoneAware and SlowStart are nil when the cluster does not ask.
 	ZoneAware *ZoneAwareConfig
 	SlowStart *SlowStartConfig
+	// ReportLoad is set by lrs_server {self: {}}: the cluster's load goes
+	// over LRS to the management server that sent the cluster (the only
+	// source grpc-go supports too). See Client.ReportLoad.
+	ReportLoad bool
+	// LoadService is the cluster_service_name of its load reports: the
+	// eds_service_name as written, empty when unset, as grpc-go sends it.
+	LoadService string
 }
 
 // RingHashConfig configures ring_hash.

@@ -134,6 +134,15 @@ func translateCluster(c *clusterv3.Cluster) (*Cluster, error) {
 		}
 		out.OutlierDetection = o
 	}
+	if lrs := c.GetLrsServer(); lrs != nil {
+		// grpc-go accepts only self, the server the cluster came from,
+		// and rejects the cluster otherwise; so does Weft.
+		if lrs.GetSelf() == nil {
+			return nil, ferr("lrs_server", "only self is supported, got %T", lrs.GetConfigSourceSpecifier())
+		}
+		out.ReportLoad = true
+		out.LoadService = c.GetEdsClusterConfig().GetServiceName()
+	}
 	if ts := c.GetTransportSocket(); ts != nil {
 		t, err := translateUpstreamTLS(ts)
 		if err != nil {

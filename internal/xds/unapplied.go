@@ -148,7 +148,7 @@ var (
 		"outlier_detection.failure_percentage_request_volume",
 		"outlier_detection.consecutive_5xx", "outlier_detection.enforcing_consecutive_5xx",
 		"outlier_detection.consecutive_gateway_failure", "outlier_detection.enforcing_consecutive_gateway_failure",
-		"transport_socket")
+		"transport_socket", "lrs_server.self")
 	// An aggregate cluster's own balancer balances its flattened
 	// priorities, as in grpc-go; its thresholds, outlier detection and TLS
 	// are not read (its first underlying cluster's apply).

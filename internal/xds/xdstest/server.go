@@ -14,6 +14,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	lrsv3 "github.com/envoyproxy/go-control-plane/envoy/service/load_stats/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/log"
@@ -46,6 +47,9 @@ type Server struct {
 	opened, open int
 	// opts are the gRPC server's options (its TLS, for one).
 	opts []grpc.ServerOption
+
+	// LRS is the load reporting service beside ADS; it outlives Restart.
+	LRS *LRSServer
 }
 
 // NewServer starts a server and stops it when tb ends.
@@ -61,7 +65,7 @@ func NewServerWith(tb testing.TB, opts ...grpc.ServerOption) *Server {
 	// ads=false: with ads=true the cache holds back a response until a
 	// request names every resource of the snapshot, and a proxyless client
 	// asks only for what it uses.
-	s := &Server{cache: cache.NewSnapshotCache(false, cache.IDHash{}, log.LoggerFuncs{}), cond: make(chan struct{}), opts: opts}
+	s := &Server{cache: cache.NewSnapshotCache(false, cache.IDHash{}, log.LoggerFuncs{}), cond: make(chan struct{}), opts: opts, LRS: newLRSServer()}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatalf("xdstest: listen: %v", err)
@@ -116,6 +120,7 @@ func (s *Server) serve(lis net.Listener) {
 		}}
 	gs := grpc.NewServer(s.opts...)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, serverv3.NewServer(ctx, s.cache, cb))
+	lrsv3.RegisterLoadReportingServiceServer(gs, s.LRS)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
