@@ -4,6 +4,7 @@ import (
 	"net"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 
@@ -69,6 +70,15 @@ func TestStaticClusterSpreads(t *testing.T) {
 		return []types.Resource{parityListener(), parityRoutes(parityRoute("svc", nil, nil)), xdstest.StaticCluster("svc", addrs(e.b...)...)}
 	}})
 	for _, c := range []*parityClient{e.client(weftGRPC), e.client(weftHTTP)} {
+		// A gRPC channel sends to its READY connections only: until the
+		// second one is up, every call goes to the first. Wait (bounded)
+		// until both have answered, then count.
+		seen := map[string]bool{}
+		for deadline := time.Now().Add(10 * time.Second); len(seen) < 2 && time.Now().Before(deadline); {
+			if o := c.call(callLimit); o.err == nil {
+				seen[o.backend] = true
+			}
+		}
 		counts := map[string]int{}
 		const n = 20
 		for range n {
