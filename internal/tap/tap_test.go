@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -339,5 +340,103 @@ func BenchmarkAppendJSON(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		buf = e.AppendJSON(buf[:0])
+	}
+}
+
+// duration= ends the stream once that long has passed, with a complete
+// response, whatever the filter; a bad one is 400 naming it, before any
+// subscription.
+func TestHandlerDuration(t *testing.T) {
+	b := tap.New(tap.WithMaxSubscribers(1))
+	defer b.Close()
+	srv := httptest.NewServer(tap.Handler(b))
+	defer srv.Close()
+	for _, tc := range []struct{ query, wantErr string }{
+		{"duration=0", `duration="0"`},
+		{"duration=-1s", `duration="-1s"`},
+		{"duration=2h", `duration="2h"`},
+		{"duration=1h0m1s", `duration="1h0m1s"`},
+		{"duration=30", `duration="30"`},
+		{"duration=soon", `duration="soon"`},
+		{"duration=", `duration=""`},
+		{"duration=1s&duration=2s", "duration given 2 times"},
+		{"duration=1s&status=bad", `status="bad"`},
+		{"duration=1s&header=x", `unknown parameter "header"`},
+	} {
+		t.Run(tc.query, func(t *testing.T) {
+			resp, err := srv.Client().Get(srv.URL + "?" + tc.query)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), tc.wantErr) {
+				t.Errorf("%s: %d %q, want 400 naming %s", tc.query, resp.StatusCode, body, tc.wantErr)
+			}
+			if b.Active() {
+				t.Errorf("%s: subscribed although refused", tc.query)
+			}
+		})
+	}
+
+	for _, tc := range []struct {
+		query     string
+		d         time.Duration
+		wantPaths []string // of the two events published, those the filter admits
+	}{
+		{"duration=1ms", time.Millisecond, nil},
+		{"duration=2s", 2 * time.Second, []string{"/ok", "/bad"}},
+		{"status=5xx&duration=%201s%20", time.Second, []string{"/bad"}},
+		{"duration=1h", time.Hour, []string{"/ok"}}, // ended by the client leaving, not by the clock
+	} {
+		t.Run(tc.query, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"?"+tc.query, nil)
+			start := time.Now()
+			resp, err := srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			if tc.wantPaths != nil {
+				b.Publish(&tap.Event{Direction: tap.Outbound, Protocol: tap.HTTP, Status: 200, Path: "/ok"})
+				b.Publish(&tap.Event{Direction: tap.Outbound, Protocol: tap.HTTP, Status: 503, Path: "/bad"})
+			}
+			if tc.d == time.Hour {
+				sc := bufio.NewScanner(resp.Body)
+				if !sc.Scan() || !strings.Contains(sc.Text(), `"path":"/ok"`) {
+					t.Fatalf("line %q (%v), want /ok", sc.Text(), sc.Err())
+				}
+				return
+			}
+			body, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatalf("the stream did not end cleanly: %v", err)
+			}
+			if took := time.Since(start); took < tc.d {
+				t.Errorf("the stream ended after %v, before the %v asked for", took, tc.d)
+			}
+			var paths []string
+			for line := range strings.Lines(string(body)) {
+				var e struct{ Path string }
+				if err := json.Unmarshal([]byte(line), &e); err != nil {
+					t.Fatalf("line %q: %v", line, err)
+				}
+				paths = append(paths, e.Path)
+			}
+			if !slices.Equal(paths, tc.wantPaths) {
+				t.Errorf("lines for %q, want %q", paths, tc.wantPaths)
+			}
+			// The subscription ends with the stream.
+			for deadline := time.Now().Add(10 * time.Second); b.Active(); time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("subscriber still open 10s after its duration")
+				}
+			}
+		})
 	}
 }

@@ -363,10 +363,15 @@
   }
 
   // Tap: /tap streams one JSON object a line while the request is open.
-  // Another part of the admin endpoint serves it; where it answers 404
-  // the panel stays hidden.
+  // The page follows it only on demand, with the Follow button or #tap in
+  // the URL: a stream that never ends would hold a request open for as
+  // long as the page is, and a headless browser, waiting for the network
+  // to settle, would never finish. #tap=3s follows for that long
+  // (/tap?duration=3s), then stops. Another part of the admin endpoint
+  // serves /tap; where it answers 404 the panel stays hidden.
   const TAP_ROWS = 200;
   let tapSeen = 0;
+  let tapFollow = null; // the AbortController of the follow in progress; null while paused
   function tapRow(e) {
     const attempts = (e.attempts || []).map((a) => `${a.endpoint} ${a.status}${a.reason ? " (" + a.reason + ")" : ""}`).join("; ");
     const where = [e.route, e.cluster, e.endpoint].filter((x) => x).join(" → ");
@@ -387,57 +392,151 @@
       h("td", null, authz ? pill(authz, e.authz.decision === "deny" || e.authz.decision === "DENY" ? "bad" : "ok") : ""));
   }
 
-  async function tap() {
+  function tapState(text, kind, title) {
+    const s = $("tap-state");
+    s.textContent = text;
+    s.className = "pill" + (kind ? " " + kind : "");
+    s.title = title || "";
+  }
+
+  // sleep waits ms, or less if signal aborts.
+  function sleep(ms, signal) {
+    return new Promise((resolve) => {
+      const t = setTimeout(resolve, ms);
+      if (signal) signal.addEventListener("abort", () => { clearTimeout(t); resolve(); }, { once: true });
+    });
+  }
+
+  // readTap shows each line of resp as a row, newest first. It returns
+  // true when the server ended the stream, false when it broke or the
+  // follow was stopped.
+  async function readTap(resp) {
+    const reader = resp.body.getReader();
+    const dec = new TextDecoder();
+    let buf = "";
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return true;
+        buf += dec.decode(value, { stream: true });
+        let nl;
+        while ((nl = buf.indexOf("\n")) >= 0) {
+          const line = buf.slice(0, nl).trim();
+          buf = buf.slice(nl + 1);
+          if (!line) continue;
+          let e;
+          try { e = JSON.parse(line); } catch (_) { continue; }
+          const body = $("tap");
+          body.prepend(tapRow(e));
+          while (body.children.length > TAP_ROWS) body.lastChild.remove();
+          tapSeen++;
+          $("tap-count").textContent = `${tapSeen} event${tapSeen === 1 ? "" : "s"} seen`;
+        }
+      }
+    } catch (_) {
+      return false;
+    }
+  }
+
+  // tapDone ends the follow ctl, if it is still the current one, leaving
+  // the state as it is.
+  function tapDone(ctl) {
+    if (tapFollow !== ctl) return;
+    tapFollow = null;
+    $("tap-follow").textContent = "Follow live requests";
+  }
+
+  function tapStop() {
+    if (tapFollow) tapFollow.abort();
+    tapDone(tapFollow);
+    tapState("paused");
+  }
+
+  // follow streams /tap into the panel until stopped, reconnecting with
+  // backoff; with a duration ("3s"), for that long only, as /tap's
+  // duration= counts it (the browser's clock may be virtual).
+  async function follow(duration) {
+    if (tapFollow) tapFollow.abort();
+    const ctl = new AbortController();
+    tapFollow = ctl;
+    $("tap-follow").textContent = "Stop following";
+    tapState("connecting", "accent");
+    const url = duration ? "tap?duration=" + encodeURIComponent(duration) : "tap";
     let delay = 1000;
-    for (;;) {
+    while (!ctl.signal.aborted) {
       let resp;
       try {
-        resp = await fetch("tap", { cache: "no-store" });
+        resp = await fetch(url, { cache: "no-store", signal: ctl.signal });
       } catch (err) {
-        $("tap-state").textContent = "unreachable, retrying";
-        await new Promise((r) => setTimeout(r, delay));
+        if (ctl.signal.aborted) return;
+        if (duration) { tapState("unreachable: stopped", "bad", err.message); tapDone(ctl); return; }
+        tapState("unreachable, retrying", "bad", err.message);
+        await sleep(delay, ctl.signal);
         delay = Math.min(delay * 2, 15000);
         continue;
       }
-      if (resp.status === 404) return; // no tap on this admin endpoint: the panel stays hidden
-      $("tap-section").hidden = false;
       if (!resp.ok || !resp.body) {
-        $("tap-state").textContent = `HTTP ${resp.status}, retrying`;
-        $("tap-state").className = "pill bad";
-        await new Promise((r) => setTimeout(r, delay));
+        const why = resp.ok ? "no body" : (await resp.text().catch(() => "")).trim();
+        if (ctl.signal.aborted) return;
+        // A bad query (a duration out of range) or a missing /tap does
+        // not mend by asking again; nor is a timed follow's time kept
+        // across attempts.
+        if (duration || resp.status === 400 || resp.status === 404) {
+          tapState(`HTTP ${resp.status}: ${why || "stopped"}`, "bad", why);
+          tapDone(ctl);
+          return;
+        }
+        tapState(`HTTP ${resp.status}, retrying`, "bad", why);
+        await sleep(delay, ctl.signal);
         delay = Math.min(delay * 2, 15000);
         continue;
       }
       delay = 1000;
-      $("tap-state").textContent = "streaming";
-      $("tap-state").className = "pill ok";
-      const reader = resp.body.getReader();
-      const dec = new TextDecoder();
-      let buf = "";
-      try {
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          buf += dec.decode(value, { stream: true });
-          let nl;
-          while ((nl = buf.indexOf("\n")) >= 0) {
-            const line = buf.slice(0, nl).trim();
-            buf = buf.slice(nl + 1);
-            if (!line) continue;
-            let e;
-            try { e = JSON.parse(line); } catch (_) { continue; }
-            const body = $("tap");
-            body.prepend(tapRow(e));
-            while (body.children.length > TAP_ROWS) body.lastChild.remove();
-            tapSeen++;
-            $("tap-count").textContent = `${tapSeen} event${tapSeen === 1 ? "" : "s"} seen`;
-          }
-        }
-      } catch (_) { /* the stream broke: reconnect */ }
-      $("tap-state").textContent = "reconnecting";
-      $("tap-state").className = "pill warn";
-      await new Promise((r) => setTimeout(r, delay));
+      tapState("streaming", "ok", duration ? "for " + duration : "until stopped");
+      const ended = await readTap(resp);
+      if (ctl.signal.aborted) return;
+      if (duration) {
+        if (ended) tapState(`stopped after ${duration}`);
+        else tapState("the stream broke: stopped", "warn");
+        tapDone(ctl);
+        return;
+      }
+      tapState("reconnecting", "warn");
+      await sleep(delay, ctl.signal);
     }
+  }
+
+  // tapHash is what the URL's hash asks of the tap: "" to follow until
+  // stopped (#tap), a duration (#tap=3s), or null for nothing.
+  function tapHash() {
+    const m = /^#tap(?:=(.*))?$/.exec(location.hash);
+    if (!m) return null;
+    try { return m[1] ? decodeURIComponent(m[1]) : ""; } catch (_) { return m[1]; }
+  }
+
+  // tapInit shows the panel where /tap is served. The probe asks for a
+  // stream of 1ms and drops it once answered: it costs the server one
+  // subscription of a millisecond, and the page holds nothing open.
+  async function tapInit() {
+    let delay = 1000;
+    for (;;) {
+      const ctl = new AbortController();
+      try {
+        const resp = await fetch("tap?duration=1ms", { cache: "no-store", signal: ctl.signal });
+        ctl.abort(); // the status is the answer; a server ignoring duration would stream on
+        if (resp.status === 404) return; // no tap on this admin endpoint: the panel stays hidden
+        break;
+      } catch (_) {
+        await sleep(delay);
+        delay = Math.min(delay * 2, 15000);
+      }
+    }
+    $("tap-section").hidden = false;
+    tapState("paused");
+    $("tap-follow").addEventListener("click", () => (tapFollow ? tapStop() : follow("")));
+    const fromHash = () => { const d = tapHash(); if (d != null) follow(d); };
+    window.addEventListener("hashchange", fromHash);
+    fromHash();
   }
 
   function setStatus(ok, text) {
@@ -475,5 +574,5 @@
   }
 
   tick();
-  tap();
+  tapInit();
 })();
