@@ -389,7 +389,13 @@ func finish(resp *http.Response, err error, cancelTry context.CancelCauseFunc, c
 		cancelBoth(cancelTry, cancelRoute)
 		return resp, err
 	}
-	resp.Body = newDoneBody(resp.Body, func() { cancelBoth(cancelTry, cancelRoute) })
+	if b, ok := resp.Body.(*doneBody); ok && b.cancelTry == nil && b.cancelRoute == nil && !b.ran.Load() {
+		// The body is already wrapped below (the thresholds' slot) and
+		// nobody has it yet: the contexts ride on the same wrapper.
+		b.cancelTry, b.cancelRoute = cancelTry, cancelRoute
+		return resp, nil
+	}
+	resp.Body = &doneBody{ReadCloser: resp.Body, cancelTry: cancelTry, cancelRoute: cancelRoute}
 	return resp, nil
 }
 
