@@ -94,13 +94,15 @@ func NewHTTPTransport(base http.RoundTripper, opts ...Option) http.RoundTripper 
 func NewHTTPHandler(h http.Handler, opts ...Option) http.Handler {
 	c := newConfig(opts)
 	if c.off() {
-		return &propagatingHandler{next: h, prop: c.propagatorOrDefault()}
+		prop := c.propagatorOrDefault()
+		return &propagatingHandler{next: h, prop: prop, defaultProp: isW3C(prop)}
 	}
 	return &instrumentedHandler{
-		next:     h,
-		tracer:   c.tracerProviderOrGlobal().Tracer(HTTPScopeName),
-		prop:     c.propagatorOrDefault(),
-		duration: httpDuration(c, MetricHTTPServerDuration, "Duration of HTTP server requests."),
+		next:        h,
+		tracer:      c.tracerProviderOrGlobal().Tracer(HTTPScopeName),
+		prop:        c.propagatorOrDefault(),
+		defaultProp: isW3C(c.propagatorOrDefault()),
+		duration:    httpDuration(c, MetricHTTPServerDuration, "Duration of HTTP server requests."),
 	}
 }
 
@@ -287,17 +289,19 @@ func (b bodyWriterTo) WriteTo(w io.Writer) (int64, error) {
 
 // instrumentedHandler is NewHTTPHandler with telemetry on.
 type instrumentedHandler struct {
-	next     http.Handler
-	tracer   trace.Tracer
-	prop     propagation.TextMapPropagator
-	duration metric.Float64Histogram
-	sets     attrCache[serverKey]
+	next   http.Handler
+	tracer trace.Tracer
+	prop   propagation.TextMapPropagator
+	// defaultProp: prop is the default W3C pair (see extract).
+	defaultProp bool
+	duration    metric.Float64Histogram
+	sets        attrCache[serverKey]
 }
 
 func (h *instrumentedHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	method := standardMethod(r.Method)
-	ctx := h.prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	ctx := extract(r.Context(), h.prop, h.defaultProp, r.Header)
 	ctx, span := h.tracer.Start(ctx, method, serverSpanKind...)
 	recording := span.IsRecording()
 	if recording {
@@ -594,12 +598,28 @@ func closeIdle(rt http.RoundTripper) {
 type propagatingHandler struct {
 	next http.Handler
 	prop propagation.TextMapPropagator
+	// defaultProp: prop is the default W3C pair (see extract).
+	defaultProp bool
 }
 
 func (h *propagatingHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	if got := h.prop.Extract(ctx, propagation.HeaderCarrier(r.Header)); got != ctx {
+	if got := extract(ctx, h.prop, h.defaultProp, r.Header); got != ctx {
 		r = r.WithContext(got)
 	}
 	h.next.ServeHTTP(w, r)
+}
+
+// extract is prop.Extract from the request header h. The default
+// propagator (W3C trace context and baggage) reads only the traceparent
+// header (tracestate only after a valid traceparent) and the baggage
+// header, and returns ctx unchanged without them; its lookups canonicalize
+// the lower-case names, which allocates, so a request that carries
+// neither skips it. Any other propagator (the caller's, or one named by
+// OTEL_PROPAGATORS) is always asked.
+func extract(ctx context.Context, prop propagation.TextMapPropagator, defaultProp bool, h http.Header) context.Context {
+	if defaultProp && len(h["Traceparent"]) == 0 && len(h["Baggage"]) == 0 {
+		return ctx
+	}
+	return prop.Extract(ctx, propagation.HeaderCarrier(h))
 }
