@@ -102,6 +102,7 @@ func NewHTTPHandler(h http.Handler, opts ...Option) http.Handler {
 		tracer:      c.tracerProviderOrGlobal().Tracer(HTTPScopeName),
 		prop:        c.propagatorOrDefault(),
 		defaultProp: isW3C(c.propagatorOrDefault()),
+		noTrace:     isNoopTracing(c.tracerProvider),
 		duration:    httpDuration(c, MetricHTTPServerDuration, "Duration of HTTP server requests."),
 	}
 }
@@ -123,10 +124,18 @@ func httpDuration(c config, name, desc string) metric.Float64Histogram {
 // off reports whether both providers are OpenTelemetry's no-op ones, so
 // that spans and measurements would be thrown away as they are made.
 func (c *config) off() bool {
-	_, noTrace := c.tracerProvider.(tracenoop.TracerProvider)
 	_, noMetrics := c.meterProvider.(metricnoop.MeterProvider)
-	return noTrace && noMetrics
+	return isNoopTracing(c.tracerProvider) && noMetrics
 }
+
+// isNoopTracing reports whether tp is OpenTelemetry's no-op provider.
+func isNoopTracing(tp trace.TracerProvider) bool {
+	_, ok := tp.(tracenoop.TracerProvider)
+	return ok
+}
+
+// noSpan stands for the server span when tracing is off.
+var noSpan trace.Span = tracenoop.Span{}
 
 var (
 	clientSpanKind = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
@@ -294,23 +303,33 @@ type instrumentedHandler struct {
 	prop   propagation.TextMapPropagator
 	// defaultProp: prop is the default W3C pair (see extract).
 	defaultProp bool
-	duration    metric.Float64Histogram
-	sets        attrCache[serverKey]
+	// noTrace: the tracer provider is OpenTelemetry's no-op one (metrics
+	// alone are on), whose server spans are never recorded.
+	noTrace  bool
+	duration metric.Float64Histogram
+	sets     attrCache[serverKey]
 }
 
 func (h *instrumentedHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	method := standardMethod(r.Method)
 	ctx := extract(r.Context(), h.prop, h.defaultProp, r.Header)
-	ctx, span := h.tracer.Start(ctx, method, serverSpanKind...)
+	var span trace.Span = noSpan
+	if !h.noTrace {
+		// A no-op tracer's Start would only store a no-op span in a
+		// new context, which costs the context and a request copy.
+		ctx, span = h.tracer.Start(ctx, method, serverSpanKind...)
+	}
 	recording := span.IsRecording()
 	if recording {
 		span.SetAttributes(serverRequestAttributes(r, method)...)
 	}
 	sw := &statusWriter{ResponseWriter: w}
-	// The ServeMux sets Pattern on the request it is handed, this copy,
+	// The ServeMux sets Pattern on the request it is handed, this one,
 	// so the route is known once the handler returns.
-	r = r.WithContext(ctx)
+	if ctx != r.Context() {
+		r = r.WithContext(ctx)
+	}
 	returned := false
 	defer func() {
 		status := sw.status
