@@ -145,14 +145,21 @@ func (p *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // learns the endpoint picked, so a request that needs no retry carries no
 // tracker.
 func (p *pickTransport) RoundTripAttempt(req *http.Request, attempts *resilience.Attempts) (*http.Response, string, error) {
+	return p.RoundTripAttemptContext(req.Context(), req, attempts)
+}
+
+// RoundTripAttemptContext is RoundTripAttempt under ctx, which replaces
+// req's context: the retry layer's route timeout reaches the endpoint
+// through the copy of the request made here anyway, not through a copy
+// of its own.
+func (p *pickTransport) RoundTripAttemptContext(ctx context.Context, req *http.Request, attempts *resilience.Attempts) (*http.Response, string, error) {
 	svc := p.svc
-	ctx := req.Context()
 	if err := svc.waitReady(ctx); err != nil {
 		closeBody(req)
 		return nil, "", err
 	}
 	info := balancer.PickInfo{Ctx: ctx, Header: req.Header}
-	sess := p.session(req)
+	sess := p.session(ctx, req)
 	pickInfoSession(&info, req, sess)
 	if p.plan != nil {
 		if hp := p.plan.Route.Action.HashPolicies; len(hp) > 0 {
@@ -205,7 +212,7 @@ func (p *pickTransport) RoundTripAttempt(req *http.Request, attempts *resilience
 		rt = p.t.clusterTransport(svc, up)
 	}
 
-	out := &outbound{req: *req, url: *req.URL}
+	out := &outbound{req: *req.WithContext(ctx), url: *req.URL}
 	out.url.Host = res.Endpoint.Addr
 	if p.t.m.id != nil {
 		out.url.Scheme = "https"
