@@ -125,12 +125,12 @@ func xdsSession(listener *xds.SessionCookie, route *xds.Route) *xds.SessionCooki
 }
 
 // session returns the cookie that applies to an attempt, or nil.
-func (p *pickTransport) session(req *http.Request) *xds.SessionCookie {
+func (p *pickTransport) session(ctx context.Context, req *http.Request) *xds.SessionCookie {
 	var c *xds.SessionCookie
 	if p.plan == nil {
 		c = p.t.m.cfg.session
 	} else if p.t.m.xds.sessions.Load() {
-		c, _ = req.Context().Value(sessionKey{}).(*xds.SessionCookie)
+		c, _ = ctx.Value(sessionKey{}).(*xds.SessionCookie)
 	}
 	if c == nil || !pathMatch(req.URL.Path, c.Path) {
 		return nil

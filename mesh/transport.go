@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -155,14 +156,21 @@ func (p *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // learns the endpoint picked, so a request that needs no retry carries no
 // tracker.
 func (p *pickTransport) RoundTripAttempt(req *http.Request, attempts *resilience.Attempts) (*http.Response, string, error) {
+	return p.RoundTripAttemptContext(req.Context(), req, attempts)
+}
+
+// RoundTripAttemptContext is RoundTripAttempt under ctx, which replaces
+// req's context: the retry layer's route timeout reaches the endpoint
+// through the copy of the request made here anyway, not through a copy
+// of its own.
+func (p *pickTransport) RoundTripAttemptContext(ctx context.Context, req *http.Request, attempts *resilience.Attempts) (*http.Response, string, error) {
 	svc := p.svc
-	ctx := req.Context()
 	if err := svc.waitReady(ctx); err != nil {
 		closeBody(req)
 		return nil, "", err
 	}
 	info := balancer.PickInfo{Ctx: ctx, Header: req.Header}
-	sess := p.session(req)
+	sess := p.session(ctx, req)
 	pickInfoSession(&info, req, sess)
 	if p.plan != nil {
 		if hp := p.plan.Route.Action.HashPolicies; len(hp) > 0 {
@@ -225,7 +233,7 @@ func (p *pickTransport) RoundTripAttempt(req *http.Request, attempts *resilience
 		rt = p.t.clusterTransport(svc, up)
 	}
 
-	out := &outbound{req: *req, url: *req.URL}
+	out := &outbound{req: *req.WithContext(ctx), url: *req.URL}
 	out.url.Host = res.Endpoint.Addr
 	if p.t.m.id != nil {
 		out.url.Scheme = "https"
@@ -370,16 +378,55 @@ func countOverflow(ctx context.Context, svc *service, err error) {
 const TimeoutHeader = "Weft-Timeout"
 
 // setTimeoutHeader writes the time left until deadline on the outgoing
-// copy, replacing a value the caller may have set.
+// copy, replacing a value the caller may have set. The copy of the header
+// is made with room for the new value, and the value's text is reused
+// while the budget reads the same (a route timeout sends most requests out
+// with the same millisecond count), so the header costs the copy alone.
 func setTimeoutHeader(req *http.Request, deadline time.Time) {
 	ms := time.Until(deadline).Milliseconds()
 	if ms < 1 {
 		ms = 1 // already late: the server fails fast rather than running unbounded
 	}
-	h := req.Header.Clone()
-	if h == nil {
-		h = http.Header{}
+	h := req.Header
+	nv := 1
+	for _, v := range h {
+		nv += len(v)
 	}
-	h[TimeoutHeader] = []string{strconv.FormatInt(ms, 10)}
-	req.Header = h
+	sv := make([]string, nv)
+	h2 := make(http.Header, len(h)+1)
+	for k, v := range h {
+		if k == TimeoutHeader {
+			continue
+		}
+		if v == nil {
+			// Preserve nil values, as Header.Clone does.
+			h2[k] = nil
+			continue
+		}
+		n := copy(sv, v)
+		h2[k] = sv[:n:n]
+		sv = sv[n:]
+	}
+	sv[0] = timeoutText(ms)
+	h2[TimeoutHeader] = sv[:1:1]
+	req.Header = h2
+}
+
+// lastTimeout is the last budget rendered by timeoutText.
+var lastTimeout atomic.Pointer[renderedTimeout]
+
+type renderedTimeout struct {
+	ms   int64
+	text string
+}
+
+// timeoutText renders ms in decimal, reusing the last rendering when it is
+// the same number.
+func timeoutText(ms int64) string {
+	if r := lastTimeout.Load(); r != nil && r.ms == ms {
+		return r.text
+	}
+	r := &renderedTimeout{ms: ms, text: strconv.FormatInt(ms, 10)}
+	lastTimeout.Store(r)
+	return r.text
 }

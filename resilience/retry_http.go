@@ -128,6 +128,10 @@ func (t *retryTransport) once(req *http.Request, body io.ReadCloser) (*http.Resp
 	if cancel == nil && body == req.Body {
 		return t.base.RoundTrip(req)
 	}
+	if ct, ok := t.base.(contextAttemptTransport); ok && body == req.Body {
+		resp, _, err := ct.RoundTripAttemptContext(ctx, req, AttemptsFromContext(ctx))
+		return finish(resp, err, nil, cancel)
+	}
 	r := req.WithContext(ctx)
 	r.Body = body
 	resp, err := t.base.RoundTrip(r)
@@ -161,9 +165,19 @@ type EndpointTransport interface {
 	RoundTripAttempt(req *http.Request, attempts *Attempts) (resp *http.Response, endpoint string, err error)
 }
 
+// contextAttemptTransport is an EndpointTransport that takes an
+// attempt's context beside the request, in place of the request's own.
+// Such a transport copies the request for the endpoint it picks anyway,
+// so the route timeout reaches it without a copy made only to carry the
+// context (the mesh's transport is one).
+type contextAttemptTransport interface {
+	RoundTripAttemptContext(ctx context.Context, req *http.Request, attempts *Attempts) (resp *http.Response, endpoint string, err error)
+}
+
 func (t *retryTransport) retry(req *http.Request, kind int, buf []byte) (*http.Response, error) {
 	ctx, cancelRoute := t.routeContext(req.Context())
 	et, _ := t.base.(EndpointTransport)
+	ct, _ := t.base.(contextAttemptTransport)
 	var att *Attempts
 	if et == nil {
 		ctx, att = withAttempts(ctx)
@@ -199,7 +213,10 @@ func (t *retryTransport) retry(req *http.Request, kind int, buf []byte) (*http.R
 			timer = time.AfterFunc(d, func() { cancelTry(errPerTryTimeout) })
 		}
 		r := req
-		if actx != req.Context() || body != req.Body || kind == bodyBuffer {
+		// An attempt that sends the caller's body (or none) hands a
+		// context-taking transport its context beside the request.
+		withCtx := et != nil && ct != nil && body == req.Body && kind != bodyBuffer
+		if !withCtx && (actx != req.Context() || body != req.Body || kind == bodyBuffer) {
 			r = req.WithContext(actx)
 			r.Body = body
 			if kind == bodyBuffer {
@@ -211,7 +228,11 @@ func (t *retryTransport) retry(req *http.Request, kind int, buf []byte) (*http.R
 		var err error
 		if et != nil {
 			var endpoint string
-			resp, endpoint, err = et.RoundTripAttempt(r, att)
+			if withCtx {
+				resp, endpoint, err = ct.RoundTripAttemptContext(actx, req, att)
+			} else {
+				resp, endpoint, err = et.RoundTripAttempt(r, att)
+			}
 			if att == nil {
 				first = endpoint
 			}
@@ -389,7 +410,13 @@ func finish(resp *http.Response, err error, cancelTry context.CancelCauseFunc, c
 		cancelBoth(cancelTry, cancelRoute)
 		return resp, err
 	}
-	resp.Body = newDoneBody(resp.Body, func() { cancelBoth(cancelTry, cancelRoute) })
+	if b, ok := resp.Body.(*doneBody); ok && b.cancelTry == nil && b.cancelRoute == nil && !b.ran.Load() {
+		// The body is already wrapped below (the thresholds' slot) and
+		// nobody has it yet: the contexts ride on the same wrapper.
+		b.cancelTry, b.cancelRoute = cancelTry, cancelRoute
+		return resp, nil
+	}
+	resp.Body = &doneBody{ReadCloser: resp.Body, cancelTry: cancelTry, cancelRoute: cancelRoute}
 	return resp, nil
 }
 

@@ -94,13 +94,16 @@ func NewHTTPTransport(base http.RoundTripper, opts ...Option) http.RoundTripper 
 func NewHTTPHandler(h http.Handler, opts ...Option) http.Handler {
 	c := newConfig(opts)
 	if c.off() {
-		return &propagatingHandler{next: h, prop: c.propagatorOrDefault()}
+		prop := c.propagatorOrDefault()
+		return &propagatingHandler{next: h, prop: prop, defaultProp: isW3C(prop)}
 	}
 	return &instrumentedHandler{
-		next:     h,
-		tracer:   c.tracerProviderOrGlobal().Tracer(HTTPScopeName),
-		prop:     c.propagatorOrDefault(),
-		duration: httpDuration(c, MetricHTTPServerDuration, "Duration of HTTP server requests."),
+		next:        h,
+		tracer:      c.tracerProviderOrGlobal().Tracer(HTTPScopeName),
+		prop:        c.propagatorOrDefault(),
+		defaultProp: isW3C(c.propagatorOrDefault()),
+		noTrace:     isNoopTracing(c.tracerProvider),
+		duration:    httpDuration(c, MetricHTTPServerDuration, "Duration of HTTP server requests."),
 	}
 }
 
@@ -121,10 +124,18 @@ func httpDuration(c config, name, desc string) metric.Float64Histogram {
 // off reports whether both providers are OpenTelemetry's no-op ones, so
 // that spans and measurements would be thrown away as they are made.
 func (c *config) off() bool {
-	_, noTrace := c.tracerProvider.(tracenoop.TracerProvider)
 	_, noMetrics := c.meterProvider.(metricnoop.MeterProvider)
-	return noTrace && noMetrics
+	return isNoopTracing(c.tracerProvider) && noMetrics
 }
+
+// isNoopTracing reports whether tp is OpenTelemetry's no-op provider.
+func isNoopTracing(tp trace.TracerProvider) bool {
+	_, ok := tp.(tracenoop.TracerProvider)
+	return ok
+}
+
+// noSpan stands for the server span when tracing is off.
+var noSpan trace.Span = tracenoop.Span{}
 
 var (
 	clientSpanKind = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
@@ -287,9 +298,14 @@ func (b bodyWriterTo) WriteTo(w io.Writer) (int64, error) {
 
 // instrumentedHandler is NewHTTPHandler with telemetry on.
 type instrumentedHandler struct {
-	next     http.Handler
-	tracer   trace.Tracer
-	prop     propagation.TextMapPropagator
+	next   http.Handler
+	tracer trace.Tracer
+	prop   propagation.TextMapPropagator
+	// defaultProp: prop is the default W3C pair (see extract).
+	defaultProp bool
+	// noTrace: the tracer provider is OpenTelemetry's no-op one (metrics
+	// alone are on), whose server spans are never recorded.
+	noTrace  bool
 	duration metric.Float64Histogram
 	sets     attrCache[serverKey]
 }
@@ -297,16 +313,23 @@ type instrumentedHandler struct {
 func (h *instrumentedHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	method := standardMethod(r.Method)
-	ctx := h.prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-	ctx, span := h.tracer.Start(ctx, method, serverSpanKind...)
+	ctx := extract(r.Context(), h.prop, h.defaultProp, r.Header)
+	var span trace.Span = noSpan
+	if !h.noTrace {
+		// A no-op tracer's Start would only store a no-op span in a
+		// new context, which costs the context and a request copy.
+		ctx, span = h.tracer.Start(ctx, method, serverSpanKind...)
+	}
 	recording := span.IsRecording()
 	if recording {
 		span.SetAttributes(serverRequestAttributes(r, method)...)
 	}
 	sw := &statusWriter{ResponseWriter: w}
-	// The ServeMux sets Pattern on the request it is handed, this copy,
+	// The ServeMux sets Pattern on the request it is handed, this one,
 	// so the route is known once the handler returns.
-	r = r.WithContext(ctx)
+	if ctx != r.Context() {
+		r = r.WithContext(ctx)
+	}
 	returned := false
 	defer func() {
 		status := sw.status
@@ -594,12 +617,28 @@ func closeIdle(rt http.RoundTripper) {
 type propagatingHandler struct {
 	next http.Handler
 	prop propagation.TextMapPropagator
+	// defaultProp: prop is the default W3C pair (see extract).
+	defaultProp bool
 }
 
 func (h *propagatingHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	if got := h.prop.Extract(ctx, propagation.HeaderCarrier(r.Header)); got != ctx {
+	if got := extract(ctx, h.prop, h.defaultProp, r.Header); got != ctx {
 		r = r.WithContext(got)
 	}
 	h.next.ServeHTTP(w, r)
+}
+
+// extract is prop.Extract from the request header h. The default
+// propagator (W3C trace context and baggage) reads only the traceparent
+// header (tracestate only after a valid traceparent) and the baggage
+// header, and returns ctx unchanged without them; its lookups canonicalize
+// the lower-case names, which allocates, so a request that carries
+// neither skips it. Any other propagator (the caller's, or one named by
+// OTEL_PROPAGATORS) is always asked.
+func extract(ctx context.Context, prop propagation.TextMapPropagator, defaultProp bool, h http.Header) context.Context {
+	if defaultProp && len(h["Traceparent"]) == 0 && len(h["Baggage"]) == 0 {
+		return ctx
+	}
+	return prop.Extract(ctx, propagation.HeaderCarrier(h))
 }

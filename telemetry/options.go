@@ -108,7 +108,17 @@ func WithPrometheusListener(on bool) Option {
 // defaultPropagator is W3C tracecontext and baggage: what OTEL_PROPAGATORS
 // defaults to, and what the mesh speaks unless told otherwise.
 func defaultPropagator() propagation.TextMapPropagator {
-	return propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+	return w3cPropagator{propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})}
+}
+
+// w3cPropagator is the default propagator, W3C trace context and baggage,
+// marked so that the handlers know which headers it reads (see extract).
+type w3cPropagator struct{ propagation.TextMapPropagator }
+
+// isW3C reports whether p is the default propagator.
+func isW3C(p propagation.TextMapPropagator) bool {
+	_, ok := p.(w3cPropagator)
+	return ok
 }
 
 func (c *config) propagatorOrDefault() propagation.TextMapPropagator {

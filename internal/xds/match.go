@@ -54,7 +54,17 @@ func RequestFromHTTP(r *http.Request) Request {
 // judge and which grpc-go's matchers never see either (gRFC A28);
 // content-type is application/grpc when the metadata lack it (a client's
 // outgoing metadata do). A FractionSample is drawn, as by RequestFromHTTP.
+//
+// The header may be shared between calls (see grpcNoMetadata), so it is
+// read only, as Match treats it.
 func RequestFromGRPC(fullMethod string, md metadata.MD, isTLS bool) (req Request, authority string) {
+	scheme := "http"
+	if isTLS {
+		scheme = "https"
+	}
+	if len(md) == 0 {
+		return Request{Method: http.MethodPost, Path: fullMethod, Header: grpcNoMetadata, Scheme: scheme, FractionSample: rand.Uint32N(1_000_000)}, ""
+	}
 	h := make(http.Header, len(md)+1)
 	for k, vs := range md {
 		switch {
@@ -69,14 +79,19 @@ func RequestFromGRPC(fullMethod string, md metadata.MD, isTLS bool) (req Request
 		h[http.CanonicalHeaderKey(k)] = vs
 	}
 	if _, ok := h["Content-Type"]; !ok {
-		h["Content-Type"] = []string{"application/grpc"}
-	}
-	scheme := "http"
-	if isTLS {
-		scheme = "https"
+		h["Content-Type"] = grpcContentType
 	}
 	return Request{Method: http.MethodPost, Path: fullMethod, Header: h, Scheme: scheme, FractionSample: rand.Uint32N(1_000_000)}, authority
 }
+
+// grpcContentType is the content-type of a call whose metadata lack one,
+// and grpcNoMetadata the whole header of a call with no metadata (most
+// clients' outgoing calls): built once, so matching such a call copies
+// nothing. Matching only reads them.
+var (
+	grpcContentType = []string{"application/grpc"}
+	grpcNoMetadata  = http.Header{"Content-Type": grpcContentType}
+)
 
 // Match returns the first route of the virtual host that best matches host
 // (see MatchVirtualHost) whose criteria r meets. It does not allocate
