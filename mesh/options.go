@@ -60,6 +60,7 @@ type config struct {
 	// maglev outside xDS; hashSource names what set the last, for errors.
 	hashHeader, hashCookie, hashSource string
 	session                            *xds.SessionCookie // nil: no session affinity
+	orca                               *orcaConfig        // nil: no backend metrics (WithBackendMetrics)
 	xdsIdle                            time.Duration
 	xdsDelta                           bool // incremental xDS instead of state of the world
 	// grpcGoXDS, when set, hands xds:/// channels and NewGRPCServer to

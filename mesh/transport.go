@@ -236,7 +236,11 @@ func (p *pickTransport) RoundTripAttempt(req *http.Request, attempts *resilience
 		setSessionCookie(resp, sess, info.Override, res.Endpoint.Addr)
 	}
 	outcome := httpOutcome(ctx, resp, err)
-	res.Finish(balancer.DoneInfo{Latency: time.Duration(end - start), End: end, Outcome: outcome, Err: err, Ctx: ctx})
+	done := balancer.DoneInfo{Latency: time.Duration(end - start), End: end, Outcome: outcome, Err: err, Ctx: ctx}
+	if resp != nil {
+		done.Load = loadReport(resp.Header)
+	}
+	res.Finish(done)
 	svc.requests.Add(1)
 	if err != nil || resp.Body == nil {
 		th.ReleaseRequest()
