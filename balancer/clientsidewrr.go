@@ -174,7 +174,22 @@ func ValidateCSWRRConfig(c CSWRRConfig) error {
 
 func init() { Register(cswrrBuilder{rng: rand.Uint64}) }
 
-type cswrrBuilder struct{ rng func() uint64 }
+// NewClientSideWRR returns client_side_weighted_round_robin with cfg's
+// settings whatever configuration it is built with: how a data path
+// without xDS runs the policy with settings other than the defaults.
+// EnableOOBLoadReport takes effect only through a parsed configuration
+// (xDS), which the gRPC adapter reads.
+func NewClientSideWRR(cfg CSWRRConfig) (Builder, error) {
+	if err := ValidateCSWRRConfig(cfg); err != nil {
+		return nil, err
+	}
+	return cswrrBuilder{rng: rand.Uint64, fixed: &cfg}, nil
+}
+
+type cswrrBuilder struct {
+	rng   func() uint64
+	fixed *CSWRRConfig // set: the settings, whatever BuildOptions.Config says
+}
 
 func (cswrrBuilder) Name() string { return ClientSideWeightedRoundRobin }
 
@@ -190,6 +205,9 @@ func (cswrrBuilder) ParseConfig(js json.RawMessage) (any, error) {
 
 func (b cswrrBuilder) Build(opts BuildOptions) Balancer {
 	cfg, _ := opts.Config.(CSWRRConfig)
+	if b.fixed != nil {
+		cfg = *b.fixed
+	}
 	cfg = cfg.withDefaults()
 	return &cswrrBalancer{cfg: cfg, update: opts.UpdatePicker, rng: b.rng}
 }

@@ -266,3 +266,42 @@ func orcaShares(t *testing.T, c *parityClient, bs []*orcaBackend) []float64 {
 	}
 	return out
 }
+
+// TestORCAWeightedRoundRobinWithoutXDS: the policy runs on services not
+// configured by xDS, on both protocols, with WithClientSideWRR's settings
+// (here no blackout) or by name through WithLBPolicy (and
+// WEFT_LB_POLICY), with its defaults.
+func TestORCAWeightedRoundRobinWithoutXDS(t *testing.T) {
+	utils := []float64{0.2, 0.4, 0.8}
+	want := []float64{4.0 / 7, 2.0 / 7, 1.0 / 7}
+	var bs []*orcaBackend
+	var eps []string
+	for i, u := range utils {
+		b := startORCABackend(t, fmt.Sprintf("b%d", i), u, true)
+		bs, eps = append(bs, b), append(eps, b.addr)
+	}
+	opts := []mesh.Option{mesh.WithEndpoints(parityHost, eps...),
+		mesh.WithClientSideWRR(balancer.CSWRRConfig{BlackoutPeriod: -1, WeightUpdatePeriod: 100 * time.Millisecond})}
+	clients := []*parityClient{
+		{name: weftGRPC, hc: dialHealth(t, newMesh(t, opts...), parityHost)},
+		{name: weftHTTP, http: newMesh(t, opts...).HTTPClient()},
+	}
+	for _, c := range clients {
+		shares := orcaShares(t, c, bs)
+		for i := range want {
+			if d := shares[i] - want[i]; d < -0.08 || d > 0.08 {
+				t.Errorf("%s: b%d's share %.3f, want %.3f ± 0.08", c.name, i, shares[i], want[i])
+			}
+		}
+		t.Logf("%s: shares %.3f %.3f %.3f", c.name, shares[0], shares[1], shares[2])
+	}
+	if _, err := mesh.New(context.Background(), mesh.WithClientSideWRR(balancer.CSWRRConfig{ErrorUtilizationPenalty: -1})); err == nil ||
+		!strings.Contains(err.Error(), "ErrorUtilizationPenalty") {
+		t.Errorf("a negative penalty: error %v, want one naming ErrorUtilizationPenalty", err)
+	}
+	m := newMesh(t, mesh.WithLBPolicy(balancer.ClientSideWeightedRoundRobin), mesh.WithEndpoints(parityHost, eps...))
+	c := &parityClient{name: weftHTTP, http: m.HTTPClient()}
+	if o := c.call(callLimit); o.err != nil {
+		t.Errorf("by name, with the defaults: %v", o.err)
+	}
+}
