@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -222,6 +223,7 @@ type cswrrBalancer struct {
 
 	mu      sync.Mutex
 	serving []*Endpoint
+	cur     *cswrrPicker // the last picker published; nil when none serves
 	closed  bool
 	stop    chan struct{}
 	done    chan struct{}
@@ -234,6 +236,7 @@ func (b *cswrrBalancer) UpdateEndpoints(eps []*Endpoint) {
 		return
 	}
 	b.serving = Serving(eps)
+	b.cur = nil // a new endpoint set always gets a new picker
 	b.publishLocked(monoNow())
 	if b.stop == nil {
 		b.stop, b.done = make(chan struct{}), make(chan struct{})
@@ -259,13 +262,21 @@ func (b *cswrrBalancer) run(stop, done chan struct{}) {
 	}
 }
 
+// publishLocked publishes a picker with the weights as of now, unless
+// they are those of the picker in force: a channel then is not told of a
+// new picker every update period while the load holds steady.
 func (b *cswrrBalancer) publishLocked(now int64) {
 	if len(b.serving) == 0 {
 		b.update(ErrPicker(ErrNoHealthyEndpoint))
 		return
 	}
-	p := &cswrrPicker{endpoints: b.serving, weights: cswrrWeights(b.serving, b.cfg, now)}
+	w := cswrrWeights(b.serving, b.cfg, now)
+	if b.cur != nil && slices.Equal(w, b.cur.weights) {
+		return
+	}
+	p := &cswrrPicker{endpoints: b.serving, weights: w}
 	p.next.Store(b.rng())
+	b.cur = p
 	b.update(p)
 }
 

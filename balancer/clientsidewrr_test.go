@@ -200,3 +200,38 @@ func cswrrEndpoints(n int) []*balancer.Endpoint {
 	}
 	return out
 }
+
+// TestCSWRRCluster runs the policy in a Cluster: round robin until
+// reports come, then, at the next weight update, shares by the weights
+// the reports (through PickResult.Finish's DoneInfo.Load) give. Its
+// update goroutine ends with Close (goleak in TestMain).
+func TestCSWRRCluster(t *testing.T) {
+	b := balancer.Get(balancer.ClientSideWeightedRoundRobin)
+	c := newCluster(t, b, `{"blackoutPeriod":"0s","weightUpdatePeriod":"100ms"}`, equal(2))
+	counts := pickCounts(t, c, 100, nil)
+	for addr, n := range counts {
+		if n != 50 {
+			t.Errorf("before any report: %s got %d of 100, want 50 (round robin)", addr, n)
+		}
+	}
+	utils := map[string]float64{equal(2)[0].Addr: 0.25, equal(2)[1].Addr: 0.75}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		counts := map[string]int{}
+		for range 400 {
+			r, err := c.Pick(balancer.PickInfo{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			counts[r.Endpoint.Addr]++
+			r.Finish(balancer.DoneInfo{Load: &balancer.LoadReport{QPS: 100, CPUUtilization: utils[r.Endpoint.Addr]}})
+		}
+		if n := counts[equal(2)[0].Addr]; n >= 290 && n <= 310 {
+			return // weights 400 and 133: 3 to 1
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after reports: counts %v, want about 300 and 100", counts)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
