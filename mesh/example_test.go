@@ -14,8 +14,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/health"
-	"google.golang.org/grpc/orca"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/orca"
 
 	"github.com/weftmesh/weft/mesh"
 	"github.com/weftmesh/weft/resilience"
