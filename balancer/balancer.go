@@ -77,6 +77,11 @@ type Load struct {
 	// succeeded is whether the last request to finish on this address
 	// (canceled ones aside) was a Success, for LastSucceeded.
 	succeeded atomic.Bool
+	// orca is the address's last load report, for
+	// client_side_weighted_round_robin; it lives here, per address, so
+	// that reports reach it through Finish and out-of-band streams
+	// whatever layers wrap the policy.
+	orca orcaState
 }
 
 // rampPending marks a Load whose address joined after the Cluster's first
@@ -165,6 +170,11 @@ type DoneInfo struct {
 	// its log line carries the request's trace. It is never used to
 	// cancel anything.
 	Ctx context.Context
+	// Load, when not nil, is the backend's load report (ORCA) that came
+	// with the response: a gRPC trailer endpoint-load-metrics-bin or an
+	// HTTP header endpoint-load-metrics. Finish records it for the
+	// endpoint's address.
+	Load *LoadReport
 }
 
 // PickInfo describes the request being placed.
@@ -215,6 +225,13 @@ func (r PickResult) Finish(d DoneInfo) {
 	}
 	if h := r.Endpoint.load.outlier.Load(); h != nil {
 		h.record(d.Outcome, d.Ctx)
+	}
+	if d.Load != nil {
+		now := d.End
+		if now == 0 {
+			now = monoNow()
+		}
+		r.Endpoint.load.orca.record(d.Load, now)
 	}
 	if r.Done != nil {
 		r.Done(d)

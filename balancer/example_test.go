@@ -151,3 +151,19 @@ func ExampleNewPriorityLocality() {
 	fmt.Printf("P0 %.0f%%, P1 %.0f%%\n", 100*float64(counts["10.0.0.1:8080"])/picks, 100*float64(counts["10.1.0.1:8080"])/picks)
 	// Output: P0 70%, P1 30%
 }
+
+// A backend's ORCA report in Envoy's endpoint-load-metrics header, as
+// client_side_weighted_round_robin reads it from an HTTP response.
+func ExampleParseLoadMetricsHeader() {
+	r, err := balancer.ParseLoadMetricsHeader("TEXT cpu_utilization=0.3,rps_fractional=120,named_metrics.queue=4")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(r.CPUUtilization, r.QPS, r.NamedMetrics["queue"])
+	_, err = balancer.ParseLoadMetricsHeader("TEXT cpu_utilization=-1")
+	fmt.Println(err)
+	// Output:
+	// 0.3 120 4
+	// balancer: Endpoint-Load-Metrics: orca: cpu_utilization -1 is not a finite non-negative number
+}

@@ -132,3 +132,24 @@ func SlowStartFactor(cfg SlowStartConfig, elapsed time.Duration) float64 {
 	s := cfg.settings()
 	return s.factor(elapsed)
 }
+
+// RecordLoadAt records r for e's address as a report that came at now.
+func RecordLoadAt(e *Endpoint, r *LoadReport, now int64) { e.load.orca.record(r, now) }
+
+// CSWRRWeight returns e's gRFC A58 weight at now under cfg's settings.
+func CSWRRWeight(e *Endpoint, cfg CSWRRConfig, now int64) float64 {
+	cfg = cfg.withDefaults()
+	return e.load.orca.weight(now, int64(cfg.BlackoutPeriod), int64(cfg.WeightExpirationPeriod), cfg.ErrorUtilizationPenalty)
+}
+
+// CSWRRScaledWeights returns the scheduler weights of eps at now, nil for
+// round robin.
+func CSWRRScaledWeights(eps []*Endpoint, cfg CSWRRConfig, now int64) []uint16 {
+	return cswrrWeights(eps, cfg.withDefaults(), now)
+}
+
+// NewCSWRRPicker returns the policy's picker over eps with the scaled
+// weights w (nil: round robin).
+func NewCSWRRPicker(eps []*Endpoint, w []uint16) Picker {
+	return &cswrrPicker{endpoints: eps, weights: w}
+}

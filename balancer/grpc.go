@@ -11,10 +11,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	v3orcapb "github.com/cncf/xds/go/xds/data/orca/v3"
 	"google.golang.org/grpc/attributes"
 	gbalancer "google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/orca"
 	gresolver "google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
 	"google.golang.org/grpc/status"
@@ -166,6 +168,9 @@ type grpcBalancer struct {
 
 	subConns map[string]*grpcSubConn // by address; only touched serially
 	lastErr  error
+	// oob, when not 0, is the interval at which the policy asks each READY
+	// endpoint for out-of-band load reports (the OpenRcaService stream).
+	oob time.Duration
 
 	mu     sync.Mutex
 	conns  map[string]grpcConn // the SubConns' states, for pickers
@@ -182,6 +187,44 @@ type grpcSubConn struct {
 	// moves a failed SubConn on to IDLE and CONNECTING while it retries,
 	// and the policy should not see the address come back until it is READY.
 	failed bool
+	// stopOOB ends the out-of-band load report stream, nil when none runs.
+	stopOOB func()
+}
+
+// oobConfig is implemented by the parsed configuration of a policy that
+// wants out-of-band load reports (client_side_weighted_round_robin).
+type oobConfig interface {
+	oobInterval() (time.Duration, bool)
+}
+
+// oobListener hands one SubConn's out-of-band reports to its address's
+// Endpoint, where the policy reads them.
+type oobListener struct {
+	b    *grpcBalancer
+	addr string
+}
+
+func (l *oobListener) OnLoadReport(r *v3orcapb.OrcaLoadReport) {
+	if r == nil || l.b.cluster == nil {
+		return
+	}
+	if addrs := l.b.cluster.addrs.Load(); addrs != nil {
+		if e := (*addrs)[l.addr]; e != nil {
+			e.ReportLoad(loadFromProto(r))
+		}
+	}
+}
+
+// setOOB starts s's out-of-band load reports while it is READY and the
+// policy asks for them, and stops them otherwise.
+func (b *grpcBalancer) setOOB(s *grpcSubConn, on bool) {
+	switch {
+	case on && b.oob > 0 && s.stopOOB == nil && s.sc != nil:
+		s.stopOOB = orca.RegisterOOBListener(s.sc, &oobListener{b: b, addr: s.ep.Addr}, orca.OOBListenerOptions{ReportInterval: b.oob})
+	case !on && s.stopOOB != nil:
+		s.stopOOB()
+		s.stopOOB = nil
+	}
 }
 
 // grpcConn is a published view of one SubConn.
@@ -211,6 +254,11 @@ func (b *grpcBalancer) UpdateClientConnState(ccs gbalancer.ClientConnState) erro
 			// grpc-go passes the parsed config to the first update; only a
 			// config parsed by another policy leads here.
 			return fmt.Errorf("balancer: %s: no Builder in config %T", grpcHandleName, ccs.BalancerConfig)
+		}
+		if o, ok := cfg.(oobConfig); ok {
+			if d, on := o.oobInterval(); on {
+				b.oob = d
+			}
 		}
 		b.cluster = NewCluster(b.builder, cfg, OnPicker(b.onPicker))
 	}
@@ -243,6 +291,7 @@ func (b *grpcBalancer) UpdateClientConnState(ccs gbalancer.ClientConnState) erro
 	}
 	for addr, s := range b.subConns {
 		if !seen[addr] {
+			b.setOOB(s, false)
 			s.sc.Shutdown()
 			delete(b.subConns, addr)
 		}
@@ -288,6 +337,7 @@ func (b *grpcBalancer) updateSubConnState(s *grpcSubConn, st gbalancer.SubConnSt
 		return // a SubConn this balancer already shut down
 	}
 	s.state = st.ConnectivityState
+	b.setOOB(s, st.ConnectivityState == connectivity.Ready)
 	switch st.ConnectivityState {
 	case connectivity.Ready:
 		s.failed = false
@@ -406,6 +456,7 @@ func (b *grpcBalancer) Close() {
 	b.closed = true
 	b.mu.Unlock()
 	for addr, s := range b.subConns {
+		b.setOOB(s, false)
 		s.sc.Shutdown()
 		delete(b.subConns, addr)
 	}
@@ -559,7 +610,11 @@ func (p *grpcPicker) done(call *GRPCPick, res PickResult, sc gbalancer.SubConn) 
 	start := Now()
 	return gbalancer.PickResult{SubConn: sc, Done: func(di gbalancer.DoneInfo) {
 		end := Now()
-		res.Finish(DoneInfo{Latency: time.Duration(end - start), End: end, Outcome: GRPCOutcome(di.Err), Err: di.Err})
+		d := DoneInfo{Latency: time.Duration(end - start), End: end, Outcome: GRPCOutcome(di.Err), Err: di.Err}
+		if r, ok := di.ServerLoad.(*v3orcapb.OrcaLoadReport); ok && r != nil {
+			d.Load = loadFromProto(r)
+		}
+		res.Finish(d)
 		if ll != nil {
 			ll.Done(di.Err != nil)
 		}

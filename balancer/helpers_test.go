@@ -25,6 +25,7 @@ var allPolicies = []string{
 	balancer.P2CEWMA,
 	balancer.RingHash,
 	balancer.Maglev,
+	balancer.ClientSideWeightedRoundRobin,
 }
 
 // seeded returns a deterministic random source. It is not safe for

@@ -15,6 +15,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/orca"
 
 	"github.com/weftmesh/weft/mesh"
 	"github.com/weftmesh/weft/resilience"
@@ -334,4 +335,32 @@ func ExampleWithLBHashHeader() {
 	}
 	fmt.Println("backends alice reached:", len(seen))
 	// Output: backends alice reached: 1
+}
+
+// A handler reports its call's load (ORCA); the response carries it in
+// Envoy's endpoint-load-metrics header, for clients balancing with
+// client_side_weighted_round_robin.
+func ExampleWithBackendMetrics() {
+	server := orca.NewServerMetricsRecorder()
+	server.SetQPS(250) // the server's own figures, in every report
+	m, err := mesh.New(context.Background(), mesh.WithBackendMetrics(server))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer m.Close()
+	srv := httptest.NewServer(m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mesh.CallMetricsRecorderFromContext(r.Context()).SetApplicationUtilization(0.7)
+		io.WriteString(w, "ok")
+	})))
+	defer srv.Close()
+
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	resp.Body.Close()
+	fmt.Println(resp.Header.Get("Endpoint-Load-Metrics"))
+	// Output: TEXT application_utilization=0.7,rps_fractional=250
 }

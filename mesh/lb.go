@@ -41,6 +41,25 @@ func WithZoneAware(cfg balancer.ZoneAwareConfig) Option {
 	})
 }
 
+// WithClientSideWRR balances services not configured by xDS with gRFC
+// A58's client_side_weighted_round_robin (see
+// balancer.ClientSideWeightedRoundRobin) under cfg's settings, zero
+// fields taking the defaults. It overrides WEFT_LB_POLICY; of it and
+// WithLBPolicy, the later wins. (WEFT_LB_POLICY or WithLBPolicy can name
+// the policy too, which then runs with its defaults.) Weights come from
+// the ORCA reports that responses carry (a gRPC trailer, an HTTP
+// endpoint-load-metrics header); out-of-band reports need an xDS cluster.
+func WithClientSideWRR(cfg balancer.CSWRRConfig) Option {
+	return optionFunc(func(c *config) error {
+		b, err := balancer.NewClientSideWRR(cfg)
+		if err != nil {
+			return fmt.Errorf("mesh: WithClientSideWRR: %w", err)
+		}
+		c.lbPolicy, c.cswrr = balancer.ClientSideWeightedRoundRobin, b
+		return nil
+	})
+}
+
 // WithSlowStart ramps up the share of endpoints that join a service not
 // configured by xDS over cfg.Window (see balancer.NewSlowStart), for the
 // policies whose picks follow weights: round_robin,
@@ -103,7 +122,11 @@ func (c *config) servicePolicy() balancer.Builder {
 	if c.zone.Local != (resolver.Locality{}) {
 		opts = append(opts, balancer.WithZoneAware(c.zone))
 	}
-	b := balancer.NewSlowStart(balancer.Get(c.lbPolicy), c.slowStart)
+	policy := balancer.Get(c.lbPolicy)
+	if c.cswrr != nil {
+		policy = c.cswrr
+	}
+	b := balancer.NewSlowStart(policy, c.slowStart)
 	return balancer.NewOutlierDetection(balancer.NewPriorityLocality(b, opts...), c.outlier)
 }
 

@@ -39,6 +39,7 @@ type config struct {
 	bootstrap       []byte        // xDS bootstrap JSON; nil = no control plane
 	bootstrapSource string        // the variable or option it came from, for errors
 	lbPolicy        string
+	cswrr           balancer.Builder // set by WithClientSideWRR: lbPolicy with its settings
 	mtls            security.MTLSMode
 	spiffeSocket    string
 	source          security.Source // set by WithX509Source; owned by the caller
@@ -60,6 +61,7 @@ type config struct {
 	// maglev outside xDS; hashSource names what set the last, for errors.
 	hashHeader, hashCookie, hashSource string
 	session                            *xds.SessionCookie // nil: no session affinity
+	orca                               *orcaConfig        // nil: no backend metrics (WithBackendMetrics)
 	xdsIdle                            time.Duration
 	xdsDelta                           bool // incremental xDS instead of state of the world
 	// grpcGoXDS, when set, hands xds:/// channels and NewGRPCServer to
@@ -148,7 +150,7 @@ func WithLBPolicy(name string) Option {
 		if err := checkLBPolicy(name); err != nil {
 			return fmt.Errorf("mesh: WithLBPolicy: %w", err)
 		}
-		c.lbPolicy = name
+		c.lbPolicy, c.cswrr = name, nil
 		return nil
 	})
 }

@@ -67,7 +67,7 @@ func (m *Mesh) handler(h http.Handler, public bool) http.Handler {
 // wraps them in order. The order is the mesh's decision, not the user's:
 // identity must be known before anything that authorizes or records by it.
 func (m *Mesh) inboundChain(public bool) []func(http.Handler) http.Handler {
-	chain := []func(http.Handler) http.Handler{}
+	chain := []func(http.Handler) http.Handler{m.backendMetrics}
 	xdsIn := m.inbound != nil && !public
 	if m.authz != nil {
 		chain = append(chain, m.authorization)
@@ -357,23 +357,30 @@ func (m *Mesh) NewGRPCServer(opts ...grpc.ServerOption) (GRPCServer, error) {
 	// local policy (authz), which both read them.
 	authn := m.authnServerOptions()
 	after := append(m.authzServerOptions(), m.grpcServerResilience()...)
+	after = append(after, m.grpcServerORCA()...)
 	base := append(append([]grpc.ServerOption{m.grpcServerTelemetry()}, authn...), after...)
 	// Golden metrics first, so they see every call, denied ones too.
 	strip := append(m.goldenServerOptions(), grpc.ChainUnaryInterceptor(m.stripAndTapUnary), grpc.ChainStreamInterceptor(m.stripAndTapStream))
+	var srv GRPCServer
 	switch {
 	case sc.public:
 		m.logPublic(sc, "grpc", "")
-		return grpc.NewServer(append(append([]grpc.ServerOption{grpc.Creds(sc.grpcCreds())}, append(strip, base...)...), opts...)...), nil
+		srv = grpc.NewServer(append(append([]grpc.ServerOption{grpc.Creds(sc.grpcCreds())}, append(strip, base...)...), opts...)...)
 	case m.inbound == nil:
-		return grpc.NewServer(append(append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds())}, append(strip, base...)...), opts...)...), nil
+		srv = grpc.NewServer(append(append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds())}, append(strip, base...)...), opts...)...)
 	case m.cfg.grpcGoXDS == nil:
 		// It strips first itself, then authn, then the xDS decision.
-		return m.newXDSGRPCServer(authn, append([]grpc.ServerOption{m.grpcServerTelemetry()}, after...), opts), nil
+		srv = m.newXDSGRPCServer(authn, append([]grpc.ServerOption{m.grpcServerTelemetry()}, after...), opts)
+	default:
+		base = append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds())}, append(strip, base...)...)
+		s, err := m.cfg.grpcGoXDS.NewServer(m.cfg.bootstrap, append(base, opts...)...)
+		if err != nil {
+			return nil, fmt.Errorf("weft: NewGRPCServer: grpc-go's xDS server: %w", err)
+		}
+		srv = s
 	}
-	base = append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds())}, append(strip, base...)...)
-	srv, err := m.cfg.grpcGoXDS.NewServer(m.cfg.bootstrap, append(base, opts...)...)
-	if err != nil {
-		return nil, fmt.Errorf("weft: NewGRPCServer: grpc-go's xDS server: %w", err)
+	if err := m.registerORCAService(srv); err != nil {
+		return nil, fmt.Errorf("weft: NewGRPCServer: ORCA service: %w", err)
 	}
 	return srv, nil
 }

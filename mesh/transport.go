@@ -277,7 +277,11 @@ func (p *pickTransport) RoundTripAttemptContext(ctx context.Context, req *http.R
 		setSessionCookie(resp, sess, info.Override, res.Endpoint.Addr)
 	}
 	outcome := httpOutcome(ctx, resp, err)
-	res.Finish(balancer.DoneInfo{Latency: time.Duration(end - start), End: end, Outcome: outcome, Err: err, Ctx: ctx})
+	done := balancer.DoneInfo{Latency: time.Duration(end - start), End: end, Outcome: outcome, Err: err, Ctx: ctx}
+	if resp != nil {
+		done.Load = loadReport(resp.Header)
+	}
+	res.Finish(done)
 	svc.requests.Add(1)
 	if err != nil || resp.Body == nil {
 		th.ReleaseRequest()

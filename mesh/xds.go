@@ -896,6 +896,11 @@ func (x *xdsPath) policyFor(c *xds.Cluster) (balancer.Builder, any) {
 		js, _ = json.Marshal(map[string]uint64{"tableSize": cfg.TableSize})
 	case xds.LeastRequestConfig:
 		js, _ = json.Marshal(map[string]any{"choiceCount": cfg.ChoiceCount, "activeRequestBias": cfg.ActiveRequestBias})
+	case xds.ClientSideWRRConfig:
+		js, _ = json.Marshal(map[string]any{"enableOobLoadReport": cfg.EnableOOBLoadReport,
+			"oobReportingPeriod": cfg.OOBReportingPeriod.String(), "blackoutPeriod": cfg.BlackoutPeriod.String(),
+			"weightExpirationPeriod": cfg.WeightExpirationPeriod.String(), "weightUpdatePeriod": cfg.WeightUpdatePeriod.String(),
+			"errorUtilizationPenalty": cfg.ErrorUtilizationPenalty})
 	case json.RawMessage:
 		js = cfg
 	}

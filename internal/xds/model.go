@@ -485,8 +485,8 @@ type Cluster struct {
 	AggregateClusters []string
 	// LBPolicy names the balancer (round_robin, ring_hash, maglev, random,
 	// least_request, or a custom policy's type name); LBConfig is its
-	// configuration: RingHashConfig, MaglevConfig, LeastRequestConfig, a
-	// custom policy's JSON, or nil.
+	// configuration: RingHashConfig, MaglevConfig, LeastRequestConfig,
+	// ClientSideWRRConfig, a custom policy's JSON, or nil.
 	LBPolicy string
 	LBConfig any
 	// CircuitBreaker holds the DEFAULT-priority thresholds.
@@ -508,6 +508,18 @@ type Cluster struct {
 
 // RingHashConfig configures ring_hash.
 type RingHashConfig struct{ MinRingSize, MaxRingSize uint64 }
+
+// ClientSideWRRConfig configures client_side_weighted_round_robin (gRFC
+// A58), from Envoy's ClientSideWeightedRoundRobin with its defaults
+// filled in: every field is as the policy should run.
+type ClientSideWRRConfig struct {
+	EnableOOBLoadReport     bool
+	OOBReportingPeriod      time.Duration // default 10s
+	BlackoutPeriod          time.Duration // default 10s; 0 is none
+	WeightExpirationPeriod  time.Duration // default 3m
+	WeightUpdatePeriod      time.Duration // default 1s, at least 100ms
+	ErrorUtilizationPenalty float64       // default 1
+}
 
 // MaglevConfig configures maglev.
 type MaglevConfig struct {

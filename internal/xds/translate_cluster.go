@@ -17,6 +17,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	aggregatev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/clusters/aggregate/v3"
+	cswrrv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/client_side_weighted_round_robin/v3"
 	leastrequestv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/least_request/v3"
 	maglevv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/maglev/v3"
 	randomv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/random/v3"
@@ -344,6 +345,31 @@ func knownPolicy(a *anypb.Any, out *Cluster) (bool, error) {
 	case a.MessageIs((*randomv3.Random)(nil)):
 		out.LBPolicy = "random"
 		return true, nil
+	case a.MessageIs((*cswrrv3.ClientSideWeightedRoundRobin)(nil)):
+		w := &cswrrv3.ClientSideWeightedRoundRobin{}
+		if err := a.UnmarshalTo(w); err != nil {
+			return false, err
+		}
+		cfg, err := clientSideWRR(w)
+		if err != nil {
+			return false, err
+		}
+		out.LBPolicy, out.LBConfig = "client_side_weighted_round_robin", cfg
+		// Fields grpc-go does not apply either (A78's custom utilization
+		// metrics, slow start inside the policy, the newer OOB config).
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{
+			{"metric_names_for_computing_utilization", len(w.GetMetricNamesForComputingUtilization()) > 0},
+			{"slow_start_config", w.GetSlowStartConfig() != nil},
+			{"oob_reporting_config", w.GetOobReportingConfig() != nil},
+		} {
+			if f.set {
+				out.Unapplied = append(out.Unapplied, "load_balancing_policy.client_side_weighted_round_robin."+f.name)
+			}
+		}
+		return true, nil
 	case a.MessageIs((*wrrlocalityv3.WrrLocality)(nil)):
 		// Locality weighting is always on in Weft's balancer; the child
 		// policy is what picks within a locality.
@@ -383,6 +409,55 @@ func knownPolicy(a *anypb.Any, out *Cluster) (bool, error) {
 		return true, nil
 	}
 	return false, nil
+}
+
+// clientSideWRR reads ClientSideWeightedRoundRobin, filling in gRFC
+// A58's defaults; a negative duration or penalty is refused by field, as
+// Envoy's validation refuses it.
+func clientSideWRR(w *cswrrv3.ClientSideWeightedRoundRobin) (ClientSideWRRConfig, error) {
+	cfg := ClientSideWRRConfig{
+		EnableOOBLoadReport:     w.GetEnableOobLoadReport().GetValue(),
+		OOBReportingPeriod:      10 * time.Second,
+		BlackoutPeriod:          10 * time.Second,
+		WeightExpirationPeriod:  3 * time.Minute,
+		WeightUpdatePeriod:      time.Second,
+		ErrorUtilizationPenalty: 1,
+	}
+	for _, d := range []struct {
+		name string
+		in   *durationpb.Duration
+		out  *time.Duration
+	}{
+		{"oob_reporting_period", w.GetOobReportingPeriod(), &cfg.OOBReportingPeriod},
+		{"blackout_period", w.GetBlackoutPeriod(), &cfg.BlackoutPeriod},
+		{"weight_expiration_period", w.GetWeightExpirationPeriod(), &cfg.WeightExpirationPeriod},
+		{"weight_update_period", w.GetWeightUpdatePeriod(), &cfg.WeightUpdatePeriod},
+	} {
+		if d.in == nil {
+			continue
+		}
+		v, err := duration(d.in)
+		if err != nil {
+			return cfg, prefixed(d.name, err)
+		}
+		*d.out = v
+	}
+	if cfg.OOBReportingPeriod == 0 {
+		cfg.OOBReportingPeriod = 10 * time.Second
+	}
+	if cfg.WeightExpirationPeriod == 0 {
+		cfg.WeightExpirationPeriod = 3 * time.Minute
+	}
+	// A58: "values less than 100ms are capped at 100ms".
+	cfg.WeightUpdatePeriod = max(cfg.WeightUpdatePeriod, 100*time.Millisecond)
+	if p := w.GetErrorUtilizationPenalty(); p != nil {
+		v := float64(p.GetValue())
+		if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+			return cfg, ferr("error_utilization_penalty", "%v is not a finite number at least 0", v)
+		}
+		cfg.ErrorUtilizationPenalty = v
+	}
+	return cfg, nil
 }
 
 // WeftPolicyPrefix marks a custom load-balancing policy's type URL as one

@@ -130,6 +130,11 @@ var (
 		"virtual_hosts.typed_per_filter_config", "virtual_hosts.routes.typed_per_filter_config",
 		"virtual_hosts.routes.route.weighted_clusters.clusters.typed_per_filter_config",
 	)
+	// load_balancing_policy's typed configs are Any messages the walk
+	// does not enter; the translation reports their unapplied fields
+	// itself (ClientSideWeightedRoundRobin's
+	// metric_names_for_computing_utilization, slow_start_config and
+	// oob_reporting_config).
 	clusterFields = newFieldSet("name", "type",
 		"eds_cluster_config.eds_config", "eds_cluster_config.service_name",
 		"lb_policy", "ring_hash_lb_config", "least_request_lb_config", "maglev_lb_config.table_size", "load_balancing_policy",
