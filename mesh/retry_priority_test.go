@@ -114,9 +114,13 @@ func TestRetryStaysInPriority(t *testing.T) {
 		lateOnly []string
 	}
 	rows := []struct {
-		name      string
-		backends  int
-		hash      bool
+		name     string
+		backends int
+		hash     bool
+		// settle: before the counted calls, call (paced, bounded) until one
+		// succeeds, so that outlier detection's interval has run: unpaced,
+		// the counted calls can all end before it does on a fast machine.
+		settle    bool
 		resources func(e *parityEnv, dead2 string, target *string) []types.Resource
 		want      map[string]want // by client
 	}{
@@ -184,7 +188,7 @@ func TestRetryStaysInPriority(t *testing.T) {
 			// Both endpoints of p0 refuse connections; consecutive_5xx
 			// (which counts connect failures) ejects them, and the load
 			// moves to p1, never p2.
-			name: "p0 refusing connections, ejected by outlier detection: p1", backends: 2,
+			name: "p0 refusing connections, ejected by outlier detection: p1", backends: 2, settle: true,
 			resources: func(e *parityEnv, dead2 string, _ *string) []types.Resource {
 				return []types.Resource{parityListener(), parityRoutes(retryRoute(false)),
 					parityCluster("svc", func(c *clusterv3.Cluster) {
@@ -223,6 +227,13 @@ func TestRetryStaysInPriority(t *testing.T) {
 				w := row.want[c.name]
 				w.only, w.lateOnly = resolve(w.only), resolve(w.lateOnly)
 				tally := retryTally{on: map[string]int{}, lateOn: map[string]int{}}
+				for deadline := time.Now().Add(15 * time.Second); row.settle && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+					if o := c.call(callLimit); o.err == nil {
+						// Settling calls are held to the same priorities.
+						tally.on[o.backend]++
+						break
+					}
+				}
 				for i := range n {
 					var hdr []string
 					if row.hash {
