@@ -3,11 +3,9 @@ package mesh
 import (
 	"context"
 	"errors"
-	"io"
 	"net/http"
-	"strconv"
-	"strings"
 
+	"github.com/weftmesh/weft/internal/localreply"
 	"github.com/weftmesh/weft/resilience"
 )
 
@@ -75,23 +73,7 @@ func overflowReplyOf(req *http.Request, service string, err error) *http.Respons
 	if !errors.As(err, &oe) || oe.Threshold == resilience.ThresholdMaxRetries {
 		return nil
 	}
-	hdr := http.Header{
-		"Content-Type":   {"text/plain"},
-		"Content-Length": {strconv.Itoa(len(overflowBody))},
-		OverloadedHeader: {"true"},
-	}
-	code := http.StatusServiceUnavailable
-	resp := &http.Response{
-		Status:     strconv.Itoa(code) + " " + http.StatusText(code),
-		StatusCode: code,
-		Proto:      "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header:        hdr,
-		Body:          http.NoBody,
-		ContentLength: int64(len(overflowBody)),
-		Request:       req.WithContext(context.WithValue(req.Context(), localReplyKey{}, error(&ServiceError{Service: service, Err: err}))),
-	}
-	if req.Method != http.MethodHead {
-		resp.Body = io.NopCloser(strings.NewReader(overflowBody))
-	}
-	return resp
+	hdr := http.Header{"Content-Type": {"text/plain"}, OverloadedHeader: {"true"}}
+	rctx := context.WithValue(req.Context(), localReplyKey{}, error(&ServiceError{Service: service, Err: err}))
+	return localreply.New(req.WithContext(rctx), http.StatusServiceUnavailable, hdr, overflowBody)
 }

@@ -19,7 +19,6 @@ package fault
 
 import (
 	"context"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -31,6 +30,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/weftmesh/weft/internal/localreply"
 	"github.com/weftmesh/weft/internal/rbac"
 	"github.com/weftmesh/weft/internal/xds"
 )
@@ -151,16 +151,7 @@ func (a *Abort) HTTPResponse(req *http.Request) *http.Response {
 	} else {
 		h.Set("Content-Type", "text/plain")
 	}
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	if req.Method == http.MethodHead {
-		body = "" // the length a GET would get, and no body (RFC 9110)
-	}
-	return &http.Response{
-		Status: strconv.Itoa(st) + " " + http.StatusText(st), StatusCode: st,
-		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header: h, Body: io.NopCloser(strings.NewReader(body)), ContentLength: int64(len(body)),
-		Request: req,
-	}
+	return localreply.New(req, st, h, body)
 }
 
 // Request is what a decision reads of a request: the route-matching

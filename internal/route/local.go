@@ -1,12 +1,11 @@
 package route
 
 import (
-	"bytes"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
 
+	"github.com/weftmesh/weft/internal/localreply"
 	"github.com/weftmesh/weft/internal/xds"
 )
 
@@ -28,36 +27,18 @@ import (
 // Content-Type text/plain when there is a body, as Envoy's local replies
 // have; a HEAD request gets no body.
 func Local(r *xds.Route, req *http.Request) *http.Response {
-	var (
-		code int
-		body []byte
-		hdr  = http.Header{}
-	)
+	hdr := http.Header{}
 	switch a := &r.Action; a.Kind {
 	case xds.ActionRedirect:
-		code = a.Redirect.Code
 		hdr.Set("Location", RedirectLocation(r, req))
+		return localreply.New(req, a.Redirect.Code, hdr, "")
 	case xds.ActionDirectResponse:
-		code, body = a.DirectResponse.Status, a.DirectResponse.Body
-		if len(body) > 0 {
+		if len(a.DirectResponse.Body) > 0 {
 			hdr.Set("Content-Type", "text/plain")
 		}
-	default:
-		return nil
+		return localreply.New(req, a.DirectResponse.Status, hdr, string(a.DirectResponse.Body))
 	}
-	resp := &http.Response{
-		Status:     strconv.Itoa(code) + " " + http.StatusText(code),
-		StatusCode: code,
-		Proto:      "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header:        hdr,
-		Body:          http.NoBody,
-		ContentLength: int64(len(body)),
-		Request:       req,
-	}
-	if len(body) > 0 && req.Method != http.MethodHead {
-		resp.Body = io.NopCloser(bytes.NewReader(body))
-	}
-	return resp
+	return nil
 }
 
 // RedirectLocation is the Location of a redirect route's answer to req
