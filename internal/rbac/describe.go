@@ -86,23 +86,26 @@ func (m Matcher) String() string {
 // String says what h matches: `header x-env = "prod" (any case)`,
 // `not header x-debug present`, `header x-shard in [1, 10)`.
 func (h *HeaderMatcher) String() string {
-	s := "header " + h.Name
-	switch h.Kind {
-	case MatchPresent:
-		if h.Present {
-			s += " present"
-		} else {
-			s += " absent"
-		}
-	case MatchRange:
-		s += fmt.Sprintf(" in [%d, %d)", h.RangeStart, h.RangeEnd)
-	default:
-		s += " " + (&StringMatcher{Kind: h.Kind, Value: h.Value, IgnoreCase: h.IgnoreCase}).String()
-	}
+	s := "header " + h.Name + " " + h.Condition()
 	if h.Invert {
 		s = "not " + s
 	}
 	return s
+}
+
+// Condition says what h asks of its header's value, without the name and
+// without the inversion: `present`, `= "x"`, `in [1, 5)`.
+func (h *HeaderMatcher) Condition() string {
+	switch h.Kind {
+	case MatchPresent:
+		if h.Present {
+			return "present"
+		}
+		return "absent"
+	case MatchRange:
+		return fmt.Sprintf("in [%d, %d)", h.RangeStart, h.RangeEnd)
+	}
+	return (&StringMatcher{Kind: h.Kind, Value: h.Value, IgnoreCase: h.IgnoreCase}).String()
 }
 
 // String says in words what p matches: "<permissions> from

@@ -93,7 +93,7 @@ func (m *RouteMatch) explain(mm Mismatch, host string, r *Request) string {
 		return fmt.Sprintf("header %s is %s: want %s", h.Name, got, headerString(h))
 	case MismatchQuery:
 		q := &m.QueryParams[mm.Index]
-		return fmt.Sprintf("query %q: want %s", r.RawQuery, queryString(q))
+		return fmt.Sprintf("query %q: want %s", r.RawQuery, q.String())
 	case MismatchFraction:
 		return fmt.Sprintf("runtime fraction, drawn per request: the route takes %s of the requests it matches otherwise; the rest go on to the next route",
 			percent(m.FractionPerMillion))
@@ -101,73 +101,18 @@ func (m *RouteMatch) explain(mm Mismatch, host string, r *Request) string {
 	return ""
 }
 
-func percent(perMillion uint32) string {
-	return strconv.FormatFloat(float64(perMillion)/10_000, 'f', -1, 64) + "%"
-}
-
-func (m *RouteMatch) pathString() string {
-	var s string
-	switch m.Kind {
-	case PathPrefix:
-		s = "prefix " + strconv.Quote(m.Path)
-	case PathExact:
-		s = "path = " + strconv.Quote(m.Path)
-	case PathRegex:
-		s = "path ~ " + strconv.Quote(m.Path)
-	}
-	if !m.CaseSensitive && m.Kind != PathRegex {
-		s += " (any case)"
-	}
-	return s
-}
-
+// headerString is what h asks of its header, the inversion in front.
 func headerString(h *HeaderMatcher) string {
-	s := valueString(h.Kind, h.Value, h.IgnoreCase, h.Present, h.RangeStart, h.RangeEnd)
 	if h.Invert {
-		s = "not " + s
+		return "not " + h.Condition()
 	}
-	return s
-}
-
-func queryString(q *QueryParamMatcher) string {
-	if q.Kind == MatchPresent {
-		return q.Name + " present"
-	}
-	return q.Name + " " + valueString(q.Kind, q.Value, q.IgnoreCase, true, 0, 0)
-}
-
-func valueString(kind StringMatchKind, value string, ignoreCase, present bool, start, end int64) string {
-	var s string
-	switch kind {
-	case MatchExact:
-		s = "= " + strconv.Quote(value)
-	case MatchPrefix:
-		s = "starts with " + strconv.Quote(value)
-	case MatchSuffix:
-		s = "ends with " + strconv.Quote(value)
-	case MatchContains:
-		s = "contains " + strconv.Quote(value)
-	case MatchRegex:
-		s = "~ " + strconv.Quote(value)
-	case MatchPresent:
-		if present {
-			s = "present"
-		} else {
-			s = "absent"
-		}
-	case MatchRange:
-		s = fmt.Sprintf("in [%d, %d)", start, end)
-	}
-	if ignoreCase {
-		s += " (any case)"
-	}
-	return s
+	return h.Condition()
 }
 
 // StringMatcherString says what a string matcher accepts: `exact
 // "spiffe://td/ns/a/sa/b"`.
 func StringMatcherString(m *StringMatcher) string {
-	s := valueString(m.Kind, m.Value, m.IgnoreCase, true, 0, 0)
+	s := m.String()
 	if m.Kind == MatchExact {
 		s = "exact " + strconv.Quote(m.Value)
 		if m.IgnoreCase {
