@@ -39,38 +39,6 @@ func (m *Mesh) goldenOutbound(service, route string, start time.Time, resp *http
 	m.golden.Observe(admin.GoldenKey{Direction: admin.DirectionOutbound, Service: service, Route: route}, ok, now.Sub(start), now)
 }
 
-// statusRecorder remembers the status a handler wrote. Unwrap lets
-// http.ResponseController reach the server's writer (Flush, deadlines).
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-}
-
-func (s *statusRecorder) WriteHeader(code int) {
-	if s.status == 0 {
-		s.status = code
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusRecorder) Write(b []byte) (int, error) {
-	if s.status == 0 {
-		s.status = http.StatusOK
-	}
-	return s.ResponseWriter.Write(b)
-}
-
-func (s *statusRecorder) Flush() {
-	if f, ok := s.ResponseWriter.(http.Flusher); ok {
-		if s.status == 0 {
-			s.status = http.StatusOK
-		}
-		f.Flush()
-	}
-}
-
-func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
-
 // goldenInbound is the inbound HTTP middleware recording golden metrics.
 // It sits inside peerIdentity (the caller is known) and outside
 // authorization (a denial is a request too).
@@ -80,17 +48,16 @@ func (m *Mesh) goldenInbound(next http.Handler) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		rec := &statusRecorder{ResponseWriter: w}
+		// The writer tap uses too: it keeps Hijacker for handlers that
+		// assert it, and ignores interim 1xx statuses.
+		rec := &statusWriter{ResponseWriter: w}
 		defer func() {
 			now := time.Now()
 			caller := ""
 			if id, ok := security.PeerID(r.Context()); ok {
 				caller = id.String()
 			}
-			code := rec.status
-			if code == 0 {
-				code = http.StatusOK
-			}
+			code := rec.status()
 			m.golden.Observe(admin.GoldenKey{Direction: admin.DirectionInbound, Route: r.URL.Path, Caller: caller}, code < 500, now.Sub(start), now)
 		}()
 		next.ServeHTTP(rec, r)
