@@ -118,14 +118,10 @@ func (x *xdsPath) mirror(t *transport, plan *routePlan, cluster string, req *htt
 			target.stats.Mirror(ctx, telemetry.MirrorSkipped)
 			continue
 		}
-		if target.mirrors.Add(1) > maxMirrorsInFlight {
-			target.mirrors.Add(-1)
-			target.stats.Mirror(ctx, telemetry.MirrorDropped)
-			continue
-		}
-		if !x.mirrors.start() {
-			target.mirrors.Add(-1)
+		if ok, closed := x.mirrorSlot(ctx, target); closed {
 			return req
+		} else if !ok {
+			continue
 		}
 		var body io.ReadCloser
 		if getBody != nil {
@@ -274,14 +270,10 @@ func (c *xdsChannel) mirrorUnary(ctx context.Context, plan *routePlan, method st
 			target.stats.Mirror(ctx, telemetry.MirrorSkipped)
 			continue
 		}
-		if target.mirrors.Add(1) > maxMirrorsInFlight {
-			target.mirrors.Add(-1)
-			target.stats.Mirror(ctx, telemetry.MirrorDropped)
-			continue
-		}
-		if !x.mirrors.start() {
-			target.mirrors.Add(-1)
+		if ok, closed := x.mirrorSlot(ctx, target); closed {
 			return
+		} else if !ok {
+			continue
 		}
 		timeout := plan.GRPC.Timeout
 		if timeout <= 0 {
@@ -312,4 +304,21 @@ func (c *xdsChannel) mirrorUnary(ctx context.Context, plan *routePlan, method st
 			target.stats.Mirror(mctx, result)
 		}()
 	}
+}
+
+// mirrorSlot takes one of target's in-flight copy slots and registers the
+// copy with the mesh, so Close waits for it. ok is false when target has
+// maxMirrorsInFlight copies in flight already (the drop is counted) or
+// the mesh is closing (closed).
+func (x *xdsPath) mirrorSlot(ctx context.Context, target *service) (ok, closed bool) {
+	if target.mirrors.Add(1) > maxMirrorsInFlight {
+		target.mirrors.Add(-1)
+		target.stats.Mirror(ctx, telemetry.MirrorDropped)
+		return false, false
+	}
+	if !x.mirrors.start() {
+		target.mirrors.Add(-1)
+		return false, true
+	}
+	return true, false
 }
