@@ -580,7 +580,7 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 	if x.m.golden != nil {
 		x.m.goldenOutbound(svc.name, rt.Name, start, resp, err)
 	}
-	if resp != nil && route.HasResponseHeaders(&rt.Action) {
+	if resp != nil && plan.MutatesResponse {
 		route.ResponseHeaders(resp.Header, &rt.Action, cluster)
 	}
 	return resp, true, err

@@ -42,6 +42,9 @@ type Plan struct {
 	// Mutates is set when the route rewrites the request or changes its
 	// headers, so that a request that needs no header copy gets none.
 	Mutates bool
+	// MutatesResponse is set when the route, or one of its weighted
+	// clusters, changes response headers (see ResponseHeaders).
+	MutatesResponse bool
 
 	// faults is the fault policy of a single-cluster route, or of each
 	// weighted cluster; nil entries inject nothing.
@@ -105,6 +108,7 @@ func New(r *xds.Route, listenerTimeout time.Duration, faults ...fault.Filter) *P
 	for _, w := range a.WeightedClusters {
 		p.Mutates = p.Mutates || w.HostRewrite != "" || !w.RequestHeaders.Empty()
 	}
+	p.MutatesResponse = hasResponseHeaders(a)
 	if len(faults) > 0 {
 		if len(a.WeightedClusters) == 0 {
 			if pol := fault.Resolve(faults, r, nil); pol != nil {
@@ -485,8 +489,9 @@ func ResponseHeaders(h http.Header, a *xds.RouteAction, cluster string) {
 	}
 }
 
-// HasResponseHeaders reports whether ResponseHeaders may change anything.
-func HasResponseHeaders(a *xds.RouteAction) bool {
+// hasResponseHeaders reports whether ResponseHeaders may change anything;
+// New keeps it as Plan.MutatesResponse.
+func hasResponseHeaders(a *xds.RouteAction) bool {
 	if len(a.ResponseHeaders) > 0 {
 		return true
 	}
