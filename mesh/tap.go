@@ -110,24 +110,19 @@ func routeLabel(rt *xds.Route) string {
 // only the end, keeps a hedge's losing attempt in the event even when
 // it is still being cut off as the request returns.
 //
-// The reason comes from the attempt's context: a hedge is marked there
-// (resilience.IsHedge); of the others, the first is the request's first
-// attempt and the rest are retries. (Counting attempts would not do:
-// hedged attempts begin together, so the first may already count two.)
+// The reason comes from the attempt's context, where the hedging and
+// retry middlewares mark their attempts (resilience.IsHedge, IsRetry):
+// counting attempts would not do, as hedged attempts begin together.
 func (c *tapCall) startAttempt(ctx context.Context, endpoint string) int {
-	hedge := resilience.IsHedge(ctx)
+	reason := tap.ReasonFirst
+	switch {
+	case resilience.IsHedge(ctx):
+		reason = tap.ReasonHedge
+	case resilience.IsRetry(ctx):
+		reason = tap.ReasonRetry
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	reason := tap.ReasonHedge
-	if !hedge {
-		reason = tap.ReasonFirst
-		for _, a := range c.ev.Attempts {
-			if a.Reason != tap.ReasonHedge {
-				reason = tap.ReasonRetry
-				break
-			}
-		}
-	}
 	c.ev.Attempts = append(c.ev.Attempts, tap.Attempt{Endpoint: endpoint, Reason: reason})
 	c.side = append(c.side, attemptSide{pending: true})
 	return len(c.side) - 1

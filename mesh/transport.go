@@ -201,14 +201,15 @@ func (p *pickTransport) RoundTripAttemptContext(ctx context.Context, req *http.R
 	}
 	attempts.Record(res.Endpoint.Addr)
 	attempt := max(attempts.Count(), 1) // 0 when the request cannot be retried
-	if attempt > 1 {
-		if resilience.IsHedge(ctx) {
-			telemetry.RecordHedge(ctx, attempt)
-			svc.stats.Hedge(ctx)
-		} else {
-			telemetry.RecordRetry(ctx, attempt, "")
-			svc.stats.Retry(ctx, "")
-		}
+	// The attempt's context says what it is: the count alone cannot, as a
+	// hedge may pick before the attempt it hedges.
+	switch {
+	case resilience.IsHedge(ctx):
+		telemetry.RecordHedge(ctx, attempt)
+		svc.stats.Hedge(ctx)
+	case resilience.IsRetry(ctx):
+		telemetry.RecordRetry(ctx, attempt, "")
+		svc.stats.Retry(ctx, "")
 	}
 	telemetry.AnnotateEndpoint(ctx, svc.name, res.Endpoint.Addr, res.Endpoint.Locality.String(), attempt)
 	var tapped *tapCall

@@ -68,6 +68,27 @@ func (c hedgeContext) Value(key any) any {
 	return c.Context.Value(key)
 }
 
+type retryKey struct{}
+
+// IsRetry reports whether ctx is the context of an attempt that a retry
+// middleware started after an earlier attempt of the same request failed,
+// so a transport beneath can count retries apart from first attempts and
+// hedges, whatever order the attempts picked their endpoints in.
+func IsRetry(ctx context.Context) bool {
+	_, ok := ctx.Value(retryKey{}).(struct{})
+	return ok
+}
+
+// retryContext marks an attempt's context as a retry.
+type retryContext struct{ context.Context }
+
+func (c retryContext) Value(key any) any {
+	if key == (retryKey{}) {
+		return struct{}{}
+	}
+	return c.Context.Value(key)
+}
+
 // initial returns how many attempts to start at once, at most max.
 func (p HedgePolicy) initial(limit int, draw func(int64) int64) int {
 	n := max(p.InitialAttempts, 1)

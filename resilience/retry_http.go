@@ -206,10 +206,13 @@ func (t *retryTransport) retry(req *http.Request, kind int, buf []byte) (*http.R
 		}
 		att.begin()
 		actx := ctx
+		if attempt > 1 {
+			actx = retryContext{ctx}
+		}
 		var cancelTry context.CancelCauseFunc
 		var timer *time.Timer
 		if d := t.policy.PerTryTimeout; d > 0 {
-			actx, cancelTry = context.WithCancelCause(ctx)
+			actx, cancelTry = context.WithCancelCause(actx)
 			timer = time.AfterFunc(d, func() { cancelTry(errPerTryTimeout) })
 		}
 		r := req
