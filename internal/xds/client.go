@@ -626,17 +626,8 @@ func (c *Client) run() {
 		}
 		c.connFailed(received, err)
 		c.streamFailed(err)
-		d := bo.NextBackOff()
-		if d == backoff.Stop {
-			d = 120 * time.Second
-		}
-		fired := make(chan struct{})
-		t := c.cfg.clock.AfterFunc(d, func() { close(fired) })
-		select {
-		case <-c.ctx.Done():
-			t.Stop()
+		if !c.cfg.waitBackoff(c.ctx, bo) {
 			return
-		case <-fired:
 		}
 	}
 }
@@ -1171,5 +1162,24 @@ func (c *Client) purgeIdleLocked(t ResourceType) {
 			rs.dneTimer.Stop()
 		}
 		delete(c.resources[t], name)
+	}
+}
+
+// waitBackoff waits bo's next delay on the client's clock (120 s once bo
+// stops), or until ctx ends: false then. The ADS and LRS streams reconnect
+// through it.
+func (cfg *config) waitBackoff(ctx context.Context, bo backoff.BackOff) bool {
+	d := bo.NextBackOff()
+	if d == backoff.Stop {
+		d = 120 * time.Second
+	}
+	fired := make(chan struct{})
+	t := cfg.clock.AfterFunc(d, func() { close(fired) })
+	select {
+	case <-ctx.Done():
+		t.Stop()
+		return false
+	case <-fired:
+		return true
 	}
 }

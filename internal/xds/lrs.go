@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	lrsv3 "github.com/envoyproxy/go-control-plane/envoy/service/load_stats/v3"
@@ -203,17 +202,8 @@ func (c *Client) runLRS(ctx context.Context) {
 		if answered {
 			bo.Reset()
 		}
-		d := bo.NextBackOff()
-		if d == backoff.Stop {
-			d = 120 * time.Second
-		}
-		fired := make(chan struct{})
-		t := c.cfg.clock.AfterFunc(d, func() { close(fired) })
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !c.cfg.waitBackoff(ctx, bo) {
 			return
-		case <-fired:
 		}
 	}
 }
