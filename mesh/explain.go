@@ -269,11 +269,11 @@ func (s *service) nameOr(def string) string {
 func (m *Mesh) explainMeshService(e *Explanation, svc *service) {
 	c := m.explainCluster(svc, nil)
 	c.Discovery, c.LBPolicy, c.Percent = e.Source, m.cfg.lbPolicy, 100
-	l := m.serviceLimits()
-	c.CircuitBreakers = map[string]any{"max_requests": limitOrDefault(l.MaxRequests, 1024), "max_pending_requests": limitOrDefault(l.MaxPendingRequests, 1024),
-		"max_retries": "retry budget (20% of requests + 10/s)"}
-	if l.MaxRetries > 0 {
-		c.CircuitBreakers["max_retries"] = l.MaxRetries
+	c.CircuitBreakers = explainLimits(svc)
+	if m.serviceLimits().MaxRetries <= 0 {
+		// Without a max_retries of their own, mesh services bound
+		// retries by a budget instead.
+		c.CircuitBreakers["max_retries"] = "retry budget (20% of requests + 10/s)"
 	}
 	e.Clusters = []ExplainCluster{c}
 	p := m.cfg.retry
@@ -286,11 +286,26 @@ func (m *Mesh) explainMeshService(e *Explanation, svc *service) {
 	e.Hedge = explainHedge(m.cfg.hedge)
 }
 
-func limitOrDefault(v, def int64) int64 {
-	if v <= 0 {
-		return def
+// explainLimits is what svc's thresholds enforce: the counters the data
+// path takes, not a second reading of the configuration.
+func explainLimits(svc *service) map[string]any {
+	out := map[string]any{}
+	r := svc.res.Load()
+	if r == nil || r.thresholds == nil {
+		return out
 	}
-	return v
+	l := r.thresholds.Limits()
+	for _, x := range []struct {
+		name string
+		v    int64
+	}{{resilience.ThresholdMaxRequests, l.MaxRequests}, {resilience.ThresholdMaxPendingRequests, l.MaxPendingRequests}, {resilience.ThresholdMaxRetries, l.MaxRetries}} {
+		if x.v < 0 {
+			out[x.name] = "unlimited"
+		} else {
+			out[x.name] = x.v
+		}
+	}
+	return out
 }
 
 // explainXDS follows the host's listener, as a request would, and walks
@@ -450,10 +465,7 @@ func (m *Mesh) explainCluster(svc *service, c *xds.Cluster) ExplainCluster {
 	}
 	out.Discovery = c.Kind.String()
 	cb := c.CircuitBreaker
-	out.CircuitBreakers = map[string]any{
-		"max_pending_requests": limitOrDefault(int64(cb.MaxPendingRequests), 1024),
-		"max_requests":         limitOrDefault(int64(cb.MaxRequests), 1024), "max_retries": limitOrDefault(int64(cb.MaxRetries), 3),
-	}
+	out.CircuitBreakers = explainLimits(svc)
 	if cb.HasRetryBudget {
 		out.CircuitBreakers["retry_budget"] = map[string]any{"budget_percent": cb.RetryBudget.BudgetPercent, "min_retry_concurrency": cb.RetryBudget.MinRetryConcurrency}
 		delete(out.CircuitBreakers, "max_retries")

@@ -50,6 +50,10 @@ func NewThresholds(l Limits) *Thresholds {
 	}}
 }
 
+// Limits returns the limits t enforces, defaults filled in: a negative
+// field means no limit.
+func (t *Thresholds) Limits() Limits { return t.limits }
+
 // OverflowError is the error of a request or retry a Thresholds refused.
 // It wraps ErrOverflow, so errors.Is(err, ErrOverflow) holds, and names
 // the threshold reached, so that a caller can tell a request refused
