@@ -289,10 +289,10 @@ func (c *config) fromEnv(ctx context.Context, lookupEnv func(string) (string, bo
 	}
 	switch v := strings.ToLower(getenv(EnvHTTPProtocol)); v {
 	case "", "http1", "http/1.1":
-	case "h2c":
-		c.h2c = true
+	case "h2", "h2c", "http2":
+		c.http2 = true
 	default:
-		return bad(EnvHTTPProtocol, errors.New("want http1 or h2c"))
+		return bad(EnvHTTPProtocol, errors.New("want http1 or h2 (h2c and http2 mean h2 too)"))
 	}
 	if err := lbFromEnv(getenv, c); err != nil {
 		return err

@@ -49,7 +49,8 @@ type Mesh struct {
 	names map[string]string
 
 	base      *http.Transport   // the default transport behind Transport(nil)
-	meshBase  http.RoundTripper // base, secured by mTLS when the mesh has an identity
+	meshBase  http.RoundTripper // base, set to the mesh's protocol and secured by mTLS when the mesh has an identity
+	http2     bool              // HTTP/2 to mesh endpoints (WithHTTP2)
 	client    *http.Client
 	tel       *telemetry.Telemetry
 	metrics   *telemetry.Metrics
@@ -207,7 +208,8 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 			m.inbound = newInboundXDS(x, t)
 		}
 	}
-	m.base = newBaseTransport(cfg.h2c)
+	m.http2 = cfg.http2
+	m.base = newBaseTransport()
 	m.meshBase = m.meshTransport(m.base)
 	m.client = &http.Client{Transport: m.Transport(nil)}
 
@@ -229,15 +231,13 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 // defaults, with an idle pool sized for a mesh, where every request to a
 // service lands on one of few endpoint addresses (net/http keeps only 2 idle
 // connections per host by default, which churns connections under load).
-func newBaseTransport(h2c bool) *http.Transport {
+// It carries pass-through requests as net/http would; requests to mesh
+// endpoints go through a copy set to the mesh's protocol (see
+// meshTransport).
+func newBaseTransport() *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConns = 1024
 	t.MaxIdleConnsPerHost = 256
-	if h2c {
-		var p http.Protocols
-		p.SetUnencryptedHTTP2(true)
-		t.Protocols = &p
-	}
 	return t
 }
 

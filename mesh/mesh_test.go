@@ -235,7 +235,7 @@ func TestHTTP2Cleartext(t *testing.T) {
 	defer func() { cancel(); <-served }()
 	waitListening(t, addr)
 
-	client := newMesh(t, mesh.WithEndpoints("orders", addr), mesh.WithHTTP2Cleartext(true))
+	client := newMesh(t, mesh.WithEndpoints("orders", addr), mesh.WithHTTP2(true))
 	if got := get(t, client.HTTPClient(), "http://orders/"); got != "HTTP/2.0" {
 		t.Errorf("h2c client: server saw %q, want HTTP/2.0", got)
 	}

@@ -51,7 +51,7 @@ type config struct {
 	adminAddr       string
 	adminPprof      bool
 	adminHosts      []string // Host values the admin listener answers besides loopback and its own
-	h2c             bool
+	http2           bool // HTTP/2 to mesh endpoints: h2c in the clear, h2 over mTLS
 	retry           resilience.RetryPolicy
 	outlier         balancer.OutlierConfig
 	zone            balancer.ZoneAwareConfig
@@ -282,13 +282,25 @@ func WithGRPCGoXDS(x GRPCGoXDS) Option {
 	return optionFunc(func(c *config) error { c.grpcGoXDS = x; return nil })
 }
 
-// WithHTTP2Cleartext makes the default client transport speak HTTP/2
-// without TLS (h2c with prior knowledge) to mesh endpoints; it overrides
-// WEFT_HTTP_PROTOCOL. Servers started by ListenAndServe always accept both
-// HTTP/1.1 and h2c. Over TLS, HTTP/2 is negotiated by ALPN regardless.
-func WithHTTP2Cleartext(on bool) Option {
-	return optionFunc(func(c *config) error { c.h2c = on; return nil })
+// WithHTTP2 makes the mesh's HTTP client speak HTTP/2 to mesh endpoints:
+// with prior knowledge (h2c) in the clear, and by ALPN over mutual TLS. It
+// overrides WEFT_HTTP_PROTOCOL. Off, the default, requests go over
+// HTTP/1.1 both ways, as Istio's sidecars keep an HTTP/1.1 caller's
+// protocol between them unless told to upgrade (h2UpgradePolicy): Go's
+// HTTP/1.1 costs less per request than its HTTP/2, while HTTP/2 carries
+// many callers' requests on one connection (one TLS handshake per endpoint
+// rather than one per concurrent request). Servers started by Serve or
+// ListenAndServe accept both, whatever this says. It applies to xDS
+// clusters too: a CDS resource's HttpProtocolOptions are not read yet.
+func WithHTTP2(on bool) Option {
+	return optionFunc(func(c *config) error { c.http2 = on; return nil })
 }
+
+// WithHTTP2Cleartext is WithHTTP2, under the name it had when HTTP/2 over
+// TLS was always negotiated.
+//
+// Deprecated: use WithHTTP2, which says what it does over TLS too.
+func WithHTTP2Cleartext(on bool) Option { return WithHTTP2(on) }
 
 // WithAdminAddr serves the admin endpoint on addr: a live HTML page at /,
 // /healthz, /readyz, /clusters, /routes, /stats, /config_dump, /metrics

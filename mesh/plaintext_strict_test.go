@@ -36,7 +36,7 @@ func TestPlaintextClientToStrictServer(t *testing.T) {
 	for _, h2c := range []bool{false, true} {
 		name := map[bool]string{false: "HTTP/1", true: "h2c"}[h2c]
 		t.Run(name+" error", func(t *testing.T) {
-			m := newMesh(t, mesh.WithEndpoints("orders", strictHTTP), mesh.WithHTTP2Cleartext(h2c),
+			m := newMesh(t, mesh.WithEndpoints("orders", strictHTTP), mesh.WithHTTP2(h2c),
 				mesh.WithRetryPolicy(resilience.RetryPolicy{NumRetries: -1}))
 			resp, err := m.HTTPClient().Get("http://orders/")
 			if err == nil {
@@ -54,7 +54,7 @@ func TestPlaintextClientToStrictServer(t *testing.T) {
 		t.Run(name+" rollout", func(t *testing.T) {
 			// Half the endpoints upgraded to strict: every request
 			// still succeeds, retried on the plaintext one.
-			m := newMesh(t, mesh.WithEndpoints("orders", strictHTTP, plainHTTP), mesh.WithHTTP2Cleartext(h2c))
+			m := newMesh(t, mesh.WithEndpoints("orders", strictHTTP, plainHTTP), mesh.WithHTTP2(h2c))
 			failed := 0
 			for i := 0; i < 100; i++ {
 				resp, err := m.HTTPClient().Get("http://orders/")

@@ -149,21 +149,52 @@ func (id *identity) close() {
 }
 
 // meshTransport returns the transport that carries requests to mesh
-// endpoints, given the one that carries everything else. With mTLS on it
-// is a copy of base that presents this service's SVID and verifies the
-// peer's, so external HTTPS hosts never meet SPIFFE verification.
+// endpoints, given the one that carries everything else: a copy of base
+// set to the mesh's protocol (WithHTTP2) and, with mTLS on, presenting this
+// service's SVID and verifying the peer's, so external HTTPS hosts never
+// meet SPIFFE verification and external hosts keep net/http's protocols.
 func (m *Mesh) meshTransport(base http.RoundTripper) http.RoundTripper {
-	if m.id == nil {
-		return base
-	}
 	t, ok := base.(*http.Transport)
-	if !ok {
+	switch {
+	case m.id == nil && !m.http2:
+		return base
+	case m.id == nil && !ok:
+		return base // a caller's own round tripper speaks what it speaks
+	case !ok:
 		return errRoundTripper{errors.New("weft: with mTLS on, Transport's base must be nil or an *http.Transport, so the mesh can secure its copy")}
 	}
-	t = t.Clone()
-	t.TLSClientConfig = m.id.client.Clone()
-	t.ForceAttemptHTTP2 = true
-	t.Protocols = nil // h2c makes no sense over TLS; ALPN picks HTTP/2
+	var tc *tls.Config
+	if m.id != nil {
+		tc = m.id.client
+	}
+	return endpointTransport(t, tc, m.http2)
+}
+
+// endpointTransport is a copy of base for mesh endpoints: HTTP/2 or
+// HTTP/1.1 alone, in the clear (h2c with prior knowledge for HTTP/2) or,
+// with tc, over TLS with ALPN offering only that protocol, so a server
+// offering both cannot pick the other.
+func endpointTransport(base *http.Transport, tc *tls.Config, http2 bool) *http.Transport {
+	t := base.Clone()
+	var p http.Protocols
+	switch {
+	case tc == nil && http2:
+		p.SetUnencryptedHTTP2(true)
+	case tc == nil:
+		p.SetHTTP1(true)
+	default:
+		tc = tc.Clone()
+		if http2 {
+			p.SetHTTP2(true)
+			tc.NextProtos = []string{"h2"}
+		} else {
+			p.SetHTTP1(true)
+			tc.NextProtos = []string{"http/1.1"}
+		}
+		t.TLSClientConfig = tc
+	}
+	t.Protocols = &p
+	t.ForceAttemptHTTP2 = false
 	return t
 }
 
@@ -201,10 +232,7 @@ func (t *transport) clusterTransport(svc *service, up *upstreamTLS) http.RoundTr
 	if t.clusterTLS == nil {
 		t.clusterTLS = map[*service]clusterTLS{}
 	}
-	rt := base.Clone()
-	rt.TLSClientConfig = up.rt.TLSClientConfig.Clone()
-	rt.ForceAttemptHTTP2 = true
-	rt.Protocols = nil
+	rt := endpointTransport(base, up.rt.TLSClientConfig, up.rt.Protocols.HTTP2())
 	t.clusterTLS[svc] = clusterTLS{up: up, rt: rt}
 	return rt
 }

@@ -972,9 +972,6 @@ func (x *xdsPath) upstreamFor(c *xds.Cluster) *upstreamTLS {
 			return fmt.Errorf("weft: %s is not an allowed identity of cluster %q", peer, c.Name)
 		}
 	}
-	t := x.m.base.Clone()
-	t.TLSClientConfig = security.ClientTLSConfig(id.src, authorize)
-	t.ForceAttemptHTTP2 = true
-	t.Protocols = nil
+	t := endpointTransport(x.m.base, security.ClientTLSConfig(id.src, authorize), x.m.http2)
 	return &upstreamTLS{rt: t, creds: credentials.NewTLS(security.ClientTLSConfig(id.src, authorize))}
 }

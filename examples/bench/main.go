@@ -162,6 +162,7 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 var protocols = []struct{ key, name, label string }{
 	{"h1", "HTTP/1.1", "HTTP/1.1"},
 	{"h2c", "h2c", "HTTP/2 cleartext (h2c)"},
+	{"tls1", "HTTP/1.1 TLS", "HTTP/1.1 over TLS (plain: server TLS; Weft: SPIFFE mTLS)"},
 	{"tls", "HTTP/2 TLS", "HTTP/2 over TLS (plain: server TLS; Weft: SPIFFE mTLS)"},
 }
 
@@ -405,7 +406,7 @@ func (e *env) measureStackMemory(ctx context.Context, n int, cert tls.Certificat
 	if err != nil {
 		return nil, err
 	}
-	if err := warm(httpCaller(e.plainHTTPClient(false, roots), "https://"+addr)); err != nil {
+	if err := warm(httpCaller(e.plainHTTPClient("tls", roots), "https://"+addr)); err != nil {
 		return nil, err
 	}
 	m1 := measureMemory()

@@ -350,12 +350,12 @@ func measureSidecar(ctx context.Context, o options, e *env, s *stacks, out io.Wr
 	if err != nil {
 		return nil, err
 	}
-	viaPair := httpCaller(e.plainHTTPClient(false, nil), "http://"+pair.front)
+	viaPair := httpCaller(e.plainHTTPClient("h1", nil), "http://"+pair.front)
 	vs := []variant{
 		{name: "plain net/http", call: s.plainHTTP["h1"]},
 		{name: "HAProxy pair (mTLS between)", call: viaPair, extCPU: pair.cpu},
 		{name: "Weft, cleartext", call: s.weftHTTP["h1"]},
-		{name: "Weft, SPIFFE mTLS", call: s.weftHTTP["tls"]},
+		{name: "Weft, SPIFFE mTLS", call: s.weftHTTP["tls1"]},
 	}
 	for _, v := range vs {
 		if err := v.call(ctx, 1024); err != nil {

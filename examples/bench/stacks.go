@@ -180,15 +180,22 @@ func (e *env) plainHTTPServer(cert *tls.Certificate) (string, error) {
 // plainHTTPClient is net/http's default transport with the idle pool
 // Weft's base transport has (net/http keeps 2 idle connections per host by
 // default, which would make the plain side churn connections at
-// concurrency 64 and flatter Weft).
-func (e *env) plainHTTPClient(h2c bool, roots *x509.CertPool) *http.Client {
+// concurrency 64 and flatter Weft), speaking the protocol named by its key
+// in protocols: "h1", "h2c", "tls1" (HTTP/1.1 over TLS) or "tls" (HTTP/2
+// over TLS). roots verifies the server for the TLS ones.
+func (e *env) plainHTTPClient(proto string, roots *x509.CertPool) *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConns = 1024
 	t.MaxIdleConnsPerHost = 256
-	if h2c {
-		var p http.Protocols
+	var p http.Protocols
+	switch proto {
+	case "h2c":
 		p.SetUnencryptedHTTP2(true)
 		t.Protocols = &p
+	case "tls1":
+		p.SetHTTP1(true)
+		t.Protocols = &p
+		t.ForceAttemptHTTP2 = false
 	}
 	if roots != nil {
 		t.TLSClientConfig = &tls.Config{RootCAs: roots}
@@ -363,7 +370,8 @@ func (e *env) fullStackOptions(tp *sdktrace.TracerProvider, src security.Source,
 		}
 		return append(opts, mesh.WithServiceName("bench-server"), mesh.WithAuthorizationPolicyFile(path)), nil
 	}
-	return append(opts, mesh.WithServiceName("bench-client"),
+	// HTTP/2, as the plain TLS side it is compared with.
+	return append(opts, mesh.WithServiceName("bench-client"), mesh.WithHTTP2(true),
 		mesh.WithCircuitBreaker(resilience.Limits{MaxRequests: 1000, MaxPendingRequests: 1000, MaxRetries: 3})), nil
 }
 
@@ -422,9 +430,10 @@ func (e *env) buildStacks(ctx context.Context, cp *controlPlane, cert tls.Certif
 	if err != nil {
 		return nil, err
 	}
-	s.plainHTTP["h1"] = httpCaller(e.plainHTTPClient(false, nil), "http://"+plainAddr)
-	s.plainHTTP["h2c"] = httpCaller(e.plainHTTPClient(true, nil), "http://"+plainAddr)
-	s.plainHTTP["tls"] = httpCaller(e.plainHTTPClient(false, roots), "https://"+plainTLSAddr)
+	s.plainHTTP["h1"] = httpCaller(e.plainHTTPClient("h1", nil), "http://"+plainAddr)
+	s.plainHTTP["h2c"] = httpCaller(e.plainHTTPClient("h2c", nil), "http://"+plainAddr)
+	s.plainHTTP["tls1"] = httpCaller(e.plainHTTPClient("tls1", roots), "https://"+plainTLSAddr)
+	s.plainHTTP["tls"] = httpCaller(e.plainHTTPClient("tls", roots), "https://"+plainTLSAddr)
 
 	// Weft, defaults: no identity, no-op telemetry, retries and thresholds
 	// on the client as every mesh service has them.
@@ -441,7 +450,7 @@ func (e *env) buildStacks(ctx context.Context, cp *controlPlane, cert tls.Certif
 		return nil, err
 	}
 	s.weftHTTP["h1"] = httpCaller(h1.HTTPClient(), "http://echo")
-	h2c, err := e.newMesh(ctx, mesh.WithServiceName("bench-client"), mesh.WithEndpoints("echo", weftAddr), mesh.WithHTTP2Cleartext(true))
+	h2c, err := e.newMesh(ctx, mesh.WithServiceName("bench-client"), mesh.WithEndpoints("echo", weftAddr), mesh.WithHTTP2(true))
 	if err != nil {
 		return nil, err
 	}
@@ -456,11 +465,15 @@ func (e *env) buildStacks(ctx context.Context, cp *controlPlane, cert tls.Certif
 	if err != nil {
 		return nil, err
 	}
-	cliTLS, err := e.newMesh(ctx, mesh.WithServiceName("bench-client"), mesh.WithX509Source(clientSrc), mesh.WithEndpoints("echo", weftTLSAddr))
-	if err != nil {
-		return nil, err
+	// HTTP/1.1 over mTLS is the default; WithHTTP2 makes it HTTP/2.
+	for key, http2 := range map[string]bool{"tls1": false, "tls": true} {
+		cli, err := e.newMesh(ctx, mesh.WithServiceName("bench-client"), mesh.WithX509Source(clientSrc),
+			mesh.WithEndpoints("echo", weftTLSAddr), mesh.WithHTTP2(http2))
+		if err != nil {
+			return nil, err
+		}
+		s.weftHTTP[key] = httpCaller(cli.HTTPClient(), "http://echo")
 	}
-	s.weftHTTP["tls"] = httpCaller(cliTLS.HTTPClient(), "http://echo")
 
 	// The full stack.
 	s.spans = &countingExporter{}
