@@ -51,7 +51,7 @@ type config struct {
 	adminAddr       string
 	adminPprof      bool
 	adminHosts      []string // Host values the admin listener answers besides loopback and its own
-	http2           bool // HTTP/2 to mesh endpoints: h2c in the clear, h2 over mTLS
+	http2           bool     // HTTP/2 to mesh endpoints: h2c in the clear, h2 over mTLS
 	retry           resilience.RetryPolicy
 	outlier         balancer.OutlierConfig
 	zone            balancer.ZoneAwareConfig
