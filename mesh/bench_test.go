@@ -157,16 +157,31 @@ func BenchmarkServerHandler(b *testing.B) {
 	for _, c := range []struct {
 		name string
 		h    http.Handler
-	}{{"plain", h}, {"weft", m.Handler(h)}, {"weft_admin", withAdmin.Handler(h)}} {
+		// budget: the request carries a caller's deadline (Weft-Timeout),
+		// as every request of an xDS route with a timeout does.
+		budget bool
+	}{{"plain", h, false}, {"weft", m.Handler(h), false}, {"weft_admin", withAdmin.Handler(h), false}, {"weft_budget", m.Handler(h), true}} {
 		b.Run(c.name, func(b *testing.B) {
 			srv := httptest.NewServer(c.h)
 			defer srv.Close()
 			tr := http.DefaultTransport.(*http.Transport).Clone()
 			defer tr.CloseIdleConnections()
 			client := &http.Client{Transport: tr}
+			req, err := http.NewRequest(http.MethodGet, srv.URL+"/items", nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if c.budget {
+				req.Header.Set(mesh.TimeoutHeader, "15000")
+			}
 			b.ReportAllocs()
 			for b.Loop() {
-				doGET(b, client, srv.URL+"/items")
+				resp, err := client.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
 			}
 		})
 	}

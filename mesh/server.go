@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/weftmesh/weft/internal/deadline"
 	"github.com/weftmesh/weft/security"
 )
 
@@ -202,8 +203,10 @@ func deadlineFromHeader(next http.Handler) http.Handler {
 		if v := r.Header.Get(TimeoutHeader); v != "" {
 			if ms, err := strconv.ParseInt(v, 10, 64); (err == nil || errors.Is(err, strconv.ErrRange)) && ms > 0 {
 				ms = min(ms, maxTimeoutHeaderMS)
-				ctx, cancel := context.WithTimeout(r.Context(), time.Duration(ms)*time.Millisecond)
-				defer cancel()
+				// Most handlers never wait on their context: its timer
+				// starts only when one does.
+				ctx := deadline.New(r.Context(), time.Now().Add(time.Duration(ms)*time.Millisecond))
+				defer ctx.Release()
 				r = r.WithContext(ctx)
 			}
 		}
