@@ -76,10 +76,20 @@ type transport struct {
 var _ http.RoundTripper = (*transport)(nil)
 
 // outbound is the request sent to the endpoint and its URL, allocated
-// together: the copy is what makes the caller's request untouched.
+// together (the copy is what makes the caller's request untouched), with
+// what the attempt's outcome is reported to.
 type outbound struct {
 	req http.Request
 	url url.URL
+
+	rt         http.RoundTripper // the endpoint's transport
+	res        balancer.PickResult
+	th         *resilience.Thresholds
+	sess       *xds.SessionCookie
+	override   string // the endpoint the session cookie asked for
+	tapped     *tapCall
+	tapAttempt int
+	ll         *xds.LocalityLoad // nil unless the cluster reports load
 }
 
 // RoundTrip implements http.RoundTripper.
@@ -92,22 +102,62 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 func (t *transport) roundTrip(req *http.Request) (*http.Response, error) {
 	svc, isMesh, err := t.m.lookup(req.URL.Host)
-	if !isMesh {
-		if t.m.xds != nil {
-			resp, handled, err := t.m.xds.roundTrip(t, req)
-			if handled {
-				if resp != nil && !isLocalReply(resp) {
-					resp.Request = req
-				}
-				return resp, err
-			}
-		}
-		return t.base.RoundTrip(req)
-	}
-	if err != nil {
+	switch {
+	case !isMesh:
+		return t.otherRoundTrip(req)
+	case err != nil:
 		closeBody(req)
 		return nil, err
+	case t.m.golden != nil || t.m.tap.Active():
+		return t.observedRoundTrip(svc, req)
 	}
+	// The common case keeps a small frame: it is on the stack while the
+	// request is in flight (see pickTransport.RoundTripAttemptContext).
+	resp, err := t.serviceRoundTripper(svc).RoundTrip(req)
+	if err != nil {
+		return t.failed(req, svc, err)
+	}
+	if resp != nil {
+		resp.Request = req
+	}
+	return resp, nil
+}
+
+// otherRoundTrip sends a request for a host that is not a static or DNS
+// mesh service: to an xDS listener's routes when one matches, else
+// through the base transport unchanged.
+//
+//go:noinline
+func (t *transport) otherRoundTrip(req *http.Request) (*http.Response, error) {
+	if t.m.xds != nil {
+		resp, handled, err := t.m.xds.roundTrip(t, req)
+		if handled {
+			if resp != nil && !isLocalReply(resp) {
+				resp.Request = req
+			}
+			return resp, err
+		}
+	}
+	return t.base.RoundTrip(req)
+}
+
+// failed turns a request's error into the answer the caller gets: a
+// circuit-breaker overflow is answered as Envoy answers it.
+//
+//go:noinline
+func (t *transport) failed(req *http.Request, svc *service, err error) (*http.Response, error) {
+	countOverflow(req.Context(), svc, err)
+	if local := overflowReply(req, svc.name, err); local != nil {
+		// Envoy's 503: its Request carries the error for LocalReplyError.
+		return local, nil
+	}
+	return nil, err
+}
+
+// observedRoundTrip is roundTrip with tap or golden metrics on.
+//
+//go:noinline
+func (t *transport) observedRoundTrip(svc *service, req *http.Request) (*http.Response, error) {
 	if t.m.tap.Active() {
 		tapFrom(req.Context()).setRoute("", svc.name)
 	}
@@ -164,6 +214,25 @@ func (p *pickTransport) RoundTripAttempt(req *http.Request, attempts *resilience
 // through the copy of the request made here anyway, not through a copy
 // of its own.
 func (p *pickTransport) RoundTripAttemptContext(ctx context.Context, req *http.Request, attempts *resilience.Attempts) (*http.Response, string, error) {
+	// Three steps, so that only the attempt's pointer is on this frame
+	// while the request is in flight: a request sent from a fresh
+	// goroutine grows its stack by copying, and the frames below the
+	// endpoint's transport decide how often.
+	out, addr, err := p.prepare(ctx, req, attempts)
+	if out == nil {
+		return nil, addr, err
+	}
+	start := balancer.Now()
+	resp, err := out.rt.RoundTrip(&out.req)
+	end := balancer.Now()
+	return p.complete(ctx, out, resp, err, start, end)
+}
+
+// prepare picks the attempt's endpoint and builds the request it sends
+// there. With no attempt to send, out is nil and err says why.
+//
+//go:noinline
+func (p *pickTransport) prepare(ctx context.Context, req *http.Request, attempts *resilience.Attempts) (out *outbound, addr string, err error) {
 	svc := p.svc
 	if err := svc.waitReady(ctx); err != nil {
 		closeBody(req)
@@ -211,7 +280,10 @@ func (p *pickTransport) RoundTripAttemptContext(ctx context.Context, req *http.R
 		telemetry.RecordRetry(ctx, attempt, "")
 		svc.stats.Retry(ctx, "")
 	}
-	telemetry.AnnotateEndpoint(ctx, svc.name, res.Endpoint.Addr, res.Endpoint.Locality.String(), attempt)
+	if telemetry.Recording(ctx) {
+		// The locality's text is built only for a span that keeps it.
+		telemetry.AnnotateEndpoint(ctx, svc.name, res.Endpoint.Addr, res.Endpoint.Locality.String(), attempt)
+	}
 	var tapped *tapCall
 	tapAttempt := -1
 	if p.t.m.tap.Active() {
@@ -234,7 +306,8 @@ func (p *pickTransport) RoundTripAttemptContext(ctx context.Context, req *http.R
 		rt = p.t.clusterTransport(svc, up)
 	}
 
-	out := &outbound{req: *req.WithContext(ctx), url: *req.URL}
+	out = &outbound{req: *req.WithContext(ctx), url: *req.URL,
+		rt: rt, res: res, th: th, sess: sess, override: info.Override, tapped: tapped, tapAttempt: tapAttempt}
 	out.url.Host = res.Endpoint.Addr
 	if p.t.m.id != nil {
 		out.url.Scheme = "https"
@@ -257,25 +330,30 @@ func (p *pickTransport) RoundTripAttemptContext(ctx context.Context, req *http.R
 	}
 
 	// LRS counts the attempt at its endpoint's locality (see lrsLoad).
-	var ll *xds.LocalityLoad
 	if ld := svc.load.Load(); ld != nil {
-		ll = ld.cl.Locality(res.Endpoint.Locality)
-		ll.Start()
+		out.ll = ld.cl.Locality(res.Endpoint.Locality)
+		out.ll.Start()
 	}
-	start := balancer.Now()
-	resp, err := rt.RoundTrip(&out.req)
+	return out, res.Endpoint.Addr, nil
+}
+
+// complete reports the outcome of the attempt out sent, between start
+// and end: to tap, LRS, the balancer and the thresholds.
+//
+//go:noinline
+func (p *pickTransport) complete(ctx context.Context, out *outbound, resp *http.Response, err error, start, end int64) (*http.Response, string, error) {
+	svc, res := p.svc, out.res
 	if p.t.m.id == nil {
 		resp, err = mtlsRefusal(res.Endpoint.Addr, resp, err)
 	}
-	end := balancer.Now()
-	if tapped != nil {
-		tapped.endAttempt(tapAttempt, resp, err)
+	if out.tapped != nil {
+		out.tapped.endAttempt(out.tapAttempt, resp, err)
 	}
-	if ll != nil {
-		ll.Done(err != nil || resp.StatusCode >= 500)
+	if out.ll != nil {
+		out.ll.Done(err != nil || resp.StatusCode >= 500)
 	}
-	if sess != nil && err == nil {
-		setSessionCookie(resp, sess, info.Override, res.Endpoint.Addr)
+	if out.sess != nil && err == nil {
+		setSessionCookie(resp, out.sess, out.override, res.Endpoint.Addr)
 	}
 	outcome := httpOutcome(ctx, resp, err)
 	done := balancer.DoneInfo{Latency: time.Duration(end - start), End: end, Outcome: outcome, Err: err, Ctx: ctx}
@@ -285,9 +363,9 @@ func (p *pickTransport) RoundTripAttemptContext(ctx context.Context, req *http.R
 	res.Finish(done)
 	svc.requests.Add(1)
 	if err != nil || resp.Body == nil {
-		th.ReleaseRequest()
+		out.th.ReleaseRequest()
 	} else {
-		resp.Body = th.ReleaseRequestOnClose(resp.Body)
+		resp.Body = out.th.ReleaseRequestOnClose(resp.Body)
 	}
 	if outcome == balancer.ConnectFailure && svc.resolveNow != nil {
 		// The endpoint may be gone; ask discovery (DNS) to look again.

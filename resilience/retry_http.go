@@ -29,6 +29,10 @@ type retryTransport struct {
 	maxAttempts int
 	timeout     time.Duration
 	cfg         config
+	// et and ct are base as the attempt-aware transports it may be,
+	// asserted once rather than per request.
+	et EndpointTransport
+	ct contextAttemptTransport
 }
 
 var _ http.RoundTripper = (*retryTransport)(nil)
@@ -57,7 +61,7 @@ func NewRetryTransport(base http.RoundTripper, policy RetryPolicy, opts ...Optio
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	return &retryTransport{
+	t := &retryTransport{
 		base:        base,
 		policy:      policy,
 		retryOn:     policy.retryOn(),
@@ -65,6 +69,9 @@ func NewRetryTransport(base http.RoundTripper, policy RetryPolicy, opts ...Optio
 		timeout:     policy.routeTimeout(),
 		cfg:         newConfig(opts),
 	}
+	t.et, _ = base.(EndpointTransport)
+	t.ct, _ = base.(contextAttemptTransport)
+	return t
 }
 
 // Idempotent reports whether req may be sent twice with the same effect as
@@ -92,12 +99,22 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if t.maxAttempts < 2 || (!t.policy.RetryNonIdempotent && !Idempotent(req)) {
 		return t.once(req, req.Body)
 	}
-	kind := bodyNone
+	if req.Body == nil || req.Body == http.NoBody {
+		return t.retry(req, bodyNone, nil)
+	}
+	return t.retryBody(req)
+}
+
+// retryBody retries a request with a body: replayed by GetBody, from a
+// buffer, or, too large to buffer, sent once. Not inlined, so that a
+// request without a body sends from a smaller stack (see retry).
+//
+//go:noinline
+func (t *retryTransport) retryBody(req *http.Request) (*http.Response, error) {
 	var buf []byte
 	switch {
-	case req.Body == nil || req.Body == http.NoBody:
 	case req.GetBody != nil:
-		kind = bodyGetBody
+		return t.retry(req, bodyGetBody, nil)
 	case t.cfg.bodyLimit < 0 || req.ContentLength > t.cfg.bodyLimit:
 		return t.once(req, req.Body)
 	default:
@@ -112,9 +129,8 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return t.once(req, readCloser{io.MultiReader(bytes.NewReader(buf), req.Body), req.Body})
 		}
 		req.Body.Close()
-		kind = bodyBuffer
+		return t.retry(req, bodyBuffer, buf)
 	}
-	return t.retry(req, kind, buf)
 }
 
 type readCloser struct {
@@ -128,8 +144,8 @@ func (t *retryTransport) once(req *http.Request, body io.ReadCloser) (*http.Resp
 	if cancel == nil && body == req.Body {
 		return t.base.RoundTrip(req)
 	}
-	if ct, ok := t.base.(contextAttemptTransport); ok && body == req.Body {
-		resp, _, err := ct.RoundTripAttemptContext(ctx, req, AttemptsFromContext(ctx))
+	if t.ct != nil && body == req.Body {
+		resp, _, err := t.ct.RoundTripAttemptContext(ctx, req, AttemptsFromContext(ctx))
 		return finish(resp, err, nil, cancel)
 	}
 	r := req.WithContext(ctx)
@@ -176,14 +192,50 @@ type contextAttemptTransport interface {
 
 func (t *retryTransport) retry(req *http.Request, kind int, buf []byte) (*http.Response, error) {
 	ctx, cancelRoute := t.routeContext(req.Context())
-	et, _ := t.base.(EndpointTransport)
-	ct, _ := t.base.(contextAttemptTransport)
+	if t.ct == nil || t.et == nil || kind == bodyBuffer || t.policy.PerTryTimeout > 0 {
+		return t.loop(req, kind, buf, ctx, cancelRoute, nil)
+	}
+	// The common case, a first attempt that needs no retry, is sent from
+	// this small frame rather than from loop's: every byte of the frames
+	// below the endpoint's transport is on the stack while the request is
+	// in flight, and a request sent from a fresh goroutine pays for them
+	// by copying its stack as it grows.
+	b := t.cfg.budget
+	if b != nil {
+		b.RequestStarted()
+	}
+	resp, endpoint, err := t.ct.RoundTripAttemptContext(ctx, req, nil)
+	if t.maxAttempts < 2 || ctx.Err() != nil || !t.retriable(resp, err, false) {
+		if b != nil {
+			b.RequestDone()
+		}
+		return finish(resp, err, nil, cancelRoute)
+	}
+	return t.loop(req, kind, buf, ctx, cancelRoute, &sent{resp: resp, endpoint: endpoint, err: err})
+}
+
+// sent is the outcome of a first attempt retry sent itself.
+type sent struct {
+	resp     *http.Response
+	endpoint string
+	err      error
+}
+
+// loop sends the attempts of a request that may be retried, from the
+// first, or from the second when first1 holds the first's outcome (and
+// retry has counted the request in the budget).
+//
+//go:noinline
+func (t *retryTransport) loop(req *http.Request, kind int, buf []byte, ctx context.Context, cancelRoute context.CancelFunc, first1 *sent) (*http.Response, error) {
+	et, ct := t.et, t.ct
 	var att *Attempts
 	if et == nil {
-		ctx, att = withAttempts(ctx)
+		ctx, att = tracked(ctx)
 	}
 	if b := t.cfg.budget; b != nil {
-		b.RequestStarted()
+		if first1 == nil {
+			b.RequestStarted()
+		}
 		defer b.RequestDone()
 	}
 	var (
@@ -193,16 +245,30 @@ func (t *retryTransport) retry(req *http.Request, kind int, buf []byte) (*http.R
 		first    string // the endpoint of the first attempt, while att is nil
 	)
 	if kind == bodyBuffer {
-		body = io.NopCloser(bytes.NewReader(buf))
+		body = replay(buf)
 	}
 	for attempt := 1; ; attempt++ {
+		if attempt == 1 && first1 != nil {
+			// Sent by retry: the attempts tracker starts at the retry.
+			first = first1.endpoint
+			resp, err := first1.resp, first1.err
+			next, stop, err := t.again(ctx, req, kind, buf, resp, err, &bo, nil)
+			switch stop {
+			case againFinish:
+				return finish(resp, err, nil, cancelRoute)
+			case againFail:
+				if cancelRoute != nil {
+					cancelRoute()
+				}
+				return nil, err
+			}
+			retrying = true
+			body = next
+			continue
+		}
 		if att == nil && attempt > 1 {
 			// The first retry: from here on the attempts are tracked.
-			ctx, att = withAttempts(ctx)
-			att.begin()
-			if first != "" {
-				att.Record(first)
-			}
+			ctx, att = trackFrom(ctx, first)
 		}
 		att.begin()
 		actx := ctx
@@ -212,97 +278,172 @@ func (t *retryTransport) retry(req *http.Request, kind int, buf []byte) (*http.R
 		var cancelTry context.CancelCauseFunc
 		var timer *time.Timer
 		if d := t.policy.PerTryTimeout; d > 0 {
-			actx, cancelTry = context.WithCancelCause(actx)
-			timer = time.AfterFunc(d, func() { cancelTry(errPerTryTimeout) })
+			actx, cancelTry, timer = perTryContext(actx, d)
 		}
-		r := req
 		// An attempt that sends the caller's body (or none) hands a
 		// context-taking transport its context beside the request.
 		withCtx := et != nil && ct != nil && body == req.Body && kind != bodyBuffer
+		r := req
 		if !withCtx && (actx != req.Context() || body != req.Body || kind == bodyBuffer) {
-			r = req.WithContext(actx)
-			r.Body = body
-			if kind == bodyBuffer {
-				r.ContentLength = int64(len(buf))
-				r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
-			}
+			r = attemptRequest(req, actx, body, kind, buf)
 		}
 		var resp *http.Response
 		var err error
-		if et != nil {
+		switch {
+		case withCtx:
 			var endpoint string
-			if withCtx {
-				resp, endpoint, err = ct.RoundTripAttemptContext(actx, req, att)
-			} else {
-				resp, endpoint, err = et.RoundTripAttempt(r, att)
-			}
+			resp, endpoint, err = ct.RoundTripAttemptContext(actx, req, att)
 			if att == nil {
 				first = endpoint
 			}
-		} else {
+		case et != nil:
+			var endpoint string
+			resp, endpoint, err = et.RoundTripAttempt(r, att)
+			if att == nil {
+				first = endpoint
+			}
+		default:
 			resp, err = t.base.RoundTrip(r)
 		}
 		perTryFired := false
 		if timer != nil {
-			// The per-try timeout bounds the wait for response headers only.
-			timer.Stop()
-			perTryFired = err != nil && context.Cause(actx) == errPerTryTimeout
+			perTryFired, err = t.endPerTry(timer, actx, err)
 		}
 		if retrying {
 			releaseRetry(t.cfg)
 			retrying = false
 		}
-		if perTryFired {
-			err = fmt.Errorf("%w after %v (%v): %w", errPerTryTimeout, t.policy.PerTryTimeout, err, context.DeadlineExceeded)
-		}
 		if attempt >= t.maxAttempts || ctx.Err() != nil || !t.retriable(resp, err, perTryFired) {
 			return finish(resp, err, cancelTry, cancelRoute)
 		}
-		if bo == nil {
-			bo = t.policy.newBackOff(t.cfg.clock)
-		}
-		wait, ok := t.wait(ctx, resp, bo)
-		if !ok {
+		next, stop, err := t.again(ctx, req, kind, buf, resp, err, &bo, cancelTry)
+		switch stop {
+		case againFinish:
 			return finish(resp, err, cancelTry, cancelRoute)
-		}
-		var next io.ReadCloser
-		switch kind {
-		case bodyGetBody:
-			var gerr error
-			if next, gerr = req.GetBody(); gerr != nil {
-				// Without a body to send there is no retry; the last
-				// attempt's result is still the answer.
-				return finish(resp, err, cancelTry, cancelRoute)
-			}
-		case bodyBuffer:
-			next = io.NopCloser(bytes.NewReader(buf))
-		}
-		if refusal := acquireRetry(t.cfg); refusal != nil {
-			if next != nil {
-				next.Close()
-			}
-			if err != nil {
-				err = fmt.Errorf("%w: %w", refusal, err)
-			}
-			return finish(resp, err, cancelTry, cancelRoute)
-		}
-		retrying = true
-		body = next
-		drain(resp)
-		if cancelTry != nil {
-			cancelTry(nil)
-		}
-		if err := t.cfg.clock.sleep(ctx, wait); err != nil {
-			releaseRetry(t.cfg)
-			if body != nil {
-				body.Close()
-			}
+		case againFail:
 			if cancelRoute != nil {
 				cancelRoute()
 			}
-			return nil, fmt.Errorf("resilience: waiting to retry: %w", err)
+			return nil, err
 		}
+		retrying = true
+		body = next
 	}
+}
+
+// tracked gives ctx an Attempts tracker. Not inlined: see retry.
+//
+//go:noinline
+func tracked(ctx context.Context) (context.Context, *Attempts) { return withAttempts(ctx) }
+
+// replay is a body that reads buf. Not inlined: see retry.
+//
+//go:noinline
+func replay(buf []byte) io.ReadCloser { return io.NopCloser(bytes.NewReader(buf)) }
+
+// trackFrom gives ctx an Attempts tracker at the first retry, holding the
+// first attempt's endpoint. Not inlined: see retry.
+//
+//go:noinline
+func trackFrom(ctx context.Context, first string) (context.Context, *Attempts) {
+	ctx, att := withAttempts(ctx)
+	att.begin()
+	if first != "" {
+		att.Record(first)
+	}
+	return ctx, att
+}
+
+// perTryContext bounds one attempt by the per-try timeout.
+//
+//go:noinline
+func perTryContext(ctx context.Context, d time.Duration) (context.Context, context.CancelCauseFunc, *time.Timer) {
+	actx, cancelTry := context.WithCancelCause(ctx)
+	return actx, cancelTry, time.AfterFunc(d, func() { cancelTry(errPerTryTimeout) })
+}
+
+// endPerTry stops the attempt's per-try timer, which bounds the wait for
+// response headers only, and says whether it fired, with the attempt's
+// error saying so when it did.
+//
+//go:noinline
+func (t *retryTransport) endPerTry(timer *time.Timer, actx context.Context, err error) (bool, error) {
+	timer.Stop()
+	if err == nil || context.Cause(actx) != errPerTryTimeout {
+		return false, err
+	}
+	return true, fmt.Errorf("%w after %v (%v): %w", errPerTryTimeout, t.policy.PerTryTimeout, err, context.DeadlineExceeded)
+}
+
+// attemptRequest is the copy of req an attempt sends when it needs its
+// own context or body.
+//
+//go:noinline
+func attemptRequest(req *http.Request, ctx context.Context, body io.ReadCloser, kind int, buf []byte) *http.Request {
+	r := req.WithContext(ctx)
+	r.Body = body
+	if kind == bodyBuffer {
+		r.ContentLength = int64(len(buf))
+		r.GetBody = func() (io.ReadCloser, error) { return replay(buf), nil }
+	}
+	return r
+}
+
+// What again decided.
+const (
+	againRetry  = iota // send the next attempt with the body returned
+	againFinish        // the last attempt's outcome (with the error returned) is the answer
+	againFail          // the request fails with the error returned
+)
+
+// again prepares the retry of an attempt the policy retries: the backoff
+// (or the server's Retry-After), the next body, a retry slot from the
+// thresholds or budget; then it drains the failed response and waits. It
+// holds the slot when it returns againRetry. Not inlined: see retry.
+//
+//go:noinline
+func (t *retryTransport) again(ctx context.Context, req *http.Request, kind int, buf []byte,
+	resp *http.Response, err error, bo *backoff.BackOff, cancelTry context.CancelCauseFunc) (io.ReadCloser, int, error) {
+	if *bo == nil {
+		*bo = t.policy.newBackOff(t.cfg.clock)
+	}
+	wait, ok := t.wait(ctx, resp, *bo)
+	if !ok {
+		return nil, againFinish, err
+	}
+	var next io.ReadCloser
+	switch kind {
+	case bodyGetBody:
+		var gerr error
+		if next, gerr = req.GetBody(); gerr != nil {
+			// Without a body to send there is no retry; the last
+			// attempt's result is still the answer.
+			return nil, againFinish, err
+		}
+	case bodyBuffer:
+		next = replay(buf)
+	}
+	if refusal := acquireRetry(t.cfg); refusal != nil {
+		if next != nil {
+			next.Close()
+		}
+		if err != nil {
+			err = fmt.Errorf("%w: %w", refusal, err)
+		}
+		return nil, againFinish, err
+	}
+	drain(resp)
+	if cancelTry != nil {
+		cancelTry(nil)
+	}
+	if err := t.cfg.clock.sleep(ctx, wait); err != nil {
+		releaseRetry(t.cfg)
+		if next != nil {
+			next.Close()
+		}
+		return nil, againFail, fmt.Errorf("resilience: waiting to retry: %w", err)
+	}
+	return next, againRetry, nil
 }
 
 // retriable reports whether the policy retries this attempt's result.

@@ -593,14 +593,32 @@ type propagatingTransport struct {
 
 func (t *propagatingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
-	if !trace.SpanContextFromContext(ctx).IsValid() && baggage.FromContext(ctx).Len() == 0 {
-		return t.base.RoundTrip(req) // nothing to pass on
+	if carriesContext(ctx) {
+		req = t.inject(ctx, req)
 	}
-	// A RoundTripper must not modify the caller's request, so the headers
-	// go on a copy.
+	return t.base.RoundTrip(req)
+}
+
+// carriesContext reports whether ctx has a trace context or baggage to
+// pass on. Not inlined, for the reason inject says.
+//
+//go:noinline
+func carriesContext(ctx context.Context) bool {
+	return trace.SpanContextFromContext(ctx).IsValid() || baggage.FromContext(ctx).Len() > 0
+}
+
+// inject returns a copy of req carrying ctx's trace context: a
+// RoundTripper must not modify the caller's request. It is a function of
+// its own so that its locals are off the stack while the request is in
+// flight: a request sent from a fresh goroutine grows that goroutine's
+// stack by copying, once per doubling, and every frame below the
+// transport counts.
+//
+//go:noinline
+func (t *propagatingTransport) inject(ctx context.Context, req *http.Request) *http.Request {
 	out := req.Clone(ctx)
 	t.prop.Inject(ctx, propagation.HeaderCarrier(out.Header))
-	return t.base.RoundTrip(out)
+	return out
 }
 
 // CloseIdleConnections reaches the base transport's pool, as

@@ -27,6 +27,10 @@ const (
 	EventHedge = "weft.hedge"
 )
 
+// Recording reports whether the span in ctx records what is added to it,
+// so that a caller can skip building attributes nobody keeps.
+func Recording(ctx context.Context) bool { return trace.SpanFromContext(ctx).IsRecording() }
+
 // AnnotateEndpoint records on the span in ctx (the client span
 // NewHTTPTransport or ClientStatsHandler started) where the mesh sent an
 // attempt: the cluster, the endpoint address (host:port), its locality
@@ -37,10 +41,16 @@ const (
 // When the span is not recording (no SDK, or not sampled) it returns before
 // building any attribute: the hot path pays one interface call.
 func AnnotateEndpoint(ctx context.Context, cluster, endpoint, locality string, attempt int) {
-	span := trace.SpanFromContext(ctx)
-	if !span.IsRecording() {
-		return
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		annotateEndpoint(span, cluster, endpoint, locality, attempt)
 	}
+}
+
+// annotateEndpoint is AnnotateEndpoint on a recording span. Its attribute
+// buffer is in a frame of its own, not on the stack of every attempt.
+//
+//go:noinline
+func annotateEndpoint(span trace.Span, cluster, endpoint, locality string, attempt int) {
 	var buf [6]attribute.KeyValue
 	attrs := append(buf[:0], AttrCluster.String(cluster), AttrAttempt.Int(attempt))
 	if host, port, err := net.SplitHostPort(endpoint); err == nil {
