@@ -218,7 +218,10 @@ func deadlineFromHeader(next http.Handler) http.Handler {
 // Plaintext requests pass through untouched, at no cost.
 func peerIdentity(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.TLS != nil {
+		// Under Serve the connection's context answers (see
+		// security.ConnContext); a server of the caller's own, serving
+		// Handler, gets the identity on each request's context.
+		if r.TLS != nil && !security.HasConnPeer(r.Context()) {
 			if id, ok := security.PeerIDFromTLS(r.TLS); ok {
 				r = r.WithContext(security.ContextWithPeerID(r.Context(), id))
 			}
@@ -275,6 +278,7 @@ func (m *Mesh) Serve(ctx context.Context, ln net.Listener, h http.Handler, opts 
 		Protocols:         &protocols,
 		ErrorLog:          slog.NewLogLogger(m.log.Handler(), slog.LevelWarn),
 		BaseContext:       withServerAddr(ln),
+		ConnContext:       security.ConnContext,
 	}
 	switch tc := m.ServerTLSConfig(); {
 	case sc.public:

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"net"
 	"strings"
+	"sync/atomic"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/credentials"
@@ -59,6 +61,56 @@ func ParseMTLSMode(s string) (MTLSMode, error) {
 
 type peerIDKey struct{}
 
+// ConnContext is an http.Server's ConnContext that makes PeerID answer
+// for every request of a TLS connection from the connection's handshake,
+// read once, rather than from a value each request's context must carry:
+// a connection has one peer, and parsing its certificate and copying the
+// request for every request of a keep-alive or HTTP/2 connection is waste.
+// Connections that are not TLS are left as they are.
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	tc, ok := c.(tlsConn)
+	if !ok {
+		return ctx
+	}
+	return context.WithValue(ctx, peerIDKey{}, &connPeer{conn: tc})
+}
+
+// HasConnPeer reports whether ctx is a connection's from ConnContext, whose
+// requests PeerID answers for without ContextWithPeerID.
+func HasConnPeer(ctx context.Context) bool {
+	_, ok := ctx.Value(peerIDKey{}).(*connPeer)
+	return ok
+}
+
+type tlsConn interface {
+	ConnectionState() tls.ConnectionState
+}
+
+// connPeer is a TLS connection's peer identity, read from its handshake
+// when first asked for after the handshake completed.
+type connPeer struct {
+	conn     tlsConn
+	resolved atomic.Pointer[resolvedPeer]
+}
+
+type resolvedPeer struct {
+	id spiffeid.ID
+	ok bool
+}
+
+func (p *connPeer) id() (spiffeid.ID, bool) {
+	if r := p.resolved.Load(); r != nil {
+		return r.id, r.ok
+	}
+	cs := p.conn.ConnectionState()
+	if !cs.HandshakeComplete {
+		return spiffeid.ID{}, false // asked too early: ask again later
+	}
+	id, ok := peerIDFromChain(cs.PeerCertificates)
+	p.resolved.Store(&resolvedPeer{id: id, ok: ok})
+	return id, ok
+}
+
 // ContextWithPeerID returns ctx carrying id as the verified peer identity.
 // The mesh's server middleware calls it after the handshake has verified
 // the peer; it is exported for middleware that terminates mTLS elsewhere.
@@ -70,8 +122,11 @@ func ContextWithPeerID(ctx context.Context, id spiffeid.ID) context.Context {
 // set by the mesh's HTTP middleware, or read from a gRPC peer's verified TLS
 // state. It reports false for plaintext callers.
 func PeerID(ctx context.Context) (spiffeid.ID, bool) {
-	if id, ok := ctx.Value(peerIDKey{}).(spiffeid.ID); ok {
-		return id, true
+	switch v := ctx.Value(peerIDKey{}).(type) {
+	case spiffeid.ID:
+		return v, true
+	case *connPeer:
+		return v.id()
 	}
 	if p, ok := peer.FromContext(ctx); ok && p.AuthInfo != nil {
 		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok {
