@@ -90,6 +90,9 @@ type outbound struct {
 	tapped     *tapCall
 	tapAttempt int
 	ll         *xds.LocalityLoad // nil unless the cluster reports load
+	// vals holds the header values of a copy that adds Weft-Timeout to a
+	// request with few headers (see setTimeoutHeader).
+	vals [6]string
 }
 
 // RoundTrip implements http.RoundTripper.
@@ -326,7 +329,7 @@ func (p *pickTransport) prepare(ctx context.Context, req *http.Request, attempts
 		out.req.Host = res.Endpoint.Hostname
 	}
 	if deadline, ok := ctx.Deadline(); ok {
-		setTimeoutHeader(&out.req, deadline)
+		setTimeoutHeader(&out.req, deadline, out.vals[:])
 	}
 
 	// LRS counts the attempt at its endpoint's locality (see lrsLoad).
@@ -465,7 +468,10 @@ const TimeoutHeader = "Weft-Timeout"
 // is made with room for the new value, and the value's text is reused
 // while the budget reads the same (a route timeout sends most requests out
 // with the same millisecond count), so the header costs the copy alone.
-func setTimeoutHeader(req *http.Request, deadline time.Time) {
+//
+// room, when it is large enough, holds the copy's values (the outbound
+// request's own array), saving their allocation.
+func setTimeoutHeader(req *http.Request, deadline time.Time, room []string) {
 	ms := time.Until(deadline).Milliseconds()
 	if ms < 1 {
 		ms = 1 // already late: the server fails fast rather than running unbounded
@@ -475,7 +481,12 @@ func setTimeoutHeader(req *http.Request, deadline time.Time) {
 	for _, v := range h {
 		nv += len(v)
 	}
-	sv := make([]string, nv)
+	var sv []string
+	if nv <= len(room) {
+		sv = room[:nv:nv]
+	} else {
+		sv = make([]string, nv)
+	}
 	h2 := make(http.Header, len(h)+1)
 	for k, v := range h {
 		if k == TimeoutHeader {
