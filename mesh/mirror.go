@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -137,6 +138,12 @@ func (x *xdsPath) mirror(t *transport, plan *routePlan, cluster string, req *htt
 		// RoundTrip returns, the caller may change its request.
 		mctx, cancel := context.WithTimeout(x.mirrors.ctx, mirrorTimeout(plan))
 		out := req.Clone(mctx)
+		if telemetry.CarriesContext(ctx) {
+			// The copy's context is detached from the request's; the
+			// trace context goes with its headers, as on the request
+			// itself (see outboundHeader).
+			x.m.tel.Propagator().Inject(ctx, propagation.HeaderCarrier(out.Header))
+		}
 		out.Body, out.GetBody = body, nil
 		if body == nil {
 			out.Body, out.ContentLength = nil, 0

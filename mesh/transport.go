@@ -5,12 +5,15 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/internal/route"
@@ -90,9 +93,10 @@ type outbound struct {
 	tapped     *tapCall
 	tapAttempt int
 	ll         *xds.LocalityLoad // nil unless the cluster reports load
-	// vals holds the header values of a copy that adds Weft-Timeout to a
-	// request with few headers (see setTimeoutHeader).
-	vals [6]string
+	// vals holds the header values of a copy that adds Weft-Timeout or
+	// trace context to a request with few headers (see outboundHeader).
+	vals   [6]string
+	header headerCarrier
 }
 
 // RoundTrip implements http.RoundTripper.
@@ -141,8 +145,20 @@ func (t *transport) otherRoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, err
 		}
 	}
+	if telemetry.CarriesContext(req.Context()) {
+		// The telemetry layer above left the trace context to this
+		// transport (see outboundHeader); a host outside the mesh gets it
+		// on a copy.
+		req = req.Clone(req.Context())
+		t.m.tel.Propagator().Inject(req.Context(), propagation.HeaderCarrier(req.Header))
+	}
 	return t.base.RoundTrip(req)
 }
+
+// InjectsTraceContext tells telemetry.NewHTTPTransport that this transport
+// writes each request's trace context and baggage into the copy it sends
+// (see telemetry.HeaderInjector).
+func (t *transport) InjectsTraceContext() {}
 
 // failed turns a request's error into the answer the caller gets: a
 // circuit-breaker overflow is answered as Envoy answers it.
@@ -328,9 +344,7 @@ func (p *pickTransport) prepare(ctx context.Context, req *http.Request, attempts
 		// Envoy's router rewrites the host once the endpoint is picked.
 		out.req.Host = res.Endpoint.Hostname
 	}
-	if deadline, ok := ctx.Deadline(); ok {
-		setTimeoutHeader(&out.req, deadline, out.vals[:])
-	}
+	p.t.m.outboundHeader(ctx, out)
 
 	// LRS counts the attempt at its endpoint's locality (see lrsLoad).
 	if ld := svc.load.Load(); ld != nil {
@@ -463,33 +477,37 @@ func countOverflow(ctx context.Context, svc *service, err error) {
 // grpc-timeout works the same way.
 const TimeoutHeader = "Weft-Timeout"
 
-// setTimeoutHeader writes the time left until deadline on the outgoing
-// copy, replacing a value the caller may have set. The copy of the header
-// is made with room for the new value, and the value's text is reused
-// while the budget reads the same (a route timeout sends most requests out
-// with the same millisecond count), so the header costs the copy alone.
-//
-// room, when it is large enough, holds the copy's values (the outbound
-// request's own array), saving their allocation.
-func setTimeoutHeader(req *http.Request, deadline time.Time, room []string) {
-	ms := time.Until(deadline).Milliseconds()
-	if ms < 1 {
-		ms = 1 // already late: the server fails fast rather than running unbounded
+// outboundHeader gives the attempt's request a header of its own and
+// writes on it what the mesh adds: the time left until the context's
+// deadline (Weft-Timeout, replacing a value the caller may have set) and
+// the context's trace context and baggage (the telemetry layer above
+// leaves that to this copy rather than make one of its own: see
+// telemetry.HeaderInjector). The caller's values are shared, never
+// modified; the copy's value slices live in the outbound request's own
+// array when they fit, and the timeout's text is reused while the budget
+// reads the same (a route timeout sends most requests out with the same
+// millisecond count), so the header costs the map alone.
+func (m *Mesh) outboundHeader(ctx context.Context, out *outbound) {
+	deadline, hasDeadline := ctx.Deadline()
+	inject := telemetry.CarriesContext(ctx)
+	if !hasDeadline && !inject {
+		return
 	}
-	h := req.Header
-	nv := 1
+	h := out.req.Header
+	nv := 0
 	for _, v := range h {
 		nv += len(v)
 	}
+	room := out.vals[:]
 	var sv []string
 	if nv <= len(room) {
-		sv = room[:nv:nv]
+		sv, room = room[:nv:nv], room[nv:]
 	} else {
 		sv = make([]string, nv)
 	}
-	h2 := make(http.Header, len(h)+1)
+	h2 := make(http.Header, len(h)+2)
 	for k, v := range h {
-		if k == TimeoutHeader {
+		if k == TimeoutHeader && hasDeadline {
 			continue
 		}
 		if v == nil {
@@ -501,10 +519,60 @@ func setTimeoutHeader(req *http.Request, deadline time.Time, room []string) {
 		h2[k] = sv[:n:n]
 		sv = sv[n:]
 	}
-	sv[0] = timeoutText(ms)
-	h2[TimeoutHeader] = sv[:1:1]
-	req.Header = h2
+	out.header = headerCarrier{h: h2, room: room}
+	if hasDeadline {
+		ms := time.Until(deadline).Milliseconds()
+		if ms < 1 {
+			ms = 1 // already late: the server fails fast rather than running unbounded
+		}
+		out.header.put(TimeoutHeader, timeoutText(ms))
+	}
+	if inject {
+		m.tel.Propagator().Inject(ctx, &out.header)
+	}
+	out.req.Header = h2
 }
+
+// headerCarrier is a propagation.TextMapCarrier writing into an outbound
+// header copy, its values in the copy's spare room when there is some.
+type headerCarrier struct {
+	h    http.Header
+	room []string
+}
+
+// put sets key, already canonical, to v.
+func (c *headerCarrier) put(key, v string) {
+	var vs []string
+	if len(c.room) > 0 {
+		vs, c.room = c.room[:1:1], c.room[1:]
+	} else {
+		vs = make([]string, 1)
+	}
+	vs[0] = v
+	c.h[key] = vs
+}
+
+// Set implements propagation.TextMapCarrier. The W3C keys are written in
+// their canonical form without the allocation canonicalizing them costs.
+func (c *headerCarrier) Set(key, v string) {
+	switch key {
+	case "traceparent":
+		key = "Traceparent"
+	case "tracestate":
+		key = "Tracestate"
+	case "baggage":
+		key = "Baggage"
+	default:
+		key = textproto.CanonicalMIMEHeaderKey(key)
+	}
+	c.put(key, v)
+}
+
+// Get implements propagation.TextMapCarrier.
+func (c *headerCarrier) Get(key string) string { return c.h.Get(key) }
+
+// Keys implements propagation.TextMapCarrier.
+func (c *headerCarrier) Keys() []string { return propagation.HeaderCarrier(c.h).Keys() }
 
 // lastTimeout is the last budget rendered by timeoutText.
 var lastTimeout atomic.Pointer[renderedTimeout]

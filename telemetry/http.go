@@ -63,15 +63,29 @@ func NewHTTPTransport(base http.RoundTripper, opts ...Option) http.RoundTripper 
 		base = http.DefaultTransport
 	}
 	c := newConfig(opts)
+	_, injects := base.(HeaderInjector)
 	if c.off() {
-		return &propagatingTransport{base: base, prop: c.propagatorOrDefault()}
+		return &propagatingTransport{base: base, prop: c.propagatorOrDefault(), baseInjects: injects}
 	}
 	return &instrumentedTransport{
-		base:     base,
-		tracer:   c.tracerProviderOrGlobal().Tracer(HTTPScopeName),
-		prop:     c.propagatorOrDefault(),
-		duration: httpDuration(c, MetricHTTPClientDuration, "Duration of HTTP client requests, to the response headers."),
+		base:        base,
+		tracer:      c.tracerProviderOrGlobal().Tracer(HTTPScopeName),
+		prop:        c.propagatorOrDefault(),
+		duration:    httpDuration(c, MetricHTTPClientDuration, "Duration of HTTP client requests, to the response headers."),
+		baseInjects: injects,
 	}
+}
+
+// HeaderInjector is a RoundTripper that writes the trace context and
+// baggage of each request's context into the headers it sends, with the
+// propagator NewHTTPTransport is given, on a copy of the request it makes
+// anyway. Over such a base, NewHTTPTransport hands the context down and
+// leaves the headers alone rather than copy them first. Weft's mesh
+// transport is one: it copies every request for the endpoint it picks.
+type HeaderInjector interface {
+	http.RoundTripper
+	// InjectsTraceContext marks the transport; it does nothing.
+	InjectsTraceContext()
 }
 
 // NewHTTPHandler wraps h so that each request is a server span, a child of
@@ -149,6 +163,9 @@ type instrumentedTransport struct {
 	prop     propagation.TextMapPropagator
 	duration metric.Float64Histogram
 	sets     attrCache[clientKey]
+	// baseInjects: base writes the trace context on a copy of its own
+	// (see HeaderInjector).
+	baseInjects bool
 }
 
 func (t *instrumentedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -168,13 +185,15 @@ func (t *instrumentedTransport) RoundTrip(req *http.Request) (*http.Response, er
 		}
 	}
 	// A RoundTripper must not modify the caller's request: the headers
-	// the context goes into are a copy.
+	// the context goes into are a copy, the base's own when it makes one.
 	out := req.WithContext(ctx)
-	out.Header = req.Header.Clone()
-	if out.Header == nil {
-		out.Header = make(http.Header, 2)
+	if !t.baseInjects {
+		out.Header = req.Header.Clone()
+		if out.Header == nil {
+			out.Header = make(http.Header, 2)
+		}
+		t.prop.Inject(ctx, propagation.HeaderCarrier(out.Header))
 	}
-	t.prop.Inject(ctx, propagation.HeaderCarrier(out.Header))
 
 	resp, err := t.base.RoundTrip(out)
 
@@ -589,21 +608,24 @@ func errorType(err error) string {
 type propagatingTransport struct {
 	base http.RoundTripper
 	prop propagation.TextMapPropagator
+	// baseInjects: base writes the trace context on a copy of its own
+	// (see HeaderInjector).
+	baseInjects bool
 }
 
 func (t *propagatingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
-	if carriesContext(ctx) {
+	if !t.baseInjects && CarriesContext(ctx) {
 		req = t.inject(ctx, req)
 	}
 	return t.base.RoundTrip(req)
 }
 
-// carriesContext reports whether ctx has a trace context or baggage to
-// pass on. Not inlined, for the reason inject says.
+// CarriesContext reports whether ctx has a trace context or baggage for a
+// request made under it to pass on.
 //
 //go:noinline
-func carriesContext(ctx context.Context) bool {
+func CarriesContext(ctx context.Context) bool {
 	return trace.SpanContextFromContext(ctx).IsValid() || baggage.FromContext(ctx).Len() > 0
 }
 
