@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 the cluster's deprecated protocol fields are what these cases send
+
 package xds
 
 import (
