@@ -340,6 +340,9 @@ type service struct {
 	// upstream is set for xDS clusters with upstream TLS: the transport
 	// that verifies the cluster's allowed SPIFFE IDs, or why there is none.
 	upstream atomic.Pointer[upstreamTLS]
+	// proto is set for xDS clusters without upstream TLS whose protocol
+	// is not the mesh's: the transport speaking it.
+	proto atomic.Pointer[protoTransport]
 	// resolveNow asks discovery to look again after a connection failure;
 	// set before the service is published, never changed.
 	resolveNow func()
@@ -403,6 +406,9 @@ func (s *service) close() {
 	}
 	if up := s.upstream.Load(); up != nil && up.rt != nil {
 		up.rt.CloseIdleConnections()
+	}
+	if pt := s.proto.Load(); pt != nil {
+		pt.rt.CloseIdleConnections()
 	}
 	s.balancer().Close()
 }

@@ -290,8 +290,17 @@ func WithGRPCGoXDS(x GRPCGoXDS) Option {
 // HTTP/1.1 costs less per request than its HTTP/2, while HTTP/2 carries
 // many callers' requests on one connection (one TLS handshake per endpoint
 // rather than one per concurrent request). Servers started by Serve or
-// ListenAndServe accept both, whatever this says. It applies to xDS
-// clusters too: a CDS resource's HttpProtocolOptions are not read yet.
+// ListenAndServe accept both, whatever this says.
+//
+// An xDS cluster's CDS HttpProtocolOptions (typed_extension_protocol_options,
+// or the deprecated http2_protocol_options) override it for that cluster,
+// as Envoy honours them: explicit HTTP/1.1 or HTTP/2 is spoken whatever
+// this says (istiod asks for HTTP/2 on ports declared http2 or grpc and
+// under h2UpgradePolicy UPGRADE); auto_config lets ALPN choose over TLS,
+// offering h2 and http/1.1, and is HTTP/1.1 in the clear; clusters that
+// set nothing, use_downstream_protocol_config (a caller's request has no
+// protocol of its own) or HTTP/3 (which is reported as not applied)
+// follow this setting. gRPC channels speak HTTP/2 whatever either says.
 func WithHTTP2(on bool) Option {
 	return optionFunc(func(c *config) error { c.http2 = on; return nil })
 }

@@ -2,10 +2,15 @@ package mesh_test
 
 import (
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
+	"strings"
 	"testing"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 	"github.com/weftmesh/weft/mesh"
@@ -87,4 +92,151 @@ func TestHTTPProtocolToMeshEndpoints(t *testing.T) {
 			t.Errorf("HTTPS external host: server saw %q, want HTTP/2.0 (negotiated as net/http does)", got)
 		}
 	})
+}
+
+// An xDS cluster's HttpProtocolOptions choose the HTTP client's protocol
+// to its endpoints, as Envoy's do: explicit HTTP/1.1 or HTTP/2 whatever
+// the mesh's setting; auto_config lets ALPN choose over TLS (the server
+// prefers h2) and is HTTP/1.1 in the clear; use_downstream and unset
+// follow the mesh's setting, as a caller's own request has no protocol
+// of its own. That holds over a cluster's upstream TLS, over the mesh's
+// own mTLS for a cluster without a transport socket, in the clear, and
+// through a caller's base transport.
+func TestXDSClusterHTTPProtocol(t *testing.T) {
+	ca := newCA(t, shop)
+	server := workloadAPI(t, ca, ordersID)
+	client := workloadAPI(t, ca, frontendID)
+	proto := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Proto) })
+	t.Setenv("SPIFFE_ENDPOINT_SOCKET", server.Addr())
+	mtlsAddr := serveMeshHandler(t, newMesh(t), proto)
+	t.Setenv("SPIFFE_ENDPOINT_SOCKET", "")
+	plainAddr := serveMeshHandler(t, newMesh(t), proto)
+
+	protocols := []string{"http1", "http2", "auto", "use_downstream", "unset"}
+	const h1, h2 = "HTTP/1.1", "HTTP/2.0"
+	for _, mode := range []struct {
+		name string
+		// tls: the clusters ask for upstream TLS; identity: the client
+		// has an SVID.
+		tls, identity bool
+	}{
+		{"cluster TLS", true, true},
+		{"mesh mTLS", false, true},
+		{"cleartext", false, false},
+	} {
+		addr := plainAddr
+		if mode.identity {
+			addr = mtlsAddr
+		}
+		var resources []types.Resource
+		for _, p := range protocols {
+			name := "orders-" + strings.ReplaceAll(p, "_", "-")
+			c := xdstest.Cluster(name, "")
+			if mode.tls {
+				c = tlsCluster(t, name, ordersID.String())
+			}
+			if p != "unset" {
+				xdstest.UpstreamHTTP(c, p)
+			}
+			resources = append(resources, xdstest.Listener(name+":8080", name+"-routes"),
+				xdstest.RouteConfig(name+"-routes", "*", name), c, xdstest.Endpoints(name, addr))
+		}
+		cp := xdstest.NewServer(t)
+		cp.SetSnapshot(t, xdsNode, "1", resources...)
+		for _, opt := range []struct {
+			name  string
+			opts  []mesh.Option
+			proto string // the mesh's own
+		}{
+			{"default", nil, h1},
+			{"WithHTTP2", []mesh.Option{mesh.WithHTTP2(true)}, h2},
+		} {
+			t.Run(mode.name+"/"+opt.name, func(t *testing.T) {
+				want := map[string]string{"http1": h1, "http2": h2, "auto": h2, "use_downstream": opt.proto, "unset": opt.proto}
+				if !mode.identity {
+					want["auto"] = h1 // nothing negotiates in the clear
+				}
+				socket := ""
+				if mode.identity {
+					socket = client.Addr()
+				}
+				t.Setenv("SPIFFE_ENDPOINT_SOCKET", socket)
+				m := newMesh(t, append(opt.opts, mesh.WithBootstrap(cp.Bootstrap(xdsNode)))...)
+				base := http.DefaultTransport.(*http.Transport).Clone()
+				defer base.CloseIdleConnections()
+				own := &http.Client{Transport: m.Transport(base)}
+				for _, p := range protocols {
+					url := "http://orders-" + strings.ReplaceAll(p, "_", "-") + ":8080/"
+					if got := get(t, m.HTTPClient(), url); got != want[p] {
+						t.Errorf("%s cluster: server saw %s, want %s", p, got, want[p])
+					}
+					if got := get(t, own, url); got != want[p] {
+						t.Errorf("%s cluster, caller's base transport: server saw %s, want %s", p, got, want[p])
+					}
+				}
+			})
+		}
+	}
+}
+
+// A CDS update changing a cluster's protocol takes effect on the next
+// request, in the clear and over upstream TLS, on the default transport
+// and a caller's.
+func TestXDSClusterHTTPProtocolUpdate(t *testing.T) {
+	ca := newCA(t, shop)
+	server := workloadAPI(t, ca, ordersID)
+	client := workloadAPI(t, ca, frontendID)
+	proto := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Proto) })
+	t.Setenv("SPIFFE_ENDPOINT_SOCKET", server.Addr())
+	mtlsAddr := serveMeshHandler(t, newMesh(t), proto)
+	t.Setenv("SPIFFE_ENDPOINT_SOCKET", "")
+	plainAddr := serveMeshHandler(t, newMesh(t), proto)
+
+	for _, mode := range []struct {
+		name string
+		tls  bool
+	}{{"cleartext", false}, {"cluster TLS", true}} {
+		t.Run(mode.name, func(t *testing.T) {
+			addr, socket := plainAddr, ""
+			if mode.tls {
+				addr, socket = mtlsAddr, client.Addr()
+			}
+			cp := xdstest.NewServer(t)
+			snapshot := func(version, p string) {
+				c := xdstest.Cluster("orders", "")
+				if mode.tls {
+					c = tlsCluster(t, "orders", ordersID.String())
+				}
+				if p != "" {
+					xdstest.UpstreamHTTP(c, p)
+				}
+				cp.SetSnapshot(t, xdsNode, version, xdstest.Listener("orders:8080", "orders-routes"),
+					xdstest.RouteConfig("orders-routes", "*", "orders"), c, xdstest.Endpoints("orders", addr))
+			}
+			snapshot("1", "")
+			t.Setenv("SPIFFE_ENDPOINT_SOCKET", socket)
+			m := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)))
+			base := http.DefaultTransport.(*http.Transport).Clone()
+			defer base.CloseIdleConnections()
+			own := &http.Client{Transport: m.Transport(base)}
+			for i, step := range []struct{ protocol, want string }{
+				{"", "HTTP/1.1"}, {"http2", "HTTP/2.0"}, {"http1", "HTTP/1.1"}, {"http2", "HTTP/2.0"}, {"", "HTTP/1.1"},
+			} {
+				if i > 0 {
+					snapshot(strconv.Itoa(i+1), step.protocol)
+				}
+				for _, c := range []struct {
+					name string
+					c    *http.Client
+				}{{"default transport", m.HTTPClient()}, {"caller's base transport", own}} {
+					waitFor(t, fmt.Sprintf("step %d (%q), %s", i, step.protocol, c.name), func() error {
+						if got := get(t, c.c, "http://orders:8080/"); got != step.want {
+							return fmt.Errorf("server saw %s, want %s", got, step.want)
+						}
+						return nil
+					})
+				}
+			}
+		})
+	}
 }

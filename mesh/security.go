@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/weftmesh/weft/internal/xds"
 	"github.com/weftmesh/weft/security"
 )
 
@@ -163,46 +164,92 @@ func (m *Mesh) meshTransport(base http.RoundTripper) http.RoundTripper {
 	case !ok:
 		return errRoundTripper{errors.New("weft: with mTLS on, Transport's base must be nil or an *http.Transport, so the mesh can secure its copy")}
 	}
-	var tc *tls.Config
-	if m.id != nil {
-		tc = m.id.client
-	}
-	return endpointTransport(t, tc, m.http2)
+	return endpointTransport(t, m.meshTLS(), m.meshProto())
 }
 
-// endpointTransport is a copy of base for mesh endpoints: HTTP/2 or
-// HTTP/1.1 alone, in the clear (h2c with prior knowledge for HTTP/2) or,
-// with tc, over TLS with ALPN offering only that protocol, so a server
-// offering both cannot pick the other.
-func endpointTransport(base *http.Transport, tc *tls.Config, http2 bool) *http.Transport {
+// meshTLS is the TLS config of the mesh's own transport to endpoints, nil
+// in the clear.
+func (m *Mesh) meshTLS() *tls.Config {
+	if m.id == nil {
+		return nil
+	}
+	return m.id.client
+}
+
+// httpProto is the HTTP protocol of a transport to mesh endpoints.
+type httpProto uint8
+
+const (
+	protoHTTP1 httpProto = iota
+	protoHTTP2
+	// protoAuto lets ALPN choose over TLS, offering h2 and http/1.1; in
+	// the clear, where nothing negotiates, it is HTTP/1.1, as Envoy's
+	// auto_config is.
+	protoAuto
+)
+
+// meshProto is the mesh's own protocol to its endpoints (WithHTTP2).
+func (m *Mesh) meshProto() httpProto {
+	if m.http2 {
+		return protoHTTP2
+	}
+	return protoHTTP1
+}
+
+// clusterProto is the protocol an xDS cluster's HTTP requests take: its
+// CDS resource's upstream protocol, or the mesh's own when the cluster
+// leaves it open (unset, HTTP/3, or the downstream protocol, which a
+// caller's own request does not have).
+func (m *Mesh) clusterProto(c *xds.Cluster) httpProto {
+	switch c.Protocol {
+	case xds.ProtocolHTTP1:
+		return protoHTTP1
+	case xds.ProtocolHTTP2:
+		return protoHTTP2
+	case xds.ProtocolAuto:
+		return protoAuto
+	}
+	return m.meshProto()
+}
+
+// endpointTransport is a copy of base for mesh endpoints speaking p: in
+// the clear HTTP/1.1, or h2c with prior knowledge for HTTP/2; with tc,
+// over TLS with ALPN offering only p's protocols, so a server offering
+// both cannot pick another.
+func endpointTransport(base *http.Transport, tc *tls.Config, p httpProto) *http.Transport {
 	t := base.Clone()
-	var p http.Protocols
+	var ps http.Protocols
 	switch {
-	case tc == nil && http2:
-		p.SetUnencryptedHTTP2(true)
+	case tc == nil && p == protoHTTP2:
+		ps.SetUnencryptedHTTP2(true)
 	case tc == nil:
-		p.SetHTTP1(true)
+		ps.SetHTTP1(true)
 	default:
 		tc = tc.Clone()
-		if http2 {
-			p.SetHTTP2(true)
+		switch p {
+		case protoHTTP2:
+			ps.SetHTTP2(true)
 			tc.NextProtos = []string{"h2"}
-		} else {
-			p.SetHTTP1(true)
+		case protoAuto:
+			ps.SetHTTP2(true)
+			ps.SetHTTP1(true)
+			tc.NextProtos = []string{"h2", "http/1.1"}
+		default:
+			ps.SetHTTP1(true)
 			tc.NextProtos = []string{"http/1.1"}
 		}
 		t.TLSClientConfig = tc
 	}
-	t.Protocols = &p
+	t.Protocols = &ps
 	t.ForceAttemptHTTP2 = false
 	return t
 }
 
-// clusterTLS is a caller's base secured for one TLS cluster, and the
-// cluster TLS state it was built from.
-type clusterTLS struct {
-	up *upstreamTLS
-	rt *http.Transport
+// clusterCopy is a caller's base made over for one cluster, and the
+// cluster state it was built from (an *upstreamTLS or a *protoTransport).
+type clusterCopy struct {
+	from any
+	rt   *http.Transport
 }
 
 // clusterTransport returns the transport for an attempt to a cluster whose
@@ -216,24 +263,52 @@ func (t *transport) clusterTransport(svc *service, up *upstreamTLS) http.RoundTr
 	if t.defaultBase {
 		return up.rt
 	}
+	return t.callerCopy(svc, up, up.rt.TLSClientConfig, up.proto)
+}
+
+// protoTransport is the transport of an xDS cluster without upstream TLS
+// of its own whose protocol is not the mesh's: a copy of the mesh's base,
+// secured as the mesh's own transport is, speaking the cluster's protocol.
+// It is built once per cluster update.
+type protoTransport struct {
+	proto httpProto
+	rt    *http.Transport
+}
+
+// protoClusterTransport returns the transport for an attempt to such a
+// cluster: its own on the default path; a caller's base gets a copy
+// speaking the cluster's protocol, kept per service as a TLS cluster's is.
+// A caller's round tripper that is not an *http.Transport speaks what it
+// speaks.
+func (t *transport) protoClusterTransport(svc *service, pt *protoTransport) http.RoundTripper {
+	if t.defaultBase {
+		return pt.rt
+	}
+	return t.callerCopy(svc, pt, t.m.meshTLS(), pt.proto)
+}
+
+// callerCopy returns the copy of the caller's base for svc built from
+// from, building it (and closing the previous copy's idle connections)
+// when the cluster changed.
+func (t *transport) callerCopy(svc *service, from any, tc *tls.Config, p httpProto) http.RoundTripper {
 	base, ok := t.base.(*http.Transport)
 	if !ok {
-		return t.mesh // an errRoundTripper saying why
+		return t.mesh // the caller's own round tripper, or an errRoundTripper saying why
 	}
 	t.clusterMu.Lock()
 	defer t.clusterMu.Unlock()
-	c, ok := t.clusterTLS[svc]
-	if ok && c.up == up {
+	c, ok := t.clusterRTs[svc]
+	if ok && c.from == from {
 		return c.rt
 	}
 	if ok {
 		c.rt.CloseIdleConnections()
 	}
-	if t.clusterTLS == nil {
-		t.clusterTLS = map[*service]clusterTLS{}
+	if t.clusterRTs == nil {
+		t.clusterRTs = map[*service]clusterCopy{}
 	}
-	rt := endpointTransport(base, up.rt.TLSClientConfig, up.rt.Protocols.HTTP2())
-	t.clusterTLS[svc] = clusterTLS{up: up, rt: rt}
+	rt := endpointTransport(base, tc, p)
+	t.clusterRTs[svc] = clusterCopy{from: from, rt: rt}
 	return rt
 }
 

@@ -70,10 +70,11 @@ type transport struct {
 	// process's source IP.
 	client route.Client
 
-	// clusterTLS holds, for a caller's base, the copies of it secured
-	// with each TLS cluster's own config (see clusterTransport).
+	// clusterRTs holds, for a caller's base, the copies of it secured
+	// with each TLS cluster's own config (see clusterTransport) or
+	// speaking a cluster's own protocol (see protoClusterTransport).
 	clusterMu  sync.Mutex
-	clusterTLS map[*service]clusterTLS
+	clusterRTs map[*service]clusterCopy
 }
 
 var _ http.RoundTripper = (*transport)(nil)
@@ -323,6 +324,8 @@ func (p *pickTransport) prepare(ctx context.Context, req *http.Request, attempts
 			return nil, res.Endpoint.Addr, up.err
 		}
 		rt = p.t.clusterTransport(svc, up)
+	} else if pt := svc.proto.Load(); pt != nil {
+		rt = p.t.protoClusterTransport(svc, pt)
 	}
 
 	out = &outbound{req: *req.WithContext(ctx), url: *req.URL,
@@ -399,6 +402,11 @@ func (t *transport) CloseIdleConnections() {
 			c.CloseIdleConnections()
 		}
 	}
+	t.clusterMu.Lock()
+	for _, c := range t.clusterRTs {
+		c.rt.CloseIdleConnections()
+	}
+	t.clusterMu.Unlock()
 }
 
 // ServiceError is the error of a request the mesh could not place on an

@@ -657,6 +657,7 @@ type clusterWatcher struct {
 	outlier     string // the outlier detection config in force, printed
 	lbExtras    string // zone-aware and slow start configs in force, printed
 	tls         string // the upstream TLS config in force, printed
+	proto       httpProto
 	limits      xds.CircuitBreaker
 	endpoints   string // what the endpoint watch is on: "eds:<name>" or "dns:<host:port>"
 	cancelEndpt func()
@@ -784,16 +785,34 @@ func (w *clusterWatcher) applyLocked(c *xds.Cluster) {
 		old.Close()
 		s.policy.Store(&clusterPolicy{b: b, cfg: cfg, name: name, gen: s.gen.Add(1), load: s.policy.Load().load})
 	}
-	if tls := fmt.Sprint(c.TLS); tls != w.tls {
-		w.tls = tls
-		old := s.upstream.Swap(w.x.upstreamFor(c))
+	if tls, proto := fmt.Sprint(c.TLS), w.x.m.clusterProto(c); tls != w.tls || proto != w.proto {
+		tlsChanged := tls != w.tls
+		w.tls, w.proto = tls, proto
+		// The new transport goes in before the old one of the other kind
+		// goes out, so that no request meanwhile takes the mesh's shared
+		// transport: upstream TLS is read first.
+		up, pt := w.x.upstreamFor(c, proto), w.x.protoFor(c, proto)
+		var old *upstreamTLS
+		var oldpt *protoTransport
+		if up != nil {
+			old, oldpt = s.upstream.Swap(up), s.proto.Swap(pt)
+		} else {
+			oldpt = s.proto.Swap(pt)
+			old = s.upstream.Swap(up)
+		}
 		if old != nil && old.rt != nil {
 			old.rt.CloseIdleConnections()
 		}
-		// gRPC channels reconnect to the cluster with the new TLS.
-		p := *s.policy.Load()
-		p.gen = s.gen.Add(1)
-		s.policy.Store(&p)
+		if oldpt != nil {
+			oldpt.rt.CloseIdleConnections()
+		}
+		if tlsChanged {
+			// gRPC channels reconnect to the cluster with the new TLS;
+			// they speak HTTP/2 whatever the cluster's HTTP protocol.
+			p := *s.policy.Load()
+			p.gen = s.gen.Add(1)
+			s.policy.Store(&p)
+		}
 	}
 	w.applyLoadLocked(c)
 	if c.CircuitBreaker != w.limits {
@@ -942,7 +961,8 @@ func (x *xdsPath) resources(withBodies bool) []admin.Resource {
 
 // upstreamTLS is how requests reach a cluster that asks for upstream TLS.
 type upstreamTLS struct {
-	rt *http.Transport
+	rt    *http.Transport
+	proto httpProto // the cluster's HTTP protocol, which rt speaks
 	// creds are the same TLS for the cluster's gRPC sub-connections.
 	creds credentials.TransportCredentials
 	err   error
@@ -953,7 +973,7 @@ type upstreamTLS struct {
 // of the cluster's SAN matchers (any member of this trust domain when it
 // lists none). A cluster that asks for TLS from a service without an
 // identity fails its requests rather than sending plaintext.
-func (x *xdsPath) upstreamFor(c *xds.Cluster) *upstreamTLS {
+func (x *xdsPath) upstreamFor(c *xds.Cluster, proto httpProto) *upstreamTLS {
 	if c.TLS == nil {
 		return nil
 	}
@@ -972,6 +992,25 @@ func (x *xdsPath) upstreamFor(c *xds.Cluster) *upstreamTLS {
 			return fmt.Errorf("weft: %s is not an allowed identity of cluster %q", peer, c.Name)
 		}
 	}
-	t := endpointTransport(x.m.base, security.ClientTLSConfig(id.src, authorize), x.m.http2)
-	return &upstreamTLS{rt: t, creds: credentials.NewTLS(security.ClientTLSConfig(id.src, authorize))}
+	t := endpointTransport(x.m.base, security.ClientTLSConfig(id.src, authorize), proto)
+	return &upstreamTLS{rt: t, proto: proto, creds: credentials.NewTLS(security.ClientTLSConfig(id.src, authorize))}
+}
+
+// protoFor builds the transport of a cluster without upstream TLS of its
+// own that speaks another protocol than the mesh's shared transport, or
+// returns nil when that transport serves it. In the clear auto_config is
+// HTTP/1.1, so it needs no transport of its own in an HTTP/1.1 mesh.
+func (x *xdsPath) protoFor(c *xds.Cluster, proto httpProto) *protoTransport {
+	m := x.m
+	if c.TLS != nil {
+		return nil
+	}
+	tc := m.meshTLS()
+	if tc == nil && proto == protoAuto {
+		proto = protoHTTP1
+	}
+	if proto == m.meshProto() {
+		return nil
+	}
+	return &protoTransport{proto: proto, rt: endpointTransport(m.base, tc, proto)}
 }

@@ -14,10 +14,12 @@ import (
 // priorities placed after those of the leaves before it, so the
 // cluster's priority failover moves from one underlying cluster to the
 // next. As in grpc-go, the aggregate cluster's own lb_policy balances the
-// flattened priorities; outlier detection, thresholds and upstream TLS,
-// which grpc-go applies per underlying cluster, are the first leaf's here
-// for the whole cluster, and leaves that ask for different upstream TLS
-// are refused rather than sent plaintext or the wrong identity.
+// flattened priorities; outlier detection, thresholds, upstream TLS and
+// the HTTP protocol, which Envoy applies per underlying cluster, are the
+// first leaf's here for the whole cluster, and leaves that ask for
+// different upstream TLS are refused rather than sent plaintext or the
+// wrong identity. Leaves asking for different protocols are not refused,
+// which would fail an aggregate cluster Envoy serves; they get the first's.
 
 // followAggregate starts or updates the resolution of an aggregate
 // cluster's graph.
@@ -93,11 +95,12 @@ func (w *clusterWatcher) failAggregateLocked(err error) {
 
 // aggregateEffective is the cluster whose settings apply to an aggregate
 // cluster's requests: its own balancer, and the first leaf's outlier
-// detection, thresholds and upstream TLS.
+// detection, thresholds, upstream TLS and HTTP protocol.
 func aggregateEffective(root *xds.Cluster, leaves []*xds.Cluster) (*xds.Cluster, error) {
 	eff := *root
 	first := leaves[0]
 	eff.OutlierDetection, eff.CircuitBreaker, eff.TLS = first.OutlierDetection, first.CircuitBreaker, first.TLS
+	eff.Protocol = first.Protocol
 	for _, l := range leaves[1:] {
 		if fmt.Sprint(l.TLS) != fmt.Sprint(first.TLS) {
 			return nil, fmt.Errorf("aggregate cluster %q: underlying clusters %q and %q ask for different upstream TLS (transport_socket); Weft applies one to the whole aggregate cluster", root.Name, first.Name, l.Name)

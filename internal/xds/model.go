@@ -504,6 +504,52 @@ type Cluster struct {
 	// LoadService is the cluster_service_name of its load reports: the
 	// eds_service_name as written, empty when unset, as grpc-go sends it.
 	LoadService string
+	// Protocol is the HTTP protocol the cluster asks its HTTP requests to
+	// reach its endpoints with (Envoy's upstream HttpProtocolOptions).
+	// gRPC channels speak HTTP/2 whatever it says, as grpc-go does.
+	Protocol UpstreamProtocol
+}
+
+// UpstreamProtocol is a cluster's choice of HTTP protocol to its
+// endpoints, as Envoy's upstream HttpProtocolOptions make it.
+type UpstreamProtocol uint8
+
+// The protocols a cluster may ask for.
+const (
+	// ProtocolUnset: the cluster says nothing (or asks for what cannot be
+	// served, HTTP/3), so the client's own setting applies.
+	ProtocolUnset UpstreamProtocol = iota
+	// ProtocolHTTP1 is HTTP/1.1 (explicit_http_config.http_protocol_options).
+	ProtocolHTTP1
+	// ProtocolHTTP2 is HTTP/2 (explicit_http_config.http2_protocol_options,
+	// or the cluster's deprecated http2_protocol_options): h2c with prior
+	// knowledge in the clear, h2 alone offered by ALPN over TLS.
+	ProtocolHTTP2
+	// ProtocolAuto (auto_config) lets ALPN choose over TLS, offering h2
+	// and http/1.1; in the clear it is HTTP/1.1, as in Envoy.
+	ProtocolAuto
+	// ProtocolDownstream (use_downstream_protocol_config, or the deprecated
+	// protocol_selection USE_DOWNSTREAM_PROTOCOL) is the protocol the
+	// request arrived with; a client's own request has none, so the
+	// client's own setting applies.
+	ProtocolDownstream
+)
+
+// String names p as Envoy's configuration does.
+func (p UpstreamProtocol) String() string {
+	switch p {
+	case ProtocolUnset:
+		return "unset"
+	case ProtocolHTTP1:
+		return "http1"
+	case ProtocolHTTP2:
+		return "http2"
+	case ProtocolAuto:
+		return "auto"
+	case ProtocolDownstream:
+		return "use_downstream"
+	}
+	return "unknown"
 }
 
 // RingHashConfig configures ring_hash.

@@ -144,6 +144,13 @@ func translateCluster(c *clusterv3.Cluster) (*Cluster, error) {
 		out.ReportLoad = true
 		out.LoadService = c.GetEdsClusterConfig().GetServiceName()
 	}
+	if out.Kind != ClusterAggregate {
+		// An aggregate cluster's requests use its underlying clusters'
+		// protocol; its own options are reported whole.
+		if err := translateHTTPProtocol(c, out); err != nil {
+			return nil, err
+		}
+	}
 	if ts := c.GetTransportSocket(); ts != nil {
 		t, err := translateUpstreamTLS(ts)
 		if err != nil {

@@ -38,6 +38,20 @@ func newFieldSet(paths ...string) fieldSet {
 	return root
 }
 
+// walkInside makes the named paths of fs, leaves of it, inner nodes with
+// nothing applied under them: the field's presence is applied (it selects
+// something) while every field set inside it is reported.
+func walkInside(fs fieldSet, paths ...string) fieldSet {
+	for _, p := range paths {
+		n := fs
+		for _, name := range strings.Split(p, ".") {
+			n = n.children[protoreflect.Name(name)]
+		}
+		n.leaf = false
+	}
+	return fs
+}
+
 // graft makes sub the applied set under field name of fs.
 func graft(fs fieldSet, name protoreflect.Name, sub fieldSet) fieldSet {
 	fs.children[name] = sub
@@ -135,7 +149,10 @@ var (
 	// itself (ClientSideWeightedRoundRobin's
 	// metric_names_for_computing_utilization, slow_start_config and
 	// oob_reporting_config).
-	clusterFields = newFieldSet("name", "type",
+	// typed_extension_protocol_options is a map the walk does not enter:
+	// translateHTTPProtocol reports what it does not apply. The deprecated
+	// protocol messages select a protocol; their settings are reported.
+	clusterFields = walkInside(newFieldSet("name", "type",
 		"eds_cluster_config.eds_config", "eds_cluster_config.service_name",
 		"lb_policy", "ring_hash_lb_config", "least_request_lb_config", "maglev_lb_config.table_size", "load_balancing_policy",
 		"round_robin_lb_config.slow_start_config.slow_start_window",
@@ -153,7 +170,9 @@ var (
 		"outlier_detection.failure_percentage_request_volume",
 		"outlier_detection.consecutive_5xx", "outlier_detection.enforcing_consecutive_5xx",
 		"outlier_detection.consecutive_gateway_failure", "outlier_detection.enforcing_consecutive_gateway_failure",
-		"transport_socket", "lrs_server.self")
+		"transport_socket", "lrs_server.self",
+		"typed_extension_protocol_options", "http_protocol_options", "http2_protocol_options", "protocol_selection"),
+		"http_protocol_options", "http2_protocol_options")
 	// An aggregate cluster's own balancer balances its flattened
 	// priorities, as in grpc-go; its thresholds, outlier detection and TLS
 	// are not read (its first underlying cluster's apply).

@@ -12,6 +12,7 @@ import (
 	aggregatev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/clusters/aggregate/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
@@ -173,4 +174,35 @@ func LBPolicy(policies ...proto.Message) *clusterv3.LoadBalancingPolicy {
 			TypedExtensionConfig: &corev3.TypedExtensionConfig{Name: "policy-" + strconv.Itoa(i), TypedConfig: mustAny(p)}})
 	}
 	return out
+}
+
+// UpstreamHTTP sets c's upstream HTTP protocol options, as istiod sends
+// them, to the protocol named: "http1" and "http2" choose one explicitly
+// (istiod's explicit HTTP/2 for ports declared http2 or grpc, and for
+// h2UpgradePolicy UPGRADE), "auto" lets ALPN choose, "use_downstream"
+// follows the caller's protocol (istiod's choice for ports whose protocol
+// it sniffs). It returns c.
+func UpstreamHTTP(c *clusterv3.Cluster, protocol string) *clusterv3.Cluster {
+	o := &httpv3.HttpProtocolOptions{}
+	switch protocol {
+	case "http1":
+		o.UpstreamProtocolOptions = &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions{HttpProtocolOptions: &corev3.Http1ProtocolOptions{}}}}
+	case "http2":
+		o.UpstreamProtocolOptions = &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}}}}
+	case "auto":
+		o.UpstreamProtocolOptions = &httpv3.HttpProtocolOptions_AutoConfig{AutoConfig: &httpv3.HttpProtocolOptions_AutoHttpConfig{
+			HttpProtocolOptions: &corev3.Http1ProtocolOptions{}, Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}}}
+	case "use_downstream":
+		o.UpstreamProtocolOptions = &httpv3.HttpProtocolOptions_UseDownstreamProtocolConfig{UseDownstreamProtocolConfig: &httpv3.HttpProtocolOptions_UseDownstreamHttpConfig{
+			HttpProtocolOptions: &corev3.Http1ProtocolOptions{}, Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}}}
+	default:
+		panic("xdstest: UpstreamHTTP: unknown protocol " + protocol) // only for names written in tests
+	}
+	if c.TypedExtensionProtocolOptions == nil {
+		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{}
+	}
+	c.TypedExtensionProtocolOptions["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"] = mustAny(o)
+	return c
 }
