@@ -38,14 +38,17 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/weftmesh/weft/mesh"
 	"github.com/weftmesh/weft/security"
 )
 
@@ -62,6 +65,7 @@ var sections = []string{"http", "grpc", "full", "open", "sidecar", "memory", "xd
 type options struct {
 	short       bool
 	warm        int           // memory: requests that warm each stack
+	conns       int           // memory: idle keep-alive connections held to weigh one
 	perVariant  time.Duration // closed loop: each variant's share of each case
 	slice       time.Duration // closed loop: length of one turn
 	rates       []float64
@@ -109,9 +113,9 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 			}
 		}
 	}
-	o.warm = 2000
+	o.warm, o.conns = 2000, 200
 	if o.short {
-		o.warm = 200
+		o.warm, o.conns = 200, 20
 	}
 	o.only = map[string]bool{}
 	for s := range strings.SplitSeq(*only, ",") {
@@ -254,6 +258,11 @@ func run(ctx context.Context, args []string, out io.Writer) (*report, error) {
 		if rep.memory, err = e.measureStackMemory(ctx, o.warm, cert, roots, clientSrc, serverSrc); err != nil {
 			return rep, fmt.Errorf("memory: %w", err)
 		}
+		perConn, err := e.measureConnMemory(ctx, o.conns, cert, roots, clientSrc, serverSrc)
+		if err != nil {
+			return rep, fmt.Errorf("memory per connection: %w", err)
+		}
+		rep.memory = append(rep.memory, perConn...)
 	}
 	needStacks := o.only["http"] || o.only["grpc"] || o.only["full"] || o.only["open"] || o.only["sidecar"]
 	var s *stacks
@@ -424,6 +433,75 @@ func (e *env) measureStackMemory(ctx context.Context, n int, cert tls.Certificat
 		{"net/http TLS client and server", plain},
 		{"Weft full stack client and server", weft},
 		{"added by Weft", memory{heap: weft.heap - plain.heap, rss: weft.rss - plain.rss}},
+	}, nil
+}
+
+// measureConnMemory weighs one idle keep-alive connection, its client
+// and server ends together: conns requests held at the server until all
+// have arrived open conns connections, which then stay in the client's
+// pool; the live heap they add, over conns, is one connection's. Plain
+// net/http over TLS against Weft's default, HTTP/1.1 over SPIFFE mTLS.
+func (e *env) measureConnMemory(ctx context.Context, conns int, cert tls.Certificate, roots *x509.CertPool, clientSrc, serverSrc security.Source) ([]memoryRow, error) {
+	weigh := func(serve func(http.Handler) (string, error), call func(addr string) caller) (memory, error) {
+		var arrived atomic.Int64
+		all := make(chan struct{})
+		hold := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if arrived.Add(1) == int64(conns) {
+				close(all)
+			}
+			select {
+			case <-all:
+			case <-time.After(requestCap):
+			case <-r.Context().Done():
+			}
+			w.Header().Set("Content-Length", "1")
+			w.Write(payload[:1])
+		})
+		addr, err := serve(hold)
+		if err != nil {
+			return memory{}, err
+		}
+		c := call(addr)
+		// One request first: what a client and server cost before their
+		// first connection is not a connection's.
+		arrived.Add(-1)
+		if err := c(ctx, 1); err != nil {
+			return memory{}, err
+		}
+		m0 := measureMemory()
+		if err := forEach(conns, conns, func(int) error { return c(ctx, 1) }); err != nil {
+			return memory{}, err
+		}
+		m1 := measureMemory()
+		n := int64(conns - 1) // the first connection was open already
+		return memory{heap: (m1.heap - m0.heap) / n, rss: (m1.rss - m0.rss) / n}, nil
+	}
+	plain, err := weigh(func(h http.Handler) (string, error) { return e.httpServer(h, &cert) },
+		func(addr string) caller { return httpCaller(e.plainHTTPClient("tls1", roots), "https://"+addr) })
+	if err != nil {
+		return nil, err
+	}
+	weft, err := weigh(func(h http.Handler) (string, error) {
+		srv, err := e.newMesh(ctx, mesh.WithServiceName("bench-server"), mesh.WithX509Source(serverSrc))
+		if err != nil {
+			return "", err
+		}
+		return e.meshServer(srv, h)
+	}, func(addr string) caller {
+		cli, err := e.newMesh(ctx, mesh.WithServiceName("bench-client"), mesh.WithX509Source(clientSrc), mesh.WithEndpoints("held", addr))
+		if err != nil {
+			return func(context.Context, int) error { return err }
+		}
+		return httpCaller(cli.HTTPClient(), "http://held")
+	})
+	if err != nil {
+		return nil, err
+	}
+	label := fmt.Sprintf("per idle connection (%d held), HTTP/1.1: ", conns)
+	return []memoryRow{
+		{label + "net/http TLS", plain},
+		{label + "Weft SPIFFE mTLS", weft},
+		{label + "added by Weft", memory{heap: weft.heap - plain.heap, rss: weft.rss - plain.rss}},
 	}, nil
 }
 

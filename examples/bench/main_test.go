@@ -109,8 +109,10 @@ func TestShortRun(t *testing.T) {
 			}
 		}
 	}
-	if len(rep.memory) != 3 || rep.memory[0].mem.rss == 0 && rep.memory[1].mem.rss == 0 {
-		t.Errorf("memory rows %+v, want 3 with RSS read", rep.memory)
+	if len(rep.memory) != 6 || rep.memory[0].mem.rss == 0 && rep.memory[1].mem.rss == 0 {
+		t.Errorf("memory rows %+v, want 6 with RSS read", rep.memory)
+	} else if rep.memory[3].mem.heap <= 0 || rep.memory[4].mem.heap <= 0 {
+		t.Errorf("memory per connection %+v, %+v; want each connection to weigh something", rep.memory[3], rep.memory[4])
 	}
 	if want := len(o.endpoints) + 1; len(rep.xds) != want {
 		t.Errorf("%d xDS rows, want %d", len(rep.xds), want)

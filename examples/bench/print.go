@@ -17,6 +17,14 @@ func size(n int) string {
 	return fmt.Sprintf("%d B", n)
 }
 
+// heapSize is b in KiB below a MiB (a connection's share), else in MiB.
+func heapSize(b int64) string {
+	if b > -1<<20 && b < 1<<20 {
+		return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10))
+	}
+	return mib(b)
+}
+
 func mib(b int64) string { return fmt.Sprintf("%.2f MiB", float64(b)/(1<<20)) }
 
 func kib(b float64) string {
@@ -116,10 +124,12 @@ func vcpu(d time.Duration) float64 { return 1000 * d.Seconds() }
 func printMemory(out io.Writer, o options, rep *report) {
 	fmt.Fprintf(out, "### Memory of a client and server (each warmed by %d requests from 8 callers)\n", o.warm)
 	fmt.Fprintln(out)
+	fmt.Fprintf(out, "The rows per idle connection hold %d requests at the server until all have arrived, so the client opens %d keep-alive connections that then stay in its pool, and divide the heap they add (client and server ends together) by the connections opened.\n", o.conns, o.conns)
+	fmt.Fprintln(out)
 	fmt.Fprintln(out, "| stack | Go heap (live, after GC) | RSS |")
 	fmt.Fprintln(out, "| --- | ---: | ---: |")
 	for _, r := range rep.memory {
-		fmt.Fprintf(out, "| %s | %s | %s |\n", r.stack, mib(r.mem.heap), mib(r.mem.rss))
+		fmt.Fprintf(out, "| %s | %s | %s |\n", r.stack, heapSize(r.mem.heap), heapSize(r.mem.rss))
 	}
 	fmt.Fprintln(out)
 }

@@ -154,6 +154,11 @@ func listen() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
 // plainHTTPServer serves echo with net/http alone: HTTP/1.1 and h2c in the
 // clear, or HTTP/1.1 and HTTP/2 over TLS when cert is given.
 func (e *env) plainHTTPServer(cert *tls.Certificate) (string, error) {
+	return e.httpServer(http.HandlerFunc(echo), cert)
+}
+
+// httpServer serves h with net/http alone, as plainHTTPServer serves echo.
+func (e *env) httpServer(h http.Handler, cert *tls.Certificate) (string, error) {
 	ln, err := listen()
 	if err != nil {
 		return "", err
@@ -161,7 +166,7 @@ func (e *env) plainHTTPServer(cert *tls.Certificate) (string, error) {
 	var p http.Protocols
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true)
-	srv := &http.Server{Handler: http.HandlerFunc(echo), Protocols: &p, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: h, Protocols: &p, ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -216,13 +221,18 @@ func (e *env) newMesh(ctx context.Context, opts ...mesh.Option) (*mesh.Mesh, err
 // weftHTTPServer serves echo through m.Serve: the mesh's inbound chain, and
 // mTLS when the mesh has an identity.
 func (e *env) weftHTTPServer(m *mesh.Mesh) (string, error) {
+	return e.meshServer(m, http.HandlerFunc(echo))
+}
+
+// meshServer serves h through m.Serve, as weftHTTPServer serves echo.
+func (e *env) meshServer(m *mesh.Mesh, h http.Handler) (string, error) {
 	ln, err := listen()
 	if err != nil {
 		return "", err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); m.Serve(ctx, ln, http.HandlerFunc(echo)) }()
+	go func() { defer close(done); m.Serve(ctx, ln, h) }()
 	e.defer_(func() { cancel(); <-done })
 	return ln.Addr().String(), nil
 }
