@@ -71,6 +71,7 @@ type options struct {
 	rates       []float64
 	rateTime    time.Duration // open loop: each variant's share of each rate
 	sidecarRate float64       // sidecar: the open-loop rate
+	sidecarTime time.Duration // sidecar: open-loop time of each variant, in ten turns
 	endpoints   []int
 	clusters    int
 	xdsDelta    bool // xDS scale over incremental xDS
@@ -88,6 +89,7 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	rates := fs.String("rates", "500,2000,5000", "open loop: requests per second, comma-separated")
 	fs.DurationVar(&o.rateTime, "rate-duration", 4*time.Second, "open loop: time each variant gets at each rate")
 	fs.Float64Var(&o.sidecarRate, "sidecar-rate", 1000, "sidecar: open-loop requests per second (Istio publishes its figures at 1,000)")
+	fs.DurationVar(&o.sidecarTime, "sidecar-duration", 10*time.Second, "sidecar: open-loop time each variant gets, in ten turns (the p99 needs the samples)")
 	endpoints := fs.String("endpoints", "1,100,1000,10000", "xDS scale: endpoints in one cluster, comma-separated")
 	fs.IntVar(&o.clusters, "clusters", 1000, "xDS scale: clusters of one endpoint each (0 = skip)")
 	fs.BoolVar(&o.xdsDelta, "xds-delta", false, "xDS scale: the mesh speaks incremental (delta) xDS instead of state of the world")
@@ -104,7 +106,7 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		short := map[string]string{"duration": "10ms", "slice": "5ms", "rates": "200,400", "rate-duration": "100ms",
-			"endpoints": "1,100,1000,10000", "clusters": "50", "sidecar-rate": "200"}
+			"endpoints": "1,100,1000,10000", "clusters": "50", "sidecar-rate": "200", "sidecar-duration": "200ms"}
 		for name, v := range short {
 			if !set[name] {
 				if err := fs.Set(name, v); err != nil {
@@ -144,8 +146,8 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	switch {
 	case o.perVariant <= 0 || o.slice <= 0 || o.rateTime <= 0:
 		return o, errors.New("-duration, -slice and -rate-duration must be positive")
-	case o.sidecarRate <= 0 || o.sidecarRate > 50_000 || o.sidecarRate*o.rateTime.Seconds() < 8:
-		return o, errors.New("-sidecar-rate must be between 0 and 50000, with at least 8 requests in -rate-duration")
+	case o.sidecarRate <= 0 || o.sidecarRate > 50_000 || o.sidecarRate*o.sidecarTime.Seconds() < 20:
+		return o, errors.New("-sidecar-rate must be between 0 and 50000, with at least 20 requests in -sidecar-duration")
 	case o.clusters < 0 || o.clusters > 10_000:
 		return o, errors.New("-clusters must be between 0 and 10000")
 	case len(o.only) == 0:

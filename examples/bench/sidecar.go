@@ -367,7 +367,7 @@ func measureSidecar(ctx context.Context, o options, e *env, s *stacks, out io.Wr
 	if err != nil {
 		return nil, err
 	}
-	open, err := openRotating(ctx, vs, 1024, o.sidecarRate, o.rateTime)
+	open, err := openRotating(ctx, vs, 1024, o.sidecarRate, o.sidecarTime)
 	if err != nil {
 		return nil, err
 	}
@@ -378,10 +378,10 @@ func measureSidecar(ctx context.Context, o options, e *env, s *stacks, out io.Wr
 }
 
 // openRotating runs every variant open loop at rate for perVariant in all,
-// in four turns, the order reversed every other turn, so that a drift of
-// the machine's load is shared.
+// in ten turns, the order reversed every other turn, so that a drift of
+// the machine's load, and its stalls, are shared.
 func openRotating(ctx context.Context, vs []variant, size int, rate float64, perVariant time.Duration) ([]openResult, error) {
-	const turns = 4
+	const turns = 10
 	out := make([]openResult, len(vs))
 	lat := make([][]time.Duration, len(vs))
 	for t := range turns {
