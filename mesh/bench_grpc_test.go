@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 	"github.com/weftmesh/weft/mesh"
+	"github.com/weftmesh/weft/security/spiffetest"
 )
 
 // echoServer answers UnaryCall with a payload of the requested size.
@@ -259,6 +262,93 @@ func BenchmarkGRPCUnarySession(b *testing.B) {
 				if len(md.Get("set-cookie")) != 0 {
 					b.Fatal("a call that carried its cookie was moved")
 				}
+			}
+		})
+	}
+}
+
+// BenchmarkGRPCServer isolates the server side: one plain grpc-go client
+// calls a plain grpc.NewServer and a Weft NewGRPCServer (defaults: no
+// policy, no admin, telemetry no-op) in turn, insecure, then both with
+// SPIFFE mTLS, where every call's interceptors may ask for the caller's
+// SPIFFE ID. The client is the same on both rows, so the difference is
+// the server's.
+func BenchmarkGRPCServer(b *testing.B) {
+	insecureClient := func(addr string) testgrpc.BenchmarkServiceClient {
+		cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { cc.Close() })
+		return testgrpc.NewBenchmarkServiceClient(cc)
+	}
+	plainMesh, err := mesh.New(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { plainMesh.Close() })
+	gs, err := plainMesh.NewGRPCServer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	type row struct {
+		name   string
+		client testgrpc.BenchmarkServiceClient
+	}
+	rows := []row{
+		{"plaintext/grpc", insecureClient(serveGRPC(b, grpc.NewServer()))},
+		{"plaintext/weft", insecureClient(serveGRPC(b, gs))},
+	}
+
+	ca, err := spiffetest.NewCA(shop)
+	if err != nil {
+		b.Fatal(err)
+	}
+	api, err := spiffetest.StartWorkloadAPI(ca, ordersID)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { api.Close() })
+	b.Setenv("SPIFFE_ENDPOINT_SOCKET", api.Addr())
+	mtlsMesh, err := mesh.New(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { mtlsMesh.Close() })
+	tc := mtlsMesh.ServerTLSConfig()
+	if tc == nil {
+		b.Fatal("a mesh with an identity has no server TLS config")
+	}
+	mgs, err := mtlsMesh.NewGRPCServer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	svid, err := ca.IssueX509SVID(frontendID, time.Hour)
+	if err != nil {
+		b.Fatal(err)
+	}
+	mtlsClient := func(addr string) testgrpc.BenchmarkServiceClient {
+		cfg := tlsconfig.MTLSClientConfig(svid, ca.Bundle(), tlsconfig.AuthorizeID(ordersID))
+		cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { cc.Close() })
+		return testgrpc.NewBenchmarkServiceClient(cc)
+	}
+	rows = append(rows,
+		row{"mtls/grpc", mtlsClient(serveGRPC(b, grpc.NewServer(grpc.Creds(credentials.NewTLS(tc.Clone())))))},
+		row{"mtls/weft", mtlsClient(serveGRPC(b, mgs))})
+
+	req := payloadRequest(1)
+	for _, r := range rows {
+		call(b, r.client, req) // connect before timing
+	}
+	for _, r := range rows {
+		b.Run(r.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				call(b, r.client, req)
 			}
 		})
 	}
