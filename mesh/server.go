@@ -148,13 +148,13 @@ func (s ctxStream) Context() context.Context { return s.ctx }
 // withoutForwardedClientCertMD returns ctx, or a copy whose incoming
 // metadata lack x-forwarded-client-cert in every spelling.
 func withoutForwardedClientCertMD(ctx context.Context) context.Context {
-	md, ok := metadata.FromIncomingContext(ctx)
-	if !ok {
-		return ctx
-	}
+	// Look before copying: FromIncomingContext copies every key and
+	// value, some six allocations a call, for a header that is almost
+	// never there. ValueFromIncomingContext reads the metadata in place
+	// and ignores case; the spellings differ only by separators.
 	found := false
-	for k := range md {
-		if isForwardedClientCert(k) {
+	for _, k := range forwardedClientCertSpellings {
+		if metadata.ValueFromIncomingContext(ctx, k) != nil {
 			found = true
 			break
 		}
@@ -162,6 +162,7 @@ func withoutForwardedClientCertMD(ctx context.Context) context.Context {
 	if !found {
 		return ctx
 	}
+	md, _ := metadata.FromIncomingContext(ctx)
 	clean := make(metadata.MD, len(md))
 	for k, v := range md {
 		if !isForwardedClientCert(k) {
@@ -170,6 +171,23 @@ func withoutForwardedClientCertMD(ctx context.Context) context.Context {
 	}
 	return metadata.NewIncomingContext(ctx, clean)
 }
+
+// forwardedClientCertSpellings are x-forwarded-client-cert with each of
+// its three separators a hyphen or an underscore: with case ignored, every
+// spelling isForwardedClientCert accepts.
+var forwardedClientCertSpellings = func() []string {
+	var out []string
+	for i := range 8 {
+		b := []byte(forwardedClientCert)
+		for bit, at := range []int{1, 11, 18} {
+			if i&(1<<bit) != 0 {
+				b[at] = '_'
+			}
+		}
+		out = append(out, string(b))
+	}
+	return out
+}()
 
 func isForwardedClientCert(k string) bool {
 	if len(k) != len(forwardedClientCert) {
