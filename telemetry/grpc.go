@@ -44,6 +44,22 @@ func ServerStatsHandler(opts ...Option) stats.Handler {
 	return otelgrpc.NewServerHandler(c.otelgrpcOptions()...)
 }
 
+// ServerTraceContext returns nil when ServerStatsHandler(opts...) would
+// make spans or measurements. With both providers no-op it returns all
+// that handler would do for a call: take the caller's trace context from
+// the call's incoming metadata into its context. A server that calls it
+// first thing in its interceptors can then go without the stats handler,
+// for which grpc-go builds its stats events, some fifteen allocations a
+// call, even when the handler ignores them. The function is safe for
+// concurrent use.
+func ServerTraceContext(opts ...Option) func(context.Context) context.Context {
+	c := newConfig(opts)
+	if !c.off() {
+		return nil
+	}
+	return newPropagatingStats(c.propagatorOrDefault(), false).incoming
+}
+
 func (c *config) otelgrpcOptions() []otelgrpc.Option {
 	return []otelgrpc.Option{
 		otelgrpc.WithTracerProvider(c.tracerProviderOrGlobal()),
@@ -78,6 +94,12 @@ func (p *propagatingStats) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) cont
 		p.prop.Inject(ctx, mdCarrier(md))
 		return metadata.NewOutgoingContext(ctx, md)
 	}
+	return p.incoming(ctx)
+}
+
+// incoming takes the caller's trace context, if its metadata carry one,
+// into ctx.
+func (p *propagatingStats) incoming(ctx context.Context) context.Context {
 	// Look for the propagator's keys before copying the metadata, which
 	// FromIncomingContext does: most calls carry no trace context.
 	for _, f := range p.fields {

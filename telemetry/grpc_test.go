@@ -165,6 +165,31 @@ func TestGRPCTraceAcrossServices(t *testing.T) {
 // gRPC: service A records nothing (no-op providers), yet B's server span is
 // a child of the client's span, because A's handlers carry the context on.
 func TestGRPCPropagationWithoutSDK(t *testing.T) {
+	testGRPCPropagationWithoutSDK(t, func(tel *telemetry.Telemetry) grpc.ServerOption {
+		return grpc.StatsHandler(telemetry.ServerStatsHandler(tel.Options()...))
+	})
+}
+
+// TestGRPCServerTraceContext is TestGRPCPropagationWithoutSDK with A's
+// server taking the trace context in an interceptor, by
+// ServerTraceContext, instead of a stats handler.
+func TestGRPCServerTraceContext(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	if f := telemetry.ServerTraceContext(telemetry.WithTracerProvider(newService(t, "on", rec).tp)); f != nil {
+		t.Error("ServerTraceContext with a tracer provider is not nil: the stats handler is needed")
+	}
+	testGRPCPropagationWithoutSDK(t, func(tel *telemetry.Telemetry) grpc.ServerOption {
+		incoming := telemetry.ServerTraceContext(tel.Options()...)
+		if incoming == nil {
+			t.Fatal("ServerTraceContext with no-op providers is nil")
+		}
+		return grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+			return handler(incoming(ctx), req)
+		})
+	})
+}
+
+func testGRPCPropagationWithoutSDK(t *testing.T, serverA func(*telemetry.Telemetry) grpc.ServerOption) {
 	clearOTELEnv(t)
 	rec := tracetest.NewSpanRecorder()
 	client, svcB := newService(t, "client", rec), newService(t, "b", rec)
@@ -177,7 +202,7 @@ func TestGRPCPropagationWithoutSDK(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tel.Shutdown(context.Background())
-	srvA := grpc.NewServer(grpc.StatsHandler(telemetry.ServerStatsHandler(tel.Options()...)))
+	srvA := grpc.NewServer(serverA(tel))
 	healthpb.RegisterHealthServer(srvA, &forwardingHealth{next: healthpb.NewHealthClient(dial(t, addrB, tel.Options()...))})
 	addrA := serveGRPC(t, srvA)
 
