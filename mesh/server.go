@@ -379,7 +379,7 @@ func (m *Mesh) NewGRPCServer(opts ...grpc.ServerOption) (GRPCServer, error) {
 	authn := m.authnServerOptions()
 	after := append(m.authzServerOptions(), m.grpcServerResilience()...)
 	after = append(after, m.grpcServerORCA()...)
-	base := append(append([]grpc.ServerOption{m.grpcServerTelemetry()}, authn...), after...)
+	base := append(append(m.grpcServerTelemetry(), authn...), after...)
 	// Golden metrics first, so they see every call, denied ones too.
 	strip := append(m.goldenServerOptions(), grpc.ChainUnaryInterceptor(m.stripAndTapUnary), grpc.ChainStreamInterceptor(m.stripAndTapStream))
 	var srv GRPCServer
@@ -391,7 +391,7 @@ func (m *Mesh) NewGRPCServer(opts ...grpc.ServerOption) (GRPCServer, error) {
 		srv = grpc.NewServer(append(append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds())}, append(strip, base...)...), opts...)...)
 	case m.cfg.grpcGoXDS == nil:
 		// It strips first itself, then authn, then the xDS decision.
-		srv = m.newXDSGRPCServer(authn, append([]grpc.ServerOption{m.grpcServerTelemetry()}, after...), opts)
+		srv = m.newXDSGRPCServer(authn, append(m.grpcServerTelemetry(), after...), opts)
 	default:
 		base = append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds())}, append(strip, base...)...)
 		s, err := m.cfg.grpcGoXDS.NewServer(m.cfg.bootstrap, append(base, opts...)...)

@@ -364,20 +364,31 @@ func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // stripAndTapUnary and stripAndTapStream are the first interceptors of a
-// mesh gRPC server: x-forwarded-client-cert removed from the metadata
-// that authorization rules and the handler read, as
-// stripForwardedClientCert removes it from HTTP requests, then the call
-// tapped, outside authorization. One interceptor, not two: grpc-go allocates per call for
-// each interceptor of a chain, and an idle tap must cost nothing.
+// mesh gRPC server but golden metrics': with telemetry off, the caller's
+// trace context taken into the call's (grpcServerTelemetry), then
+// x-forwarded-client-cert removed from the metadata that authorization
+// rules and the handler read, as stripForwardedClientCert removes it from
+// HTTP requests, then the call tapped, outside authorization. One
+// interceptor, not three: grpc-go allocates per call for each interceptor
+// of a chain, and an idle tap must cost nothing.
 func (m *Mesh) stripAndTapUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	return m.tapServerUnary(withoutForwardedClientCertMD(ctx), req, info, handler)
+	return m.tapServerUnary(m.grpcInboundContext(ctx), req, info, handler)
 }
 
 func (m *Mesh) stripAndTapStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if ctx := withoutForwardedClientCertMD(ss.Context()); ctx != ss.Context() {
+	if ctx := m.grpcInboundContext(ss.Context()); ctx != ss.Context() {
 		ss = ctxStream{ServerStream: ss, ctx: ctx}
 	}
 	return m.tapServerStream(srv, ss, info, handler)
+}
+
+// grpcInboundContext is a call's context with the caller's trace context,
+// when no stats handler took it, and without x-forwarded-client-cert.
+func (m *Mesh) grpcInboundContext(ctx context.Context) context.Context {
+	if m.grpcTraceCtx != nil {
+		ctx = m.grpcTraceCtx(ctx)
+	}
+	return withoutForwardedClientCertMD(ctx)
 }
 
 // tapServerUnary and tapServerStream tap inbound gRPC calls.

@@ -46,8 +46,15 @@ func (m *Mesh) grpcClientTelemetry() grpc.DialOption {
 	return grpc.WithStatsHandler(telemetry.ClientStatsHandler(m.tel.Options()...))
 }
 
-func (m *Mesh) grpcServerTelemetry() grpc.ServerOption {
-	return grpc.StatsHandler(telemetry.ServerStatsHandler(m.tel.Options()...))
+// grpcServerTelemetry is the stats handler of a gRPC server, none with
+// telemetry off: the first interceptor (stripAndTapUnary) then carries
+// the trace context, which is all the handler would do, and grpc-go
+// builds no stats events for the call.
+func (m *Mesh) grpcServerTelemetry() []grpc.ServerOption {
+	if m.grpcTraceCtx != nil {
+		return nil
+	}
+	return []grpc.ServerOption{grpc.StatsHandler(telemetry.ServerStatsHandler(m.tel.Options()...))}
 }
 
 func (m *Mesh) shutdownTelemetry() {

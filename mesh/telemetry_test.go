@@ -7,11 +7,17 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/weftmesh/weft/mesh"
 )
@@ -137,5 +143,67 @@ func TestMeshMetrics(t *testing.T) {
 	}
 	if retries == 0 {
 		t.Error("weft.client.retries stayed at 0 though a failing endpoint forced retries")
+	}
+}
+
+// traceRecorder answers health checks and watches, recording the span
+// context each call's handler sees.
+type traceRecorder struct {
+	healthpb.UnimplementedHealthServer
+	seen chan trace.SpanContext
+}
+
+func (r *traceRecorder) Check(ctx context.Context, _ *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	r.seen <- trace.SpanContextFromContext(ctx)
+	return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
+}
+
+func (r *traceRecorder) Watch(_ *healthpb.HealthCheckRequest, ss grpc.ServerStreamingServer[healthpb.HealthCheckResponse]) error {
+	r.seen <- trace.SpanContextFromContext(ss.Context())
+	return ss.Send(&healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING})
+}
+
+// With telemetry off a mesh gRPC server installs no stats handler, yet
+// the caller's trace context still reaches unary and streaming handlers,
+// so a trace crosses the hop.
+func TestGRPCServerCarriesTheTraceWithTelemetryOff(t *testing.T) {
+	m := newMesh(t)
+	gs, err := m.NewGRPCServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &traceRecorder{seen: make(chan trace.SpanContext, 2)}
+	healthpb.RegisterHealthServer(gs, rec)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go gs.Serve(ln)
+	defer gs.Stop()
+	cc, err := grpc.NewClient("passthrough:///"+ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	const traceID, spanID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, "traceparent", "00-"+traceID+"-"+spanID+"-01")
+	client := healthpb.NewHealthClient(cc)
+	if _, err := client.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	w, err := client.Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	for _, kind := range []string{"unary", "stream"} {
+		sc := <-rec.seen
+		if sc.TraceID().String() != traceID || sc.SpanID().String() != spanID || !sc.IsRemote() {
+			t.Errorf("the %s handler saw span context %s/%s (remote %v), want the caller's %s/%s", kind, sc.TraceID(), sc.SpanID(), sc.IsRemote(), traceID, spanID)
+		}
 	}
 }
