@@ -381,7 +381,7 @@ func (m *Mesh) NewGRPCServer(opts ...grpc.ServerOption) (GRPCServer, error) {
 	after = append(after, m.grpcServerORCA()...)
 	base := append(append(m.grpcServerTelemetry(), authn...), after...)
 	// Golden metrics first, so they see every call, denied ones too.
-	strip := append(m.goldenServerOptions(), grpc.ChainUnaryInterceptor(m.stripAndTapUnary), grpc.ChainStreamInterceptor(m.stripAndTapStream))
+	strip := []grpc.ServerOption{grpc.ChainUnaryInterceptor(m.firstServerUnary), grpc.ChainStreamInterceptor(m.firstServerStream)}
 	var srv GRPCServer
 	switch {
 	case sc.public:
@@ -390,7 +390,7 @@ func (m *Mesh) NewGRPCServer(opts ...grpc.ServerOption) (GRPCServer, error) {
 	case m.inbound == nil:
 		srv = grpc.NewServer(append(append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds())}, append(strip, base...)...), opts...)...)
 	case m.cfg.grpcGoXDS == nil:
-		// It strips first itself, then authn, then the xDS decision.
+		// Its first interceptor comes first, then authn, then the xDS decision.
 		srv = m.newXDSGRPCServer(authn, append(m.grpcServerTelemetry(), after...), opts)
 	default:
 		base = append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds())}, append(strip, base...)...)

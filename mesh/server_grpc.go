@@ -64,8 +64,7 @@ func (m *Mesh) newXDSGRPCServer(authn, base, opts []grpc.ServerOption) *xdsGRPCS
 		cfgs = newChainTLS(tc.Clone())
 	}
 	creds := security.PerConnectionCredentials(ctx, m.inboundTLSChooser("", cfgs), security.WithLogger(m.log))
-	all := append(append([]grpc.ServerOption{grpc.Creds(creds)}, m.goldenServerOptions()...),
-		grpc.ChainUnaryInterceptor(m.stripAndTapUnary), grpc.ChainStreamInterceptor(m.stripAndTapStream))
+	all := []grpc.ServerOption{grpc.Creds(creds), grpc.ChainUnaryInterceptor(m.firstServerUnary), grpc.ChainStreamInterceptor(m.firstServerStream)}
 	all = append(all, authn...)
 	all = append(all, grpc.ChainUnaryInterceptor(m.xdsInboundUnary), grpc.ChainStreamInterceptor(m.xdsInboundStream))
 	all = append(all, base...)

@@ -21,6 +21,7 @@ import (
 	"github.com/weftmesh/weft/internal/xds"
 	"github.com/weftmesh/weft/resilience"
 	"github.com/weftmesh/weft/security"
+	"github.com/weftmesh/weft/telemetry/admin"
 )
 
 // Live requests for /tap (internal/tap). Every hook here starts with
@@ -363,23 +364,38 @@ func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// stripAndTapUnary and stripAndTapStream are the first interceptors of a
-// mesh gRPC server but golden metrics': with telemetry off, the caller's
-// trace context taken into the call's (grpcServerTelemetry), then
-// x-forwarded-client-cert removed from the metadata that authorization
-// rules and the handler read, as stripForwardedClientCert removes it from
-// HTTP requests, then the call tapped, outside authorization. One
-// interceptor, not three: grpc-go allocates per call for each interceptor
-// of a chain, and an idle tap must cost nothing.
-func (m *Mesh) stripAndTapUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	return m.tapServerUnary(m.grpcInboundContext(ctx), req, info, handler)
+// firstServerUnary and firstServerStream are the first interceptors of
+// a mesh gRPC server, so that golden metrics see every call, denied ones
+// too: the call's golden metrics recorded (when the admin endpoint is
+// on); with telemetry off, the caller's trace context taken into the
+// call's (grpcServerTelemetry); x-forwarded-client-cert removed from the
+// metadata that authorization rules and the handler read, as
+// stripForwardedClientCert removes it from HTTP requests; then the call
+// tapped, outside authorization. One interceptor, not four: grpc-go
+// allocates per call for each interceptor of a chain, and what is off
+// must cost nothing.
+func (m *Mesh) firstServerUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if m.golden == nil {
+		return m.tapServerUnary(m.grpcInboundContext(ctx), req, info, handler)
+	}
+	start := time.Now()
+	resp, err := m.tapServerUnary(m.grpcInboundContext(ctx), req, info, handler)
+	m.observeGRPC(admin.GoldenKey{Direction: admin.DirectionInbound, Route: info.FullMethod, Caller: grpcCaller(ctx)}, start, err)
+	return resp, err
 }
 
-func (m *Mesh) stripAndTapStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+func (m *Mesh) firstServerStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	outer := ss
 	if ctx := m.grpcInboundContext(ss.Context()); ctx != ss.Context() {
 		ss = ctxStream{ServerStream: ss, ctx: ctx}
 	}
-	return m.tapServerStream(srv, ss, info, handler)
+	if m.golden == nil {
+		return m.tapServerStream(srv, ss, info, handler)
+	}
+	start := time.Now()
+	err := m.tapServerStream(srv, ss, info, handler)
+	m.observeGRPC(admin.GoldenKey{Direction: admin.DirectionInbound, Route: info.FullMethod, Caller: grpcCaller(outer.Context())}, start, err)
+	return err
 }
 
 // grpcInboundContext is a call's context with the caller's trace context,

@@ -47,7 +47,7 @@ func (m *Mesh) grpcClientTelemetry() grpc.DialOption {
 }
 
 // grpcServerTelemetry is the stats handler of a gRPC server, none with
-// telemetry off: the first interceptor (stripAndTapUnary) then carries
+// telemetry off: the first interceptor (firstServerUnary) then carries
 // the trace context, which is all the handler would do, and grpc-go
 // builds no stats events for the call.
 func (m *Mesh) grpcServerTelemetry() []grpc.ServerOption {
