@@ -379,21 +379,21 @@ func (m *Mesh) NewGRPCServer(opts ...grpc.ServerOption) (GRPCServer, error) {
 	authn := m.authnServerOptions()
 	after := append(m.authzServerOptions(), m.grpcServerResilience()...)
 	after = append(after, m.grpcServerORCA()...)
-	base := append(append(m.grpcServerTelemetry(), authn...), after...)
 	// Golden metrics first, so they see every call, denied ones too.
-	strip := []grpc.ServerOption{grpc.ChainUnaryInterceptor(m.firstServerUnary), grpc.ChainStreamInterceptor(m.firstServerStream)}
+	tel, first := m.grpcServerFirst(len(opts) > 0 || (!sc.public && m.inbound != nil && m.cfg.grpcGoXDS != nil))
+	base := append(append(tel, authn...), after...)
 	var srv GRPCServer
 	switch {
 	case sc.public:
 		m.logPublic(sc, "grpc", "")
-		srv = grpc.NewServer(append(append([]grpc.ServerOption{grpc.Creds(sc.grpcCreds())}, append(strip, base...)...), opts...)...)
+		srv = grpc.NewServer(append(append([]grpc.ServerOption{grpc.Creds(sc.grpcCreds())}, append(first, base...)...), opts...)...)
 	case m.inbound == nil:
-		srv = grpc.NewServer(append(append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds())}, append(strip, base...)...), opts...)...)
+		srv = grpc.NewServer(append(append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds())}, append(first, base...)...), opts...)...)
 	case m.cfg.grpcGoXDS == nil:
 		// Its first interceptor comes first, then authn, then the xDS decision.
-		srv = m.newXDSGRPCServer(authn, append(m.grpcServerTelemetry(), after...), opts)
+		srv = m.newXDSGRPCServer(first, authn, append(tel, after...), opts)
 	default:
-		base = append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds())}, append(strip, base...)...)
+		base = append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds())}, append(first, base...)...)
 		s, err := m.cfg.grpcGoXDS.NewServer(m.cfg.bootstrap, append(base, opts...)...)
 		if err != nil {
 			return nil, fmt.Errorf("weft: NewGRPCServer: grpc-go's xDS server: %w", err)

@@ -364,29 +364,37 @@ func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// firstServerUnary and firstServerStream are the first interceptors of
-// a mesh gRPC server, so that golden metrics see every call, denied ones
-// too: the call's golden metrics recorded (when the admin endpoint is
-// on); with telemetry off, the caller's trace context taken into the
-// call's (grpcServerTelemetry); x-forwarded-client-cert removed from the
+// firstServer is the first interceptor of a mesh gRPC server, so that
+// golden metrics see every call, denied ones too: the call's golden
+// metrics recorded (when the admin endpoint is on); the caller's trace
+// context taken into the call's when the server has no stats handler to
+// do it (grpcServerFirst); x-forwarded-client-cert removed from the
 // metadata that authorization rules and the handler read, as
 // stripForwardedClientCert removes it from HTTP requests; then the call
 // tapped, outside authorization. One interceptor, not four: grpc-go
 // allocates per call for each interceptor of a chain, and what is off
 // must cost nothing.
-func (m *Mesh) firstServerUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+type firstServer struct {
+	m *Mesh
+	// traceCtx takes the caller's trace context into the call's; nil
+	// when a stats handler does.
+	traceCtx func(context.Context) context.Context
+}
+
+func (f firstServer) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	m := f.m
 	if m.golden == nil {
-		return m.tapServerUnary(m.grpcInboundContext(ctx), req, info, handler)
+		return m.tapServerUnary(f.inbound(ctx), req, info, handler)
 	}
 	start := time.Now()
-	resp, err := m.tapServerUnary(m.grpcInboundContext(ctx), req, info, handler)
+	resp, err := m.tapServerUnary(f.inbound(ctx), req, info, handler)
 	m.observeGRPC(admin.GoldenKey{Direction: admin.DirectionInbound, Route: info.FullMethod, Caller: grpcCaller(ctx)}, start, err)
 	return resp, err
 }
 
-func (m *Mesh) firstServerStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	outer := ss
-	if ctx := m.grpcInboundContext(ss.Context()); ctx != ss.Context() {
+func (f firstServer) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	m, outer := f.m, ss
+	if ctx := f.inbound(ss.Context()); ctx != ss.Context() {
 		ss = ctxStream{ServerStream: ss, ctx: ctx}
 	}
 	if m.golden == nil {
@@ -398,11 +406,11 @@ func (m *Mesh) firstServerStream(srv any, ss grpc.ServerStream, info *grpc.Strea
 	return err
 }
 
-// grpcInboundContext is a call's context with the caller's trace context,
-// when no stats handler took it, and without x-forwarded-client-cert.
-func (m *Mesh) grpcInboundContext(ctx context.Context) context.Context {
-	if m.grpcTraceCtx != nil {
-		ctx = m.grpcTraceCtx(ctx)
+// inbound is a call's context with the caller's trace context, when no
+// stats handler took it, and without x-forwarded-client-cert.
+func (f firstServer) inbound(ctx context.Context) context.Context {
+	if f.traceCtx != nil {
+		ctx = f.traceCtx(ctx)
 	}
 	return withoutForwardedClientCertMD(ctx)
 }

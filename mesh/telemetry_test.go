@@ -165,45 +165,65 @@ func (r *traceRecorder) Watch(_ *healthpb.HealthCheckRequest, ss grpc.ServerStre
 
 // With telemetry off a mesh gRPC server installs no stats handler, yet
 // the caller's trace context still reaches unary and streaming handlers,
-// so a trace crosses the hop.
+// so a trace crosses the hop; and a caller's grpc.UnaryInterceptor, which
+// runs ahead of the mesh's interceptors, sees it too.
 func TestGRPCServerCarriesTheTraceWithTelemetryOff(t *testing.T) {
 	m := newMesh(t)
-	gs, err := m.NewGRPCServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := &traceRecorder{seen: make(chan trace.SpanContext, 2)}
-	healthpb.RegisterHealthServer(gs, rec)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go gs.Serve(ln)
-	defer gs.Stop()
-	cc, err := grpc.NewClient("passthrough:///"+ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
 	const traceID, spanID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ctx = metadata.AppendToOutgoingContext(ctx, "traceparent", "00-"+traceID+"-"+spanID+"-01")
-	client := healthpb.NewHealthClient(cc)
-	if _, err := client.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
-		t.Fatal(err)
-	}
-	w, err := client.Watch(ctx, &healthpb.HealthCheckRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Recv(); err != nil {
-		t.Fatal(err)
-	}
-	for _, kind := range []string{"unary", "stream"} {
-		sc := <-rec.seen
+	check := func(t *testing.T, who string, sc trace.SpanContext) {
+		t.Helper()
 		if sc.TraceID().String() != traceID || sc.SpanID().String() != spanID || !sc.IsRemote() {
-			t.Errorf("the %s handler saw span context %s/%s (remote %v), want the caller's %s/%s", kind, sc.TraceID(), sc.SpanID(), sc.IsRemote(), traceID, spanID)
+			t.Errorf("%s saw span context %s/%s (remote %v), want the caller's %s/%s", who, sc.TraceID(), sc.SpanID(), sc.IsRemote(), traceID, spanID)
 		}
+	}
+	for _, withInterceptor := range []bool{false, true} {
+		name := "mesh options only"
+		var opts []grpc.ServerOption
+		ahead := make(chan trace.SpanContext, 1)
+		if withInterceptor {
+			name = "a caller's interceptor ahead"
+			opts = append(opts, grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+				ahead <- trace.SpanContextFromContext(ctx)
+				return handler(ctx, req)
+			}))
+		}
+		t.Run(name, func(t *testing.T) {
+			gs, err := m.NewGRPCServer(opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := &traceRecorder{seen: make(chan trace.SpanContext, 2)}
+			healthpb.RegisterHealthServer(gs, rec)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			go gs.Serve(ln)
+			defer gs.Stop()
+			cc, err := grpc.NewClient("passthrough:///"+ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cc.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			ctx = metadata.AppendToOutgoingContext(ctx, "traceparent", "00-"+traceID+"-"+spanID+"-01")
+			client := healthpb.NewHealthClient(cc)
+			if _, err := client.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+				t.Fatal(err)
+			}
+			w, err := client.Watch(ctx, &healthpb.HealthCheckRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Recv(); err != nil {
+				t.Fatal(err)
+			}
+			check(t, "the unary handler", <-rec.seen)
+			check(t, "the streaming handler", <-rec.seen)
+			if withInterceptor {
+				check(t, "the caller's interceptor", <-ahead)
+			}
+		})
 	}
 }
