@@ -60,6 +60,20 @@ func ServerTraceContext(opts ...Option) func(context.Context) context.Context {
 	return newPropagatingStats(c.propagatorOrDefault(), false).incoming
 }
 
+// ClientTraceContext is ServerTraceContext for ClientStatsHandler: nil
+// when that handler would make spans or measurements; with both providers
+// no-op, all it would do for a call: put the context's trace context in
+// the call's outgoing metadata. A client that calls it innermost in its
+// interceptors, just before the invoker or streamer, can go without the
+// stats handler.
+func ClientTraceContext(opts ...Option) func(context.Context) context.Context {
+	c := newConfig(opts)
+	if !c.off() {
+		return nil
+	}
+	return newPropagatingStats(c.propagatorOrDefault(), true).outgoing
+}
+
 func (c *config) otelgrpcOptions() []otelgrpc.Option {
 	return []otelgrpc.Option{
 		otelgrpc.WithTracerProvider(c.tracerProviderOrGlobal()),
@@ -86,15 +100,21 @@ func newPropagatingStats(prop propagation.TextMapPropagator, client bool) *propa
 
 func (p *propagatingStats) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context {
 	if p.client {
-		if !trace.SpanContextFromContext(ctx).IsValid() && baggage.FromContext(ctx).Len() == 0 {
-			return ctx
-		}
-		md, _ := metadata.FromOutgoingContext(ctx)
-		md = md.Copy()
-		p.prop.Inject(ctx, mdCarrier(md))
-		return metadata.NewOutgoingContext(ctx, md)
+		return p.outgoing(ctx)
 	}
 	return p.incoming(ctx)
+}
+
+// outgoing puts ctx's trace context, if it has one, in its outgoing
+// metadata.
+func (p *propagatingStats) outgoing(ctx context.Context) context.Context {
+	if !trace.SpanContextFromContext(ctx).IsValid() && baggage.FromContext(ctx).Len() == 0 {
+		return ctx
+	}
+	md, _ := metadata.FromOutgoingContext(ctx)
+	md = md.Copy()
+	p.prop.Inject(ctx, mdCarrier(md))
+	return metadata.NewOutgoingContext(ctx, md)
 }
 
 // incoming takes the caller's trace context, if its metadata carry one,
