@@ -52,6 +52,10 @@ type Mesh struct {
 	// context into its call's context in the servers' first interceptor,
 	// in place of a stats handler; nil when the stats handler is needed.
 	grpcTraceCtx func(context.Context) context.Context
+	// grpcOutCtx, with telemetry off, puts a gRPC call's trace context in
+	// its outgoing metadata in the channel's innermost interceptor, in
+	// place of a stats handler; nil when the stats handler is needed.
+	grpcOutCtx func(context.Context) context.Context
 
 	base      *http.Transport   // the default transport behind Transport(nil)
 	meshBase  http.RoundTripper // base, set to the mesh's protocol and secured by mTLS when the mesh has an identity
@@ -158,6 +162,7 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 	}
 	m.tel = tel
 	m.grpcTraceCtx = telemetry.ServerTraceContext(tel.Options()...)
+	m.grpcOutCtx = telemetry.ClientTraceContext(tel.Options()...)
 	if m.metrics, err = telemetry.NewMetrics(tel.Options()...); err != nil {
 		return fail(err)
 	}

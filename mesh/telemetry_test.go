@@ -227,3 +227,96 @@ func TestGRPCServerCarriesTheTraceWithTelemetryOff(t *testing.T) {
 		})
 	}
 }
+
+// mdRecorder answers health checks and watches, recording the
+// traceparent each call arrived with.
+type mdRecorder struct {
+	healthpb.UnimplementedHealthServer
+	seen chan string
+}
+
+func traceparentOf(ctx context.Context) string {
+	if v := metadata.ValueFromIncomingContext(ctx, "traceparent"); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+func (r *mdRecorder) Check(ctx context.Context, _ *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	r.seen <- traceparentOf(ctx)
+	return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
+}
+
+func (r *mdRecorder) Watch(_ *healthpb.HealthCheckRequest, ss grpc.ServerStreamingServer[healthpb.HealthCheckResponse]) error {
+	r.seen <- traceparentOf(ss.Context())
+	return ss.Send(&healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING})
+}
+
+// With telemetry off a mesh gRPC channel installs no stats handler, yet
+// its unary and streaming calls carry the caller's trace context; and
+// with a caller's interceptor that runs after the mesh's, the calls carry
+// the trace context that interceptor leaves.
+func TestDialGRPCCarriesTheTraceWithTelemetryOff(t *testing.T) {
+	rec := &mdRecorder{seen: make(chan string, 2)}
+	srv := grpc.NewServer()
+	healthpb.RegisterHealthServer(srv, rec)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Stop()
+	m := newMesh(t, mesh.WithEndpoints("health", ln.Addr().String()))
+
+	spanContext := func(traceID, spanID string) trace.SpanContext {
+		tid, _ := trace.TraceIDFromHex(traceID)
+		sid, _ := trace.SpanIDFromHex(spanID)
+		return trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled})
+	}
+	caller := spanContext("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+	inner := spanContext("4bf92f3577b34da6a3ce929d0e0e4736", "1111111111111111")
+	traceparent := func(sc trace.SpanContext) string {
+		return "00-" + sc.TraceID().String() + "-" + sc.SpanID().String() + "-01"
+	}
+	for _, c := range []struct {
+		name string
+		opts []grpc.DialOption
+		want trace.SpanContext
+	}{
+		{"mesh options only", nil, caller},
+		{"a caller's interceptor after the mesh's", []grpc.DialOption{
+			grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+				return invoker(trace.ContextWithSpanContext(ctx, inner), method, req, reply, cc, opts...)
+			}),
+			grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+				return streamer(trace.ContextWithSpanContext(ctx, inner), desc, cc, method, opts...)
+			})}, inner},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cc, err := m.DialGRPC("health", c.opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cc.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			ctx = trace.ContextWithSpanContext(ctx, caller)
+			client := healthpb.NewHealthClient(cc)
+			if _, err := client.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+				t.Fatal(err)
+			}
+			w, err := client.Watch(ctx, &healthpb.HealthCheckRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Recv(); err != nil {
+				t.Fatal(err)
+			}
+			for _, kind := range []string{"unary", "stream"} {
+				if got := <-rec.seen; got != traceparent(c.want) {
+					t.Errorf("the %s call carried traceparent %q, want %q", kind, got, traceparent(c.want))
+				}
+			}
+		})
+	}
+}
