@@ -267,13 +267,20 @@ func BenchmarkGRPCUnarySession(b *testing.B) {
 	}
 }
 
-// BenchmarkGRPCServer isolates the server side: one plain grpc-go client
-// calls a plain grpc.NewServer and a Weft NewGRPCServer (defaults: no
-// policy, no admin, telemetry no-op) in turn, insecure, then both with
-// SPIFFE mTLS, where every call's interceptors may ask for the caller's
-// SPIFFE ID. The client is the same on both rows, so the difference is
-// the server's.
-func BenchmarkGRPCServer(b *testing.B) {
+// grpcServerRow is one server of BenchmarkGRPCServer and the client
+// calling it.
+type grpcServerRow struct {
+	name   string
+	client testgrpc.BenchmarkServiceClient
+}
+
+// grpcServerRows are BenchmarkGRPCServer's servers, each with a plain
+// grpc-go client connected and answered: a plain grpc.NewServer and a
+// Weft NewGRPCServer (defaults: no policy, no admin, telemetry no-op),
+// insecure, then both with SPIFFE mTLS, where every call's interceptors
+// may ask for the caller's SPIFFE ID.
+func grpcServerRows(b *testing.B) []grpcServerRow {
+	b.Helper()
 	insecureClient := func(addr string) testgrpc.BenchmarkServiceClient {
 		cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
@@ -291,11 +298,7 @@ func BenchmarkGRPCServer(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	type row struct {
-		name   string
-		client testgrpc.BenchmarkServiceClient
-	}
-	rows := []row{
+	rows := []grpcServerRow{
 		{"plaintext/grpc", insecureClient(serveGRPC(b, grpc.NewServer()))},
 		{"plaintext/weft", insecureClient(serveGRPC(b, gs))},
 	}
@@ -337,13 +340,20 @@ func BenchmarkGRPCServer(b *testing.B) {
 		return testgrpc.NewBenchmarkServiceClient(cc)
 	}
 	rows = append(rows,
-		row{"mtls/grpc", mtlsClient(serveGRPC(b, grpc.NewServer(grpc.Creds(credentials.NewTLS(tc.Clone())))))},
-		row{"mtls/weft", mtlsClient(serveGRPC(b, mgs))})
-
-	req := payloadRequest(1)
+		grpcServerRow{"mtls/grpc", mtlsClient(serveGRPC(b, grpc.NewServer(grpc.Creds(credentials.NewTLS(tc.Clone())))))},
+		grpcServerRow{"mtls/weft", mtlsClient(serveGRPC(b, mgs))})
 	for _, r := range rows {
-		call(b, r.client, req) // connect before timing
+		call(b, r.client, payloadRequest(1)) // connect before timing
 	}
+	return rows
+}
+
+// BenchmarkGRPCServer isolates the server side: the same plain grpc-go
+// client calls each of grpcServerRows' servers with 1 B payloads, so the
+// rows differ only by the server.
+func BenchmarkGRPCServer(b *testing.B) {
+	rows := grpcServerRows(b)
+	req := payloadRequest(1)
 	for _, r := range rows {
 		b.Run(r.name, func(b *testing.B) {
 			b.ReportAllocs()
@@ -352,4 +362,31 @@ func BenchmarkGRPCServer(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkGRPCServerInterleaved rotates BenchmarkGRPCServer's rows call
+// by call in one loop, so that they see the same machine state, and
+// reports each one's mean latency and the ratios weft/grpc, plaintext and
+// mTLS (the goal: at most 1.05).
+func BenchmarkGRPCServerInterleaved(b *testing.B) {
+	rows := grpcServerRows(b)
+	req := payloadRequest(1)
+	b.ReportAllocs()
+	spent := make([]time.Duration, len(rows))
+	n := 0
+	for b.Loop() {
+		// Rotate the order too, so no server always follows another.
+		for k := range rows {
+			i := (k + n) % len(rows)
+			t0 := time.Now()
+			call(b, rows[i].client, req)
+			spent[i] += time.Since(t0)
+		}
+		n++
+	}
+	for i, r := range rows {
+		b.ReportMetric(float64(spent[i].Nanoseconds())/float64(n), strings.ReplaceAll(r.name, "/", "-")+"-ns/call")
+	}
+	b.ReportMetric(float64(spent[1])/float64(spent[0]), "plaintext-weft/grpc")
+	b.ReportMetric(float64(spent[3])/float64(spent[2]), "mtls-weft/grpc")
 }
