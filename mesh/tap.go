@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	grpctap "google.golang.org/grpc/tap"
 
 	"github.com/weftmesh/weft/internal/tap"
 	"github.com/weftmesh/weft/internal/xds"
@@ -379,9 +381,47 @@ type firstServer struct {
 	// traceCtx takes the caller's trace context into the call's; nil
 	// when a stats handler does.
 	traceCtx func(context.Context) context.Context
+	// scanned: the server's tap handle (scan) has looked at each call's
+	// metadata for traceKeys and x-forwarded-client-cert.
+	scanned   bool
+	traceKeys []string
 }
 
-func (f firstServer) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+// scanned is what firstServer.scan found in a call's metadata.
+type scanned uint8
+
+const (
+	foundForwardedClientCert scanned = 1 << iota
+	foundTraceContext
+)
+
+type scannedKey struct{}
+
+// scan is a server's tap handle, run before the interceptors: it reads
+// the call's metadata once, in place, and marks the call's context when
+// x-forwarded-client-cert or a trace context key is there. The first
+// interceptor then looks them up, one scan of the metadata per spelling
+// and key, only for the calls so marked, which are few.
+func (f *firstServer) scan(ctx context.Context, info *grpctap.Info) (context.Context, error) {
+	var found scanned
+	for k := range info.Header {
+		if isForwardedClientCert(k) {
+			found |= foundForwardedClientCert
+			continue
+		}
+		for _, t := range f.traceKeys {
+			if strings.EqualFold(k, t) {
+				found |= foundTraceContext
+			}
+		}
+	}
+	if found == 0 {
+		return ctx, nil
+	}
+	return context.WithValue(ctx, scannedKey{}, found), nil
+}
+
+func (f *firstServer) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	m := f.m
 	if m.golden == nil {
 		return m.tapServerUnary(f.inbound(ctx), req, info, handler)
@@ -392,7 +432,7 @@ func (f firstServer) unary(ctx context.Context, req any, info *grpc.UnaryServerI
 	return resp, err
 }
 
-func (f firstServer) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+func (f *firstServer) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	m, outer := f.m, ss
 	if ctx := f.inbound(ss.Context()); ctx != ss.Context() {
 		ss = ctxStream{ServerStream: ss, ctx: ctx}
@@ -408,11 +448,18 @@ func (f firstServer) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 
 // inbound is a call's context with the caller's trace context, when no
 // stats handler took it, and without x-forwarded-client-cert.
-func (f firstServer) inbound(ctx context.Context) context.Context {
-	if f.traceCtx != nil {
+func (f *firstServer) inbound(ctx context.Context) context.Context {
+	found := foundForwardedClientCert | foundTraceContext
+	if f.scanned {
+		found, _ = ctx.Value(scannedKey{}).(scanned)
+	}
+	if f.traceCtx != nil && found&foundTraceContext != 0 {
 		ctx = f.traceCtx(ctx)
 	}
-	return withoutForwardedClientCertMD(ctx)
+	if found&foundForwardedClientCert != 0 {
+		ctx = withoutForwardedClientCertMD(ctx)
+	}
+	return ctx
 }
 
 // tapServerUnary and tapServerStream tap inbound gRPC calls.

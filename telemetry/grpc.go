@@ -60,6 +60,14 @@ func ServerTraceContext(opts ...Option) func(context.Context) context.Context {
 	return newPropagatingStats(c.propagatorOrDefault(), false).incoming
 }
 
+// TraceContextKeys are the metadata keys ServerTraceContext's function
+// reads, the propagator's fields: a server that finds none of them in a
+// call's metadata need not call it.
+func TraceContextKeys(opts ...Option) []string {
+	c := newConfig(opts)
+	return c.propagatorOrDefault().Fields()
+}
+
 // ClientTraceContext is ServerTraceContext for ClientStatsHandler: nil
 // when that handler would make spans or measurements; with both providers
 // no-op, all it would do for a call: put the context's trace context in
