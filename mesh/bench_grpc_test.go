@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 	"github.com/weftmesh/weft/mesh"
+	"github.com/weftmesh/weft/security/spiffetest"
 )
 
 // echoServer answers UnaryCall with a payload of the requested size.
@@ -262,4 +265,128 @@ func BenchmarkGRPCUnarySession(b *testing.B) {
 			}
 		})
 	}
+}
+
+// grpcServerRow is one server of BenchmarkGRPCServer and the client
+// calling it.
+type grpcServerRow struct {
+	name   string
+	client testgrpc.BenchmarkServiceClient
+}
+
+// grpcServerRows are BenchmarkGRPCServer's servers, each with a plain
+// grpc-go client connected and answered: a plain grpc.NewServer and a
+// Weft NewGRPCServer (defaults: no policy, no admin, telemetry no-op),
+// insecure, then both with SPIFFE mTLS, where every call's interceptors
+// may ask for the caller's SPIFFE ID.
+func grpcServerRows(b *testing.B) []grpcServerRow {
+	b.Helper()
+	insecureClient := func(addr string) testgrpc.BenchmarkServiceClient {
+		cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { cc.Close() })
+		return testgrpc.NewBenchmarkServiceClient(cc)
+	}
+	plainMesh, err := mesh.New(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { plainMesh.Close() })
+	gs, err := plainMesh.NewGRPCServer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	rows := []grpcServerRow{
+		{"plaintext/grpc", insecureClient(serveGRPC(b, grpc.NewServer()))},
+		{"plaintext/weft", insecureClient(serveGRPC(b, gs))},
+	}
+
+	ca, err := spiffetest.NewCA(shop)
+	if err != nil {
+		b.Fatal(err)
+	}
+	api, err := spiffetest.StartWorkloadAPI(ca, ordersID)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { api.Close() })
+	b.Setenv("SPIFFE_ENDPOINT_SOCKET", api.Addr())
+	mtlsMesh, err := mesh.New(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { mtlsMesh.Close() })
+	tc := mtlsMesh.ServerTLSConfig()
+	if tc == nil {
+		b.Fatal("a mesh with an identity has no server TLS config")
+	}
+	mgs, err := mtlsMesh.NewGRPCServer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	svid, err := ca.IssueX509SVID(frontendID, time.Hour)
+	if err != nil {
+		b.Fatal(err)
+	}
+	mtlsClient := func(addr string) testgrpc.BenchmarkServiceClient {
+		cfg := tlsconfig.MTLSClientConfig(svid, ca.Bundle(), tlsconfig.AuthorizeID(ordersID))
+		cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { cc.Close() })
+		return testgrpc.NewBenchmarkServiceClient(cc)
+	}
+	rows = append(rows,
+		grpcServerRow{"mtls/grpc", mtlsClient(serveGRPC(b, grpc.NewServer(grpc.Creds(credentials.NewTLS(tc.Clone())))))},
+		grpcServerRow{"mtls/weft", mtlsClient(serveGRPC(b, mgs))})
+	for _, r := range rows {
+		call(b, r.client, payloadRequest(1)) // connect before timing
+	}
+	return rows
+}
+
+// BenchmarkGRPCServer isolates the server side: the same plain grpc-go
+// client calls each of grpcServerRows' servers with 1 B payloads, so the
+// rows differ only by the server.
+func BenchmarkGRPCServer(b *testing.B) {
+	rows := grpcServerRows(b)
+	req := payloadRequest(1)
+	for _, r := range rows {
+		b.Run(r.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				call(b, r.client, req)
+			}
+		})
+	}
+}
+
+// BenchmarkGRPCServerInterleaved rotates BenchmarkGRPCServer's rows call
+// by call in one loop, so that they see the same machine state, and
+// reports each one's mean latency and the ratios weft/grpc, plaintext and
+// mTLS (the goal: at most 1.05).
+func BenchmarkGRPCServerInterleaved(b *testing.B) {
+	rows := grpcServerRows(b)
+	req := payloadRequest(1)
+	b.ReportAllocs()
+	spent := make([]time.Duration, len(rows))
+	n := 0
+	for b.Loop() {
+		// Rotate the order too, so no server always follows another.
+		for k := range rows {
+			i := (k + n) % len(rows)
+			t0 := time.Now()
+			call(b, rows[i].client, req)
+			spent[i] += time.Since(t0)
+		}
+		n++
+	}
+	for i, r := range rows {
+		b.ReportMetric(float64(spent[i].Nanoseconds())/float64(n), strings.ReplaceAll(r.name, "/", "-")+"-ns/call")
+	}
+	b.ReportMetric(float64(spent[1])/float64(spent[0]), "plaintext-weft/grpc")
+	b.ReportMetric(float64(spent[3])/float64(spent[2]), "mtls-weft/grpc")
 }

@@ -81,32 +81,13 @@ func (m *Mesh) observeGRPC(k admin.GoldenKey, start time.Time, err error) {
 	m.golden.Observe(k, !grpcFailed(status.Code(err)), now.Sub(start), now)
 }
 
-// goldenServerOptions are the interceptors recording inbound gRPC golden
-// metrics; they must come first, before authorization's.
-func (m *Mesh) goldenServerOptions() []grpc.ServerOption {
-	if m.golden == nil {
-		return nil
+// grpcCaller is the caller of an inbound call, for its golden metrics:
+// its SPIFFE ID, "" for a plaintext caller.
+func grpcCaller(ctx context.Context) string {
+	if id, ok := security.PeerID(ctx); ok {
+		return id.String()
 	}
-	caller := func(ctx context.Context) string {
-		if id, ok := security.PeerID(ctx); ok {
-			return id.String()
-		}
-		return ""
-	}
-	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-			start := time.Now()
-			resp, err := handler(ctx, req)
-			m.observeGRPC(admin.GoldenKey{Direction: admin.DirectionInbound, Route: info.FullMethod, Caller: caller(ctx)}, start, err)
-			return resp, err
-		}),
-		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-			start := time.Now()
-			err := handler(srv, ss)
-			m.observeGRPC(admin.GoldenKey{Direction: admin.DirectionInbound, Route: info.FullMethod, Caller: caller(ss.Context())}, start, err)
-			return err
-		}),
-	}
+	return ""
 }
 
 // goldenDialOptions are the interceptors recording outbound gRPC golden

@@ -33,7 +33,8 @@ func (m *Mesh) DialGRPC(target string, opts ...grpc.DialOption) (*grpc.ClientCon
 	if target == "" {
 		return nil, errors.New("weft: DialGRPC: empty target")
 	}
-	base := append([]grpc.DialOption{grpc.WithTransportCredentials(m.grpcClientCreds()), m.grpcClientTelemetry()}, m.goldenDialOptions(target)...)
+	tel, last := m.grpcClientTelemetry(len(opts) > 0 || (strings.HasPrefix(target, "xds:") && m.cfg.grpcGoXDS != nil))
+	base := append(append([]grpc.DialOption{grpc.WithTransportCredentials(m.grpcClientCreds())}, tel...), m.goldenDialOptions(target)...)
 	switch {
 	case strings.HasPrefix(target, "xds:") && m.cfg.grpcGoXDS != nil:
 		res, err := m.xdsResolver()
@@ -74,6 +75,7 @@ func (m *Mesh) DialGRPC(target string, opts ...grpc.DialOption) (*grpc.ClientCon
 			grpc.WithResolvers(m.grpcRes),
 			grpc.WithDefaultServiceConfig(m.grpcServiceConfig()))
 	}
+	base = append(base, last...) // innermost of the mesh's interceptors
 	cc, err := grpc.NewClient(target, append(base, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("weft: DialGRPC(%q): %w", target, err)

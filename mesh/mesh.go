@@ -48,6 +48,15 @@ type Mesh struct {
 	// "orders:8080") to a mesh service name. Fixed at New.
 	names map[string]string
 
+	// grpcTraceCtx, with telemetry off, takes a gRPC caller's trace
+	// context into its call's context in the servers' first interceptor,
+	// in place of a stats handler; nil when the stats handler is needed.
+	grpcTraceCtx func(context.Context) context.Context
+	// grpcOutCtx, with telemetry off, puts a gRPC call's trace context in
+	// its outgoing metadata in the channel's innermost interceptor, in
+	// place of a stats handler; nil when the stats handler is needed.
+	grpcOutCtx func(context.Context) context.Context
+
 	base      *http.Transport   // the default transport behind Transport(nil)
 	meshBase  http.RoundTripper // base, set to the mesh's protocol and secured by mTLS when the mesh has an identity
 	http2     bool              // HTTP/2 to mesh endpoints (WithHTTP2)
@@ -152,6 +161,8 @@ func newMesh(ctx context.Context, cfg config) (*Mesh, error) {
 		return nil, err
 	}
 	m.tel = tel
+	m.grpcTraceCtx = telemetry.ServerTraceContext(tel.Options()...)
+	m.grpcOutCtx = telemetry.ClientTraceContext(tel.Options()...)
 	if m.metrics, err = telemetry.NewMetrics(tel.Options()...); err != nil {
 		return fail(err)
 	}

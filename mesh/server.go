@@ -148,13 +148,13 @@ func (s ctxStream) Context() context.Context { return s.ctx }
 // withoutForwardedClientCertMD returns ctx, or a copy whose incoming
 // metadata lack x-forwarded-client-cert in every spelling.
 func withoutForwardedClientCertMD(ctx context.Context) context.Context {
-	md, ok := metadata.FromIncomingContext(ctx)
-	if !ok {
-		return ctx
-	}
+	// Look before copying: FromIncomingContext copies every key and
+	// value, some six allocations a call, for a header that is almost
+	// never there. ValueFromIncomingContext reads the metadata in place
+	// and ignores case; the spellings differ only by separators.
 	found := false
-	for k := range md {
-		if isForwardedClientCert(k) {
+	for _, k := range forwardedClientCertSpellings {
+		if metadata.ValueFromIncomingContext(ctx, k) != nil {
 			found = true
 			break
 		}
@@ -162,6 +162,7 @@ func withoutForwardedClientCertMD(ctx context.Context) context.Context {
 	if !found {
 		return ctx
 	}
+	md, _ := metadata.FromIncomingContext(ctx)
 	clean := make(metadata.MD, len(md))
 	for k, v := range md {
 		if !isForwardedClientCert(k) {
@@ -170,6 +171,23 @@ func withoutForwardedClientCertMD(ctx context.Context) context.Context {
 	}
 	return metadata.NewIncomingContext(ctx, clean)
 }
+
+// forwardedClientCertSpellings are x-forwarded-client-cert with each of
+// its three separators a hyphen or an underscore: with case ignored, every
+// spelling isForwardedClientCert accepts.
+var forwardedClientCertSpellings = func() []string {
+	var out []string
+	for i := range 8 {
+		b := []byte(forwardedClientCert)
+		for bit, at := range []int{1, 11, 18} {
+			if i&(1<<bit) != 0 {
+				b[at] = '_'
+			}
+		}
+		out = append(out, string(b))
+	}
+	return out
+}()
 
 func isForwardedClientCert(k string) bool {
 	if len(k) != len(forwardedClientCert) {
@@ -365,21 +383,21 @@ func (m *Mesh) NewGRPCServer(opts ...grpc.ServerOption) (GRPCServer, error) {
 	authn := m.authnServerOptions()
 	after := append(m.authzServerOptions(), m.grpcServerResilience()...)
 	after = append(after, m.grpcServerORCA()...)
-	base := append(append([]grpc.ServerOption{m.grpcServerTelemetry()}, authn...), after...)
 	// Golden metrics first, so they see every call, denied ones too.
-	strip := append(m.goldenServerOptions(), grpc.ChainUnaryInterceptor(m.stripAndTapUnary), grpc.ChainStreamInterceptor(m.stripAndTapStream))
+	tel, first := m.grpcServerFirst(len(opts) > 0 || (!sc.public && m.inbound != nil && m.cfg.grpcGoXDS != nil))
+	base := append(append(tel, authn...), after...)
 	var srv GRPCServer
 	switch {
 	case sc.public:
 		m.logPublic(sc, "grpc", "")
-		srv = grpc.NewServer(append(append([]grpc.ServerOption{grpc.Creds(sc.grpcCreds())}, append(strip, base...)...), opts...)...)
+		srv = grpc.NewServer(append(append([]grpc.ServerOption{grpc.Creds(sc.grpcCreds())}, append(first, base...)...), opts...)...)
 	case m.inbound == nil:
-		srv = grpc.NewServer(append(append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds())}, append(strip, base...)...), opts...)...)
+		srv = grpc.NewServer(append(append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds())}, append(first, base...)...), opts...)...)
 	case m.cfg.grpcGoXDS == nil:
-		// It strips first itself, then authn, then the xDS decision.
-		srv = m.newXDSGRPCServer(authn, append([]grpc.ServerOption{m.grpcServerTelemetry()}, after...), opts)
+		// Its first interceptor comes first, then authn, then the xDS decision.
+		srv = m.newXDSGRPCServer(first, authn, append(tel, after...), opts)
 	default:
-		base = append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds())}, append(strip, base...)...)
+		base = append([]grpc.ServerOption{grpc.Creds(m.grpcServerCreds())}, append(first, base...)...)
 		s, err := m.cfg.grpcGoXDS.NewServer(m.cfg.bootstrap, append(base, opts...)...)
 		if err != nil {
 			return nil, fmt.Errorf("weft: NewGRPCServer: grpc-go's xDS server: %w", err)

@@ -55,17 +55,17 @@ func (s *xdsGRPCServer) GracefulStop() {
 
 // newXDSGRPCServer makes a gRPC server following the inbound listener
 // through the mesh's xDS client; authn are the interceptors verifying the
-// policy file's tokens (run before the xDS decision), base the mesh's
-// other options but credentials, opts the caller's.
-func (m *Mesh) newXDSGRPCServer(authn, base, opts []grpc.ServerOption) *xdsGRPCServer {
+// policy file's tokens (run before the xDS decision), first the
+// server's first interceptors (grpcServerFirst), base the mesh's other
+// options but credentials, opts the caller's.
+func (m *Mesh) newXDSGRPCServer(first, authn, base, opts []grpc.ServerOption) *xdsGRPCServer {
 	ctx, cancel := context.WithCancel(m.ctx)
 	var cfgs *chainTLS
 	if tc := m.ServerTLSConfig(); tc != nil {
 		cfgs = newChainTLS(tc.Clone())
 	}
 	creds := security.PerConnectionCredentials(ctx, m.inboundTLSChooser("", cfgs), security.WithLogger(m.log))
-	all := append(append([]grpc.ServerOption{grpc.Creds(creds)}, m.goldenServerOptions()...),
-		grpc.ChainUnaryInterceptor(m.stripAndTapUnary), grpc.ChainStreamInterceptor(m.stripAndTapStream))
+	all := append([]grpc.ServerOption{grpc.Creds(creds)}, first...)
 	all = append(all, authn...)
 	all = append(all, grpc.ChainUnaryInterceptor(m.xdsInboundUnary), grpc.ChainStreamInterceptor(m.xdsInboundStream))
 	all = append(all, base...)

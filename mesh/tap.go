@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,11 +17,13 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	grpctap "google.golang.org/grpc/tap"
 
 	"github.com/weftmesh/weft/internal/tap"
 	"github.com/weftmesh/weft/internal/xds"
 	"github.com/weftmesh/weft/resilience"
 	"github.com/weftmesh/weft/security"
+	"github.com/weftmesh/weft/telemetry/admin"
 )
 
 // Live requests for /tap (internal/tap). Every hook here starts with
@@ -363,21 +366,100 @@ func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// stripAndTapUnary and stripAndTapStream are the first interceptors of a
-// mesh gRPC server: x-forwarded-client-cert removed from the metadata
-// that authorization rules and the handler read, as
-// stripForwardedClientCert removes it from HTTP requests, then the call
-// tapped, outside authorization. One interceptor, not two: grpc-go allocates per call for
-// each interceptor of a chain, and an idle tap must cost nothing.
-func (m *Mesh) stripAndTapUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	return m.tapServerUnary(withoutForwardedClientCertMD(ctx), req, info, handler)
+// firstServer is the first interceptor of a mesh gRPC server, so that
+// golden metrics see every call, denied ones too: the call's golden
+// metrics recorded (when the admin endpoint is on); the caller's trace
+// context taken into the call's when the server has no stats handler to
+// do it (grpcServerFirst); x-forwarded-client-cert removed from the
+// metadata that authorization rules and the handler read, as
+// stripForwardedClientCert removes it from HTTP requests; then the call
+// tapped, outside authorization. One interceptor, not four: grpc-go
+// allocates per call for each interceptor of a chain, and what is off
+// must cost nothing.
+type firstServer struct {
+	m *Mesh
+	// traceCtx takes the caller's trace context into the call's; nil
+	// when a stats handler does.
+	traceCtx func(context.Context) context.Context
+	// scanned: the server's tap handle (scan) has looked at each call's
+	// metadata for traceKeys and x-forwarded-client-cert.
+	scanned   bool
+	traceKeys []string
 }
 
-func (m *Mesh) stripAndTapStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if ctx := withoutForwardedClientCertMD(ss.Context()); ctx != ss.Context() {
+// scanned is what firstServer.scan found in a call's metadata.
+type scanned uint8
+
+const (
+	foundForwardedClientCert scanned = 1 << iota
+	foundTraceContext
+)
+
+type scannedKey struct{}
+
+// scan is a server's tap handle, run before the interceptors: it reads
+// the call's metadata once, in place, and marks the call's context when
+// x-forwarded-client-cert or a trace context key is there. The first
+// interceptor then looks them up, one scan of the metadata per spelling
+// and key, only for the calls so marked, which are few.
+func (f *firstServer) scan(ctx context.Context, info *grpctap.Info) (context.Context, error) {
+	var found scanned
+	for k := range info.Header {
+		if isForwardedClientCert(k) {
+			found |= foundForwardedClientCert
+			continue
+		}
+		for _, t := range f.traceKeys {
+			if strings.EqualFold(k, t) {
+				found |= foundTraceContext
+			}
+		}
+	}
+	if found == 0 {
+		return ctx, nil
+	}
+	return context.WithValue(ctx, scannedKey{}, found), nil
+}
+
+func (f *firstServer) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	m := f.m
+	if m.golden == nil {
+		return m.tapServerUnary(f.inbound(ctx), req, info, handler)
+	}
+	start := time.Now()
+	resp, err := m.tapServerUnary(f.inbound(ctx), req, info, handler)
+	m.observeGRPC(admin.GoldenKey{Direction: admin.DirectionInbound, Route: info.FullMethod, Caller: grpcCaller(ctx)}, start, err)
+	return resp, err
+}
+
+func (f *firstServer) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	m, outer := f.m, ss
+	if ctx := f.inbound(ss.Context()); ctx != ss.Context() {
 		ss = ctxStream{ServerStream: ss, ctx: ctx}
 	}
-	return m.tapServerStream(srv, ss, info, handler)
+	if m.golden == nil {
+		return m.tapServerStream(srv, ss, info, handler)
+	}
+	start := time.Now()
+	err := m.tapServerStream(srv, ss, info, handler)
+	m.observeGRPC(admin.GoldenKey{Direction: admin.DirectionInbound, Route: info.FullMethod, Caller: grpcCaller(outer.Context())}, start, err)
+	return err
+}
+
+// inbound is a call's context with the caller's trace context, when no
+// stats handler took it, and without x-forwarded-client-cert.
+func (f *firstServer) inbound(ctx context.Context) context.Context {
+	found := foundForwardedClientCert | foundTraceContext
+	if f.scanned {
+		found, _ = ctx.Value(scannedKey{}).(scanned)
+	}
+	if f.traceCtx != nil && found&foundTraceContext != 0 {
+		ctx = f.traceCtx(ctx)
+	}
+	if found&foundForwardedClientCert != 0 {
+		ctx = withoutForwardedClientCertMD(ctx)
+	}
+	return ctx
 }
 
 // tapServerUnary and tapServerStream tap inbound gRPC calls.

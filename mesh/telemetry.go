@@ -42,12 +42,64 @@ func (m *Mesh) instrumentServer(next http.Handler) http.Handler {
 	return telemetry.NewHTTPHandler(next, m.tel.Options()...)
 }
 
-func (m *Mesh) grpcClientTelemetry() grpc.DialOption {
-	return grpc.WithStatsHandler(telemetry.ClientStatsHandler(m.tel.Options()...))
+// grpcClientTelemetry returns a gRPC channel's stats handler, or, with
+// telemetry off, the interceptors to put innermost among the mesh's
+// (last) that do all that handler would: put the trace context in the
+// call's metadata. grpc-go builds its stats events for a stats handler,
+// some six allocations a call, even when the handler ignores them. The
+// stats handler stays when something may run after the mesh's
+// interceptors and change the trace context (after): the caller's own
+// options, grpc-go's xDS client (its config selector's interceptors).
+func (m *Mesh) grpcClientTelemetry(after bool) (tel, last []grpc.DialOption) {
+	if m.grpcOutCtx == nil || after {
+		return []grpc.DialOption{grpc.WithStatsHandler(telemetry.ClientStatsHandler(m.tel.Options()...))}, nil
+	}
+	c := clientTrace{m.grpcOutCtx}
+	return nil, []grpc.DialOption{grpc.WithChainUnaryInterceptor(c.unary), grpc.WithChainStreamInterceptor(c.stream)}
 }
 
-func (m *Mesh) grpcServerTelemetry() grpc.ServerOption {
-	return grpc.StatsHandler(telemetry.ServerStatsHandler(m.tel.Options()...))
+// clientTrace puts a call's trace context in its outgoing metadata.
+type clientTrace struct {
+	outgoing func(context.Context) context.Context
+}
+
+func (c clientTrace) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	return invoker(c.outgoing(ctx), method, req, reply, cc, opts...)
+}
+
+func (c clientTrace) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	return streamer(c.outgoing(ctx), desc, cc, method, opts...)
+}
+
+// grpcServerFirst returns a gRPC server's telemetry options and its
+// first interceptors (firstServer). With telemetry off the stats handler
+// would only take the caller's trace context into the call's: the first
+// interceptor does it instead and the server has no stats handler, for
+// which grpc-go builds its stats events, some sixteen allocations a
+// call, even when the handler ignores them. Not so when something may run
+// ahead of the first interceptor and read that context (ahead): the
+// caller's own options (a grpc.UnaryInterceptor runs before every chained
+// one), grpc-go's xDS server (its interceptors come first).
+//
+// Without options of the caller's, none of which can then set a tap
+// handle (grpc-go allows one), the server's tap handle (firstServer.scan)
+// reads each call's metadata once, so that the first interceptor need
+// not scan it for every spelling of x-forwarded-client-cert and every
+// trace context key, about a microsecond a call.
+func (m *Mesh) grpcServerFirst(ahead bool) (tel, first []grpc.ServerOption) {
+	f := &firstServer{m: m}
+	if m.grpcTraceCtx != nil && !ahead {
+		f.traceCtx = m.grpcTraceCtx
+		f.traceKeys = telemetry.TraceContextKeys(m.tel.Options()...)
+	} else {
+		tel = []grpc.ServerOption{grpc.StatsHandler(telemetry.ServerStatsHandler(m.tel.Options()...))}
+	}
+	first = []grpc.ServerOption{grpc.ChainUnaryInterceptor(f.unary), grpc.ChainStreamInterceptor(f.stream)}
+	if !ahead {
+		f.scanned = true
+		first = append(first, grpc.InTapHandle(f.scan))
+	}
+	return tel, first
 }
 
 func (m *Mesh) shutdownTelemetry() {

@@ -7,11 +7,17 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/weftmesh/weft/mesh"
 )
@@ -137,5 +143,180 @@ func TestMeshMetrics(t *testing.T) {
 	}
 	if retries == 0 {
 		t.Error("weft.client.retries stayed at 0 though a failing endpoint forced retries")
+	}
+}
+
+// traceRecorder answers health checks and watches, recording the span
+// context each call's handler sees.
+type traceRecorder struct {
+	healthpb.UnimplementedHealthServer
+	seen chan trace.SpanContext
+}
+
+func (r *traceRecorder) Check(ctx context.Context, _ *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	r.seen <- trace.SpanContextFromContext(ctx)
+	return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
+}
+
+func (r *traceRecorder) Watch(_ *healthpb.HealthCheckRequest, ss grpc.ServerStreamingServer[healthpb.HealthCheckResponse]) error {
+	r.seen <- trace.SpanContextFromContext(ss.Context())
+	return ss.Send(&healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING})
+}
+
+// With telemetry off a mesh gRPC server installs no stats handler, yet
+// the caller's trace context still reaches unary and streaming handlers,
+// so a trace crosses the hop; and a caller's grpc.UnaryInterceptor, which
+// runs ahead of the mesh's interceptors, sees it too.
+func TestGRPCServerCarriesTheTraceWithTelemetryOff(t *testing.T) {
+	m := newMesh(t)
+	const traceID, spanID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	check := func(t *testing.T, who string, sc trace.SpanContext) {
+		t.Helper()
+		if sc.TraceID().String() != traceID || sc.SpanID().String() != spanID || !sc.IsRemote() {
+			t.Errorf("%s saw span context %s/%s (remote %v), want the caller's %s/%s", who, sc.TraceID(), sc.SpanID(), sc.IsRemote(), traceID, spanID)
+		}
+	}
+	for _, withInterceptor := range []bool{false, true} {
+		name := "mesh options only"
+		var opts []grpc.ServerOption
+		ahead := make(chan trace.SpanContext, 1)
+		if withInterceptor {
+			name = "a caller's interceptor ahead"
+			opts = append(opts, grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+				ahead <- trace.SpanContextFromContext(ctx)
+				return handler(ctx, req)
+			}))
+		}
+		t.Run(name, func(t *testing.T) {
+			gs, err := m.NewGRPCServer(opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := &traceRecorder{seen: make(chan trace.SpanContext, 2)}
+			healthpb.RegisterHealthServer(gs, rec)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			go gs.Serve(ln)
+			defer gs.Stop()
+			cc, err := grpc.NewClient("passthrough:///"+ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cc.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			ctx = metadata.AppendToOutgoingContext(ctx, "traceparent", "00-"+traceID+"-"+spanID+"-01")
+			client := healthpb.NewHealthClient(cc)
+			if _, err := client.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+				t.Fatal(err)
+			}
+			w, err := client.Watch(ctx, &healthpb.HealthCheckRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Recv(); err != nil {
+				t.Fatal(err)
+			}
+			check(t, "the unary handler", <-rec.seen)
+			check(t, "the streaming handler", <-rec.seen)
+			if withInterceptor {
+				check(t, "the caller's interceptor", <-ahead)
+			}
+		})
+	}
+}
+
+// mdRecorder answers health checks and watches, recording the
+// traceparent each call arrived with.
+type mdRecorder struct {
+	healthpb.UnimplementedHealthServer
+	seen chan string
+}
+
+func traceparentOf(ctx context.Context) string {
+	if v := metadata.ValueFromIncomingContext(ctx, "traceparent"); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+func (r *mdRecorder) Check(ctx context.Context, _ *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	r.seen <- traceparentOf(ctx)
+	return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
+}
+
+func (r *mdRecorder) Watch(_ *healthpb.HealthCheckRequest, ss grpc.ServerStreamingServer[healthpb.HealthCheckResponse]) error {
+	r.seen <- traceparentOf(ss.Context())
+	return ss.Send(&healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING})
+}
+
+// With telemetry off a mesh gRPC channel installs no stats handler, yet
+// its unary and streaming calls carry the caller's trace context; and
+// with a caller's interceptor that runs after the mesh's, the calls carry
+// the trace context that interceptor leaves.
+func TestDialGRPCCarriesTheTraceWithTelemetryOff(t *testing.T) {
+	rec := &mdRecorder{seen: make(chan string, 2)}
+	srv := grpc.NewServer()
+	healthpb.RegisterHealthServer(srv, rec)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Stop()
+	m := newMesh(t, mesh.WithEndpoints("health", ln.Addr().String()))
+
+	spanContext := func(traceID, spanID string) trace.SpanContext {
+		tid, _ := trace.TraceIDFromHex(traceID)
+		sid, _ := trace.SpanIDFromHex(spanID)
+		return trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled})
+	}
+	caller := spanContext("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+	inner := spanContext("4bf92f3577b34da6a3ce929d0e0e4736", "1111111111111111")
+	traceparent := func(sc trace.SpanContext) string {
+		return "00-" + sc.TraceID().String() + "-" + sc.SpanID().String() + "-01"
+	}
+	for _, c := range []struct {
+		name string
+		opts []grpc.DialOption
+		want trace.SpanContext
+	}{
+		{"mesh options only", nil, caller},
+		{"a caller's interceptor after the mesh's", []grpc.DialOption{
+			grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+				return invoker(trace.ContextWithSpanContext(ctx, inner), method, req, reply, cc, opts...)
+			}),
+			grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+				return streamer(trace.ContextWithSpanContext(ctx, inner), desc, cc, method, opts...)
+			})}, inner},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cc, err := m.DialGRPC("health", c.opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cc.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			ctx = trace.ContextWithSpanContext(ctx, caller)
+			client := healthpb.NewHealthClient(cc)
+			if _, err := client.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+				t.Fatal(err)
+			}
+			w, err := client.Watch(ctx, &healthpb.HealthCheckRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Recv(); err != nil {
+				t.Fatal(err)
+			}
+			for _, kind := range []string{"unary", "stream"} {
+				if got := <-rec.seen; got != traceparent(c.want) {
+					t.Errorf("the %s call carried traceparent %q, want %q", kind, got, traceparent(c.want))
+				}
+			}
+		})
 	}
 }

@@ -5,8 +5,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
+	"weak"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -201,12 +204,58 @@ func (c *certCache) get() (*tls.Certificate, error) {
 }
 
 // peerIDFromChain is PeerIDFromTLS's leaf check, shared with the
-// authorization code.
+// authorization code. Its answer is kept per leaf certificate (leafIDs).
 func peerIDFromChain(chain []*x509.Certificate) (spiffeid.ID, bool) {
-	if len(chain) == 0 || chain[0].IsCA {
+	if len(chain) == 0 {
 		return spiffeid.ID{}, false
 	}
-	id, err := x509svid.IDFromCert(chain[0])
+	leaf := chain[0]
+	key := weak.Make(leaf)
+	leafIDs.RLock()
+	e, found := leafIDs.m[key]
+	leafIDs.RUnlock()
+	if found {
+		return e.id, e.ok
+	}
+	e.id, e.ok = leafID(leaf)
+	leafIDs.Lock()
+	if _, found := leafIDs.m[key]; !found {
+		leafIDs.m[key] = e
+		runtime.AddCleanup(leaf, forgetLeaf, key)
+	}
+	leafIDs.Unlock()
+	return e.id, e.ok
+}
+
+// leafIDs are peerIDFromChain's answers by leaf certificate. A peer's
+// certificate is parsed once, at the handshake, and lives as long as its
+// connection, while the SPIFFE ID in it is asked for on every call or
+// request (golden metrics, authorization, the xDS decision, the tap), at
+// the cost of printing and parsing its URI each time. The keys are weak:
+// an entry goes when its certificate is collected, so there are never
+// more entries than live certificates.
+var leafIDs = struct {
+	sync.RWMutex
+	m map[weak.Pointer[x509.Certificate]]cachedLeafID
+}{m: map[weak.Pointer[x509.Certificate]]cachedLeafID{}}
+
+type cachedLeafID struct {
+	id spiffeid.ID
+	ok bool
+}
+
+func forgetLeaf(key weak.Pointer[x509.Certificate]) {
+	leafIDs.Lock()
+	delete(leafIDs.m, key)
+	leafIDs.Unlock()
+}
+
+// leafID is peerIDFromChain's check of a leaf certificate.
+func leafID(leaf *x509.Certificate) (spiffeid.ID, bool) {
+	if leaf.IsCA {
+		return spiffeid.ID{}, false
+	}
+	id, err := x509svid.IDFromCert(leaf)
 	if err != nil || id.Path() == "" {
 		return spiffeid.ID{}, false
 	}

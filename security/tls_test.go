@@ -4,10 +4,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+	"weak"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -327,6 +329,39 @@ func TestPeerIDFromTLS(t *testing.T) {
 				t.Errorf("PeerIDFromTLS = %q, %v; want ok=%v", id, ok, tt.wantOK)
 			}
 		})
+	}
+}
+
+// A connection's SPIFFE ID, asked for on every call, is read from its
+// certificate once: later asks allocate nothing. The answer is forgotten
+// when the certificate is collected.
+func TestPeerIDFromTLSCachedPerCertificate(t *testing.T) {
+	caA := newCA(t, tdA)
+	leaf := func() weak.Pointer[x509.Certificate] {
+		cs := &tls.ConnectionState{HandshakeComplete: true, PeerCertificates: issue(t, caA, clientA).Certificates}
+		if id, ok := security.PeerIDFromTLS(cs); !ok || id != clientA {
+			t.Fatalf("PeerIDFromTLS = %q, %v; want %q, true", id, ok, clientA)
+		}
+		allocs := testing.AllocsPerRun(100, func() {
+			if id, ok := security.PeerIDFromTLS(cs); !ok || id != clientA {
+				t.Fatalf("PeerIDFromTLS again = %q, %v; want %q, true", id, ok, clientA)
+			}
+		})
+		if allocs != 0 {
+			t.Errorf("PeerIDFromTLS of a certificate already seen: %v allocations, want 0", allocs)
+		}
+		return weak.Make(cs.PeerCertificates[0])
+	}()
+	if !security.LeafIDCached(leaf) {
+		t.Fatal("the certificate's ID is not cached")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for security.LeafIDCached(leaf) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the ID of a collected certificate (collected: %v) is still cached", leaf.Value() == nil)
+		}
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -44,6 +44,44 @@ func ServerStatsHandler(opts ...Option) stats.Handler {
 	return otelgrpc.NewServerHandler(c.otelgrpcOptions()...)
 }
 
+// ServerTraceContext returns nil when ServerStatsHandler(opts...) would
+// make spans or measurements. With both providers no-op it returns all
+// that handler would do for a call: take the caller's trace context from
+// the call's incoming metadata into its context. A server that calls it
+// first thing in its interceptors can then go without the stats handler,
+// for which grpc-go builds its stats events, some fifteen allocations a
+// call, even when the handler ignores them. The function is safe for
+// concurrent use.
+func ServerTraceContext(opts ...Option) func(context.Context) context.Context {
+	c := newConfig(opts)
+	if !c.off() {
+		return nil
+	}
+	return newPropagatingStats(c.propagatorOrDefault(), false).incoming
+}
+
+// TraceContextKeys are the metadata keys ServerTraceContext's function
+// reads, the propagator's fields: a server that finds none of them in a
+// call's metadata need not call it.
+func TraceContextKeys(opts ...Option) []string {
+	c := newConfig(opts)
+	return c.propagatorOrDefault().Fields()
+}
+
+// ClientTraceContext is ServerTraceContext for ClientStatsHandler: nil
+// when that handler would make spans or measurements; with both providers
+// no-op, all it would do for a call: put the context's trace context in
+// the call's outgoing metadata. A client that calls it innermost in its
+// interceptors, just before the invoker or streamer, can go without the
+// stats handler.
+func ClientTraceContext(opts ...Option) func(context.Context) context.Context {
+	c := newConfig(opts)
+	if !c.off() {
+		return nil
+	}
+	return newPropagatingStats(c.propagatorOrDefault(), true).outgoing
+}
+
 func (c *config) otelgrpcOptions() []otelgrpc.Option {
 	return []otelgrpc.Option{
 		otelgrpc.WithTracerProvider(c.tracerProviderOrGlobal()),
@@ -70,14 +108,26 @@ func newPropagatingStats(prop propagation.TextMapPropagator, client bool) *propa
 
 func (p *propagatingStats) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context {
 	if p.client {
-		if !trace.SpanContextFromContext(ctx).IsValid() && baggage.FromContext(ctx).Len() == 0 {
-			return ctx
-		}
-		md, _ := metadata.FromOutgoingContext(ctx)
-		md = md.Copy()
-		p.prop.Inject(ctx, mdCarrier(md))
-		return metadata.NewOutgoingContext(ctx, md)
+		return p.outgoing(ctx)
 	}
+	return p.incoming(ctx)
+}
+
+// outgoing puts ctx's trace context, if it has one, in its outgoing
+// metadata.
+func (p *propagatingStats) outgoing(ctx context.Context) context.Context {
+	if !trace.SpanContextFromContext(ctx).IsValid() && baggage.FromContext(ctx).Len() == 0 {
+		return ctx
+	}
+	md, _ := metadata.FromOutgoingContext(ctx)
+	md = md.Copy()
+	p.prop.Inject(ctx, mdCarrier(md))
+	return metadata.NewOutgoingContext(ctx, md)
+}
+
+// incoming takes the caller's trace context, if its metadata carry one,
+// into ctx.
+func (p *propagatingStats) incoming(ctx context.Context) context.Context {
 	// Look for the propagator's keys before copying the metadata, which
 	// FromIncomingContext does: most calls carry no trace context.
 	for _, f := range p.fields {

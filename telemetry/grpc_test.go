@@ -165,6 +165,52 @@ func TestGRPCTraceAcrossServices(t *testing.T) {
 // gRPC: service A records nothing (no-op providers), yet B's server span is
 // a child of the client's span, because A's handlers carry the context on.
 func TestGRPCPropagationWithoutSDK(t *testing.T) {
+	testGRPCPropagationWithoutSDK(t, func(tel *telemetry.Telemetry) grpc.ServerOption {
+		return grpc.StatsHandler(telemetry.ServerStatsHandler(tel.Options()...))
+	})
+}
+
+// TestGRPCServerTraceContext is TestGRPCPropagationWithoutSDK with A's
+// server taking the trace context in an interceptor, by
+// ServerTraceContext, instead of a stats handler.
+func TestGRPCServerTraceContext(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	if f := telemetry.ServerTraceContext(telemetry.WithTracerProvider(newService(t, "on", rec).tp)); f != nil {
+		t.Error("ServerTraceContext with a tracer provider is not nil: the stats handler is needed")
+	}
+	testGRPCPropagationWithoutSDK(t, func(tel *telemetry.Telemetry) grpc.ServerOption {
+		incoming := telemetry.ServerTraceContext(tel.Options()...)
+		if incoming == nil {
+			t.Fatal("ServerTraceContext with no-op providers is nil")
+		}
+		return grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+			return handler(incoming(ctx), req)
+		})
+	})
+}
+
+// TestGRPCClientTraceContext is TestGRPCPropagationWithoutSDK with A's
+// client putting the trace context in the metadata in an interceptor, by
+// ClientTraceContext, instead of a stats handler.
+func TestGRPCClientTraceContext(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	if f := telemetry.ClientTraceContext(telemetry.WithTracerProvider(newService(t, "on", rec).tp)); f != nil {
+		t.Error("ClientTraceContext with a tracer provider is not nil: the stats handler is needed")
+	}
+	testGRPCPropagationWithoutSDK(t, func(tel *telemetry.Telemetry) grpc.ServerOption {
+		return grpc.StatsHandler(telemetry.ServerStatsHandler(tel.Options()...))
+	}, func(tel *telemetry.Telemetry) grpc.DialOption {
+		outgoing := telemetry.ClientTraceContext(tel.Options()...)
+		if outgoing == nil {
+			t.Fatal("ClientTraceContext with no-op providers is nil")
+		}
+		return grpc.WithUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			return invoker(outgoing(ctx), method, req, reply, cc, opts...)
+		})
+	})
+}
+
+func testGRPCPropagationWithoutSDK(t *testing.T, serverA func(*telemetry.Telemetry) grpc.ServerOption, clientA ...func(*telemetry.Telemetry) grpc.DialOption) {
 	clearOTELEnv(t)
 	rec := tracetest.NewSpanRecorder()
 	client, svcB := newService(t, "client", rec), newService(t, "b", rec)
@@ -177,8 +223,17 @@ func TestGRPCPropagationWithoutSDK(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tel.Shutdown(context.Background())
-	srvA := grpc.NewServer(grpc.StatsHandler(telemetry.ServerStatsHandler(tel.Options()...)))
-	healthpb.RegisterHealthServer(srvA, &forwardingHealth{next: healthpb.NewHealthClient(dial(t, addrB, tel.Options()...))})
+	srvA := grpc.NewServer(serverA(tel))
+	aToB := dial(t, addrB, tel.Options()...)
+	if len(clientA) > 0 {
+		cc, err := grpc.NewClient(addrB, grpc.WithTransportCredentials(insecure.NewCredentials()), clientA[0](tel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		aToB = cc
+	}
+	healthpb.RegisterHealthServer(srvA, &forwardingHealth{next: healthpb.NewHealthClient(aToB)})
 	addrA := serveGRPC(t, srvA)
 
 	cc := dial(t, addrA, telemetry.WithTracerProvider(client.tp), telemetry.WithMeterProvider(client.mp))
