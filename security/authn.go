@@ -278,19 +278,29 @@ var errUnauthenticated = status.Error(codes.Unauthenticated, "Jwt verification f
 func AuthenticationHandler(a RequestAuthenticator, next http.Handler, opts ...Option) http.Handler {
 	logger := newOptions(opts).logger
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !authnNeeded(a) {
-			next.ServeHTTP(w, r)
-			return
+		if authnNeeded(a) {
+			if r = authenticateHTTP(a, logger, w, r); r == nil {
+				return
+			}
 		}
-		req := Request{Method: r.Method, Path: r.URL.RequestURI(), Host: r.Host, Headers: r.Header}
-		if err := a.AuthenticateRequest(r.Context(), &req); err != nil {
-			logger.InfoContext(r.Context(), "security: request refused: invalid token", "method", r.Method, "path", r.URL.Path, "error", err)
-			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-			http.Error(w, "Jwt verification fails", http.StatusUnauthorized)
-			return
-		}
-		next.ServeHTTP(w, withTokens(r, req.auth))
+		next.ServeHTTP(w, r)
 	})
+}
+
+// authenticateHTTP is r with its verified tokens, or nil when r was refused
+// for an invalid one. Not inlined, so that its Request is off the stack
+// while the next handler runs (see authzHandler.ServeHTTP).
+//
+//go:noinline
+func authenticateHTTP(a RequestAuthenticator, logger *slog.Logger, w http.ResponseWriter, r *http.Request) *http.Request {
+	req := Request{Method: r.Method, Path: r.URL.RequestURI(), Host: r.Host, Headers: r.Header}
+	if err := a.AuthenticateRequest(r.Context(), &req); err != nil {
+		logger.InfoContext(r.Context(), "security: request refused: invalid token", "method", r.Method, "path", r.URL.Path, "error", err)
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+		http.Error(w, "Jwt verification fails", http.StatusUnauthorized)
+		return nil
+	}
+	return withTokens(r, req.auth)
 }
 
 // withTokens is r with auth in its context and without the headers of

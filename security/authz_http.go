@@ -44,6 +44,19 @@ type authzHandler struct {
 }
 
 func (h *authzHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// The decision is a function of its own, so that its Request is off
+	// the stack while next runs: an HTTP/2 server runs every request on a
+	// new goroutine, whose stack grows by copying as the handlers nest.
+	if r = h.admit(w, r); r != nil {
+		h.next.ServeHTTP(w, r)
+	}
+}
+
+// admit decides r: the request next is to see, or nil when r was answered
+// (refused, or its token invalid).
+//
+//go:noinline
+func (h *authzHandler) admit(w http.ResponseWriter, r *http.Request) *http.Request {
 	req := Request{
 		Method: r.Method,
 		// r is normalized: NormalizePath of its escaped path is r.URL.Path,
@@ -73,7 +86,7 @@ func (h *authzHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.logger.InfoContext(r.Context(), "security: request refused: invalid token", "method", r.Method, "path", r.URL.Path, "error", err)
 			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 			http.Error(w, "Jwt verification fails", http.StatusUnauthorized)
-			return
+			return nil
 		}
 		r = withTokens(r, req.auth)
 		req.Headers = r.Header
@@ -82,9 +95,9 @@ func (h *authzHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	logDecision(r.Context(), h.logger, &req, d)
 	if !d.Allow {
 		http.Error(w, http.StatusText(http.StatusForbidden), http.StatusForbidden)
-		return
+		return nil
 	}
-	h.next.ServeHTTP(w, r)
+	return r
 }
 
 func addrPort(a net.Addr) int {
@@ -137,6 +150,16 @@ type normalizeHandler struct {
 const maxLoggedTarget = 256
 
 func (h *normalizeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if nr := h.normalize(w, r); nr != nil {
+		h.next.ServeHTTP(w, nr)
+	}
+}
+
+// normalize is r normalized, or nil when r was refused. Not inlined, so
+// that its locals are off the stack while next runs (see authzHandler).
+//
+//go:noinline
+func (h *normalizeHandler) normalize(w http.ResponseWriter, r *http.Request) *http.Request {
 	nr, err := normalizeRequest(r)
 	if err != nil {
 		target := r.RequestURI
@@ -146,9 +169,9 @@ func (h *normalizeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.logger.DebugContext(r.Context(), "security: request refused", "status", http.StatusBadRequest,
 			"method", r.Method, "target", target, "error", err)
 		http.Error(w, http.StatusText(http.StatusBadRequest), http.StatusBadRequest)
-		return
+		return nil
 	}
-	h.next.ServeHTTP(w, nr)
+	return nr
 }
 
 // normalizeRequest returns r with its path normalized, r itself when it is

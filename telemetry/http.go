@@ -169,20 +169,23 @@ type instrumentedTransport struct {
 }
 
 func (t *instrumentedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	// Three steps, so that only what the request needs is on the stack
+	// while it is in flight: a request sent from a fresh goroutine grows
+	// its stack by copying, and every frame above the transport counts.
 	start := time.Now()
+	out, span := t.begin(req)
+	resp, err := t.base.RoundTrip(out)
+	return t.end(req, out.Context(), span, start, resp, err)
+}
+
+// begin starts the client span and returns the request to send under it.
+//
+//go:noinline
+func (t *instrumentedTransport) begin(req *http.Request) (*http.Request, trace.Span) {
 	method := standardMethod(req.Method)
 	ctx, span := t.tracer.Start(req.Context(), method, clientSpanKind...)
-	host, port := requestHostPort(req)
-	recording := span.IsRecording()
-	if recording {
-		span.SetAttributes(
-			semconv.HTTPRequestMethodKey.String(method),
-			semconv.URLFull(redactedURL(req)),
-			semconv.ServerAddress(host),
-			semconv.ServerPort(port))
-		if method == "_OTHER" {
-			span.SetAttributes(semconv.HTTPRequestMethodOriginal(req.Method))
-		}
+	if span.IsRecording() {
+		clientRequestAttributes(span, req, method)
 	}
 	// A RoundTripper must not modify the caller's request: the headers
 	// the context goes into are a copy, the base's own when it makes one.
@@ -194,9 +197,33 @@ func (t *instrumentedTransport) RoundTrip(req *http.Request) (*http.Response, er
 		}
 		t.prop.Inject(ctx, propagation.HeaderCarrier(out.Header))
 	}
+	return out, span
+}
 
-	resp, err := t.base.RoundTrip(out)
+// clientRequestAttributes sets a recording client span's request
+// attributes, in a frame of its own (see RoundTrip).
+//
+//go:noinline
+func clientRequestAttributes(span trace.Span, req *http.Request, method string) {
+	host, port := requestHostPort(req)
+	span.SetAttributes(
+		semconv.HTTPRequestMethodKey.String(method),
+		semconv.URLFull(redactedURL(req)),
+		semconv.ServerAddress(host),
+		semconv.ServerPort(port))
+	if method == "_OTHER" {
+		span.SetAttributes(semconv.HTTPRequestMethodOriginal(req.Method))
+	}
+}
 
+// end records the request's duration and ends its span, at once or, for
+// a response with a body, when the body is read or closed.
+//
+//go:noinline
+func (t *instrumentedTransport) end(req *http.Request, ctx context.Context, span trace.Span, start time.Time,
+	resp *http.Response, err error) (*http.Response, error) {
+	method := standardMethod(req.Method)
+	host, port := requestHostPort(req)
 	k := clientKey{method: method, host: host, port: port, scheme: req.URL.Scheme}
 	if err != nil {
 		k.errType = errorType(err)
@@ -208,7 +235,7 @@ func (t *instrumentedTransport) RoundTrip(req *http.Request) (*http.Response, er
 		}
 	}
 	t.duration.Record(ctx, time.Since(start).Seconds(), t.sets.get(k).rec...)
-	if !recording {
+	if !span.IsRecording() {
 		span.End()
 		return resp, err
 	}
