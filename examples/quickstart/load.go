@@ -215,12 +215,16 @@ type stats struct {
 	Other              int // other statuses and errors
 	P50, P99           time.Duration
 	OverflowP99        time.Duration
-	TimeoutP50         time.Duration
+	// OverflowFirstP99 is the p99 of the fast failures refused at their
+	// first try: with retries, a fast failure can follow an attempt that
+	// waited, and end close to the route timeout.
+	OverflowFirstP99 time.Duration
+	TimeoutP50       time.Duration
 }
 
 func summarize(ss []sample) stats {
 	var st stats
-	var lat, over, tout []time.Duration
+	var lat, over, overFirst, tout []time.Duration
 	for _, s := range ss {
 		st.Requests++
 		lat = append(lat, s.latency)
@@ -244,6 +248,9 @@ func summarize(ss []sample) stats {
 		case outcomeOverflow:
 			st.Overflow++
 			over = append(over, s.latency)
+			if s.tries <= 1 {
+				overFirst = append(overFirst, s.latency)
+			}
 		case outcomeTimeout:
 			st.Timeout++
 			tout = append(tout, s.latency)
@@ -253,6 +260,7 @@ func summarize(ss []sample) stats {
 	}
 	st.P50, st.P99 = quantile(lat, 0.50), quantile(lat, 0.99)
 	st.OverflowP99 = quantile(over, 0.99)
+	st.OverflowFirstP99 = quantile(overFirst, 0.99)
 	st.TimeoutP50 = quantile(tout, 0.50)
 	return st
 }

@@ -85,8 +85,12 @@ func TestStory(t *testing.T) {
 	if slow.Overflow == 0 {
 		t.Errorf("slow inventory: no request failed fast (%d timed out, %d other)", slow.Timeout, slow.Other)
 	}
-	if slow.Overflow > 0 && slow.OverflowP99 >= routeTimeout {
-		t.Errorf("slow inventory: fast failures took %v at p99, not below the %v timeout", slow.OverflowP99, routeTimeout)
+	// A request refused at its first try waited for nothing. One refused
+	// at a retry may have waited out an earlier attempt first and end
+	// just under the route timeout, or, on a loaded machine, a few timer
+	// ticks past it: its latency says nothing about the breaker.
+	if slow.Overflow > 0 && slow.OverflowFirstP99 >= routeTimeout {
+		t.Errorf("slow inventory: fast failures at their first try took %v at p99, not below the %v timeout", slow.OverflowFirstP99, routeTimeout)
 	}
 	if slow.Timeout > 0 && slow.TimeoutP50 > 2*routeTimeout {
 		t.Errorf("slow inventory: timeouts took %v at p50, want about %v", slow.TimeoutP50, routeTimeout)
