@@ -148,7 +148,12 @@ type grpcClusters struct {
 
 	mu     sync.Mutex
 	states map[string]childState // by cluster; guarded by mu
-	closed bool
+	// current is each cluster's live child, guarded by mu: a replaced or
+	// removed child may still publish (its SubConns report their shutdown
+	// from grpc-go's goroutines), and its state must not overwrite its
+	// successor's, whose READY picker would then never be seen again.
+	current map[string]*childCC
+	closed  bool
 }
 
 type clusterChild struct {
@@ -198,6 +203,12 @@ func (b *grpcClusters) UpdateClientConnState(ccs gbalancer.ClientConnState) erro
 				generation: spec.Generation,
 			}
 			b.children[name] = ch
+			b.mu.Lock()
+			if b.current == nil {
+				b.current = map[string]*childCC{}
+			}
+			b.current[name] = ccw
+			b.mu.Unlock()
 		}
 		if len(spec.Endpoints) == 0 {
 			err := spec.Err
@@ -224,19 +235,23 @@ func (b *grpcClusters) UpdateClientConnState(ccs gbalancer.ClientConnState) erro
 
 func (b *grpcClusters) removeChild(name string, ch *clusterChild) {
 	delete(b.children, name)
-	ch.bal.Close()
+	// Retired before it closes: what it publishes while closing is stale.
 	b.mu.Lock()
+	if b.current[name] == ch.cc {
+		delete(b.current, name)
+	}
 	if cs, ok := b.states[name]; ok && cs.cc == ch.cc {
 		delete(b.states, name)
 	}
 	b.mu.Unlock()
+	ch.bal.Close()
 }
 
 func (b *grpcClusters) childUpdated(c *childCC, s gbalancer.State) {
 	b.mu.Lock()
-	if b.closed {
+	if b.closed || b.current[c.name] != c {
 		b.mu.Unlock()
-		return
+		return // closed, or a replaced child's late state
 	}
 	if b.states == nil {
 		b.states = map[string]childState{}
