@@ -227,9 +227,8 @@ type sent struct {
 //
 //go:noinline
 func (t *retryTransport) loop(req *http.Request, kind int, buf []byte, ctx context.Context, cancelRoute context.CancelFunc, first1 *sent) (*http.Response, error) {
-	et, ct := t.et, t.ct
 	var att *Attempts
-	if et == nil {
+	if t.et == nil {
 		ctx, att = tracked(ctx)
 	}
 	if b := t.cfg.budget; b != nil {
@@ -248,66 +247,25 @@ func (t *retryTransport) loop(req *http.Request, kind int, buf []byte, ctx conte
 		body = replay(buf)
 	}
 	for attempt := 1; ; attempt++ {
+		var (
+			resp        *http.Response
+			err         error
+			perTryFired bool
+			cancelTry   context.CancelCauseFunc
+		)
 		if attempt == 1 && first1 != nil {
 			// Sent by retry: the attempts tracker starts at the retry.
-			first = first1.endpoint
-			resp, err := first1.resp, first1.err
-			next, stop, err := t.again(ctx, req, kind, buf, resp, err, &bo, nil)
-			switch stop {
-			case againFinish:
-				return finish(resp, err, nil, cancelRoute)
-			case againFail:
-				if cancelRoute != nil {
-					cancelRoute()
-				}
-				return nil, err
+			resp, first, err = first1.resp, first1.endpoint, first1.err
+		} else {
+			if att == nil && attempt > 1 {
+				// The first retry: from here on the attempts are tracked.
+				ctx, att = trackFrom(ctx, first)
 			}
-			retrying = true
-			body = next
-			continue
-		}
-		if att == nil && attempt > 1 {
-			// The first retry: from here on the attempts are tracked.
-			ctx, att = trackFrom(ctx, first)
-		}
-		att.begin()
-		actx := ctx
-		if attempt > 1 {
-			actx = retryContext{ctx}
-		}
-		var cancelTry context.CancelCauseFunc
-		var timer *time.Timer
-		if d := t.policy.PerTryTimeout; d > 0 {
-			actx, cancelTry, timer = perTryContext(actx, d)
-		}
-		// An attempt that sends the caller's body (or none) hands a
-		// context-taking transport its context beside the request.
-		withCtx := et != nil && ct != nil && body == req.Body && kind != bodyBuffer
-		r := req
-		if !withCtx && (actx != req.Context() || body != req.Body || kind == bodyBuffer) {
-			r = attemptRequest(req, actx, body, kind, buf)
-		}
-		var resp *http.Response
-		var err error
-		switch {
-		case withCtx:
 			var endpoint string
-			resp, endpoint, err = ct.RoundTripAttemptContext(actx, req, att)
+			resp, endpoint, perTryFired, cancelTry, err = t.send(ctx, req, att, attempt, body, kind, buf)
 			if att == nil {
 				first = endpoint
 			}
-		case et != nil:
-			var endpoint string
-			resp, endpoint, err = et.RoundTripAttempt(r, att)
-			if att == nil {
-				first = endpoint
-			}
-		default:
-			resp, err = t.base.RoundTrip(r)
-		}
-		perTryFired := false
-		if timer != nil {
-			perTryFired, err = t.endPerTry(timer, actx, err)
 		}
 		if retrying {
 			releaseRetry(t.cfg)
@@ -329,6 +287,41 @@ func (t *retryTransport) loop(req *http.Request, kind int, buf []byte, ctx conte
 		retrying = true
 		body = next
 	}
+}
+
+// send sends attempt n of req with body (see loop): under its per-try
+// timeout, if any, with the attempt's own context beside the request to
+// a transport that takes one, else on a copy carrying it.
+func (t *retryTransport) send(ctx context.Context, req *http.Request, att *Attempts, n int, body io.ReadCloser, kind int, buf []byte) (
+	resp *http.Response, endpoint string, perTryFired bool, cancelTry context.CancelCauseFunc, err error) {
+	att.begin()
+	actx := ctx
+	if n > 1 {
+		actx = retryContext{ctx}
+	}
+	var timer *time.Timer
+	if d := t.policy.PerTryTimeout; d > 0 {
+		actx, cancelTry, timer = perTryContext(actx, d)
+	}
+	// An attempt that sends the caller's body (or none) hands a
+	// context-taking transport its context beside the request.
+	withCtx := t.et != nil && t.ct != nil && body == req.Body && kind != bodyBuffer
+	r := req
+	if !withCtx && (actx != req.Context() || body != req.Body || kind == bodyBuffer) {
+		r = attemptRequest(req, actx, body, kind, buf)
+	}
+	switch {
+	case withCtx:
+		resp, endpoint, err = t.ct.RoundTripAttemptContext(actx, req, att)
+	case t.et != nil:
+		resp, endpoint, err = t.et.RoundTripAttempt(r, att)
+	default:
+		resp, err = t.base.RoundTrip(r)
+	}
+	if timer != nil {
+		perTryFired, err = t.endPerTry(timer, actx, err)
+	}
+	return resp, endpoint, perTryFired, cancelTry, err
 }
 
 // tracked gives ctx an Attempts tracker. Not inlined: see retry.
