@@ -60,15 +60,9 @@ func isLocalReply(resp *http.Response) bool { return LocalReplyError(resp) != ni
 
 // overflowReply turns a refusal by a cluster's thresholds into Envoy's
 // answer to it; nil for any other error. A refused retry is not turned:
-// its error is the last attempt's, as Envoy's answer is.
+// its error is the last attempt's, as Envoy's answer is. Only failed
+// requests come here (see transport.failed).
 func overflowReply(req *http.Request, service string, err error) *http.Response {
-	if err == nil {
-		return nil // before errors.As, whose target would cost an allocation
-	}
-	return overflowReplyOf(req, service, err)
-}
-
-func overflowReplyOf(req *http.Request, service string, err error) *http.Response {
 	var oe *resilience.OverflowError
 	if !errors.As(err, &oe) || oe.Threshold == resilience.ThresholdMaxRetries {
 		return nil

@@ -161,8 +161,10 @@ func (t *transport) otherRoundTrip(req *http.Request) (*http.Response, error) {
 // (see telemetry.HeaderInjector).
 func (t *transport) InjectsTraceContext() {}
 
-// failed turns a request's error into the answer the caller gets: a
-// circuit-breaker overflow is answered as Envoy answers it.
+// failed turns a request's error into the answer the caller gets, for
+// every path (static, DNS and xDS services, observed or not): a
+// circuit-breaker overflow is counted and answered as Envoy answers it,
+// with a local reply whose Request carries the error (LocalReplyError).
 //
 //go:noinline
 func (t *transport) failed(req *http.Request, svc *service, err error) (*http.Response, error) {
@@ -186,19 +188,15 @@ func (t *transport) observedRoundTrip(svc *service, req *http.Request) (*http.Re
 		start = time.Now()
 	}
 	resp, err := t.serviceRoundTripper(svc).RoundTrip(req)
-	countOverflow(req.Context(), svc, err)
-	local := overflowReply(req, svc.name, err)
-	if local != nil {
-		resp, err = local, nil
+	failed := err != nil
+	if failed {
+		resp, err = t.failed(req, svc, err)
 	}
 	if t.m.golden != nil {
 		t.m.goldenOutbound(svc.name, "", start, resp, err)
 	}
-	if local != nil {
-		// Envoy's 503: its Request carries the error for LocalReplyError.
-		return local, nil
-	}
-	if resp != nil {
+	if resp != nil && !failed {
+		// (A local reply's Request carries the error for LocalReplyError.)
 		resp.Request = req
 	}
 	return resp, err

@@ -571,11 +571,10 @@ func (x *xdsPath) roundTrip(t *transport, req *http.Request) (resp *http.Respons
 		req = x.mirror(t, plan, cluster, req)
 	}
 	resp, err = plan.roundTripper(t, svc).RoundTrip(req)
-	countOverflow(ctx, svc, err)
-	if r := overflowReply(req, svc.name, err); r != nil {
-		// Envoy's 503, with the route's response headers as on any
-		// local reply; LocalReplyError has the error.
-		resp, err = r, nil
+	if err != nil {
+		// An overflow becomes Envoy's 503, with the route's response
+		// headers below as on any local reply.
+		resp, err = t.failed(req, svc, err)
 	}
 	if x.m.golden != nil {
 		x.m.goldenOutbound(svc.name, rt.Name, start, resp, err)
