@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -142,7 +141,7 @@ func (x *xdsPath) mirror(t *transport, plan *routePlan, cluster string, req *htt
 			// The copy's context is detached from the request's; the
 			// trace context goes with its headers, as on the request
 			// itself (see outboundHeader).
-			x.m.tel.Propagator().Inject(ctx, propagation.HeaderCarrier(out.Header))
+			x.m.injectTrace(ctx, out.Header)
 		}
 		out.Body, out.GetBody = body, nil
 		if body == nil {

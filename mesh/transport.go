@@ -151,9 +151,16 @@ func (t *transport) otherRoundTrip(req *http.Request) (*http.Response, error) {
 		// transport (see outboundHeader); a host outside the mesh gets it
 		// on a copy.
 		req = req.Clone(req.Context())
-		t.m.tel.Propagator().Inject(req.Context(), propagation.HeaderCarrier(req.Header))
+		t.m.injectTrace(req.Context(), req.Header)
 	}
 	return t.base.RoundTrip(req)
+}
+
+// injectTrace writes ctx's trace context and baggage on h, a copy's
+// header, with the mesh's propagator: the one the telemetry layer would
+// have used (see telemetry.HeaderInjector).
+func (m *Mesh) injectTrace(ctx context.Context, h http.Header) {
+	m.tel.Propagator().Inject(ctx, propagation.HeaderCarrier(h))
 }
 
 // InjectsTraceContext tells telemetry.NewHTTPTransport that this transport

@@ -295,12 +295,18 @@ func AuthenticationHandler(a RequestAuthenticator, next http.Handler, opts ...Op
 func authenticateHTTP(a RequestAuthenticator, logger *slog.Logger, w http.ResponseWriter, r *http.Request) *http.Request {
 	req := Request{Method: r.Method, Path: r.URL.RequestURI(), Host: r.Host, Headers: r.Header}
 	if err := a.AuthenticateRequest(r.Context(), &req); err != nil {
-		logger.InfoContext(r.Context(), "security: request refused: invalid token", "method", r.Method, "path", r.URL.Path, "error", err)
-		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-		http.Error(w, "Jwt verification fails", http.StatusUnauthorized)
+		refuseToken(logger, w, r, err)
 		return nil
 	}
 	return withTokens(r, req.auth)
+}
+
+// refuseToken answers a request whose token failed verification as
+// Envoy's jwt_authn filter does: 401, WWW-Authenticate invalid_token.
+func refuseToken(logger *slog.Logger, w http.ResponseWriter, r *http.Request, err error) {
+	logger.InfoContext(r.Context(), "security: request refused: invalid token", "method", r.Method, "path", r.URL.Path, "error", err)
+	w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+	http.Error(w, "Jwt verification fails", http.StatusUnauthorized)
 }
 
 // withTokens is r with auth in its context and without the headers of

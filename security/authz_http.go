@@ -83,9 +83,7 @@ func (h *authzHandler) admit(w http.ResponseWriter, r *http.Request) *http.Reque
 		err := a.AuthenticateRequest(r.Context(), &req)
 		req.Path = r.URL.EscapedPath() // a token in the query must not reach the log
 		if err != nil {
-			h.logger.InfoContext(r.Context(), "security: request refused: invalid token", "method", r.Method, "path", r.URL.Path, "error", err)
-			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-			http.Error(w, "Jwt verification fails", http.StatusUnauthorized)
+			refuseToken(h.logger, w, r, err)
 			return nil
 		}
 		r = withTokens(r, req.auth)
