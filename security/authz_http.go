@@ -34,11 +34,15 @@ import (
 // use.
 func AuthorizationHandler(e PolicyEvaluator, next http.Handler, opts ...Option) http.Handler {
 	o := newOptions(opts)
-	return NormalizeRequest(&authzHandler{e: e, next: next, logger: o.logger}, opts...)
+	a, _ := e.(RequestAuthenticator)
+	return NormalizeRequest(&authzHandler{e: e, authn: a, next: next, logger: o.logger}, opts...)
 }
 
 type authzHandler struct {
-	e      PolicyEvaluator
+	e PolicyEvaluator
+	// authn is e as a RequestAuthenticator, asserted once; nil when it is
+	// not one.
+	authn  RequestAuthenticator
 	next   http.Handler
 	logger *slog.Logger
 }
@@ -78,7 +82,7 @@ func (h *authzHandler) admit(w http.ResponseWriter, r *http.Request) *http.Reque
 	}
 	if auth, ok := jwt.FromContext(r.Context()); ok {
 		req.auth = auth // verified before this handler
-	} else if a, ok := h.e.(RequestAuthenticator); ok && authnNeeded(a) {
+	} else if a := h.authn; a != nil && authnNeeded(a) {
 		req.Path = r.URL.RequestURI() // with the query, where a token may be
 		err := a.AuthenticateRequest(r.Context(), &req)
 		req.Path = r.URL.EscapedPath() // a token in the query must not reach the log
