@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
 	"github.com/weftmesh/weft/internal/xds/xdstest"
@@ -84,41 +85,25 @@ func BenchmarkSequentialGETInterleaved(b *testing.B) {
 
 // BenchmarkSequentialGETXDS measures one keep-alive GET at a time routed by
 // xDS (listener, route match, cluster, endpoint) over loopback.
-func BenchmarkSequentialGETXDS(b *testing.B) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		io.WriteString(w, "k")
-	}))
-	b.Cleanup(srv.Close)
-	cp := xdstest.NewServer(b)
-	cp.SetSnapshot(b, "bench", "1",
-		xdstest.Listener("orders:8080", "orders-routes"),
-		xdstest.RouteConfig("orders-routes", "*", "orders"),
-		xdstest.Cluster("orders", ""),
-		xdstest.Endpoints("orders", srv.Listener.Addr().String()))
-	m, err := mesh.New(context.Background(), mesh.WithBootstrap(cp.Bootstrap("bench")))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { m.Close() })
-	c := m.HTTPClient()
-	doGET(b, c, "http://orders:8080/items")
-	b.ReportAllocs()
-	for b.Loop() {
-		doGET(b, c, "http://orders:8080/items")
-	}
-}
+func BenchmarkSequentialGETXDS(b *testing.B) { benchGETXDS(b, xdstest.Cluster("orders", "")) }
 
 // BenchmarkSequentialGETXDSLRS is BenchmarkSequentialGETXDS with the
 // cluster's lrs_server set: what counting each request for load
 // reporting adds.
 func BenchmarkSequentialGETXDSLRS(b *testing.B) {
+	cl := xdstest.Cluster("orders", "")
+	cl.LrsServer = &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Self{Self: &corev3.SelfConfigSource{}}}
+	benchGETXDS(b, cl)
+}
+
+// benchGETXDS routes orders:8080 to the cluster cl, whose one endpoint
+// answers "k", and measures one GET at a time.
+func benchGETXDS(b *testing.B, cl *clusterv3.Cluster) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, "k")
 	}))
 	b.Cleanup(srv.Close)
 	cp := xdstest.NewServer(b)
-	cl := xdstest.Cluster("orders", "")
-	cl.LrsServer = &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Self{Self: &corev3.SelfConfigSource{}}}
 	cp.SetSnapshot(b, "bench", "1",
 		xdstest.Listener("orders:8080", "orders-routes"),
 		xdstest.RouteConfig("orders-routes", "*", "orders"),
