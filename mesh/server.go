@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/weftmesh/weft/internal/deadline"
+	"github.com/weftmesh/weft/internal/stackroom"
 	"github.com/weftmesh/weft/security"
 )
 
@@ -110,8 +111,13 @@ const forwardedClientCert = "x-forwarded-client-cert"
 // `when: request.headers[x-forwarded-client-cert]` rule or reach an
 // application that reads it. net/http keys headers canonically; spellings
 // with "_" for "-" are removed too, for applications that fold them.
+//
+// Being outermost, it also makes room on the stack for the chain: an
+// HTTP/2 server runs every request on a fresh goroutine, whose stack would
+// otherwise double deep inside the chain (see package internal/stackroom).
 func stripForwardedClientCert(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		stackroom.Reserve4K()
 		for k := range r.Header {
 			if isForwardedClientCert(k) {
 				r = withoutForwardedClientCert(r)

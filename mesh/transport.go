@@ -17,6 +17,7 @@ import (
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/internal/route"
+	"github.com/weftmesh/weft/internal/stackroom"
 	"github.com/weftmesh/weft/internal/xds"
 	"github.com/weftmesh/weft/resilience"
 	"github.com/weftmesh/weft/telemetry"
@@ -102,6 +103,11 @@ type outbound struct {
 
 // RoundTrip implements http.RoundTripper.
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	// A request through the mesh needs more stack than net/http's alone:
+	// on a fresh goroutine (a fan-out, a paced load, an HTTP/2 handler
+	// calling onwards) the room is made here, a few frames deep, rather
+	// than by doubling with the whole request on the stack.
+	stackroom.Reserve8K()
 	if t.m.tap.Active() {
 		return t.tapRoundTrip(req)
 	}
