@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/textproto"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -596,6 +597,11 @@ func splitHostPort(hp string) (string, int) {
 	if hp == "" {
 		return "", 0
 	}
+	// A mesh service is named without a port ("http://orders"): answer
+	// before net.SplitHostPort builds an error to say so, on every request.
+	if !strings.Contains(hp, ":") || strings.HasSuffix(hp, "]") {
+		return strings.Trim(hp, "[]"), 0
+	}
 	host, ps, err := net.SplitHostPort(hp)
 	if err != nil {
 		return strings.Trim(hp, "[]"), 0
@@ -699,13 +705,49 @@ func (h *propagatingHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // extract is prop.Extract from the request header h. The default
 // propagator (W3C trace context and baggage) reads only the traceparent
 // header (tracestate only after a valid traceparent) and the baggage
-// header, and returns ctx unchanged without them; its lookups canonicalize
-// the lower-case names, which allocates, so a request that carries
-// neither skips it. Any other propagator (the caller's, or one named by
-// OTEL_PROPAGATORS) is always asked.
+// header, and returns ctx unchanged without them, so a request that
+// carries neither skips it. Any other propagator (the caller's, or one
+// named by OTEL_PROPAGATORS) is always asked.
 func extract(ctx context.Context, prop propagation.TextMapPropagator, defaultProp bool, h http.Header) context.Context {
 	if defaultProp && len(h["Traceparent"]) == 0 && len(h["Baggage"]) == 0 {
 		return ctx
 	}
-	return prop.Extract(ctx, propagation.HeaderCarrier(h))
+	return prop.Extract(ctx, headerReader(h))
 }
+
+// headerReader is propagation.HeaderCarrier without an allocation per
+// lookup: the W3C propagators ask for their headers in lower case
+// ("traceparent"), which HeaderCarrier canonicalizes into a new string
+// every time. Their names are looked up in canonical form directly; any
+// other name is canonicalized as net/http does.
+type headerReader http.Header
+
+func canonicalKey(key string) string {
+	switch key {
+	case "traceparent":
+		return "Traceparent"
+	case "tracestate":
+		return "Tracestate"
+	case "baggage":
+		return "Baggage"
+	}
+	return textproto.CanonicalMIMEHeaderKey(key)
+}
+
+// Get implements propagation.TextMapCarrier.
+func (h headerReader) Get(key string) string {
+	if v := h[canonicalKey(key)]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// Values implements propagation.ValuesGetter: baggage may come in several
+// headers.
+func (h headerReader) Values(key string) []string { return h[canonicalKey(key)] }
+
+// Set implements propagation.TextMapCarrier.
+func (h headerReader) Set(key, value string) { http.Header(h).Set(key, value) }
+
+// Keys implements propagation.TextMapCarrier.
+func (h headerReader) Keys() []string { return propagation.HeaderCarrier(h).Keys() }
