@@ -55,8 +55,14 @@ func TestHeaderReaderExtractsAsHeaderCarrier(t *testing.T) {
 	if !gs.IsValid() || !gs.Equal(ws) || gs.TraceState().String() != "vendor=opaque" {
 		t.Errorf("span context %+v (state %q), want %+v", gs, gs.TraceState(), ws)
 	}
-	if wb, gb := baggage.FromContext(want), baggage.FromContext(got); gb.Len() != 2 || gb.String() != wb.String() {
+	wb, gb := baggage.FromContext(want), baggage.FromContext(got)
+	if gb.Len() != 2 || gb.Len() != wb.Len() {
 		t.Errorf("baggage %q, want %q", gb, wb)
+	}
+	for _, m := range wb.Members() {
+		if g := gb.Member(m.Key()).Value(); g != m.Value() {
+			t.Errorf("baggage %s = %q, want %q", m.Key(), g, m.Value())
+		}
 	}
 
 	r := headerReader(h)
