@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/internal/respbody"
 	"github.com/weftmesh/weft/internal/route"
 	"github.com/weftmesh/weft/internal/stackroom"
 	"github.com/weftmesh/weft/internal/xds"
@@ -99,6 +100,11 @@ type outbound struct {
 	// trace context to a request with few headers (see outboundHeader).
 	vals   [6]string
 	header headerCarrier
+	// body wraps the response body to release the max-requests slot when
+	// the body is done; here, it costs no allocation of its own. The
+	// outbound lives as long as that body anyway: net/http's body refers
+	// to the request it sent, req.
+	body respbody.Body
 }
 
 // RoundTrip implements http.RoundTripper.
@@ -396,7 +402,8 @@ func (p *pickTransport) complete(ctx context.Context, out *outbound, resp *http.
 	if err != nil || resp.Body == nil {
 		out.th.ReleaseRequest()
 	} else {
-		resp.Body = out.th.ReleaseRequestOnClose(resp.Body)
+		out.body.ReadCloser, out.body.Slot = resp.Body, out.th
+		resp.Body = &out.body
 	}
 	if outcome == balancer.ConnectFailure && svc.resolveNow != nil {
 		// The endpoint may be gone; ask discovery (DNS) to look again.

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"slices"
 	"time"
+
+	"github.com/weftmesh/weft/internal/respbody"
 )
 
 // Hedging defaults.
@@ -324,7 +326,7 @@ func (h *hedgeTransport) win(res hedgeResult, cancels []context.CancelFunc, resu
 		res.cancel()
 		return res.resp, res.err
 	}
-	res.resp.Body = newDoneBody(res.resp.Body, res.cancel)
+	res.resp.Body = &respbody.Body{ReadCloser: res.resp.Body, Done: res.cancel}
 	return res.resp, nil
 }
 

@@ -4,7 +4,6 @@ package resilience
 // and hedging have their own files.
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"math"
@@ -13,6 +12,8 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/weftmesh/weft/internal/respbody"
 )
 
 // NewBreakerTransport returns a RoundTripper that asks b before each
@@ -97,56 +98,7 @@ func (p *pendingRelease) release() {
 // caller that reads a body to EOF and never closes it, which net/http
 // tolerates, must not hold a slot forever.
 func (t *Thresholds) ReleaseRequestOnClose(body io.ReadCloser) io.ReadCloser {
-	return &doneBody{ReadCloser: body, th: t}
-}
-
-// doneBody runs its release work exactly once, when the response body it
-// wraps returns its first error from Read (io.EOF included) or is closed,
-// whichever comes first. The per-request state that a response body keeps
-// alive (a max-requests slot, a context) is released there, so a caller
-// that reads to the end and never closes the body leaks nothing.
-//
-// The work is held in fields rather than one closure, so the layers of a
-// request (the thresholds' slot below, the route and per-try contexts
-// above) share one wrapper, allocated once, instead of wrapping the body
-// once each.
-type doneBody struct {
-	io.ReadCloser
-	th          *Thresholds // its request slot is released
-	cancelTry   context.CancelCauseFunc
-	cancelRoute context.CancelFunc
-	done        func()
-	ran         atomic.Bool
-}
-
-func newDoneBody(body io.ReadCloser, done func()) *doneBody {
-	return &doneBody{ReadCloser: body, done: done}
-}
-
-func (b *doneBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	if err != nil {
-		b.finish()
-	}
-	return n, err
-}
-
-func (b *doneBody) Close() error {
-	err := b.ReadCloser.Close()
-	b.finish()
-	return err
-}
-
-func (b *doneBody) finish() {
-	if b.ran.CompareAndSwap(false, true) {
-		if b.th != nil {
-			b.th.ReleaseRequest()
-		}
-		cancelBoth(b.cancelTry, b.cancelRoute)
-		if b.done != nil {
-			b.done()
-		}
-	}
+	return &respbody.Body{ReadCloser: body, Slot: t}
 }
 
 // retryAfterSeconds renders a wait as Retry-After's whole seconds, rounded

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/internal/respbody"
 )
 
 // maxDrain bounds how much of a failed attempt's response body is read so
@@ -547,13 +548,13 @@ func finish(resp *http.Response, err error, cancelTry context.CancelCauseFunc, c
 		cancelBoth(cancelTry, cancelRoute)
 		return resp, err
 	}
-	if b, ok := resp.Body.(*doneBody); ok && b.cancelTry == nil && b.cancelRoute == nil && !b.ran.Load() {
+	if b, ok := resp.Body.(*respbody.Body); ok && b.CancelTry == nil && b.CancelRoute == nil && !b.Released() {
 		// The body is already wrapped below (the thresholds' slot) and
 		// nobody has it yet: the contexts ride on the same wrapper.
-		b.cancelTry, b.cancelRoute = cancelTry, cancelRoute
+		b.CancelTry, b.CancelRoute = cancelTry, cancelRoute
 		return resp, nil
 	}
-	resp.Body = &doneBody{ReadCloser: resp.Body, cancelTry: cancelTry, cancelRoute: cancelRoute}
+	resp.Body = &respbody.Body{ReadCloser: resp.Body, CancelTry: cancelTry, CancelRoute: cancelRoute}
 	return resp, nil
 }
 
