@@ -113,7 +113,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// on a fresh goroutine (a fan-out, a paced load, an HTTP/2 handler
 	// calling onwards) the room is made here, a few frames deep, rather
 	// than by doubling with the whole request on the stack.
-	stackroom.Reserve8K()
+	stackroom.Reserve4K()
 	if t.m.tap.Active() {
 		return t.tapRoundTrip(req)
 	}

@@ -5,16 +5,17 @@
 // whenever a call needs more room, copying it and walking every frame on
 // it to move the pointers into it. The walk, not the copy, is the cost: it
 // decodes each frame's stack map, so a doubling twenty frames deep costs
-// several microseconds. Requests run on fresh goroutines all the time: an
+// microseconds. Requests run on fresh goroutines all the time: an
 // HTTP/2 server runs each request's handler on its own, and callers fan
 // out or pace requests on new ones. A request through the mesh needs more
 // stack than one through net/http alone, so without help it pays one or
 // two more doublings, each with the deepest stack of the request on it.
 //
-// Reserve4K and Reserve8K, called at the mesh's entry points, ask for the
-// room in one step, while only a few frames are on the stack. When the
-// stack already has the room (a connection's long-lived goroutine, a
-// caller's warm one) they cost a function call and nothing else: their
-// frames are declared in assembly and never written, so unlike a Go
-// function with a large local array they clear no memory.
+// Reserve4K, called at the mesh's entry points, asks for the room in one
+// step, while only a few frames are on the stack: a stack with 4 KiB free
+// below those frames is an 8 KiB one, which the mesh's client path and its
+// server chain fit in. When the stack already has the room (a connection's
+// long-lived goroutine, a caller's warm one) it costs a function call and
+// nothing else: its frame is declared in assembly and never written, so
+// unlike a Go function with a large local array it clears no memory.
 package stackroom
