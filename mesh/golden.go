@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/weftmesh/weft/internal/stackroom"
 	"github.com/weftmesh/weft/security"
 	"github.com/weftmesh/weft/telemetry/admin"
 )
@@ -99,6 +100,7 @@ func (m *Mesh) goldenDialOptions(target string) []grpc.DialOption {
 	}
 	return []grpc.DialOption{
 		grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			stackroom.Reserve8K() // the outermost interceptor (see internal/stackroom)
 			start := time.Now()
 			err := invoker(ctx, method, req, reply, cc, opts...)
 			m.observeGRPC(admin.GoldenKey{Direction: admin.DirectionOutbound, Service: target, Route: method}, start, err)

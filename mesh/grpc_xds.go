@@ -19,6 +19,7 @@ import (
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/internal/fault"
 	"github.com/weftmesh/weft/internal/route"
+	"github.com/weftmesh/weft/internal/stackroom"
 	"github.com/weftmesh/weft/internal/tap"
 	"github.com/weftmesh/weft/internal/xds"
 	"github.com/weftmesh/weft/resilience"
@@ -188,6 +189,9 @@ func (c *xdsChannel) route(ctx context.Context, method string) (context.Context,
 var passthroughRoute = balancer.GRPCRoute{Cluster: passthroughCluster}
 
 func (c *xdsChannel) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	// Beneath only the channel-retry switch: the call's room on the stack
+	// is made here (see internal/stackroom).
+	stackroom.Reserve8K()
 	if c.x.m.tap.Active() {
 		return c.tapUnary(ctx, method, req, reply, cc, invoker, opts...)
 	}

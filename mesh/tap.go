@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 	grpctap "google.golang.org/grpc/tap"
 
+	"github.com/weftmesh/weft/internal/stackroom"
 	"github.com/weftmesh/weft/internal/tap"
 	"github.com/weftmesh/weft/internal/xds"
 	"github.com/weftmesh/weft/resilience"
@@ -268,6 +269,9 @@ func (c *xdsChannel) tapUnary(ctx context.Context, method string, req, reply any
 // calls: the service is the cluster.
 func (m *Mesh) tapCallUnary(cluster, target string, next grpc.UnaryClientInterceptor) grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		// The outermost of a static service's interceptors: the call's
+		// room on the stack is made here (see internal/stackroom).
+		stackroom.Reserve8K()
 		if !m.tap.Active() {
 			return next(ctx, method, req, reply, cc, invoker, opts...)
 		}

@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/weftmesh/weft/internal/stackroom"
 	"github.com/weftmesh/weft/telemetry"
 )
 
@@ -64,6 +65,10 @@ type clientTrace struct {
 }
 
 func (c clientTrace) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	// The mesh's only interceptor on a channel to a scheme it leaves to
+	// grpc-go: the call's room on the stack is made here if no interceptor
+	// above made it (see internal/stackroom).
+	stackroom.Reserve8K()
 	return invoker(c.outgoing(ctx), method, req, reply, cc, opts...)
 }
 

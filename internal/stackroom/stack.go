@@ -11,11 +11,13 @@
 // stack than one through net/http alone, so without help it pays one or
 // two more doublings, each with the deepest stack of the request on it.
 //
-// Reserve4K, called at the mesh's entry points, asks for the room in one
-// step, while only a few frames are on the stack: a stack with 4 KiB free
-// below those frames is an 8 KiB one, which the mesh's client path and its
-// server chain fit in. When the stack already has the room (a connection's
-// long-lived goroutine, a caller's warm one) it costs a function call and
-// nothing else: its frame is declared in assembly and never written, so
-// unlike a Go function with a large local array it clears no memory.
+// Reserve4K and Reserve8K, called at the mesh's entry points, ask for the
+// room in one step, while only a few frames are on the stack. A stack with
+// 4 KiB free below those frames is an 8 KiB one, which an HTTP request
+// through the mesh fits in, client or server side; a gRPC call, whose path
+// through grpc-go is deeper, needs 16 KiB. When the stack already has the
+// room (a connection's long-lived goroutine, a caller's warm one) they
+// cost a function call and nothing else: their frames are declared in
+// assembly and never written, so unlike a Go function with a large local
+// array they clear no memory.
 package stackroom

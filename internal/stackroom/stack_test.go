@@ -45,34 +45,42 @@ func parked(n int, reserve func()) uint64 {
 }
 
 // TestReserveGrowsTheStack checks, by the memory their stacks take, that
-// fresh goroutines that reserve have the room afterwards: a Reserve4K that
-// does nothing leaves each at its starting size, a fraction of it.
+// fresh goroutines that reserve have the room afterwards: a reservation
+// that does nothing leaves each at its starting size, a fraction of it.
 func TestReserveGrowsTheStack(t *testing.T) {
 	if runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64" {
-		t.Skip("Reserve4K does nothing on", runtime.GOARCH)
+		t.Skip("the reservations do nothing on", runtime.GOARCH)
 	}
 	// A collection would shrink the parked goroutines' stacks, which use
 	// little of them, under the measure.
 	defer debug.SetGCPercent(debug.SetGCPercent(-1))
-	// A stack with 4 KiB free below a small frame is an 8 KiB one.
-	const n, each = 400, 8 << 10
 	start := []metrics.Sample{{Name: "/gc/stack/starting-size:bytes"}}
 	metrics.Read(start)
 	first := start[0].Value.Uint64()
-	if first >= each {
-		t.Skipf("goroutines start with %d B of stack here; nothing to grow", first)
-	}
-	// The measure counts stack spans in use, and some goroutines may take
-	// stacks freed earlier from spans already counted: the bar is halfway
-	// between what they hold with and without the reservation.
-	bar := n * (first + each) / 2
-	if got := parked(n, Reserve4K); got < bar {
-		t.Errorf("%d goroutines that reserved took %d B of stack, want at least %d (they hold %d each; %d without)", n, got, bar, each, first)
-	}
-	// The control: without a reservation the same goroutines take less,
-	// or the check above proves nothing.
-	if got := parked(n, nil); got >= bar {
-		t.Errorf("without Reserve4K, %d goroutines took %d B of stack, want less than %d", n, got, bar)
+	// A stack with 4 KiB free below a small frame is an 8 KiB one; with
+	// 8 KiB free, a 16 KiB one.
+	const n = 400
+	for _, c := range []struct {
+		name    string
+		reserve func()
+		each    uint64
+	}{{"Reserve4K", Reserve4K, 8 << 10}, {"Reserve8K", Reserve8K, 16 << 10}} {
+		if first >= c.each {
+			t.Logf("goroutines start with %d B of stack here; %s has nothing to grow", first, c.name)
+			continue
+		}
+		// The measure counts stack spans in use, and some goroutines may
+		// take stacks freed earlier from spans already counted: the bar is
+		// halfway between what they hold with and without the reservation.
+		bar := n * (first + c.each) / 2
+		if got := parked(n, c.reserve); got < bar {
+			t.Errorf("%d goroutines that called %s took %d B of stack, want at least %d (they hold %d each; %d without)", n, c.name, got, bar, c.each, first)
+		}
+		// The control: without a reservation the same goroutines take
+		// less, or the check above proves nothing.
+		if got := parked(n, nil); got >= bar {
+			t.Errorf("without %s, %d goroutines took %d B of stack, want less than %d", c.name, n, got, bar)
+		}
 	}
 }
 
@@ -84,11 +92,12 @@ func TestReserveOnAGrownStack(t *testing.T) {
 	for g := range 8 {
 		wg.Go(func() {
 			for i := range 2000 {
-				Reserve4K()
+				Reserve8K()
 				if depth(g+i%32) != g+i%32 {
 					t.Error("wrong depth")
 					return
 				}
+				Reserve4K()
 				if i%500 == 0 {
 					runtime.GC()
 				}
