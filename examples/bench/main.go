@@ -217,6 +217,47 @@ type memoryRow struct {
 	mem   memory
 }
 
+// fixtures are what every measurement shares: a control plane for the
+// xDS clients, a self-signed certificate for the plain TLS sides, and the
+// SPIFFE identities of Weft's sides.
+type fixtures struct {
+	cp                   *controlPlane
+	cert                 tls.Certificate
+	roots                *x509.CertPool
+	clientSrc, serverSrc security.Source
+}
+
+// newEnv starts the fixtures in a new env, which the caller closes.
+func newEnv(ctx context.Context) (*env, *fixtures, error) {
+	e := &env{}
+	f, err := e.start(ctx)
+	if err != nil {
+		e.close()
+		return nil, nil, err
+	}
+	return e, f, nil
+}
+
+func (e *env) start(ctx context.Context) (*fixtures, error) {
+	var err error
+	if e.dir, err = os.MkdirTemp("", "weft-bench-"); err != nil {
+		return nil, err
+	}
+	e.defer_(func() { os.RemoveAll(e.dir) })
+	f := &fixtures{}
+	if f.cp, err = startControlPlane(); err != nil {
+		return nil, err
+	}
+	e.defer_(f.cp.close)
+	if f.cert, f.roots, err = selfSignedCert(); err != nil {
+		return nil, err
+	}
+	if f.clientSrc, f.serverSrc, err = e.identities(ctx); err != nil {
+		return nil, fmt.Errorf("SPIFFE identities: %w", err)
+	}
+	return f, nil
+}
+
 func run(ctx context.Context, args []string, out io.Writer) (*report, error) {
 	o, err := parseFlags(args, out)
 	if err != nil {
@@ -234,25 +275,12 @@ func run(ctx context.Context, args []string, out io.Writer) (*report, error) {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	e := &env{}
+	e, f, err := newEnv(ctx)
+	if err != nil {
+		return nil, err
+	}
 	defer e.close()
-	if e.dir, err = os.MkdirTemp("", "weft-bench-"); err != nil {
-		return nil, err
-	}
-	e.defer_(func() { os.RemoveAll(e.dir) })
-	cp, err := startControlPlane()
-	if err != nil {
-		return nil, err
-	}
-	e.defer_(cp.close)
-	cert, roots, err := selfSignedCert()
-	if err != nil {
-		return nil, err
-	}
-	clientSrc, serverSrc, err := e.identities(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("SPIFFE identities: %w", err)
-	}
+	cp, cert, roots, clientSrc, serverSrc := f.cp, f.cert, f.roots, f.clientSrc, f.serverSrc
 
 	fmt.Fprintf(out, "%s\n\n", rep.hardware)
 	if o.only["memory"] {
