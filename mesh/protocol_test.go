@@ -240,3 +240,54 @@ func TestXDSClusterHTTPProtocolUpdate(t *testing.T) {
 		})
 	}
 }
+
+// TestCloseIdleConnectionsReachesClusterTransports checks that the mesh
+// client's CloseIdleConnections closes the idle connections of the
+// transports xDS clusters have of their own (one with upstream TLS, one
+// speaking another HTTP protocol than the mesh's), as it does the mesh's
+// shared one: the request after it arrives on a new connection.
+func TestCloseIdleConnectionsReachesClusterTransports(t *testing.T) {
+	ca := newCA(t, shop)
+	server := workloadAPI(t, ca, ordersID)
+	client := workloadAPI(t, ca, frontendID)
+	remote := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.RemoteAddr) })
+	t.Setenv("SPIFFE_ENDPOINT_SOCKET", server.Addr())
+	mtlsAddr := serveMeshHandler(t, newMesh(t), remote)
+	t.Setenv("SPIFFE_ENDPOINT_SOCKET", "")
+	plainAddr := serveMeshHandler(t, newMesh(t), remote)
+
+	for _, c := range []struct {
+		name     string
+		tls      bool
+		protocol string
+	}{
+		{"the mesh's transport", false, ""},
+		{"a cluster speaking HTTP/2", false, "http2"},
+		{"a cluster with upstream TLS", true, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			addr, socket := plainAddr, ""
+			cl := xdstest.Cluster("orders", "")
+			if c.tls {
+				addr, socket, cl = mtlsAddr, client.Addr(), tlsCluster(t, "orders", ordersID.String())
+			}
+			if c.protocol != "" {
+				xdstest.UpstreamHTTP(cl, c.protocol)
+			}
+			cp := xdstest.NewServer(t)
+			cp.SetSnapshot(t, xdsNode, "1", xdstest.Listener("orders:8080", "orders-routes"),
+				xdstest.RouteConfig("orders-routes", "*", "orders"), cl, xdstest.Endpoints("orders", addr))
+			t.Setenv("SPIFFE_ENDPOINT_SOCKET", socket)
+			m := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)))
+			hc := m.HTTPClient()
+			first := get(t, hc, "http://orders:8080/")
+			if again := get(t, hc, "http://orders:8080/"); again != first {
+				t.Fatalf("a kept-alive connection was not reused: %s, then %s", first, again)
+			}
+			hc.CloseIdleConnections()
+			if after := get(t, hc, "http://orders:8080/"); after == first {
+				t.Errorf("after CloseIdleConnections the request came again from %s: the idle connection stayed open", after)
+			}
+		})
+	}
+}

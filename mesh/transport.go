@@ -425,6 +425,18 @@ func (t *transport) CloseIdleConnections() {
 		c.rt.CloseIdleConnections()
 	}
 	t.clusterMu.Unlock()
+	if t.defaultBase && t.m.xds != nil {
+		// On the default path an xDS cluster with upstream TLS or a
+		// protocol of its own sends over a transport of its own.
+		for _, s := range *t.m.xds.clusterSnap.Load() {
+			if up := s.upstream.Load(); up != nil && up.rt != nil {
+				up.rt.CloseIdleConnections()
+			}
+			if pt := s.proto.Load(); pt != nil {
+				pt.rt.CloseIdleConnections()
+			}
+		}
+	}
 }
 
 // ServiceError is the error of a request the mesh could not place on an
