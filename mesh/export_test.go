@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"net"
+	"net/http"
 	"strings"
 	"time"
 
@@ -45,3 +46,19 @@ func TapBus(m *Mesh) *tap.Bus { return m.tap }
 
 // AdminAddr is the admin listener's bound address ("" when off).
 func AdminAddr(m *Mesh) string { return m.adminBound }
+
+// CallerCopies is how many per-cluster copies of a caller's base rt, a
+// transport from Transport(base), holds.
+func CallerCopies(rt http.RoundTripper) int {
+	t := rt.(*transport)
+	t.clusterMu.Lock()
+	defer t.clusterMu.Unlock()
+	return len(t.clusterRTs)
+}
+
+// ClusterSubscribed reports whether the mesh follows the xDS cluster name.
+func (m *Mesh) ClusterSubscribed(name string) bool {
+	m.xds.mu.Lock()
+	defer m.xds.mu.Unlock()
+	return m.xds.clusters[name] != nil
+}

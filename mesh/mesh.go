@@ -345,6 +345,7 @@ type service struct {
 	once    sync.Once
 	lastErr atomic.Pointer[error]
 	used    atomic.Bool // xDS clusters: set by requests, cleared by the idle sweep
+	closed  atomic.Bool // set by close: the idle sweep or the mesh's Close ended it
 	// requests counts finished requests, for the admin page's rates.
 	requests atomic.Uint64
 	stats    *telemetry.ClusterMetrics
@@ -412,6 +413,7 @@ func (s *service) setErr(err error) {
 }
 
 func (s *service) close() {
+	s.closed.Store(true)
 	if s.cancel != nil {
 		s.cancel()
 	}

@@ -2,6 +2,7 @@ package mesh_test
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 
@@ -245,7 +247,7 @@ func TestXDSClusterHTTPProtocolUpdate(t *testing.T) {
 // client's CloseIdleConnections closes the idle connections of the
 // transports xDS clusters have of their own (one with upstream TLS, one
 // speaking another HTTP protocol than the mesh's), as it does the mesh's
-// shared one: the request after it arrives on a new connection.
+// shared one: a request after it arrives on a new connection.
 func TestCloseIdleConnectionsReachesClusterTransports(t *testing.T) {
 	ca := newCA(t, shop)
 	server := workloadAPI(t, ca, ordersID)
@@ -284,10 +286,48 @@ func TestCloseIdleConnectionsReachesClusterTransports(t *testing.T) {
 			if again := get(t, hc, "http://orders:8080/"); again != first {
 				t.Fatalf("a kept-alive connection was not reused: %s, then %s", first, again)
 			}
-			hc.CloseIdleConnections()
-			if after := get(t, hc, "http://orders:8080/"); after == first {
-				t.Errorf("after CloseIdleConnections the request came again from %s: the idle connection stayed open", after)
+			// An HTTP/2 connection counts as idle only once its last
+			// stream is forgotten, which net/http does a moment after the
+			// body ends: ask until a request comes on a new connection.
+			waitFor(t, "a request on a new connection after CloseIdleConnections", func() error {
+				hc.CloseIdleConnections()
+				if after := get(t, hc, "http://orders:8080/"); after == first {
+					return fmt.Errorf("the request came again from %s: the idle connection stayed open", after)
+				}
+				return nil
+			})
+		})
+	}
+}
+
+// TestCallerCopiesOfClosedClustersAreDropped checks that a caller's base
+// keeps no copy for a cluster the idle sweep has closed: the cluster used
+// again is a new one, and its copy replaces the old rather than joining
+// it.
+func TestCallerCopiesOfClosedClustersAreDropped(t *testing.T) {
+	addr := serveMeshHandler(t, newMesh(t), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Proto) }))
+	cp := xdstest.NewServer(t)
+	cl := xdstest.Cluster("orders", "")
+	xdstest.UpstreamHTTP(cl, "http2") // not the mesh's protocol: a caller's base gets a copy
+	cp.SetSnapshot(t, xdsNode, "1", xdstest.Listener("orders:8080", "orders-routes"),
+		xdstest.RouteConfig("orders-routes", "*", "orders"), cl, xdstest.Endpoints("orders", addr))
+	m := newMesh(t, mesh.WithBootstrap(cp.Bootstrap(xdsNode)), mesh.WithXDSIdleTimeout(50*time.Millisecond))
+	base := http.DefaultTransport.(*http.Transport).Clone()
+	defer base.CloseIdleConnections()
+	rt := m.Transport(base)
+	c := &http.Client{Transport: rt}
+	for round := range 3 {
+		if got := get(t, c, "http://orders:8080/"); got != "HTTP/2.0" {
+			t.Fatalf("round %d: server saw %s, want HTTP/2.0", round, got)
+		}
+		if n := mesh.CallerCopies(rt); n != 1 {
+			t.Errorf("round %d: the caller's base has %d copies, want 1", round, n)
+		}
+		waitFor(t, "the idle sweep to close the cluster", func() error {
+			if m.ClusterSubscribed("orders") {
+				return errors.New("still subscribed")
 			}
+			return nil
 		})
 	}
 }

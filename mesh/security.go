@@ -307,6 +307,16 @@ func (t *transport) callerCopy(svc *service, from any, tc *tls.Config, p httpPro
 	if t.clusterRTs == nil {
 		t.clusterRTs = map[*service]clusterCopy{}
 	}
+	// Copies for clusters the idle sweep has closed go now: a cluster used
+	// again comes back as a new service, and a long-lived client would
+	// otherwise keep a copy (and its idle connections) for every one it
+	// ever called.
+	for s, c := range t.clusterRTs {
+		if s.closed.Load() {
+			c.rt.CloseIdleConnections()
+			delete(t.clusterRTs, s)
+		}
+	}
 	rt := endpointTransport(base, tc, p)
 	t.clusterRTs[svc] = clusterCopy{from: from, rt: rt}
 	return rt
