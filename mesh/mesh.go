@@ -417,13 +417,15 @@ func (s *service) close() {
 	if s.cancel != nil {
 		s.cancel()
 	}
-	if up := s.upstream.Load(); up != nil && up.rt != nil {
-		up.rt.CloseIdleConnections()
-	}
-	if pt := s.proto.Load(); pt != nil {
-		pt.rt.CloseIdleConnections()
-	}
+	s.closeIdle()
 	s.balancer().Close()
+}
+
+// closeIdle closes the idle connections of the transports an xDS cluster
+// has of its own, if it has any (see upstreamTLS and protoTransport).
+func (s *service) closeIdle() {
+	s.upstream.Load().closeIdle()
+	s.proto.Load().closeIdle()
 }
 
 // waitReady blocks until discovery has answered once for s, or ctx ends.

@@ -275,6 +275,13 @@ type protoTransport struct {
 	rt    *http.Transport
 }
 
+// closeIdle closes the idle connections of p's transport; p may be nil.
+func (p *protoTransport) closeIdle() {
+	if p != nil {
+		p.rt.CloseIdleConnections()
+	}
+}
+
 // protoClusterTransport returns the transport for an attempt to such a
 // cluster: its own on the default path; a caller's base gets a copy
 // speaking the cluster's protocol, kept per service as a TLS cluster's is.

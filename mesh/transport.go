@@ -429,12 +429,7 @@ func (t *transport) CloseIdleConnections() {
 		// On the default path an xDS cluster with upstream TLS or a
 		// protocol of its own sends over a transport of its own.
 		for _, s := range *t.m.xds.clusterSnap.Load() {
-			if up := s.upstream.Load(); up != nil && up.rt != nil {
-				up.rt.CloseIdleConnections()
-			}
-			if pt := s.proto.Load(); pt != nil {
-				pt.rt.CloseIdleConnections()
-			}
+			s.closeIdle()
 		}
 	}
 }

@@ -799,12 +799,8 @@ func (w *clusterWatcher) applyLocked(c *xds.Cluster) {
 			oldpt = s.proto.Swap(pt)
 			old = s.upstream.Swap(up)
 		}
-		if old != nil && old.rt != nil {
-			old.rt.CloseIdleConnections()
-		}
-		if oldpt != nil {
-			oldpt.rt.CloseIdleConnections()
-		}
+		old.closeIdle()
+		oldpt.closeIdle()
 		if tlsChanged {
 			// gRPC channels reconnect to the cluster with the new TLS;
 			// they speak HTTP/2 whatever the cluster's HTTP protocol.
@@ -993,6 +989,14 @@ func (x *xdsPath) upstreamFor(c *xds.Cluster, proto httpProto) *upstreamTLS {
 	}
 	t := endpointTransport(x.m.base, security.ClientTLSConfig(id.src, authorize), proto)
 	return &upstreamTLS{rt: t, proto: proto, creds: credentials.NewTLS(security.ClientTLSConfig(id.src, authorize))}
+}
+
+// closeIdle closes the idle connections of u's transport; u may be nil,
+// or hold only the error that there is none.
+func (u *upstreamTLS) closeIdle() {
+	if u != nil && u.rt != nil {
+		u.rt.CloseIdleConnections()
+	}
 }
 
 // protoFor builds the transport of a cluster without upstream TLS of its
