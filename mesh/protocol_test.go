@@ -105,14 +105,7 @@ func TestHTTPProtocolToMeshEndpoints(t *testing.T) {
 // own mTLS for a cluster without a transport socket, in the clear, and
 // through a caller's base transport.
 func TestXDSClusterHTTPProtocol(t *testing.T) {
-	ca := newCA(t, shop)
-	server := workloadAPI(t, ca, ordersID)
-	client := workloadAPI(t, ca, frontendID)
-	proto := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Proto) })
-	t.Setenv("SPIFFE_ENDPOINT_SOCKET", server.Addr())
-	mtlsAddr := serveMeshHandler(t, newMesh(t), proto)
-	t.Setenv("SPIFFE_ENDPOINT_SOCKET", "")
-	plainAddr := serveMeshHandler(t, newMesh(t), proto)
+	mtlsAddr, plainAddr, clientSocket := protocolServers(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Proto) }))
 
 	protocols := []string{"http1", "http2", "auto", "use_downstream", "unset"}
 	const h1, h2 = "HTTP/1.1", "HTTP/2.0"
@@ -160,7 +153,7 @@ func TestXDSClusterHTTPProtocol(t *testing.T) {
 				}
 				socket := ""
 				if mode.identity {
-					socket = client.Addr()
+					socket = clientSocket
 				}
 				t.Setenv("SPIFFE_ENDPOINT_SOCKET", socket)
 				m := newMesh(t, append(opt.opts, mesh.WithBootstrap(cp.Bootstrap(xdsNode)))...)
@@ -181,18 +174,26 @@ func TestXDSClusterHTTPProtocol(t *testing.T) {
 	}
 }
 
+// protocolServers serves h through two meshes, one over SPIFFE mTLS as
+// orders and one in the clear, and returns their addresses and the
+// Workload API socket of a frontend identity that may call the first.
+func protocolServers(t *testing.T, h http.Handler) (mtlsAddr, plainAddr, clientSocket string) {
+	t.Helper()
+	ca := newCA(t, shop)
+	server := workloadAPI(t, ca, ordersID)
+	client := workloadAPI(t, ca, frontendID)
+	t.Setenv("SPIFFE_ENDPOINT_SOCKET", server.Addr())
+	mtlsAddr = serveMeshHandler(t, newMesh(t), h)
+	t.Setenv("SPIFFE_ENDPOINT_SOCKET", "")
+	plainAddr = serveMeshHandler(t, newMesh(t), h)
+	return mtlsAddr, plainAddr, client.Addr()
+}
+
 // A CDS update changing a cluster's protocol takes effect on the next
 // request, in the clear and over upstream TLS, on the default transport
 // and a caller's.
 func TestXDSClusterHTTPProtocolUpdate(t *testing.T) {
-	ca := newCA(t, shop)
-	server := workloadAPI(t, ca, ordersID)
-	client := workloadAPI(t, ca, frontendID)
-	proto := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Proto) })
-	t.Setenv("SPIFFE_ENDPOINT_SOCKET", server.Addr())
-	mtlsAddr := serveMeshHandler(t, newMesh(t), proto)
-	t.Setenv("SPIFFE_ENDPOINT_SOCKET", "")
-	plainAddr := serveMeshHandler(t, newMesh(t), proto)
+	mtlsAddr, plainAddr, clientSocket := protocolServers(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Proto) }))
 
 	for _, mode := range []struct {
 		name string
@@ -201,7 +202,7 @@ func TestXDSClusterHTTPProtocolUpdate(t *testing.T) {
 		t.Run(mode.name, func(t *testing.T) {
 			addr, socket := plainAddr, ""
 			if mode.tls {
-				addr, socket = mtlsAddr, client.Addr()
+				addr, socket = mtlsAddr, clientSocket
 			}
 			cp := xdstest.NewServer(t)
 			snapshot := func(version, p string) {
@@ -249,14 +250,7 @@ func TestXDSClusterHTTPProtocolUpdate(t *testing.T) {
 // speaking another HTTP protocol than the mesh's), as it does the mesh's
 // shared one: a request after it arrives on a new connection.
 func TestCloseIdleConnectionsReachesClusterTransports(t *testing.T) {
-	ca := newCA(t, shop)
-	server := workloadAPI(t, ca, ordersID)
-	client := workloadAPI(t, ca, frontendID)
-	remote := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.RemoteAddr) })
-	t.Setenv("SPIFFE_ENDPOINT_SOCKET", server.Addr())
-	mtlsAddr := serveMeshHandler(t, newMesh(t), remote)
-	t.Setenv("SPIFFE_ENDPOINT_SOCKET", "")
-	plainAddr := serveMeshHandler(t, newMesh(t), remote)
+	mtlsAddr, plainAddr, clientSocket := protocolServers(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.RemoteAddr) }))
 
 	for _, c := range []struct {
 		name     string
@@ -271,7 +265,7 @@ func TestCloseIdleConnectionsReachesClusterTransports(t *testing.T) {
 			addr, socket := plainAddr, ""
 			cl := xdstest.Cluster("orders", "")
 			if c.tls {
-				addr, socket, cl = mtlsAddr, client.Addr(), tlsCluster(t, "orders", ordersID.String())
+				addr, socket, cl = mtlsAddr, clientSocket, tlsCluster(t, "orders", ordersID.String())
 			}
 			if c.protocol != "" {
 				xdstest.UpstreamHTTP(cl, c.protocol)
