@@ -208,23 +208,30 @@ func TestGRPCServerCarriesTheTraceWithTelemetryOff(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			ctx = metadata.AppendToOutgoingContext(ctx, "traceparent", "00-"+traceID+"-"+spanID+"-01")
-			client := healthpb.NewHealthClient(cc)
-			if _, err := client.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
-				t.Fatal(err)
-			}
-			w, err := client.Watch(ctx, &healthpb.HealthCheckRequest{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := w.Recv(); err != nil {
-				t.Fatal(err)
-			}
+			checkAndWatch(t, ctx, cc)
 			check(t, "the unary handler", <-rec.seen)
 			check(t, "the streaming handler", <-rec.seen)
 			if withInterceptor {
 				check(t, "the caller's interceptor", <-ahead)
 			}
 		})
+	}
+}
+
+// checkAndWatch makes one unary health check and one watch over cc, and
+// reads the watch's first answer.
+func checkAndWatch(t *testing.T, ctx context.Context, cc *grpc.ClientConn) {
+	t.Helper()
+	client := healthpb.NewHealthClient(cc)
+	if _, err := client.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	w, err := client.Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Recv(); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -301,17 +308,7 @@ func TestDialGRPCCarriesTheTraceWithTelemetryOff(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			ctx = trace.ContextWithSpanContext(ctx, caller)
-			client := healthpb.NewHealthClient(cc)
-			if _, err := client.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
-				t.Fatal(err)
-			}
-			w, err := client.Watch(ctx, &healthpb.HealthCheckRequest{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := w.Recv(); err != nil {
-				t.Fatal(err)
-			}
+			checkAndWatch(t, ctx, cc)
 			for _, kind := range []string{"unary", "stream"} {
 				if got := <-rec.seen; got != traceparent(c.want) {
 					t.Errorf("the %s call carried traceparent %q, want %q", kind, got, traceparent(c.want))
