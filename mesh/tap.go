@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -386,7 +385,7 @@ type firstServer struct {
 	// when a stats handler does.
 	traceCtx func(context.Context) context.Context
 	// scanned: the server's tap handle (scan) has looked at each call's
-	// metadata for traceKeys and x-forwarded-client-cert.
+	// metadata for traceKeys (lower case) and x-forwarded-client-cert.
 	scanned   bool
 	traceKeys []string
 }
@@ -413,10 +412,8 @@ func (f *firstServer) scan(ctx context.Context, info *grpctap.Info) (context.Con
 			found |= foundForwardedClientCert
 			continue
 		}
-		for _, t := range f.traceKeys {
-			if strings.EqualFold(k, t) {
-				found |= foundTraceContext
-			}
+		if slices.Contains(f.traceKeys, k) {
+			found |= foundTraceContext
 		}
 	}
 	if found == 0 {
