@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"net/textproto"
 	"net/url"
 	"strconv"
 	"sync"
@@ -19,6 +18,7 @@ import (
 	"github.com/weftmesh/weft/internal/respbody"
 	"github.com/weftmesh/weft/internal/route"
 	"github.com/weftmesh/weft/internal/stackroom"
+	"github.com/weftmesh/weft/internal/tracehdr"
 	"github.com/weftmesh/weft/internal/xds"
 	"github.com/weftmesh/weft/resilience"
 	"github.com/weftmesh/weft/telemetry"
@@ -587,19 +587,7 @@ func (c *headerCarrier) put(key, v string) {
 
 // Set implements propagation.TextMapCarrier. The W3C keys are written in
 // their canonical form without the allocation canonicalizing them costs.
-func (c *headerCarrier) Set(key, v string) {
-	switch key {
-	case "traceparent":
-		key = "Traceparent"
-	case "tracestate":
-		key = "Tracestate"
-	case "baggage":
-		key = "Baggage"
-	default:
-		key = textproto.CanonicalMIMEHeaderKey(key)
-	}
-	c.put(key, v)
-}
+func (c *headerCarrier) Set(key, v string) { c.put(tracehdr.Canonical(key), v) }
 
 // Get implements propagation.TextMapCarrier.
 func (c *headerCarrier) Get(key string) string { return c.h.Get(key) }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/textproto"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -24,6 +23,8 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/weftmesh/weft/internal/tracehdr"
 )
 
 // HTTPScopeName is the instrumentation scope of the HTTP spans and
@@ -726,21 +727,9 @@ func extract(ctx context.Context, prop propagation.TextMapPropagator, defaultPro
 // other name is canonicalized as net/http does.
 type headerReader http.Header
 
-func canonicalKey(key string) string {
-	switch key {
-	case "traceparent":
-		return "Traceparent"
-	case "tracestate":
-		return "Tracestate"
-	case "baggage":
-		return "Baggage"
-	}
-	return textproto.CanonicalMIMEHeaderKey(key)
-}
-
 // Get implements propagation.TextMapCarrier.
 func (h headerReader) Get(key string) string {
-	if v := h[canonicalKey(key)]; len(v) > 0 {
+	if v := h[tracehdr.Canonical(key)]; len(v) > 0 {
 		return v[0]
 	}
 	return ""
@@ -748,7 +737,7 @@ func (h headerReader) Get(key string) string {
 
 // Values implements propagation.ValuesGetter: baggage may come in several
 // headers.
-func (h headerReader) Values(key string) []string { return h[canonicalKey(key)] }
+func (h headerReader) Values(key string) []string { return h[tracehdr.Canonical(key)] }
 
 // Set implements propagation.TextMapCarrier.
 func (h headerReader) Set(key, value string) { http.Header(h).Set(key, value) }
