@@ -105,6 +105,10 @@ type outbound struct {
 	// outbound lives as long as that body anyway: net/http's body refers
 	// to the request it sent, req.
 	body respbody.Body
+	// ctx is the attempt's context as the endpoint's transport sees it:
+	// net/http's HTTP/2 client grows the stack of the goroutine that
+	// writes the request when it asks for Done (see stackroom.Context).
+	ctx stackroom.Context
 }
 
 // RoundTrip implements http.RoundTripper.
@@ -112,8 +116,10 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// A request through the mesh needs more stack than net/http's alone:
 	// on a fresh goroutine (a fan-out, a paced load, an HTTP/2 handler
 	// calling onwards) the room is made here, a few frames deep, rather
-	// than by doubling with the whole request on the stack.
-	stackroom.Reserve4K()
+	// than by doubling with the whole request on the stack. 8 KiB, not 4:
+	// net/http asks the attempt's context for Done on this goroutine, deep
+	// in its transport, and that makes 4 KiB of room of its own.
+	stackroom.Reserve8K()
 	if t.m.tap.Active() {
 		return t.tapRoundTrip(req)
 	}
@@ -345,8 +351,10 @@ func (p *pickTransport) prepare(ctx context.Context, req *http.Request, attempts
 		rt = p.t.protoClusterTransport(svc, pt)
 	}
 
-	out = &outbound{req: *req.WithContext(ctx), url: *req.URL,
+	out = &outbound{url: *req.URL,
 		rt: rt, res: res, th: th, sess: sess, override: info.Override, tapped: tapped, tapAttempt: tapAttempt}
+	out.ctx.Context = ctx
+	out.req = *req.WithContext(&out.ctx)
 	out.url.Host = res.Endpoint.Addr
 	if p.t.m.id != nil {
 		out.url.Scheme = "https"

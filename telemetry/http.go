@@ -24,6 +24,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/weftmesh/weft/internal/stackroom"
 	"github.com/weftmesh/weft/internal/tracehdr"
 )
 
@@ -180,6 +181,10 @@ func (t *instrumentedTransport) RoundTrip(req *http.Request) (*http.Response, er
 	// Three steps, so that only what the request needs is on the stack
 	// while it is in flight: a request sent from a fresh goroutine grows
 	// its stack by copying, and every frame above the transport counts.
+	// For the same reason the room the request will need, the span's
+	// start and the transport below included, is made first, here, where
+	// the stack is shallowest (as the mesh's own transport does).
+	stackroom.Reserve8K()
 	start := time.Now()
 	out, span := t.begin(req)
 	resp, err := t.base.RoundTrip(out)

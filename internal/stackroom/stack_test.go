@@ -1,6 +1,7 @@
 package stackroom
 
 import (
+	"context"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
@@ -64,7 +65,11 @@ func TestReserveGrowsTheStack(t *testing.T) {
 		name    string
 		reserve func()
 		each    uint64
-	}{{"Reserve4K", Reserve4K, 8 << 10}, {"Reserve8K", Reserve8K, 16 << 10}} {
+	}{
+		{"Reserve4K", Reserve4K, 8 << 10},
+		{"Reserve8K", Reserve8K, 16 << 10},
+		{"Context.Done", func() { (&Context{context.Background()}).Done() }, 8 << 10},
+	} {
 		if first >= c.each {
 			t.Logf("goroutines start with %d B of stack here; %s has nothing to grow", first, c.name)
 			continue
