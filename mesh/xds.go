@@ -890,8 +890,10 @@ func outlierConfig(od *xds.OutlierDetection) balancer.OutlierConfig {
 
 // policyFor maps a cluster's lb policy to a registered Weft policy. A
 // custom policy (A52) is found by the last segment of its type name, so a
-// control plane can ask for p2c_ewma; an unknown one falls back to
-// round_robin, with a warning naming it.
+// control plane can ask for p2c_ewma. The xDS client has already refused a
+// cluster whose policy is not registered or whose config the policy
+// refuses, as grpc-go's does; were one to get here anyway, it would run
+// round_robin, or the policy's defaults, with a warning naming it.
 func (x *xdsPath) policyFor(c *xds.Cluster) (balancer.Builder, any) {
 	name := c.LBPolicy
 	if i := strings.LastIndexAny(name, "./"); i >= 0 && balancer.Get(name) == nil {

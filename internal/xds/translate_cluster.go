@@ -3,6 +3,7 @@
 package xds
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -10,9 +11,9 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
-	"encoding/json"
 	xdstypev3 "github.com/cncf/xds/go/xds/type/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -28,7 +29,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
-	"strings"
+
+	"github.com/weftmesh/weft/balancer"
 )
 
 // defaultCircuitBreaker returns Envoy's default thresholds.
@@ -404,15 +406,30 @@ func knownPolicy(a *anypb.Any, out *Cluster) (bool, error) {
 		if !strings.HasPrefix(name, WeftPolicyPrefix) || len(name) == len(WeftPolicyPrefix) {
 			return false, nil // someone else's custom policy: try the next one
 		}
+		policy := strings.TrimPrefix(name, WeftPolicyPrefix)
+		b := balancer.Get(policy)
+		if b == nil {
+			// Not registered in this process: grpc-go skips a policy its
+			// registry lacks, and NACKs when none is left.
+			return false, nil
+		}
 		cfg := json.RawMessage("{}")
 		if v := ts.GetValue(); v != nil {
-			b, err := protojson.Marshal(v)
+			js, err := protojson.Marshal(v)
 			if err != nil {
 				return false, err
 			}
-			cfg = b
+			cfg = js
 		}
-		out.LBPolicy, out.LBConfig = strings.TrimPrefix(name, WeftPolicyPrefix), cfg
+		// The registry validates the config here, as grpc-go's xDS client
+		// has its registry parse the converted policy: a config the policy
+		// refuses NACKs the cluster rather than run it on defaults.
+		if p, ok := b.(balancer.ConfigParser); ok {
+			if _, err := p.ParseConfig(cfg); err != nil {
+				return false, ferr("typed_config.value", "%v", err)
+			}
+		}
+		out.LBPolicy, out.LBConfig = policy, cfg
 		return true, nil
 	}
 	return false, nil
