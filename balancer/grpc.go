@@ -574,6 +574,16 @@ func (p *grpcPicker) Pick(gi gbalancer.PickInfo) (gbalancer.PickResult, error) {
 		if e := p.cluster.untried(p.p, found.Endpoint, info.Tried, p.isReady); e != nil {
 			return p.done(call, PickResult{Endpoint: e}, p.conns[e.Addr].sc), nil
 		}
+		// An untried endpoint there whose connection is under way is
+		// where the retry belongs: Envoy's previous_hosts would pick it
+		// and connect. Going back to a tried one would spend the attempt
+		// on a known failure (right after a channel starts, every retry
+		// of a call hashed to a failing endpoint did). The connection's
+		// outcome brings the next picker; if it fails, the endpoint is
+		// no longer serving and the retry goes back after all.
+		if p.cluster.untried(p.p, found.Endpoint, info.Tried, p.isConnecting) != nil {
+			return gbalancer.PickResult{}, gbalancer.ErrNoSubConnAvailable
+		}
 		return p.done(call, found, sc), nil
 	case connecting:
 		// The policy's picker is a step ahead of the connections; the
@@ -623,6 +633,10 @@ func (p *grpcPicker) done(call *GRPCPick, res PickResult, sc gbalancer.SubConn) 
 
 // isReady reports whether e's SubConn is READY.
 func (p *grpcPicker) isReady(e *Endpoint) bool { return p.conns[e.Addr].state == connReady }
+
+func (p *grpcPicker) isConnecting(e *Endpoint) bool {
+	return p.conns[e.Addr].state == connConnecting
+}
 
 type errGRPCPicker struct{ err error }
 

@@ -3,6 +3,7 @@ package balancer_test
 import (
 	"context"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -273,5 +274,86 @@ func TestGRPCPickOverride(t *testing.T) {
 	})
 	if got[1] != 0 {
 		t.Errorf("override to a tried endpoint: calls per backend %v, want none to %s", got, bs[1].addr)
+	}
+}
+
+// heldListener accepts no connection until released: a client's TCP
+// connection completes in the kernel, but the server never answers its
+// HTTP/2 preface, so the channel's SubConn stays CONNECTING meanwhile.
+type heldListener struct {
+	net.Listener
+	release, closed chan struct{}
+	once            sync.Once
+}
+
+func (l *heldListener) Accept() (net.Conn, error) {
+	select {
+	case <-l.release:
+		return l.Listener.Accept()
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *heldListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return l.Listener.Close()
+}
+
+// startHeldBackend is startBackend behind a heldListener; release lets it
+// answer.
+func startHeldBackend(t *testing.T) (b *backend, release func()) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := &heldListener{Listener: lis, release: make(chan struct{}), closed: make(chan struct{})}
+	b = &backend{addr: lis.Addr().String()}
+	srv := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		b.calls.Add(1)
+		return h(ctx, req)
+	}))
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	go func() { _ = srv.Serve(held) }()
+	t.Cleanup(srv.Stop)
+	var once sync.Once
+	return b, func() { once.Do(func() { close(held.release) }) }
+}
+
+// TestGRPCRetryWaitsForAnUntriedConnection: a retry whose only untried
+// endpoint is still connecting waits for that connection rather than go
+// back to the endpoint that just failed it, as Envoy's previous_hosts
+// would send it there and connect. Going back would spend the retry on a
+// known failure: right after a channel starts, every retry of a call
+// hashed to a failing endpoint did, until its neighbour had connected.
+func TestGRPCRetryWaitsForAnUntriedConnection(t *testing.T) {
+	ready := startBackend(t)
+	slow, release := startHeldBackend(t)
+	defer release()
+	cc := dialStatic(t, balancer.GRPCServiceConfig(balancer.RoundRobin),
+		resolver.Endpoint{Addr: ready.addr}, resolver.Endpoint{Addr: slow.addr})
+	client := healthpb.NewHealthClient(cc)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// The channel is READY once one endpoint is; the other stays
+	// connecting until released.
+	if _, err := client.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true)); err != nil {
+		t.Fatal(err)
+	}
+	if ready.calls.Load() != 1 {
+		t.Fatalf("the first call went to the held backend, which cannot answer yet")
+	}
+	// The retry of a call that failed on the ready endpoint.
+	time.AfterFunc(200*time.Millisecond, release)
+	pick := &balancer.GRPCPick{Tried: triedSet{ready.addr: true}}
+	if _, err := client.Check(balancer.ContextWithGRPCPick(ctx, pick), &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := pick.Picked(); got != slow.addr {
+		t.Errorf("the retry went to %s, want %s, the untried endpoint, once connected", got, slow.addr)
+	}
+	if ready.calls.Load() != 1 || slow.calls.Load() != 1 {
+		t.Errorf("calls: %d to the tried endpoint, %d to the untried one; want 1 and 1", ready.calls.Load(), slow.calls.Load())
 	}
 }
