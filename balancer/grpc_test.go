@@ -32,6 +32,11 @@ func startBackend(t *testing.T) *backend {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveBackend(t, lis)
+}
+
+// serveBackend is startBackend on a listener of the caller's.
+func serveBackend(t *testing.T, lis net.Listener) *backend {
 	b := &backend{addr: lis.Addr().String()}
 	srv := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		b.calls.Add(1)
@@ -302,23 +307,15 @@ func (l *heldListener) Close() error {
 
 // startHeldBackend is startBackend behind a heldListener; release lets it
 // answer.
-func startHeldBackend(t *testing.T) (b *backend, release func()) {
+func startHeldBackend(t *testing.T) (*backend, func()) {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	held := &heldListener{Listener: lis, release: make(chan struct{}), closed: make(chan struct{})}
-	b = &backend{addr: lis.Addr().String()}
-	srv := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-		b.calls.Add(1)
-		return h(ctx, req)
-	}))
-	healthpb.RegisterHealthServer(srv, health.NewServer())
-	go func() { _ = srv.Serve(held) }()
-	t.Cleanup(srv.Stop)
 	var once sync.Once
-	return b, func() { once.Do(func() { close(held.release) }) }
+	return serveBackend(t, held), func() { once.Do(func() { close(held.release) }) }
 }
 
 // TestGRPCRetryWaitsForAnUntriedConnection: a retry whose only untried
