@@ -13,9 +13,11 @@
 //
 // Reserve4K and Reserve8K, called at the mesh's entry points, ask for the
 // room in one step, while only a few frames are on the stack. A stack with
-// 4 KiB free below those frames is an 8 KiB one, which an HTTP request
-// through the mesh fits in, client or server side; a gRPC call, whose path
-// through grpc-go is deeper, needs 16 KiB. When the stack already has the
+// 4 KiB free below those frames is an 8 KiB one, which the server side of
+// an HTTP request through the mesh fits in. The client side reserves 8 KiB:
+// net/http asks the request's context, a [Context], for Done deep in its
+// transport, and that makes 4 KiB of room of its own. A gRPC call, whose
+// path through grpc-go is deeper, needs 16 KiB. When the stack already has the
 // room (a connection's long-lived goroutine, a caller's warm one) they
 // cost a function call and nothing else: their frames are declared in
 // assembly and never written, so unlike a Go function with a large local
