@@ -634,8 +634,8 @@ func (p *grpcPicker) done(call *GRPCPick, res PickResult, sc gbalancer.SubConn) 
 // isReady reports whether e's SubConn is READY.
 func (p *grpcPicker) isReady(e *Endpoint) bool { return p.conns[e.Addr].state == connReady }
 
-// isConnecting reports whether e's SubConn is making its first connection
-// (or is idle, about to).
+// isConnecting reports whether e's SubConn is connecting, or idle and
+// about to, without having failed since it was last READY.
 func (p *grpcPicker) isConnecting(e *Endpoint) bool {
 	return p.conns[e.Addr].state == connConnecting
 }
