@@ -70,11 +70,14 @@ func TestGRPCTraceAcrossServices(t *testing.T) {
 		return []telemetry.Option{telemetry.WithTracerProvider(s.tp), telemetry.WithMeterProvider(s.mp)}
 	}
 
-	srvB := grpc.NewServer(grpc.StatsHandler(telemetry.ServerStatsHandler(opts(svcB)...)))
+	// WaitForHandlers: Stop returns once the handlers, and the stats
+	// handler's End with them, are done; by default it returns as soon as
+	// the connections close, and a server span may not have ended yet.
+	srvB := grpc.NewServer(grpc.WaitForHandlers(true), grpc.StatsHandler(telemetry.ServerStatsHandler(opts(svcB)...)))
 	healthpb.RegisterHealthServer(srvB, health.NewServer())
 	addrB := serveGRPC(t, srvB)
 
-	srvA := grpc.NewServer(grpc.StatsHandler(telemetry.ServerStatsHandler(opts(svcA)...)))
+	srvA := grpc.NewServer(grpc.WaitForHandlers(true), grpc.StatsHandler(telemetry.ServerStatsHandler(opts(svcA)...)))
 	healthpb.RegisterHealthServer(srvA, &forwardingHealth{next: healthpb.NewHealthClient(dial(t, addrB, opts(svcA)...))})
 	addrA := serveGRPC(t, srvA)
 
@@ -88,7 +91,7 @@ func TestGRPCTraceAcrossServices(t *testing.T) {
 	if got, want := resp.GetStatus(), healthpb.HealthCheckResponse_SERVING; got != want {
 		t.Fatalf("status = %v, want %v", got, want)
 	}
-	// Stop waits for handlers, so server spans have ended.
+	// Stop waits for handlers (WaitForHandlers), so server spans have ended.
 	srvA.Stop()
 	srvB.Stop()
 
@@ -214,7 +217,10 @@ func testGRPCPropagationWithoutSDK(t *testing.T, serverA func(*telemetry.Telemet
 	clearOTELEnv(t)
 	rec := tracetest.NewSpanRecorder()
 	client, svcB := newService(t, "client", rec), newService(t, "b", rec)
-	srvB := grpc.NewServer(grpc.StatsHandler(telemetry.ServerStatsHandler(telemetry.WithTracerProvider(svcB.tp), telemetry.WithMeterProvider(svcB.mp))))
+	// Stop below waits for B's handler and its span's end (see
+	// TestGRPCTraceAcrossServices).
+	srvB := grpc.NewServer(grpc.WaitForHandlers(true),
+		grpc.StatsHandler(telemetry.ServerStatsHandler(telemetry.WithTracerProvider(svcB.tp), telemetry.WithMeterProvider(svcB.mp))))
 	healthpb.RegisterHealthServer(srvB, health.NewServer())
 	addrB := serveGRPC(t, srvB)
 
