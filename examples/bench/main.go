@@ -280,15 +280,14 @@ func run(ctx context.Context, args []string, out io.Writer) (*report, error) {
 		return nil, err
 	}
 	defer e.close()
-	cp, cert, roots, clientSrc, serverSrc := f.cp, f.cert, f.roots, f.clientSrc, f.serverSrc
 
 	fmt.Fprintf(out, "%s\n\n", rep.hardware)
 	if o.only["memory"] {
 		// First, while the process holds little else.
-		if rep.memory, err = e.measureStackMemory(ctx, o.warm, cert, roots, clientSrc, serverSrc); err != nil {
+		if rep.memory, err = e.measureStackMemory(ctx, o.warm, f); err != nil {
 			return rep, fmt.Errorf("memory: %w", err)
 		}
-		perConn, err := e.measureConnMemory(ctx, o.conns, cert, roots, clientSrc, serverSrc)
+		perConn, err := e.measureConnMemory(ctx, o.conns, f)
 		if err != nil {
 			return rep, fmt.Errorf("memory per connection: %w", err)
 		}
@@ -297,7 +296,7 @@ func run(ctx context.Context, args []string, out io.Writer) (*report, error) {
 	needStacks := o.only["http"] || o.only["grpc"] || o.only["full"] || o.only["open"] || o.only["sidecar"]
 	var s *stacks
 	if needStacks {
-		if s, err = e.buildStacks(ctx, cp, cert, roots, clientSrc, serverSrc); err != nil {
+		if s, err = e.buildStacks(ctx, f); err != nil {
 			return rep, fmt.Errorf("setting up: %w", err)
 		}
 		for _, v := range s.all() {
@@ -346,7 +345,7 @@ func run(ctx context.Context, args []string, out io.Writer) (*report, error) {
 		printMemory(out, o, rep)
 	}
 	if o.only["xds"] {
-		if err := e.measureXDS(ctx, o, cp, rep); err != nil {
+		if err := e.measureXDS(ctx, o, f.cp, rep); err != nil {
 			return rep, err
 		}
 		printXDS(out, rep)
@@ -436,20 +435,20 @@ func measureOpen(ctx context.Context, o options, s *stacks, rep *report) error {
 // measureStackMemory builds a plain TLS client and server, then a Weft
 // full-stack client and server, each warmed by n requests from 8 callers,
 // and reports the heap and RSS each added.
-func (e *env) measureStackMemory(ctx context.Context, n int, cert tls.Certificate, roots *x509.CertPool, clientSrc, serverSrc security.Source) ([]memoryRow, error) {
+func (e *env) measureStackMemory(ctx context.Context, n int, f *fixtures) ([]memoryRow, error) {
 	warm := func(call caller) error {
 		return forEach(n, 8, func(int) error { return call(ctx, 1024) })
 	}
 	m0 := measureMemory()
-	addr, err := e.plainHTTPServer(&cert)
+	addr, err := e.plainHTTPServer(&f.cert)
 	if err != nil {
 		return nil, err
 	}
-	if err := warm(httpCaller(e.plainHTTPClient("tls", roots), "https://"+addr)); err != nil {
+	if err := warm(httpCaller(e.plainHTTPClient("tls", f.roots), "https://"+addr)); err != nil {
 		return nil, err
 	}
 	m1 := measureMemory()
-	full, _, err := e.fullStack(ctx, clientSrc, serverSrc, &countingExporter{})
+	full, _, err := e.fullStack(ctx, f.clientSrc, f.serverSrc, &countingExporter{})
 	if err != nil {
 		return nil, err
 	}
@@ -471,7 +470,7 @@ func (e *env) measureStackMemory(ctx context.Context, n int, cert tls.Certificat
 // have arrived open conns connections, which then stay in the client's
 // pool; the live heap they add, over conns, is one connection's. Plain
 // net/http over TLS against Weft's default, HTTP/1.1 over SPIFFE mTLS.
-func (e *env) measureConnMemory(ctx context.Context, conns int, cert tls.Certificate, roots *x509.CertPool, clientSrc, serverSrc security.Source) ([]memoryRow, error) {
+func (e *env) measureConnMemory(ctx context.Context, conns int, f *fixtures) ([]memoryRow, error) {
 	weigh := func(serve func(http.Handler) (string, error), call func(addr string) caller) (memory, error) {
 		var arrived atomic.Int64
 		all := make(chan struct{})
@@ -506,19 +505,19 @@ func (e *env) measureConnMemory(ctx context.Context, conns int, cert tls.Certifi
 		n := int64(conns - 1) // the first connection was open already
 		return memory{heap: (m1.heap - m0.heap) / n, rss: (m1.rss - m0.rss) / n}, nil
 	}
-	plain, err := weigh(func(h http.Handler) (string, error) { return e.httpServer(h, &cert) },
-		func(addr string) caller { return httpCaller(e.plainHTTPClient("tls1", roots), "https://"+addr) })
+	plain, err := weigh(func(h http.Handler) (string, error) { return e.httpServer(h, &f.cert) },
+		func(addr string) caller { return httpCaller(e.plainHTTPClient("tls1", f.roots), "https://"+addr) })
 	if err != nil {
 		return nil, err
 	}
 	weft, err := weigh(func(h http.Handler) (string, error) {
-		srv, err := e.newMesh(ctx, mesh.WithServiceName("bench-server"), mesh.WithX509Source(serverSrc))
+		srv, err := e.newMesh(ctx, mesh.WithServiceName("bench-server"), mesh.WithX509Source(f.serverSrc))
 		if err != nil {
 			return "", err
 		}
 		return e.meshServer(srv, h)
 	}, func(addr string) caller {
-		cli, err := e.newMesh(ctx, mesh.WithServiceName("bench-client"), mesh.WithX509Source(clientSrc), mesh.WithEndpoints("held", addr))
+		cli, err := e.newMesh(ctx, mesh.WithServiceName("bench-client"), mesh.WithX509Source(f.clientSrc), mesh.WithEndpoints("held", addr))
 		if err != nil {
 			return func(context.Context, int) error { return err }
 		}

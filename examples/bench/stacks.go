@@ -426,24 +426,23 @@ func (e *env) fullStack(ctx context.Context, clientSrc, serverSrc security.Sourc
 }
 
 // buildStacks starts every server and client. Weft's are built with
-// mesh.New; the plain ones with net/http and grpc-go alone. cp serves the
+// mesh.New; the plain ones with net/http and grpc-go alone. f.cp serves the
 // xDS configurations of the gRPC xDS clients.
-func (e *env) buildStacks(ctx context.Context, cp *controlPlane, cert tls.Certificate, roots *x509.CertPool,
-	clientSrc, serverSrc security.Source) (*stacks, error) {
+func (e *env) buildStacks(ctx context.Context, f *fixtures) (*stacks, error) {
 	s := &stacks{plainHTTP: map[string]caller{}, weftHTTP: map[string]caller{}}
 	// Plain net/http.
 	plainAddr, err := e.plainHTTPServer(nil)
 	if err != nil {
 		return nil, err
 	}
-	plainTLSAddr, err := e.plainHTTPServer(&cert)
+	plainTLSAddr, err := e.plainHTTPServer(&f.cert)
 	if err != nil {
 		return nil, err
 	}
 	s.plainHTTP["h1"] = httpCaller(e.plainHTTPClient("h1", nil), "http://"+plainAddr)
 	s.plainHTTP["h2c"] = httpCaller(e.plainHTTPClient("h2c", nil), "http://"+plainAddr)
-	s.plainHTTP["tls1"] = httpCaller(e.plainHTTPClient("tls1", roots), "https://"+plainTLSAddr)
-	s.plainHTTP["tls"] = httpCaller(e.plainHTTPClient("tls", roots), "https://"+plainTLSAddr)
+	s.plainHTTP["tls1"] = httpCaller(e.plainHTTPClient("tls1", f.roots), "https://"+plainTLSAddr)
+	s.plainHTTP["tls"] = httpCaller(e.plainHTTPClient("tls", f.roots), "https://"+plainTLSAddr)
 
 	// Weft, defaults: no identity, no-op telemetry, retries and thresholds
 	// on the client as every mesh service has them.
@@ -467,7 +466,7 @@ func (e *env) buildStacks(ctx context.Context, cp *controlPlane, cert tls.Certif
 	s.weftHTTP["h2c"] = httpCaller(h2c.HTTPClient(), "http://echo")
 
 	// Weft with SPIFFE mTLS and nothing else added.
-	srvTLS, err := e.newMesh(ctx, mesh.WithServiceName("bench-server"), mesh.WithX509Source(serverSrc))
+	srvTLS, err := e.newMesh(ctx, mesh.WithServiceName("bench-server"), mesh.WithX509Source(f.serverSrc))
 	if err != nil {
 		return nil, err
 	}
@@ -477,7 +476,7 @@ func (e *env) buildStacks(ctx context.Context, cp *controlPlane, cert tls.Certif
 	}
 	// HTTP/1.1 over mTLS is the default; WithHTTP2 makes it HTTP/2.
 	for key, http2 := range map[string]bool{"tls1": false, "tls": true} {
-		cli, err := e.newMesh(ctx, mesh.WithServiceName("bench-client"), mesh.WithX509Source(clientSrc),
+		cli, err := e.newMesh(ctx, mesh.WithServiceName("bench-client"), mesh.WithX509Source(f.clientSrc),
 			mesh.WithEndpoints("echo", weftTLSAddr), mesh.WithHTTP2(http2))
 		if err != nil {
 			return nil, err
@@ -487,7 +486,7 @@ func (e *env) buildStacks(ctx context.Context, cp *controlPlane, cert tls.Certif
 
 	// The full stack.
 	s.spans = &countingExporter{}
-	if s.weftFull, s.flushSpans, err = e.fullStack(ctx, clientSrc, serverSrc, s.spans); err != nil {
+	if s.weftFull, s.flushSpans, err = e.fullStack(ctx, f.clientSrc, f.serverSrc, s.spans); err != nil {
 		return nil, err
 	}
 
@@ -505,13 +504,13 @@ func (e *env) buildStacks(ctx context.Context, cp *controlPlane, cert tls.Certif
 	if err != nil {
 		return nil, err
 	}
-	cp.setSnapshot(grpcNode, xdsConfig{version: "1",
+	f.cp.setSnapshot(grpcNode, xdsConfig{version: "1",
 		listeners: resourceList(listener("echo-plain:50051", "echo-plain"), listener("echo-weft:50051", "echo-weft")),
 		routes:    resourceList(routeConfig("echo-plain", "echo-plain"), routeConfig("echo-weft", "echo-weft")),
 		clusters:  resourceList(cluster("echo-plain"), cluster("echo-weft")),
 		endpoints: resourceList(endpoints("echo-plain", plainGRPCAddr), endpoints("echo-weft", weftGRPCAddr)),
 	})
-	bootstrap := cp.bootstrap(grpcNode)
+	bootstrap := f.cp.bootstrap(grpcNode)
 
 	cc, err := e.conn(grpc.NewClient("passthrough:///"+plainGRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials())))
 	if err != nil {

@@ -17,7 +17,7 @@ func benchStacks(b *testing.B) *stacks {
 		b.Fatal(err)
 	}
 	b.Cleanup(e.close)
-	s, err := e.buildStacks(ctx, f.cp, f.cert, f.roots, f.clientSrc, f.serverSrc)
+	s, err := e.buildStacks(ctx, f)
 	if err != nil {
 		b.Fatal(err)
 	}
