@@ -888,18 +888,14 @@ func outlierConfig(od *xds.OutlierDetection) balancer.OutlierConfig {
 	return cfg
 }
 
-// policyFor maps a cluster's lb policy to a registered Weft policy. A
-// custom policy (A52) is found by the last segment of its type name, so a
-// control plane can ask for p2c_ewma. The xDS client has already refused a
-// cluster whose policy is not registered or whose config the policy
-// refuses, as grpc-go's does; were one to get here anyway, it would run
-// round_robin, or the policy's defaults, with a warning naming it.
+// policyFor maps a cluster's lb policy to its registered Weft policy and
+// parsed config. The xDS client names only registered policies (a custom
+// one, gRFC A52, by its registry name: p2c_ewma for weft_p2c_ewma) and has
+// refused a config the policy refuses, as grpc-go's does; were either to
+// get here anyway, it would run round_robin, or the policy's defaults,
+// with a warning naming it.
 func (x *xdsPath) policyFor(c *xds.Cluster) (balancer.Builder, any) {
-	name := c.LBPolicy
-	if i := strings.LastIndexAny(name, "./"); i >= 0 && balancer.Get(name) == nil {
-		name = name[i+1:]
-	}
-	b := balancer.Get(name)
+	b := balancer.Get(c.LBPolicy)
 	if b == nil {
 		x.m.log.Warn("weft: cluster asks for an unknown balancer; using round_robin", "cluster", c.Name, "lb_policy", c.LBPolicy)
 		return balancer.Get(balancer.RoundRobin), nil
