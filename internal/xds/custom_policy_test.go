@@ -46,7 +46,7 @@ func TestCustomPoliciesRefused(t *testing.T) {
 		want     []string // in the error
 	}{
 		{"only a policy this process has not registered", []*clusterv3.LoadBalancingPolicy_Policy{unregistered},
-			[]string{"load_balancing_policy", "no supported policy"}},
+			[]string{"load_balancing_policy", "no supported policy", "type.googleapis.com/weft_fastest"}},
 		// The first supported policy is the cluster's; its bad config is
 		// not a reason to try the next one.
 		{"a config the policy refuses, before round_robin", []*clusterv3.LoadBalancingPolicy_Policy{bad, rr},

@@ -213,7 +213,11 @@ func translateLB(c *clusterv3.Cluster, out *Cluster) error {
 				return nil
 			}
 		}
-		return ferr("load_balancing_policy", "no supported policy")
+		var types []string
+		for _, p := range lp.GetPolicies() {
+			types = append(types, policyType(p.GetTypedExtensionConfig().GetTypedConfig()))
+		}
+		return ferr("load_balancing_policy", "no supported policy among %s", strings.Join(types, ", "))
 	}
 	if err := legacyLBExtras(c, out); err != nil {
 		return err
@@ -311,6 +315,18 @@ func leastRequest(n uint32, set bool, bias *corev3.RuntimeDouble) (LeastRequestC
 		cfg.ActiveRequestBias = b
 	}
 	return cfg, nil
+}
+
+// policyType names a load-balancing policy for an error: its type, or,
+// for a custom policy (a TypedStruct), the type it names.
+func policyType(a *anypb.Any) string {
+	if a.MessageIs((*xdstypev3.TypedStruct)(nil)) {
+		ts := &xdstypev3.TypedStruct{}
+		if a.UnmarshalTo(ts) == nil {
+			return ts.GetTypeUrl()
+		}
+	}
+	return a.GetTypeUrl()
 }
 
 func knownPolicy(a *anypb.Any, out *Cluster) (bool, error) {
