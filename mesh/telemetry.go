@@ -3,7 +3,6 @@ package mesh
 import (
 	"context"
 	"net/http"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -96,11 +95,7 @@ func (m *Mesh) grpcServerFirst(ahead bool) (tel, first []grpc.ServerOption) {
 	f := &firstServer{m: m}
 	if m.grpcTraceCtx != nil && !ahead {
 		f.traceCtx = m.grpcTraceCtx
-		// gRPC metadata keys arrive in lower case (HTTP/2 allows no
-		// other), so the tap handle compares with lower-cased keys.
-		for _, k := range telemetry.TraceContextKeys(m.tel.Options()...) {
-			f.traceKeys = append(f.traceKeys, strings.ToLower(k))
-		}
+		f.traceKeys = telemetry.TraceContextKeys(m.tel.Options()...)
 	} else {
 		tel = []grpc.ServerOption{grpc.StatsHandler(telemetry.ServerStatsHandler(m.tel.Options()...))}
 	}

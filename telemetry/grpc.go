@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"context"
+	"strings"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel/baggage"
@@ -62,10 +63,17 @@ func ServerTraceContext(opts ...Option) func(context.Context) context.Context {
 
 // TraceContextKeys are the metadata keys ServerTraceContext's function
 // reads, the propagator's fields: a server that finds none of them in a
-// call's metadata need not call it.
+// call's metadata need not call it. They are in lower case, as gRPC
+// metadata keys arrive (HTTP/2 allows no other), so that a server can
+// compare them as they are.
 func TraceContextKeys(opts ...Option) []string {
 	c := newConfig(opts)
-	return c.propagatorOrDefault().Fields()
+	fields := c.propagatorOrDefault().Fields()
+	keys := make([]string, len(fields))
+	for i, f := range fields {
+		keys[i] = strings.ToLower(f)
+	}
+	return keys
 }
 
 // ClientTraceContext is ServerTraceContext for ClientStatsHandler: nil

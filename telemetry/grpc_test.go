@@ -3,9 +3,11 @@ package telemetry_test
 import (
 	"context"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -262,5 +264,24 @@ func testGRPCPropagationWithoutSDK(t *testing.T, serverA func(*telemetry.Telemet
 	if serverB.SpanContext().TraceID() != clientSpan.SpanContext().TraceID() || serverB.Parent().SpanID() != clientSpan.SpanContext().SpanID() {
 		t.Errorf("b's span is not the client span's child across A: trace %s parent %s, client %s/%s",
 			serverB.SpanContext().TraceID(), serverB.Parent().SpanID(), clientSpan.SpanContext().TraceID(), clientSpan.SpanContext().SpanID())
+	}
+}
+
+// upperFields is a propagator whose fields are spelled as HTTP headers.
+type upperFields struct{ propagation.TraceContext }
+
+func (upperFields) Fields() []string { return []string{"X-Trace-Id", "Traceparent"} }
+
+// TestTraceContextKeysAreMetadataKeys: the keys come in lower case,
+// as gRPC metadata carries them, whatever case the propagator spells its
+// fields in; a server comparing them with a call's keys as they are must
+// find them.
+func TestTraceContextKeysAreMetadataKeys(t *testing.T) {
+	got := telemetry.TraceContextKeys(telemetry.WithPropagator(upperFields{}))
+	if want := []string{"x-trace-id", "traceparent"}; !slices.Equal(got, want) {
+		t.Errorf("TraceContextKeys = %q, want %q", got, want)
+	}
+	if got := telemetry.TraceContextKeys(); !slices.Contains(got, "traceparent") || !slices.Contains(got, "baggage") {
+		t.Errorf("default TraceContextKeys = %q, want the W3C fields", got)
 	}
 }
