@@ -37,6 +37,9 @@ type sample struct {
 	status   int
 	version  string // v1 or v2, from the answer
 	tries    int    // times an orders replica saw the request
+	// retryRefused: the frontend's breaker refused a retry (max_retries),
+	// which the replicas never saw: the request had made an attempt.
+	retryRefused bool
 }
 
 // phase is what the load is told about the story's current step.
@@ -173,6 +176,8 @@ func (l *load) one(ctx context.Context, ph *phase, id int64) {
 			return // the story is over; this request measures nothing
 		case errors.Is(err, resilience.ErrOverflow):
 			s.outcome = outcomeOverflow
+			var oe *resilience.OverflowError
+			s.retryRefused = errors.As(err, &oe) && oe.Threshold == resilience.ThresholdMaxRetries
 		case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded):
 			s.outcome = outcomeTimeout
 		default:
@@ -217,7 +222,8 @@ type stats struct {
 	OverflowP99        time.Duration
 	// OverflowFirstP99 is the p99 of the fast failures refused at their
 	// first try: with retries, a fast failure can follow an attempt that
-	// waited, and end close to the route timeout.
+	// waited, and end close to the route timeout. A retry the frontend's
+	// own breaker refused counts as one, though no replica saw it.
 	OverflowFirstP99 time.Duration
 	TimeoutP50       time.Duration
 }
@@ -248,7 +254,7 @@ func summarize(ss []sample) stats {
 		case outcomeOverflow:
 			st.Overflow++
 			over = append(over, s.latency)
-			if s.tries <= 1 {
+			if s.tries <= 1 && !s.retryRefused {
 				overFirst = append(overFirst, s.latency)
 			}
 		case outcomeTimeout:
