@@ -42,12 +42,17 @@ func TestStory(t *testing.T) {
 		}
 		return r
 	}
-	// near checks a split: the share of v2 answers, within points of want.
-	near := func(r stepResult, want, points float64) {
+	// near checks a split: v2's share of the answers against want
+	// percent. Each answer is an independent draw by weight, so the
+	// count of v2 answers is binomial; the check fails only a count that
+	// chance gives less than once in 100,000 runs. At the story's 140-190
+	// answers a step, that still tells a 10% canary from no canary (or
+	// from 25% of the load), and 50/50 from 70/30.
+	near := func(r stepResult, want float64) {
 		t.Helper()
-		got := pct(r.V2, r.V1+r.V2)
-		if math.Abs(got-want) > points {
-			t.Errorf("%s: v2 took %.1f%% of %d answers, want %.0f±%.0f", r.Name, got, r.V1+r.V2, want, points)
+		n := r.V1 + r.V2
+		if p := binomialTail(r.V2, n, want/100); p < 1e-5 {
+			t.Errorf("%s: v2 took %.1f%% of %d answers, want about %.0f%% (p = %.1g)", r.Name, pct(r.V2, n), n, want, p)
 		}
 	}
 	allOK := func(r stepResult) {
@@ -58,18 +63,18 @@ func TestStory(t *testing.T) {
 	}
 
 	canary := step(stepCanary)
-	near(canary, 10, 7)
+	near(canary, 10)
 	allOK(canary)
 
 	testers := step(stepTesters)
 	if testers.Testers == 0 || testers.TestersV2 != testers.Testers {
 		t.Errorf("testers: %d of %d answered by v2, want all", testers.TestersV2, testers.Testers)
 	}
-	near(testers, 10, 9) // the others still see the canary split
+	near(testers, 10) // the others still see the canary split
 	allOK(testers)
 
 	shift := step(stepShift)
-	near(shift, 50, 15)
+	near(shift, 50)
 	allOK(shift)
 
 	failing := step(stepFailing)
@@ -113,6 +118,47 @@ func TestStory(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "Summary") {
 		t.Errorf("no summary printed")
+	}
+}
+
+// binomialTail is the probability, for n independent draws each a hit
+// with probability p, of a count of hits at least as far from the mean as
+// k, on k's side: twice the smaller tail, at most 1.
+func binomialTail(k, n int, p float64) float64 {
+	pmf := func(i int) float64 {
+		lc, _ := math.Lgamma(float64(n + 1))
+		li, _ := math.Lgamma(float64(i + 1))
+		lr, _ := math.Lgamma(float64(n - i + 1))
+		return math.Exp(lc - li - lr + float64(i)*math.Log(p) + float64(n-i)*math.Log1p(-p))
+	}
+	var below, above float64
+	for i := 0; i <= n; i++ {
+		if i <= k {
+			below += pmf(i)
+		}
+		if i >= k {
+			above += pmf(i)
+		}
+	}
+	return min(1, 2*min(below, above))
+}
+
+func TestBinomialTail(t *testing.T) {
+	for _, c := range []struct {
+		k, n   int
+		p      float64
+		lo, hi float64
+	}{
+		{33, 186, 0.1, 1.6e-3, 1.8e-3}, // 17.7% of 186 for a 10% split: rare, not impossible
+		{0, 186, 0.1, 0, 1e-8},         // no canary at all
+		{186, 186, 0.1, 0, 1e-8},       // the whole load
+		{19, 186, 0.1, 0.9, 1},         // on the mean
+		{100, 141, 0.5, 0, 1e-5},       // 71% of a 50/50 split
+		{0, 141, 0.1, 0, 1e-5},         // no canary, in a smaller step
+	} {
+		if got := binomialTail(c.k, c.n, c.p); got < c.lo || got > c.hi {
+			t.Errorf("binomialTail(%d, %d, %v) = %g, want in [%g, %g]", c.k, c.n, c.p, got, c.lo, c.hi)
+		}
 	}
 }
 
