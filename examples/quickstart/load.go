@@ -37,9 +37,9 @@ type sample struct {
 	status   int
 	version  string // v1 or v2, from the answer
 	tries    int    // times an orders replica saw the request
-	// retryRefused: the frontend's breaker refused a retry (max_retries),
-	// which the replicas never saw: the request had made an attempt.
-	retryRefused bool
+	// refusal is how long a replica took to pass on the inventory
+	// breaker's refusal, 0 if none did.
+	refusal time.Duration
 }
 
 // phase is what the load is told about the story's current step.
@@ -176,8 +176,6 @@ func (l *load) one(ctx context.Context, ph *phase, id int64) {
 			return // the story is over; this request measures nothing
 		case errors.Is(err, resilience.ErrOverflow):
 			s.outcome = outcomeOverflow
-			var oe *resilience.OverflowError
-			s.retryRefused = errors.As(err, &oe) && oe.Threshold == resilience.ThresholdMaxRetries
 		case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded):
 			s.outcome = outcomeTimeout
 		default:
@@ -185,7 +183,8 @@ func (l *load) one(ctx context.Context, ph *phase, id int64) {
 		}
 
 	}
-	s.tries = l.shop.attempts.get(rid)
+	a := l.shop.attempts.get(rid)
+	s.tries, s.refusal = a.tries, a.refusal
 	l.mu.Lock()
 	l.second = append(l.second, s)
 	if s.measured {
@@ -219,18 +218,20 @@ type stats struct {
 	Overflow, Timeout  int
 	Other              int // other statuses and errors
 	P50, P99           time.Duration
-	OverflowP99        time.Duration
-	// OverflowFirstP99 is the p99 of the fast failures refused at their
-	// first try: with retries, a fast failure can follow an attempt that
-	// waited, and end close to the route timeout. A retry the frontend's
-	// own breaker refused counts as one, though no replica saw it.
-	OverflowFirstP99 time.Duration
-	TimeoutP50       time.Duration
+	// OverflowP99 is the fast failures' latency as the caller saw it. On a
+	// loaded machine it includes time in queues (scheduling, sockets) and,
+	// with retries, an earlier attempt that waited.
+	OverflowP99 time.Duration
+	// RefusalP99 is how long the orders replicas took to pass on the
+	// inventory breaker's refusals, from a request's arrival: the breaker's
+	// own cost, which a breaker that queued would show.
+	RefusalP99 time.Duration
+	TimeoutP50 time.Duration
 }
 
 func summarize(ss []sample) stats {
 	var st stats
-	var lat, over, overFirst, tout []time.Duration
+	var lat, over, refusal, tout []time.Duration
 	for _, s := range ss {
 		st.Requests++
 		lat = append(lat, s.latency)
@@ -254,8 +255,8 @@ func summarize(ss []sample) stats {
 		case outcomeOverflow:
 			st.Overflow++
 			over = append(over, s.latency)
-			if s.tries <= 1 && !s.retryRefused {
-				overFirst = append(overFirst, s.latency)
+			if s.refusal > 0 {
+				refusal = append(refusal, s.refusal)
 			}
 		case outcomeTimeout:
 			st.Timeout++
@@ -266,7 +267,7 @@ func summarize(ss []sample) stats {
 	}
 	st.P50, st.P99 = quantile(lat, 0.50), quantile(lat, 0.99)
 	st.OverflowP99 = quantile(over, 0.99)
-	st.OverflowFirstP99 = quantile(overFirst, 0.99)
+	st.RefusalP99 = quantile(refusal, 0.99)
 	st.TimeoutP50 = quantile(tout, 0.50)
 	return st
 }

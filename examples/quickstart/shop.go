@@ -109,10 +109,19 @@ type replica struct {
 }
 
 // attempts counts, per request id, how many times the orders replicas saw
-// a request: more than once means the mesh retried it.
+// a request (more than once means the mesh retried it), and how long a
+// replica took to answer it with the inventory breaker's refusal.
 type attempts struct {
 	mu sync.Mutex
-	n  map[string]int
+	n  map[string]attemptRecord
+}
+
+type attemptRecord struct {
+	tries int
+	// refusal is the longest a replica took, from the request's arrival
+	// to its answer, to pass on the breaker's refusal: what the breaker
+	// itself costs a request, whatever the machine's queues add around it.
+	refusal time.Duration
 }
 
 func (a *attempts) add(id string) {
@@ -120,11 +129,24 @@ func (a *attempts) add(id string) {
 		return
 	}
 	a.mu.Lock()
-	a.n[id]++
+	r := a.n[id]
+	r.tries++
+	a.n[id] = r
 	a.mu.Unlock()
 }
 
-func (a *attempts) get(id string) int {
+func (a *attempts) refused(id string, took time.Duration) {
+	if id == "" {
+		return
+	}
+	a.mu.Lock()
+	r := a.n[id]
+	r.refusal = max(r.refusal, took)
+	a.n[id] = r
+	a.mu.Unlock()
+}
+
+func (a *attempts) get(id string) attemptRecord {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.n[id]
@@ -157,7 +179,7 @@ func (s *shop) onClose(f func()) { s.closers = append(s.closers, f) }
 // control plane and the two callers. On error, what was started is
 // stopped.
 func startShop(ctx context.Context, log *slog.Logger, out io.Writer) (_ *shop, err error) {
-	s := &shop{attempts: attempts{n: map[string]int{}}}
+	s := &shop{attempts: attempts{n: map[string]attemptRecord{}}}
 	defer func() {
 		if err != nil {
 			s.close()
@@ -344,8 +366,10 @@ func (s *shop) ejected() int {
 
 func (s *shop) ordersHandler(r *replica, inventory healthpb.HealthClient) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		arrived := time.Now()
 		r.hits.Add(1)
-		s.attempts.add(req.Header.Get(requestIDHeader))
+		id := req.Header.Get(requestIDHeader)
+		s.attempts.add(id)
 		if r.fail.Load() {
 			http.Error(w, r.name+" is failing", http.StatusServiceUnavailable)
 			return
@@ -359,6 +383,9 @@ func (s *shop) ordersHandler(r *replica, inventory healthpb.HealthClient) http.H
 			if code, reason, ok := resilience.HTTPStatus(err); ok {
 				w.Header().Set(resilience.ReasonHeader, reason)
 				http.Error(w, "inventory: "+err.Error(), code)
+				if reason == resilience.ReasonOverflow {
+					s.attempts.refused(id, time.Since(arrived))
+				}
 				return
 			}
 			http.Error(w, "inventory: "+status.Code(err).String(), http.StatusGatewayTimeout)

@@ -210,8 +210,8 @@ func (r *stepResult) outcome(i int) string {
 		return fmt.Sprintf("%s; v1-a answered 503 %d times, each retried (%d retries); %d endpoint(s) ejected",
 			success, r.FailingHits, r.Retries, r.MaxEjected)
 	case stepSlow:
-		return fmt.Sprintf("%s; %d failed fast by the breaker (p99 %s, retries included), %d timed out (p50 %s); at most %d in flight",
-			success, r.Overflow, ms(r.OverflowP99), r.Timeout, ms(r.TimeoutP50), r.MaxInFlight)
+		return fmt.Sprintf("%s; %d failed fast by the breaker (p99 %s, retries included; orders refused in %s), %d timed out (p50 %s); at most %d in flight",
+			success, r.Overflow, ms(r.OverflowP99), short(r.RefusalP99), r.Timeout, ms(r.TimeoutP50), r.MaxInFlight)
 	case stepDenied:
 		return fmt.Sprintf("reports got %s; frontend: %s", statuses(r.Denied), success)
 	}
@@ -258,8 +258,8 @@ func printSummary(p printer, s *summary) {
 		case stepTesters:
 			p.line("  testers → v2: %d of %d (%.0f%%)", r.TestersV2, r.Testers, pct(r.TestersV2, r.Testers))
 		case stepSlow:
-			p.line("  slow inventory: %d failed fast (p99 %s, retries included), %d timed out at the %v route timeout, at most %d in flight",
-				r.Overflow, ms(r.OverflowP99), r.Timeout, routeTimeout, r.MaxInFlight)
+			p.line("  slow inventory: %d failed fast (p99 %s, retries included; orders refused in %s at p99), %d timed out at the %v route timeout, at most %d in flight",
+				r.Overflow, ms(r.OverflowP99), short(r.RefusalP99), r.Timeout, routeTimeout, r.MaxInFlight)
 		case stepDenied:
 			p.line("  reports → orders: %s", statuses(r.Denied))
 		}
@@ -363,6 +363,14 @@ func statusText(code int) string {
 
 func ms(d time.Duration) string {
 	return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond))
+}
+
+// short formats a duration that may be microseconds.
+func short(d time.Duration) string {
+	if d < time.Millisecond {
+		return fmt.Sprintf("%dµs", d.Microseconds())
+	}
+	return ms(d)
 }
 
 // sleep waits for d or until ctx ends.
