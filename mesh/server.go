@@ -228,14 +228,24 @@ func deadlineFromHeader(next http.Handler) http.Handler {
 			if ms, err := strconv.ParseInt(v, 10, 64); (err == nil || errors.Is(err, strconv.ErrRange)) && ms > 0 {
 				ms = min(ms, maxTimeoutHeaderMS)
 				// Most handlers never wait on their context: its timer
-				// starts only when one does.
-				ctx := deadline.New(r.Context(), time.Now().Add(time.Duration(ms)*time.Millisecond))
-				defer ctx.Release()
-				r = r.WithContext(ctx)
+				// starts only when one does. The context and the request
+				// carrying it are one allocation.
+				b := new(budgetRequest)
+				b.ctx.Init(r.Context(), time.Now().Add(time.Duration(ms)*time.Millisecond))
+				defer b.ctx.Release()
+				b.req = *r.WithContext(&b.ctx)
+				r = &b.req
 			}
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// budgetRequest is the request a handler sees under its caller's budget,
+// with the context that bounds it.
+type budgetRequest struct {
+	req http.Request
+	ctx deadline.Context
 }
 
 // peerIdentity puts the TLS peer's SPIFFE ID into the request context.

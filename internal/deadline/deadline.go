@@ -48,6 +48,13 @@ func New(parent context.Context, d time.Time) *Context {
 	return &Context{parent: parent, deadline: d}
 }
 
+// Init makes the zero Context c one bounded by d, derived from parent, as
+// New would: for a Context that lives inside an allocation of the
+// caller's, such as beside the request it bounds.
+func (c *Context) Init(parent context.Context, d time.Time) {
+	c.parent, c.deadline = parent, d
+}
+
 // Deadline implements context.Context.
 func (c *Context) Deadline() (time.Time, bool) {
 	if pd, ok := c.parent.Deadline(); ok && pd.Before(c.deadline) {
