@@ -118,9 +118,9 @@ type attempts struct {
 
 type attemptRecord struct {
 	tries int
-	// refusal is the longest a replica took, from the request's arrival
-	// to its answer, to pass on the breaker's refusal: what the breaker
-	// itself costs a request, whatever the machine's queues add around it.
+	// refusal is the longest a replica took, from the request's arrival,
+	// to have the breaker's refusal in hand: what the breaker itself costs
+	// a request, whatever the machine's queues add around it.
 	refusal time.Duration
 }
 
@@ -381,11 +381,13 @@ func (s *shop) ordersHandler(r *replica, inventory healthpb.HealthClient) http.H
 			// A call the circuit breaker refused is answered at once with
 			// the reason, so the caller can tell shedding from slowness.
 			if code, reason, ok := resilience.HTTPStatus(err); ok {
-				w.Header().Set(resilience.ReasonHeader, reason)
-				http.Error(w, "inventory: "+err.Error(), code)
 				if reason == resilience.ReasonOverflow {
+					// Recorded before the answer leaves, so the caller
+					// finds it when the answer arrives.
 					s.attempts.refused(id, time.Since(arrived))
 				}
+				w.Header().Set(resilience.ReasonHeader, reason)
+				http.Error(w, "inventory: "+err.Error(), code)
 				return
 			}
 			http.Error(w, "inventory: "+status.Code(err).String(), http.StatusGatewayTimeout)
