@@ -383,12 +383,19 @@ func (h *instrumentedHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) 
 	if recording {
 		span.SetAttributes(serverRequestAttributes(r, method)...)
 	}
-	sw := &statusWriter{ResponseWriter: w}
 	// The ServeMux sets Pattern on the request it is handed, this one,
 	// so the route is known once the handler returns.
+	var sw *statusWriter
 	if ctx != r.Context() {
-		r = r.WithContext(ctx)
+		// The writer and the request carrying the span are one
+		// allocation, the copy made on the stack and moved in.
+		c := new(tracedCall)
+		c.req = *r.WithContext(ctx)
+		sw, r = &c.sw, &c.req
+	} else {
+		sw = new(statusWriter)
 	}
+	sw.ResponseWriter = w
 	returned := false
 	defer func() {
 		status := sw.status
@@ -494,6 +501,13 @@ func serverRequestAttributes(r *http.Request, method string) []attribute.KeyValu
 // statusWriter records the status a handler sends. It passes Flush,
 // Hijack and ReadFrom through, and Unwrap gives http.ResponseController
 // the writer underneath.
+// tracedCall is what a server request under a span of its own needs
+// beside the caller's: the status writer and the request copy.
+type tracedCall struct {
+	sw  statusWriter
+	req http.Request
+}
+
 type statusWriter struct {
 	http.ResponseWriter
 	status int
