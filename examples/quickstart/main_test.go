@@ -126,6 +126,12 @@ func TestStory(t *testing.T) {
 // with probability p, of a count of hits at least as far from the mean as
 // k, on k's side: twice the smaller tail, at most 1.
 func binomialTail(k, n int, p float64) float64 {
+	switch {
+	case p <= 0: // every draw misses
+		return float64(b2i(k == 0))
+	case p >= 1: // every draw hits
+		return float64(b2i(k == n))
+	}
 	pmf := func(i int) float64 {
 		lc, _ := math.Lgamma(float64(n + 1))
 		li, _ := math.Lgamma(float64(i + 1))
@@ -144,6 +150,13 @@ func binomialTail(k, n int, p float64) float64 {
 	return min(1, 2*min(below, above))
 }
 
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 func TestBinomialTail(t *testing.T) {
 	for _, c := range []struct {
 		k, n   int
@@ -156,6 +169,9 @@ func TestBinomialTail(t *testing.T) {
 		{19, 186, 0.1, 0.9, 1},         // on the mean
 		{100, 141, 0.5, 0, 1e-5},       // 71% of a 50/50 split
 		{0, 141, 0.1, 0, 1e-5},         // no canary, in a smaller step
+		{0, 141, 0, 1, 1},              // a 0% split, kept
+		{1, 141, 0, 0, 0},              // a 0% split, broken
+		{141, 141, 1, 1, 1},            // a 100% split, kept
 	} {
 		if got := binomialTail(c.k, c.n, c.p); got < c.lo || got > c.hi {
 			t.Errorf("binomialTail(%d, %d, %v) = %g, want in [%g, %g]", c.k, c.n, c.p, got, c.lo, c.hi)
