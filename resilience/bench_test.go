@@ -88,3 +88,16 @@ func BenchmarkBreakerAllowDoneParallel(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkRateBudgetRequestStarted is what every request to a cluster
+// with the default retry budget pays, from as many goroutines as there
+// are cores: one budget is shared by all of a cluster's requests.
+func BenchmarkRateBudgetRequestStarted(b *testing.B) {
+	budget := resilience.NewRateBudget(0, 0, 0)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			budget.RequestStarted()
+		}
+	})
+}

@@ -95,6 +95,8 @@ type RateBudget struct {
 	now       func() time.Time
 	exhausted atomic.Uint64
 
+	// mu serializes TryRetry and the clearing of a bucket for a new slot;
+	// RequestStarted, on every request, only adds to its bucket's count.
 	mu      sync.Mutex
 	buckets [rateBuckets]rateBucket
 }
@@ -102,8 +104,9 @@ type RateBudget struct {
 const rateBuckets = 10
 
 type rateBucket struct {
-	epoch             int64 // index of the bucketDur-long slot this bucket holds
-	requests, retries int64
+	epoch    atomic.Int64 // index of the bucketDur-long slot this bucket holds
+	requests atomic.Int64
+	retries  int64 // under mu
 }
 
 // NewRateBudget returns a Linkerd-style budget. ratio <= 0 means
@@ -130,23 +133,39 @@ func NewRateBudget(ratio, minPerSecond float64, window time.Duration) *RateBudge
 	}
 }
 
-// bucket returns the current bucket, clearing it when it holds an older
-// slot. Callers hold mu.
+// bucket returns the bucket of the current slot and the slot's index,
+// clearing the bucket first when it holds an older slot.
 func (b *RateBudget) bucket() (*rateBucket, int64) {
 	epoch := b.now().UnixNano() / int64(b.bucketDur)
 	bk := &b.buckets[epoch%rateBuckets]
-	if bk.epoch != epoch {
-		*bk = rateBucket{epoch: epoch}
+	if bk.epoch.Load() != epoch {
+		b.mu.Lock()
+		b.clear(bk, epoch)
+		b.mu.Unlock()
 	}
 	return bk, epoch
 }
 
-// RequestStarted deposits one request into the window.
+// clear makes bk hold slot epoch, empty, unless it already holds it or a
+// later one (the clock went back). Callers hold mu. The epoch is written
+// last, so a request that sees it counts in the new slot; one that read
+// the old epoch a whole window ago may land in the new slot instead,
+// which moves one request, never a retry.
+func (b *RateBudget) clear(bk *rateBucket, epoch int64) {
+	if bk.epoch.Load() >= epoch {
+		return
+	}
+	bk.requests.Store(0)
+	bk.retries = 0
+	bk.epoch.Store(epoch)
+}
+
+// RequestStarted deposits one request into the window. It takes no lock
+// unless the request is the first of a new slot: a budget is shared by
+// every request to its cluster.
 func (b *RateBudget) RequestStarted() {
-	b.mu.Lock()
 	bk, _ := b.bucket()
-	bk.requests++
-	b.mu.Unlock()
+	bk.requests.Add(1)
 }
 
 // RequestDone does nothing: the rate budget counts requests when they
@@ -155,13 +174,13 @@ func (b *RateBudget) RequestDone() {}
 
 // TryRetry withdraws a retry when the window allows one.
 func (b *RateBudget) TryRetry() bool {
+	cur, epoch := b.bucket()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	cur, epoch := b.bucket()
 	var req, ret int64
 	for i := range b.buckets {
-		if bk := &b.buckets[i]; epoch-bk.epoch < rateBuckets {
-			req += bk.requests
+		if bk := &b.buckets[i]; epoch-bk.epoch.Load() < rateBuckets {
+			req += bk.requests.Load()
 			ret += bk.retries
 		}
 	}

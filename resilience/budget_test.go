@@ -188,3 +188,44 @@ func TestThresholdsMaxRetries(t *testing.T) {
 		t.Errorf("got %d hits and %d overflows, want 1 and 1", be.hits.Load(), th.Overflows())
 	}
 }
+
+// TestRateBudgetConcurrent starts requests and asks for retries from many
+// goroutines at once, across slot boundaries: the budget never grants more
+// retries than its ratio of the requests counted, whatever the
+// interleaving, and loses no request within a slot.
+func TestRateBudgetConcurrent(t *testing.T) {
+	var clock atomic.Int64
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	b := resilience.NewRateBudget(0.25, -1, 10*time.Second)
+	resilience.SetRateBudgetNow(b, func() time.Time { return start.Add(time.Duration(clock.Load())) })
+	const workers, perWorker = 8, 2000
+	var granted atomic.Int64
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range perWorker {
+				b.RequestStarted()
+				if i%2 == 0 && b.TryRetry() {
+					granted.Add(1)
+				}
+				if w == 0 && i%500 == 0 {
+					clock.Add(int64(300 * time.Millisecond)) // a new 1 s slot now and then, all within the window
+				}
+			}
+		})
+	}
+	wg.Wait()
+	requests := int64(workers * perWorker)
+	if g := granted.Load(); g > requests/4 || g == 0 {
+		t.Errorf("retries granted: %d of %d requests, want between 1 and %d", g, requests, requests/4)
+	}
+	// The window still holds every request: with all of them counted, a
+	// quarter of them in retries is the most it allows.
+	extra := int64(0)
+	for b.TryRetry() {
+		extra++
+	}
+	if total := granted.Load() + extra; total != requests/4 {
+		t.Errorf("retries the window allowed in all: %d, want %d (a request was lost or counted twice)", total, requests/4)
+	}
+}
