@@ -498,9 +498,6 @@ func serverRequestAttributes(r *http.Request, method string) []attribute.KeyValu
 	return kvs
 }
 
-// statusWriter records the status a handler sends. It passes Flush,
-// Hijack and ReadFrom through, and Unwrap gives http.ResponseController
-// the writer underneath.
 // tracedCall is what a server request under a span of its own needs
 // beside the caller's: the status writer and the request copy.
 type tracedCall struct {
@@ -508,6 +505,9 @@ type tracedCall struct {
 	req http.Request
 }
 
+// statusWriter records the status a handler sends. It passes Flush,
+// Hijack and ReadFrom through, and Unwrap gives http.ResponseController
+// the writer underneath.
 type statusWriter struct {
 	http.ResponseWriter
 	status int
