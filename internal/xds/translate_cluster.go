@@ -320,13 +320,23 @@ func leastRequest(n uint32, set bool, bias *corev3.RuntimeDouble) (LeastRequestC
 // policyType names a load-balancing policy for an error: its type, or,
 // for a custom policy (a TypedStruct), the type it names.
 func policyType(a *anypb.Any) string {
-	if a.MessageIs((*xdstypev3.TypedStruct)(nil)) {
-		ts := &xdstypev3.TypedStruct{}
-		if a.UnmarshalTo(ts) == nil {
-			return ts.GetTypeUrl()
-		}
+	if ts, err := customPolicy(a); ts != nil && err == nil {
+		return ts.GetTypeUrl()
 	}
 	return a.GetTypeUrl()
+}
+
+// customPolicy unwraps a custom policy (gRFC A52): the TypedStruct a
+// carries, or nil when a is not one.
+func customPolicy(a *anypb.Any) (*xdstypev3.TypedStruct, error) {
+	if !a.MessageIs((*xdstypev3.TypedStruct)(nil)) {
+		return nil, nil
+	}
+	ts := &xdstypev3.TypedStruct{}
+	if err := a.UnmarshalTo(ts); err != nil {
+		return nil, err
+	}
+	return ts, nil
 }
 
 func knownPolicy(a *anypb.Any, out *Cluster) (bool, error) {
@@ -413,8 +423,8 @@ func knownPolicy(a *anypb.Any, out *Cluster) (bool, error) {
 		// policies are published as "weft_<name>", the name they carry in
 		// grpc-go's registry, so a control plane can ask for p2c_ewma,
 		// which only Envoy's contrib build knows.
-		ts := &xdstypev3.TypedStruct{}
-		if err := a.UnmarshalTo(ts); err != nil {
+		ts, err := customPolicy(a)
+		if err != nil {
 			return false, err
 		}
 		url := ts.GetTypeUrl()
