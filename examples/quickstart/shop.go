@@ -124,24 +124,21 @@ type attemptRecord struct {
 	refusal time.Duration
 }
 
-func (a *attempts) add(id string) {
-	if id == "" {
-		return
-	}
-	a.mu.Lock()
-	r := a.n[id]
-	r.tries++
-	a.n[id] = r
-	a.mu.Unlock()
-}
+func (a *attempts) add(id string) { a.update(id, func(r *attemptRecord) { r.tries++ }) }
 
 func (a *attempts) refused(id string, took time.Duration) {
+	a.update(id, func(r *attemptRecord) { r.refusal = max(r.refusal, took) })
+}
+
+// update changes the record of request id; a request without one is not
+// counted.
+func (a *attempts) update(id string, f func(*attemptRecord)) {
 	if id == "" {
 		return
 	}
 	a.mu.Lock()
 	r := a.n[id]
-	r.refusal = max(r.refusal, took)
+	f(&r)
 	a.n[id] = r
 	a.mu.Unlock()
 }
