@@ -45,7 +45,9 @@ type armed struct {
 
 // New returns a Context bounded by d, derived from parent.
 func New(parent context.Context, d time.Time) *Context {
-	return &Context{parent: parent, deadline: d}
+	c := new(Context)
+	c.Init(parent, d)
+	return c
 }
 
 // Init makes the zero Context c one bounded by d, derived from parent, as
