@@ -133,6 +133,7 @@ func (a *Aggregate) resolveLocked() {
 	var leaves []*Cluster
 	isLeaf := map[string]bool{}
 	pending := false
+	var fresh []string // nodes made by this walk, to subscribe to after it
 	var walk func(c *Cluster, path []string) error
 	walk = func(c *Cluster, path []string) error {
 		for _, name := range c.AggregateClusters {
@@ -148,8 +149,7 @@ func (a *Aggregate) resolveLocked() {
 			if n == nil {
 				n = &aggNode{}
 				a.nodes[name] = n
-				// Watch delivers later, on the serializer, never now.
-				n.cancel = a.c.Watch(ClusterType, name, &aggChild{a: a, name: name, n: n})
+				fresh = append(fresh, name)
 			}
 			switch {
 			case !n.known:
@@ -175,6 +175,17 @@ func (a *Aggregate) resolveLocked() {
 				delete(a.nodes, name)
 			}
 		}
+	}
+	// The clusters reached for the first time are subscribed to only now,
+	// after those no longer reached were canceled: a state-of-the-world
+	// client drops a name with its next request that adds one, so the
+	// request that adds these carries the removals. Subscribed during the
+	// walk, the addition could leave before the removals and they would
+	// wait for some later addition. (Watch delivers later, on the
+	// serializer, never now.)
+	for _, name := range fresh {
+		n := a.nodes[name]
+		n.cancel = a.c.Watch(ClusterType, name, &aggChild{a: a, name: name, n: n})
 	}
 	switch {
 	case err != nil:
